@@ -1,0 +1,1 @@
+"""HTTP adapter (FastAPI). Imports the core; the core never imports this."""

@@ -1,0 +1,157 @@
+"""The ``csledger`` command line (typer). Parses, calls one service, renders; records no
+clinical event itself (only ``demo`` does, as its seeded staff, through the same services)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .ledger.commands import AddressInput, RegisterRegistrant
+from .ledger.errors import LedgerError
+from .settings import get_settings
+
+app = typer.Typer(help="csledger: controlled-substance ledger for ketamine clinics.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+err = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (overrides CSLEDGER_DATABASE_URL).")]
+
+
+def _open(db: str | None, *, migrate_first: bool = False):
+    from .ledger.store import Ledger, migrate
+
+    settings = get_settings(database_url=db)
+    ledger = Ledger.open(settings.database_url)
+    if migrate_first:
+        migrate(ledger.engine)
+    return settings, ledger
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def migrate(db: DbOption = None) -> None:
+    """Bring the database schema to the latest migration."""
+    _, ledger = _open(db, migrate_first=True)
+    out.print("schema at head")
+    ledger.dispose()
+
+
+@app.command()
+def init(
+    dea: Annotated[str, typer.Option(help="The location's DEA registration number, e.g. AB1234563.")],
+    name: Annotated[str, typer.Option(help="Registrant name as on the DEA registration.")],
+    street: Annotated[str, typer.Option()],
+    city: Annotated[str, typer.Option()],
+    state: Annotated[str, typer.Option(help="Two-letter state code.")],
+    postal_code: Annotated[str, typer.Option("--zip", help="ZIP code.")],
+    time_zone: Annotated[str, typer.Option(help="IANA time zone of the clinic, e.g. America/New_York.")],
+    admin_name: Annotated[str, typer.Option(help="Printed name of the first administrator.")],
+    admin_username: Annotated[str, typer.Option(help="Login name of the first administrator.")],
+    db: DbOption = None,
+) -> None:
+    """Migrate to head and register a registrant with its first administrator."""
+    from .ledger import services
+
+    _, ledger = _open(db, migrate_first=True)
+    try:
+        res = services.register_registrant(ledger, RegisterRegistrant(
+            dea_number=dea, name=name, address=AddressInput(street, city, state, postal_code),
+            time_zone=time_zone, admin_printed_name=admin_name, admin_username=admin_username,
+        ))
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"registered {res['registrant']}: entries 0..{res['entries'][-1]['seq']}, "
+              f"administrator {res['admin_staff_id']}")
+
+
+@app.command()
+def verify(
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-canonicalize, check copied columns, rebuild projections.")] = False,
+    registrant: Annotated[str | None, typer.Option(help="Only this registrant (DEA number).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Check the hash chain and Merkle tree (and with --deep everything derived from it).
+    Exits 1 and names the first bad entry on any integrity failure."""
+    from rich.progress import Progress
+
+    from .ledger.store import entries_t
+    from .ledger.verify import verify as run_verify
+
+    _, ledger = _open(db)
+    import sqlalchemy as sa
+
+    try:
+        with ledger.reading() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
+    except Exception as exc:  # no schema: say so plainly
+        _fail(f"cannot read the ledger at {ledger.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}")
+    with Progress(console=err, disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("verify --deep" if deep else "verify", total=total)
+        report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n))
+    ledger.dispose()
+    if not report.ok:
+        for p in report.problems:
+            err.print(f"[bold red]FAIL[/] {p}", highlight=False)
+        raise typer.Exit(1)
+    for reg, size in report.registrants.items():
+        out.print(f"ok {reg}: {size} entries, root {report.roots.get(reg, '-')}")
+    out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn) after migrating to head."""
+    import uvicorn
+
+    from .api.app import create_app
+
+    settings, ledger = _open(db, migrate_first=True)
+    uvicorn.run(create_app(ledger, settings), host=host or settings.host, port=port or settings.port,
+                log_level="info")
+
+
+@app.command()
+def bench(
+    entries: Annotated[int, typer.Option(help="Entries to append (one command each).")] = 2000,
+    verify_entries: Annotated[int, typer.Option(help="Entries in the verify run.")] = 20000,
+    workdir: Annotated[Path | None, typer.Option(help="Folder for the throwaway databases.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Benchmark against this (empty) PostgreSQL URL instead of a fresh SQLite file.")] = None,
+) -> None:
+    """Measure durable appends/s and verify entries/s against a bare sqlite3+hashlib loop."""
+    from .bench import run_bench
+
+    run_bench(out, entries=entries, verify_entries=verify_entries, workdir=workdir, pg_url=db)
+
+
+@app.command()
+def demo(
+    db: DbOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the deterministic data set.")] = 1,
+) -> None:
+    """Build a realistic demo data set on a fresh database, then verify it deeply."""
+    from .demo import run_demo
+
+    settings = get_settings(database_url=db)
+    try:
+        run_demo(settings, seed=seed, console=out)
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()

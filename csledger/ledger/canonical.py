@@ -1,0 +1,82 @@
+"""The canonical bytes of an entry: RFC 8785 (JSON Canonicalization Scheme), UTF-8.
+
+Contract (ARCHITECTURE.md): no floats anywhere. Quantities are decimal strings at a fixed scale
+(see ``quantities``), times are UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, integers are only used for
+counts, ``seq`` and ``schema_version``. ``to_json_value`` turns domain values into that shape and
+refuses anything else, so a float can never reach the hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import rfc8785
+
+ZERO_HASH = "0" * 64
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_time(t: datetime) -> str:
+    """UTC text of an aware datetime in the one format used in entries and tables."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError("time must carry a time zone")
+    return t.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """Inverse of ``format_time``; refuses any other shape."""
+    if len(text) != 27 or not text.endswith("Z"):
+        raise ValueError(f"time {text[:40]!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def to_json_value(value: Any) -> Any:
+    """Convert a domain value (dataclass, Decimal, datetime, enum, tuple) to canonical JSON data."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        raise TypeError("floats are not allowed in entries; use Decimal")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError("non-finite decimal in entry")
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(v) for v in value]
+    raise TypeError(f"cannot put {type(value).__name__} into an entry")
+
+
+def canonical_bytes(obj: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of a JSON-ready entry object."""
+    return rfc8785.dumps(obj)
+
+
+def decode(canonical: bytes) -> dict[str, Any]:
+    """Parse canonical bytes back into the entry object (numbers stay ints; there are no floats)."""
+
+    def no_float(text: str) -> Any:
+        raise ValueError(f"float {text!r} in canonical entry")
+
+    return json.loads(canonical, parse_float=no_float)
+
+
+def leaf_hash(canonical: bytes) -> bytes:
+    """RFC 9162 leaf hash: SHA-256(0x00 || canonical bytes)."""
+    return hashlib.sha256(b"\x00" + canonical).digest()

@@ -1,0 +1,420 @@
+"""Persistence: engine, migrations, the unit of work and the append path.
+
+The one way anything is written is ``Ledger.execute``: it opens one transaction, takes the
+registrant's write lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``pg_advisory_xact_lock``),
+checks the idempotency key, lets the service validate against the projections and append its
+entries, updates projections, Merkle nodes and the checkpoint, records the idempotency key with
+the response, and commits. Anything raised rolls everything back: a command writes all of its
+entries or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from . import canonical as canon
+from . import merkle, projections
+from .entries import ENVELOPE_FIELDS, Event
+from .errors import Conflict, IdempotencyConflict, InvalidInput, LedgerError, NotFound
+from .principal import Meaning, Principal
+from .tables import (
+    PROJECTION_MODELS,
+    Entry,
+    EntryMovement,
+    IdempotencyRecord,
+    MerkleNode,
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+entries_t = Entry.__table__
+movements_t = EntryMovement.__table__
+idem_t = IdempotencyRecord.__table__
+nodes_t = MerkleNode.__table__
+projection_tables = {name: model.__table__ for name, model in PROJECTION_MODELS.items()}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver for them."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for durability and for the registrant write lock.
+
+    SQLite: WAL, ``synchronous=FULL``, foreign keys on, and the driver's own transaction
+    handling turned off so that every write transaction starts with ``BEGIN IMMEDIATE`` (the
+    SQLAlchemy documentation's recipe; the stock driver delays BEGIN, so two writers could both
+    read the same head). Read-only transactions start with a plain deferred ``BEGIN``.
+    PostgreSQL: ``synchronous_commit=on`` on every connection.
+    """
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            raise InvalidInput("an in-memory SQLite database cannot hold a ledger; give a file", field="database_url")
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=20, max_overflow=20
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            read_only = conn.get_execution_options().get("csledger_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        return sa.create_engine(
+            url,
+            connect_args={"options": "-c synchronous_commit=on"},
+            pool_size=20,
+            max_overflow=20,
+            pool_pre_ping=True,
+        )
+    raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
+
+
+def alembic_config():
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the Alembic migrations (never ``create_all``)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def durability_settings(engine: Engine) -> dict[str, str]:
+    """What the database says about durability, for tests and ``csledger verify``."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return {
+                "journal_mode": str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()),
+                "synchronous": str(conn.exec_driver_sql("PRAGMA synchronous").scalar()),
+                "foreign_keys": str(conn.exec_driver_sql("PRAGMA foreign_keys").scalar()),
+            }
+        return {"synchronous_commit": str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())}
+
+
+# --- projections in SQL ------------------------------------------------------------------------
+
+
+class SqlStateView:
+    """``projections.StateView`` over the database, inside the append transaction."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def _where(self, table: str, key: tuple):
+        t = projection_tables[table]
+        cols = projections.PRIMARY_KEYS[table]
+        return sa.and_(*(t.c[c] == v for c, v in zip(cols, key, strict=True)))
+
+    def get(self, table: str, key: tuple) -> dict[str, Any] | None:
+        t = projection_tables[table]
+        row = self.conn.execute(sa.select(t).where(self._where(table, key))).mappings().first()
+        return dict(row) if row is not None else None
+
+    def put(self, table: str, row: dict[str, Any]) -> None:
+        t = projection_tables[table]
+        key = projections.key_of(table, row)
+        updated = self.conn.execute(sa.update(t).where(self._where(table, key)).values(**row))
+        if updated.rowcount == 0:
+            self.conn.execute(sa.insert(t).values(**row))
+
+    def delete(self, table: str, key: tuple) -> None:
+        self.conn.execute(sa.delete(projection_tables[table]).where(self._where(table, key)))
+
+    def select(self, table: str, **where: Any) -> list[dict[str, Any]]:
+        t = projection_tables[table]
+        q = sa.select(t).where(*(t.c[k] == v for k, v in where.items()))
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+
+# --- the append path ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppendedEntry:
+    registrant: str
+    seq: int
+    kind: str
+    leaf_hash: str
+
+
+@dataclass
+class CommandContext:
+    """What a service sees while its command runs: the projections, the clock, and ``append``."""
+
+    conn: Connection
+    registrant: str
+    command_id: str
+    now: datetime
+    view: SqlStateView
+    next_seq: int
+    head_hash: str
+    appended: list[AppendedEntry] = field(default_factory=list)
+    after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
+
+    def signature(self, principal: Principal, meaning: Meaning, *, roles: frozenset[str] | None = None) -> dict:
+        """A signature for ``principal``: checks enrollment and roles, takes the printed name
+        from the staff projection (never from the caller)."""
+        if principal.registrant != self.registrant:
+            raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
+        staff = self.view.get("staff", (self.registrant, principal.staff_id))
+        if staff is None:
+            raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
+        if roles is not None:
+            held = {r["role"] for r in self.view.select("staff_roles", registrant=self.registrant, staff_id=principal.staff_id)}
+            if not held & roles:
+                from .errors import Forbidden
+
+                raise Forbidden(
+                    f"{staff['printed_name']} holds none of the roles this needs ({', '.join(sorted(roles))})",
+                    field="principal",
+                )
+        return {
+            "staff_id": principal.staff_id,
+            "printed_name": staff["printed_name"],
+            "meaning": meaning.value,
+            "signed_at": canon.format_time(self.now),
+            "auth_method": principal.auth_method.value,
+        }
+
+    def append(self, event: Event, *, signatures: list[dict], occurred_at: datetime) -> AppendedEntry:
+        """Hash and insert one entry at the next sequence number, and update the projections."""
+        seq = self.next_seq
+        body = canon.to_json_value(event)
+        clash = ENVELOPE_FIELDS & body.keys()
+        if clash:
+            raise TypeError(f"event {event.kind} reuses envelope fields {sorted(clash)}")
+        obj = {
+            "registrant": self.registrant,
+            "seq": seq,
+            "kind": event.kind,
+            "schema_version": event.schema_version,
+            "occurred_at": canon.format_time(occurred_at),
+            "recorded_at": canon.format_time(self.now),
+            "signatures": signatures,
+            "prev": self.head_hash,
+            **body,
+        }
+        data = canon.canonical_bytes(obj)
+        leaf = canon.leaf_hash(data)
+        self.conn.execute(
+            sa.insert(entries_t).values(
+                registrant=self.registrant, seq=seq, kind=event.kind,
+                schema_version=event.schema_version, occurred_at=obj["occurred_at"],
+                recorded_at=obj["recorded_at"], prev_hash=self.head_hash, leaf_hash=leaf.hex(),
+                canonical=data, command_id=self.command_id,
+            )
+        )
+        moves = [
+            {"registrant": self.registrant, "seq": seq, "line": i, "vial_id": v, "ndc_key": n, "ml": ml}
+            for i, (v, n, ml) in enumerate(projections.movements(obj))
+        ]
+        if moves:
+            self.conn.execute(sa.insert(movements_t), moves)
+        projections.apply(obj, self.view)
+        appended = AppendedEntry(self.registrant, seq, event.kind, leaf.hex())
+        for hook in self.after_append:
+            hook(self, appended, leaf)
+        self.appended.append(appended)
+        self.next_seq = seq + 1
+        self.head_hash = leaf.hex()
+        return appended
+
+
+def node_reader(conn: Connection, registrant: str) -> merkle.NodeReader:
+    """Read stored perfect Merkle nodes of one registrant (O(log n) per root or proof)."""
+
+    def get(level: int, index: int) -> bytes:
+        h = conn.execute(
+            sa.select(nodes_t.c.hash).where(
+                nodes_t.c.registrant == registrant, nodes_t.c.level == level, nodes_t.c.idx == index
+            )
+        ).scalar()
+        if h is None:
+            raise KeyError((level, index))
+        return bytes(h)
+
+    return get
+
+
+def write_merkle_nodes(ctx: CommandContext, appended: AppendedEntry, leaf: bytes) -> None:
+    """Store the perfect nodes the new leaf completes, in the append transaction."""
+    nodes = merkle.nodes_created_by_append(appended.seq, leaf, node_reader(ctx.conn, ctx.registrant))
+    ctx.conn.execute(
+        sa.insert(nodes_t),
+        [{"registrant": ctx.registrant, "level": lv, "idx": i, "hash": h} for lv, i, h in nodes],
+    )
+
+
+def tree_size(conn: Connection, registrant: str) -> int:
+    n = conn.execute(sa.select(sa.func.max(entries_t.c.seq)).where(entries_t.c.registrant == registrant)).scalar()
+    return 0 if n is None else int(n) + 1
+
+
+def request_hash(command: str, principal_id: str | None, request: dict[str, Any]) -> str:
+    payload = {"command": command, "principal": principal_id, "request": canon.to_json_value(request)}
+    return hashlib.sha256(canon.canonical_bytes(payload)).hexdigest()
+
+
+def _advisory_key(registrant: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"csledger-registrant:" + registrant.encode()).digest()[:8], "big", signed=True)
+
+
+class Ledger:
+    """The ledger over one database. Thread-safe: each command gets its own connection."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow):
+        self.engine = engine
+        self.clock = clock
+        #: Called after every entry is inserted, inside the transaction (Merkle nodes).
+        self.after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = [write_merkle_nodes]
+        #: Called once per command before commit, inside the transaction (checkpoint signing).
+        self.before_commit: list[Callable[[CommandContext], None]] = []
+
+    @classmethod
+    def open(cls, url: str, **kw) -> Ledger:
+        return cls(make_engine(url), **kw)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def execute(
+        self,
+        registrant: str,
+        command: str,
+        request: dict[str, Any],
+        build: Callable[[CommandContext], dict[str, Any]],
+        *,
+        principal_id: str | None,
+        idempotency_key: str | None = None,
+        creates_registrant: bool = False,
+    ) -> dict[str, Any]:
+        """Run one command in one transaction and return its response (JSON-ready dict).
+
+        With an ``idempotency_key``: a retry with the same request returns the first response
+        and writes nothing; the same key with a different request raises ``IdempotencyConflict``.
+        """
+        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 128 and idempotency_key.isprintable()):
+            raise InvalidInput("must be 1 to 128 printable characters", field="idempotency_key")
+        rhash = request_hash(command, principal_id, request)
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(registrant)})
+                if idempotency_key is not None:
+                    prior = conn.execute(
+                        sa.select(idem_t.c.request_hash, idem_t.c.response, idem_t.c.command).where(
+                            idem_t.c.registrant == registrant, idem_t.c.key == idempotency_key
+                        )
+                    ).first()
+                    if prior is not None:
+                        if prior.request_hash != rhash:
+                            raise IdempotencyConflict(
+                                f"this key was already used for a different {prior.command} request",
+                                field="idempotency_key",
+                            )
+                        response = json.loads(prior.response)
+                        response["replayed"] = True
+                        return response
+                head = conn.execute(
+                    sa.select(entries_t.c.seq, entries_t.c.leaf_hash)
+                    .where(entries_t.c.registrant == registrant)
+                    .order_by(entries_t.c.seq.desc())
+                    .limit(1)
+                ).first()
+                if head is None and not creates_registrant:
+                    raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
+                if head is not None and creates_registrant:
+                    raise Conflict(f"registrant {registrant} is already registered", field="dea_number")
+                ctx = CommandContext(
+                    conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
+                    view=SqlStateView(conn), next_seq=0 if head is None else head.seq + 1,
+                    head_hash=canon.ZERO_HASH if head is None else head.leaf_hash,
+                    after_append=list(self.after_append),
+                )
+                result = build(ctx)
+                if not ctx.appended:
+                    raise InvalidInput("the command recorded nothing")
+                for hook in self.before_commit:
+                    hook(ctx)
+                response = {
+                    "command": command,
+                    "registrant": registrant,
+                    "entries": [{"seq": a.seq, "kind": a.kind, "leaf_hash": a.leaf_hash} for a in ctx.appended],
+                    **result,
+                }
+                if idempotency_key is not None:
+                    conn.execute(sa.insert(idem_t).values(
+                        registrant=registrant, key=idempotency_key, command=command, request_hash=rhash,
+                        response=json.dumps(response, sort_keys=True), created_at=canon.format_time(ctx.now),
+                    ))
+                return response
+        except IntegrityError as exc:
+            # The primary keys are the last line of defence: a second writer at the same seq,
+            # or the same idempotency key racing in, lands here and nothing is written.
+            raise Conflict(f"the ledger changed while this command ran; nothing was recorded, retry ({type(exc.orig).__name__})") from None
+        except OperationalError as exc:
+            if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+                raise Conflict("the ledger is busy; nothing was recorded, retry") from None
+            raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction (deferred BEGIN on SQLite: does not block writers in WAL)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(csledger_read_only=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = [
+    "AppendedEntry", "CommandContext", "Ledger", "LedgerError", "SqlStateView", "make_engine", "migrate",
+]

@@ -1,0 +1,201 @@
+"""SQLModel tables. The schema itself is created only by the Alembic migrations.
+
+Conventions (both backends identical, so the contract tests compare like with like):
+- Quantities are ``ExactDecimal``: NUMERIC on PostgreSQL; on SQLite, whose NUMERIC affinity
+  would turn "10.00" into a binary float, fixed-scale TEXT. Python always sees ``Decimal``.
+- Times are the entry's UTC text ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sorts like time, exact on both).
+- ``entries``, ``entry_movements``, ``merkle_nodes`` and ``checkpoints`` are append-only; the
+  migrations install triggers that refuse UPDATE and DELETE on them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class ExactDecimal(TypeDecorator):
+    """A Decimal stored exactly: NUMERIC(18, 2) on PostgreSQL, fixed-scale text on SQLite."""
+
+    impl = sa.Numeric(18, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(24))
+        return dialect.type_descriptor(sa.Numeric(18, 2, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"ExactDecimal takes Decimal, got {type(value).__name__}")
+        value = value.quantize(Decimal("0.01"))
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return Decimal(value).quantize(Decimal("0.01"))
+
+
+def Dec(**kw):  # noqa: N802 - reads like a column type
+    return Field(sa_type=ExactDecimal, **kw)
+
+
+TIME = 27  # len("2026-11-25T22:11:29.000000Z")
+
+
+class Entry(SQLModel, table=True):
+    __tablename__ = "entries"
+    registrant: str = Field(primary_key=True, max_length=9)
+    seq: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    kind: str = Field(max_length=64)
+    schema_version: int
+    occurred_at: str = Field(max_length=TIME)
+    recorded_at: str = Field(max_length=TIME)
+    prev_hash: str = Field(max_length=64)
+    leaf_hash: str = Field(max_length=64)
+    canonical: bytes = Field(sa_type=sa.LargeBinary)
+    command_id: str = Field(max_length=36, index=True)
+
+
+class EntryMovement(SQLModel, table=True):
+    """Stock movements copied out of the canonical bytes, so balances are sums, not JSON scans."""
+
+    __tablename__ = "entry_movements"
+    registrant: str = Field(primary_key=True, max_length=9)
+    seq: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    line: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    vial_id: str = Field(max_length=128, index=True)
+    ndc_key: str = Field(max_length=12)
+    ml: Decimal = Dec()
+
+
+class Registrant(SQLModel, table=True):
+    __tablename__ = "registrants"
+    dea_number: str = Field(primary_key=True, max_length=9)
+    name: str
+    street: str
+    city: str
+    state: str = Field(max_length=2)
+    postal_code: str = Field(max_length=10)
+    time_zone: str = Field(max_length=64)
+    log_id: str = Field(max_length=64)
+    registered_seq: int
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+    registrant: str = Field(primary_key=True, max_length=9)
+    ndc_key: str = Field(primary_key=True, max_length=12)
+    ndc: str = Field(max_length=16)
+    name: str
+    drug_code: str = Field(max_length=4)
+    schedule: str = Field(max_length=4)
+    form: str
+    strength_mg_per_ml: Decimal = Dec()
+    container_ml: Decimal = Dec()
+    added_seq: int
+
+
+class Supplier(SQLModel, table=True):
+    __tablename__ = "suppliers"
+    registrant: str = Field(primary_key=True, max_length=9)
+    supplier_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    street: str
+    city: str
+    state: str = Field(max_length=2)
+    postal_code: str = Field(max_length=10)
+    dea_number: str = Field(max_length=9)
+    added_seq: int
+
+
+class Staff(SQLModel, table=True):
+    __tablename__ = "staff"
+    registrant: str = Field(primary_key=True, max_length=9)
+    staff_id: str = Field(primary_key=True, max_length=64)
+    printed_name: str
+    username: str = Field(max_length=64)
+    enrolled_seq: int
+
+
+class StaffRole(SQLModel, table=True):
+    __tablename__ = "staff_roles"
+    registrant: str = Field(primary_key=True, max_length=9)
+    staff_id: str = Field(primary_key=True, max_length=64)
+    role: str = Field(primary_key=True, max_length=32)
+    granted_seq: int
+
+
+class Vial(SQLModel, table=True):
+    __tablename__ = "vials"
+    registrant: str = Field(primary_key=True, max_length=9)
+    vial_id: str = Field(primary_key=True, max_length=128)
+    ndc_key: str = Field(max_length=12, index=True)
+    lot: str = Field(max_length=64)
+    expiry: str = Field(max_length=10)
+    state: str = Field(max_length=16)
+    ml_left: Decimal = Dec()
+    strength_mg_per_ml: Decimal = Dec()
+    container_ml: Decimal = Dec()
+    added_seq: int
+    last_seq: int
+
+
+class Invoice(SQLModel, table=True):
+    """Which invoices have been received, so a duplicate from the same supplier is refused."""
+
+    __tablename__ = "invoices"
+    registrant: str = Field(primary_key=True, max_length=9)
+    supplier_id: str = Field(primary_key=True, max_length=64)
+    invoice_number: str = Field(primary_key=True, max_length=64)
+    seq: int
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    registrant: str = Field(primary_key=True, max_length=9)
+    key: str = Field(primary_key=True, max_length=128)
+    command: str = Field(max_length=64)
+    request_hash: str = Field(max_length=64)
+    response: str
+    created_at: str = Field(max_length=TIME)
+
+
+class MerkleNode(SQLModel, table=True):
+    """Perfect-subtree hashes of each registrant's RFC 9162 tree (level 0 = leaf hashes)."""
+
+    __tablename__ = "merkle_nodes"
+    registrant: str = Field(primary_key=True, max_length=9)
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    hash: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class Checkpoint(SQLModel, table=True):
+    """Signed checkpoints (C2SP signed notes), append-only."""
+
+    __tablename__ = "checkpoints"
+    registrant: str = Field(primary_key=True, max_length=9)
+    tree_size: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    root_hash: str = Field(max_length=64)
+    note: str
+    signed_at: str = Field(max_length=TIME)
+
+
+APPEND_ONLY_TABLES = ("entries", "entry_movements", "merkle_nodes", "checkpoints")
+PROJECTION_MODELS = {
+    "registrants": Registrant,
+    "products": Product,
+    "suppliers": Supplier,
+    "staff": Staff,
+    "staff_roles": StaffRole,
+    "vials": Vial,
+    "invoices": Invoice,
+}
+metadata = SQLModel.metadata

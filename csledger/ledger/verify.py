@@ -1,0 +1,264 @@
+"""``verify`` and ``verify --deep``: prove the stored ledger is what was recorded.
+
+Fast (``verify``), per registrant in ``seq`` order, from the stored bytes only:
+  seq starts at 0 with no gap; SHA-256(0x00 || canonical) equals the stored leaf hash; each
+  entry's stored ``prev_hash`` equals the previous leaf hash; the Merkle root recomputed from
+  the leaves equals the root of the stored perfect nodes.
+Deep (``verify --deep``), in addition:
+  the bytes parse and re-canonicalize to themselves (RFC 8785); the envelope inside the bytes
+  (registrant, seq, kind, schema_version, times, prev) equals the copied columns; the copied
+  stock movements equal what the bytes say; every stored Merkle node equals its recomputation
+  and there are no extra ones; every projection table equals its rebuild from the entries.
+
+Memory: the fast pass keeps O(log n) hashes per registrant; the deep pass keeps the rebuilt
+projections (reference data and vials), never the entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import canonical as canon
+from . import merkle, projections
+from .entries import EVENT_TYPES
+from .errors import IntegrityFailure
+from .store import Ledger, entries_t, movements_t, node_reader, nodes_t, projection_tables
+
+BATCH = 2000
+
+
+@dataclass
+class VerifyReport:
+    deep: bool
+    entries: int = 0
+    registrants: dict[str, int] = field(default_factory=dict)
+    roots: dict[str, str] = field(default_factory=dict)
+    problems: list[IntegrityFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Stop(Exception):
+    pass
+
+
+def _batched(conn: Connection, query_for: Callable[[Any], Any]):
+    """Keyset pagination: yields rows of ``query_for(last_key)`` in batches of BATCH."""
+    last = None
+    while True:
+        rows = conn.execute(query_for(last)).all()
+        if not rows:
+            return
+        yield from rows
+        if len(rows) < BATCH:
+            return
+        last = rows[-1]
+
+
+class _LevelStreams:
+    """Stored Merkle nodes of one registrant, streamed per level in index order."""
+
+    def __init__(self, conn: Connection, registrant: str):
+        self.conn, self.registrant = conn, registrant
+        self.iters: dict[int, Any] = {}
+        self.consumed = 0
+
+    def _iter(self, level: int):
+        def q(last):
+            query = sa.select(nodes_t.c.idx, nodes_t.c.hash).where(
+                nodes_t.c.registrant == self.registrant, nodes_t.c.level == level
+            )
+            if last is not None:
+                query = query.where(nodes_t.c.idx > last.idx)
+            return query.order_by(nodes_t.c.idx).limit(BATCH)
+
+        return iter(_batched(self.conn, q))
+
+    def next(self, level: int):
+        it = self.iters.get(level)
+        if it is None:
+            it = self.iters[level] = self._iter(level)
+        row = next(it, None)
+        if row is not None:
+            self.consumed += 1
+        return row
+
+
+def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
+           progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Verify every registrant (or one) and report the first problem of each."""
+    report = VerifyReport(deep=deep)
+    with ledger.reading() as conn:
+        q = sa.select(entries_t.c.registrant).distinct()
+        if registrant is not None:
+            q = q.where(entries_t.c.registrant == registrant)
+        registrants = sorted(conn.execute(q).scalars())
+        state = projections.MemoryStateView() if deep else None
+        for reg in registrants:
+            try:
+                n = _verify_registrant(conn, reg, report, state, progress)
+                report.registrants[reg] = n
+            except _Stop:
+                report.registrants.setdefault(reg, 0)
+        if deep and not report.problems:
+            _compare_projections(conn, state, report, registrant)
+    return report
+
+
+def _fail(report: VerifyReport, reg: str, seq: int | None, reason: str) -> None:
+    report.problems.append(IntegrityFailure(reason, registrant=reg, seq=seq))
+    raise _Stop
+
+
+def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
+                       state: projections.MemoryStateView | None, progress) -> int:
+    deep = state is not None
+    cols = [entries_t.c.seq, entries_t.c.prev_hash, entries_t.c.leaf_hash, entries_t.c.canonical]
+    if deep:
+        cols += [entries_t.c.kind, entries_t.c.schema_version, entries_t.c.occurred_at, entries_t.c.recorded_at]
+
+    def q(last):
+        query = sa.select(*cols).where(entries_t.c.registrant == reg)
+        if last is not None:
+            query = query.where(entries_t.c.seq > last.seq)
+        return query.order_by(entries_t.c.seq).limit(BATCH)
+
+    def mq(last):
+        query = sa.select(movements_t.c.seq, movements_t.c.line, movements_t.c.vial_id,
+                          movements_t.c.ndc_key, movements_t.c.ml).where(movements_t.c.registrant == reg)
+        if last is not None:
+            query = query.where(sa.tuple_(movements_t.c.seq, movements_t.c.line) > sa.tuple_(last.seq, last.line))
+        return query.order_by(movements_t.c.seq, movements_t.c.line).limit(BATCH)
+
+    moves = iter(_batched(conn, mq)) if deep else None
+    pending_move = next(moves, None) if deep else None
+    levels = _LevelStreams(conn, reg) if deep else None
+    frontier: dict[tuple[int, int], bytes] = {}
+    acc = merkle.RootAccumulator()
+    expected_seq = 0
+    prev = canon.ZERO_HASH
+    sha256 = hashlib.sha256
+    done = 0
+    for row in _batched(conn, q):
+        seq = row.seq
+        if seq != expected_seq:
+            _fail(report, reg, expected_seq, f"entry missing: found seq {seq} where {expected_seq} was expected")
+        if not isinstance(row.canonical, bytes | memoryview):
+            _fail(report, reg, seq, f"stored canonical bytes were replaced by a {type(row.canonical).__name__} value")
+        data = bytes(row.canonical)
+        leaf = sha256(b"\x00" + data).digest()
+        if leaf.hex() != row.leaf_hash:
+            _fail(report, reg, seq, "canonical bytes do not hash to the stored leaf hash (bytes or hash altered)")
+        if row.prev_hash != prev:
+            _fail(report, reg, seq, "chain broken: prev_hash is not the previous entry's leaf hash")
+        if deep:
+            pending_move = _deep_entry(report, reg, row, data, prev, state, moves, pending_move)
+            _deep_nodes(report, reg, seq, leaf, frontier, levels)
+        acc.push(leaf)
+        prev = row.leaf_hash
+        expected_seq += 1
+        report.entries += 1
+        done += 1
+        if progress is not None and done % 1000 == 0:
+            progress(1000)
+    if progress is not None:
+        progress(done % 1000)
+    size = expected_seq
+    if size == 0:
+        return 0
+    try:
+        stored_root = merkle.root(size, node_reader(conn, reg))
+    except KeyError as exc:
+        _fail(report, reg, None, f"stored Merkle node {exc.args[0]} is missing")
+    if stored_root != acc.root():
+        _fail(report, reg, None, "the root of the stored Merkle nodes differs from the root of the entries")
+    report.roots[reg] = acc.root().hex()
+    if deep:
+        if pending_move is not None:
+            _fail(report, reg, pending_move.seq, "a stored stock movement is not in the entry's bytes")
+        total_nodes = conn.execute(sa.select(sa.func.count()).select_from(nodes_t).where(nodes_t.c.registrant == reg)).scalar()
+        if total_nodes != levels.consumed:
+            _fail(report, reg, None, f"{total_nodes - levels.consumed} stored Merkle node(s) not explained by the entries")
+    return size
+
+
+def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move):
+    seq = row.seq
+    try:
+        obj = canon.decode(data)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        again = canon.canonical_bytes(obj)
+    except Exception as exc:  # any parse failure is an integrity failure, named
+        _fail(report, reg, seq, f"canonical bytes are not valid entry JSON ({exc})")
+    if again != data:
+        _fail(report, reg, seq, "bytes are not in RFC 8785 canonical form")
+    for key, column in (("registrant", reg), ("seq", seq), ("kind", row.kind),
+                        ("schema_version", row.schema_version), ("occurred_at", row.occurred_at),
+                        ("recorded_at", row.recorded_at), ("prev", prev)):
+        if obj.get(key) != column:
+            _fail(report, reg, seq, f"copied column {key!r} is {column!r} but the entry says {obj.get(key)!r}")
+    if obj["kind"] not in EVENT_TYPES:
+        _fail(report, reg, seq, f"unknown entry kind {obj['kind']!r}")
+    for line, (vial_id, ndc_key, ml) in enumerate(projections.movements(obj)):
+        m = pending_move
+        if m is None or (m.seq, m.line) != (seq, line):
+            _fail(report, reg, seq, f"stock movement line {line} is missing from the copied movements")
+        if (m.vial_id, m.ndc_key, m.ml) != (vial_id, ndc_key, ml):
+            _fail(report, reg, seq, f"copied stock movement line {line} says {m.vial_id} {m.ml} mL but the entry says {vial_id} {ml} mL")
+        pending_move = next(moves, None)
+    if pending_move is not None and pending_move.seq == seq:
+        _fail(report, reg, seq, f"copied stock movement line {pending_move.line} is not in the entry")
+    try:
+        projections.apply(obj, state)
+    except Exception as exc:
+        _fail(report, reg, seq, f"entry cannot be replayed into the projections ({exc})")
+    return pending_move
+
+
+def _deep_nodes(report, reg, seq, leaf: bytes, frontier: dict, levels: _LevelStreams) -> None:
+    def get(level, index):
+        return frontier[(level, index)]
+
+    for level, index, h in merkle.nodes_created_by_append(seq, leaf, get):
+        frontier[(level, index)] = h
+        frontier.pop((level, index - 2), None)  # only the latest node per level is a future left sibling
+        stored = levels.next(level)
+        if stored is None or stored.idx != index:
+            _fail(report, reg, seq, f"Merkle node (level {level}, index {index}) is missing or out of place")
+        if bytes(stored.hash) != h:
+            _fail(report, reg, seq, f"stored Merkle node (level {level}, index {index}) differs from its recomputation")
+
+
+
+
+def _compare_projections(conn: Connection, state: projections.MemoryStateView, report: VerifyReport,
+                         registrant: str | None) -> None:
+    for table, t in projection_tables.items():
+        q = sa.select(t)
+        reg_col = "dea_number" if table == "registrants" else "registrant"
+        if registrant is not None:
+            q = q.where(t.c[reg_col] == registrant)
+        stored = {projections.key_of(table, dict(r)): dict(r) for r in conn.execute(q).mappings()}
+        rebuilt = state.tables[table]
+        for key, row in rebuilt.items():
+            have = stored.pop(key, None)
+            if have is None:
+                report.problems.append(IntegrityFailure(f"projection {table} lacks row {key} that the entries imply"))
+                return
+            if have != row:
+                diff = {k: (have.get(k), v) for k, v in row.items() if have.get(k) != v}
+                report.problems.append(IntegrityFailure(f"projection {table} row {key} differs from its rebuild: {diff} (stored, rebuilt)"))
+                return
+        if stored:
+            key = next(iter(stored))
+            report.problems.append(IntegrityFailure(f"projection {table} has row {key} that no entry explains"))
+            return

@@ -1,0 +1,1 @@
+"""ReportLab PDFs built from read models and audit computations of the core."""

@@ -1,0 +1,122 @@
+"""Shared fixtures: fresh databases built by the real Alembic migrations, on each backend.
+
+PostgreSQL tests need ``CSLEDGER_TEST_POSTGRES_URL`` (a server URL whose user may CREATE
+DATABASE). Without it they skip, except under ``CSLEDGER_REQUIRE_POSTGRES=1`` (set by
+``.ci/run``), where a missing server is a failure, so CI can never go green on SQLite alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from csledger.ledger import services
+from csledger.ledger.commands import (
+    AddProduct,
+    AddressInput,
+    AddSupplier,
+    EnrollStaff,
+    RegisterRegistrant,
+)
+from csledger.ledger.principal import AuthMethod, Principal
+from csledger.ledger.store import Ledger, make_engine, migrate, normalize_url
+
+PG_ENV = "CSLEDGER_TEST_POSTGRES_URL"
+DEA = "AB1234563"
+DEA2 = "FB7654329"  # a second valid practitioner number
+KETAMINE_50 = "42023-0113-10"
+KETAMINE_10 = "0409-2051-05"
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get("CSLEDGER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{PG_ENV} is not set but CSLEDGER_REQUIRE_POSTGRES=1")
+        pytest.skip(f"PostgreSQL not configured: set {PG_ENV} to run these tests")
+    return url
+
+
+def fresh_database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    base = postgres_url()
+    name = "cst_" + uuid.uuid4().hex[:16]
+    admin = sa.create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(normalize_url(base)).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def db_url(request, tmp_path) -> Iterator[str]:
+    kind = getattr(request, "param", None) or getattr(request.cls, "backend", "sqlite")
+    yield from fresh_database_url(kind, tmp_path)
+
+
+@pytest.fixture
+def ledger(db_url) -> Iterator[Ledger]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    lg = Ledger(engine)
+    yield lg
+    lg.dispose()
+
+
+class Clinic:
+    """A registrant with an administrator, a nurse, a pharmacist, a product and a supplier."""
+
+    def __init__(self, ledger: Ledger, dea: str = DEA):
+        self.ledger = ledger
+        self.dea = dea
+        res = services.register_registrant(ledger, RegisterRegistrant(
+            dea_number=dea, name="Calm Waters Ketamine Clinic",
+            address=AddressInput("100 Harbor Way", "Austin", "TX", "78701"), time_zone="America/Chicago",
+            admin_printed_name="Avery Admin", admin_username="avery"))
+        self.admin = Principal(dea, res["admin_staff_id"], "Avery Admin", AuthMethod.CONSOLE_BOOTSTRAP)
+        self.nurse = self.enroll("Nora Nurse", "nora", "nurse")
+        self.nurse2 = self.enroll("Ned Nurse", "ned", "nurse")
+        self.pharmacist = self.enroll("Pia Pharmacist", "pia", "pharmacist")
+        self.auditor = self.enroll("Ari Auditor", "ari", "auditor")
+        services.add_product(ledger, self.admin, AddProduct(KETAMINE_50, "Ketamine HCl injection 50 mg/mL", "7285", "III",
+                                                           "injection", "50.00", "10.00"))
+        services.add_product(ledger, self.admin, AddProduct(KETAMINE_10, "Ketamine HCl injection 10 mg/mL", "7285", "III",
+                                                           "injection", "10.00", "20.00"))
+        self.supplier_id = services.add_supplier(ledger, self.admin, AddSupplier(
+            "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+
+    def enroll(self, name: str, username: str, *roles: str) -> Principal:
+        res = services.enroll_staff(self.ledger, self.admin, EnrollStaff(name, username, roles))
+        return Principal(self.dea, res["staff_id"], name, AuthMethod.PASSWORD)
+
+
+@pytest.fixture
+def clinic(ledger) -> Clinic:
+    return Clinic(ledger)
+
+
+def an_hour_ago() -> datetime:
+    return datetime.now(UTC) - timedelta(hours=1)
+
+
+def entry_count(ledger: Ledger) -> int:
+    from csledger.ledger.store import entries_t
+
+    with ledger.reading() as c:
+        return c.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
