@@ -155,3 +155,7 @@ def demo(
 
 if __name__ == "__main__":
     app()
+
+
+# Commands defined in their own modules register themselves on ``app`` when imported.
+from . import cli_api, cli_clinic, cli_integrity, cli_reports  # noqa: E402,F401
