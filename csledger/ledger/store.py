@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from .tables import (
     PROJECTION_MODELS,
     Entry,
     EntryMovement,
+    ExactDecimal,
     IdempotencyRecord,
     MerkleNode,
 )
@@ -45,6 +48,77 @@ movements_t = EntryMovement.__table__
 idem_t = IdempotencyRecord.__table__
 nodes_t = MerkleNode.__table__
 projection_tables = {name: model.__table__ for name, model in PROJECTION_MODELS.items()}
+
+
+class RawSql:
+    """Hand-written SQL for the append path, run with ``exec_driver_sql``.
+
+    Why: building and compiling a SQLAlchemy statement costs more than the database work of a
+    one-row insert, and an append runs a dozen of them under the registrant's lock. Statements
+    here are plain SQL written once with ``:name`` parameters (sqlite3's own style), rewritten to
+    ``%(name)s`` for psycopg, cached per dialect. ``ExactDecimal`` columns are converted by hand:
+    fixed-scale text on SQLite, NUMERIC on PostgreSQL, always ``Decimal`` in Python.
+    """
+
+    _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+    def __init__(self, dialect: str):
+        self.sqlite = dialect == "sqlite"
+        self._cache: dict[str, str] = {}
+
+    def sql(self, text: str) -> str:
+        out = self._cache.get(text)
+        if out is None:
+            out = text if self.sqlite else self._PARAM.sub(r"%(\1)s", text)
+            self._cache[text] = out
+        return out
+
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.sqlite:
+            return params
+        return {k: (format(v.quantize(_CENT), "f") if isinstance(v, Decimal) else v) for k, v in params.items()}
+
+    def _cursor(self, conn: Connection, text: str, params: dict[str, Any] | None):
+        # The DBAPI connection under SQLAlchemy's, inside the same transaction: no statement
+        # objects, no result processing. Driver errors are mapped in ``Ledger.execute``.
+        cur = conn.connection.driver_connection.cursor()
+        cur.execute(self.sql(text), self.bind(params or {}))
+        return cur
+
+    def run(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> None:
+        self._cursor(conn, text, params).close()
+
+    def rows(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        cur = self._cursor(conn, text, params)
+        names = [d[0] for d in cur.description]
+        out = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        cur.close()
+        return out
+
+    def one(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        rows = self.rows(conn, text, params)
+        return rows[0] if rows else None
+
+    def scalar(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> Any:
+        cur = self._cursor(conn, text, params)
+        row = cur.fetchone()
+        cur.close()
+        return None if row is None else row[0]
+
+
+_CENT = Decimal("0.01")
+_RAW = {"sqlite": RawSql("sqlite"), "postgresql": RawSql("postgresql")}
+
+
+def raw(conn: Connection) -> RawSql:
+    return _RAW[conn.dialect.name]
+
+
+def _decimal_columns(table: sa.Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if isinstance(c.type, ExactDecimal))
+
+
+_DECIMALS = {name: _decimal_columns(t) for name, t in projection_tables.items()}
 
 
 def utcnow() -> datetime:
@@ -144,31 +218,45 @@ class SqlStateView:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        self.raw = raw(conn)
 
-    def _where(self, table: str, key: tuple):
-        t = projection_tables[table]
-        cols = projections.PRIMARY_KEYS[table]
-        return sa.and_(*(t.c[c] == v for c, v in zip(cols, key, strict=True)))
+    def _row(self, table: str, mapping) -> dict[str, Any]:
+        row = dict(mapping)
+        if self.raw.sqlite:
+            for c in _DECIMALS[table]:
+                if row.get(c) is not None:
+                    row[c] = Decimal(row[c]).quantize(_CENT)
+        return row
+
+    @staticmethod
+    def _where(table: str, cols) -> str:
+        return " AND ".join(f"{c} = :k_{c}" for c in cols)
 
     def get(self, table: str, key: tuple) -> dict[str, Any] | None:
-        t = projection_tables[table]
-        row = self.conn.execute(sa.select(t).where(self._where(table, key))).mappings().first()
-        return dict(row) if row is not None else None
+        cols = projections.PRIMARY_KEYS[table]
+        row = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
+                           {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
+        return self._row(table, row) if row is not None else None
 
     def put(self, table: str, row: dict[str, Any]) -> None:
-        t = projection_tables[table]
-        key = projections.key_of(table, row)
-        updated = self.conn.execute(sa.update(t).where(self._where(table, key)).values(**row))
-        if updated.rowcount == 0:
-            self.conn.execute(sa.insert(t).values(**row))
+        """Insert or replace the row (one statement: INSERT .. ON CONFLICT DO UPDATE, on both)."""
+        pk = projections.PRIMARY_KEYS[table]
+        cols = list(row)
+        others = [c for c in cols if c not in pk]
+        update = ", ".join(f"{c} = excluded.{c}" for c in others) if others else None
+        sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+               f"ON CONFLICT ({', '.join(pk)}) DO " + (f"UPDATE SET {update}" if update else "NOTHING"))
+        self.raw.run(self.conn, sql, row)
 
     def delete(self, table: str, key: tuple) -> None:
-        self.conn.execute(sa.delete(projection_tables[table]).where(self._where(table, key)))
+        cols = projections.PRIMARY_KEYS[table]
+        self.raw.run(self.conn, f"DELETE FROM {table} WHERE {self._where(table, cols)}",
+                     {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
 
     def select(self, table: str, **where: Any) -> list[dict[str, Any]]:
-        t = projection_tables[table]
-        q = sa.select(t).where(*(t.c[k] == v for k, v in where.items()))
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        cond = " AND ".join(f"{c} = :k_{c}" for c in where) or "1 = 1"
+        rows = self.raw.rows(self.conn, f"SELECT * FROM {table} WHERE {cond}", {f"k_{c}": v for c, v in where.items()})
+        return [self._row(table, r) for r in rows]
 
 
 # --- the append path ---------------------------------------------------------------------------
@@ -241,20 +329,19 @@ class CommandContext:
         }
         data = canon.canonical_bytes(obj)
         leaf = canon.leaf_hash(data)
-        self.conn.execute(
-            sa.insert(entries_t).values(
-                registrant=self.registrant, seq=seq, kind=event.kind,
-                schema_version=event.schema_version, occurred_at=obj["occurred_at"],
-                recorded_at=obj["recorded_at"], prev_hash=self.head_hash, leaf_hash=leaf.hex(),
-                canonical=data, command_id=self.command_id,
-            )
-        )
-        moves = [
-            {"registrant": self.registrant, "seq": seq, "line": i, "vial_id": v, "ndc_key": n, "ml": ml}
-            for i, (v, n, ml) in enumerate(projections.movements(obj))
-        ]
-        if moves:
-            self.conn.execute(sa.insert(movements_t), moves)
+        r = self.view.raw
+        r.run(self.conn,
+              "INSERT INTO entries (registrant, seq, kind, schema_version, occurred_at, recorded_at, prev_hash, "
+              "leaf_hash, canonical, command_id) VALUES (:registrant, :seq, :kind, :schema_version, :occurred_at, "
+              ":recorded_at, :prev_hash, :leaf_hash, :canonical, :command_id)",
+              {"registrant": self.registrant, "seq": seq, "kind": event.kind, "schema_version": event.schema_version,
+               "occurred_at": obj["occurred_at"], "recorded_at": obj["recorded_at"], "prev_hash": self.head_hash,
+               "leaf_hash": leaf.hex(), "canonical": data, "command_id": self.command_id})
+        for i, (v, n, ml) in enumerate(projections.movements(obj)):
+            r.run(self.conn,
+                  "INSERT INTO entry_movements (registrant, seq, line, vial_id, ndc_key, ml) "
+                  "VALUES (:registrant, :seq, :line, :vial_id, :ndc_key, :ml)",
+                  {"registrant": self.registrant, "seq": seq, "line": i, "vial_id": v, "ndc_key": n, "ml": ml})
         projections.apply(obj, self.view)
         appended = AppendedEntry(self.registrant, seq, event.kind, leaf.hex())
         for hook in self.after_append:
@@ -268,12 +355,11 @@ class CommandContext:
 def node_reader(conn: Connection, registrant: str) -> merkle.NodeReader:
     """Read stored perfect Merkle nodes of one registrant (O(log n) per root or proof)."""
 
+    r = raw(conn)
+
     def get(level: int, index: int) -> bytes:
-        h = conn.execute(
-            sa.select(nodes_t.c.hash).where(
-                nodes_t.c.registrant == registrant, nodes_t.c.level == level, nodes_t.c.idx == index
-            )
-        ).scalar()
+        h = r.scalar(conn, "SELECT hash FROM merkle_nodes WHERE registrant = :r AND level = :l AND idx = :i",
+                     {"r": registrant, "l": level, "i": index})
         if h is None:
             raise KeyError((level, index))
         return bytes(h)
@@ -283,11 +369,10 @@ def node_reader(conn: Connection, registrant: str) -> merkle.NodeReader:
 
 def write_merkle_nodes(ctx: CommandContext, appended: AppendedEntry, leaf: bytes) -> None:
     """Store the perfect nodes the new leaf completes, in the append transaction."""
-    nodes = merkle.nodes_created_by_append(appended.seq, leaf, node_reader(ctx.conn, ctx.registrant))
-    ctx.conn.execute(
-        sa.insert(nodes_t),
-        [{"registrant": ctx.registrant, "level": lv, "idx": i, "hash": h} for lv, i, h in nodes],
-    )
+    r = raw(ctx.conn)
+    for lv, i, h in merkle.nodes_created_by_append(appended.seq, leaf, node_reader(ctx.conn, ctx.registrant)):
+        r.run(ctx.conn, "INSERT INTO merkle_nodes (registrant, level, idx, hash) VALUES (:r, :l, :i, :h)",
+              {"r": ctx.registrant, "l": lv, "i": i, "h": h})
 
 
 def tree_size(conn: Connection, registrant: str) -> int:
@@ -314,6 +399,10 @@ class Ledger:
         self.after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = [write_merkle_nodes]
         #: Called once per command before commit, inside the transaction (checkpoint signing).
         self.before_commit: list[Callable[[CommandContext], None]] = []
+
+    @property
+    def _dbapi(self):
+        return self.engine.dialect.dbapi
 
     @classmethod
     def open(cls, url: str, **kw) -> Ledger:
@@ -347,34 +436,29 @@ class Ledger:
                 if self.dialect == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(registrant)})
                 if idempotency_key is not None:
-                    prior = conn.execute(
-                        sa.select(idem_t.c.request_hash, idem_t.c.response, idem_t.c.command).where(
-                            idem_t.c.registrant == registrant, idem_t.c.key == idempotency_key
-                        )
-                    ).first()
+                    prior = raw(conn).one(
+                        conn, "SELECT request_hash, response, command FROM idempotency_keys "
+                        "WHERE registrant = :r AND key = :k", {"r": registrant, "k": idempotency_key})
                     if prior is not None:
-                        if prior.request_hash != rhash:
+                        if prior["request_hash"] != rhash:
                             raise IdempotencyConflict(
-                                f"this key was already used for a different {prior.command} request",
+                                f"this key was already used for a different {prior['command']} request",
                                 field="idempotency_key",
                             )
-                        response = json.loads(prior.response)
+                        response = json.loads(prior["response"])
                         response["replayed"] = True
                         return response
-                head = conn.execute(
-                    sa.select(entries_t.c.seq, entries_t.c.leaf_hash)
-                    .where(entries_t.c.registrant == registrant)
-                    .order_by(entries_t.c.seq.desc())
-                    .limit(1)
-                ).first()
+                head = raw(conn).one(
+                    conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
+                    {"r": registrant})
                 if head is None and not creates_registrant:
                     raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
                 if head is not None and creates_registrant:
                     raise Conflict(f"registrant {registrant} is already registered", field="dea_number")
                 ctx = CommandContext(
                     conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
-                    view=SqlStateView(conn), next_seq=0 if head is None else head.seq + 1,
-                    head_hash=canon.ZERO_HASH if head is None else head.leaf_hash,
+                    view=SqlStateView(conn), next_seq=0 if head is None else head["seq"] + 1,
+                    head_hash=canon.ZERO_HASH if head is None else head["leaf_hash"],
                     after_append=list(self.after_append),
                 )
                 result = build(ctx)
@@ -389,17 +473,20 @@ class Ledger:
                     **result,
                 }
                 if idempotency_key is not None:
-                    conn.execute(sa.insert(idem_t).values(
-                        registrant=registrant, key=idempotency_key, command=command, request_hash=rhash,
-                        response=json.dumps(response, sort_keys=True), created_at=canon.format_time(ctx.now),
-                    ))
+                    raw(conn).run(
+                        conn, "INSERT INTO idempotency_keys (registrant, key, command, request_hash, response, created_at) "
+                        "VALUES (:registrant, :key, :command, :request_hash, :response, :created_at)",
+                        {"registrant": registrant, "key": idempotency_key, "command": command, "request_hash": rhash,
+                         "response": json.dumps(response, sort_keys=True), "created_at": canon.format_time(ctx.now)})
                 return response
-        except IntegrityError as exc:
+        except LedgerError:
+            raise
+        except (IntegrityError, self._dbapi.IntegrityError) as exc:
             # The primary keys are the last line of defence: a second writer at the same seq,
             # or the same idempotency key racing in, lands here and nothing is written.
-            raise Conflict(f"the ledger changed while this command ran; nothing was recorded, retry ({type(exc.orig).__name__})") from None
-        except OperationalError as exc:
-            if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+            raise Conflict(f"the ledger changed while this command ran; nothing was recorded, retry ({type(exc).__name__})") from None
+        except (OperationalError, self._dbapi.OperationalError) as exc:
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
                 raise Conflict("the ledger is busy; nothing was recorded, retry") from None
             raise
 
