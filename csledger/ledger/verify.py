@@ -28,7 +28,7 @@ from . import canonical as canon
 from . import merkle, projections
 from .entries import EVENT_TYPES
 from .errors import IntegrityFailure
-from .store import Ledger, entries_t, movements_t, node_reader, nodes_t, projection_tables
+from .store import Ledger, entries_t, movements_t, node_reader, nodes_t, projection_tables, raw
 
 BATCH = 2000
 
@@ -121,15 +121,23 @@ def _fail(report: VerifyReport, reg: str, seq: int | None, reason: str) -> None:
 def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
                        state: projections.MemoryStateView | None, progress) -> int:
     deep = state is not None
-    cols = [entries_t.c.seq, entries_t.c.prev_hash, entries_t.c.leaf_hash, entries_t.c.canonical]
+    r = raw(conn)
+    cols = "seq, prev_hash, leaf_hash, canonical"
     if deep:
-        cols += [entries_t.c.kind, entries_t.c.schema_version, entries_t.c.occurred_at, entries_t.c.recorded_at]
+        cols += ", kind, schema_version, occurred_at, recorded_at"
 
-    def q(last):
-        query = sa.select(*cols).where(entries_t.c.registrant == reg)
-        if last is not None:
-            query = query.where(entries_t.c.seq > last.seq)
-        return query.order_by(entries_t.c.seq).limit(BATCH)
+    def entry_rows():
+        # Keyset pages of raw DBAPI tuples: constant memory on both drivers, no per-row objects.
+        last = -1
+        while True:
+            cur = r._cursor(conn, f"SELECT {cols} FROM entries WHERE registrant = :r AND seq > :last "
+                                  f"ORDER BY seq LIMIT {BATCH}", {"r": reg, "last": last})
+            rows = cur.fetchall()
+            cur.close()
+            yield from rows
+            if len(rows) < BATCH:
+                return
+            last = rows[-1][0]
 
     def mq(last):
         query = sa.select(movements_t.c.seq, movements_t.c.line, movements_t.c.vial_id,
@@ -142,33 +150,39 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     pending_move = next(moves, None) if deep else None
     levels = _LevelStreams(conn, reg) if deep else None
     frontier: dict[tuple[int, int], bytes] = {}
-    acc = merkle.RootAccumulator()
+    stack: list[tuple[int, bytes]] = []
     expected_seq = 0
     prev = canon.ZERO_HASH
     sha256 = hashlib.sha256
     done = 0
-    for row in _batched(conn, q):
-        seq = row.seq
+    for row in entry_rows():
+        seq, prev_hash, leaf_hex, canonical = row[0], row[1], row[2], row[3]
         if seq != expected_seq:
             _fail(report, reg, expected_seq, f"entry missing: found seq {seq} where {expected_seq} was expected")
-        if not isinstance(row.canonical, bytes | memoryview):
-            _fail(report, reg, seq, f"stored canonical bytes were replaced by a {type(row.canonical).__name__} value")
-        data = bytes(row.canonical)
-        leaf = sha256(b"\x00" + data).digest()
-        if leaf.hex() != row.leaf_hash:
+        if not isinstance(canonical, bytes | memoryview):
+            _fail(report, reg, seq, f"stored canonical bytes were replaced by a {type(canonical).__name__} value")
+        leaf = sha256(b"\x00" + canonical).digest()
+        if leaf.hex() != leaf_hex:
             _fail(report, reg, seq, "canonical bytes do not hash to the stored leaf hash (bytes or hash altered)")
-        if row.prev_hash != prev:
+        if prev_hash != prev:
             _fail(report, reg, seq, "chain broken: prev_hash is not the previous entry's leaf hash")
         if deep:
-            pending_move = _deep_entry(report, reg, row, data, prev, state, moves, pending_move)
+            pending_move = _deep_entry(report, reg, row, bytes(canonical), prev, state, moves, pending_move)
             _deep_nodes(report, reg, seq, leaf, frontier, levels)
-        acc.push(leaf)
-        prev = row.leaf_hash
+        # Inline RFC 9162 accumulation (RootAccumulator.push without its argument checks): the
+        # stack holds one perfect-subtree root per set bit of the size so far.
+        level = 0
+        node = leaf
+        while stack and stack[-1][0] == level:
+            node = sha256(b"\x01" + stack.pop()[1] + node).digest()
+            level += 1
+        stack.append((level, node))
+        prev = leaf_hex
         expected_seq += 1
-        report.entries += 1
         done += 1
         if progress is not None and done % 1000 == 0:
             progress(1000)
+    report.entries += done
     if progress is not None:
         progress(done % 1000)
     size = expected_seq
@@ -178,9 +192,12 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         stored_root = merkle.root(size, node_reader(conn, reg))
     except KeyError as exc:
         _fail(report, reg, None, f"stored Merkle node {exc.args[0]} is missing")
-    if stored_root != acc.root():
+    computed_root = stack[-1][1]
+    for _, h in reversed(stack[:-1]):
+        computed_root = merkle.node_hash(h, computed_root)
+    if stored_root != computed_root:
         _fail(report, reg, None, "the root of the stored Merkle nodes differs from the root of the entries")
-    report.roots[reg] = acc.root().hex()
+    report.roots[reg] = computed_root.hex()
     if deep:
         if pending_move is not None:
             _fail(report, reg, pending_move.seq, "a stored stock movement is not in the entry's bytes")
@@ -191,7 +208,7 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
 
 
 def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move):
-    seq = row.seq
+    seq, kind, schema_version, occurred_at, recorded_at = row[0], row[4], row[5], row[6], row[7]
     try:
         obj = canon.decode(data)
         if not isinstance(obj, dict):
@@ -201,9 +218,9 @@ def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_
         _fail(report, reg, seq, f"canonical bytes are not valid entry JSON ({exc})")
     if again != data:
         _fail(report, reg, seq, "bytes are not in RFC 8785 canonical form")
-    for key, column in (("registrant", reg), ("seq", seq), ("kind", row.kind),
-                        ("schema_version", row.schema_version), ("occurred_at", row.occurred_at),
-                        ("recorded_at", row.recorded_at), ("prev", prev)):
+    for key, column in (("registrant", reg), ("seq", seq), ("kind", kind),
+                        ("schema_version", schema_version), ("occurred_at", occurred_at),
+                        ("recorded_at", recorded_at), ("prev", prev)):
         if obj.get(key) != column:
             _fail(report, reg, seq, f"copied column {key!r} is {column!r} but the entry says {obj.get(key)!r}")
     if obj["kind"] not in EVENT_TYPES:
