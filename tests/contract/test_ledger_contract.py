@@ -417,3 +417,41 @@ def test_migrate_is_idempotent(tmp_path):
     migrate(e)
     assert Ledger(e).dialect == "sqlite"
     e.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_registrants_do_not_block_each_other(tmp_path):
+    """The advisory lock is per registrant: a writer holding A's lock does not stall B."""
+    from tests.conftest import fresh_database_url
+
+    from csledger.ledger.store import _advisory_key
+
+    gen = fresh_database_url("postgresql", tmp_path)
+    url = next(gen)
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+        lg = Ledger(engine)
+        a, b = Clinic(lg, DEA), Clinic(lg, DEA2)
+        result: dict[str, float] = {}
+        with engine.connect() as holder, holder.begin():
+            holder.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(DEA)})
+
+            def write(clinic, name):
+                services.receive_stock(lg, clinic.nurse, receipt(clinic, f"{name}-1"))
+                result[name] = 1
+
+            tb = threading.Thread(target=write, args=(b, "B"))
+            ta = threading.Thread(target=write, args=(a, "A"))
+            tb.start()
+            ta.start()
+            tb.join(timeout=20)
+            assert result.get("B") == 1  # B committed while A's lock was held
+            ta.join(timeout=1)
+            assert "A" not in result  # A waits for its registrant's lock
+        ta.join(timeout=20)
+        assert result.get("A") == 1
+        assert verify(lg, deep=True).ok
+        lg.dispose()
+    finally:
+        next(gen, None)
