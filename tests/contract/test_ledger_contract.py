@@ -422,9 +422,8 @@ def test_migrate_is_idempotent(tmp_path):
 @pytest.mark.postgres
 def test_postgres_registrants_do_not_block_each_other(tmp_path):
     """The advisory lock is per registrant: a writer holding A's lock does not stall B."""
-    from tests.conftest import fresh_database_url
-
     from csledger.ledger.store import _advisory_key
+    from tests.conftest import fresh_database_url
 
     gen = fresh_database_url("postgresql", tmp_path)
     url = next(gen)
