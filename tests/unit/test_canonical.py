@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from csledger.ledger import entries as ev
-from csledger.ledger.canonical import canonical_bytes, decode, format_time, parse_time, to_json_value
+from csledger.ledger.canonical import (
+    canonical_bytes,
+    decode,
+    format_time,
+    parse_time,
+    to_json_value,
+)
 
 KEY = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=12)
 SAFE_INT = st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)

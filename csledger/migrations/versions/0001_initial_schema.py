@@ -1,7 +1,7 @@
 """initial schema: entries, projections, append-only triggers
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-11-25 22:16:03.034393
 """
 from collections.abc import Sequence
