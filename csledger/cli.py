@@ -16,8 +16,8 @@ from .settings import get_settings
 
 app = typer.Typer(help="csledger: controlled-substance ledger for ketamine clinics.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (overrides CSLEDGER_DATABASE_URL).")]
 
@@ -155,6 +155,43 @@ def demo(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def backup(
+    out_path: Annotated[Path, typer.Option("--out", help="Backup file to write (must not exist).")],
+    db: DbOption = None,
+) -> None:
+    """Consistent online backup: SQLite's backup API, or pg_dump (custom format) for PostgreSQL.
+    Prints the tree size and root of every registrant so the restore can be checked against it."""
+    from .ledger.backup import backup_database
+
+    settings = get_settings(database_url=db)
+    try:
+        roots = backup_database(settings.database_url, out_path)
+    except LedgerError as exc:
+        _fail(str(exc))
+    for reg, (size, root) in roots.items():
+        out.print(f"{reg}: {size} entries, root {root}")
+    out.print(f"backup written to {out_path}")
+
+
+@app.command()
+def restore(
+    from_path: Annotated[Path, typer.Option("--from", help="Backup file made by `csledger backup`.")],
+    db: DbOption = None,
+) -> None:
+    """Restore a backup into an EMPTY database (never over an existing ledger), then verify it."""
+    from .ledger.backup import restore_database
+
+    settings = get_settings(database_url=db)
+    try:
+        roots = restore_database(from_path, settings.database_url)
+    except LedgerError as exc:
+        _fail(str(exc))
+    for reg, (size, root) in roots.items():
+        out.print(f"{reg}: {size} entries, root {root}")
+    out.print("restored and verified; run `csledger verify --deep` for the full check")
 
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
