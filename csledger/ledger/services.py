@@ -145,7 +145,11 @@ def _request(cmd: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         if isinstance(v, Decimal):
             return str(v)
-        return v
+        if isinstance(v, float):  # refused by validation; only hashed here, so keep it exact
+            return f"float:{v!r}"
+        if v is None or isinstance(v, bool | int | str):
+            return v
+        return f"{type(v).__name__}:{v!r}"[:1000]
 
     return {"type": type(cmd).__name__, **plain(asdict(cmd))}
 
