@@ -55,6 +55,7 @@ def test_sigkill_writers_lose_nothing_acknowledged(ledger, db_url):
         for t in threads:
             t.join()
 
+    print(f"\n{len(acked)} commands acknowledged across {KILLS} SIGKILLs")
     assert len(acked) > KILLS  # the writers made progress between kills
     with ledger.reading() as c:
         rows = c.execute(sa.select(entries_t.c.seq, entries_t.c.canonical).where(entries_t.c.registrant == clinic.dea)
