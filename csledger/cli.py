@@ -23,12 +23,14 @@ DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (overri
 
 
 def _open(db: str | None, *, migrate_first: bool = False):
+    from .ledger.log import attach
     from .ledger.store import Ledger, migrate
 
     settings = get_settings(database_url=db)
     ledger = Ledger.open(settings.database_url)
     if migrate_first:
         migrate(ledger.engine)
+    attach(ledger, settings)  # every write signs a checkpoint in its transaction (issue 4)
     return settings, ledger
 
 
@@ -121,6 +123,12 @@ def serve(
     from .api.app import create_app
 
     settings, ledger = _open(db, migrate_first=True)
+    log = ledger.transparency_log  # issue 4: refuse appends if a witness saw more; push to witnesses
+    for reg, results in log.check_rollback().items():
+        for r in results:
+            if not r.ok:
+                err.print(f"[yellow]witness[/] {reg} {r.witness}: {r.detail}", highlight=False)
+    log.start_pusher()
     uvicorn.run(create_app(ledger, settings), host=host or settings.host, port=port or settings.port,
                 log_level="info")
 

@@ -25,6 +25,7 @@ from .ledger.commands import (
     TakeInventory,
 )
 from .ledger.errors import Conflict
+from .ledger.log import attach
 from .ledger.principal import AuthMethod, Principal
 from .ledger.store import Ledger, migrate, tree_size
 from .ledger.verify import verify
@@ -55,6 +56,7 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
     clock = SimClock(start)
     ledger = Ledger.open(settings.database_url, clock=clock)
     migrate(ledger.engine)
+    attach(ledger, settings)  # issue 4: checkpoints signed in every append transaction
     for dea, *_ in LOCATIONS:
         with ledger.reading() as c:
             if tree_size(c, dea):

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         default=Path("csledger-keys"),
         description="Folder of the per-registrant log signing keys (mode 0600), never the DB.",
     )
+    log_keys: str = Field(
+        default="",
+        description="Log signer keys (PRIVATE+KEY+<origin>+...) separated by whitespace, used instead of "
+                    "key files when set; matched to a log by origin.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -5,7 +5,8 @@ Conventions (both backends identical, so the contract tests compare like with li
   would turn "10.00" into a binary float, fixed-scale TEXT. Python always sees ``Decimal``.
 - Times are the entry's UTC text ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sorts like time, exact on both).
 - ``entries``, ``entry_movements``, ``merkle_nodes`` and ``checkpoints`` are append-only; the
-  migrations install triggers that refuse UPDATE and DELETE on them.
+  migrations install triggers that refuse UPDATE and DELETE on them. So are ``log_keys``,
+  ``witness_policies`` and ``cosignatures`` (migration 0002).
 """
 
 from __future__ import annotations
@@ -188,7 +189,55 @@ class Checkpoint(SQLModel, table=True):
     signed_at: str = Field(max_length=TIME)
 
 
-APPEND_ONLY_TABLES = ("entries", "entry_movements", "merkle_nodes", "checkpoints")
+class LogKey(SQLModel, table=True):
+    """Public verifier keys of each registrant's log, one row per generation, append-only.
+
+    Why a table and not an entry: the key signs checkpoints *over* the entries, so a rotation
+    must be recordable when the private key is lost and nothing can be appended; the current
+    key is the highest generation, older ones are retired but kept so old checkpoints verify.
+    The private half never touches the database (see ``ledger.log``).
+    """
+
+    __tablename__ = "log_keys"
+    registrant: str = Field(primary_key=True, max_length=9)
+    generation: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    origin: str = Field(max_length=255)
+    verifier_key: str = Field(max_length=512)
+    #: Smallest tree size this key signs; the previous generation signs sizes below it.
+    first_size: int = Field(sa_type=sa.BigInteger)
+    created_at: str = Field(max_length=TIME)
+    reason: str
+
+
+class WitnessPolicy(SQLModel, table=True):
+    """Which witnesses a registrant's checkpoints go to and how many cosignatures count.
+
+    Append-only history: the policy in force is the highest version. ``witnesses`` is JSON
+    ``[{"verifier_key": ..., "url": ...}, ...]``; ``threshold`` is N of those M.
+    """
+
+    __tablename__ = "witness_policies"
+    registrant: str = Field(primary_key=True, max_length=9)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    threshold: int
+    witnesses: str
+    set_at: str = Field(max_length=TIME)
+
+
+class Cosignature(SQLModel, table=True):
+    """A witness's cosignature/v1 line over one stored checkpoint, append-only."""
+
+    __tablename__ = "cosignatures"
+    registrant: str = Field(primary_key=True, max_length=9)
+    tree_size: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    witness: str = Field(primary_key=True, max_length=255)
+    key_id: str = Field(primary_key=True, max_length=8)
+    line: str
+    received_at: str = Field(max_length=TIME)
+
+
+APPEND_ONLY_TABLES = ("entries", "entry_movements", "merkle_nodes", "checkpoints",
+                      "log_keys", "witness_policies", "cosignatures")
 PROJECTION_MODELS = {
     "registrants": Registrant,
     "products": Product,

@@ -39,6 +39,8 @@ class VerifyReport:
     entries: int = 0
     registrants: dict[str, int] = field(default_factory=dict)
     roots: dict[str, str] = field(default_factory=dict)
+    #: Latest verified checkpoint per registrant (issue 4), for display.
+    checkpoints: dict[str, str] = field(default_factory=dict)
     problems: list[IntegrityFailure] = field(default_factory=list)
 
     @property
@@ -198,6 +200,7 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     if stored_root != computed_root:
         _fail(report, reg, None, "the root of the stored Merkle nodes differs from the root of the entries")
     report.roots[reg] = computed_root.hex()
+    _verify_latest_checkpoint(conn, reg, size, computed_root, report)  # issue 4 (verifiable ledger)
     if deep:
         if pending_move is not None:
             _fail(report, reg, pending_move.seq, "a stored stock movement is not in the entry's bytes")
@@ -205,6 +208,43 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         if total_nodes != levels.consumed:
             _fail(report, reg, None, f"{total_nodes - levels.consumed} stored Merkle node(s) not explained by the entries")
     return size
+
+
+# --- issue 4 (verifiable ledger): the latest signed checkpoint --------------------------------
+
+
+def _verify_latest_checkpoint(conn: Connection, reg: str, size: int, computed_root: bytes, report: VerifyReport) -> None:
+    """The latest checkpoint must carry a valid signature of a recorded log key and commit to a
+    prefix of the recomputed tree (its root equal to ours at the same size, or proved
+    consistent with ours by a proof built from the stored nodes). A log without any checkpoint
+    (a ledger opened without the signing hook, e.g. the contract tests) is not an error here."""
+    from . import log
+    from .checkpoints import NoteError, open_checkpoint
+
+    cp = log.latest_checkpoint(conn, reg)
+    if cp is None:
+        return
+    keys = log.log_keys(conn, reg)
+    if not keys:
+        _fail(report, reg, None, f"checkpoint at size {cp.tree_size} exists but no log verifier key is recorded")
+    try:
+        body, opened = open_checkpoint(cp.note, [k.verifier for k in keys])
+    except NoteError as exc:
+        _fail(report, reg, None, f"latest checkpoint (size {cp.tree_size}) does not verify: {exc}")
+    if body.origin != keys[0].origin:
+        _fail(report, reg, None, f"latest checkpoint names origin {body.origin!r}, not the log's {keys[0].origin!r}")
+    if body.size != cp.tree_size or body.size > size:
+        _fail(report, reg, None, f"latest checkpoint claims size {body.size} but the log holds {size} entries")
+    if body.size == size:
+        if body.root != computed_root:
+            _fail(report, reg, None, f"latest checkpoint's root (size {size}) differs from the root recomputed from the entries")
+    else:
+        try:
+            proof = merkle.consistency_proof(body.size, size, node_reader(conn, reg))
+            merkle.verify_consistency(body.size, size, proof, body.root, computed_root)
+        except (merkle.ProofError, KeyError) as exc:
+            _fail(report, reg, None, f"latest checkpoint (size {body.size}) is not a prefix of the entries' tree ({exc})")
+    report.checkpoints[reg] = f"size {body.size} signed by {opened.signatures[0].key_id:08x}"
 
 
 def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move):
