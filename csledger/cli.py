@@ -130,7 +130,7 @@ def serve(
                 err.print(f"[yellow]witness[/] {reg} {r.witness}: {r.detail}", highlight=False)
     log.start_pusher()
     uvicorn.run(create_app(ledger, settings), host=host or settings.host, port=port or settings.port,
-                log_level="info")
+                log_level="info", access_log=False)  # the app writes its own structured access log
 
 
 @app.command()

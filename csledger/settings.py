@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    # --- HTTP API (issue 5) ---
+    session_idle_minutes: int = Field(default=15, ge=1, description="A bearer token unused this long expires.")
+    session_max_minutes: int = Field(default=480, ge=1, description="A bearer token expires this long after login.")
+    lockout_after_failures: int = Field(default=5, ge=1, description="Consecutive failed logins that lock a login.")
+    lockout_minutes: int = Field(default=15, ge=1, description="How long a locked login stays locked.")
+    witness_assertion_seconds: int = Field(default=120, ge=1, le=120, description="Witness assertion lifetime (at most 2 minutes).")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none by default.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")
 
 
 def get_settings(**overrides) -> Settings:

@@ -1,49 +1,132 @@
 """The FastAPI application: HTTP adapter over the ledger services.
 
 Routes parse, authenticate, call one service and render; they never validate stock, open
-transactions or commit. Errors are RFC 9457 ``application/problem+json``.
+transactions or commit. Errors are RFC 9457 ``application/problem+json`` with a stable ``type``,
+a readable ``detail`` and the offending fields; bad input is a 422, never a 500.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pwdlib import PasswordHash
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..ledger.errors import LedgerError
 from ..ledger.store import Ledger, durability_settings
 from ..settings import Settings
+from .auth import Authenticator
+from .auth_store import AuthStore
+from .middleware import ApiMiddleware, access_log
 
 PROBLEM = "application/problem+json"
 PROBLEM_BASE = "https://csledger.local/problems/"
+log = logging.getLogger("csledger.api")
+
+_HTTP_TYPES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+               406: "not-acceptable", 413: "payload-too-large", 415: "unsupported-media-type"}
 
 
-def problem(status: int, type_: str, title: str, detail: str, **extra) -> JSONResponse:
+def problem(status: int, type_: str, title: str, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:
+    """An RFC 9457 problem response."""
     return JSONResponse(
         {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail, **extra},
-        status_code=status, media_type=PROBLEM,
+        status_code=status, media_type=PROBLEM, headers=headers,
     )
 
 
-def create_app(ledger: Ledger, settings: Settings) -> FastAPI:
+def _field_path(loc: tuple) -> str:
+    """pydantic's ``("body", "lines", 0, "ndc")`` as the services name fields: ``lines[0].ndc``."""
+    parts = list(loc)
+    where = parts.pop(0) if parts and parts[0] in ("body", "query", "path", "header") else None
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    if where in ("query", "path", "header"):
+        return out or where
+    return out or "body"
+
+
+def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], datetime] | None = None,
+               password_hasher: PasswordHash | None = None) -> FastAPI:
+    """The API over ``ledger``. ``clock`` (default: the ledger's) times sessions and assertions;
+    ``password_hasher`` defaults to argon2id with pwdlib's recommended parameters."""
+    from . import routes_records, routes_reference, routes_session, routes_stock
+
     app = FastAPI(title="csledger", version="0.1.0",
-                  description="Controlled-substance ledger for ketamine infusion clinics.")
+                  description="Controlled-substance ledger for ketamine infusion clinics. Log in at "
+                              "`POST /v1/registrants/{dea}/sessions`; send the token as a bearer token.",
+                  responses={422: {"description": "Malformed input (problem+json)"}})
     app.state.ledger = ledger
     app.state.settings = settings
+    app.state.auth = Authenticator(AuthStore(ledger), settings, clock=clock or ledger.clock, hasher=password_hasher)
 
     @app.exception_handler(LedgerError)
     async def ledger_error(_: Request, exc: LedgerError):
         fields = [{"field": exc.field, "reason": exc.reason}] if exc.field else []
-        return problem(exc.status, exc.type, type(exc).__name__, str(exc), errors=fields)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status >= 500:
+            log.error("ledger error %s", type(exc).__name__)
+            return problem(500, exc.type, "Internal error", "the server could not complete the request", errors=[])
+        return problem(exc.status, exc.type, type(exc).__name__, str(exc), headers=headers, errors=fields)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
-        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())), "reason": e.get("msg", "")} for e in exc.errors()]
-        return problem(422, "invalid-input", "Invalid input", "the request is malformed", errors=fields)
+        fields = []
+        for e in exc.errors():
+            loc = tuple(e.get("loc", ()))
+            reason = str(e.get("msg", "invalid"))
+            if e.get("type") == "json_invalid":
+                reason, loc = "the body is not valid JSON", ("body",)
+            fields.append({"field": _field_path(loc), "reason": reason})
+        detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5]) or "the request is malformed"
+        return problem(422, "invalid-input", "Invalid input", detail, errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        type_ = _HTTP_TYPES.get(exc.status_code, f"http-{exc.status_code}")
+        return problem(exc.status_code, type_, type_.replace("-", " ").capitalize(), str(exc.detail), errors=[],
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        log.exception("unexpected error: %s", type(exc).__name__)
+        return problem(500, "internal-error", "Internal error", "the server could not complete the request; "
+                       "nothing was recorded unless a later read shows it", errors=[])
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
         """Liveness and durability: the database answers and runs with durable commits."""
         return {"status": "ok", "database": ledger.dialect, "durability": durability_settings(ledger.engine)}
 
+    from .integrity import router as integrity_router  # issue 4: checkpoint, keys, proofs, entries
+
+    app.include_router(integrity_router)
+
+    for module in (routes_session, routes_reference, routes_stock, routes_records):
+        app.include_router(module.router)
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Witness-Assertion"])
+    app.add_middleware(ApiMiddleware, max_body_bytes=settings.max_body_bytes)
+    _ensure_access_log_output()
     return app
+
+
+def _ensure_access_log_output() -> None:
+    """The access log goes to stderr as one JSON object per line unless logging is configured."""
+    if not access_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False

@@ -248,3 +248,71 @@ PROJECTION_MODELS = {
     "invoices": Invoice,
 }
 metadata = SQLModel.metadata
+
+
+# --- HTTP API authentication (issue 5) ---------------------------------------------------------
+# Not ledger data: secrets are mutable, never hashed into the chain, and never projections of the
+# entries. Who holds which role still comes only from ``staff_roles`` (entries). Queries on these
+# tables live in ``csledger.api.auth_store``.
+
+
+class StaffCredential(SQLModel, table=True):
+    """A staff member's login secret: an argon2 hash (pwdlib), the TOTP secret, the lock-out state."""
+
+    __tablename__ = "staff_credentials"
+    registrant: str = Field(primary_key=True, max_length=9)
+    staff_id: str = Field(primary_key=True, max_length=64)
+    password_hash: str = Field(max_length=512)
+    password_set_at: str = Field(max_length=TIME)
+    #: Set when an administrator (or the console) set the password: the owner must change it.
+    must_change_password: bool = False
+    totp_secret: str | None = Field(default=None, max_length=64)
+    failed_logins: int = 0
+    locked_until: str | None = Field(default=None, max_length=TIME)
+    updated_at: str = Field(max_length=TIME)
+
+
+class ApiSession(SQLModel, table=True):
+    """A bearer token (stored as its SHA-256 only), with idle and absolute expiry and revocation."""
+
+    __tablename__ = "api_sessions"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    registrant: str = Field(max_length=9, index=True)
+    staff_id: str = Field(max_length=64)
+    auth_method: str = Field(max_length=32)
+    created_at: str = Field(max_length=TIME)
+    last_used_at: str = Field(max_length=TIME)
+    expires_at: str = Field(max_length=TIME)
+    revoked_at: str | None = Field(default=None, max_length=TIME)
+    revoked_reason: str | None = Field(default=None, max_length=200)
+
+
+class WitnessAssertionRecord(SQLModel, table=True):
+    """A witness's single-use assertion, bound to the SHA-256 of one command body and to the
+    session (device) of the staff member who asked for it."""
+
+    __tablename__ = "witness_assertions"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    registrant: str = Field(max_length=9)
+    witness_staff_id: str = Field(max_length=64)
+    auth_method: str = Field(max_length=32)
+    actor_staff_id: str = Field(max_length=64)
+    actor_session_hash: str = Field(max_length=64)
+    body_sha256: str = Field(max_length=64)
+    created_at: str = Field(max_length=TIME)
+    expires_at: str = Field(max_length=TIME)
+    used_at: str | None = Field(default=None, max_length=TIME)
+    #: The idempotency key of the request that used it: a retry of that same request may reuse it.
+    used_with_key: str | None = Field(default=None, max_length=128)
+
+
+class PatientAccessRecord(SQLModel, table=True):
+    """Append-only: who read which patient's identifying data, when and how (compliance reads it)."""
+
+    __tablename__ = "patient_access_log"
+    id: int | None = Field(default=None, primary_key=True)
+    registrant: str = Field(max_length=9, index=True)
+    staff_id: str = Field(max_length=64)
+    patient_id: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    accessed_at: str = Field(max_length=TIME)

@@ -1,0 +1,73 @@
+"""FastAPI dependencies: who is calling (bearer session), whether their roles allow the route,
+the witness of a witnessed command, and the Idempotency-Key header."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..ledger.principal import Principal
+from ..ledger.store import Ledger
+from .auth import Authenticator, Session, Witness, require_role
+from .roles import roles_for
+
+bearer = HTTPBearer(auto_error=False, description="The token from POST /v1/registrants/{dea}/sessions.")
+
+Dea = Annotated[str, Path(pattern=r"^[A-Z]{2}[0-9]{7}$", description="The registrant's DEA number.",
+                          examples=["AB1234563"])]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=128,
+    description="Retry-safe key: the same key and body give the first answer and record nothing; the same key "
+                "with another body is a 409.", examples=["6f1c2a9e-0d3b-4f7a-9a53-1d2e4b5c6d7e"])]
+WitnessHeader = Annotated[str | None, Header(
+    alias="Witness-Assertion", max_length=200,
+    description="Single-use token from POST .../witness-assertions, bound to the SHA-256 of this body.")]
+
+
+def get_ledger(request: Request) -> Ledger:
+    return request.app.state.ledger
+
+
+def get_auth(request: Request) -> Authenticator:
+    return request.app.state.auth
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+AuthDep = Annotated[Authenticator, Depends(get_auth)]
+
+
+def current_session(request: Request, auth: AuthDep,
+                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Session:
+    """The caller's live session (401 otherwise); remembered on the request for the access log."""
+    session = auth.session(creds.credentials if creds is not None else None)
+    request.state.staff_id = session.principal.staff_id
+    return session
+
+
+SessionDep = Annotated[Session, Depends(current_session)]
+
+
+def actor(endpoint: str, *, password_change_ok: bool = False):
+    """A dependency giving the principal for ``endpoint``: the session's staff member, who must
+    belong to the registrant in the URL and hold one of the roles the role table lists."""
+    allowed = roles_for(endpoint)
+
+    def dependency(dea: Dea, session: SessionDep) -> Principal:
+        return require_role(session, dea, allowed, password_change_ok=password_change_ok)
+
+    dependency.__name__ = f"actor_{endpoint}"
+    return Depends(dependency)
+
+
+async def witness(request: Request, session: SessionDep, auth: AuthDep, idempotency_key: IdempotencyKey = None,
+                  assertion: WitnessHeader = None) -> Witness:
+    """The witness of this request, from its ``Witness-Assertion`` header (401 when missing,
+    unknown, replayed, expired, given on another login, or signed for another body)."""
+    body = await request.body()
+    return await run_in_threadpool(auth.redeem_assertion, session, assertion, body, idempotency_key)
+
+
+WitnessDep = Annotated[Witness, Depends(witness)]

@@ -1,0 +1,100 @@
+"""ASGI middleware: request size limit, request ids, no-store caching, structured access logs.
+
+The access log is one JSON object per request on the ``csledger.access`` logger: time, request
+id, method, the route *template* (``/v1/registrants/{dea}/vials/{vial_id}``, never the concrete
+path or the query string), registrant, staff id, status and duration. Nothing from bodies, no
+health data, no tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("csledger.access")
+PROBLEM_BASE = "https://csledger.local/problems/"
+
+
+class ApiMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int):
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"cache-control", b"no-store"))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+                await self._too_large(send_wrapper)
+                return
+            # Read the body up front (bounded), then hand it to the app.
+            chunks: list[bytes] = []
+            size = 0
+            if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+                more = True
+                while more:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        return
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        await self._too_large(send_wrapper)
+                        return
+                    chunks.append(chunk)
+                    more = msg.get("more_body", False)
+                body = b"".join(chunks)
+                sent = False
+
+                async def replay() -> Message:
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()
+
+                await self.app(scope, replay, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path_format", None) or getattr(route, "path", None) or "(no route)"
+            params = scope.get("path_params") or {}
+            state = scope.get("state") or {}
+            access_log.info(json.dumps({
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "request_id": request_id, "method": scope.get("method"), "route": path,
+                "registrant": params.get("dea") if isinstance(params.get("dea"), str) and len(params["dea"]) == 9 else None,
+                "staff_id": state.get("staff_id"), "status": status_holder["status"],
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }, sort_keys=True))
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"type": PROBLEM_BASE + "payload-too-large", "title": "Payload too large", "status": 413,
+                           "detail": f"the request body is larger than {self.max_body} bytes", "errors": []}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/problem+json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

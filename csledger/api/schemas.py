@@ -1,0 +1,393 @@
+"""Request and response bodies: ``...Create`` (what a caller sends) and ``...Public`` (what the
+API answers). Quantities travel as decimal strings ("10.00"), never JSON numbers with fractions:
+binary floating point cannot hold 0.1, and a dose must be exactly what the nurse typed.
+
+Shapes are checked here (types, lengths, unknown fields refused); the meaning (a valid NDC, a
+DEA check digit, a supplier that exists) is checked by the services, which name the bad field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+)
+
+
+def _decimal_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError('must be a decimal string such as "10.00"')
+    if isinstance(value, float):
+        raise ValueError('quantities are decimal strings such as "10.00"; JSON numbers with fractions are '
+                         'refused because binary floating point cannot hold them exactly')
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+#: An exact quantity (mL, mg, kg, mg/mL) as a decimal string with at most 2 places.
+Quantity = Annotated[str, BeforeValidator(_decimal_text),
+                     Field(min_length=1, max_length=32, pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*$", examples=["10.00"])]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[str, Field(min_length=1, max_length=64)]
+LongText = Annotated[str, Field(max_length=1000)]
+IsoDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", min_length=10, max_length=10, examples=["2028-03-31"])]
+StaffId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", examples=["S4"])]
+Count = Annotated[StrictInt, Field(ge=1, le=1000)]
+TotpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["492039"])]
+Password = Annotated[str, Field(min_length=1, max_length=128, examples=["correct horse battery staple"])]
+
+
+class Body(BaseModel):
+    """Every request body: unknown fields are refused, so a typo is a 422, not silently lost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PublicModel(BaseModel):
+    pass
+
+
+# --- sessions and witnesses -------------------------------------------------------------------
+
+
+class LoginCreate(Body):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Password
+    totp: TotpCode | None = Field(default=None, description="Six-digit TOTP code; needed by administrators and managers.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"username": "nora", "password": "correct horse battery staple"},
+        {"username": "morgan", "password": "correct horse battery staple", "totp": "492039"},
+    ]})
+
+
+class SessionPublic(PublicModel):
+    access_token: str = Field(description="Opaque bearer token; send as `Authorization: Bearer <token>`.")
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: str
+    idle_timeout_seconds: int
+    registrant: str
+    staff_id: str
+    printed_name: str
+    roles: list[str]
+    auth_method: str
+    password_change_required: bool
+
+
+class WhoAmIPublic(PublicModel):
+    registrant: str
+    staff_id: str
+    printed_name: str
+    roles: list[str]
+    auth_method: str
+    expires_at: str
+    password_change_required: bool
+
+
+class PasswordChangeCreate(Body):
+    current_password: Password
+    new_password: Password
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"current_password": "temporary password 1", "new_password": "four quiet harbor lamps"}]})
+
+
+class StaffPasswordCreate(Body):
+    password: Password = Field(description="Temporary password; its owner must change it at first login.")
+    enroll_totp: StrictBool | None = Field(
+        default=None, description="Create a new TOTP secret (default: only if the roles need one and none exists).")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"password": "temporary password 1"}, {"password": "temporary password 1", "enroll_totp": True}]})
+
+
+class CredentialPublic(PublicModel):
+    staff_id: str
+    password_change_required: bool
+    totp_secret: str | None = Field(default=None, description="Shown once, when a TOTP secret was created.")
+    totp_uri: str | None = None
+
+
+class SessionsRevokedPublic(PublicModel):
+    staff_id: str
+    revoked: int
+
+
+class WitnessAssertionCreate(Body):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Password
+    totp: TotpCode | None = None
+    body_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 (hex) of the exact bytes of "
+                                      "the command body the witness is signing for.")]
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"username": "ned", "password": "correct horse battery staple",
+         "body_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}]})
+
+
+class WitnessAssertionPublic(PublicModel):
+    assertion: str = Field(description="Send as the `Witness-Assertion` header of the command; single use.")
+    expires_at: str
+    witness_staff_id: str
+    witness_printed_name: str
+    body_sha256: str
+
+
+# --- reference data ---------------------------------------------------------------------------
+
+
+class AddressCreate(Body):
+    street: Text
+    city: Annotated[str, Field(min_length=1, max_length=100)]
+    state: Annotated[str, Field(min_length=2, max_length=2, examples=["TX"])]
+    postal_code: Annotated[str, Field(min_length=5, max_length=10, examples=["78701"])]
+
+
+class AddressPublic(PublicModel):
+    street: str
+    city: str
+    state: str
+    postal_code: str
+
+
+class ProductCreate(Body):
+    ndc: Annotated[str, Field(min_length=1, max_length=20, examples=["42023-0113-10"])]
+    name: Text
+    drug_code: Annotated[str, Field(min_length=1, max_length=4, examples=["7285"])]
+    schedule: Annotated[str, Field(min_length=1, max_length=4, examples=["III"])]
+    form: ShortText
+    strength_mg_per_ml: Quantity
+    container_ml: Quantity
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"ndc": "42023-0113-10", "name": "Ketamine HCl injection 50 mg/mL", "drug_code": "7285", "schedule": "III",
+         "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00"}]})
+
+
+class ProductPublic(PublicModel):
+    ndc: str
+    ndc_key: str
+    name: str
+    drug_code: str
+    schedule: str
+    form: str
+    strength_mg_per_ml: str
+    container_ml: str
+    added_seq: int
+
+
+class SupplierCreate(Body):
+    name: Text
+    address: AddressCreate
+    dea_number: Annotated[str, Field(min_length=1, max_length=16, examples=["PB1234563"])]
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "Gulf Medical Supply", "address": {"street": "5 Depot Rd", "city": "Houston", "state": "TX",
+                                                    "postal_code": "77002"}, "dea_number": "PB1234563"}]})
+
+
+class SupplierPublic(PublicModel):
+    supplier_id: str
+    name: str
+    address: AddressPublic
+    dea_number: str
+    added_seq: int
+
+
+class StaffCreate(Body):
+    printed_name: Annotated[str, Field(min_length=1, max_length=100)]
+    username: Annotated[str, Field(min_length=2, max_length=64)]
+    roles: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=7)] = []
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"printed_name": "Nora Nurse", "username": "nora", "roles": ["nurse"]}]})
+
+
+class StaffPublic(PublicModel):
+    staff_id: str
+    printed_name: str
+    username: str
+    roles: list[str]
+    enrolled_seq: int
+    has_password: bool
+
+
+class RoleGrantCreate(Body):
+    role: Annotated[str, Field(min_length=1, max_length=32, examples=["pharmacist"])]
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"role": "pharmacist"}]})
+
+
+class RoleRevokeCreate(Body):
+    role: Annotated[str, Field(min_length=1, max_length=32)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"role": "pharmacist", "reason": "left the clinic on 2026-11-20"}]})
+
+
+# --- stock ------------------------------------------------------------------------------------
+
+
+class InventoryItemCreate(Body):
+    ndc: Annotated[str, Field(min_length=1, max_length=20)]
+    lot: ShortText
+    expiry: IsoDate
+    sealed: StrictBool
+    ml: Quantity | None = Field(default=None, description="Estimated mL left in an opened vial; absent when sealed.")
+    containers: Count = 1
+
+
+class InventoryCreate(Body):
+    inventory_type: Literal["initial", "biennial"]
+    taken_at: Literal["opening_of_business", "close_of_business"]
+    occurred_at: AwareDatetime
+    items: Annotated[list[InventoryItemCreate], Field(max_length=500)] = []
+    late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"inventory_type": "initial", "taken_at": "opening_of_business", "occurred_at": "2026-11-25T08:00:00-06:00",
+         "items": [{"ndc": "42023-0113-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": True, "containers": 4},
+                   {"ndc": "42023-0113-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": False, "ml": "6.00"}]}]})
+
+
+class ReceivedLineCreate(Body):
+    ndc: Annotated[str, Field(min_length=1, max_length=20)]
+    containers: Count
+    lot: ShortText
+    expiry: IsoDate
+
+
+class ReceiptCreate(Body):
+    supplier_id: ShortText
+    invoice_number: ShortText
+    occurred_at: AwareDatetime
+    lines: Annotated[list[ReceivedLineCreate], Field(min_length=1, max_length=200)]
+    late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    notes: LongText = ""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"supplier_id": "SUP8", "invoice_number": "GMS-2026-0412", "occurred_at": "2026-11-25T09:30:00-06:00",
+         "lines": [{"ndc": "42023-0113-10", "containers": 10, "lot": "KA2611", "expiry": "2028-06-30"}]}]})
+
+
+class VialPublic(PublicModel):
+    vial_id: str
+    ndc_key: str
+    lot: str
+    expiry: str
+    state: str
+    ml_left: str
+    mg_left: str
+    strength_mg_per_ml: str
+    container_ml: str
+    added_seq: int
+    last_seq: int
+
+
+class VialPage(PublicModel):
+    items: list[VialPublic]
+    next_cursor: str | None
+
+
+class LotStock(PublicModel):
+    lot: str
+    expiry: str
+    containers: int
+    ml: str
+    mg: str
+
+
+class ProductStock(PublicModel):
+    ndc_key: str
+    ndc: str
+    name: str
+    containers_sealed: int
+    containers_open: int
+    ml: str
+    mg: str
+    lots: list[LotStock]
+
+
+class StockPublic(PublicModel):
+    registrant: str
+    products: list[ProductStock]
+    total_mg_by_drug_code: dict[str, str]
+
+
+# --- command results and the record -----------------------------------------------------------
+
+
+class AppendedPublic(PublicModel):
+    seq: int
+    kind: str
+    leaf_hash: str
+
+
+class CommandResultPublic(PublicModel):
+    """What every recorded command answers: the entries it appended (or, for a retry with the
+    same Idempotency-Key and body, the first answer with ``replayed: true``)."""
+
+    command: str
+    registrant: str
+    entries: list[AppendedPublic]
+    replayed: bool = False
+
+
+class ProductAddedPublic(CommandResultPublic):
+    ndc_key: str
+
+
+class SupplierAddedPublic(CommandResultPublic):
+    supplier_id: str
+
+
+class StaffEnrolledPublic(CommandResultPublic):
+    staff_id: str
+
+
+class StockRecordedPublic(CommandResultPublic):
+    vial_ids: list[str]
+    total_ml: str | None = None
+
+
+class EntryPublic(PublicModel):
+    registrant: str
+    seq: int
+    kind: str
+    occurred_at: str
+    recorded_at: str
+    leaf_hash: str
+    entry: dict[str, Any] = Field(description="The entry object, decoded from its canonical bytes.")
+
+
+class EntryPage(PublicModel):
+    items: list[EntryPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class EntryCanonicalPublic(PublicModel):
+    registrant: str
+    seq: int
+    leaf_hash: str
+    canonical: str = Field(description="The entry's canonical JSON text (RFC 8785), exactly as hashed.")
+
+
+class PatientAccessPublic(PublicModel):
+    id: int
+    staff_id: str
+    patient_id: str
+    action: str
+    accessed_at: str
+
+
+class PatientAccessPage(PublicModel):
+    items: list[PatientAccessPublic]
+    next_cursor: str | None
+
+
+class Problem(PublicModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] = []
