@@ -104,10 +104,6 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         """Liveness and durability: the database answers and runs with durable commits."""
         return {"status": "ok", "database": ledger.dialect, "durability": durability_settings(ledger.engine)}
 
-    from .integrity import router as integrity_router  # issue 4: checkpoint, keys, proofs, entries
-
-    app.include_router(integrity_router)
-
     for module in (routes_session, routes_reference, routes_stock, routes_records):
         app.include_router(module.router)
 
