@@ -58,3 +58,230 @@ def keys_rotate(
     if old is not None:
         err.print(f"retired {old.verifier.key_id_hex} ({old.verifier.fingerprint}); give each witness operator the new "
                   "key: csledger witness add-log --vkey <the key above>", highlight=False)
+
+
+# --- the registrant's witnesses --------------------------------------------------------------
+
+witnesses_app = typer.Typer(help="Which witnesses cosign the registrant's checkpoints.", no_args_is_help=True)
+app.add_typer(witnesses_app, name="witnesses")
+
+
+@witnesses_app.command("set")
+def witnesses_set(
+    registrant: RegistrantOption,
+    witness: Annotated[list[str], typer.Option(help="'<witness verifier key> <URL prefix>', repeatable.")],
+    threshold: Annotated[int, typer.Option(help="Cosignatures a checkpoint needs to count as witnessed.")],
+    db: DbOption = None,
+) -> None:
+    """Record a new witness policy (append-only history) and push the latest checkpoint."""
+    from .ledger.log import WitnessEntry
+
+    entries = []
+    for i, w in enumerate(witness):
+        parts = w.split()
+        if len(parts) != 2:
+            _fail(f"--witness {i + 1}: give '<verifier key> <URL prefix>'")
+        entries.append(WitnessEntry(parts[0], parts[1]))
+    _, ledger = _open(db)
+    try:
+        policy = ledger.transparency_log.set_witnesses(registrant, entries, threshold)
+        results = ledger.transparency_log.push(registrant)
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"witness policy v{policy.version} for {registrant}: {policy.threshold} of {len(policy.witnesses)}")
+    _print_push(registrant, results)
+
+
+@witnesses_app.command("push")
+def witnesses_push(registrant: RegistrantOption, db: DbOption = None) -> None:
+    """Send the latest checkpoint to the witnesses now; exit 1 if the threshold is not met."""
+    from .ledger.log import cosignature_lines, latest_checkpoint, witness_policy
+
+    _, ledger = _open(db)
+    try:
+        results = ledger.transparency_log.push(registrant)
+        with ledger.reading() as conn:
+            policy = witness_policy(conn, registrant)
+            cp = latest_checkpoint(conn, registrant)
+            have = len(cosignature_lines(conn, registrant, cp.tree_size)) if cp else 0
+    finally:
+        ledger.dispose()
+    _print_push(registrant, results)
+    if policy is None:
+        _fail(f"no witness policy for {registrant}; set one with `csledger witnesses set`")
+    out.print(f"checkpoint {cp.tree_size if cp else '-'}: {have} of {policy.threshold} cosignatures")
+    if have < policy.threshold:
+        raise typer.Exit(1)
+
+
+def _print_push(registrant: str, results) -> None:
+    for r in results:
+        (out if r.ok else err).print(f"{registrant} -> {r.witness}: checkpoint {r.tree_size} "
+                                     f"{'cosigned' if r.ok else 'NOT cosigned: ' + r.detail}", highlight=False)
+
+
+# --- the witness program -----------------------------------------------------------------------
+
+witness_app = typer.Typer(help="Run an independent witness (C2SP tlog-witness) with its own key and state.",
+                          no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
+WitnessDir = Annotated[str, typer.Option("--dir", help="The witness folder (its key and state file).")]
+
+
+def _witness(directory: str):
+    from .witness import Witness, WitnessError
+
+    try:
+        return Witness(directory)
+    except WitnessError as exc:
+        _fail(str(exc))
+
+
+@witness_app.command("init")
+def witness_init(directory: WitnessDir,
+                 name: Annotated[str, typer.Option(help="The witness's key name, e.g. witness.sister-clinic.example.")]) -> None:
+    """Create a witness folder with a new cosigning key (mode 0600)."""
+    from .ledger.checkpoints import NoteError
+    from .witness import Witness, WitnessError
+
+    try:
+        w = Witness.init(directory, name)
+    except (WitnessError, NoteError) as exc:
+        _fail(str(exc))
+    out.print(w.verifier.to_string(), highlight=False)
+    out.print(f"  fingerprint {w.verifier.fingerprint}", highlight=False)
+
+
+@witness_app.command("add-log")
+def witness_add_log(directory: WitnessDir,
+                    vkey: Annotated[str, typer.Option("--vkey", help="The log's verifier key (csledger keys show).")]) -> None:
+    """Trust a log's verifier key; its name is the log's origin. Check its fingerprint out of band."""
+    from .ledger.checkpoints import NoteError, Verifier
+
+    w = _witness(directory)
+    try:
+        origin = w.add_log(vkey)
+    except NoteError as exc:
+        _fail(str(exc))
+    out.print(f"witnessing {origin} with key {Verifier.from_string(vkey).fingerprint}", highlight=False)
+
+
+@witness_app.command("show")
+def witness_show(directory: WitnessDir) -> None:
+    """Print the witness's verifier key and what it last cosigned for each log."""
+    w = _witness(directory)
+    out.print(w.verifier.to_string(), highlight=False)
+    out.print(f"  fingerprint {w.verifier.fingerprint}", highlight=False)
+    for origin, log in sorted(w.state()["logs"].items()):
+        out.print(f"{origin}: cosigned size {log['size']}, {len(log['keys'])} log key(s)", highlight=False)
+
+
+@witness_app.command("latest")
+def witness_latest(directory: WitnessDir, origin: Annotated[str, typer.Option(help="The log's origin.")]) -> None:
+    """Print the last checkpoint this witness cosigned for ``origin`` (for verify-bundle --checkpoint)."""
+    note = _witness(directory).latest(origin)
+    if not note:
+        _fail(f"this witness has cosigned nothing for {origin}")
+    typer.echo(note, nl=False)
+
+
+@witness_app.command("serve")
+def witness_serve(directory: WitnessDir,
+                  host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+                  port: Annotated[int, typer.Option(help="Port.")] = 7380) -> None:  # witness.DEFAULT_PORT
+    """Serve ``POST /add-checkpoint`` (C2SP tlog-witness) until interrupted."""
+    from .witness import make_server
+
+    w = _witness(directory)
+    server = make_server(w, host, port)
+    h, p = server.server_address[:2]
+    err.print(f"witness {w.verifier.name} listening on http://{h}:{p}", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+# --- offline bundles -----------------------------------------------------------------------------
+
+
+@app.command("export")
+def export(
+    registrant: RegistrantOption,
+    out_path: Annotated[str, typer.Option("--out", help="File to write (a bundle, or a .tlog-proof with --seq).")],
+    seq: Annotated[int | None, typer.Option(help="Only this entry: a C2SP tlog-proof an inspector checks alone.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write the registrant's entries, latest checkpoint, cosignatures and keys to one file,
+    checkable with `csledger verify-bundle` and no database (or one entry's proof with --seq)."""
+    import os
+    from pathlib import Path
+
+    from .ledger.bundle import export_bundle, export_entry_proof
+
+    _, ledger = _open(db)
+    target = Path(out_path)
+    tmp = target.with_name(target.name + ".partial")
+    try:
+        with ledger.reading() as conn:
+            if seq is not None:
+                tmp.write_bytes(export_entry_proof(conn, registrant, seq))
+                what = f"entry {seq}"
+            else:
+                with open(tmp, "wb") as f:
+                    n = export_bundle(conn, registrant, f)
+                what = f"{n} entries"
+        os.replace(tmp, target)
+    except LedgerError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"exported {what} of {registrant} to {target}", highlight=False)
+
+
+@app.command("verify-bundle")
+def verify_bundle_cmd(
+    path: Annotated[str, typer.Argument(help="A bundle from `csledger export` or a .tlog-proof.")],
+    log_key: Annotated[list[str] | None, typer.Option(help="The log's verifier key, obtained out of band (repeatable).")] = None,
+    witness_key: Annotated[list[str] | None, typer.Option(help="A witness's verifier key, out of band (repeatable).")] = None,
+    threshold: Annotated[int | None, typer.Option(help="Cosignatures required (default: the bundle's policy).")] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option(help="A checkpoint file obtained elsewhere (e.g. `csledger witness latest`) "
+                                                              "that this history must extend (repeatable).")] = None,
+) -> None:
+    """Check a bundle offline: leaf hashes, chain links, root against the signed checkpoint,
+    signatures and cosignatures, stock replay. Exits 1 and names the line of the first problem."""
+    from pathlib import Path
+
+    from .ledger.bundle import is_entry_proof, verify_bundle, verify_entry_proof
+
+    try:
+        head = Path(path).open("rb").read(64)
+        againsts = [Path(c).read_bytes() for c in checkpoint or []]
+    except OSError as exc:
+        _fail(f"cannot read: {exc}")
+    if is_entry_proof(head):
+        rep = verify_entry_proof(Path(path).read_bytes(), trusted_log_keys=log_key or [],
+                                 trusted_witness_keys=witness_key or [], threshold=threshold or 0)
+    else:
+        rep = verify_bundle(path, trusted_log_keys=log_key, trusted_witness_keys=witness_key, threshold=threshold,
+                            against=againsts)
+    for n in rep.notes:
+        err.print(f"[yellow]note[/] {n}", highlight=False)
+    if not rep.ok:
+        err.print(f"[bold red]FAIL[/] {rep.problem}", highlight=False)
+        raise typer.Exit(1)
+    if rep.entry is not None:
+        out.print(f"entry {rep.entry['seq']} ({rep.entry['kind']}) of {rep.registrant} is in the log {rep.origin} "
+                  f"at tree size {rep.tree_size}; {rep.cosignatures} cosignature(s)", highlight=False)
+        out.print_json(data=rep.entry)
+        return
+    out.print(f"bundle OK: {rep.registrant}, {rep.tree_size} entries, root {rep.root}", highlight=False)
+    out.print(f"signed by the log key{' (pinned)' if rep.keys_trusted else ' (from the bundle)'}; witnessed by "
+              f"{rep.cosignatures} of {rep.threshold} required: {', '.join(rep.witnesses) or 'none'}", highlight=False)
+    for ndc, s in rep.stock.items():
+        out.print(f"stock {ndc}: {s['containers']} container(s), {s['ml']} mL", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from rich.console import Console
 
@@ -30,6 +31,7 @@ from .ledger.principal import AuthMethod, Principal
 from .ledger.store import Ledger, migrate, tree_size
 from .ledger.verify import verify
 from .settings import Settings
+from .witness import run_demo_witness
 
 LOCATIONS = [
     ("AB1234563", "Calm Waters Ketamine Clinic - Austin", AddressInput("100 Harbor Way", "Austin", "TX", "78701"), "America/Chicago"),
@@ -56,7 +58,7 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
     clock = SimClock(start)
     ledger = Ledger.open(settings.database_url, clock=clock)
     migrate(ledger.engine)
-    attach(ledger, settings)  # issue 4: checkpoints signed in every append transaction
+    log = attach(ledger, settings)  # issue 4: checkpoints signed in every append transaction
     for dea, *_ in LOCATIONS:
         with ledger.reading() as c:
             if tree_size(c, dea):
@@ -87,6 +89,7 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
                 idempotency_key=f"demo-{dea}-receipt-{week}")
         with ledger.reading() as c:
             summary[dea] = tree_size(c, dea)
+    run_demo_witness(log, summary, Path(settings.key_dir).with_name("csledger-demo-witness"), console)  # issue 4
     report = verify(ledger, deep=True)
     ledger.dispose()
     for dea, n in summary.items():

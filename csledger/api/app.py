@@ -107,6 +107,12 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     for module in (routes_session, routes_reference, routes_stock, routes_records):
         app.include_router(module.router)
 
+    # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that
+    # the role-gated GET .../entries/{seq} of routes_records answers that path.
+    from .integrity import router as integrity_router
+
+    app.include_router(integrity_router)
+
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -307,6 +307,7 @@ class TransparencyLog:
         self.blocked: dict[str, str] = {}
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[int, str]] = {}  # last checkpoint whose signature we checked
+        self._signers: dict[str, tuple[str, Signer]] = {}  # registrant -> (current verifier key, signer)
 
     # -- signing, inside the append transaction ------------------------------------------
 
@@ -315,6 +316,17 @@ class TransparencyLog:
 
     def _signer(self, conn: Connection, registrant: str, size: int, now: str) -> tuple[Signer, list[LogKeyRow]]:
         keys = log_keys(conn, registrant)
+        cached = self._signers.get(registrant)
+        if keys and cached is not None and cached[0] == keys[0].verifier_key:
+            # Reading and parsing the key file costs more than the rest of signing; the
+            # database still decides which key is current (a rotation elsewhere is seen).
+            return cached[1], keys
+        signer, keys = self._load_signer(conn, registrant, keys, now)
+        self._signers[registrant] = (keys[0].verifier_key, signer)
+        return signer, keys
+
+    def _load_signer(self, conn: Connection, registrant: str, keys: list[LogKeyRow],
+                     now: str) -> tuple[Signer, list[LogKeyRow]]:
         log_id = registrant_log_id(conn, registrant)
         if log_id is None:
             raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")

@@ -207,6 +207,7 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         total_nodes = conn.execute(sa.select(sa.func.count()).select_from(nodes_t).where(nodes_t.c.registrant == reg)).scalar()
         if total_nodes != levels.consumed:
             _fail(report, reg, None, f"{total_nodes - levels.consumed} stored Merkle node(s) not explained by the entries")
+        _verify_all_checkpoints(conn, reg, size, report)  # issue 4 (verifiable ledger)
     return size
 
 
@@ -245,6 +246,38 @@ def _verify_latest_checkpoint(conn: Connection, reg: str, size: int, computed_ro
         except (merkle.ProofError, KeyError) as exc:
             _fail(report, reg, None, f"latest checkpoint (size {body.size}) is not a prefix of the entries' tree ({exc})")
     report.checkpoints[reg] = f"size {body.size} signed by {opened.signatures[0].key_id:08x}"
+
+
+def _verify_all_checkpoints(conn: Connection, reg: str, size: int, report: VerifyReport) -> None:
+    """Deep: every stored checkpoint is signed by the key generation in force at its size and
+    its root equals the root of the stored nodes at that size (which the deep pass has just
+    proved equal to their recomputation from the entries)."""
+    from . import log
+    from .checkpoints import NoteError, open_checkpoint
+
+    keys = sorted(log.log_keys(conn, reg), key=lambda k: k.first_size)
+    get = node_reader(conn, reg)
+    last = 0
+    while True:
+        rows = raw(conn).rows(conn, f"SELECT tree_size, root_hash, note FROM checkpoints WHERE registrant = :r "
+                                    f"AND tree_size > :l ORDER BY tree_size LIMIT {BATCH}", {"r": reg, "l": last})
+        for row in rows:
+            n = row["tree_size"]
+            in_force = [k for k in keys if k.first_size <= n] or keys[:1]
+            if not in_force:
+                _fail(report, reg, None, f"checkpoint at size {n} exists but no log key is recorded")
+            try:
+                body, _ = open_checkpoint(row["note"], [in_force[-1].verifier])
+            except NoteError as exc:
+                _fail(report, reg, None, f"checkpoint at size {n} is not signed by key generation "
+                                         f"{in_force[-1].generation}, in force at that size ({exc})")
+            if body.size != n or n > size or body.root.hex() != row["root_hash"]:
+                _fail(report, reg, None, f"checkpoint at size {n} disagrees with its row or exceeds the log ({size})")
+            if body.root != merkle.root(n, get):
+                _fail(report, reg, None, f"checkpoint at size {n} commits to a root the entries do not have")
+        if len(rows) < BATCH:
+            return
+        last = rows[-1]["tree_size"]
 
 
 def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move):

@@ -113,6 +113,7 @@ def test_missing_key_file_refuses_appends_until_rotation(signed_clinic, tlog, tm
     lg = signed_clinic.ledger
     for f in (tmp_path / "keys").iterdir():
         f.unlink()
+    tlog._signers.clear()  # as after a restart: a running server keeps the key it loaded
     with pytest.raises(tl.LogKeyError, match="missing"):
         services.receive_stock(lg, signed_clinic.nurse, receipt(signed_clinic))
     tlog.rotate(DEA, reason="key file lost")
@@ -177,3 +178,26 @@ def test_key_from_environment_is_used_instead_of_a_file(ledger, tmp_path):
     assert not (tmp_path / "k2").exists()
     assert Signer.from_string(text).name.startswith("env.test/")
     assert verify(ledger).ok and log2.blocked == {}
+
+
+def test_verify_deep_checks_every_checkpoint_and_the_key_in_force(signed_clinic, tlog):
+    from csledger.ledger.checkpoints import Signer
+
+    lg = signed_clinic.ledger
+    tlog.rotate(DEA, reason="scheduled")
+    services.receive_stock(lg, signed_clinic.nurse, receipt(signed_clinic))
+    assert verify(lg, deep=True).ok
+    # Registration wrote 3 entries in one command, so no checkpoint exists at size 2. One is
+    # slipped in, signed by a key that is not the one in force: only the deep pass looks there.
+    with lg.reading() as c:
+        keys = tl.log_keys(c, DEA)
+        root2 = merkle.root(2, node_reader(c, DEA))
+    rogue = Signer.generate(keys[0].origin)
+    note = sign_checkpoint(Checkpoint(keys[0].origin, 2, root2), rogue).decode()
+    with lg.engine.begin() as c:
+        c.execute(sa.text("INSERT INTO checkpoints (registrant, tree_size, root_hash, note, signed_at) "
+                          "VALUES (:r, 2, :h, :n, '2026-01-01T00:00:00.000000Z')"),
+                  {"r": DEA, "h": root2.hex(), "n": note})
+    assert verify(lg).ok
+    rep = verify(lg, deep=True)
+    assert not rep.ok and "checkpoint at size 2" in str(rep.problems[0])
