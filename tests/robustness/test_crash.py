@@ -47,7 +47,13 @@ def test_sigkill_writers_lose_nothing_acknowledged(ledger, db_url):
         threads = [threading.Thread(target=reader, args=(p,)) for p in procs]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(0.4, 1.2))  # a random moment, mid-command more often than not
+        # Kill at a random moment once the writers are mid-stream: wait for this round's first
+        # acknowledgement (start-up time varies with machine load), then a random delay.
+        start_count = len(acked)
+        deadline = time.monotonic() + 120
+        while len(acked) == start_count and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
         for p in procs:
             p.send_signal(signal.SIGKILL)
         for p in procs:
