@@ -8,6 +8,7 @@ a readable ``detail`` and the offending fields; bad input is a 422, never a 500.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 
@@ -52,6 +53,16 @@ def _field_path(loc: tuple) -> str:
     return out or "body"
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for the path template matching ``path``."""
+    patterns = getattr(app.state, "path_patterns", None)
+    if patterns is None:
+        patterns = [(re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(t)) + "$"), sorted(m.upper() for m in ops))
+                    for t, ops in app.openapi()["paths"].items()]
+        app.state.path_patterns = patterns
+    return sorted({m for rx, methods in patterns if rx.match(path) for m in methods})
+
+
 def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], datetime] | None = None,
                password_hasher: PasswordHash | None = None) -> FastAPI:
     """The API over ``ledger``. ``clock`` (default: the ledger's) times sessions and assertions;
@@ -88,10 +99,16 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         return problem(422, "invalid-input", "Invalid input", detail, errors=fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": malformed input
+            return problem(422, "invalid-input", "Invalid input", "body: the body could not be read as JSON",
+                           errors=[{"field": "body", "reason": "the body could not be read as JSON"}])
         type_ = _HTTP_TYPES.get(exc.status_code, f"http-{exc.status_code}")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # list every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path)) or headers.get("Allow", "")
         return problem(exc.status_code, type_, type_.replace("-", " ").capitalize(), str(exc.detail), errors=[],
-                       headers=getattr(exc, "headers", None))
+                       headers=headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):

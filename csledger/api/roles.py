@@ -65,9 +65,7 @@ def markdown_table(routes: list[tuple[str, str, str]]) -> str:
     sep = "|---|" + "---|" * len(ALL_ROLES)
     lines = [head, sep]
     for name, method, path in routes:
-        allowed = ENDPOINT_ROLES[name]
-        cells = ["any login" if not allowed else ("yes" if r in allowed else "-") for r in ALL_ROLES]
-        if not allowed:
-            cells = ["yes"] * len(ALL_ROLES)
+        allowed = ENDPOINT_ROLES[name] or EVERYONE  # ANY_LOGIN: every role (and a login with none)
+        cells = ["yes" if r in allowed else "-" for r in ALL_ROLES]
         lines.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -12,9 +12,15 @@ from ..ledger.errors import NotFound
 from ..ledger.principal import Principal
 from . import queries
 from .deps import AuthDep, LedgerDep, actor
-from .schemas import EntryCanonicalPublic, EntryPage, PatientAccessPage, PatientAccessPublic
+from .schemas import (
+    PROBLEM_RESPONSES,
+    EntryCanonicalPublic,
+    EntryPage,
+    PatientAccessPage,
+    PatientAccessPublic,
+)
 
-router = APIRouter(prefix="/v1/registrants/{dea}", tags=["record"])
+router = APIRouter(prefix="/v1/registrants/{dea}", tags=["record"], responses=PROBLEM_RESPONSES)
 
 
 @router.get("/entries", response_model=EntryPage, name="list_entries")

@@ -19,6 +19,7 @@ from ..ledger.principal import Principal
 from . import queries
 from .deps import AuthDep, IdempotencyKey, LedgerDep, actor
 from .schemas import (
+    PROBLEM_RESPONSES,
     CommandResultPublic,
     ProductAddedPublic,
     ProductCreate,
@@ -34,7 +35,7 @@ from .schemas import (
     SupplierPublic,
 )
 
-router = APIRouter(prefix="/v1/registrants/{dea}")
+router = APIRouter(prefix="/v1/registrants/{dea}", responses=PROBLEM_RESPONSES)
 CREATED = status.HTTP_201_CREATED
 
 

@@ -12,6 +12,7 @@ from .auth import require_role
 from .deps import AuthDep, Dea, SessionDep, actor
 from .roles import roles_for
 from .schemas import (
+    PROBLEM_RESPONSES,
     CredentialPublic,
     LoginCreate,
     PasswordChangeCreate,
@@ -24,7 +25,7 @@ from .schemas import (
     WitnessAssertionPublic,
 )
 
-router = APIRouter(prefix="/v1/registrants/{dea}", tags=["sessions"])
+router = APIRouter(prefix="/v1/registrants/{dea}", tags=["sessions"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionPublic, name="login",

@@ -13,6 +13,7 @@ from ..ledger.principal import Principal
 from . import queries
 from .deps import IdempotencyKey, LedgerDep, actor
 from .schemas import (
+    PROBLEM_RESPONSES,
     InventoryCreate,
     ReceiptCreate,
     StockPublic,
@@ -21,7 +22,7 @@ from .schemas import (
     VialPublic,
 )
 
-router = APIRouter(prefix="/v1/registrants/{dea}", tags=["stock"])
+router = APIRouter(prefix="/v1/registrants/{dea}", tags=["stock"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/inventories", status_code=status.HTTP_201_CREATED, response_model=StockRecordedPublic,

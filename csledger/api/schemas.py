@@ -43,6 +43,7 @@ StaffId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-
 Count = Annotated[StrictInt, Field(ge=1, le=1000)]
 TotpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["492039"])]
 Password = Annotated[str, Field(min_length=1, max_length=128, examples=["correct horse battery staple"])]
+RoleName = Literal["nurse", "pharmacist", "prescriber", "manager", "compliance_officer", "auditor", "administrator"]
 
 
 class Body(BaseModel):
@@ -199,7 +200,7 @@ class SupplierPublic(PublicModel):
 class StaffCreate(Body):
     printed_name: Annotated[str, Field(min_length=1, max_length=100)]
     username: Annotated[str, Field(min_length=2, max_length=64)]
-    roles: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=7)] = []
+    roles: Annotated[list[RoleName], Field(max_length=7)] = []
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"printed_name": "Nora Nurse", "username": "nora", "roles": ["nurse"]}]})
 
@@ -214,12 +215,12 @@ class StaffPublic(PublicModel):
 
 
 class RoleGrantCreate(Body):
-    role: Annotated[str, Field(min_length=1, max_length=32, examples=["pharmacist"])]
+    role: RoleName
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"role": "pharmacist"}]})
 
 
 class RoleRevokeCreate(Body):
-    role: Annotated[str, Field(min_length=1, max_length=32)]
+    role: RoleName
     reason: Annotated[str, Field(min_length=1, max_length=500)]
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"role": "pharmacist", "reason": "left the clinic on 2026-11-20"}]})
@@ -391,3 +392,18 @@ class Problem(PublicModel):
     status: int
     detail: str
     errors: list[dict[str, str]] = []
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": Problem.model_json_schema()}}}
+
+
+#: The problem responses every ``/v1`` route may give, for the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("Not authenticated: no, unknown, expired or revoked token; failed login; witness refused"),
+    403: _problem("Authenticated, but not allowed here: role, registrant, password change pending"),
+    404: _problem("Unknown registrant, staff member, product, supplier, vial or entry"),
+    409: _problem("Conflicts with what is recorded, or an Idempotency-Key reused for another body"),
+    413: _problem("Request body too large"),
+    422: _problem("Malformed input: the offending fields are listed"),
+}

@@ -1,0 +1,188 @@
+"""The role x endpoint table (``csledger.api.roles``, printed in ``docs/api.md``), all of it:
+every authenticated endpoint called as a login holding each single role, and as a login of
+another registrant. Allowed means the request got past authorization (any status but 401/403;
+the services' own role checks would show as 403); refused means 403."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+
+from csledger.api.roles import ALL_ROLES, ENDPOINT_ROLES, markdown_table
+from csledger.ledger import services
+from csledger.ledger.commands import EnrollStaff
+from csledger.ledger.store import Ledger, make_engine, migrate
+from tests.api.conftest import PASSWORD, ROLE_USERS, build_api, second_clinic
+from tests.conftest import DEA2, KETAMINE_50, an_hour_ago
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+PUBLIC = {"login", "healthz"}
+n = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('matrix') / 'ledger.db'}")
+    migrate(engine)
+    ledger = Ledger(engine)
+    api = build_api(ledger)
+    second_clinic(api)
+    yield api
+    ledger.dispose()
+
+
+def fresh_staff(api, *roles: str, password: bool = False) -> tuple[str, str]:
+    """A throwaway staff member (for endpoints that change or end someone's login)."""
+    i = next(n)
+    username = f"tmp{i}"
+    sid = services.enroll_staff(api.ledger, api.clinic.admin, EnrollStaff(f"Temp Person {i}", username, roles))["staff_id"]
+    if password:
+        api.set_password(username)
+    return username, sid
+
+
+def request_for(api, name: str, user: str):
+    """(method, path, json, user) that exercises ``name`` as ``user`` when authorized."""
+    i = next(n)
+    if name == "whoami":
+        return "GET", "/me", None, user
+    if name in ("logout", "change_own_password"):
+        role = next(r for r, u in ROLE_USERS.items() if u == user)
+        user, _ = fresh_staff(api, role, password=True)
+        if name == "logout":
+            return "DELETE", "/sessions/current", None, user
+        return "POST", "/me/password", {"current_password": PASSWORD, "new_password": "seven silver kites fly"}, user
+    if name == "create_witness_assertion":
+        return "POST", "/witness-assertions", {"username": "ned", "password": PASSWORD, "body_sha256": "a" * 64}, user
+    if name == "list_staff":
+        return "GET", "/staff", None, user
+    if name == "enroll_staff":
+        return "POST", "/staff", {"printed_name": f"New Person {i}", "username": f"new{i}", "roles": []}, user
+    if name == "grant_role":
+        return "POST", f"/staff/{fresh_staff(api)[1]}/roles", {"role": "nurse"}, user
+    if name == "revoke_role":
+        return "POST", f"/staff/{fresh_staff(api, 'nurse')[1]}/role-revocations", {"role": "nurse", "reason": "left"}, user
+    if name == "set_staff_password":
+        return "POST", f"/staff/{fresh_staff(api)[1]}/password", {"password": "temporary harbor 42"}, user
+    if name == "revoke_staff_sessions":
+        return "DELETE", f"/staff/{fresh_staff(api)[1]}/sessions", None, user
+    if name == "list_products":
+        return "GET", "/products", None, user
+    if name == "add_product":
+        return "POST", "/products", {"ndc": f"6{i:04d}-4112-01", "name": "Ketamine HCl 100 mg/mL", "drug_code": "7285",
+                                     "schedule": "III", "form": "injection", "strength_mg_per_ml": "100.00",
+                                     "container_ml": "10.00"}, user
+    if name == "list_suppliers":
+        return "GET", "/suppliers", None, user
+    if name == "add_supplier":
+        return "POST", "/suppliers", {"name": "Gulf Medical Supply", "dea_number": "PB1234563", "address": {
+            "street": "5 Depot Rd", "city": "Houston", "state": "TX", "postal_code": "77002"}}, user
+    if name == "take_inventory":
+        return "POST", "/inventories", {"inventory_type": "initial", "taken_at": "opening_of_business",
+                                        "occurred_at": an_hour_ago().isoformat(), "items": []}, user
+    if name == "receive_stock":
+        return "POST", "/receipts", {"supplier_id": api.clinic.supplier_id, "invoice_number": f"INV-{i}",
+                                     "occurred_at": an_hour_ago().isoformat(), "lines": [
+                                         {"ndc": KETAMINE_50, "containers": 1, "lot": "L1", "expiry": "2029-01-31"}]}, user
+    if name == "list_vials":
+        return "GET", "/vials", None, user
+    if name == "get_vial":
+        return "GET", "/vials/V1-1", None, user
+    if name == "stock_on_hand":
+        return "GET", "/stock", None, user
+    if name == "list_entries":
+        return "GET", "/entries?limit=5", None, user
+    if name == "get_entry":
+        return "GET", "/entries/0", None, user
+    if name == "patient_access_log":
+        return "GET", "/patient-access-log", None, user
+    raise AssertionError(f"no request for endpoint {name}: add one here and a row to the role table")
+
+
+def call(api, name, user, dea=None):
+    method, path, body, user = request_for(api, name, user)
+    headers = api.headers(user, dea=dea if dea != api.dea else None, **api.key())
+    return api.client.request(method, api.url(path, api.dea), json=body, headers=headers)
+
+
+CASES = [(name, role) for name in ENDPOINT_ROLES for role in ALL_ROLES]
+
+
+@pytest.mark.parametrize("name,role", CASES, ids=[f"{a}-{b}" for a, b in CASES])
+def test_role_matrix(api, name, role):
+    r = call(api, name, ROLE_USERS[role])
+    allowed = not ENDPOINT_ROLES[name] or role in ENDPOINT_ROLES[name]
+    if allowed:
+        assert r.status_code not in (401, 403) and r.status_code < 500, (name, role, r.status_code, r.text)
+    else:
+        assert r.status_code == 403, (name, role, r.status_code, r.text)
+        assert r.json()["type"].endswith("/role-required")
+
+
+@pytest.mark.parametrize("name", list(ENDPOINT_ROLES))
+def test_another_registrants_login_is_refused_everywhere(api, name):
+    method, path, body, _ = request_for(api, name, "nora")
+    headers = api.headers("avery", dea=DEA2, **api.key())  # DEA2's administrator, calling DEA's URLs
+    r = api.client.request(method, api.url(path), json=body, headers=headers)
+    assert r.status_code == 403 and r.json()["type"].endswith("/wrong-registrant"), (name, r.text)
+
+
+@pytest.mark.parametrize("name", list(ENDPOINT_ROLES))
+def test_no_login_is_401_everywhere(api, name):
+    method, path, body, _ = request_for(api, name, "nora")
+    r = api.client.request(method, api.url(path), json=body)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+def api_routes() -> list[APIRoute]:
+    from csledger.api import routes_records, routes_reference, routes_session, routes_stock
+
+    return [r for m in (routes_session, routes_reference, routes_stock, routes_records) for r in m.router.routes
+            if isinstance(r, APIRoute)]
+
+
+def authenticated_routes() -> list[tuple[str, str, str]]:
+    out = []
+    for route in api_routes():
+        if route.name in ENDPOINT_ROLES and route.include_in_schema:
+            for m in sorted(route.methods):
+                out.append((route.name, m, route.path))
+    order = list(ENDPOINT_ROLES)
+    return sorted(out, key=lambda t: order.index(t[0]))
+
+
+def test_every_route_is_in_the_table_and_the_docs(api):
+    names = {r.name for r in api_routes()}
+    assert names - PUBLIC == set(ENDPOINT_ROLES), names ^ set(ENDPOINT_ROLES)
+    paths = set(api.client.get("/openapi.json").json()["paths"])
+    assert {r.path for r in api_routes()} <= paths  # every one is served
+    table = markdown_table(authenticated_routes())
+    assert table in DOCS.read_text(), "docs/api.md's role table is stale: run python -m tests.api.test_role_matrix"
+
+
+def test_openapi_has_examples_on_every_body(api):
+    spec = api.client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody")
+            if not body:
+                continue
+            ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            assert schemas[ref].get("examples"), f"{method.upper()} {path}: body {ref} has no example"
+
+
+if __name__ == "__main__":  # print the table for docs/api.md
+    print(markdown_table(authenticated_routes()))
+
+
+def test_role_names_in_the_schema_are_the_core_roles():
+    from typing import get_args
+
+    from csledger.api.schemas import RoleName
+    from csledger.ledger.principal import Role
+
+    assert set(get_args(RoleName)) == {r.value for r in Role}

@@ -1,0 +1,59 @@
+"""schemathesis against ``/openapi.json``: generated requests to every operation, as a login
+holding every role at the registrant; zero server errors, zero responses outside the schema."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks
+from schemathesis.specs.openapi import checks as oc
+
+from csledger.ledger import services
+from csledger.ledger.commands import EnrollStaff
+from csledger.ledger.store import Ledger, make_engine, migrate
+from tests.api.conftest import build_api
+from tests.api.roles_all import ALL
+
+ROLES = ALL
+
+
+def _build():
+    """One database and app for the whole module, built at import (schemathesis needs the
+    schema when pytest collects); removed at exit."""
+    folder = tempfile.mkdtemp(prefix="csledger-fuzz-")
+    atexit.register(shutil.rmtree, folder, True)
+    engine = make_engine(f"sqlite:///{folder}/ledger.db")
+    migrate(engine)
+    ledger = Ledger(engine)
+    atexit.register(ledger.dispose)
+    api = build_api(ledger)
+    services.enroll_staff(ledger, api.clinic.admin, EnrollStaff("Everyone Everything", "allroles", ROLES))
+    api.set_password("allroles")
+    return api
+
+
+API = _build()
+#: The integrity endpoints (issue 4, tag "verifiable ledger") are left to that issue's own run: at
+#: the time of writing their 404s were not yet documented in the OpenAPI document.
+schema = schemathesis.openapi.from_asgi("/openapi.json", API.client.app).exclude(tag="verifiable ledger")
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema(case):
+    api = API
+    if "dea" in (case.path_parameters or {}) and hash(str(case.path_parameters)) % 4:
+        case.path_parameters["dea"] = api.dea  # mostly the real registrant, sometimes a random one
+    token = api.token("allroles", fresh=True)  # a fresh session: a generated logout or reset may end it
+    response = case.call(headers={"Authorization": f"Bearer {token}"})
+    # Server errors, undocumented statuses, content types, headers and bodies outside the schema.
+    # (Not "schema-valid request rejected": business rules such as a late entry's reason are 422s
+    # the schema cannot express. Not "schema-violating request accepted": the valid bearer token
+    # added here repairs the requests schemathesis breaks on purpose.)
+    case.validate_response(response, checks=[
+        checks.not_a_server_error, oc.status_code_conformance, oc.content_type_conformance,
+        oc.response_headers_conformance, oc.response_schema_conformance])
