@@ -57,3 +57,65 @@ def set_password(
     if secret:
         out.print(f"TOTP secret (shown once; add it to an authenticator app): {secret}")
         out.print(f"TOTP URI: {auth.totp_uri(member, secret)}", soft_wrap=True)
+
+
+#: The password every demo login gets from ``csledger staff demo-logins`` (demo data only).
+DEMO_PASSWORD = "calm waters demo 2026"
+
+
+@staff_app.command("demo-logins")
+def demo_logins(db: DbOption = None) -> None:
+    """Give every seeded staff member of a ``csledger demo`` database a login (one shared demo
+    password; TOTP secrets printed for administrators and managers). Refuses any registrant whose
+    staff were not seeded by the demo."""
+    import json
+
+    import sqlalchemy as sa
+
+    from .api.auth import Authenticator
+    from .api.auth_store import AuthStore
+    from .ledger.store import entries_t, utcnow
+
+    settings, ledger = _open(db, migrate_first=True)
+    try:
+        auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
+        with ledger.reading() as c:
+            regs = c.execute(sa.select(entries_t.c.registrant, entries_t.c.canonical)
+                             .where(entries_t.c.kind == "staff_enrolled")).all()
+        staff: dict[str, list[str]] = {}
+        seeded: set[str] = set()
+        for reg, canonical in regs:
+            data = json.loads(bytes(canonical))
+            method = data["signatures"][0]["auth_method"]
+            if method not in ("demo_seed", "console_bootstrap"):  # the first admin is enrolled at init
+                _fail(f"{reg} holds staff not seeded by `csledger demo`; demo-logins only runs on demo data")
+            seeded |= {reg} if method == "demo_seed" else set()
+            staff.setdefault(reg, []).append(data["username"])
+        if not staff or set(staff) != seeded:
+            _fail("no demo staff found; run `csledger demo` first")
+        out.print(f"every demo login's password: {DEMO_PASSWORD}")
+        for reg, users in staff.items():
+            for username in users:
+                member = auth.store.staff_by_username(reg, username)
+                secret = auth.set_password(member, DEMO_PASSWORD, must_change=False)
+                roles = ", ".join(sorted(member.roles)) or "no role"
+                extra = f"  TOTP secret {secret}" if secret else ""
+                out.print(f"{reg} {username:8} {roles:20}{extra}")
+    finally:
+        ledger.dispose()
+    out.print("TOTP code now: python -c \"import pyotp,sys; print(pyotp.TOTP(sys.argv[1]).now())\" <secret>")
+
+
+@app.command("bench-http")
+def bench_http(
+    clients: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent clients.")] = "1,4,16",
+    per_client: Annotated[int, typer.Option(help="Commands per client per run.")] = 40,
+    db: Annotated[str | None, typer.Option("--db", help="An empty PostgreSQL database URL instead of a fresh SQLite file.")] = None,
+) -> None:
+    """Recording over HTTP (a real ``csledger serve`` on loopback) beside the service layer."""
+    from .api.bench_http import run_http_bench
+
+    counts = tuple(int(x) for x in clients.split(",") if x.strip())
+    if not counts or min(counts) < 1:
+        _fail("--clients needs positive numbers, e.g. 1,4,16")
+    run_http_bench(out, clients=counts, per_client=per_client, pg_url=db)

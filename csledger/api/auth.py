@@ -198,26 +198,25 @@ class Authenticator:
             raise Unauthorized("a bearer token is needed: log in at POST /v1/registrants/{dea}/sessions",
                                type_="unauthorized")
         th = sha256_hex(token)
-        row = self.store.session(th)
-        if row is None:
+        found = self.store.session_context(th)
+        if found is None:
             raise Unauthorized("unknown bearer token; log in again", type_="token-invalid")
+        row, member, must_change = found
         now = self.now()
+        now_text = format_time(now)
         if row["revoked_at"] is not None:
             raise Unauthorized("this session was ended; log in again", type_="token-revoked")
-        if format_time(now) >= row["expires_at"]:
+        if now_text >= row["expires_at"]:
             raise Unauthorized("this session has expired; log in again", type_="token-expired")
-        idle_limit = now - timedelta(minutes=self.settings.session_idle_minutes)
-        if row["last_used_at"] < format_time(idle_limit):
-            self.store.revoke(th, format_time(now), "idle timeout")
+        if row["last_used_at"] < format_time(now - timedelta(minutes=self.settings.session_idle_minutes)):
+            self.store.revoke(th, now_text, "idle timeout")
             raise Unauthorized("this session was idle too long; log in again", type_="token-expired")
-        member = self.store.staff(row["registrant"], row["staff_id"])
         if member is None:
             raise Unauthorized("the staff member of this session is not enrolled", type_="token-invalid")
         if row["last_used_at"] < format_time(now - TOUCH_EVERY):
-            self.store.touch(th, format_time(now))
-        cred = self.store.credential(row["registrant"], row["staff_id"])
+            self.store.touch(th, now_text)
         principal = Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod(row["auth_method"]))
-        return Session(th, principal, member.roles, bool(cred and cred["must_change_password"]), row["expires_at"])
+        return Session(th, principal, member.roles, must_change, row["expires_at"])
 
     def change_password(self, session: Session, principal: Principal, current: str, new: str) -> None:
         """Change one's own password after checking the current one; ends every session."""

@@ -133,6 +133,20 @@ class AuthStore:
             row = conn.execute(sa.select(session_t).where(session_t.c.token_hash == token_hash)).mappings().first()
             return dict(row) if row is not None else None
 
+    def session_context(self, token_hash: str) -> tuple[dict[str, Any], StaffMember | None, bool] | None:
+        """A session with its staff member (and roles) and whether a password change is pending,
+        read in one transaction (the per-request authentication path)."""
+        with self.ledger.reading() as conn:
+            row = conn.execute(sa.select(session_t).where(session_t.c.token_hash == token_hash)).mappings().first()
+            if row is None:
+                return None
+            srow = conn.execute(sa.select(staff_t).where(
+                staff_t.c.registrant == row["registrant"], staff_t.c.staff_id == row["staff_id"])).first()
+            member = self._member(conn, srow) if srow is not None else None
+            must_change = conn.execute(sa.select(cred_t.c.must_change_password).where(
+                cred_t.c.registrant == row["registrant"], cred_t.c.staff_id == row["staff_id"])).scalar()
+            return dict(row), member, bool(must_change)
+
     def touch(self, token_hash: str, now: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(session_t.update().where(session_t.c.token_hash == token_hash).values(last_used_at=now))

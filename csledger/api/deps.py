@@ -27,11 +27,15 @@ WitnessHeader = Annotated[str | None, Header(
     description="Single-use token from POST .../witness-assertions, bound to the SHA-256 of this body.")]
 
 
-def get_ledger(request: Request) -> Ledger:
+# Dependencies that do no I/O are ``async``: FastAPI runs sync dependencies in its threadpool,
+# and each hop costs latency under load.
+
+
+async def get_ledger(request: Request) -> Ledger:
     return request.app.state.ledger
 
 
-def get_auth(request: Request) -> Authenticator:
+async def get_auth(request: Request) -> Authenticator:
     return request.app.state.auth
 
 
@@ -55,7 +59,7 @@ def actor(endpoint: str, *, password_change_ok: bool = False):
     belong to the registrant in the URL and hold one of the roles the role table lists."""
     allowed = roles_for(endpoint)
 
-    def dependency(dea: Dea, session: SessionDep) -> Principal:
+    async def dependency(dea: Dea, session: SessionDep) -> Principal:
         return require_role(session, dea, allowed, password_change_ok=password_change_ok)
 
     dependency.__name__ = f"actor_{endpoint}"

@@ -62,3 +62,43 @@ def test_console_bootstrap_then_login_over_http(tmp_path):
         out = proc.communicate(timeout=10)[0]
     assert PASSWORD not in out and "csl_" not in out  # no secrets in the server's log
     assert '"route": "/v1/registrants/{dea}/sessions"' in out  # structured access log, route templates
+
+
+def test_demo_logins_let_each_demo_role_log_in(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from csledger.api.app import create_app
+    from csledger.ledger.store import Ledger
+    from csledger.settings import Settings
+
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    run(["demo", "--db", db], tmp_path)
+    p = run(["staff", "demo-logins", "--db", db], tmp_path)
+    secrets_ = dict(re.findall(r"AB1234563 (\w+) .*TOTP secret ([A-Z2-7]+)", p.stdout))
+    assert set(secrets_) == {"avery", "morgan"}
+    ledger = Ledger.open(db)
+    try:
+        client = TestClient(create_app(ledger, Settings(database_url=db)))
+        for user in ("avery", "morgan", "nora", "ned", "pia", "casey", "dana"):
+            body = {"username": user, "password": "calm waters demo 2026"}
+            if user in secrets_:
+                body["totp"] = pyotp.TOTP(secrets_[user]).now()
+            r = client.post("/v1/registrants/AB1234563/sessions", json=body)
+            assert r.status_code == 201, (user, r.text)
+    finally:
+        ledger.dispose()
+    # Not on a database whose staff were enrolled by real logins.
+    real = f"sqlite:///{tmp_path / 'real.db'}"
+    run(INIT + ["--db", real], tmp_path)
+    assert run(["staff", "demo-logins", "--db", real], tmp_path, check=False).returncode == 2
+
+
+def test_bench_http_runs_and_reports_a_ratio(tmp_path):
+    from rich.console import Console
+
+    from csledger.api.bench_http import run_http_bench
+
+    rows = run_http_bench(Console(file=open(tmp_path / "out.txt", "w")), clients=(1, 2), per_client=3,
+                          workdir=tmp_path / "bench")
+    assert [r["clients"] for r in rows] == [1, 2]
+    assert all(r["http_per_s"] > 0 and r["service_per_s"] > 0 and r["ratio"] > 0 for r in rows)

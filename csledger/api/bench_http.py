@@ -1,0 +1,194 @@
+"""``csledger bench-http``: recording over HTTP on loopback beside the same command through the
+service layer, at several numbers of concurrent clients, so the HTTP overhead shows as a ratio.
+
+The command is a receipt of one container (``POST .../receipts`` / ``services.receive_stock``):
+one durable transaction, one entry, checkpoint signed in it when the verifiable log is attached
+(as ``csledger serve`` does). Each HTTP client is its own staff member with its own login and a
+keep-alive connection to a real ``csledger serve`` subprocess; logins are not timed. Every figure
+printed is measured in this run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from ..ledger import services
+from ..ledger.commands import (
+    AddProduct,
+    AddressInput,
+    AddSupplier,
+    EnrollStaff,
+    ReceivedLineInput,
+    ReceiveStock,
+    RegisterRegistrant,
+)
+from ..ledger.principal import AuthMethod, Principal
+from ..ledger.store import Ledger, migrate, utcnow
+from ..settings import get_settings
+from .auth import Authenticator
+from .auth_store import AuthStore
+
+DEA = "AB1234563"
+NDC = "42023-0113-10"
+PASSWORD = "quiet harbor lamps 2026"
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def _run_clients(n: int, per_client: int, one: Callable[[int, int], float]) -> tuple[float, list[float]]:
+    """Run ``n`` threads of ``per_client`` calls; returns (commands/s, latencies in ms)."""
+    lat: list[list[float]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n + 1)
+
+    def worker(c: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(per_client):
+                lat[c].append(one(c, i))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    flat = [x for xs in lat for x in xs]
+    return len(flat) / wall, flat
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_client: int = 40,
+                   pg_url: str | None = None, workdir: Path | None = None) -> list[dict]:
+    """Measure and print; returns the rows (for tests)."""
+    folder = Path(workdir or tempfile.mkdtemp(prefix="csledger-bench-http-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    url = pg_url or f"sqlite:///{folder / 'bench-http.db'}"
+    settings = get_settings(database_url=url, key_dir=folder / "keys")
+    ledger = Ledger.open(url)
+    migrate(ledger.engine)
+    try:
+        from ..ledger.log import attach  # the verifiable log signs a checkpoint per command
+
+        attach(ledger, settings)
+    except ImportError:  # pragma: no cover - before the verifiable log existed
+        pass
+    res = services.register_registrant(ledger, RegisterRegistrant(
+        DEA, "Bench Clinic", AddressInput("1 Main St", "Austin", "TX", "78701"), "America/Chicago", "Bench Admin", "admin"))
+    admin = Principal(DEA, res["admin_staff_id"], "Bench Admin", AuthMethod.CONSOLE_BOOTSTRAP)
+    services.add_product(ledger, admin, AddProduct(NDC, "Ketamine HCl injection 50 mg/mL", "7285", "III", "injection",
+                                                   "50.00", "10.00"))
+    supplier = services.add_supplier(ledger, admin, AddSupplier(
+        "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+    auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
+    nurses: list[Principal] = []
+    for c in range(max(clients)):
+        sid = services.enroll_staff(ledger, admin, EnrollStaff(f"Bench Nurse {c}", f"nurse{c}", ("nurse",)))["staff_id"]
+        nurses.append(Principal(DEA, sid, f"Bench Nurse {c}", AuthMethod.PASSWORD))
+        auth.set_password(auth.store.staff_by_username(DEA, f"nurse{c}"), PASSWORD, must_change=False)
+
+    def body(tag: str, c: int, i: int) -> dict:
+        return {"supplier_id": supplier, "invoice_number": f"{tag}-{c}-{i}",
+                "occurred_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+                "lines": [{"ndc": NDC, "containers": 1, "lot": "KB1", "expiry": "2029-12-31"}]}
+
+    rows: list[dict] = []
+    for n in clients:
+        def via_service(c: int, i: int, n=n) -> float:
+            b = body(f"S{n}", c, i)
+            cmd = ReceiveStock(b["supplier_id"], b["invoice_number"], datetime.fromisoformat(b["occurred_at"]),
+                               (ReceivedLineInput(NDC, 1, "KB1", "2029-12-31"),))
+            t = time.perf_counter()
+            services.receive_stock(ledger, nurses[c], cmd, idempotency_key=f"s{n}-{c}-{i}")
+            return (time.perf_counter() - t) * 1000
+
+        tput, lat = _run_clients(n, per_client, via_service)
+        rows.append({"clients": n, "service_per_s": tput, "service_p50": _pct(lat, 50), "service_p99": _pct(lat, 99)})
+
+    # witness sign-off cost: the witness's argon2 password check happens once per witnessed command
+    t = time.perf_counter()
+    for _ in range(10):
+        auth.check_credentials(DEA, "nurse0", PASSWORD, None)
+    argon2_ms = (time.perf_counter() - t) * 100
+    ledger.dispose()
+
+    port = _free_port()
+    env = {**os.environ, "CSLEDGER_KEY_DIR": str(folder / "keys")}
+    server = subprocess.Popen([sys.executable, "-m", "csledger", "serve", "--db", url, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder)
+    base = f"http://127.0.0.1:{port}/v1/registrants/{DEA}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("csledger serve did not start") from None
+                time.sleep(0.2)
+        for row in rows:
+            n = row["clients"]
+            sessions = []
+            for c in range(n):
+                s = httpx.Client(timeout=60)
+                r = s.post(f"{base}/sessions", json={"username": f"nurse{c}", "password": PASSWORD})
+                r.raise_for_status()
+                s.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+                sessions.append(s)
+
+            def via_http(c: int, i: int, n=n, sessions=sessions) -> float:
+                t = time.perf_counter()
+                r = sessions[c].post(f"{base}/receipts", json=body(f"H{n}", c, i),
+                                     headers={"Idempotency-Key": f"h{n}-{c}-{i}"})
+                if r.status_code != 201:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+                return (time.perf_counter() - t) * 1000
+
+            tput, lat = _run_clients(n, per_client, via_http)
+            for s in sessions:
+                s.close()
+            row.update({"http_per_s": tput, "http_p50": _pct(lat, 50), "http_p99": _pct(lat, 99),
+                        "ratio": tput / row["service_per_s"]})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    backend = "PostgreSQL" if pg_url else "SQLite"
+    table = Table(title=f"receipt of one container, {backend}, {per_client} commands per client")
+    for col in ("clients", "service cmd/s", "service p50 / p99 ms", "HTTP cmd/s", "HTTP p50 / p99 ms",
+                "HTTP / service"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["clients"]), f"{r['service_per_s']:,.0f}", f"{r['service_p50']:.1f} / {r['service_p99']:.1f}",
+                      f"{r['http_per_s']:,.0f}", f"{r['http_p50']:.1f} / {r['http_p99']:.1f}", f"{r['ratio']:.2f}x")
+    out.print(table)
+    out.print(f"witness sign-off (argon2id password check, pwdlib recommended): {argon2_ms:.0f} ms each")
+    return rows
