@@ -69,3 +69,14 @@ def verify_report(
             err.print(f"[bold red]FAIL[/] {p}", highlight=False)
         raise typer.Exit(1)
     out.print(f"OK {result.summary}: every figure and every page matches the ledger", highlight=False)
+
+
+@app.command("report-bench")
+def report_bench(
+    receipts: Annotated[int, typer.Option(help="Receipts (one entry and one log row each) to seed.")] = 20000,
+    workdir: Annotated[Path | None, typer.Option(help="Folder for the throwaway database and PDF.")] = None,
+) -> None:
+    """Measure building and verifying a receiving log of N rows (time and peak memory)."""
+    from .reports.bench import run_report_bench
+
+    run_report_bench(out, receipts=receipts, workdir=workdir)

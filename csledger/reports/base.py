@@ -48,8 +48,20 @@ def register(kind: ReportKind) -> ReportKind:
 
 
 def kind_named(name: str) -> ReportKind:
-    from . import inventory, receiving  # noqa: F401  (registers the kinds)
+    import importlib
 
+    from . import audit, inventory, receiving  # noqa: F401  (registers the kinds)
+
+    if name not in KINDS and name.isidentifier():
+        # Kinds defined in other modules of this package (e.g. ``alerts_pdf``) register when
+        # imported; a kind named on the command line or in a PDF is looked up by module name.
+        for module in (f"{name}_pdf", name):
+            try:
+                importlib.import_module(f"{__package__}.{module}")
+            except ModuleNotFoundError:
+                continue
+            if name in KINDS:
+                break
     if name not in KINDS:
         raise ReportError(f"no report kind {name!r}; one of {', '.join(sorted(KINDS))}", field="kind")
     return KINDS[name]
@@ -120,8 +132,8 @@ def frame_of(kind: ReportKind, data: dict[str, Any]) -> layout.Frame:
     reg = data["registrant"]
     period = data["period"]
     gen = data["generated"]
-    state = LedgerState(data["state"]["registrant"], data["state"]["tree_size"], data["state"]["root"],
-                        data["state"].get("checkpoint"), tuple(data["state"].get("verifier_keys") or ()))
+    st = data["state"]
+    state = LedgerState(st["registrant"], st["tree_size"], st["root"], st.get("checkpoint"))
     return layout.Frame(
         title=kind.title,
         registrant_name=reg["name"],

@@ -36,10 +36,12 @@ class LedgerState:
     root: str
     checkpoint: str | None = None
     verifier_keys: tuple[str, ...] = ()
+    witness_keys: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"registrant": self.registrant, "tree_size": self.tree_size, "root": self.root,
-                "checkpoint": self.checkpoint, "verifier_keys": list(self.verifier_keys)}
+                "checkpoint": self.checkpoint, "verifier_keys": list(self.verifier_keys),
+                "witness_keys": list(self.witness_keys)}
 
     def qr_text(self) -> str:
         """What the QR code holds: the signed checkpoint when there is one, else the state in
@@ -76,16 +78,18 @@ def _rows(conn: Connection, registrant: str, size: int) -> Iterator[tuple[int, b
         start = int(rows[-1][0]) + 1
 
 
-def _checkpoint(conn: Connection, registrant: str, size: int) -> tuple[str | None, tuple[str, ...]]:
-    """The signed checkpoint note for exactly ``size`` and the log's verifier keys, if the
-    checkpoint tables are populated (they are once issue 4's log signing lands)."""
-    note = conn.execute(sa.text(
-        "SELECT note FROM checkpoints WHERE registrant = :r AND tree_size = :n"), {"r": registrant, "n": size}
-    ).scalar()
-    keys = conn.execute(sa.text(
-        "SELECT verifier_key FROM log_keys WHERE registrant = :r ORDER BY generation DESC"), {"r": registrant}
-    ).scalars().all()
-    return (note or None), tuple(keys)
+def _checkpoint(conn: Connection, registrant: str, size: int) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+    """The signed checkpoint note for exactly ``size`` with the witnesses' cosignatures gathered
+    so far, the log's verifier keys (current first) and the witnesses' verifier keys."""
+    from ..ledger import log
+
+    found = log.signed_checkpoint_with_cosignatures(conn, registrant, size)
+    keys = tuple(k.verifier_key for k in log.log_keys(conn, registrant))
+    policy = log.witness_policy(conn, registrant)
+    witnesses = tuple(w.verifier_key for w in policy.witnesses) if policy else ()
+    if found is None:
+        return None, keys, witnesses
+    return found[1].decode("utf-8"), keys, witnesses
 
 
 def load_snapshot(conn: Connection, registrant: str, size: int | None = None) -> Snapshot:
@@ -122,6 +126,6 @@ def load_snapshot(conn: Connection, registrant: str, size: int | None = None) ->
     if stored is not None and stored != root:
         raise ReportError(f"the entries of {registrant} do not hash to the stored Merkle tree at size {size}; "
                           "run csledger verify")
-    note, keys = _checkpoint(conn, registrant, size)
-    state = LedgerState(registrant, size, root.hex(), note, keys)
+    note, keys, witnesses = _checkpoint(conn, registrant, size)
+    state = LedgerState(registrant, size, root.hex(), note, keys, witnesses)
     return Snapshot(state, entries)

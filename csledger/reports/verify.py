@@ -151,12 +151,13 @@ def verify_report(ledger: Ledger, pdf: bytes) -> ReportCheck:
                         f"says {expected_line!r}")
     with ledger.reading() as conn:
         snap = load_snapshot(conn, registrant, size)
+        cp_problems, cp_summary = checkpoint.check(conn, registrant, state)
     if snap.state.root != root:
         problems.append(f"ledger state: the first {size} entries of {registrant} now hash to root "
                         f"{snap.state.root}, the report names {root}: the ledger was rewritten after the "
                         "report was made, or the report was altered")
         return ReportCheck(False, problems, data=data)
-    problems.extend(checkpoint.check(state))
+    problems.extend(cp_problems)
     period: Period = parse_period(period_in["from"], period_in["to"], snap.registrant_entry["time_zone"])
     if period_in.get("time_zone") != period.tz:
         problems.append(f"period.time_zone: the PDF says {period_in.get('time_zone')!r}, the ledger gives {period.tz!r}")
@@ -168,11 +169,11 @@ def verify_report(ledger: Ledger, pdf: bytes) -> ReportCheck:
     # The state recomputed may carry a checkpoint the report did not (signed later); compare
     # only what the report claims about the entries.
     ours["state"] = {**ours["state"], "checkpoint": state.get("checkpoint"),
-                     "verifier_keys": state.get("verifier_keys", [])}
+                     "verifier_keys": state.get("verifier_keys", []), "witness_keys": state.get("witness_keys", [])}
     for key in ("registrant", "period", "title", "kind", "figures"):
         problems.extend(diff_values(ours[key], data.get(key), key))
     if len(problems) < MAX_PROBLEMS:
         problems.extend(compare_pages(render_data(ours), pdf))
     summary = (f"{kind.title} of {registrant}, {period.start} to {period.end}, built from tree size {size} "
-               f"root {root}")
+               f"root {root}" + (f" ({cp_summary})" if cp_summary else ""))
     return ReportCheck(not problems, problems[:MAX_PROBLEMS], summary, data)

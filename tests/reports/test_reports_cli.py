@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from pypdf import PdfReader, PdfWriter
 
 from csledger.ledger import canonical as canon
+from csledger.ledger import checkpoints as cp
 from csledger.ledger import merkle, services
 from csledger.ledger.commands import (
     InventoryItemInput,
@@ -24,9 +25,11 @@ from csledger.ledger.commands import (
     ReceiveStock,
     TakeInventory,
 )
+from csledger.ledger.log import WitnessEntry, attach
 from csledger.ledger.store import Ledger, make_engine, migrate
 from csledger.reports import layout
 from csledger.reports.base import render_data
+from csledger.settings import Settings
 from tests.cli.test_cli import run
 from tests.conftest import DEA, KETAMINE_10, KETAMINE_50, Clinic
 
@@ -42,6 +45,7 @@ def scenario(tmp_path_factory):
     engine = make_engine(url)
     migrate(engine)
     ledger = Ledger(engine)
+    log = attach(ledger, Settings(database_url=url, key_dir=tmp / "keys"))  # checkpoints signed per command
     clinic = Clinic(ledger)
     now = datetime.now(UTC)
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory(
@@ -55,10 +59,20 @@ def scenario(tmp_path_factory):
         supplier_id=clinic.supplier_id, invoice_number="GMS-0002", occurred_at=now - timedelta(days=2),
         late_reason="delivery arrived during an outage",
         lines=(ReceivedLineInput(KETAMINE_10, 3, "KB1001", "2027-12-31"),)))
+    # A witness cosigns the latest checkpoint (as its add-checkpoint answer would be stored).
+    witness = cp.Signer.generate("witness.example.org", cp.SIG_COSIGNATURE_V1)
+    log.set_witnesses(DEA, [WitnessEntry(witness.verifier().to_string(), "https://witness.example.org")], 1)
+    with engine.begin() as c:
+        size, note = c.exec_driver_sql("SELECT tree_size, note FROM checkpoints WHERE registrant = ? "
+                                       "ORDER BY tree_size DESC LIMIT 1", (DEA,)).one()
+        line = cp.cosign(note.split("\n\n", 1)[0] + "\n", witness, int(now.timestamp()))
+        c.exec_driver_sql("INSERT INTO cosignatures (registrant, tree_size, witness, key_id, line, received_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (DEA, size, witness.name, witness.verifier().key_id_hex,
+                                                       line.rstrip("\n"), canon.format_time(now)))
     ledger.dispose()
     today = now.astimezone(TZ).date()
     return {"db": url, "dir": tmp, "from": (today - timedelta(days=7)).isoformat(),
-            "to": today.isoformat(), "now": now}
+            "to": today.isoformat(), "now": now, "clinic": clinic}
 
 
 def report(scenario, kind: str, name: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -234,3 +248,68 @@ def test_page_one_renders_to_png(scenario):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     assert (width, height) == (550, 425)  # Letter landscape at 50 dpi
+
+
+def test_signed_checkpoint_fingerprints_and_cosignatures_are_printed_and_checked(scenario):
+    report(scenario, "receiving", "cp.pdf")
+    pages = text_of(scenario["dir"] / "cp.pdf")
+    size, _ = current_root(scenario["db"])
+    for page in pages:
+        assert f"Signed checkpoint: origin csledger.local/{DEA}/" in page and f"tree size {size}" in page
+        assert "fingerprint SHA256:" in page
+        assert "Witness cosignatures: witness.example.org (key ID" in page
+    p = verify(scenario, scenario["dir"] / "cp.pdf", check=True)
+    assert "checkpoint signature OK, 1 witness cosignature(s) OK" in p.stdout
+    assert f"consistent with the ledger's latest checkpoint (size {size})" in p.stdout
+
+
+def test_report_stays_valid_as_the_ledger_grows(scenario, tmp_path):
+    report(scenario, "receiving", "grow.pdf")
+    shutil.copy(scenario["dir"] / "ledger.db", tmp_path / "ledger.db")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(make_engine(url))
+    attach(ledger, Settings(database_url=url, key_dir=scenario["dir"] / "keys"))
+    services.receive_stock(ledger, scenario["clinic"].nurse, ReceiveStock(
+        supplier_id=scenario["clinic"].supplier_id, invoice_number="GMS-0003",
+        occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        lines=(ReceivedLineInput(KETAMINE_50, 1, "KA2611", "2028-06-30"),)))
+    ledger.dispose()
+    size, _ = current_root(url)
+    p = run(["verify-report", str(scenario["dir"] / "grow.pdf"), "--db", url], tmp_path, check=True)
+    assert f"consistent with the ledger's latest checkpoint (size {size})" in p.stdout
+
+
+def test_forged_checkpoint_fails_verify_report(scenario):
+    report(scenario, "receiving", "cpforge.pdf")
+    data = json.loads(PdfReader(scenario["dir"] / "cpforge.pdf").attachments[layout.DATA_FILE][0])
+    body = data["state"]["checkpoint"].split("\n\n", 1)[0] + "\n"
+    origin = body.split("\n", 1)[0]
+    forger = cp.Signer.generate(origin)
+    data["state"]["checkpoint"] = cp.sign_note(body, forger).decode()
+    data["state"]["verifier_keys"] = [forger.verifier().to_string()]
+    forged = scenario["dir"] / "cpforged.pdf"
+    forged.write_bytes(render_data(data))
+    p = verify(scenario, forged)
+    assert p.returncode == 1 and "does not verify under the ledger's log keys" in p.stderr
+
+
+def test_accountability_audit_figures_match_the_worked_example(scenario):
+    """DOMAIN.md's worked example up to 'to account for': beginning 4 sealed vials (2,000 mg) + an
+    opened vial estimated at 6 mL (300 mg) = 2,300 mg; receipts 10 vials = 5,000 mg; 7,300 mg.
+    The 10 mg/mL product: nothing at the beginning, 3 x 20 mL received = 600 mg. No dispositions
+    are recorded yet (issue 3), so the ending inventory is the book figure, labelled book."""
+    report(scenario, "audit", "audit.pdf")
+    data = json.loads(PdfReader(scenario["dir"] / "audit.pdf").attachments[layout.DATA_FILE][0])
+    k50 = next(p for p in data["figures"]["products"] if p["ndc"] == KETAMINE_50)["lines"]
+    assert k50["beginning"] == {"mg": "2300.00", "ml": "46.00", "containers": "4.60"}
+    assert k50["receipts"] == {"mg": "5000.00", "ml": "100.00", "containers": "10.00"}
+    assert k50["to_account_for"] == {"mg": "7300.00", "ml": "146.00", "containers": "14.60"}
+    assert k50["difference"]["mg"] == "0.00"
+    total = data["figures"]["total"]
+    assert (total["to_account_for_mg"], total["ending_mg"], total["variance_pct"]) == ("7900.00", "7900.00", "0.00")
+    text = " ".join(text_of(scenario["dir"] / "audit.pdf"))
+    for must in ("Beginning inventory 2,300.00 mg 46.00 mL 4.60", "Total to account for 7,300.00 mg 146.00 mL 14.60",
+                 "Receipts 600.00 mg 60.00 mL 3.00", "Ending inventory (book)", "the initial inventory taken at "
+                 "opening of business", "Stock of 42023-0113-10", "Total to account for 7,900.00 mg"):
+        assert must in text, must
+    verify(scenario, scenario["dir"] / "audit.pdf", check=True)
