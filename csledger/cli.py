@@ -203,4 +203,4 @@ def restore(
 
 
 # Commands defined in their own modules register themselves on ``app`` when imported.
-from . import cli_api, cli_clinic, cli_integrity, cli_reports  # noqa: E402,F401
+from . import cli_alerts, cli_api, cli_clinic, cli_integrity, cli_reports  # noqa: E402,F401

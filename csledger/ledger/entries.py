@@ -173,3 +173,62 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StockReceived,
     )
 }
+
+
+# --- alerts (issue 7) -------------------------------------------------------------------------
+# Appended after EVENT_TYPES and registered with ``update`` so the clinic-operations kinds above
+# and these never edit the same lines.
+
+
+@dataclass(frozen=True)
+class AlertRaised(Event):
+    """A rule found something a person must look at. The alert stays open until an
+    ``alert_resolved`` entry; ``alert_key`` makes raising idempotent (a rule never raises the same
+    key twice). ``subjects`` are the staff the alert is about (they may not close it). Patient
+    names never appear here: evidence is entry seqs and figures (decimal strings)."""
+
+    kind: ClassVar[str] = "alert_raised"
+    alert_id: str
+    alert_key: str
+    rule: str
+    severity: str  # "low" | "medium" | "high" | "critical"
+    subjects: tuple[str, ...]
+    summary: str
+    parameters: dict[str, str]
+    evidence_seqs: tuple[int, ...]
+    figures: dict[str, str]
+    #: Named due times (UTC text), e.g. {"dea_notice": ..., "form_106": ...}.
+    deadlines: dict[str, str]
+    raised_by: str  # "in_transaction" | "scan"
+
+
+@dataclass(frozen=True)
+class AlertAcknowledged(Event):
+    """Someone responsible has seen the alert and is following it up; it stays open."""
+
+    kind: ClassVar[str] = "alert_acknowledged"
+    alert_id: str
+    category: str
+    explanation: str
+
+
+@dataclass(frozen=True)
+class AlertResolved(Event):
+    """The alert is closed, with its category (documentation error, ...) and explanation."""
+
+    kind: ClassVar[str] = "alert_resolved"
+    alert_id: str
+    category: str
+    explanation: str
+
+
+@dataclass(frozen=True)
+class RegistrationExpiryRecorded(Event):
+    """The registrant's DEA registration and its expiry date (renewals record a new one), so
+    the scan can warn before it lapses."""
+
+    kind: ClassVar[str] = "registration_expiry_recorded"
+    expires_on: date
+
+
+EVENT_TYPES.update({t.kind: t for t in (AlertRaised, AlertAcknowledged, AlertResolved, RegistrationExpiryRecorded)})

@@ -24,7 +24,12 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "staff_roles": ("registrant", "staff_id", "role"),
     "vials": ("registrant", "vial_id"),
     "invoices": ("registrant", "supplier_id", "invoice_number"),
+    "alerts": ("registrant", "alert_id"),  # issue 7
 }
+
+
+#: Entry kinds whose projection lives in ``alerts.apply_alert_entry`` (issue 7).
+ALERT_KINDS = frozenset({"alert_raised", "alert_acknowledged", "alert_resolved", "registration_expiry_recorded"})
 
 
 class StateView(Protocol):
@@ -142,5 +147,9 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
                 view.put("vials", _vial_row(reg, seq, vial_id, line["product"], line["lot"],
                                             line["expiry"], "sealed",
                                             _dec(line["product"]["container_ml"])))
+    elif kind in ALERT_KINDS:  # issue 7
+        from .alerts import apply_alert_entry
+
+        apply_alert_entry(entry, view)
     else:
         raise ValueError(f"no projection for entry kind {kind!r}")

@@ -316,3 +316,53 @@ class PatientAccessRecord(SQLModel, table=True):
     patient_id: str = Field(max_length=64)
     action: str = Field(max_length=64)
     accessed_at: str = Field(max_length=TIME)
+
+
+# --- alerts (issue 7) ---------------------------------------------------------------------------
+
+
+class Alert(SQLModel, table=True):
+    """Alerts raised by the rules: a projection of ``alert_raised`` / ``alert_acknowledged`` /
+    ``alert_resolved`` entries, rebuilt and compared by ``verify --deep``. JSON columns hold the
+    entry's own JSON (sorted keys), so a rebuild compares equal text."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (sa.Index("ix_alerts_registrant_key", "registrant", "alert_key"),)
+    registrant: str = Field(primary_key=True, max_length=9)
+    alert_id: str = Field(primary_key=True, max_length=32)
+    alert_key: str = Field(max_length=200)
+    rule: str = Field(max_length=64)
+    severity: str = Field(max_length=16)
+    subjects: str  # JSON list of staff ids
+    summary: str
+    parameters: str  # JSON
+    evidence_seqs: str  # JSON list
+    figures: str  # JSON
+    deadlines: str  # JSON {name: UTC time}
+    raised_seq: int = Field(sa_type=sa.BigInteger)
+    raised_at: str = Field(max_length=TIME)
+    status: str = Field(max_length=16)  # open | acknowledged | resolved
+    acknowledged_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    acknowledged_category: str | None = Field(default=None, max_length=32)
+    acknowledged_explanation: str | None = None
+    resolved_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    resolved_by: str | None = Field(default=None, max_length=64)
+    resolved_category: str | None = Field(default=None, max_length=32)
+    resolved_explanation: str | None = None
+    resolved_at: str | None = Field(default=None, max_length=TIME)
+
+
+class AlertNotification(SQLModel, table=True):
+    """Which deadline alert went out on which channel (e-mail, webhook). Operational state, not a
+    projection: a failed send has no row and is retried by the next scan."""
+
+    __tablename__ = "alert_notifications"
+    registrant: str = Field(primary_key=True, max_length=9)
+    alert_id: str = Field(primary_key=True, max_length=32)
+    channel: str = Field(primary_key=True, max_length=16)
+    sent_at: str = Field(max_length=TIME)
+    detail: str
+
+
+PROJECTION_MODELS["alerts"] = Alert

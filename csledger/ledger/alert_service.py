@@ -1,0 +1,369 @@
+"""Alert use cases: the in-transaction hook, the scan, acknowledge/resolve, listing.
+
+Where each rule runs:
+- **In the transaction of the triggering entry** (``attach_alert_rules``): the per-entry rules
+  of ``alerts.per_entry_rules`` (late entry, outside clinic hours, ...). They read only the new
+  entries and the policy, so they add one short read per command under the registrant's lock.
+  The hook runs *before* the checkpoint hook, so the alerts it appends are inside the signed
+  tree of the same command.
+- **In ``csledger alerts scan``**: everything, including weeks-long statistics. The entries are
+  read in a read-only transaction (no lock); only the raising of new alerts is a (short)
+  command, which re-checks inside the lock that each alert key is still new.
+
+Every alert is an ``alert_raised`` entry; closing one is an ``alert_acknowledged`` or
+``alert_resolved`` entry by a manager or compliance officer who is not a person it is about.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import alerts as rules
+from . import canonical as canon
+from . import entries as ev
+from .errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
+from .principal import Meaning, Principal
+from .services import text
+from .store import CommandContext, Ledger, entries_t, raw, utcnow
+from .tables import Alert, AlertNotification
+
+alerts_t = Alert.__table__
+notifications_t = AlertNotification.__table__
+REGISTRATION_RECORDERS = frozenset({"administrator", "manager", "compliance_officer"})
+
+
+class _NothingNew(LedgerError):
+    """Raised inside a build to roll back a command that found nothing to record."""
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def load_entries(conn: Connection, registrant: str) -> list[dict[str, Any]]:
+    """Every entry of ``registrant``, decoded from its canonical bytes, in seq order (keyset
+    pages, so a long log is not one huge result)."""
+    out: list[dict[str, Any]] = []
+    last = -1
+    while True:
+        rows = conn.execute(
+            sa.select(entries_t.c.seq, entries_t.c.canonical)
+            .where(entries_t.c.registrant == registrant, entries_t.c.seq > last)
+            .order_by(entries_t.c.seq).limit(2000)).all()
+        out.extend(canon.decode(bytes(r.canonical)) for r in rows)
+        if len(rows) < 2000:
+            return out
+        last = rows[-1].seq
+
+
+def time_zone(conn: Connection, registrant: str) -> str:
+    tz = raw(conn).scalar(conn, "SELECT time_zone FROM registrants WHERE dea_number = :r", {"r": registrant})
+    if tz is None:
+        raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
+    return tz
+
+
+def _alert_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for k in ("subjects", "parameters", "evidence_seqs", "figures", "deadlines"):
+        out[k] = json.loads(out[k])
+    return out
+
+
+def list_alerts(ledger: Ledger, registrant: str, *, status: str | None = None, rule: str | None = None,
+                severity: str | None = None, subject: str | None = None,
+                raised_from: str | None = None, raised_to: str | None = None) -> list[dict[str, Any]]:
+    """Alerts of a registrant, newest first. ``status`` is ``open`` (open or acknowledged: not
+    yet resolved), ``acknowledged``, ``resolved`` or None for all; times are UTC entry text."""
+    q = sa.select(alerts_t).where(alerts_t.c.registrant == registrant)
+    if status == "open":
+        q = q.where(alerts_t.c.status != "resolved")
+    elif status is not None:
+        q = q.where(alerts_t.c.status == status)
+    if rule is not None:
+        q = q.where(alerts_t.c.rule == rule)
+    if severity is not None:
+        q = q.where(alerts_t.c.severity == severity)
+    if raised_from is not None:
+        q = q.where(alerts_t.c.raised_at >= raised_from)
+    if raised_to is not None:
+        q = q.where(alerts_t.c.raised_at < raised_to)
+    with ledger.reading() as conn:
+        rows = [_alert_row(dict(r)) for r in conn.execute(q.order_by(alerts_t.c.raised_seq.desc())).mappings()]
+    if subject is not None:
+        rows = [r for r in rows if subject in r["subjects"]]
+    return rows
+
+
+# --- raising ------------------------------------------------------------------------------------
+
+
+def _is_new(ctx: CommandContext, c: rules.Candidate) -> bool:
+    """Not raised before under the same key, and (for ongoing conditions) no alert of the same
+    group still unresolved: one open alert per clinician trend or witness pair."""
+    if ctx.view.select("alerts", registrant=ctx.registrant, alert_key=c.alert_key):
+        return False
+    if c.group is not None:
+        r = ctx.view.raw
+        prefix = c.group + ":"
+        open_keys = r.rows(ctx.conn, "SELECT alert_key FROM alerts WHERE registrant = :r AND rule = :rule "
+                                     "AND status <> 'resolved'", {"r": ctx.registrant, "rule": c.rule})
+        if any(k["alert_key"].startswith(prefix) for k in open_keys):
+            return False
+    return True
+
+
+def _append(ctx: CommandContext, candidates: Sequence[rules.Candidate], raised_by: str) -> list[str]:
+    ids = []
+    seen: set[str] = set()
+    for c in candidates:
+        if c.alert_key in seen or not _is_new(ctx, c):
+            continue
+        seen.add(c.alert_key)
+        alert_id = f"AL{ctx.next_seq}"
+        ctx.append(ev.AlertRaised(
+            alert_id=alert_id, alert_key=c.alert_key, rule=c.rule, severity=c.severity, subjects=c.subjects,
+            summary=c.summary, parameters=dict(c.parameters), evidence_seqs=tuple(c.evidence_seqs),
+            figures=dict(c.figures), deadlines=dict(c.deadlines), raised_by=raised_by,
+        ), signatures=[], occurred_at=ctx.now)
+        ids.append(alert_id)
+    return ids
+
+
+def _latest_policy(ctx_conn: Connection, registrant: str) -> rules.AlertPolicy:
+    r = raw(ctx_conn)
+    row = r.one(ctx_conn, "SELECT canonical FROM entries WHERE registrant = :r AND kind = 'policy_set' "
+                          "ORDER BY seq DESC LIMIT 1", {"r": registrant})
+    if row is None:
+        return rules.AlertPolicy()
+    return rules.policy_from_entries([canon.decode(bytes(row["canonical"]))])
+
+
+def alert_hook(policy: rules.AlertPolicy | None = None) -> Callable[[CommandContext], None]:
+    """The ``before_commit`` hook: per-entry rules over the command's new entries. ``policy``
+    fixes the thresholds (tests); by default the registrant's latest ``policy_set`` is read."""
+
+    def hook(ctx: CommandContext) -> None:
+        new = [a for a in ctx.appended if a.kind not in rules.NON_EVENT_KINDS]
+        if not new:
+            return  # reference data and alert bookkeeping: nothing to look at, no extra reads
+        r = ctx.view.raw
+        pol = policy or _latest_policy(ctx.conn, ctx.registrant)
+        tz = time_zone(ctx.conn, ctx.registrant)
+        found: list[rules.Candidate] = []
+        for a in new:
+            data = r.scalar(ctx.conn, "SELECT canonical FROM entries WHERE registrant = :r AND seq = :s",
+                            {"r": ctx.registrant, "s": a.seq})
+            found.extend(rules.per_entry_rules(canon.decode(bytes(data)), pol, tz))
+        if found:
+            _append(ctx, found, "in_transaction")
+
+    hook.csledger_alerts = True  # type: ignore[attr-defined]
+    return hook
+
+
+def attach_alert_rules(ledger: Ledger, *, policy: rules.AlertPolicy | None = None) -> None:
+    """Run the cheap alert rules in every command's transaction. Call it where the ledger is
+    opened for production use (``cli._open``, the API app), before or after ``log.attach``:
+    the hook is put first so its alert entries are inside the checkpoint of the same command."""
+    if any(getattr(h, "csledger_alerts", False) for h in ledger.before_commit):
+        return
+    ledger.before_commit.insert(0, alert_hook(policy))
+
+
+def raise_alerts(ledger: Ledger, registrant: str, candidates: Sequence[rules.Candidate], *,
+                 raised_by: str = "scan") -> list[str]:
+    """Append an ``alert_raised`` entry for each candidate whose key is new; returns their ids
+    (empty, with nothing written, when every candidate was already raised)."""
+    if not candidates:
+        return []
+
+    def build(ctx: CommandContext) -> dict:
+        ids = _append(ctx, candidates, raised_by)
+        if not ids:
+            raise _NothingNew("no new alerts")
+        return {"alert_ids": ids}
+
+    try:
+        res = ledger.execute(registrant, "raise_alerts", {"keys": [c.alert_key for c in candidates]}, build,
+                             principal_id=None)
+    except _NothingNew:
+        return []
+    return res["alert_ids"]
+
+
+# --- the scan -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanResult:
+    registrant: str
+    candidates: int = 0
+    raised: list[str] = field(default_factory=list)
+    notified: list[tuple[str, str]] = field(default_factory=list)  # (alert_id, channel)
+    failures: list[str] = field(default_factory=list)
+
+
+def clinical_wastes(entries: Sequence[dict[str, Any]]) -> list[rules.Waste]:
+    """The statistics' view of administrations and their waste, from the clinical entries
+    (the clinic-operations kinds; empty until a ledger holds them)."""
+    return []
+
+
+def clinical_draws(entries: Sequence[dict[str, Any]]) -> list[rules.Activity]:
+    """Draws (mg drawn per administration, by whom, when) from the clinical entries."""
+    return []
+
+
+def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
+             policy: rules.AlertPolicy | None = None) -> list[rules.Candidate]:
+    """Every rule over a registrant's whole log, as of ``now`` (pure: what the scan raises
+    before de-duplication against the alerts already raised)."""
+    pol = policy or rules.policy_from_entries(entries)
+    out: list[rules.Candidate] = []
+    for e in entries:
+        out.extend(rules.per_entry_rules(e, pol, tz))
+    for c in (rules.biennial_inventory(entries, now, tz, pol), rules.registration_expiry(entries, now, tz, pol)):
+        if c is not None:
+            out.append(c)
+    wastes = clinical_wastes(entries)
+    if wastes:
+        out.extend(rules.waste_trend(wastes, now, pol, "share"))
+        out.extend(rules.waste_trend(wastes, now, pol, "mg"))
+        out.extend(rules.witness_pairs(wastes, rules.presence_by_day(entries, tz), tz, pol))
+        ends = rules.day_ends(entries, tz)
+        out.extend(rules.last_hour([rules.Activity(w.seq, w.staff_id, w.at, w.wasted_mg) for w in wastes],
+                                   ends, tz, pol, "waste"))
+        out.extend(rules.last_hour(clinical_draws(entries), ends, tz, pol, "draws"))
+    return out
+
+
+def scan(ledger: Ledger, registrant: str, *, now: datetime | None = None,
+         policy: rules.AlertPolicy | None = None, notifier: Any | None = None) -> ScanResult:
+    """Run every rule over the registrant's log and raise what is new, then send the deadline
+    notifications not yet sent. The rules run outside any lock; only the raising is a command."""
+    now = now or utcnow()
+    with ledger.reading() as conn:
+        entries = load_entries(conn, registrant)
+        if not entries:
+            raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
+        tz = time_zone(conn, registrant)
+        known = set(conn.execute(sa.select(alerts_t.c.alert_key).where(alerts_t.c.registrant == registrant)).scalars())
+    found = [c for c in evaluate(entries, now, tz, policy) if c.alert_key not in known]
+    result = ScanResult(registrant, candidates=len(found))
+    result.raised = raise_alerts(ledger, registrant, found)
+    if notifier is not None:
+        notify_deadlines(ledger, registrant, notifier, result)
+    return result
+
+
+def notify_deadlines(ledger: Ledger, registrant: str, notifier: Any, result: ScanResult | None = None) -> ScanResult:
+    """Send each unresolved alert that has deadlines on every configured channel it has not
+    gone out on yet; record each success (a failure is retried by the next scan)."""
+    result = result or ScanResult(registrant)
+    with ledger.reading() as conn:
+        alerts = [_alert_row(dict(r)) for r in conn.execute(
+            sa.select(alerts_t).where(alerts_t.c.registrant == registrant, alerts_t.c.status != "resolved",
+                                      alerts_t.c.deadlines != "{}").order_by(alerts_t.c.raised_seq)).mappings()]
+        sent = {(r.alert_id, r.channel) for r in conn.execute(
+            sa.select(notifications_t.c.alert_id, notifications_t.c.channel)
+            .where(notifications_t.c.registrant == registrant))}
+        reg = dict(conn.execute(sa.text("SELECT dea_number, name, time_zone FROM registrants WHERE dea_number = :r"),
+                                {"r": registrant}).mappings().one())
+    for a in alerts:
+        for channel in notifier.channels():
+            if (a["alert_id"], channel) in sent:
+                continue
+            try:
+                detail = notifier.send(channel, reg, a)
+            except Exception as exc:  # a mail server or webhook down must not stop the scan
+                result.failures.append(f"{a['alert_id']} {channel}: {type(exc).__name__}: {exc}")
+                continue
+            with ledger.engine.begin() as conn:
+                conn.execute(notifications_t.insert().values(
+                    registrant=registrant, alert_id=a["alert_id"], channel=channel,
+                    sent_at=canon.format_time(utcnow()), detail=str(detail)[:500]))
+            result.notified.append((a["alert_id"], channel))
+    return result
+
+
+# --- closing --------------------------------------------------------------------------------------
+
+
+def _close(ledger: Ledger, principal: Principal, alert_id: str, category: str, explanation: str,
+           kind: str, idempotency_key: str | None) -> dict:
+    if not isinstance(alert_id, str) or not alert_id.startswith("AL") or not alert_id[2:].isdigit():
+        raise InvalidInput("an alert id looks like AL123", field="alert_id")
+    if category not in rules.CATEGORIES:
+        raise InvalidInput(f"one of {', '.join(rules.CATEGORIES)}", field="category")
+    expl = text(explanation, field="explanation", max_len=2000)
+    if len(expl) < 10:
+        raise InvalidInput("say what was found and done (at least 10 characters)", field="explanation")
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.APPROVED, roles=rules.CLOSERS)
+        row = ctx.view.get("alerts", (ctx.registrant, alert_id))
+        if row is None:
+            raise NotFound(f"no alert {alert_id} at {ctx.registrant}", field="alert_id")
+        if principal.staff_id in json.loads(row["subjects"]):
+            raise Forbidden(f"alert {alert_id} is about {principal.staff_id}; another manager or compliance "
+                            "officer must close it", field="principal")
+        if row["status"] == "resolved":
+            raise Conflict(f"alert {alert_id} is already resolved (entry {row['resolved_seq']})", field="alert_id")
+        if kind == "alert_acknowledged":
+            if row["status"] == "acknowledged":
+                raise Conflict(f"alert {alert_id} is already acknowledged (entry {row['acknowledged_seq']})",
+                               field="alert_id")
+            event = ev.AlertAcknowledged(alert_id=alert_id, category=category, explanation=expl)
+        else:
+            event = ev.AlertResolved(alert_id=alert_id, category=category, explanation=expl)
+        ctx.append(event, signatures=[sig], occurred_at=ctx.now)
+        return {"alert_id": alert_id}
+
+    return ledger.execute(principal.registrant, kind, {"alert_id": alert_id, "category": category,
+                                                       "explanation": expl}, build,
+                          principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def acknowledge_alert(ledger: Ledger, principal: Principal, alert_id: str, category: str, explanation: str, *,
+                      idempotency_key: str | None = None) -> dict:
+    """Record that a manager or compliance officer (not a person the alert is about) has taken
+    the alert up; it stays open until resolved."""
+    return _close(ledger, principal, alert_id, category, explanation, "alert_acknowledged", idempotency_key)
+
+
+def resolve_alert(ledger: Ledger, principal: Principal, alert_id: str, category: str, explanation: str, *,
+                  idempotency_key: str | None = None) -> dict:
+    """Close the alert with its category and explanation (same rules as acknowledging)."""
+    return _close(ledger, principal, alert_id, category, explanation, "alert_resolved", idempotency_key)
+
+
+def record_registration_expiry(ledger: Ledger, principal: Principal, expires_on: str, *,
+                               idempotency_key: str | None = None) -> dict:
+    """Record the expiry date of the registrant's DEA registration (again at each renewal)."""
+    try:
+        if not isinstance(expires_on, str) or len(expires_on) != 10:
+            raise ValueError
+        day = date.fromisoformat(expires_on)
+    except ValueError:
+        raise InvalidInput("must be a date YYYY-MM-DD", field="expires_on") from None
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.PERFORMED, roles=REGISTRATION_RECORDERS)
+        ctx.append(ev.RegistrationExpiryRecorded(expires_on=day), signatures=[sig], occurred_at=ctx.now)
+        return {"expires_on": day.isoformat()}
+
+    return ledger.execute(principal.registrant, "record_registration_expiry", {"expires_on": expires_on}, build,
+                          principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+__all__ = [
+    "ScanResult", "acknowledge_alert", "alert_hook", "attach_alert_rules", "evaluate", "list_alerts",
+    "load_entries", "notify_deadlines", "raise_alerts", "record_registration_expiry", "resolve_alert", "scan",
+]
