@@ -124,6 +124,10 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     for module in (routes_session, routes_reference, routes_stock, routes_records):
         app.include_router(module.router)
 
+    from ..web import router as web_router  # issue 9: the clinic-floor pages under /ui/
+
+    app.include_router(web_router)
+
     # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that
     # the role-gated GET .../entries/{seq} of routes_records answers that path.
     from .integrity import router as integrity_router
