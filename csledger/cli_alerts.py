@@ -18,10 +18,6 @@ import typer
 
 from .cli import DbOption, _fail, _open, app, out
 
-# Registers the "alerts" report kind, so ``csledger verify-report`` (reports' own command, whose
-# ``kind_named`` imports only its own kinds) can check an alert report too.
-from .reports import alerts_pdf  # noqa: E402,F401
-
 alerts_app = typer.Typer(help="Discrepancy alerts, deadlines and diversion signals.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 
@@ -194,7 +190,7 @@ def report_cmd(dea: DeaOption, start: Annotated[str, typer.Option("--from", help
                out_path: Annotated[Path, typer.Option("--out", help="PDF file to write.")],
                paper: Annotated[str, typer.Option(help="letter or a4.")] = "letter", db: DbOption = None) -> None:
     """The alert report for a period: alerts raised, their evidence, and how each was closed."""
-    from .reports.base import build_report
+    from .reports.base import build_report  # finds the "alerts" kind in reports/alerts_pdf.py
     from .reports.errors import ReportError
 
     _, ledger = _open(db)

@@ -17,9 +17,11 @@ Every alert is an ``alert_raised`` entry; closing one is an ``alert_acknowledged
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -96,9 +98,38 @@ def list_alerts(ledger: Ledger, registrant: str, *, status: str | None = None, r
         q = q.where(alerts_t.c.raised_at < raised_to)
     with ledger.reading() as conn:
         rows = [_alert_row(dict(r)) for r in conn.execute(q.order_by(alerts_t.c.raised_seq.desc())).mappings()]
+        if rule in (None, "count_discrepancy"):
+            views = _discrepancy_views(conn, registrant)
+            if status == "open":
+                views = [v for v in views if v["status"] != "resolved"]
+            elif status is not None:
+                views = [v for v in views if v["status"] == status]
+            views = [v for v in views if (severity is None or v["severity"] == severity)
+                     and (raised_from is None or v["raised_at"] >= raised_from)
+                     and (raised_to is None or v["raised_at"] < raised_to)]
+            rows = sorted(rows + views, key=lambda r: r["raised_seq"], reverse=True)
     if subject is not None:
         rows = [r for r in rows if subject in r["subjects"]]
     return rows
+
+
+def _discrepancy_views(conn: Connection, registrant: str) -> list[dict[str, Any]]:
+    """Count discrepancies (clinic operations' projection) as alert rows: a view, never a copy."""
+    if not sa.inspect(conn).has_table("discrepancies"):
+        return []
+    rows = conn.execute(sa.text(
+        "SELECT d.*, e.recorded_at AS counted_recorded_at FROM discrepancies d JOIN entries e "
+        "ON e.registrant = d.registrant AND e.seq = d.count_seq WHERE d.registrant = :r"), {"r": registrant}).mappings()
+    out = []
+    for r in rows:
+        v = rules.discrepancy_view(registrant, r["discrepancy_id"], r["count_seq"], r["counted_recorded_at"], r["ndc_key"],
+                                   Decimal(r["expected_ml"]), Decimal(r["counted_ml"]), Decimal(r["difference_ml"]),
+                                   json.loads(r["counters"]))
+        if r["status"] == "resolved":
+            v.update(status="resolved", resolved_seq=r["resolved_seq"], resolved_category=r["category"])
+            v["evidence_seqs"].append(r["resolved_seq"])
+        out.append(v)
+    return out
 
 
 # --- raising ------------------------------------------------------------------------------------
@@ -210,28 +241,55 @@ class ScanResult:
     failures: list[str] = field(default_factory=list)
 
 
+def _drawn_mg(a: dict[str, Any]) -> Decimal:
+    return sum((Decimal(d["ml"]) * Decimal(d["product"]["strength_mg_per_ml"]) for d in a["draws"]), Decimal(0))
+
+
 def clinical_wastes(entries: Sequence[dict[str, Any]]) -> list[rules.Waste]:
-    """The statistics' view of administrations and their waste, from the clinical entries
-    (the clinic-operations kinds; empty until a ledger holds them)."""
-    return []
+    """The statistics' view of each reconciled administration (drawn = given + wasted): who
+    gave it, who witnessed its waste, when, mg drawn and wasted. Unreconciled ones are left
+    out (their waste is not known yet; ``unreconciled_administration`` covers them)."""
+    out = []
+    for a, ws in rules.administrations(entries):
+        wasted_ml = sum((Decimal(w["ml"]) for w in ws), Decimal(0))
+        if Decimal(a["ml_drawn"]) != Decimal(a["ml_given"]) + wasted_ml:
+            continue
+        who = rules.performer(a)
+        if who is None:
+            continue
+        wit = next((rules.witness(w) for w in ws if rules.witness(w)), None)
+        at = canon.parse_time(ws[-1]["occurred_at"] if ws else a["occurred_at"])
+        out.append(rules.Waste(seq=a["seq"], staff_id=who, witness_id=wit, at=at, drawn_mg=_drawn_mg(a),
+                               wasted_mg=sum((Decimal(w["mg"]) for w in ws), Decimal(0)),
+                               waste_seqs=tuple(w["seq"] for w in ws)))
+    return out
 
 
 def clinical_draws(entries: Sequence[dict[str, Any]]) -> list[rules.Activity]:
     """Draws (mg drawn per administration, by whom, when) from the clinical entries."""
-    return []
+    out = []
+    for a, _ in rules.administrations(entries):
+        who = rules.performer(a)
+        if who is not None:
+            out.append(rules.Activity(a["seq"], who, canon.parse_time(a["occurred_at"]), _drawn_mg(a)))
+    return out
 
 
 def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
-             policy: rules.AlertPolicy | None = None) -> list[rules.Candidate]:
+             policy: rules.AlertPolicy | None = None, vials: Sequence[dict[str, Any]] = ()) -> list[rules.Candidate]:
     """Every rule over a registrant's whole log, as of ``now`` (pure: what the scan raises
-    before de-duplication against the alerts already raised)."""
+    before de-duplication against the alerts already raised). ``vials``: the vial projection
+    rows (stock on hand past its dates)."""
     pol = policy or rules.policy_from_entries(entries)
     out: list[rules.Candidate] = []
     for e in entries:
         out.extend(rules.per_entry_rules(e, pol, tz))
-    for c in (rules.biennial_inventory(entries, now, tz, pol), rules.registration_expiry(entries, now, tz, pol)):
+    for c in (rules.biennial_inventory(entries, now, tz, pol), rules.registration_expiry(entries, now, tz, pol),
+              rules.count_overdue(entries, now, tz, pol)):
         if c is not None:
             out.append(c)
+    out.extend(rules.unreconciled(entries, now, pol))
+    out.extend(rules.expired_stock(vials, now, tz))
     wastes = clinical_wastes(entries)
     if wastes:
         out.extend(rules.waste_trend(wastes, now, pol, "share"))
@@ -255,7 +313,9 @@ def scan(ledger: Ledger, registrant: str, *, now: datetime | None = None,
             raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
         tz = time_zone(conn, registrant)
         known = set(conn.execute(sa.select(alerts_t.c.alert_key).where(alerts_t.c.registrant == registrant)).scalars())
-    found = [c for c in evaluate(entries, now, tz, policy) if c.alert_key not in known]
+        vials = [dict(r) for r in conn.execute(sa.text("SELECT * FROM vials WHERE registrant = :r"),
+                                               {"r": registrant}).mappings()]
+    found = [c for c in evaluate(entries, now, tz, policy, vials) if c.alert_key not in known]
     result = ScanResult(registrant, candidates=len(found))
     result.raised = raise_alerts(ledger, registrant, found)
     if notifier is not None:
@@ -298,6 +358,9 @@ def notify_deadlines(ledger: Ledger, registrant: str, notifier: Any, result: Sca
 
 def _close(ledger: Ledger, principal: Principal, alert_id: str, category: str, explanation: str,
            kind: str, idempotency_key: str | None) -> dict:
+    if isinstance(alert_id, str) and re.fullmatch(r"D\d+-\d+", alert_id):
+        raise Conflict(f"{alert_id} is a count discrepancy: it closes when the discrepancy is resolved (category, "
+                       "explanation, by a manager who did not count), not here", field="alert_id")
     if not isinstance(alert_id, str) or not alert_id.startswith("AL") or not alert_id[2:].isdigit():
         raise InvalidInput("an alert id looks like AL123", field="alert_id")
     if category not in rules.CATEGORIES:

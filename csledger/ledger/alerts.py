@@ -132,6 +132,10 @@ class AlertPolicy:
     #: Local opening hours per weekday (0 = Monday): (open "HH:MM", close "HH:MM"), absent = closed.
     #: None: the registrant has not set clinic hours, so the hours rule stays silent.
     clinic_hours: dict[int, tuple[str, str]] | None = None
+    #: Clinic operations' count schedule: daily_opening | daily_close | each_shift | weekly.
+    count_schedule: str = "daily_opening"
+    count_grace_hours: int = 2  # a daily count is overdue this long after opening
+    reconcile_hours: int = 2  # an administration unreconciled this long after it ended
     biennial_warn_days: int = 30
     registration_warn_days: int = 60  # DEA mails renewal notices about 60 days ahead
     # Statistics (scan only)
@@ -176,7 +180,10 @@ def policy_from_entries(entries: Iterable[dict[str, Any]]) -> AlertPolicy:
                 kw[name] = Decimal(src[name])
         hours = src.get("clinic_hours")
         if isinstance(hours, dict):
-            kw["clinic_hours"] = _hours(hours)
+            # An empty map means "not set" (clinic operations' default), not "closed every day".
+            kw["clinic_hours"] = _hours(hours) or None
+        if isinstance(src.get("count_schedule"), str):
+            kw["count_schedule"] = src["count_schedule"]
     return AlertPolicy(**kw)
 
 
@@ -258,13 +265,253 @@ def outside_clinic_hours(entry: dict[str, Any], policy: AlertPolicy, tz: str) ->
     )
 
 
+def performer(entry: dict[str, Any]) -> str | None:
+    """Who performed (or received/counted) the entry: the first signature that is not a witness."""
+    for s in entry.get("signatures", ()):
+        if s["meaning"] != "witnessed":
+            return s["staff_id"]
+    return None
+
+
+def witness(entry: dict[str, Any]) -> str | None:
+    for s in entry.get("signatures", ()):
+        if s["meaning"] == "witnessed":
+            return s["staff_id"]
+    return None
+
+
+def dose_above_order(entry: dict[str, Any]) -> Candidate | None:
+    """An infusion that gave more mg than ordered (weight x mg/kg): strictly more."""
+    if entry["kind"] != "dose_administered":
+        return None
+    ordered, given = Decimal(entry["ordered_mg"]), Decimal(entry["mg_given"])
+    if given <= ordered:
+        return None
+    who = performer(entry)
+    return Candidate(
+        alert_key=f"dose_above_order:{entry['seq']}", rule="dose_above_order", severity="medium",
+        subjects=(who,) if who else (),
+        summary=(f"administration {entry['administration_id']} (entry {entry['seq']}, patient {entry['patient_id']}) "
+                 f"gave {given} mg; the order was {entry['ordered_mg_per_kg']} mg/kg x {entry['weight_kg']} kg = {ordered} mg"),
+        parameters={}, evidence_seqs=(entry["seq"],),
+        figures={"ordered_mg": str(ordered), "mg_given": str(given), "excess_mg": str(given - ordered),
+                 "patient_id": entry["patient_id"]},
+    )
+
+
+def quarantined(entry: dict[str, Any]) -> Candidate | None:
+    """Suspect product set aside (DSCSA): someone must investigate, return or destroy it."""
+    if entry["kind"] != "stock_quarantined":
+        return None
+    return Candidate(
+        alert_key=f"quarantine:{entry['seq']}", rule="stock_quarantined", severity="medium", subjects=(),
+        summary=f"{len(entry['vial_ids'])} vial(s) quarantined (entry {entry['seq']}): {entry['reason']}",
+        parameters={}, evidence_seqs=(entry["seq"],),
+        figures={"vials": str(len(entry["vial_ids"])), "vial_ids": " ".join(entry["vial_ids"])},
+    )
+
+
+def loss_reported(entry: dict[str, Any]) -> Candidate | None:
+    """A theft or loss report: the DEA notice and Form 106 due times the entry carries."""
+    if entry["kind"] != "theft_or_loss_reported":
+        return None
+    ml = sum((Decimal(v["ml"]) for v in entry["lost"]), Decimal("0.00"))
+    return Candidate(
+        alert_key=f"loss_reported:{entry['seq']}", rule="theft_or_loss", severity="critical", subjects=(),
+        summary=(f"{entry['loss_type']} discovered {entry['discovered_at']} (entry {entry['seq']}): DEA notice "
+                 f"within one business day, Form 106 within 45 days"),
+        parameters={"notice_business_days": "1", "form_106_days": "45"},
+        evidence_seqs=(entry["seq"], *entry.get("covers_seqs", ())),
+        figures={"discovered_at": entry["discovered_at"], "loss_type": entry["loss_type"], "ml_lost_now": str(ml),
+                 "losses_past_24_months": str(entry["losses_past_24_months"])},
+        deadlines={"dea_notice": entry["notice_due_at"], "form_106": entry["form_106_due_at"]},
+    )
+
+
+def suspected_loss(entry: dict[str, Any], tz: str) -> Candidate | None:
+    """A count discrepancy resolved as theft or loss: a suspected significant loss, discovered
+    when it was so determined; the notice and Form 106 deadlines run from then."""
+    if entry["kind"] != "discrepancy_resolved" or entry["category"] != "theft_or_loss":
+        return None
+    return Candidate(
+        alert_key=f"suspected_loss:{entry['discrepancy_id']}", rule="suspected_significant_loss", severity="high",
+        subjects=(),
+        summary=(f"discrepancy {entry['discrepancy_id']} (count entry {entry['count_seq']}) resolved as theft or "
+                 f"loss: notify DEA within one business day and file Form 106 within 45 days, or record why it "
+                 f"is not significant"),
+        parameters={"notice_business_days": "1", "form_106_days": "45"},
+        evidence_seqs=(entry["count_seq"], entry["seq"]),
+        figures={"discrepancy_id": entry["discrepancy_id"], "determined_at": entry["occurred_at"]},
+        deadlines=loss_deadlines(entry["occurred_at"], tz),
+    )
+
+
 def per_entry_rules(entry: dict[str, Any], policy: AlertPolicy, tz: str) -> list[Candidate]:
     """Every cheap rule over one entry (what the in-transaction hook and the scan both run)."""
     out = []
-    for c in (late_entry(entry, policy), outside_clinic_hours(entry, policy, tz)):
+    for c in (late_entry(entry, policy), outside_clinic_hours(entry, policy, tz), dose_above_order(entry),
+              quarantined(entry), loss_reported(entry), suspected_loss(entry, tz)):
         if c is not None:
             out.append(c)
     return out
+
+
+# --- clinical state rules (scan) ----------------------------------------------------------------
+
+
+def administrations(entries: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each ``dose_administered`` entry with its ``dose_wasted`` entries, in seq order."""
+    admins: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for e in entries:
+        if e["kind"] == "dose_administered":
+            admins[e["administration_id"]] = (e, [])
+        elif e["kind"] == "dose_wasted" and e["administration_id"] in admins:
+            admins[e["administration_id"]][1].append(e)
+    return list(admins.values())
+
+
+def unreconciled(entries: Sequence[dict[str, Any]], now: datetime, policy: AlertPolicy) -> list[Candidate]:
+    """Administrations whose drawn mL still exceeds given + wasted ``reconcile_hours`` after the
+    infusion ended (strictly later)."""
+    out = []
+    for a, ws in administrations(entries):
+        drawn, given = Decimal(a["ml_drawn"]), Decimal(a["ml_given"])
+        wasted = sum((Decimal(w["ml"]) for w in ws), Decimal("0.00"))
+        missing = drawn - given - wasted
+        ended = parse_time(a["ended_at"])
+        if missing <= 0 or now - ended <= timedelta(hours=policy.reconcile_hours):
+            continue
+        who = performer(a)
+        hours = Decimal(int((now - ended).total_seconds())) / Decimal(3600)
+        out.append(Candidate(
+            alert_key=f"unreconciled:{a['administration_id']}", rule="unreconciled_administration", severity="medium",
+            subjects=(who,) if who else (),
+            summary=(f"administration {a['administration_id']} (entry {a['seq']}): {missing} mL drawn but neither "
+                     f"given nor wasted, {hours.quantize(Q2)} h after the infusion ended"),
+            parameters=policy.params("reconcile_hours"),
+            evidence_seqs=(a["seq"], *(w["seq"] for w in ws)),
+            figures={"ml_drawn": str(drawn), "ml_given": str(given), "ml_wasted": str(wasted),
+                     "ml_unaccounted": str(missing), "ended_at": a["ended_at"]},
+        ))
+    return out
+
+
+ON_HAND = ("sealed", "open", "quarantined")
+
+
+def expired_stock(vials: Sequence[dict[str, Any]], now: datetime, tz: str) -> list[Candidate]:
+    """Stock still on hand past its date: a lot past expiry (one alert per lot), an opened vial
+    past its beyond-use date (one per vial). Either may leave only by destruction or return."""
+    today = now.astimezone(zoneinfo.ZoneInfo(tz)).date().isoformat()
+    lots: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    out = []
+    for v in sorted(vials, key=lambda v: v["vial_id"]):
+        if v["state"] not in ON_HAND or Decimal(v["ml_left"]) <= 0:
+            continue
+        if v["expiry"] < today:
+            lots[(v["ndc_key"], v["lot"], v["expiry"])].append(v)
+        elif v.get("beyond_use_date") and v["beyond_use_date"] < today:
+            out.append(Candidate(
+                alert_key=f"past_beyond_use:{v['vial_id']}", rule="past_beyond_use_date", severity="medium",
+                subjects=(),
+                summary=(f"opened vial {v['vial_id']} (lot {v['lot']}) is past its beyond-use date "
+                         f"{v['beyond_use_date']} with {v['ml_left']} mL left; destroy it (Form 41)"),
+                parameters={}, evidence_seqs=tuple(sorted({v["added_seq"], v["last_seq"]})),
+                figures={"beyond_use_date": v["beyond_use_date"], "ml_left": str(v["ml_left"]),
+                         "opened_at": v.get("opened_at") or "", "opened_by": v.get("opened_by") or ""},
+            ))
+    for (ndc_key, lot, expiry), vs in sorted(lots.items()):
+        out.append(Candidate(
+            alert_key=f"expired_lot:{ndc_key}:{lot}", rule="expired_lot_in_stock", severity="medium", subjects=(),
+            summary=(f"lot {lot} (NDC key {ndc_key}) expired {expiry}; {len(vs)} vial(s) still on hand: "
+                     f"destroy (Form 41) or return them"),
+            parameters={}, evidence_seqs=tuple(sorted({s for v in vs for s in (v["added_seq"], v["last_seq"])})),
+            figures={"expiry": expiry, "vials": str(len(vs)),
+                     "ml_on_hand": str(sum((Decimal(v["ml_left"]) for v in vs), Decimal("0.00"))),
+                     "vial_ids": " ".join(v["vial_id"] for v in vs)},
+        ))
+    return out
+
+
+def count_overdue(entries: Sequence[dict[str, Any]], now: datetime, tz: str, policy: AlertPolicy) -> Candidate | None:
+    """A count the policy's schedule calls for has not been submitted: for a daily schedule, no
+    count today ``count_grace_hours`` after opening (after closing for ``daily_close``, checked
+    the next morning); for ``weekly``, none in the last 7 days. Needs clinic hours."""
+    if not policy.clinic_hours:
+        return None
+    zone = zoneinfo.ZoneInfo(tz)
+    local_now = now.astimezone(zone)
+    counts = [local_time(e["occurred_at"], tz) for e in entries if e["kind"] == "stock_counted"]
+    sched = policy.count_schedule
+    if sched == "weekly":
+        if not any(local_now - timedelta(days=7) < c <= local_now for c in counts):
+            week = local_now.isocalendar()
+            last = max(counts).strftime("%Y-%m-%d") if counts else "never"
+            return Candidate(
+                alert_key=f"count_overdue:{week.year}-W{week.week:02d}", rule="count_overdue", severity="medium",
+                subjects=(), summary=f"no count in the last 7 days (weekly schedule); last count {last}",
+                parameters={"count_schedule": sched}, evidence_seqs=(),
+                figures={"last_count": last})
+        return None
+    day = local_now.date()
+    if sched == "daily_close":
+        day = day - timedelta(days=1)  # yesterday's closing count, checked once today has begun
+        hours = policy.clinic_hours.get(day.weekday())
+        if hours is None:
+            return None
+        due = datetime.combine(day, time.fromisoformat(hours[1]), zone) + timedelta(hours=policy.count_grace_hours)
+    else:  # daily_opening, each_shift: at least the opening count of the day
+        hours = policy.clinic_hours.get(day.weekday())
+        if hours is None:
+            return None
+        due = datetime.combine(day, time.fromisoformat(hours[0]), zone) + timedelta(hours=policy.count_grace_hours)
+    if local_now <= due or any(c.date() == day for c in counts):
+        return None
+    return Candidate(
+        alert_key=f"count_overdue:{day.isoformat()}", rule="count_overdue", severity="medium", subjects=(),
+        summary=f"no count recorded for {day.isoformat()} ({sched}); it was due by {due.strftime('%H:%M %Z')}",
+        parameters={"count_schedule": sched, "count_grace_hours": str(policy.count_grace_hours)},
+        evidence_seqs=(), figures={"day": day.isoformat(), "due": format_time(due)},
+        deadlines={"count": format_time(due)},
+    )
+
+
+def discrepancy_alerts(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Count discrepancies shown as alerts: a *view* of the discrepancy (open until the
+    discrepancy itself is resolved; one workflow, not two). Same shape as an alert row."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if e["kind"] == "stock_counted":
+            for line in e["lines"]:
+                if line.get("discrepancy_id"):
+                    diff = Decimal(line["difference_ml"])
+                    out[line["discrepancy_id"]] = discrepancy_view(
+                        e["registrant"], line["discrepancy_id"], e["seq"], e["recorded_at"], line["product"]["ndc_key"],
+                        Decimal(line["expected_ml"]), Decimal(line["counted_ml"]), diff, list(signers(e)))
+        elif e["kind"] == "discrepancy_resolved" and e["discrepancy_id"] in out:
+            d = out[e["discrepancy_id"]]
+            d.update(status="resolved", resolved_seq=e["seq"], resolved_by=performer(e),
+                     resolved_category=e["category"], resolved_explanation=e["explanation"],
+                     resolved_at=e["recorded_at"])
+            d["evidence_seqs"].append(e["seq"])
+    return list(out.values())
+
+
+def discrepancy_view(registrant: str, discrepancy_id: str, count_seq: int, raised_at: str, ndc_key: str,
+                     expected: Decimal, counted: Decimal, diff: Decimal, counters: list[str]) -> dict[str, Any]:
+    """One discrepancy in the shape of an alert row (``alert_id`` is the discrepancy id)."""
+    return {
+        "registrant": registrant, "alert_id": discrepancy_id, "alert_key": f"count_discrepancy:{discrepancy_id}",
+        "rule": "count_discrepancy", "severity": "high" if diff < 0 else "medium", "subjects": counters,
+        "summary": (f"count (entry {count_seq}) of NDC key {ndc_key}: counted {counted} mL, book {expected} mL, "
+                    f"difference {diff} mL; resolve the discrepancy (category, explanation) to close"),
+        "parameters": {}, "evidence_seqs": [count_seq],
+        "figures": {"expected_ml": str(expected), "counted_ml": str(counted), "difference_ml": str(diff)},
+        "deadlines": {}, "raised_seq": count_seq, "raised_at": raised_at, "status": "open",
+        "acknowledged_seq": None, "acknowledged_by": None, "acknowledged_category": None,
+        "acknowledged_explanation": None, "resolved_seq": None, "resolved_by": None, "resolved_category": None,
+        "resolved_explanation": None, "resolved_at": None, "view_of": "discrepancy",
+    }
 
 
 # --- deadlines -------------------------------------------------------------------------------

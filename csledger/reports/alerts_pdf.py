@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ..ledger.alerts import discrepancy_alerts
 from . import layout
 from .base import ReportKind, register
 from .fmt import Period, count, local
@@ -41,6 +42,19 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                 "seq": e["seq"], "at": e["recorded_at"], "by": sig["printed_name"], "staff_id": sig["staff_id"],
                 "category": e["category"], "explanation": e["explanation"],
             }
+    for d in discrepancy_alerts(snap.entries):  # a view of each count discrepancy (one workflow)
+        res = None
+        if d["resolved_seq"] is not None:
+            res = {"seq": d["resolved_seq"], "at": d["resolved_at"], "by": names.get(d["resolved_by"], d["resolved_by"]),
+                   "staff_id": d["resolved_by"], "category": d["resolved_category"],
+                   "explanation": d["resolved_explanation"]}
+        alerts[d["alert_id"]] = {
+            "alert_id": d["alert_id"], "seq": d["raised_seq"], "raised_at": d["raised_at"], "rule": d["rule"],
+            "severity": d["severity"], "summary": d["summary"], "raised_by": "count",
+            "subjects": [{"staff_id": s, "printed_name": names.get(s, s)} for s in d["subjects"]],
+            "parameters": {}, "evidence_seqs": d["evidence_seqs"], "figures": d["figures"], "deadlines": {},
+            "acknowledged": None, "resolved": res,
+        }
     start, end = period.start_utc, period.end_utc
     chosen = []
     for a in alerts.values():

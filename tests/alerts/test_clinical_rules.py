@@ -1,0 +1,183 @@
+"""Rules over the clinic-operations entries, pure, on entries in their canonical shape: each
+fires exactly past its threshold with the expected evidence; the statistics adapters read
+administrations and their witnessed waste."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from csledger.ledger import alerts as rules
+from csledger.ledger.alert_service import clinical_draws, clinical_wastes, evaluate
+from csledger.ledger.canonical import format_time
+
+TZ = "America/Chicago"
+T0 = datetime(2026, 11, 2, 16, tzinfo=UTC)  # Monday 10:00 in Austin
+PRODUCT = {"ndc": "42023-0113-10", "ndc_key": "42023011310", "name": "Ketamine", "drug_code": "7285",
+           "schedule": "III", "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00"}
+HOURS = {"mon": ["08:00", "18:00"], "tue": ["08:00", "18:00"], "wed": ["08:00", "18:00"],
+         "thu": ["08:00", "18:00"], "fri": ["08:00", "18:00"]}
+
+
+def sig(staff, meaning="performed"):
+    return {"staff_id": staff, "printed_name": staff, "meaning": meaning, "signed_at": format_time(T0),
+            "auth_method": "password"}
+
+
+def e(seq, kind, at, signatures=(), **fields):
+    return {"registrant": "AB1234563", "seq": seq, "kind": kind, "occurred_at": format_time(at),
+            "recorded_at": format_time(at), "signatures": list(signatures), **fields}
+
+
+def admin(seq, aid, at, *, drawn="0.70", given="0.70", ordered="35.00", mg_given="35.00", nurse="S4"):
+    return e(seq, "dose_administered", at, [sig(nurse)], administration_id=aid, patient_id="P7",
+             patient_commitment="ab" * 32, prescriber_dea_number="AB1234563", weight_kg="70.00",
+             ordered_mg_per_kg="0.50", ordered_mg=ordered,
+             draws=[{"vial_id": "V1", "product": PRODUCT, "lot": "L", "expiry": "2028-01-31", "ml": drawn,
+                     "opened_vial": False, "beyond_use_date": "2026-11-30"}],
+             ml_drawn=drawn, ml_given=given, mg_given=mg_given, started_at=format_time(at - timedelta(minutes=40)),
+             ended_at=format_time(at))
+
+
+def waste(seq, aid, aseq, at, ml, nurse="S4", wit="S5"):
+    return e(seq, "dose_wasted", at, [sig(nurse), sig(wit, "witnessed")], administration_id=aid,
+             administration_seq=aseq, product=PRODUCT, ml=ml, mg=str((Decimal(ml) * 50).quantize(Decimal("0.01"))),
+             method="sink with witness")
+
+
+def test_dose_above_order_strictly():
+    assert rules.dose_above_order(admin(10, "A10", T0, mg_given="35.00")) is None
+    c = rules.dose_above_order(admin(10, "A10", T0, mg_given="35.50", given="0.71", drawn="0.71"))
+    assert (c.rule, c.subjects, c.evidence_seqs) == ("dose_above_order", ("S4",), (10,))
+    assert c.figures == {"ordered_mg": "35.00", "mg_given": "35.50", "excess_mg": "0.50", "patient_id": "P7"}
+
+
+def test_unreconciled_after_policy_time():
+    a = admin(10, "A10", T0, drawn="1.00", given="0.70")
+    pol = rules.AlertPolicy()
+    assert rules.unreconciled([a], T0 + timedelta(hours=2), pol) == []  # exactly 2 h: not yet
+    [c] = rules.unreconciled([a], T0 + timedelta(hours=2, seconds=1), pol)
+    assert c.figures["ml_unaccounted"] == "0.30" and c.evidence_seqs == (10,) and c.subjects == ("S4",)
+    w = waste(11, "A10", 10, T0 + timedelta(minutes=5), "0.30")
+    assert rules.unreconciled([a, w], T0 + timedelta(hours=5), pol) == []
+    partly = waste(11, "A10", 10, T0 + timedelta(minutes=5), "0.10")
+    [c] = rules.unreconciled([a, partly], T0 + timedelta(hours=5), pol)
+    assert c.figures["ml_unaccounted"] == "0.20" and c.evidence_seqs == (10, 11)
+
+
+def test_theft_or_loss_report_carries_its_deadlines():
+    r = e(20, "theft_or_loss_reported", T0, [sig("S9")], registrant_copy={}, discovered_at=format_time(T0),
+          loss_type="employee pilferage", police_notified=False, police_department=None, police_report_number=None,
+          losses_past_24_months=0, purchase_value_usd="12.00",
+          lost=[{"vial_id": "V1", "product": PRODUCT, "ml": "2.00", "whole_vial": False}], covers_seqs=[15],
+          notice_due_at="2026-11-04T05:59:59.999999Z", form_106_due_at="2026-12-18T05:59:59.999999Z")
+    [c] = rules.per_entry_rules(r, rules.AlertPolicy(), TZ)
+    assert (c.rule, c.severity, c.evidence_seqs) == ("theft_or_loss", "critical", (20, 15))
+    assert c.deadlines == {"dea_notice": "2026-11-04T05:59:59.999999Z", "form_106": "2026-12-18T05:59:59.999999Z"}
+
+
+def test_discrepancy_resolved_as_loss_is_a_suspected_significant_loss():
+    friday = datetime(2026, 11, 27, 20, tzinfo=UTC)  # Friday after Thanksgiving, 14:00 local
+    d = e(30, "discrepancy_resolved", friday, [sig("S9", "approved")], discrepancy_id="D25-0", count_seq=25,
+          category="theft_or_loss", explanation="vial missing after count", fixed_by_seq=None)
+    [c] = rules.per_entry_rules(d, rules.AlertPolicy(), TZ)
+    assert (c.rule, c.evidence_seqs) == ("suspected_significant_loss", (25, 30))
+    assert c.deadlines["dea_notice"] == "2026-12-01T05:59:59.999999Z"  # Monday 30 Nov, end of day CST
+    other = {**d, "category": "documentation_error"}
+    assert rules.per_entry_rules(other, rules.AlertPolicy(), TZ) == []
+
+
+def test_quarantine():
+    q = e(40, "stock_quarantined", T0, [sig("S3")], vial_ids=["V1", "V2"], reason="suspect DSCSA statement")
+    [c] = rules.per_entry_rules(q, rules.AlertPolicy(), TZ)
+    assert c.rule == "stock_quarantined" and c.figures["vial_ids"] == "V1 V2"
+
+
+def vial(vid, state="open", expiry="2028-01-31", bud=None, ml="5.00", lot="L1"):
+    return {"registrant": "AB1234563", "vial_id": vid, "ndc_key": "42023011310", "lot": lot, "expiry": expiry,
+            "state": state, "ml_left": Decimal(ml), "added_seq": 5, "last_seq": 9, "beyond_use_date": bud,
+            "opened_at": None, "opened_by": None}
+
+
+def test_expired_lot_and_beyond_use():
+    now = datetime(2026, 11, 2, 18, tzinfo=UTC)  # 2 Nov local
+    vs = [vial("V1", "sealed", expiry="2026-11-01", lot="OLD"), vial("V2", "sealed", expiry="2026-11-01", lot="OLD"),
+          vial("V3", "sealed", expiry="2026-11-02"),  # expires today: still usable
+          vial("V4", bud="2026-11-01"), vial("V5", bud="2026-11-02"),
+          vial("V6", "destroyed", expiry="2026-10-01"), vial("V7", "empty", bud="2026-10-01", ml="0.00")]
+    found = rules.expired_stock(vs, now, TZ)
+    assert [(c.rule, c.alert_key) for c in found] == [
+        ("past_beyond_use_date", "past_beyond_use:V4"), ("expired_lot_in_stock", "expired_lot:42023011310:OLD")]
+    assert found[1].figures["vials"] == "2" and found[1].figures["ml_on_hand"] == "10.00"
+
+
+def test_count_overdue_daily_opening():
+    pol = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours=HOURS, count_schedule="daily_opening",
+                                       late_entry_limit_hours=24)])
+    at = lambda h, m=0: datetime(2026, 11, 2, h, m, tzinfo=UTC)  # noqa: E731  (UTC; 08:00 local = 14:00 UTC)
+    assert rules.count_overdue([], at(16), TZ, pol) is None  # 10:00 local: due exactly now, not yet overdue
+    c = rules.count_overdue([], at(16, 1), TZ, pol)
+    assert c.alert_key == "count_overdue:2026-11-02" and c.deadlines == {"count": "2026-11-02T16:00:00.000000Z"}
+    counted = e(9, "stock_counted", at(14, 30), [sig("S4", "counted")], session_id="C1", blind=True, lines=[])
+    assert rules.count_overdue([counted], at(20), TZ, pol) is None
+    sunday = datetime(2026, 11, 8, 20, tzinfo=UTC)
+    assert rules.count_overdue([], sunday, TZ, pol) is None  # closed
+    assert rules.count_overdue([], at(20), TZ, rules.AlertPolicy()) is None  # no clinic hours: silent
+
+
+def test_empty_clinic_hours_means_not_set():
+    pol = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours={}, count_schedule="daily_opening")])
+    assert pol.clinic_hours is None
+    assert rules.outside_clinic_hours(e(9, "stock_received", T0 - timedelta(hours=10)), pol, TZ) is None
+
+
+def test_discrepancy_view_follows_the_discrepancy():
+    line = {"product": PRODUCT, "sealed_containers": 1, "open_containers": 1, "open_ml": "4.00", "counted_ml": "14.00",
+            "expected_sealed_containers": 1, "expected_open_containers": 1, "expected_ml": "14.50",
+            "difference_ml": "-0.50", "discrepancy_id": "D25-0"}
+    count = e(25, "stock_counted", T0, [sig("S4", "counted"), sig("S5", "counted")], session_id="C1", blind=True,
+              lines=[line])
+    [v] = rules.discrepancy_alerts([count])
+    assert (v["alert_id"], v["status"], v["severity"], v["subjects"]) == ("D25-0", "open", "high", ["S4", "S5"])
+    res = e(26, "discrepancy_resolved", T0, [sig("S9", "approved")], discrepancy_id="D25-0", count_seq=25,
+            category="documentation_error", explanation="missing waste entry added", fixed_by_seq=24)
+    [v] = rules.discrepancy_alerts([count, res])
+    assert (v["status"], v["resolved_by"], v["evidence_seqs"]) == ("resolved", "S9", [25, 26])
+
+
+def test_adapters_read_administrations_and_witnessed_waste():
+    a = admin(10, "A10", T0, drawn="1.00", given="0.70")
+    w = waste(11, "A10", 10, T0 + timedelta(minutes=3), "0.30")
+    open_one = admin(12, "A12", T0, drawn="1.00", given="0.70")  # unreconciled: not in the statistics
+    [ws] = clinical_wastes([a, w, open_one])
+    assert (ws.seq, ws.staff_id, ws.witness_id, ws.drawn_mg, ws.wasted_mg, ws.waste_seqs) == (
+        10, "S4", "S5", Decimal("50.0000"), Decimal("15.00"), (11,))
+    assert ws.share == Decimal("0.3")
+    assert [(d.seq, d.mg) for d in clinical_draws([a, w, open_one])] == [(10, Decimal("50.0000")), (12, Decimal("50.0000"))]
+
+
+@pytest.mark.parametrize("seed", [5, 11])
+def test_evaluate_on_a_seeded_clinic_flags_the_pair_that_always_witnesses_each_other(seed):
+    import random
+
+    rnd = random.Random(seed)
+    staff = ["S2", "S3", "S4", "S5", "S6"]
+    entries, seq = [], 100
+    for day in range(30):
+        at0 = datetime(2026, 9, 1, 15, tzinfo=UTC) + timedelta(days=day)
+        for k in range(6):
+            nurse = rnd.choice(staff)
+            if nurse in ("S2", "S3"):
+                wit = "S3" if nurse == "S2" else "S2"  # the pair
+            else:
+                wit = rnd.choice([s for s in staff if s != nurse])
+            at = at0 + timedelta(minutes=50 * k)
+            entries.append(admin(seq, f"A{seq}", at, drawn="1.00", given="0.80", nurse=nurse))
+            entries.append(waste(seq + 1, f"A{seq}", seq, at + timedelta(minutes=2), "0.20", nurse=nurse, wit=wit))
+            seq += 2
+    found = evaluate(entries, datetime(2026, 10, 5, tzinfo=UTC), TZ)
+    pairs = [c for c in found if c.rule == "witness_pair"]
+    assert [c.subjects for c in pairs] == [("S2", "S3")]
+    assert not [c for c in found if c.rule.startswith("waste_trend")]  # everyone wastes the same share
