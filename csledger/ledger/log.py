@@ -575,7 +575,7 @@ class TransparencyLog:
 
     def registrants(self) -> list[str]:
         with self.ledger.reading() as conn:
-            return [r["registrant"] for r in raw(conn).rows(conn, "SELECT DISTINCT registrant FROM checkpoints")]
+            return [r["dea_number"] for r in raw(conn).rows(conn, "SELECT dea_number FROM registrants ORDER BY dea_number")]
 
     def check_rollback(self) -> dict[str, list[PushResult]]:
         """At start: probe every witness of every registrant; block registrants the witnesses

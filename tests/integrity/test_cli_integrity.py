@@ -39,3 +39,74 @@ def test_keys_export_verify_bundle_and_entry_proof(tmp_path):
     assert g.returncode == 1 and "line 1" in g.stderr
     missing = run(["verify-bundle", "nope.bundle"], tmp_path, env, check=False)
     assert missing.returncode == 2
+
+
+def output_of(proc) -> str:
+    proc.terminate()
+    return proc.communicate(timeout=10)[0]
+
+
+def test_serve_serves_cosigned_checkpoints_and_warns_about_a_restored_backup(tmp_path):
+    import shutil
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    import httpx
+
+    from csledger.ledger import services
+    from csledger.ledger.log import attach
+    from csledger.ledger.store import Ledger
+    from csledger.witness import Witness, serve_in_thread
+    from tests.cli.test_cli import CSLEDGER, _free_port
+    from tests.conftest import Clinic
+    from tests.contract.test_ledger_contract import receipt
+
+    keys = tmp_path / "keys"
+    env = {"CSLEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "CSLEDGER_KEY_DIR": str(keys)}
+    w = Witness.init(tmp_path / "wit", "witness.cli.test")
+    wserver, wurl = serve_in_thread(w)
+    try:
+        # Register through Python (the fixture clinic has staff and products), signing with the
+        # same key folder the CLI uses.
+        lg = Ledger.open(env["CSLEDGER_DATABASE_URL"])
+        from csledger.ledger.store import migrate
+
+        migrate(lg.engine)
+        attach(lg, SimpleNamespace(key_dir=keys, origin_prefix="csledger.local", log_keys=""))
+        clinic = Clinic(lg)
+        vkey = run(["keys", "show", "--registrant", "AB1234563"], tmp_path, env).stdout.splitlines()[1].strip()
+        w.add_log(vkey)
+        p = run(["witnesses", "set", "--registrant", "AB1234563", "--witness", f"{w.verifier} {wurl}",
+                 "--threshold", "1"], tmp_path, env)
+        assert "cosigned" in p.stdout
+        for suffix in ("", "-wal", "-shm"):  # last night's backup, taken while the server ran
+            if (tmp_path / f"c.db{suffix}").exists():
+                shutil.copy(tmp_path / f"c.db{suffix}", tmp_path / f"backup.db{suffix}")
+        services.receive_stock(lg, clinic.nurse, receipt(clinic, invoice="AFTER-BACKUP"))
+        lg.dispose()
+        assert "1 of 1" in run(["witnesses", "push", "--registrant", "AB1234563"], tmp_path, env).stdout
+
+        for db, expect_warning in (("c.db", False), ("backup.db", True)):
+            port = _free_port()
+            proc = subprocess.Popen(CSLEDGER + ["serve", "--db", f"sqlite:///{tmp_path / db}", "--port", str(port)],
+                                    cwd=tmp_path, env={**__import__("os").environ, **env},
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                deadline = time.time() + 30
+                while True:
+                    try:
+                        r = httpx.get(f"http://127.0.0.1:{port}/v1/registrants/AB1234563/checkpoint", timeout=2)
+                        break
+                    except httpx.TransportError:
+                        assert time.time() < deadline and proc.poll() is None, "server did not start"
+                        time.sleep(0.2)
+                assert r.status_code == 200, r.text + output_of(proc)
+                assert r.headers["csledger-witnessed"] == "1/1"  # the backup's own last checkpoint was cosigned too
+            finally:
+                proc.terminate()
+                output = proc.communicate(timeout=10)[0]
+            assert ("restored from an older copy" in output) == expect_warning, output
+    finally:
+        wserver.shutdown()
+        wserver.server_close()

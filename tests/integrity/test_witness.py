@@ -208,3 +208,29 @@ def test_restored_old_backup_is_detected_and_appends_are_refused(tmp_path, two_w
     assert log.blocked == {}
     services.receive_stock(lg, clinic.nurse, receipt(clinic, invoice="D"))
     lg.dispose()
+
+
+def test_background_pusher_cosigns_new_checkpoints(signed_clinic, tlog, two_witnesses):
+    import time
+
+    lg = signed_clinic.ledger
+    (w, url), _ = two_witnesses
+    with lg.reading() as c:
+        w.add_log(tl.log_keys(c, DEA)[0].verifier_key)
+    tlog.set_witnesses(DEA, [WitnessEntry(w.verifier.to_string(), url)], threshold=1)
+    pusher = tlog.start_pusher()
+    try:
+        services.receive_stock(lg, signed_clinic.nurse, receipt(signed_clinic, invoice="BG-1"))
+        with lg.reading() as c:
+            size = tl.latest_checkpoint(c, DEA).tree_size
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with lg.reading() as c:
+                if tl.cosignature_lines(c, DEA, size):
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the pusher did not collect a cosignature")
+    finally:
+        pusher.stop()
+    assert w.state()["logs"][next(iter(w.state()["logs"]))]["size"] == size
