@@ -167,25 +167,34 @@ def _append(ctx: CommandContext, candidates: Sequence[rules.Candidate], raised_b
     return ids
 
 
-def _latest_policy(ctx_conn: Connection, registrant: str) -> rules.AlertPolicy:
-    r = raw(ctx_conn)
-    row = r.one(ctx_conn, "SELECT canonical FROM entries WHERE registrant = :r AND kind = 'policy_set' "
-                          "ORDER BY seq DESC LIMIT 1", {"r": registrant})
+def _latest_policy(conn: Connection, registrant: str, has_policies: bool) -> rules.AlertPolicy:
+    """The policy in force, from clinic operations' one-row ``policies`` projection (never a
+    scan of the entries: this runs under the registrant's lock)."""
+    if not has_policies:
+        return rules.AlertPolicy()
+    row = raw(conn).one(conn, "SELECT late_entry_limit_hours, count_schedule, clinic_hours FROM policies "
+                              "WHERE registrant = :r", {"r": registrant})
     if row is None:
         return rules.AlertPolicy()
-    return rules.policy_from_entries([canon.decode(bytes(row["canonical"]))])
+    return rules.policy_from_entries([{"kind": "policy_set", "late_entry_limit_hours": row["late_entry_limit_hours"],
+                                       "count_schedule": row["count_schedule"],
+                                       "clinic_hours": json.loads(row["clinic_hours"])}])
 
 
 def alert_hook(policy: rules.AlertPolicy | None = None) -> Callable[[CommandContext], None]:
     """The ``before_commit`` hook: per-entry rules over the command's new entries. ``policy``
     fixes the thresholds (tests); by default the registrant's latest ``policy_set`` is read."""
 
+    schema: dict[str, bool] = {}
+
     def hook(ctx: CommandContext) -> None:
         new = [a for a in ctx.appended if a.kind not in rules.NON_EVENT_KINDS]
         if not new:
             return  # reference data and alert bookkeeping: nothing to look at, no extra reads
         r = ctx.view.raw
-        pol = policy or _latest_policy(ctx.conn, ctx.registrant)
+        if "policies" not in schema:  # once per process: is clinic operations' schema there?
+            schema["policies"] = sa.inspect(ctx.conn).has_table("policies")
+        pol = policy or _latest_policy(ctx.conn, ctx.registrant, schema["policies"])
         tz = time_zone(ctx.conn, ctx.registrant)
         found: list[rules.Candidate] = []
         for a in new:
@@ -285,7 +294,7 @@ def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
     for e in entries:
         out.extend(rules.per_entry_rules(e, pol, tz))
     for c in (rules.biennial_inventory(entries, now, tz, pol), rules.registration_expiry(entries, now, tz, pol),
-              rules.count_overdue(entries, now, tz, pol)):
+              rules.count_overdue(entries, now, tz, pol), rules.loss_pattern(entries, now, pol)):
         if c is not None:
             out.append(c)
     out.extend(rules.unreconciled(entries, now, pol))

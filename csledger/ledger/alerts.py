@@ -136,6 +136,8 @@ class AlertPolicy:
     count_schedule: str = "daily_opening"
     count_grace_hours: int = 2  # a daily count is overdue this long after opening
     reconcile_hours: int = 2  # an administration unreconciled this long after it ended
+    loss_pattern_count: int = 3  # shortages (negative count differences) within ...
+    loss_pattern_days: int = 90  # ... this many days make a pattern (DOMAIN: significant loss)
     biennial_warn_days: int = 30
     registration_warn_days: int = 60  # DEA mails renewal notices about 60 days ahead
     # Statistics (scan only)
@@ -473,6 +475,39 @@ def count_overdue(entries: Sequence[dict[str, Any]], now: datetime, tz: str, pol
         parameters={"count_schedule": sched, "count_grace_hours": str(policy.count_grace_hours)},
         evidence_seqs=(), figures={"day": day.isoformat(), "due": format_time(due)},
         deadlines={"count": format_time(due)},
+    )
+
+
+def loss_pattern(entries: Sequence[dict[str, Any]], now: datetime, policy: AlertPolicy) -> Candidate | None:
+    """Small unexplained shortages are recorded, not reported, but a *pattern* of them is a
+    significant loss (21 CFR 1301.76(b)): at least ``loss_pattern_count`` count discrepancies
+    with a shortage within ``loss_pattern_days``, whatever their resolution. The figures say who
+    counted each, so the pattern by person is visible without naming a suspect."""
+    start = now - timedelta(days=policy.loss_pattern_days)
+    shorts = []
+    for e in entries:
+        if e["kind"] != "stock_counted" or not start < parse_time(e["occurred_at"]) <= now:
+            continue
+        for line in e["lines"]:
+            if line.get("discrepancy_id") and Decimal(line["difference_ml"]) < 0:
+                shorts.append((e, line))
+    if len(shorts) < policy.loss_pattern_count:
+        return None
+    counted_by: dict[str, int] = defaultdict(int)
+    for e, _ in shorts:
+        for who in signers(e):
+            counted_by[who] += 1
+    total = sum((Decimal(line["difference_ml"]) for _, line in shorts), Decimal("0.00"))
+    return Candidate(
+        alert_key=f"loss_pattern:{shorts[-1][1]['discrepancy_id']}", rule="loss_pattern", severity="high", subjects=(),
+        summary=(f"{len(shorts)} count shortages totalling {-total} mL in the last {policy.loss_pattern_days} days: "
+                 "a pattern of small losses may be a significant loss (report within one business day if so)"),
+        parameters=policy.params("loss_pattern_count", "loss_pattern_days"),
+        evidence_seqs=tuple(dict.fromkeys(e["seq"] for e, _ in shorts)),
+        figures={"shortages": str(len(shorts)), "total_ml": str(total),
+                 "discrepancies": " ".join(line["discrepancy_id"] for _, line in shorts),
+                 "counted_by": " ".join(f"{k}:{v}" for k, v in sorted(counted_by.items()))},
+        group="loss_pattern",
     )
 
 

@@ -181,3 +181,25 @@ def test_evaluate_on_a_seeded_clinic_flags_the_pair_that_always_witnesses_each_o
     pairs = [c for c in found if c.rule == "witness_pair"]
     assert [c.subjects for c in pairs] == [("S2", "S3")]
     assert not [c for c in found if c.rule.startswith("waste_trend")]  # everyone wastes the same share
+
+
+def _short_count(seq, at, diff, disc):
+    line = {"product": PRODUCT, "sealed_containers": 1, "open_containers": 1, "open_ml": "4.00", "counted_ml": "14.00",
+            "expected_sealed_containers": 1, "expected_open_containers": 1, "expected_ml": "14.50",
+            "difference_ml": diff, "discrepancy_id": disc}
+    return e(seq, "stock_counted", at, [sig("S4", "counted"), sig("S5", "counted")], session_id=f"C{seq}",
+             blind=True, lines=[line])
+
+
+def test_loss_pattern_three_shortages_in_90_days():
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    old = _short_count(5, now - timedelta(days=91), "-0.20", "D5-0")  # outside the window
+    over = _short_count(6, now - timedelta(days=30), "0.10", "D6-0")  # an overage is not a loss
+    two = [_short_count(7, now - timedelta(days=20), "-0.20", "D7-0"), _short_count(8, now - timedelta(days=2), "-0.10", "D8-0")]
+    pol = rules.AlertPolicy()
+    assert rules.loss_pattern([old, over, *two], now, pol) is None
+    third = _short_count(9, now - timedelta(days=1), "-0.30", "D9-0")
+    c = rules.loss_pattern([old, over, *two, third], now, pol)
+    assert (c.rule, c.severity, c.evidence_seqs) == ("loss_pattern", "high", (7, 8, 9))
+    assert c.figures == {"shortages": "3", "total_ml": "-0.60", "discrepancies": "D7-0 D8-0 D9-0",
+                         "counted_by": "S4:3 S5:3"}

@@ -1,0 +1,88 @@
+"""Alerts over the clinic-operations services end to end: the policy's clinic hours read in
+the entry's transaction, a dose above its order, an unreconciled administration found by the
+scan, a count discrepancy as a view that closes only with the discrepancy, a loss resolution
+with its deadlines; ``verify --deep`` rebuilds everything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+clinical = pytest.importorskip("csledger.ledger.clinical")
+
+from csledger.ledger import alert_service  # noqa: E402
+from csledger.ledger.commands import (  # noqa: E402
+    CountLineInput,
+    ResolveDiscrepancy,
+    SetPolicy,
+    StartCount,
+    SubmitCount,
+)
+from csledger.ledger.errors import Conflict  # noqa: E402
+from csledger.ledger.store import Ledger, make_engine, migrate  # noqa: E402
+from csledger.ledger.verify import verify  # noqa: E402
+from tests.clinical.conftest import Ops  # noqa: E402
+from tests.conftest import BACKENDS, KETAMINE_50  # noqa: E402
+
+pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@pytest.fixture
+def ledger(db_url) -> Iterator[Ledger]:  # the real clock: the clinic-operations helpers use it
+    engine = make_engine(db_url)
+    migrate(engine)
+    lg = Ledger(engine)
+    alert_service.attach_alert_rules(lg)
+    yield lg
+    lg.dispose()
+
+
+def kinds(res):
+    return [e["kind"] for e in res["entries"]]
+
+
+def test_clinic_day_raises_what_it_should(ledger):
+    ops = Ops(ledger)
+    vials = ops.receive(4)
+    # Open only on a day that is not today (local), so today's dose is outside clinic hours.
+    today = datetime.now(UTC).astimezone(__import__("zoneinfo").ZoneInfo("America/Chicago")).weekday()
+    other = DAYS[(today + 3) % 7]
+    clinical.set_policy(ledger, ops.manager, SetPolicy(clinic_hours={other: ("08:00", "18:00")}, reason="hours"))
+    res = ops.dose(vials[0], drawn="0.70", given="0.70")  # 35 mg = 0.5 mg/kg x 70 kg: as ordered
+    assert kinds(res) == ["dose_administered", "alert_raised"]
+    [a] = alert_service.list_alerts(ledger, ops.dea, rule="outside_clinic_hours")
+    assert a["evidence_seqs"] == [res["entries"][0]["seq"]] and a["subjects"] == [ops.nurse.staff_id]
+    above = ops.dose(vials[0], drawn="0.80", given="0.80")  # 40 mg > 35 mg ordered
+    assert kinds(above) == ["dose_administered", "alert_raised", "alert_raised"]
+    [d] = alert_service.list_alerts(ledger, ops.dea, rule="dose_above_order")
+    assert d["figures"]["excess_mg"] == "5.00" and "Pat" not in d["summary"]  # patient id only, never a name
+
+    open_dose = ops.dose(vials[1], drawn="1.00", given="0.70")  # no waste yet: unreconciled
+    seq = open_dose["entries"][0]["seq"]
+    later = datetime.now(UTC) + timedelta(hours=3)
+    res = alert_service.scan(ledger, ops.dea, now=later)
+    [u] = [a for a in alert_service.list_alerts(ledger, ops.dea, rule="unreconciled_administration")]
+    assert u["evidence_seqs"] == [seq] and u["figures"]["ml_unaccounted"] == "0.30" and u["alert_id"] in res.raised
+
+    session = clinical.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))["session_id"]
+    clinical.submit_count(ledger, ops.nurse, SubmitCount(session, (CountLineInput(KETAMINE_50, 2, 2, "6.00"),),
+                                                         occurred_at=datetime.now(UTC) - timedelta(minutes=1)),
+                          second_counter=ops.nurse2)
+    [disc] = alert_service.list_alerts(ledger, ops.dea, rule="count_discrepancy")
+    assert disc["status"] == "open" and disc["subjects"] == [ops.nurse.staff_id, ops.nurse2.staff_id]
+    with pytest.raises(Conflict, match="closes when the discrepancy is resolved"):
+        alert_service.resolve_alert(ledger, ops.manager, disc["alert_id"], "explained", "trying to close the view")
+    # Book 37.50 mL (2 sealed + 8.50 + 9.00 mL opened); counted 26.00 mL.
+    assert disc["figures"]["difference_ml"] == "-11.50" and disc["severity"] == "high"
+    res = clinical.resolve_discrepancy(ledger, ops.manager, ResolveDiscrepancy(
+        disc["alert_id"], "theft_or_loss", "vial content missing, no explanation"))
+    assert "alert_raised" in kinds(res)
+    [loss] = alert_service.list_alerts(ledger, ops.dea, rule="suspected_significant_loss")
+    assert set(loss["deadlines"]) == {"dea_notice", "form_106"}
+    assert loss["evidence_seqs"] == [disc["raised_seq"], res["entries"][0]["seq"]]
+    [closed] = alert_service.list_alerts(ledger, ops.dea, rule="count_discrepancy", status="resolved")
+    assert closed["alert_id"] == disc["alert_id"] and closed["resolved_category"] == "theft_or_loss"
+    assert verify(ledger, deep=True).ok
