@@ -284,6 +284,12 @@ def clinical_draws(entries: Sequence[dict[str, Any]]) -> list[rules.Activity]:
     return out
 
 
+def _reported_discrepancies(entries: Sequence[dict[str, Any]]) -> set[str]:
+    """Discrepancies whose loss adjustment a ``theft_or_loss_reported`` entry covers."""
+    covered = {s for e in entries if e["kind"] == "theft_or_loss_reported" for s in e.get("covers_seqs", ())}
+    return {e["discrepancy_id"] for e in entries if e["kind"] == "loss_adjusted" and e["seq"] in covered}
+
+
 def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
              policy: rules.AlertPolicy | None = None, vials: Sequence[dict[str, Any]] = ()) -> list[rules.Candidate]:
     """Every rule over a registrant's whole log, as of ``now`` (pure: what the scan raises
@@ -291,12 +297,16 @@ def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
     rows (stock on hand past its dates)."""
     pol = policy or rules.policy_from_entries(entries)
     out: list[rules.Candidate] = []
+    reported = _reported_discrepancies(entries)
     for e in entries:
+        if e["kind"] == "discrepancy_resolved" and e["discrepancy_id"] in reported:
+            continue  # its loss is already in a theft/loss report: that report's alert carries the deadlines
         out.extend(rules.per_entry_rules(e, pol, tz))
     for c in (rules.biennial_inventory(entries, now, tz, pol), rules.registration_expiry(entries, now, tz, pol),
               rules.count_overdue(entries, now, tz, pol), rules.loss_pattern(entries, now, pol)):
         if c is not None:
             out.append(c)
+    out.extend(rules.outside_hours_by_day(entries, now, pol, tz))
     out.extend(rules.unreconciled(entries, now, pol))
     out.extend(rules.expired_stock(vials, now, tz))
     wastes = clinical_wastes(entries)

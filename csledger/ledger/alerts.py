@@ -348,10 +348,54 @@ def suspected_loss(entry: dict[str, Any], tz: str) -> Candidate | None:
     )
 
 
+#: Drug handling whose time of day matters. Counts and inventories are left out: they are taken
+#: at opening or close of business by design; patient registration is not drug handling.
+HANDLING_KINDS = frozenset({"dose_administered", "dose_wasted", "stock_received", "stock_destroyed",
+                            "stock_transferred", "stock_returned"})
+
+
+def outside_hours_by_day(entries: Iterable[dict[str, Any]], now: datetime, policy: AlertPolicy,
+                         tz: str) -> list[Candidate]:
+    """Drug handling outside clinic hours, one alert per person and local day (an evening
+    session is one finding, not one per entry), for days that are over, so the evidence is
+    complete. Silent until the registrant sets clinic hours."""
+    if policy.clinic_hours is None:
+        return []
+    today = now.astimezone(zoneinfo.ZoneInfo(tz)).date()
+    found: dict[tuple[str, date], list[tuple[dict[str, Any], Candidate]]] = defaultdict(list)
+    for e in entries:
+        if e["kind"] not in HANDLING_KINDS:
+            continue
+        c = outside_clinic_hours(e, policy, tz)
+        if c is None:
+            continue
+        day = local_time(e["occurred_at"], tz).date()
+        if day >= today:
+            continue
+        for who in c.subjects[:1] or ("",):
+            found[(who, day)].append((e, c))
+    out = []
+    for (who, day), items in sorted(found.items()):
+        first = items[0][1]
+        times = [c.figures["local_time"][11:] for _, c in items]
+        out.append(Candidate(
+            alert_key=f"outside_hours:{who}:{day.isoformat()}", rule="outside_clinic_hours", severity="low",
+            subjects=(who,) if who else (),
+            summary=(f"{who or 'unsigned'}: {len(items)} drug-handling entr{'y' if len(items) == 1 else 'ies'} outside clinic "
+                     f"hours on {_DAYS[day.weekday()]} {day.isoformat()} ({first.figures['hours_that_day']}), at "
+                     f"{', '.join(times)}"),
+            parameters=first.parameters, evidence_seqs=tuple(e["seq"] for e, _ in items),
+            figures={"day": day.isoformat(), "hours_that_day": first.figures["hours_that_day"],
+                     "entries": str(len(items)), "local_times": " ".join(times),
+                     "kinds": " ".join(sorted({e["kind"] for e, _ in items}))},
+        ))
+    return out
+
+
 def per_entry_rules(entry: dict[str, Any], policy: AlertPolicy, tz: str) -> list[Candidate]:
     """Every cheap rule over one entry (what the in-transaction hook and the scan both run)."""
     out = []
-    for c in (late_entry(entry, policy), outside_clinic_hours(entry, policy, tz), dose_above_order(entry),
+    for c in (late_entry(entry, policy), dose_above_order(entry),
               quarantined(entry), loss_reported(entry), suspected_loss(entry, tz)):
         if c is not None:
             out.append(c)

@@ -203,3 +203,17 @@ def test_loss_pattern_three_shortages_in_90_days():
     assert (c.rule, c.severity, c.evidence_seqs) == ("loss_pattern", "high", (7, 8, 9))
     assert c.figures == {"shortages": "3", "total_ml": "-0.60", "discrepancies": "D7-0 D8-0 D9-0",
                          "counted_by": "S4:3 S5:3"}
+
+
+def test_outside_hours_one_alert_per_person_and_finished_day():
+    pol = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours=HOURS, count_schedule="daily_opening")])
+    friday = datetime(2026, 10, 9, 23, 10, tzinfo=UTC)  # 18:10 local, after the 18:00 close
+    es = [admin(10, "A10", friday, nurse="S4"), waste(11, "A10", 10, friday + timedelta(minutes=40), "0.00"),
+          admin(12, "A12", friday - timedelta(hours=3), nurse="S4"),  # 15:10: inside hours
+          admin(13, "A13", friday + timedelta(minutes=5), nurse="S6"),
+          e(14, "stock_counted", friday + timedelta(hours=1), [sig("S4", "counted")], session_id="C", blind=True, lines=[]),
+          e(15, "patient_registered", friday - timedelta(hours=11), [sig("S4")], patient_id="P9", commitment="00")]
+    found = rules.outside_hours_by_day(es, friday + timedelta(days=1), pol, TZ)
+    assert [(c.subjects, c.evidence_seqs) for c in found] == [(("S4",), (10, 11)), (("S6",), (13,))]
+    assert found[0].figures["local_times"] == "18:10 18:50" and found[0].alert_key == "outside_hours:S4:2026-10-09"
+    assert rules.outside_hours_by_day(es, friday + timedelta(hours=1), pol, TZ) == []  # the day is not over
