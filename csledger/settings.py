@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     witness_assertion_seconds: int = Field(default=120, ge=1, le=120, description="Witness assertion lifetime (at most 2 minutes).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none by default.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")
+    # --- patients (issue 3): the registry's key never touches the database ---
+    patient_key: str = Field(
+        default="",
+        description="Patient registry key (32 bytes, base64), CSLEDGER_PATIENT_KEY; used instead of the file when set.",
+    )
+    patient_key_file: Path = Field(
+        default=Path("csledger-keys/patient.key"),
+        description="File holding the patient registry key (base64, mode 0600). Back it up: without it "
+                    "the patient names and addresses the law requires are lost.",
+    )
 
 
 def get_settings(**overrides) -> Settings:

@@ -76,6 +76,8 @@ class InventoryItemInput:
     #: For an opened vial, the estimated mL left; ignored (must be absent) for sealed containers.
     ml: str | None = None
     containers: int = 1  # sealed containers of this line; each gets its own identity
+    #: Biennial inventories count vials already on the book: name the vial.
+    vial_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,15 @@ class ReceivedLineInput:
     containers: int
     lot: str
     expiry: str  # YYYY-MM-DD
+    #: Raw GS1 DataMatrix scans of the cartons (one per container), parsed with ``biip``.
+    scans: tuple[str, ...] = ()
+    #: Or the product identifier already parsed by a scanner page: GTIN and one serial per carton.
+    gtin: str | None = None
+    serials: tuple[str, ...] = ()
+    #: Containers the invoice lists, to check against what arrived.
+    invoiced_containers: int | None = None
+    #: Receive suspect product straight into quarantine.
+    quarantine: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,3 +114,188 @@ class ReceiveStock:
     lines: tuple[ReceivedLineInput, ...]
     late_reason: str | None = None
     notes: str = field(default="")
+    dscsa_reference: str | None = None  # transaction information / statement reference
+    documents: tuple[str, ...] = ()  # SHA-256 of stored documents (invoice scan, ...)
+
+
+# --- clinic operations (issue 3) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetPolicy:
+    beyond_use_days: int = 28
+    late_entry_limit_hours: int = 24
+    variance_threshold_percent: str = "1.00"
+    count_schedule: str = "daily_opening"
+    clinic_hours: dict[str, tuple[str, str]] = field(default_factory=dict)
+    dosage_unit: str = "container"
+    reason: str = "initial policy"
+
+
+@dataclass(frozen=True)
+class RegisterPatient:
+    """Name and address go only to the encrypted registry; the entry holds a commitment."""
+
+    name: str
+    address: AddressInput
+
+
+@dataclass(frozen=True)
+class ChangePatientDetails:
+    patient_id: str
+    name: str
+    address: AddressInput
+    reason: str
+
+
+@dataclass(frozen=True)
+class DrawInput:
+    vial_id: str
+    ml: str
+
+
+@dataclass(frozen=True)
+class WasteInput:
+    ml: str
+    method: str
+
+
+@dataclass(frozen=True)
+class AdministerDose:
+    patient_id: str
+    prescriber_dea_number: str
+    weight_kg: str
+    ordered_mg_per_kg: str
+    draws: tuple[DrawInput, ...]
+    ml_given: str
+    started_at: datetime
+    ended_at: datetime
+    #: The remainder wasted in the same command (both entries in one transaction), witnessed.
+    waste: WasteInput | None = None
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordWaste:
+    administration_id: str
+    ml: str
+    method: str
+    occurred_at: datetime
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StartCount:
+    ndcs: tuple[str, ...] = ()  # empty: every product of the registrant
+    blind: bool = True
+
+
+@dataclass(frozen=True)
+class CountLineInput:
+    ndc: str
+    sealed_containers: int
+    open_containers: int = 0
+    open_ml: str = "0.00"
+
+
+@dataclass(frozen=True)
+class SubmitCount:
+    session_id: str
+    lines: tuple[CountLineInput, ...]
+    occurred_at: datetime
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolveDiscrepancy:
+    discrepancy_id: str
+    category: str  # documentation_error | breakage | spill | theft_or_loss | other
+    explanation: str
+    fixed_by_seq: int | None = None  # documentation_error: the late entry that was missing
+
+
+@dataclass(frozen=True)
+class DestroyStock:
+    vial_ids: tuple[str, ...]
+    method: str
+    place: str
+    reason: str
+    occurred_at: datetime
+    late_reason: str | None = None
+    documents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TransferStock:
+    vial_ids: tuple[str, ...]
+    receiver_dea_number: str
+    receiver_name: str
+    receiver_address: AddressInput
+    invoice_number: str
+    occurred_at: datetime
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReturnStock:
+    vial_ids: tuple[str, ...]
+    recipient_type: str  # "supplier" | "reverse_distributor"
+    recipient_name: str
+    recipient_address: AddressInput
+    recipient_dea_number: str
+    invoice_number: str
+    occurred_at: datetime
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LostVialInput:
+    vial_id: str
+    ml: str | None = None  # None: the whole vial (all mL left) is gone
+
+
+@dataclass(frozen=True)
+class ReportTheftOrLoss:
+    discovered_at: datetime
+    loss_type: str  # night_break_in | armed_robbery | employee_pilferage | customer_theft | lost_in_transit | other
+    police_notified: bool
+    losses_past_24_months: int
+    purchase_value_usd: str
+    lost: tuple[LostVialInput, ...] = ()
+    covers_seqs: tuple[int, ...] = ()
+    police_department: str | None = None
+    police_report_number: str | None = None
+    documents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CorrectionLineInput:
+    vial_id: str
+    direction: str  # "add" | "remove"
+    ml: str
+
+
+@dataclass(frozen=True)
+class CorrectEntry:
+    corrects_seq: int
+    reason: str
+    lines: tuple[CorrectionLineInput, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuarantineStock:
+    vial_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReleaseQuarantine:
+    vial_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class StoreDocument:
+    content: bytes
+    media_type: str
+    title: str

@@ -138,6 +138,15 @@ class ReceivedLine:
     lot: str
     expiry: date
     vial_ids: tuple[str, ...]  # one identity per received container
+    #: DSCSA product identifier: the GTIN of the cartons and their serials (vial identity is
+    #: GTIN + serial where the package carries one; otherwise csledger numbers the vials).
+    gtin: str | None = None
+    serials: tuple[str, ...] = ()
+    #: Containers the invoice says were shipped, when the receiver checked it; a mismatch is
+    #: recorded, never silently "fixed" (invoice/receiving mismatch is an inspection finding).
+    invoiced_containers: int | None = None
+    #: Suspect product is received straight into quarantine: on hand, never drawn from.
+    quarantined: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,319 @@ class StockReceived(Event):
     lines: tuple[ReceivedLine, ...]
     late_reason: str | None = None
     notes: str = field(default="")
+    #: DSCSA transaction information / statement reference, kept 6 years with the receipt.
+    dscsa_reference: str | None = None
+    #: SHA-256 of stored documents (invoice scan, transaction statement) belonging to the receipt.
+    documents: tuple[str, ...] = ()
+
+
+# --- clinic operations (issue 3) ----------------------------------------------------------------
+# Quantities follow the module's scales (mL, mg, kg, mg/kg, mg/mL: 2 decimals). Every entry that
+# moves stock copies the product, so it reads alone; patients appear only as an id and a keyed
+# commitment (HMAC) of name and address: the names live in the encrypted registry, never here.
+
+
+@dataclass(frozen=True)
+class PolicySet(Event):
+    """The registrant's policy, whole (every value, not a diff), so its history is auditable.
+    Until the first one, the defaults in ``policy.DEFAULT_POLICY`` apply."""
+
+    kind: ClassVar[str] = "policy_set"
+    beyond_use_days: int  # an opened multiple-dose vial is discarded this many days after first puncture
+    late_entry_limit_hours: int  # entries typed later than this after their event must say why
+    variance_threshold_percent: Decimal  # |audit variance| above this is flagged
+    count_schedule: str  # e.g. "daily_opening", "each_shift", "weekly"
+    #: Local opening hours: {"mon": ["08:00", "18:00"], ...}; a missing day is closed.
+    clinic_hours: dict[str, tuple[str, str]]
+    dosage_unit: str  # "container" | "ml": what one unit is for the 5% transfer rule
+    reason: str
+
+
+@dataclass(frozen=True)
+class PatientRegistered(Event):
+    """A patient in the encrypted registry; the commitment binds the name and address recorded."""
+
+    kind: ClassVar[str] = "patient_registered"
+    patient_id: str
+    commitment: str  # hex HMAC-SHA256 of the canonical name and address, keyed by the patient key
+
+
+@dataclass(frozen=True)
+class PatientDetailsChanged(Event):
+    """The registry's name or address for a patient changed: the new commitment, and why."""
+
+    kind: ClassVar[str] = "patient_details_changed"
+    patient_id: str
+    commitment: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Volume drawn from one vial for one administration."""
+
+    vial_id: str
+    product: ProductDescription
+    lot: str
+    expiry: date
+    ml: Decimal
+    #: True when this draw punctured a sealed vial (it opened the vial and set its beyond-use date).
+    opened_vial: bool
+    beyond_use_date: date
+
+
+@dataclass(frozen=True)
+class DoseAdministered(Event):
+    """One infusion: the dose ordered (mg/kg x weight), what was drawn from which vial, what was
+    given, and when it ran. Its waste is counted once, from ``dose_wasted`` entries."""
+
+    kind: ClassVar[str] = "dose_administered"
+    administration_id: str
+    patient_id: str
+    patient_commitment: str
+    prescriber_dea_number: str
+    weight_kg: Decimal
+    ordered_mg_per_kg: Decimal
+    ordered_mg: Decimal  # weight x mg/kg, rounded half-up to 0.01 mg
+    draws: tuple[Draw, ...]
+    ml_drawn: Decimal
+    ml_given: Decimal
+    mg_given: Decimal
+    started_at: str  # UTC text
+    ended_at: str
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DoseWasted(Event):
+    """The remainder of an administered dose, wasted with a witness (a different, authenticated
+    person). Not Form 41: the non-retrievable destruction rule does not apply to wastage."""
+
+    kind: ClassVar[str] = "dose_wasted"
+    administration_id: str
+    administration_seq: int
+    product: ProductDescription
+    ml: Decimal
+    mg: Decimal
+    method: str
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CountStarted(Event):
+    """A count session opens; blind by default (its answers never carry the expected quantity)."""
+
+    kind: ClassVar[str] = "count_started"
+    session_id: str
+    blind: bool
+    products: tuple[ProductDescription, ...]
+
+
+@dataclass(frozen=True)
+class CountedLine:
+    product: ProductDescription
+    sealed_containers: int
+    open_containers: int
+    open_ml: Decimal  # estimated, for opened vials
+    counted_ml: Decimal
+    #: The book when the count was submitted (taken by the system, not shown to the counters).
+    expected_sealed_containers: int
+    expected_open_containers: int
+    expected_ml: Decimal
+    difference_ml: Decimal  # counted - expected, signed text
+    discrepancy_id: str | None
+
+
+@dataclass(frozen=True)
+class StockCounted(Event):
+    """A two-person count, submitted: counted, expected and the difference per product; a
+    difference opens a discrepancy (the book stays as computed until it is resolved)."""
+
+    kind: ClassVar[str] = "stock_counted"
+    session_id: str
+    blind: bool
+    lines: tuple[CountedLine, ...]
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class VialAdjustment:
+    vial_id: str
+    product: ProductDescription
+    ml: Decimal  # positive: removed from the vial (a loss); see each entry for direction
+    whole_vial: bool  # the vial is gone (lost), not just short
+
+
+@dataclass(frozen=True)
+class DiscrepancyResolved(Event):
+    """A manager who did not count explains and categorises a count difference."""
+
+    kind: ClassVar[str] = "discrepancy_resolved"
+    discrepancy_id: str
+    count_seq: int
+    category: str  # documentation_error | breakage | spill | theft_or_loss | other
+    explanation: str
+    #: For a documentation error: the (late) entry that was missing and now explains the difference.
+    fixed_by_seq: int | None
+
+
+@dataclass(frozen=True)
+class LossAdjusted(Event):
+    """An accepted loss (breakage, spill, theft or loss) taken off the book, vial by vial."""
+
+    kind: ClassVar[str] = "loss_adjusted"
+    discrepancy_id: str
+    category: str
+    adjustments: tuple[VialAdjustment, ...]
+
+
+@dataclass(frozen=True)
+class RegistrantCopy:
+    dea_number: str
+    name: str
+    address: Address
+
+
+@dataclass(frozen=True)
+class DestroyedItem:
+    """One Form 41 line: a vial destroyed, full package or partial amount."""
+
+    vial_id: str
+    product: ProductDescription
+    lot: str
+    full_package: bool
+    ml: Decimal
+    mg: Decimal
+
+
+@dataclass(frozen=True)
+class StockDestroyed(Event):
+    """DEA Form 41: destroyed on site, non-retrievable, with two authorized employee witnesses."""
+
+    kind: ClassVar[str] = "stock_destroyed"
+    registrant_copy: RegistrantCopy
+    items: tuple[DestroyedItem, ...]
+    method: str
+    place: str
+    reason: str
+    late_reason: str | None = None
+    documents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MovedVial:
+    vial_id: str
+    product: ProductDescription
+    lot: str
+    expiry: date
+    ml: Decimal
+
+
+@dataclass(frozen=True)
+class StockTransferred(Event):
+    """Sealed stock transferred to another registered practitioner (21 CFR 1307.11, 5% rule)."""
+
+    kind: ClassVar[str] = "stock_transferred"
+    receiver_dea_number: str
+    receiver_name: str
+    receiver_address: Address
+    invoice_number: str
+    vials: tuple[MovedVial, ...]
+    #: Dosage units of this year's practitioner transfers, including this one, and all units
+    #: distributed and dispensed: the figures the 5% rule was checked on.
+    year_transfer_units: Decimal
+    year_total_units: Decimal
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StockReturned(Event):
+    """Returned to a supplier or handed to a reverse distributor (Part 1317), on an invoice."""
+
+    kind: ClassVar[str] = "stock_returned"
+    recipient_type: str  # "supplier" | "reverse_distributor"
+    recipient_name: str
+    recipient_address: Address
+    recipient_dea_number: str
+    invoice_number: str
+    vials: tuple[MovedVial, ...]
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TheftOrLossReported(Event):
+    """Theft or significant loss (21 CFR 1301.76(b), DEA Form 106 fields)."""
+
+    kind: ClassVar[str] = "theft_or_loss_reported"
+    registrant_copy: RegistrantCopy
+    discovered_at: str  # UTC text
+    loss_type: str
+    police_notified: bool
+    police_department: str | None
+    police_report_number: str | None
+    losses_past_24_months: int
+    purchase_value_usd: Decimal
+    #: Vials lost now (taken off the book by this entry).
+    lost: tuple[VialAdjustment, ...]
+    #: Loss adjustments already on the book that this report covers (not moved again).
+    covers_seqs: tuple[int, ...]
+    notice_due_at: str  # written notice within one business day of discovery
+    form_106_due_at: str  # Form 106 within 45 days
+    documents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CorrectionLine:
+    vial_id: str
+    product: ProductDescription
+    direction: str  # "add" (back into the vial) | "remove" (out of the vial)
+    ml: Decimal
+
+
+@dataclass(frozen=True)
+class EntryCorrected(Event):
+    """A correction never edits: it names the entry it corrects, says why, and carries the
+    compensating quantities."""
+
+    kind: ClassVar[str] = "entry_corrected"
+    corrects_seq: int
+    corrects_kind: str
+    reason: str
+    lines: tuple[CorrectionLine, ...]
+
+
+@dataclass(frozen=True)
+class StockQuarantined(Event):
+    """Suspect product (DSCSA) set aside: on hand, never drawn from."""
+
+    kind: ClassVar[str] = "stock_quarantined"
+    vial_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuarantineReleased(Event):
+    kind: ClassVar[str] = "quarantine_released"
+    vial_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class DocumentStored(Event):
+    """A document kept content-addressed: the entry holds its SHA-256, the bytes sit beside."""
+
+    kind: ClassVar[str] = "document_stored"
+    sha256: str
+    media_type: str
+    title: str
+    size_bytes: int
+
+
+CLINICAL_EVENTS: tuple[type[Event], ...] = (
+    PolicySet, PatientRegistered, PatientDetailsChanged, DoseAdministered, DoseWasted, CountStarted,
+    StockCounted, DiscrepancyResolved, LossAdjusted, StockDestroyed, StockTransferred, StockReturned,
+    TheftOrLossReported, EntryCorrected, StockQuarantined, QuarantineReleased, DocumentStored,
+)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -171,6 +493,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RoleRevoked,
         InventoryTaken,
         StockReceived,
+        *CLINICAL_EVENTS,
     )
 }
 

@@ -146,6 +146,12 @@ class Vial(SQLModel, table=True):
     container_ml: Decimal = Dec()
     added_seq: int
     last_seq: int
+    # issue 3: DSCSA identity and the multiple-dose vial's life (USP <797>: 28 days after puncture)
+    gtin: str | None = Field(default=None, max_length=14)
+    serial: str | None = Field(default=None, max_length=20)
+    opened_at: str | None = Field(default=None, max_length=TIME)
+    opened_by: str | None = Field(default=None, max_length=64)
+    beyond_use_date: str | None = Field(default=None, max_length=10)
 
 
 class Invoice(SQLModel, table=True):
@@ -237,7 +243,8 @@ class Cosignature(SQLModel, table=True):
 
 
 APPEND_ONLY_TABLES = ("entries", "entry_movements", "merkle_nodes", "checkpoints",
-                      "log_keys", "witness_policies", "cosignatures")
+                      "log_keys", "witness_policies", "cosignatures",
+                      "document_blobs")  # issue 3 (migration 0003)
 PROJECTION_MODELS = {
     "registrants": Registrant,
     "products": Product,
@@ -248,6 +255,133 @@ PROJECTION_MODELS = {
     "invoices": Invoice,
 }
 metadata = SQLModel.metadata
+
+
+# --- clinic operations (issue 3) ----------------------------------------------------------------
+# Projections of the clinical entries (rebuilt and compared by ``verify --deep``), and beside
+# them the two stores that cannot be rebuilt from entries: document bytes (content-addressed,
+# append-only) and the encrypted patient registry (health data: never in an entry).
+
+
+class Policy(SQLModel, table=True):
+    """The policy in force (the latest ``policy_set``); no row means the defaults."""
+
+    __tablename__ = "policies"
+    registrant: str = Field(primary_key=True, max_length=9)
+    beyond_use_days: int
+    late_entry_limit_hours: int
+    variance_threshold_percent: Decimal = Dec()
+    count_schedule: str = Field(max_length=64)
+    clinic_hours: str  # JSON as in the entry
+    dosage_unit: str = Field(max_length=16)
+    set_seq: int = Field(sa_type=sa.BigInteger)
+
+
+class Patient(SQLModel, table=True):
+    """Patient ids and their current commitment (no name, no address)."""
+
+    __tablename__ = "patients"
+    registrant: str = Field(primary_key=True, max_length=9)
+    patient_id: str = Field(primary_key=True, max_length=32)
+    commitment: str = Field(max_length=64)
+    registered_seq: int = Field(sa_type=sa.BigInteger)
+    last_seq: int = Field(sa_type=sa.BigInteger)
+
+
+class Administration(SQLModel, table=True):
+    """Each infusion with what was drawn, given and wasted; unreconciled until drawn = given + wasted."""
+
+    __tablename__ = "administrations"
+    registrant: str = Field(primary_key=True, max_length=9)
+    administration_id: str = Field(primary_key=True, max_length=32)
+    seq: int = Field(sa_type=sa.BigInteger)
+    patient_id: str = Field(max_length=32)
+    performed_by: str = Field(max_length=64)
+    ndc_key: str = Field(max_length=12)
+    strength_mg_per_ml: Decimal = Dec()
+    ml_drawn: Decimal = Dec()
+    ml_given: Decimal = Dec()
+    ml_wasted: Decimal = Dec()
+    occurred_at: str = Field(max_length=TIME)
+    status: str = Field(max_length=16, index=True)  # unreconciled | reconciled
+
+
+class CountSession(SQLModel, table=True):
+    __tablename__ = "count_sessions"
+    registrant: str = Field(primary_key=True, max_length=9)
+    session_id: str = Field(primary_key=True, max_length=32)
+    blind: bool
+    ndc_keys: str  # JSON list
+    status: str = Field(max_length=16)  # open | submitted
+    started_seq: int = Field(sa_type=sa.BigInteger)
+    started_by: str = Field(max_length=64)
+    submitted_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Discrepancy(SQLModel, table=True):
+    """A count difference: open until a manager who did not count resolves it."""
+
+    __tablename__ = "discrepancies"
+    registrant: str = Field(primary_key=True, max_length=9)
+    discrepancy_id: str = Field(primary_key=True, max_length=32)
+    count_seq: int = Field(sa_type=sa.BigInteger)
+    ndc_key: str = Field(max_length=12)
+    expected_ml: Decimal = Dec()
+    counted_ml: Decimal = Dec()
+    difference_ml: Decimal = Dec()
+    expected_sealed_containers: int
+    counted_sealed_containers: int
+    counters: str  # JSON list of staff ids
+    status: str = Field(max_length=16)  # open | resolved
+    category: str | None = Field(default=None, max_length=32)
+    resolved_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Document(SQLModel, table=True):
+    """Which documents a registrant stored (projection of ``document_stored``)."""
+
+    __tablename__ = "documents"
+    registrant: str = Field(primary_key=True, max_length=9)
+    sha256: str = Field(primary_key=True, max_length=64)
+    media_type: str = Field(max_length=100)
+    title: str
+    size_bytes: int = Field(sa_type=sa.BigInteger)
+    seq: int = Field(sa_type=sa.BigInteger)
+
+
+class DocumentBlob(SQLModel, table=True):
+    """Document bytes by SHA-256, append-only (the same bytes are stored once)."""
+
+    __tablename__ = "document_blobs"
+    sha256: str = Field(primary_key=True, max_length=64)
+    content: bytes = Field(sa_type=sa.LargeBinary)
+    size_bytes: int = Field(sa_type=sa.BigInteger)
+
+
+class PatientRecord(SQLModel, table=True):
+    """The encrypted registry: AES-GCM of the name and address, bound to (registrant, patient)."""
+
+    __tablename__ = "patient_registry"
+    registrant: str = Field(primary_key=True, max_length=9)
+    patient_id: str = Field(primary_key=True, max_length=32)
+    sealed: bytes = Field(sa_type=sa.LargeBinary)
+    updated_at: str = Field(max_length=TIME)
+
+
+class PatientKeyCheck(SQLModel, table=True):
+    """A key-check value of the patient key, so a wrong key is detected at start, not after
+    records were written under it."""
+
+    __tablename__ = "patient_key_check"
+    name: str = Field(primary_key=True, max_length=32)
+    check_value: str = Field(max_length=128)
+    created_at: str = Field(max_length=TIME)
+
+
+PROJECTION_MODELS.update({
+    "policies": Policy, "patients": Patient, "administrations": Administration,
+    "count_sessions": CountSession, "discrepancies": Discrepancy, "documents": Document,
+})
 
 
 # --- HTTP API authentication (issue 5) ---------------------------------------------------------

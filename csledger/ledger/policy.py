@@ -1,0 +1,55 @@
+"""The registrant's policy: the values the rules read, with defaults when none is set.
+
+Pure: the policy in force is the latest ``policy_set`` entry (projected into ``policies``); with
+none, ``DEFAULT_POLICY`` applies. Defaults follow DOMAIN.md: USP <797> discards an opened
+multiple-dose vial 28 days after first puncture; an entry typed more than 24 h after its event is
+a late entry (21 CFR 1304.21(a)); a dosage unit is a container for the 5% transfer rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+COUNT_SCHEDULES = ("daily_opening", "daily_close", "each_shift", "weekly")
+DOSAGE_UNITS = ("container", "ml")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Policy:
+    beyond_use_days: int = 28
+    late_entry_limit_hours: int = 24
+    variance_threshold_percent: Decimal = Decimal("1.00")
+    count_schedule: str = "daily_opening"
+    clinic_hours: dict[str, tuple[str, str]] = field(default_factory=dict)
+    dosage_unit: str = "container"
+    #: Seq of the ``policy_set`` entry, None for the defaults.
+    set_seq: int | None = None
+
+
+DEFAULT_POLICY = Policy()
+
+
+def from_row(row: dict[str, Any] | None) -> Policy:
+    """The policy of a ``policies`` projection row (None: the defaults)."""
+    if row is None:
+        return DEFAULT_POLICY
+    hours = {k: (v[0], v[1]) for k, v in json.loads(row["clinic_hours"]).items()}
+    return Policy(
+        beyond_use_days=row["beyond_use_days"], late_entry_limit_hours=row["late_entry_limit_hours"],
+        variance_threshold_percent=row["variance_threshold_percent"], count_schedule=row["count_schedule"],
+        clinic_hours=hours, dosage_unit=row["dosage_unit"], set_seq=row["set_seq"],
+    )
+
+
+def as_dict(p: Policy) -> dict[str, Any]:
+    """JSON-ready view (decimals as text) for answers and pages."""
+    return {
+        "beyond_use_days": p.beyond_use_days, "late_entry_limit_hours": p.late_entry_limit_hours,
+        "variance_threshold_percent": format(p.variance_threshold_percent, "f"),
+        "count_schedule": p.count_schedule, "clinic_hours": {k: list(v) for k, v in p.clinic_hours.items()},
+        "dosage_unit": p.dosage_unit, "set_seq": p.set_seq, "is_default": p.set_seq is None,
+    }

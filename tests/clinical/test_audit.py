@@ -1,0 +1,137 @@
+"""The accountability audit: DOMAIN.md's worked example through the services on both backends,
+and the pure function over entries alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from csledger.ledger import audit, clinical, services
+from csledger.ledger.commands import (
+    AdministerDose,
+    CountLineInput,
+    DrawInput,
+    InventoryItemInput,
+    ReceivedLineInput,
+    ReceiveStock,
+    StartCount,
+    SubmitCount,
+    TakeInventory,
+    WasteInput,
+)
+from csledger.ledger.verify import verify
+from tests.clinical.conftest import PRESCRIBER_DEA, Ops
+from tests.conftest import KETAMINE_50
+
+
+def worked_example(ledger) -> tuple[Ops, datetime, datetime]:
+    """DOMAIN.md: beginning 4 sealed vials + one open vial estimated at 6 mL (2,300 mg), receipts
+    10 vials (5,000 mg), administered 5,400 mg, wasted 350 mg, ending 3 sealed vials (1,500 mg)."""
+    ops = Ops(ledger)
+    t0 = datetime.now(UTC) - timedelta(hours=20)
+    inv = services.take_inventory(ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business", t0, (
+        InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=True, containers=4),
+        InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=False, ml="6.00"),
+    )))["vial_ids"]
+    received = services.receive_stock(ledger, ops.nurse, ReceiveStock(
+        ops.supplier_id, "INV-WE-1", t0 + timedelta(hours=1),
+        (ReceivedLineInput(KETAMINE_50, 10, "KA2", "2028-06-30"),)))["vial_ids"]
+    order = [inv[4], *inv[:4], *received]  # the open vial first, then sealed ones in turn
+    left = {v: Decimal("10.00") for v in order}
+    left[inv[4]] = Decimal("6.00")
+    for i in range(23):
+        need = Decimal("5.00")
+        draws = []
+        for v in order:
+            if need == 0:
+                break
+            take = min(need, left[v])
+            if take > 0:
+                draws.append(DrawInput(v, str(take)))
+                left[v] -= take
+                need -= take
+        given, wasted = ("4.60", "0.40") if i == 22 else ("4.70", "0.30")
+        at = t0 + timedelta(hours=2, minutes=10 * i)
+        clinical.administer_dose(ledger, ops.nurse, AdministerDose(
+            ops.patient_id, PRESCRIBER_DEA, "94.00", "0.50", tuple(draws), given, at, at + timedelta(minutes=5),
+            waste=WasteInput(wasted, "syringe to disposal container")), witness=ops.nurse2)
+    s = clinical.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
+    clinical.submit_count(ledger, ops.nurse, SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),),
+                                                         t0 + timedelta(hours=8)), second_counter=ops.nurse2)
+    return ops, t0, datetime.now(UTC)
+
+
+class AuditContract:
+    backend: str
+
+    def test_worked_example(self, ledger):
+        ops, t0, end = worked_example(ledger)
+        a = audit.audit(ledger, ops.dea, t0, end)
+        (p,) = a["products"]
+        mg = p["mg"]
+        assert mg["beginning"] == Decimal("2300.00") and p["beginning_basis"] == "counted"
+        assert mg["receipts"] == Decimal("5000.00") and mg["to_account_for"] == Decimal("7300.00")
+        assert mg["administered"] == Decimal("5400.00") and mg["wasted"] == Decimal("350.00")
+        assert mg["ending"] == Decimal("1500.00") and p["ending_basis"] == "counted"
+        assert mg["accounted_for"] == Decimal("7250.00")
+        assert mg["difference"] == Decimal("-50.00") and p["variance_percent"] == Decimal("-0.68")
+        assert p["ml"]["difference"] == Decimal("-1.00") and p["containers"]["ending"] == Decimal("3.00")
+        assert p["containers"]["receipts"] == Decimal("10.00")
+        assert a["total"]["mg"]["difference"] == Decimal("-50.00") and a["total"]["variance_percent"] == Decimal("-0.68")
+        assert not p["flagged"]  # 0.68% is inside the default 1% threshold
+        assert audit.audit(ledger, ops.dea, t0, end, variance_threshold=Decimal("0.50"))["products"][0]["flagged"]
+        assert verify(ledger, deep=True).ok
+
+    def test_without_a_count_the_ending_is_the_book(self, ledger):
+        ops, t0, _ = worked_example(ledger)
+        a = audit.audit(ledger, ops.dea, t0, t0 + timedelta(hours=7))
+        (p,) = a["products"]
+        assert p["ending_basis"] == "book"
+        # book: 46 + 100 - 23 x 5 drawn = 31 mL, all drawn given or wasted: no difference
+        assert p["ml"]["ending"] == Decimal("31.00") and p["ml"]["difference"] == Decimal("0.00")
+
+
+class TestSQLite(AuditContract):
+    backend = "sqlite"
+
+
+class TestPostgres(AuditContract):
+    backend = "postgresql"
+
+
+def test_pure_function_reads_entries_alone(tmp_path):
+    """The same figures from decoded entries with no database: what a bundle verifier does."""
+    from csledger.ledger.canonical import decode
+    from csledger.ledger.store import Ledger, make_engine, migrate, raw
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    migrate(engine)
+    lg = Ledger(engine)
+    ops, t0, end = worked_example(lg)
+    with lg.reading() as c:
+        entries = [decode(bytes(r["canonical"])) for r in raw(c).rows(c, "SELECT canonical FROM entries ORDER BY seq")]
+    lg.dispose()
+    a = audit.accountability(entries, t0, end)
+    assert a["products"][0]["mg"]["difference"] == Decimal("-50.00")
+    # a kind that moves stock without an audit line is refused, never dropped silently
+    from csledger.ledger.canonical import format_time
+
+    bogus = dict(entries[-1], kind="mystery_moved", seq=10_000, occurred_at=format_time(t0 + timedelta(hours=3)))
+    from csledger.ledger import projections
+
+    orig = projections._clinical_movements
+
+    def fake(e):
+        if e["kind"] == "mystery_moved":
+            yield "V", "42023011310", Decimal("-1.00")
+        else:
+            yield from orig(e)
+
+    projections._clinical_movements = fake
+    try:
+        with pytest.raises(ValueError, match="no audit line"):
+            audit.accountability([*entries, bogus], t0, end + timedelta(days=1))
+    finally:
+        projections._clinical_movements = orig
