@@ -252,6 +252,9 @@ def verify_bundle_cmd(
     threshold: Annotated[int | None, typer.Option(help="Cosignatures required (default: the bundle's policy).")] = None,
     checkpoint: Annotated[list[str] | None, typer.Option(help="A checkpoint file obtained elsewhere (e.g. `csledger witness latest`) "
                                                               "that this history must extend (repeatable).")] = None,
+    audit_from: Annotated[str | None, typer.Option(help="Also recompute the accountability audit from this UTC time "
+                                                        "(ISO 8601, e.g. 2026-09-01T00:00:00Z).")] = None,
+    audit_to: Annotated[str | None, typer.Option(help="End of the audit period (default: now).")] = None,
 ) -> None:
     """Check a bundle offline: leaf hashes, chain links, root against the signed checkpoint,
     signatures and cosignatures, stock replay. Exits 1 and names the line of the first problem."""
@@ -264,12 +267,24 @@ def verify_bundle_cmd(
         againsts = [Path(c).read_bytes() for c in checkpoint or []]
     except OSError as exc:
         _fail(f"cannot read: {exc}")
+    period = None
+    if audit_from is not None or audit_to is not None:
+        from datetime import UTC, datetime
+
+        try:
+            start = datetime.fromisoformat(audit_from) if audit_from else datetime(1970, 1, 1, tzinfo=UTC)
+            end = datetime.fromisoformat(audit_to) if audit_to else datetime.now(UTC)
+        except ValueError as exc:
+            _fail(f"--audit-from/--audit-to: {exc}")
+        if start.tzinfo is None or end.tzinfo is None:
+            _fail("--audit-from/--audit-to need a time zone, e.g. 2026-09-01T00:00:00Z")
+        period = (start, end)
     if is_entry_proof(head):
         rep = verify_entry_proof(Path(path).read_bytes(), trusted_log_keys=log_key or [],
                                  trusted_witness_keys=witness_key or [], threshold=threshold or 0)
     else:
         rep = verify_bundle(path, trusted_log_keys=log_key, trusted_witness_keys=witness_key, threshold=threshold,
-                            against=againsts)
+                            against=againsts, audit_between=period)
     for n in rep.notes:
         err.print(f"[yellow]note[/] {n}", highlight=False)
     if not rep.ok:
@@ -285,3 +300,11 @@ def verify_bundle_cmd(
               f"{rep.cosignatures} of {rep.threshold} required: {', '.join(rep.witnesses) or 'none'}", highlight=False)
     for ndc, s in rep.stock.items():
         out.print(f"stock {ndc}: {s['containers']} container(s), {s['ml']} mL", highlight=False)
+    if rep.audit is not None:
+        out.print(f"accountability audit {rep.audit['start']} .. {rep.audit['end']} (recomputed from the bundle):",
+                  highlight=False)
+        for p in rep.audit["products"]:
+            ml = p["ml"]
+            out.print(f"  {p['ndc']} {p['name']}: to account for {ml['to_account_for']} mL, accounted for "
+                      f"{ml['accounted_for']} mL, difference {ml['difference']} mL ({p['variance_percent']} %)"
+                      f"{' FLAGGED' if p['flagged'] else ''}", highlight=False)

@@ -77,6 +77,8 @@ class BundleReport:
     witnesses: list[str] = field(default_factory=list)
     stock: dict[str, dict[str, str]] = field(default_factory=dict)
     entry: dict[str, Any] | None = None
+    #: The accountability audit recomputed from the bundle's entries (``audit_between``).
+    audit: dict[str, Any] | None = None
     problem: BundleError | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -210,15 +212,30 @@ def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] | None = None,
                   trusted_witness_keys: list[str] | None = None, threshold: int | None = None,
-                  against: Iterable[str | bytes] = ()) -> BundleReport:
-    """Verify a bundle offline; never raises for bad input: the report says ok or names where."""
+                  against: Iterable[str | bytes] = (), audit_between: tuple[Any, Any] | None = None) -> BundleReport:
+    """Verify a bundle offline; never raises for bad input: the report says ok or names where.
+
+    With ``audit_between=(start, end)`` (aware datetimes) the accountability audit of that
+    period is recomputed from the verified entries (``ledger.audit``); this keeps the decoded
+    entries in memory, which the plain verification does not.
+    """
     rep = BundleReport()
+    keep: list[dict] | None = [] if audit_between is not None else None
     try:
         if isinstance(path, (str, Path)):
             with open(path, "rb") as f:
-                _verify_bundle(f, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against))
+                _verify_bundle(f, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against), keep)
         else:
-            _verify_bundle(path, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against))
+            _verify_bundle(path, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against), keep)
+        if keep is not None:
+            try:
+                from .audit import accountability  # the same pure computation the reports use
+            except ImportError:
+                raise BundleError("audit", "this build has no accountability audit module") from None
+            try:
+                rep.audit = accountability(keep, audit_between[0], audit_between[1])
+            except Exception as exc:  # a verified log the audit cannot read is still a finding
+                raise BundleError("audit", f"the accountability audit could not be computed ({exc})") from None
         rep.ok = True
     except BundleError as exc:
         rep.problem = exc
@@ -228,7 +245,7 @@ def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] |
 
 
 def _verify_bundle(f: IO[bytes], rep: BundleReport, trusted_log: list[str] | None, trusted_wit: list[str] | None,
-                   threshold: int | None, against: list[str | bytes]) -> None:
+                   threshold: int | None, against: list[str | bytes], keep: list[dict] | None = None) -> None:
     lines = _lines(f)
     first = next(lines, None)
     if first is None:
@@ -324,6 +341,8 @@ def _verify_bundle(f: IO[bytes], rep: BundleReport, trusted_log: list[str] | Non
         except Exception as exc:
             raise BundleError(where, f"entry cannot be replayed into the projections ({exc})") from None
         prev_hex = leaf.hex()
+        if keep is not None:
+            keep.append(obj)
     if seq < size:
         raise BundleError(f"line {seq + 2}", f"truncated: {seq} entries where the checkpoint has {size}")
     root = acc.root()

@@ -138,3 +138,20 @@ def test_extra_is_the_entry(witnessed):
         p = export_entry_proof(c, DEA, 0)
     extra = p.split(b"\n")[1][len(b"extra "):]
     assert base64.b64decode(extra).startswith(b'{"address"')
+
+
+def test_bundle_recomputes_the_accountability_audit(witnessed):
+    pytest.importorskip("csledger.ledger.audit")
+    from datetime import UTC, datetime, timedelta
+
+    from csledger.ledger.audit import audit
+
+    clinic, w = witnessed
+    data = export(clinic.ledger)
+    start, end = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(minutes=1)
+    rep = verify_bundle(io.BytesIO(data), trusted_log_keys=keys(clinic.ledger), audit_between=(start, end))
+    assert rep.ok, rep.problem
+    # the offline figures equal those the service computes from its database
+    assert rep.audit == audit(clinic.ledger, DEA, start, end)
+    receipts = [p["ml"]["receipts"] for p in rep.audit["products"] if p["ndc_key"] == "42023011310"]
+    assert receipts and str(receipts[0]) == "40.00"

@@ -30,6 +30,12 @@ def test_keys_export_verify_bundle_and_entry_proof(tmp_path):
     past = run(["export", "--registrant", "AB1234563", "--seq", "99", "--out", "x"], tmp_path, env, check=False)
     assert past.returncode == 2 and "seq" in past.stderr
 
+    audited = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", "2020-01-01T00:00:00Z"],
+                  tmp_path, env, check=False)
+    assert audited.returncode == 0 and "accountability audit 2020-01-01" in audited.stdout or "audit" in audited.stderr
+    naive = run(["verify-bundle", "ab.bundle", "--audit-from", "2020-01-01"], tmp_path, env, check=False)
+    assert naive.returncode == 2 and "time zone" in naive.stderr
+
     rot = run(["keys", "rotate", "--registrant", "AB1234563", "--reason", "scheduled"], tmp_path, env)
     assert "new log key" in rot.stdout
     assert "verified 3 entries" in run(["verify"], tmp_path, env).stdout
