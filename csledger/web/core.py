@@ -53,10 +53,14 @@ N, PH, PR, M, C, A, AD = (R.NURSE.value, R.PHARMACIST.value, R.PRESCRIBER.value,
 #: An empty set means any login at the location.
 PAGE_ROLES: dict[str, frozenset[str]] = {
     "home": frozenset(),
-    "infusion": frozenset({N, PH, PR, M}),
+    "infusion": frozenset({N, PR}),
     "count": frozenset({N, PH, M}),
-    "discrepancies": frozenset({M, C}),
+    "discrepancies": frozenset({N, PH, M, C}),
+    "resolve_discrepancy": frozenset({M}),
     "receive": frozenset({N, PH, M}),
+    "destroy": frozenset({N, PH, PR, M}),
+    "transfer": frozenset({PH, M}),
+    "loss": frozenset({M, C}),
     "stock": frozenset({N, PH, PR, M, C, A}),
     "alerts": frozenset({M, C}),
     "reports": frozenset({PH, M, C, A}),
@@ -65,7 +69,9 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
 #: The navigation, in the order of the clinic's day.
 NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"),
        ("count", "Count", "counts/new"), ("receive", "Receive stock", "receipts/new"),
-       ("stock", "Stock", "stock"), ("discrepancies", "Discrepancies", "discrepancies"),
+       ("stock", "Stock", "stock"), ("destroy", "Destroy", "destructions/new"),
+       ("transfer", "Transfer", "transfers/new"), ("loss", "Theft or loss", "losses/new"),
+       ("discrepancies", "Discrepancies", "discrepancies"),
        ("alerts", "Alerts", "alerts"), ("reports", "Reports", "reports"), ("status", "Ledger status", "status")]
 
 

@@ -66,6 +66,8 @@ def usable_vials(ledger: Ledger, dea: str, today: date) -> list[dict[str, Any]]:
             reasons.append(v["state"])
         v["blocked"] = "; ".join(reasons)
         out.append(v)
+    # usable first; among them opened vials first, then first-expiring (what to draw from next)
+    out.sort(key=lambda v: (bool(v["blocked"]), v["state"] != "open", v["expiry"], v["added_seq"], v["vial_id"]))
     return out
 
 

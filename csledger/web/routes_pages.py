@@ -209,7 +209,7 @@ async def receive(request: Request, dea: Dea) -> Response:
 def saved_redirect(page: Page, res: dict[str, Any]) -> Response:
     """After a form is recorded, show its (first) entry with its sequence number (post/redirect/get)."""
     seq = res["entries"][0]["seq"]
-    return RedirectResponse(f"{location_path(page.dea)}entries/{seq}?saved=1", status_code=303)
+    return RedirectResponse(f"{location_path(page.dea)}entries/{seq}?saved={len(res['entries'])}", status_code=303)
 
 
 # --- stock -------------------------------------------------------------------------------------
@@ -327,7 +327,8 @@ async def entry(request: Request, dea: Dea, seq: Annotated[int, Path(ge=0, le=2*
         from ..api.problems import AccessDenied
 
         raise AccessDenied("you may see the entries you signed; this one is not yours")
-    return page.render("entry.html", e=e, obj=obj, saved=bool(saved), summary=_summary(obj))
+    also = list(range(seq + 1, seq + min(saved, 20))) if saved > 1 else []
+    return page.render("entry.html", e=e, obj=obj, saved=bool(saved), summary=_summary(obj), also=also)
 
 
 def _summary(obj: dict[str, Any]) -> list[tuple[str, str]]:

@@ -9,7 +9,9 @@ committed ones), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -58,6 +60,8 @@ class Seeded:
     totp: dict[str, str] = field(default_factory=dict)
     supplier_id: str = ""
     alert_id: str | None = None
+    patient_id: str | None = None
+    patient_key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
 
     def code(self, username: str) -> str | None:
         s = self.totp.get(username)
@@ -115,8 +119,17 @@ def seed(tmp: Path) -> Seeded:
     receipt = services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         clinic.supplier_id, "GMS-0001", clock.now - timedelta(minutes=5),
         (ReceivedLineInput(KETAMINE_50, 4, "KA2610", "2028-06-30"),)))
-    from csledger.web import integrations
+    from csledger.web import integrations, routes_clinic
 
+    if routes_clinic._clinical() is not None:  # issue 3: a patient for the infusion
+        from csledger.ledger import clinical
+        from csledger.ledger.commands import AddressInput, RegisterPatient
+        from csledger.ledger.patients import PatientKeys
+
+        keys = PatientKeys.from_base64(out.patient_key)
+        clock.now = now - timedelta(days=1)
+        out.patient_id = clinical.register_patient(ledger, clinic.nurse, RegisterPatient(
+            "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
     if integrations.alert_service() is not None:  # issue 7: an alert for the manager to resolve
         from tests.web.test_pages_http import raise_test_alert
 
@@ -138,7 +151,8 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
     seeded = seed(tmp)
     port = _free_port()
-    env = {**os.environ, "CSLEDGER_KEY_DIR": str(seeded.key_dir), "CSLEDGER_WEB_COOKIE_SECURE": "0"}
+    env = {**os.environ, "CSLEDGER_KEY_DIR": str(seeded.key_dir), "CSLEDGER_WEB_COOKIE_SECURE": "0",
+           "CSLEDGER_PATIENT_KEY": seeded.patient_key}
     log = open(tmp / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(CSLEDGER + ["serve", "--db", seeded.db, "--port", str(port)], cwd=tmp,
                             stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
@@ -161,6 +175,7 @@ def server(tmp_path_factory):
         log.close()
         text = (tmp / "server.log").read_text()
         assert PASSWORD not in text and "csl_" not in text  # no secrets in the server's log
+        assert "Jordan" not in text  # no patient name either
 
 
 @pytest.fixture

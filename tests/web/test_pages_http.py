@@ -219,3 +219,178 @@ def test_stock_page_lists_vials_with_whether_they_can_be_used(web):
     r = web.client.get(UI + "stock")
     assert r.status_code == 200, r.text
     assert "Stock on hand" in r.text
+
+
+def _stock_up(web):
+    from datetime import UTC, datetime, timedelta
+
+    from csledger.ledger import services
+    from csledger.ledger.commands import InventoryItemInput, TakeInventory
+
+    services.take_inventory(web.ledger, web.clinic.pharmacist, TakeInventory(
+        "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=1), items=(
+            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=3),)))
+
+
+def test_blind_count_never_shows_the_book_and_a_manager_resolves_the_discrepancy(web):
+    from csledger.web import routes_clinic
+
+    if routes_clinic._clinical() is None:
+        pytest.skip("the clinical services (issue 3) are not in this tree")
+    _stock_up(web)
+    login(web, "nora")
+    start = web.client.get(UI + "counts/new")
+    r = web.client.post(UI + "counts/new", data={"csrf_token": csrf_of(start.text), "form_key": "c1"},
+                        follow_redirects=False)
+    assert r.status_code == 303, r.text
+    session_url = r.headers["location"]
+    page = web.client.get(session_url)
+    assert page.status_code == 200 and "Sealed vials" in page.text
+    # blind: the book's figures (3 sealed vials, 30.00 mL) appear nowhere in what the page loads
+    assert "30.00" not in page.text and "expected" not in page.text.lower()
+    form = {"csrf_token": csrf_of(page.text), "form_key": "count-1", "line_count": "2",
+            "lines-0-ndc": KETAMINE_50, "lines-0-sealed_containers": "2", "lines-0-open_containers": "0",
+            "lines-0-open_ml": "", "lines-1-ndc": "0409-2051-05", "lines-1-sealed_containers": "0",
+            "lines-1-open_containers": "0", "lines-1-open_ml": "",
+            "occurred_at": web.clock().astimezone(__import__("zoneinfo").ZoneInfo("America/Chicago"))
+            .strftime("%Y-%m-%dT%H:%M"), "counter2_username": "nora", "counter2_password": PASSWORD}
+    # the second counter must be another person: the error is next to their username, the counts kept
+    r = web.client.post(session_url, data=form)
+    assert r.status_code == 422 and 'id="f-counter2_username-error"' in r.text
+    assert 'name="lines-0-sealed_containers" type="text" value="2"' in r.text
+    r = web.client.post(session_url, data={**form, "counter2_username": "ned"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    entry = web.client.get(r.headers["location"])
+    assert "Recorded as entry" in entry.text and "stock counted" in entry.text
+    web.client.cookies.clear()
+    login(web, "morgan")
+    page = web.client.get(UI + "discrepancies")
+    did = re.search(r'name="discrepancy_id" value="([^"]+)"', page.text).group(1)
+    assert "-10.00 mL" in page.text
+    r = web.client.post(UI + "discrepancies", data={"csrf_token": csrf_of(page.text), "discrepancy_id": did,
+                                                     "category": "breakage", "explanation": "",
+                                                     "form_key": "d1"})
+    assert r.status_code == 422 and f'id="f-{did}-explanation-error"' in r.text
+    r = web.client.post(UI + "discrepancies", data={"csrf_token": csrf_of(page.text), "discrepancy_id": did,
+                                                     "category": "breakage", "form_key": "d2",
+                                                     "explanation": "Vial dropped during the count; glass found."},
+                        follow_redirects=False)
+    assert r.status_code == 303
+    assert "resolved" in web.client.get(r.headers["location"]).text
+
+
+def _patient(web) -> str:
+    import base64
+    import secrets
+
+    from csledger.ledger import clinical
+    from csledger.ledger.commands import AddressInput, RegisterPatient
+    from csledger.ledger.patients import PatientKeys
+
+    keys = PatientKeys.from_base64(base64.b64encode(secrets.token_bytes(32)).decode())
+    web.client.app.state.patient_keys = keys
+    res = clinical.register_patient(web.ledger, web.clinic.nurse, RegisterPatient(
+        "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)
+    return res["patient_id"]
+
+
+def test_infusion_with_its_witness_on_the_same_screen(web):
+    from zoneinfo import ZoneInfo
+
+    from csledger.web import routes_clinic
+
+    if routes_clinic._clinical() is None:
+        pytest.skip("the clinical services (issue 3) are not in this tree")
+    _stock_up(web)
+    pid = _patient(web)
+    login(web, "nora")
+    page = web.client.get(UI + "infusions/new")
+    assert page.status_code == 200 and "Vials drawn from" in page.text
+    vial_id = re.search(r'name="vials-0-id" value="([^"]+)"', page.text).group(1)
+    now = web.clock().astimezone(ZoneInfo("America/Chicago"))
+    form = {"csrf_token": csrf_of(page.text), "form_key": "inf-1", "patient_id": pid,
+            "prescriber_dea_number": "AB1234563", "weight_kg": "72.50", "ordered_mg_per_kg": "0.50",
+            "vials-0-id": vial_id, "vials-0-use": "1", "vials-0-ml": "1.00", "ml_given": "0.73", "waste_ml": "0.27",
+            "waste_method": "sink, witnessed", "started_at": (now - __import__("datetime").timedelta(minutes=45))
+            .strftime("%Y-%m-%dT%H:%M"), "ended_at": now.strftime("%Y-%m-%dT%H:%M"),
+            "witness_username": "ned", "witness_password": "wrong password here"}
+    # patient lookup is a POST; the name shows on the page, never in the URL
+    r = web.client.post(UI + "infusions/new", data={**form, "action": "lookup"})
+    assert r.status_code == 200 and "Jordan Example" in r.text
+    # a wrong witness password: the error is next to it, and everything typed is kept
+    r = web.client.post(UI + "infusions/new", data={**form, "action": "record"})
+    assert r.status_code == 422 and 'id="f-witness_password-error"' in r.text
+    assert 'value="72.50"' in r.text and 'value="0.27"' in r.text and "checked" in r.text
+    # the nurse cannot witness herself
+    r = web.client.post(UI + "infusions/new", data={**form, "action": "record", "witness_username": "nora",
+                                                     "witness_password": PASSWORD})
+    assert r.status_code == 422 and 'id="f-witness_username-error"' in r.text
+    # more given than drawn: the service's error is next to the field
+    r = web.client.post(UI + "infusions/new", data={**form, "action": "record", "ml_given": "5.00",
+                                                     "witness_password": PASSWORD})
+    assert r.status_code == 422 and 'id="f-ml_given-error"' in r.text
+    r = web.client.post(UI + "infusions/new", data={**form, "action": "record", "witness_password": PASSWORD,
+                                                     "form_key": "inf-2"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    entry = web.client.get(r.headers["location"])
+    assert "Recorded as entry" in entry.text and "dose administered" in entry.text and "36.25" in entry.text
+    assert "Jordan Example" not in entry.text  # entries hold the patient id, not the name
+
+
+def test_destruction_needs_two_witnesses_signing_on_the_same_screen(web):
+    from zoneinfo import ZoneInfo
+
+    from csledger.web import routes_clinic
+
+    if routes_clinic._clinical() is None:
+        pytest.skip("the clinical services (issue 3) are not in this tree")
+    _stock_up(web)
+    login(web, "nora")
+    page = web.client.get(UI + "destructions/new")
+    assert page.status_code == 200
+    vial = re.search(r'name="vial_ids" value="([^"]+)"', page.text).group(1)
+    now = web.clock().astimezone(ZoneInfo("America/Chicago")).strftime("%Y-%m-%dT%H:%M")
+    form = {"csrf_token": csrf_of(page.text), "form_key": "destroy-1", "vial_ids": vial, "method": "Rx Destroyer",
+            "place": "Austin clinic", "reason": "damaged vial", "occurred_at": now,
+            "witness1_username": "ned", "witness1_password": PASSWORD, "witness2_username": "ned",
+            "witness2_password": PASSWORD}
+    r = web.client.post(UI + "destructions/new", data=form)
+    assert r.status_code in (409, 422) and "different" in r.text and 'value="Rx Destroyer"' in r.text
+    r = web.client.post(UI + "destructions/new", data={**form, "witness2_username": "pia", "form_key": "destroy-2"},
+                        follow_redirects=False)
+    assert r.status_code == 303, r.text
+    entry = web.client.get(r.headers["location"])
+    assert "stock destroyed" in entry.text and "Ned Nurse" in entry.text and "Pia Pharmacist" in entry.text
+
+
+def test_transfer_and_loss_pages_record_through_the_services(web):
+    from zoneinfo import ZoneInfo
+
+    from csledger.web import routes_clinic
+
+    if routes_clinic._clinical() is None:
+        pytest.skip("the clinical services (issue 3) are not in this tree")
+    _stock_up(web)
+    now = web.clock().astimezone(ZoneInfo("America/Chicago")).strftime("%Y-%m-%dT%H:%M")
+    login(web, "pia")
+    page = web.client.get(UI + "transfers/new")
+    vial = re.search(r'name="vial_ids" value="([^"]+)"', page.text).group(1)
+    form = {"csrf_token": csrf_of(page.text), "form_key": "t1", "vial_ids": vial, "receiver_dea_number": "FB7654329",
+            "receiver_name": "Dr. Other", "street": "1 Main St", "city": "Austin", "state": "TX",
+            "postal_code": "787", "invoice_number": "T-1", "occurred_at": now}
+    r = web.client.post(UI + "transfers/new", data=form)
+    assert r.status_code == 422 and 'id="f-postal_code-error"' in r.text and 'value="Dr. Other"' in r.text
+    r = web.client.post(UI + "transfers/new", data={**form, "postal_code": "78701"})
+    # nothing dispensed this year yet: any transfer is past 5%, refused next to the vials
+    assert r.status_code == 409 and "5%" in r.text and 'id="f-vial_ids"' in r.text
+    web.client.cookies.clear()
+    login(web, "morgan")
+    page = web.client.get(UI + "losses/new")
+    vial = re.search(r'name="vial_ids" value="([^"]+)"', page.text).group(1)
+    r = web.client.post(UI + "losses/new", data={
+        "csrf_token": csrf_of(page.text), "form_key": "l1", "vial_ids": vial, "discovered_at": now,
+        "loss_type": "employee_pilferage", "police_notified": "yes", "police_department": "Austin PD",
+        "losses_past_24_months": "0", "purchase_value_usd": "12.50"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    entry = web.client.get(r.headers["location"])
+    assert "theft or loss reported" in entry.text and "notice due at" in entry.text

@@ -46,9 +46,9 @@
   }
   var out = document.getElementById("dose-preview");
   function update() {
-    var w = cents(form.elements.weight_kg.value), d = cents(form.elements.mg_per_kg.value);
+    var w = cents(form.elements.weight_kg.value), d = cents(form.elements.ordered_mg_per_kg.value);
     var strength = cents(form.getAttribute("data-strength") || "");
-    var sel = form.querySelector("input[name=vial_ids]:checked");
+    var sel = form.querySelector("input[type=checkbox][name$='-use']:checked");
     if (sel && sel.getAttribute("data-strength")) { strength = cents(sel.getAttribute("data-strength")); }
     if (w === null || d === null) { out.textContent = "Enter weight and mg/kg to see the dose."; return; }
     var mg4 = w * d;  // 4 decimals
