@@ -111,6 +111,7 @@ def bench_http(
     clients: Annotated[str, typer.Option(help="Comma-separated numbers of concurrent clients.")] = "1,4,16",
     per_client: Annotated[int, typer.Option(help="Commands per client per run.")] = 40,
     db: Annotated[str | None, typer.Option("--db", help="An empty PostgreSQL database URL instead of a fresh SQLite file.")] = None,
+    command: Annotated[str, typer.Option(help="receipt (bare HTTP overhead) or infusion (with witnessed waste).")] = "receipt",
 ) -> None:
     """Recording over HTTP (a real ``csledger serve`` on loopback) beside the service layer."""
     from .api.bench_http import run_http_bench
@@ -118,4 +119,6 @@ def bench_http(
     counts = tuple(int(x) for x in clients.split(",") if x.strip())
     if not counts or min(counts) < 1:
         _fail("--clients needs positive numbers, e.g. 1,4,16")
-    run_http_bench(out, clients=counts, per_client=per_client, pg_url=db)
+    if command not in ("receipt", "infusion"):
+        _fail("--command is receipt or infusion")
+    run_http_bench(out, clients=counts, per_client=per_client, pg_url=db, command=command)

@@ -10,6 +10,8 @@ printed is measured in this run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -86,12 +88,20 @@ def _free_port() -> int:
 
 
 def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_client: int = 40,
-                   pg_url: str | None = None, workdir: Path | None = None) -> list[dict]:
-    """Measure and print; returns the rows (for tests)."""
+                   pg_url: str | None = None, workdir: Path | None = None, command: str = "receipt") -> list[dict]:
+    """Measure and print; returns the rows (for tests). ``command`` is ``receipt`` (one entry,
+    no second person: the bare HTTP overhead) or ``infusion`` (an infusion with its witnessed
+    waste: over HTTP the witness signs in on the device first, then the command is sent)."""
+    if command not in ("receipt", "infusion"):
+        raise ValueError("command must be 'receipt' or 'infusion'")
     folder = Path(workdir or tempfile.mkdtemp(prefix="csledger-bench-http-"))
     folder.mkdir(parents=True, exist_ok=True)
     url = pg_url or f"sqlite:///{folder / 'bench-http.db'}"
-    settings = get_settings(database_url=url, key_dir=folder / "keys")
+    import base64
+    import secrets as _secrets
+
+    patient_key = base64.b64encode(_secrets.token_bytes(32)).decode()
+    settings = get_settings(database_url=url, key_dir=folder / "keys", patient_key=patient_key)
     ledger = Ledger.open(url)
     migrate(ledger.engine)
     try:
@@ -109,10 +119,37 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
         "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
     auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
     nurses: list[Principal] = []
-    for c in range(max(clients)):
+    for c in range(max(clients) + 1):
         sid = services.enroll_staff(ledger, admin, EnrollStaff(f"Bench Nurse {c}", f"nurse{c}", ("nurse",)))["staff_id"]
         nurses.append(Principal(DEA, sid, f"Bench Nurse {c}", AuthMethod.PASSWORD))
         auth.set_password(auth.store.staff_by_username(DEA, f"nurse{c}"), PASSWORD, must_change=False)
+
+    vials: dict[tuple[str, int], list[str]] = {}
+    patient_id = None
+    if command == "infusion":
+        from ..ledger import clinical
+        from ..ledger.commands import AdministerDose, DrawInput, RegisterPatient, WasteInput
+        from ..ledger.patients import PatientKeys
+
+        keys = PatientKeys.from_base64(patient_key)
+        patient_id = clinical.register_patient(ledger, nurses[0], RegisterPatient(
+            "Bench Patient", AddressInput("1 Main St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
+        per_vial = 9  # 1.00 mL drawn per infusion from a 10 mL vial
+        need = (per_client + per_vial - 1) // per_vial
+        for phase in ("S", "H"):
+            for n in clients:
+                got = services.receive_stock(ledger, nurses[0], ReceiveStock(
+                    supplier, f"V-{phase}{n}", datetime.now(UTC) - timedelta(minutes=10),
+                    (ReceivedLineInput(NDC, need * n, "KB1", "2029-12-31"),)))["vial_ids"]
+                for c in range(n):
+                    vials[(f"{phase}{n}", c)] = got[c * need:(c + 1) * need]
+
+        def infusion_body(tag: str, c: int, i: int) -> dict:
+            now = datetime.now(UTC) - timedelta(minutes=1)
+            return {"patient_id": patient_id, "prescriber_dea_number": "FB7654329", "weight_kg": "80.00",
+                    "ordered_mg_per_kg": "0.50", "draws": [{"vial_id": vials[(tag, c)][i // per_vial], "ml": "1.00"}],
+                    "ml_given": "0.80", "started_at": now.isoformat(), "ended_at": now.isoformat(),
+                    "waste": {"ml": "0.20", "method": "sharps container"}}
 
     def body(tag: str, c: int, i: int) -> dict:
         return {"supplier_id": supplier, "invoice_number": f"{tag}-{c}-{i}",
@@ -122,6 +159,15 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
     rows: list[dict] = []
     for n in clients:
         def via_service(c: int, i: int, n=n) -> float:
+            if command == "infusion":
+                b = infusion_body(f"S{n}", c, i)
+                cmd = AdministerDose(b["patient_id"], b["prescriber_dea_number"], b["weight_kg"], b["ordered_mg_per_kg"],
+                                     (DrawInput(b["draws"][0]["vial_id"], "1.00"),), b["ml_given"],
+                                     datetime.fromisoformat(b["started_at"]), datetime.fromisoformat(b["ended_at"]),
+                                     WasteInput("0.20", "sharps container"))
+                t = time.perf_counter()
+                clinical.administer_dose(ledger, nurses[c], cmd, witness=nurses[c + 1], idempotency_key=f"s{n}-{c}-{i}")
+                return (time.perf_counter() - t) * 1000
             b = body(f"S{n}", c, i)
             cmd = ReceiveStock(b["supplier_id"], b["invoice_number"], datetime.fromisoformat(b["occurred_at"]),
                                (ReceivedLineInput(NDC, 1, "KB1", "2029-12-31"),))
@@ -140,7 +186,7 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
     ledger.dispose()
 
     port = _free_port()
-    env = {**os.environ, "CSLEDGER_KEY_DIR": str(folder / "keys")}
+    env = {**os.environ, "CSLEDGER_KEY_DIR": str(folder / "keys"), "CSLEDGER_PATIENT_KEY": patient_key}
     server = subprocess.Popen([sys.executable, "-m", "csledger", "serve", "--db", url, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder)
     base = f"http://127.0.0.1:{port}/v1/registrants/{DEA}"
@@ -165,6 +211,19 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
                 sessions.append(s)
 
             def via_http(c: int, i: int, n=n, sessions=sessions) -> float:
+                if command == "infusion":
+                    content = json.dumps(infusion_body(f"H{n}", c, i)).encode()
+                    t = time.perf_counter()
+                    a = sessions[c].post(f"{base}/witness-assertions", json={
+                        "username": f"nurse{c + 1}", "password": PASSWORD,
+                        "body_sha256": hashlib.sha256(content).hexdigest()})
+                    a.raise_for_status()
+                    r = sessions[c].post(f"{base}/administrations", content=content, headers={
+                        "Content-Type": "application/json", "Idempotency-Key": f"h{n}-{c}-{i}",
+                        "Witness-Assertion": a.json()["assertion"]})
+                    if r.status_code != 201:
+                        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+                    return (time.perf_counter() - t) * 1000
                 t = time.perf_counter()
                 r = sessions[c].post(f"{base}/receipts", json=body(f"H{n}", c, i),
                                      headers={"Idempotency-Key": f"h{n}-{c}-{i}"})
@@ -182,7 +241,9 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
         server.wait(timeout=30)
 
     backend = "PostgreSQL" if pg_url else "SQLite"
-    table = Table(title=f"receipt of one container, {backend}, {per_client} commands per client")
+    what = ("infusion with its witnessed waste (HTTP: witness sign-in + command)" if command == "infusion"
+            else "receipt of one container")
+    table = Table(title=f"{what}, {backend}, {per_client} commands per client")
     for col in ("clients", "service cmd/s", "service p50 / p99 ms", "HTTP cmd/s", "HTTP p50 / p99 ms",
                 "HTTP / service"):
         table.add_column(col, justify="right")

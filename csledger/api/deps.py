@@ -23,7 +23,7 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Retry-safe key: the same key and body give the first answer and record nothing; the same key "
                 "with another body is a 409.", examples=["6f1c2a9e-0d3b-4f7a-9a53-1d2e4b5c6d7e"])]
 WitnessHeader = Annotated[str | None, Header(
-    alias="Witness-Assertion", max_length=200,
+    alias="Witness-Assertion", max_length=500,
     description="Single-use token from POST .../witness-assertions, bound to the SHA-256 of this body.")]
 
 
@@ -75,3 +75,25 @@ async def witness(request: Request, session: SessionDep, auth: AuthDep, idempote
 
 
 WitnessDep = Annotated[Witness, Depends(witness)]
+
+
+async def optional_witness(request: Request, session: SessionDep, auth: AuthDep, idempotency_key: IdempotencyKey = None,
+                           assertion: WitnessHeader = None) -> Witness | None:
+    """The witness when the request carries a ``Witness-Assertion`` (e.g. an infusion with waste)."""
+    if not assertion:
+        return None
+    return await witness(request, session, auth, idempotency_key, assertion)
+
+
+async def witnesses(request: Request, session: SessionDep, auth: AuthDep, idempotency_key: IdempotencyKey = None,
+                    assertion: WitnessHeader = None) -> list[Witness]:
+    """Several witnesses: comma-separated assertions in one ``Witness-Assertion`` header."""
+    tokens = [t.strip() for t in (assertion or "").split(",") if t.strip()]
+    if not tokens:
+        return [await witness(request, session, auth, idempotency_key, None)]
+    body = await request.body()
+    return [await run_in_threadpool(auth.redeem_assertion, session, t, body, idempotency_key) for t in tokens]
+
+
+OptionalWitnessDep = Annotated[Witness | None, Depends(optional_witness)]
+WitnessesDep = Annotated[list[Witness], Depends(witnesses)]

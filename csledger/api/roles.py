@@ -21,6 +21,7 @@ ANY_LOGIN = frozenset()
 EVERYONE = frozenset(ALL_ROLES)
 STOCK_READERS = frozenset({N, PH, PR, M, C, A})
 RECORD_READERS = frozenset({M, C, A})
+CLINICIANS = frozenset({N, PR, PH, M})
 
 ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     # own session
@@ -50,6 +51,27 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "list_entries": RECORD_READERS,
     "get_entry": RECORD_READERS,
     "patient_access_log": frozenset({C}),
+    # clinic operations (services in ledger/clinical.py; the same role sets)
+    "set_policy": frozenset({M, AD}),
+    "register_patient": CLINICIANS,
+    "change_patient_details": CLINICIANS,
+    "read_patient": CLINICIANS | {C, A},
+    "administer_dose": frozenset({N, PR}),
+    "record_waste": CLINICIANS,
+    "start_count": frozenset({N, PH, M}),
+    "submit_count": frozenset({N, PH, M}),
+    "resolve_discrepancy": frozenset({M}),
+    "destroy_stock": CLINICIANS,
+    "transfer_stock": frozenset({PH, M}),
+    "return_stock": frozenset({PH, M}),
+    "report_theft_or_loss": frozenset({M, C}),
+    "correct_entry": CLINICIANS,
+    "quarantine_stock": CLINICIANS,
+    "release_quarantine": frozenset({PH, M}),
+    "get_policy": EVERYONE,
+    "get_count": frozenset({N, PH, M, C, A}),
+    "list_discrepancies": frozenset({PH, M, C, A}),
+    "get_audit": RECORD_READERS,
 }
 
 

@@ -30,11 +30,12 @@ def list_entries(ledger: LedgerDep, who: Annotated[Principal, actor("list_entrie
              occurred_to: Annotated[AwareDatetime | None, Query(description="Exclusive.")] = None,
              vial_id: Annotated[str | None, Query(max_length=128)] = None,
              staff_id: Annotated[str | None, Query(max_length=64)] = None,
+             patient_id: Annotated[str | None, Query(max_length=32, description="A patient id (never a name).")] = None,
              cursor: Annotated[str | None, Query(max_length=200)] = None,
              limit: Annotated[int, Query(ge=1, le=500)] = 100) -> EntryPage:
     """Entries in sequence order, filtered by kind, period (when the event happened), vial or
     staff member (a signer or the subject); ``next_cursor`` pages on."""
-    f = queries.EntryFilter(kind=kind, vial_id=vial_id, staff_id=staff_id,
+    f = queries.EntryFilter(kind=kind, vial_id=vial_id, staff_id=staff_id, patient_id=patient_id,
                             occurred_from=format_time(occurred_from) if occurred_from else None,
                             occurred_to=format_time(occurred_to) if occurred_to else None)
     items, nxt = queries.entries(ledger, who.registrant, f, cursor=cursor, limit=limit)

@@ -31,7 +31,7 @@ def take_inventory(body: InventoryCreate, ledger: LedgerDep, who: Annotated[Prin
                    idempotency_key: IdempotencyKey = None) -> dict:
     """Record an inventory (21 CFR 1304.11): every container gets its own identity."""
     cmd = TakeInventory(body.inventory_type, body.taken_at, body.occurred_at, items=tuple(
-        InventoryItemInput(i.ndc, i.lot, i.expiry, i.sealed, i.ml, i.containers) for i in body.items),
+        InventoryItemInput(i.ndc, i.lot, i.expiry, i.sealed, i.ml, i.containers, i.vial_id) for i in body.items),
         late_reason=body.late_reason)
     return services.take_inventory(ledger, who, cmd, idempotency_key=idempotency_key)
 
@@ -42,8 +42,11 @@ def receive_stock(body: ReceiptCreate, ledger: LedgerDep, who: Annotated[Princip
                   idempotency_key: IdempotencyKey = None) -> dict:
     """Record a receipt on a supplier's invoice (21 CFR 1304.22(c)); the receiver signs ``received``."""
     cmd = ReceiveStock(body.supplier_id, body.invoice_number, body.occurred_at,
-                       tuple(ReceivedLineInput(ln.ndc, ln.containers, ln.lot, ln.expiry) for ln in body.lines),
-                       late_reason=body.late_reason, notes=body.notes)
+                       tuple(ReceivedLineInput(ln.ndc, ln.containers, ln.lot, ln.expiry, tuple(ln.scans), ln.gtin,
+                                               tuple(ln.serials), ln.invoiced_containers, ln.quarantine)
+                             for ln in body.lines),
+                       late_reason=body.late_reason, notes=body.notes, dscsa_reference=body.dscsa_reference,
+                       documents=tuple(body.documents))
     return services.receive_stock(ledger, who, cmd, idempotency_key=idempotency_key)
 
 

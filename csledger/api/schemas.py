@@ -236,6 +236,8 @@ class InventoryItemCreate(Body):
     sealed: StrictBool
     ml: Quantity | None = Field(default=None, description="Estimated mL left in an opened vial; absent when sealed.")
     containers: Count = 1
+    vial_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Biennial inventories count vials already on the book: name the vial.")
 
 
 class InventoryCreate(Body):
@@ -255,6 +257,13 @@ class ReceivedLineCreate(Body):
     containers: Count
     lot: ShortText
     expiry: IsoDate
+    scans: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=1000)] = Field(
+        default=[], description="Raw GS1 DataMatrix scans of the cartons, one per container.")
+    gtin: Annotated[str, Field(min_length=8, max_length=14, pattern=r"^[0-9]+$")] | None = None
+    serials: Annotated[list[Annotated[str, Field(min_length=1, max_length=20)]], Field(max_length=1000)] = []
+    invoiced_containers: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+        default=None, description="Containers the invoice lists, checked against what arrived.")
+    quarantine: StrictBool = Field(default=False, description="Receive suspect product straight into quarantine.")
 
 
 class ReceiptCreate(Body):
@@ -264,6 +273,9 @@ class ReceiptCreate(Body):
     lines: Annotated[list[ReceivedLineCreate], Field(min_length=1, max_length=200)]
     late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     notes: LongText = ""
+    dscsa_reference: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="DSCSA transaction information / statement reference.")
+    documents: Annotated[list[Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]], Field(max_length=20)] = []
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"supplier_id": "SUP8", "invoice_number": "GMS-2026-0412", "occurred_at": "2026-11-25T09:30:00-06:00",
          "lines": [{"ndc": "42023-0113-10", "containers": 10, "lot": "KA2611", "expiry": "2028-06-30"}]}]})

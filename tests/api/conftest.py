@@ -6,6 +6,7 @@ logins stay quick; one test checks that the application's default is pwdlib's re
 
 from __future__ import annotations
 
+import base64
 import itertools
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +22,7 @@ from csledger.settings import Settings
 from tests.conftest import DEA, DEA2, Clinic
 
 PASSWORD = "four quiet harbor lamps"
+PATIENT_KEY = base64.b64encode(bytes(range(32))).decode()  # a fixed test key for the patient registry
 ROLE_USERS = {  # one login per role, holding only that role
     "nurse": "nora", "pharmacist": "pia", "prescriber": "dana", "manager": "morgan",
     "compliance_officer": "casey", "auditor": "ari", "administrator": "avery",
@@ -101,7 +103,8 @@ def build_api(ledger: Ledger, settings: Settings | None = None) -> Api:
     clinic.enroll("Morgan Manager", "morgan", "manager")
     clinic.enroll("Casey Compliance", "casey", "compliance_officer")
     clock = Clock()
-    app = create_app(ledger, settings or Settings(), clock=clock, password_hasher=fast_test_hasher())
+    settings = settings or Settings(patient_key=PATIENT_KEY)
+    app = create_app(ledger, settings, clock=clock, password_hasher=fast_test_hasher())
     api = Api(TestClient(app, raise_server_exceptions=False), clinic, clock)
     for user in [*ROLE_USERS.values(), "ned"]:
         api.set_password(user)

@@ -186,3 +186,13 @@ def test_staff_enrol_grant_revoke(api):
     staff = {s["username"]: s for s in api.client.get(api.url("/staff"), headers=h).json()}
     assert staff["rita"]["roles"] == ["nurse", "pharmacist"] and staff["rita"]["has_password"] is False
     assert staff["nora"]["has_password"] is True
+
+
+def test_receipt_into_quarantine_with_its_dscsa_reference(api):
+    body = receipt(api, invoice="INV-Q", containers=1)
+    body["lines"][0] |= {"quarantine": True, "invoiced_containers": 1}
+    body["dscsa_reference"] = "TI-2026-0042"
+    r = api.client.post(api.url("/receipts"), json=body, headers=api.headers("pia"))
+    assert r.status_code == 201, r.text
+    v = api.client.get(api.url(f"/vials/{r.json()['vial_ids'][0]}"), headers=api.headers("pia")).json()
+    assert v["state"] == "quarantined"

@@ -5,7 +5,9 @@ the services' own role checks would show as 403); refused means 403."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -99,13 +101,80 @@ def request_for(api, name: str, user: str):
         return "GET", "/entries/0", None, user
     if name == "patient_access_log":
         return "GET", "/patient-access-log", None, user
+    clinical = CLINICAL_REQUESTS.get(name)
+    if clinical is not None:
+        method, path, body = clinical(i)
+        return method, path, body, user
     raise AssertionError(f"no request for endpoint {name}: add one here and a row to the role table")
+
+
+AN_HOUR_AGO = an_hour_ago().isoformat()
+ADDRESS = {"street": "12 Elm St", "city": "Austin", "state": "TX", "postal_code": "78702"}
+#: Valid shapes; the services may still refuse them (404, 409, 422): allowed means "past the role check".
+CLINICAL_REQUESTS = {
+    "set_policy": lambda i: ("POST", "/policies", {"beyond_use_days": 28, "reason": f"policy {i}"}),
+    "register_patient": lambda i: ("POST", "/patients", {"name": f"Pat Example {i}", "address": ADDRESS}),
+    "change_patient_details": lambda i: ("POST", "/patients/P1/details-changes",
+                                         {"name": "Pat Example", "address": ADDRESS, "reason": "moved"}),
+    "read_patient": lambda i: ("GET", "/patients/P1", None),
+    "administer_dose": lambda i: ("POST", "/administrations", {
+        "patient_id": "P1", "prescriber_dea_number": "FB7654329", "weight_kg": "80.00", "ordered_mg_per_kg": "0.50",
+        "draws": [{"vial_id": "V1-1", "ml": "1.00"}], "ml_given": "0.80", "started_at": AN_HOUR_AGO,
+        "ended_at": AN_HOUR_AGO}),
+    "record_waste": lambda i: ("POST", "/wastes", {"administration_id": "A1", "ml": "0.20", "method": "sharps",
+                                                   "occurred_at": AN_HOUR_AGO}),
+    "start_count": lambda i: ("POST", "/counts", {"blind": True}),
+    "submit_count": lambda i: ("POST", "/counts/C1/submissions", {
+        "lines": [{"ndc": KETAMINE_50, "sealed_containers": 1}], "occurred_at": AN_HOUR_AGO}),
+    "resolve_discrepancy": lambda i: ("POST", "/discrepancies/D1/resolutions",
+                                      {"category": "other", "explanation": "miscount"}),
+    "destroy_stock": lambda i: ("POST", "/destructions", {"vial_ids": ["V1-1"], "method": "digestion", "place": "med room",
+                                                          "reason": "expired", "occurred_at": AN_HOUR_AGO}),
+    "transfer_stock": lambda i: ("POST", "/transfers", {
+        "vial_ids": ["V1-1"], "receiver_dea_number": "FB7654329", "receiver_name": "Other Clinic",
+        "receiver_address": ADDRESS, "invoice_number": f"T{i}", "occurred_at": AN_HOUR_AGO}),
+    "return_stock": lambda i: ("POST", "/returns", {
+        "vial_ids": ["V1-1"], "recipient_type": "supplier", "recipient_name": "Gulf Medical Supply",
+        "recipient_address": ADDRESS, "recipient_dea_number": "PB1234563", "invoice_number": f"R{i}",
+        "occurred_at": AN_HOUR_AGO}),
+    "report_theft_or_loss": lambda i: ("POST", "/loss-reports", {
+        "discovered_at": AN_HOUR_AGO, "loss_type": "other", "police_notified": False, "losses_past_24_months": 0,
+        "purchase_value_usd": "10.00", "lost": [{"vial_id": "V1-1"}]}),
+    "correct_entry": lambda i: ("POST", "/corrections", {"corrects_seq": 1, "reason": "typo"}),
+    "quarantine_stock": lambda i: ("POST", "/quarantines", {"vial_ids": ["V1-1"], "reason": "suspect"}),
+    "release_quarantine": lambda i: ("POST", "/quarantine-releases", {"vial_ids": ["V1-1"], "reason": "cleared"}),
+    "get_policy": lambda i: ("GET", "/policy", None),
+    "get_count": lambda i: ("GET", "/counts/C1", None),
+    "list_discrepancies": lambda i: ("GET", "/discrepancies?status=all", None),
+    "get_audit": lambda i: ("GET", "/audit?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z", None),
+}
+#: Commands a second person signs for: how many assertions they carry.
+WITNESSED = {"record_waste": 1, "submit_count": 1, "destroy_stock": 2}
+WITNESS_POOL = ("ned", "casey", "pia", "morgan")
+
+
+def witness_header(api, name: str, user: str, content: bytes) -> dict[str, str]:
+    """Valid assertions for ``content`` from people other than ``user`` (when ``user`` may ask)."""
+    if name not in WITNESSED or user not in {ROLE_USERS[r] for r in ENDPOINT_ROLES["create_witness_assertion"]}:
+        return {}
+    tokens = []
+    for w in [w for w in WITNESS_POOL if w != user][:WITNESSED[name]]:
+        body = {"username": w, "password": PASSWORD, "body_sha256": hashlib.sha256(content).hexdigest()}
+        if api.totp(w):
+            body["totp"] = api.totp(w)
+        r = api.client.post(api.url("/witness-assertions"), json=body, headers=api.headers(user))
+        assert r.status_code == 201, r.text
+        tokens.append(r.json()["assertion"])
+    return {"Witness-Assertion": ", ".join(tokens)}
 
 
 def call(api, name, user, dea=None):
     method, path, body, user = request_for(api, name, user)
+    content = json.dumps(body).encode() if body is not None else None
     headers = api.headers(user, dea=dea if dea != api.dea else None, **api.key())
-    return api.client.request(method, api.url(path, api.dea), json=body, headers=headers)
+    if content is not None:
+        headers = {**headers, "Content-Type": "application/json", **witness_header(api, name, user, content)}
+    return api.client.request(method, api.url(path, api.dea), content=content, headers=headers)
 
 
 CASES = [(name, role) for name in ENDPOINT_ROLES for role in ALL_ROLES]
@@ -138,9 +207,16 @@ def test_no_login_is_401_everywhere(api, name):
 
 
 def api_routes() -> list[APIRoute]:
-    from csledger.api import routes_records, routes_reference, routes_session, routes_stock
+    from csledger.api import (
+        routes_clinical,
+        routes_records,
+        routes_reference,
+        routes_session,
+        routes_stock,
+    )
 
-    return [r for m in (routes_session, routes_reference, routes_stock, routes_records) for r in m.router.routes
+    return [r for m in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records)
+            for r in m.router.routes
             if isinstance(r, APIRoute)]
 
 

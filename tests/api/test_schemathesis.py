@@ -43,7 +43,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", API.client.app).exclude
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case):
     api = API
     if "dea" in (case.path_parameters or {}) and hash(str(case.path_parameters)) % 4:

@@ -93,12 +93,14 @@ def test_demo_logins_let_each_demo_role_log_in(tmp_path):
     assert run(["staff", "demo-logins", "--db", real], tmp_path, check=False).returncode == 2
 
 
+@pytest.mark.slow
 def test_bench_http_runs_and_reports_a_ratio(tmp_path):
     from rich.console import Console
 
     from csledger.api.bench_http import run_http_bench
 
-    rows = run_http_bench(Console(file=open(tmp_path / "out.txt", "w")), clients=(1, 2), per_client=3,
-                          workdir=tmp_path / "bench")
-    assert [r["clients"] for r in rows] == [1, 2]
-    assert all(r["http_per_s"] > 0 and r["service_per_s"] > 0 and r["ratio"] > 0 for r in rows)
+    for command, clients in (("receipt", (1, 2)), ("infusion", (1,))):
+        rows = run_http_bench(Console(file=open(tmp_path / f"{command}.txt", "w")), clients=clients, per_client=2,
+                              workdir=tmp_path / command, command=command)
+        assert [r["clients"] for r in rows] == list(clients)
+        assert all(r["http_per_s"] > 0 and r["service_per_s"] > 0 and r["ratio"] > 0 for r in rows)
