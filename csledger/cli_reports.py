@@ -20,21 +20,27 @@ from .ledger.errors import LedgerError
 
 @app.command()
 def report(
-    kind: Annotated[str, typer.Argument(help="receiving | inventory")],
+    kind: Annotated[str, typer.Argument(help="receiving | inventory | audit | waste | counts | form106 | vial | "
+                                              "administrations")],
     registrant: Annotated[str, typer.Option(help="DEA number of the registrant.")],
     start: Annotated[str, typer.Option("--from", help="First day of the period, YYYY-MM-DD (registrant's local time).")],
     end: Annotated[str, typer.Option("--to", help="Last day of the period, YYYY-MM-DD (included).")],
     out_path: Annotated[Path, typer.Option("--out", help="PDF file to write.")],
     paper: Annotated[str, typer.Option(help="letter or a4.")] = "letter",
+    vial: Annotated[str | None, typer.Option(help="The container, for the vial history (e.g. V19-1).")] = None,
     db: DbOption = None,
 ) -> None:
-    """Build a compliance report PDF from the ledger, with the ledger state it was built from."""
+    """Build a compliance report PDF from the ledger, with the ledger state it was built from.
+
+    Kinds: receiving, inventory, audit, waste (with Form 41 worksheets), counts, form106,
+    vial (needs --vial), administrations."""
     from .reports.base import build_report
 
     _, ledger = _open(db)
     t0 = time.perf_counter()
     try:
-        pdf, data = build_report(ledger, kind, registrant.strip().upper(), start, end, paper=paper.lower())
+        pdf, data = build_report(ledger, kind, registrant.strip().upper(), start, end, paper=paper.lower(),
+                                 params={"vial": vial} if vial else None)
     except LedgerError as exc:
         _fail(str(exc))
     finally:
@@ -75,8 +81,9 @@ def verify_report(
 def report_bench(
     receipts: Annotated[int, typer.Option(help="Receipts (one entry and one log row each) to seed.")] = 20000,
     workdir: Annotated[Path | None, typer.Option(help="Folder for the throwaway database and PDF.")] = None,
+    reuse: Annotated[bool, typer.Option(help="Reuse a database seeded by an earlier run in --workdir.")] = False,
 ) -> None:
     """Measure building and verifying a receiving log of N rows (time and peak memory)."""
     from .reports.bench import run_report_bench
 
-    run_report_bench(out, receipts=receipts, workdir=workdir)
+    run_report_bench(out, receipts=receipts, workdir=workdir, reuse=reuse)

@@ -6,10 +6,9 @@
     difference = accounted for - to account for;  variance % = difference / to account for
 
 Read model of its own until issue 3's ``ledger.audit`` lands: entries are decoded from the
-canonical bytes and their stock movements come from ``ledger.projections.movements`` (the one
-definition the ledger itself uses). Entry kinds are mapped to the audit's lines in ``CATEGORY``;
-a kind that moves stock and is not mapped yet is never dropped silently: it lands in "other
-movements", which is printed and flags the line.
+canonical bytes and each kind is mapped to the audit's lines in ``_outflows``; a kind that
+moves stock (per the ledger's ``projections.movements``) and is not mapped yet is never dropped
+silently: it lands in "other movements", which is printed and flags the line.
 
 Beginning inventory: the last 1304.11 inventory taken on or before the period's first day, or
 the initial inventory when it falls inside the period (the audit then counts from it). Ending
@@ -38,24 +37,71 @@ ZERO = Decimal("0.00")
 #: Lines whose |variance| is above this are flagged. A registrant policy will set it (issue 3/7);
 #: until then the default is the common "1 %" investigators use for a small practice.
 VARIANCE_THRESHOLD_PCT = Decimal("1.00")
-#: Entry kind -> audit line. Issue 3's kinds join here as they land.
-CATEGORY = {
-    "stock_received": "receipts",
-    "dose_administered": "administered",
-    "dose_wasted": "wasted",
-    "stock_destroyed": "destroyed",
-    "stock_transferred": "transferred",
-    "stock_returned": "transferred",
-    "loss_reported": "losses",
-}
-DISPOSITIONS = ("administered", "wasted", "destroyed", "transferred", "losses", "other")
+DISPOSITIONS = ("administered", "wasted", "destroyed", "transferred", "losses", "corrections", "other")
 LINE_LABELS = {
     "beginning": "Beginning inventory", "receipts": "Receipts", "to_account_for": "Total to account for",
-    "administered": "Administered", "wasted": "Wasted (with the administration)", "destroyed": "Destroyed (Form 41)",
-    "transferred": "Transferred and returned", "losses": "Reported losses (Form 106)",
+    "administered": "Administered (given)", "wasted": "Wasted (with the administration, witnessed)",
+    "destroyed": "Destroyed (Form 41)", "transferred": "Transferred and returned",
+    "losses": "Reported losses (adjusted and Form 106)", "corrections": "Corrections (net out of stock)",
     "other": "Other movements (kind not yet in the audit)", "ending": "Ending inventory",
     "accounted_for": "Total accounted for", "difference": "Difference",
+    "unreconciled": "of which drawn but not yet given or wasted (unreconciled)",
 }
+
+
+def _outflows(e: dict[str, Any]) -> list[tuple[str, dict[str, Any], Decimal, Decimal]]:
+    """(audit line, product, mL for the line, mL out of stock) for one entry.
+
+    Read from the entry's own fields (issue 3's kinds): an administration takes what was
+    drawn out of stock but is accounted as what was given; its waste is a separate entry that
+    moves nothing (the waste left the vial with the draw). Unknown kinds fall back to the
+    ledger's ``movements`` and land in "other"."""
+    kind = e["kind"]
+    out: list[tuple[str, dict[str, Any], Decimal, Decimal]] = []
+    if kind == "stock_received":
+        for ln in e["lines"]:
+            ml = dec(ln["product"]["container_ml"]) * ln["containers"]
+            out.append(("receipts", ln["product"], ml, -ml))
+    elif kind == "dose_administered":
+        given = dec(e["ml_given"])
+        for d in e["draws"]:
+            ml = dec(d["ml"])
+            part = min(ml, given)  # what was given is allocated to the draws in order
+            given -= part
+            out.append(("administered", d["product"], part, ml))
+    elif kind == "dose_wasted":
+        out.append(("wasted", e["product"], dec(e["ml"]), ZERO))
+    elif kind == "stock_destroyed":
+        out += [("destroyed", i["product"], dec(i["ml"]), dec(i["ml"])) for i in e["items"]]
+    elif kind in ("stock_transferred", "stock_returned"):
+        out += [("transferred", v["product"], dec(v["ml"]), dec(v["ml"])) for v in e["vials"]]
+    elif kind == "loss_adjusted":
+        out += [("losses", a["product"], dec(a["ml"]), dec(a["ml"])) for a in e["adjustments"]]
+    elif kind == "theft_or_loss_reported":
+        out += [("losses", a["product"], dec(a["ml"]), dec(a["ml"])) for a in e["lost"]]
+    elif kind == "entry_corrected":
+        for ln in e["lines"]:
+            ml = dec(ln["ml"]) if ln["direction"] == "remove" else -dec(ln["ml"])
+            out.append(("corrections", ln["product"], ml, ml))
+    elif kind not in ("inventory_taken", "stock_counted"):
+        # A kind this audit does not know yet: if the ledger says it moves stock, show it.
+        for _vial, ndc_key, ml in movements(e):
+            out.append(("other", {"ndc_key": ndc_key}, -ml, -ml))
+    return out
+
+
+def _counted(e: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Decimal]]:
+    """Physically counted mL per product of an inventory or a count."""
+    out: dict[str, tuple[dict[str, Any], Decimal]] = {}
+    if e["kind"] == "inventory_taken":
+        for item in e["items"]:
+            p = item["product"]
+            out[p["ndc_key"]] = (p, out.get(p["ndc_key"], (p, ZERO))[1] + dec(item["ml"]))
+    elif e["kind"] == "stock_counted":
+        for ln in e["lines"]:
+            p = ln["product"]
+            out[p["ndc_key"]] = (p, out.get(p["ndc_key"], (p, ZERO))[1] + dec(ln["counted_ml"]))
+    return out
 
 
 def _containers(ml: Decimal, container_ml: Decimal) -> Decimal:
@@ -68,66 +114,75 @@ def _pct(diff: Decimal, base: Decimal) -> Decimal:
     return (diff * 100 / base).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
 
 
+def _threshold(snap: Snapshot, period: Period) -> Decimal:
+    """The registrant's variance threshold in force at the period's end (``policy_set``)."""
+    t = VARIANCE_THRESHOLD_PCT
+    for e in snap.entries:
+        if e["kind"] == "policy_set" and e["occurred_at"] < period.end_utc:
+            t = dec(e["variance_threshold_percent"])
+    return t
+
+
 def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
     """Every audit figure per NDC and in total, with the stock series for the charts."""
-    inventories = [e for e in snap.entries if e["kind"] == "inventory_taken"]
-    before = [e for e in inventories if e["occurred_at"] < period.end_utc]
-    at_start = [e for e in before if e["occurred_at"] < period.start_utc]
-    begin = at_start[-1] if at_start else (before[0] if before else None)
+    physical = [e for e in snap.entries if e["kind"] in ("inventory_taken", "stock_counted")
+                and e["occurred_at"] < period.end_utc]
+    inventories = [e for e in physical if e["kind"] == "inventory_taken"]
+    at_start = [e for e in physical if e["occurred_at"] < period.start_utc]
+    begin = at_start[-1] if at_start else (inventories[0] if inventories else None)
     if begin is None:  # check_period makes this unreachable; kept so the audit never guesses
         raise ReportError("no inventory to begin the audit from", field="from")
     begin_at = begin["occurred_at"]
-    end_inv = next((e for e in reversed(before) if e is not begin and e["occurred_at"] >= period.start_utc
-                    and local(e["occurred_at"], period.tz)[:10] == period.end.isoformat()), None)
+    last_day = period.end.isoformat()
+    end_src = next((e for e in reversed(physical) if e is not begin and e["occurred_at"] > begin_at
+                    and local(e["occurred_at"], period.tz)[:10] == last_day), None)
+    threshold = _threshold(snap, period)
 
     products: dict[str, dict[str, Any]] = {}
     balance: dict[str, Decimal] = {}
     series: dict[str, list[tuple[str, Decimal]]] = {}
+    known: dict[str, dict[str, Any]] = {}
 
     def product(p: dict[str, Any]) -> dict[str, Any]:
+        p = known.get(p["ndc_key"], p)
         pr = products.get(p["ndc_key"])
         if pr is None:
             pr = products[p["ndc_key"]] = {
                 "ndc": p["ndc"], "drug": p["name"], "form": p["form"], "strength_mg_per_ml": p["strength_mg_per_ml"],
-                "container_ml": p["container_ml"], "ml": {k: ZERO for k in ("beginning", "receipts", *DISPOSITIONS)},
-                "other_kinds": set(),
+                "container_ml": p["container_ml"],
+                "ml": {k: ZERO for k in ("beginning", "receipts", *DISPOSITIONS, "drawn")}, "other_kinds": set(),
             }
             balance[p["ndc_key"]] = ZERO
             series[p["ndc_key"]] = []
         return pr
 
-    for item in begin["items"]:
-        pr = product(item["product"])
-        pr["ml"]["beginning"] += dec(item["ml"])
-        balance[item["product"]["ndc_key"]] += dec(item["ml"])
+    for e in snap.entries:
+        if e["kind"] == "product_added":
+            known[e["product"]["ndc_key"]] = e["product"]
+    for key, (p, ml) in _counted(begin).items():
+        product(p)["ml"]["beginning"] += ml
+        balance[key] += ml
     for key in products:
         series[key].append((begin_at, balance[key]))
-
-    prods_of: dict[str, dict[str, Any]] = {}
     for e in snap.entries:
-        if e["kind"] in ("product_added",):
-            prods_of[e["product"]["ndc_key"]] = e["product"]
-        if not (begin_at < e["occurred_at"] < period.end_utc) or e["kind"] == "inventory_taken":
+        if not (begin_at < e["occurred_at"] < period.end_utc):
             continue
-        cat = CATEGORY.get(e["kind"])
-        for _vial, ndc_key, ml in movements(e):
-            pr = product(prods_of[ndc_key])
-            line = cat or "other"
+        for line, p, ml, out_ml in _outflows(e):
+            pr = product(p)
+            pr["ml"][line] += ml
+            if line == "administered":
+                pr["ml"]["drawn"] += out_ml
             if line == "other":
                 pr["other_kinds"].add(e["kind"])
-            # movements are signed mL into stock; dispositions are reported as positive amounts out
-            pr["ml"][line] += ml if line == "receipts" else -ml
-            balance[ndc_key] += ml
-            series[ndc_key].append((e["occurred_at"], balance[ndc_key]))
-
+            if out_ml:
+                balance[p["ndc_key"]] -= out_ml
+                series[p["ndc_key"]].append((e["occurred_at"], balance[p["ndc_key"]]))
     if not products:
         raise ReportError("no stock to audit in the period", field="from/to")
-    ending_counted: dict[str, Decimal] = {}
-    if end_inv is not None:
-        for item in end_inv["items"]:
-            product(item["product"])
-            key = item["product"]["ndc_key"]
-            ending_counted[key] = ending_counted.get(key, ZERO) + dec(item["ml"])
+    counted_end = {k: ml for k, (p, ml) in _counted(end_src).items()} if end_src else {}
+    if end_src:
+        for _k, (p, _ml) in _counted(end_src).items():
+            product(p)
 
     rows = []
     totals = {k: ZERO for k in ("beginning_mg", "receipts_mg", "to_account_for_mg", "dispositions_mg",
@@ -137,16 +192,16 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
         ml = pr["ml"]
         to_account = ml["beginning"] + ml["receipts"]
         out_ml = sum((ml[k] for k in DISPOSITIONS), ZERO)
-        counted = key in ending_counted
-        ending = ending_counted[key] if counted else to_account - out_ml
+        counted = end_src is not None
+        # the book: everything that left stock, with administrations at what was drawn
+        book = to_account - ml["drawn"] - sum((ml[k] for k in DISPOSITIONS if k not in ("administered", "wasted")), ZERO)
+        ending = counted_end.get(key, ZERO) if counted else book
         accounted = out_ml + ending
         diff = accounted - to_account
         pct = _pct(diff, to_account)
-        lines = {}
-        for name in ("beginning", "receipts", *DISPOSITIONS):
-            lines[name] = ml[name]
+        lines = {name: ml[name] for name in ("beginning", "receipts", *DISPOSITIONS)}
         lines.update({"to_account_for": to_account, "ending": ending, "accounted_for": accounted,
-                      "difference": diff})
+                      "difference": diff, "unreconciled": ml["drawn"] - ml["administered"] - ml["wasted"]})
         rows.append({
             "ndc": pr["ndc"], "drug": pr["drug"], "form": pr["form"], "strength_mg_per_ml": pr["strength_mg_per_ml"],
             "container_ml": pr["container_ml"],
@@ -154,7 +209,7 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                       for k, v in lines.items()},
             "ending_source": "counted" if counted else "book",
             "variance_pct": amount(pct),
-            "flagged": abs(pct) > VARIANCE_THRESHOLD_PCT or bool(pr["other_kinds"]),
+            "flagged": abs(pct) > threshold or bool(pr["other_kinds"]),
             "other_kinds": sorted(pr["other_kinds"]),
             "series": [[t, amount(b)] for t, b in _daily(series[key], period.tz)],
         })
@@ -167,12 +222,19 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
         totals["difference_mg"] += diff * strength
     total = {k: amount(v) for k, v in totals.items()}
     total["variance_pct"] = amount(_pct(totals["difference_mg"], totals["to_account_for_mg"]))
-    total["flagged"] = abs(dec(total["variance_pct"])) > VARIANCE_THRESHOLD_PCT or any(r["flagged"] for r in rows)
+    total["flagged"] = abs(dec(total["variance_pct"])) > threshold or any(r["flagged"] for r in rows)
+
+    def source(e: dict[str, Any] | None) -> dict[str, Any] | None:
+        if e is None:
+            return None
+        what = (f"{e['inventory_type']} inventory taken at {e['taken_at'].replace('_', ' ')}"
+                if e["kind"] == "inventory_taken" else "count")
+        return {"seq": e["seq"], "what": what, "occurred_at": e["occurred_at"]}
+
     return {
-        "beginning_source": {"seq": begin["seq"], "type": begin["inventory_type"], "taken_at": begin["taken_at"],
-                             "occurred_at": begin_at},
-        "ending_source": ({"seq": end_inv["seq"], "occurred_at": end_inv["occurred_at"]} if end_inv else None),
-        "threshold_pct": amount(VARIANCE_THRESHOLD_PCT),
+        "beginning_source": source(begin),
+        "ending_source": source(end_src),
+        "threshold_pct": amount(threshold),
         "products": rows,
         "total": total,
     }
@@ -188,7 +250,7 @@ def _daily(points: list[tuple[str, Decimal]], tz: str) -> list[tuple[str, Decima
 
 
 ORDER = ("beginning", "receipts", "to_account_for", "administered", "wasted", "destroyed", "transferred", "losses",
-         "other", "ending", "accounted_for", "difference")
+         "corrections", "other", "ending", "accounted_for", "difference", "unreconciled")
 
 
 def _chart(row: dict[str, Any], tz: str, width: float = 480, height: float = 150) -> Drawing:
@@ -227,10 +289,10 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     tz = data["registrant"]["time_zone"]
     b = f["beginning_source"]
     out: list[layout.Block] = [layout.Para(
-        f"Beginning inventory: the {b['type']} inventory taken at {b['taken_at'].replace('_', ' ')}, "
-        f"{local(b['occurred_at'], tz)} (ledger entry {b['seq']}); movements are counted from it to the end of the "
-        f"period. Ending inventory: "
-        + (f"the physical inventory of {local(f['ending_source']['occurred_at'], tz)} (entry {f['ending_source']['seq']})."
+        f"Beginning inventory: the {b['what']}, {local(b['occurred_at'], tz)} (ledger entry {b['seq']}); movements "
+        f"are counted from it to the end of the period. Ending inventory: "
+        + (f"the {f['ending_source']['what']} of {local(f['ending_source']['occurred_at'], tz)} "
+           f"(entry {f['ending_source']['seq']})."
            if f["ending_source"] else "no physical inventory on the period's last day, so the BOOK figure is shown "
                                       "and labelled book.")
         + f" Lines whose variance exceeds {num(f['threshold_pct'], '%')} are flagged (shaded).")]

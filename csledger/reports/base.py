@@ -37,6 +37,12 @@ class ReportKind:
     blocks: Callable[[dict[str, Any]], list[layout.Block]]
     #: Meanings of the wet-signature lines printed at the end (e.g. "reviewed").
     wet_signatures: tuple[str, ...] = ("reviewed",)
+    #: Extra request parameters the kind needs (e.g. ``("vial",)``); with any, ``compute`` is
+    #: called as ``compute(snapshot, period, params)``. They are embedded with the data.
+    params: tuple[str, ...] = ()
+    #: Data from outside the entries printed beside the figures (patient names from the encrypted
+    #: registry): ``annotate(ledger, registrant, figures) -> dict``, embedded as ``annotations``.
+    annotate: Callable[[Any, str, dict[str, Any]], dict[str, Any]] | None = None
 
 
 KINDS: dict[str, ReportKind] = {}
@@ -50,7 +56,7 @@ def register(kind: ReportKind) -> ReportKind:
 def kind_named(name: str) -> ReportKind:
     import importlib
 
-    from . import audit, inventory, receiving  # noqa: F401  (registers the kinds)
+    from . import administrations, audit, counts, form106, inventory, receiving, vial, waste  # noqa: F401  (registers the kinds)
 
     if name not in KINDS and name.isidentifier():
         # Kinds defined in other modules of this package (e.g. ``alerts_pdf``) register when
@@ -94,9 +100,17 @@ def check_period(snap: Snapshot, period: Period) -> None:
 
 
 def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_at: str, generated_by: str,
-                 paper: str) -> dict[str, Any]:
+                 paper: str, params: dict[str, str] | None = None) -> dict[str, Any]:
     """The whole report data (what is embedded and what ``verify-report`` recomputes)."""
     check_period(snap, period)
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    missing = [p for p in kind.params if not params.get(p)]
+    if missing:
+        raise ReportError(f"the {kind.name} report needs --{missing[0]}", field=missing[0])
+    extra = sorted(set(params) - set(kind.params))
+    if extra:
+        raise ReportError(f"the {kind.name} report takes no --{extra[0]}", field=extra[0])
+    figures = kind.compute(snap, period, params) if kind.params else kind.compute(snap, period)
     return {
         "format": FORMAT,
         "kind": kind.name,
@@ -106,7 +120,8 @@ def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_
         "generated": {"at": generated_at, "by": generated_by},
         "paper": paper,
         "state": snap.state.to_json(),
-        "figures": kind.compute(snap, period),
+        "params": params,
+        "figures": figures,
     }
 
 
@@ -176,7 +191,7 @@ def render_data(data: dict[str, Any]) -> bytes:
 
 
 def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *,
-                 generated_by: str = CLI_OPERATOR, paper: str = "letter",
+                 generated_by: str = CLI_OPERATOR, paper: str = "letter", params: dict[str, str] | None = None,
                  now: datetime | None = None) -> tuple[bytes, dict[str, Any]]:
     """Build one report from the ledger as it is now; return the PDF bytes and its data.
 
@@ -190,5 +205,8 @@ def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, en
         snap = load_snapshot(conn, registrant)
     period = parse_period(start, end, snap.registrant_entry["time_zone"])
     data = compute_data(kind, snap, period, generated_at=format_time(now or utcnow()), generated_by=generated_by,
-                        paper=paper)
+                        paper=paper, params=params)
+    del snap  # the decoded entries are not needed to draw: free them before the pages are built
+    if kind.annotate is not None:
+        data["annotations"] = kind.annotate(ledger, registrant, data["figures"])
     return render_data(data), data

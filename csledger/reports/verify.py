@@ -163,15 +163,27 @@ def verify_report(ledger: Ledger, pdf: bytes) -> ReportCheck:
         problems.append(f"period.time_zone: the PDF says {period_in.get('time_zone')!r}, the ledger gives {period.tz!r}")
     try:
         ours = compute_data(kind, snap, period, generated_at=data["generated"]["at"],
-                            generated_by=data["generated"]["by"], paper=data.get("paper", "letter"))
+                            generated_by=data["generated"]["by"], paper=data.get("paper", "letter"),
+                            params=data.get("params") if isinstance(data.get("params"), dict) else None)
     except ReportError as exc:
         return ReportCheck(False, problems + [f"the ledger gives no such report: {exc}"], data=data)
+    del snap  # free the decoded entries before the pages are drawn again
     # The state recomputed may carry a checkpoint the report did not (signed later); compare
     # only what the report claims about the entries.
     ours["state"] = {**ours["state"], "checkpoint": state.get("checkpoint"),
                      "verifier_keys": state.get("verifier_keys", []), "witness_keys": state.get("witness_keys", [])}
-    for key in ("registrant", "period", "title", "kind", "figures"):
+    for key in ("registrant", "period", "title", "kind", "params", "figures"):
         problems.extend(diff_values(ours[key], data.get(key), key))
+    if "annotations" in data:
+        # Not derivable from the entries: re-read them (patient registry, with the key) where
+        # this machine can, and compare; the page text is then checked against the PDF's own.
+        ours["annotations"] = data["annotations"]
+        fresh = kind.annotate(ledger, registrant, ours["figures"]) if kind.annotate else {}
+        if fresh:
+            problems.extend(diff_values(fresh, data["annotations"], "annotations"))
+            cp_summary += "; patient names and addresses checked against the registry"
+        elif data["annotations"]:
+            cp_summary += "; patient names and addresses NOT checked (no patient key here)"
     if len(problems) < MAX_PROBLEMS:
         problems.extend(compare_pages(render_data(ours), pdf))
     summary = (f"{kind.title} of {registrant}, {period.start} to {period.end}, built from tree size {size} "

@@ -313,3 +313,18 @@ def test_accountability_audit_figures_match_the_worked_example(scenario):
                  "opening of business", "Stock of 42023-0113-10", "Total to account for 7,900.00 mg"):
         assert must in text, must
     verify(scenario, scenario["dir"] / "audit.pdf", check=True)
+
+
+def test_vial_history_from_the_command_line(scenario):
+    eng = sa.create_engine(scenario["db"])
+    with eng.connect() as c:
+        vial = c.exec_driver_sql("SELECT vial_id FROM vials WHERE lot = 'KA2610' ORDER BY vial_id LIMIT 1").scalar()
+    eng.dispose()
+    p = report(scenario, "vial", "vial.pdf", check=False)
+    assert p.returncode == 2 and "the vial report needs --vial" in p.stderr
+    report(scenario, "vial", "vial.pdf", "--vial", vial)
+    text = " ".join(text_of(scenario["dir"] / "vial.pdf"))
+    for must in (f"Container {vial}", "received", "invoice GMS-0001 from Gulf Medical Supply (DEA PB1234563)",
+                 "10.00 mL", "Nora Nurse (received)", "Now: SEALED"):
+        assert must in text, must
+    assert verify(scenario, scenario["dir"] / "vial.pdf").returncode == 0
