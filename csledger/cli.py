@@ -31,6 +31,11 @@ def _open(db: str | None, *, migrate_first: bool = False):
     if migrate_first:
         migrate(ledger.engine)
     attach(ledger, settings)  # every write signs a checkpoint in its transaction (issue 4)
+    # Cheap alert rules run in the transaction of the entry that triggers them (issue 7); they
+    # put themselves ahead of checkpoint signing, so a command's alerts are inside its checkpoint.
+    from .ledger.alert_service import attach_alert_rules
+
+    attach_alert_rules(ledger)
     return settings, ledger
 
 
