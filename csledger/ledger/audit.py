@@ -14,7 +14,8 @@ Periods and boundaries (per NDC). An entry belongs to the period when its event 
 - **Ending inventory** is the latest physical count of the product (a ``stock_counted`` line or
   an ``inventory_taken``) after ``start`` and at or before ``end``; the period's activity then
   ends at that count (entries ordered by event time, then ``seq``). With no such count the
-  ending figure is the book at ``end``, labelled ``book``.
+  ending figure is the book at ``end``, labelled ``book``. An initial inventory inside the
+  period is never the ending count: it begins the records (see below).
 - **Beginning inventory** is the book at ``start``; it is labelled ``counted`` when the latest
   physical count at or before ``start`` is followed by no movement of the product up to ``start``
   (then the counted figure is used), else ``book``. An initial inventory taken inside the period
@@ -25,6 +26,15 @@ Periods and boundaries (per NDC). An entry belongs to the period when its event 
 - Corrections: mL removed by a correction are accounted for; mL added back reduce that line.
 So for a period ending in a count with every dose reconciled, the difference is exactly the
 count's counted minus the book at the count.
+
+Besides the lines, each product names where its figures came from (for a report to print):
+``beginning_source`` (the count or inventory the beginning rests on, or the initial inventory
+taken inside the period; ``None`` for a book figure) and ``ending_source`` (the count that ends
+the period, ``None`` for the book), ``unreconciled`` (mL/mg/containers drawn in the period but
+neither given nor wasted: part of the difference) and ``form``. With ``series=True`` each
+product also carries ``series``: the book balance in mL after each movement across the period,
+``[(occurred_at, ml), ...]`` after each entry that moves it, in event-time order, starting with
+the book at ``start`` (time ``start``).
 """
 
 from __future__ import annotations
@@ -66,9 +76,12 @@ class _Product:
     strength: Decimal
     container_ml: Decimal
     ml: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(LINES, ZERO))
+    form: str = ""
     beginning_basis: str = "book"
     ending_basis: str = "book"
     ending_as_of: str = ""
+    drawn: Decimal = ZERO
+    opening: dict[str, Any] | None = None  # an initial inventory taken inside the period
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,16 @@ class _Count:
     #: ndc_key -> counted mL (a product absent from an inventory counts as 0 mL)
     counted: dict[str, Decimal]
     scope: frozenset[str] | None  # None: every product (an inventory)
+    source: dict[str, Any] = field(default_factory=dict)  # which entry (see ``_source``)
+
+
+def _source(e: dict[str, Any]) -> dict[str, Any]:
+    """The entry a physical figure came from: seq, kind, event time (and for an inventory its
+    type and opening/close of business)."""
+    out = {"seq": e["seq"], "kind": e["kind"], "occurred_at": e["occurred_at"]}
+    if e["kind"] == "inventory_taken":
+        out.update(inventory_type=e["inventory_type"], taken_at=e["taken_at"])
+    return out
 
 
 def _pct(diff: Decimal, base: Decimal) -> Decimal:
@@ -91,20 +114,21 @@ def _counts(entries: list[dict[str, Any]]) -> list[_Count]:
         key = (e["occurred_at"], e["seq"])
         if e["kind"] == "stock_counted":
             counted = {ln["product"]["ndc_key"]: Decimal(ln["counted_ml"]) for ln in e["lines"]}
-            out.append(_Count(key, counted, frozenset(counted)))
+            out.append(_Count(key, counted, frozenset(counted), _source(e)))
         elif e["kind"] == "inventory_taken":
             counted: dict[str, Decimal] = {}
             for it in e["items"]:
                 k = it["product"]["ndc_key"]
                 counted[k] = counted.get(k, ZERO) + Decimal(it["ml"])
-            out.append(_Count(key, counted, None))
+            out.append(_Count(key, counted, None, _source(e)))
     return sorted(out, key=lambda c: c.key)
 
 
 def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: datetime, *,
-                   variance_threshold: Decimal | None = None) -> dict[str, Any]:
+                   variance_threshold: Decimal | None = None, series: bool = False) -> dict[str, Any]:
     """Every audit figure for ``start`` < event time <= ``end``, per NDC and in total, from
-    decoded entries of one registrant (pure; see the module docstring for the boundaries)."""
+    decoded entries of one registrant (pure; see the module docstring for the boundaries).
+    ``series=True`` adds each product's book balance across the period (for a stock chart)."""
     entries = sorted(entries, key=lambda e: e["seq"])
     start_key = (format_time(start), _LAST)
     end_key = (format_time(end), _LAST)
@@ -114,7 +138,7 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
         if e["kind"] == "product_added":
             p = e["product"]
             products[p["ndc_key"]] = _Product(p["ndc"], p["ndc_key"], p["name"], Decimal(p["strength_mg_per_ml"]),
-                                              Decimal(p["container_ml"]))
+                                              Decimal(p["container_ml"]), form=p.get("form", ""))
     if threshold is None:
         policies = [e for e in entries if e["kind"] == "policy_set" and e["recorded_at"] <= end_key[0]]
         threshold = Decimal(policies[-1]["variance_threshold_percent"]) if policies else DEFAULT_VARIANCE_THRESHOLD
@@ -128,6 +152,8 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             if c.scope is not None and k not in c.scope:
                 continue
             if start_key < c.key <= end_key:
+                if c.source.get("inventory_type") == "initial":
+                    continue  # it begins the records (added to the beginning), it cannot also end them
                 ending[k] = c
             elif c.key <= start_key:
                 begin_count[k] = c
@@ -139,6 +165,7 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
     book_at_start: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     book_at_end: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     moved_after_begin_count: set[str] = set()
+    points: dict[str, list[tuple[tuple[str, int], Decimal]]] = {k: [] for k in products}
 
     def end_of(k: str) -> tuple[str, int]:
         c = ending.get(k)
@@ -157,13 +184,17 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
                     moved_after_begin_count.add(k)
             if key <= end_of(k):
                 book_at_end[k] += ml
+            if start_key < key <= end_key:
+                points[k].append((key, ml))
             if not (start_key < key <= end_of(k)):
                 continue
             p = products[k]
             if kind == "inventory_taken":
                 p.ml["beginning"] += ml  # an initial inventory inside the period brings stock under account
+                if p.opening is None:
+                    p.opening = _source(e)
             elif kind == "dose_administered":
-                pass  # the draw; what it explains is counted from ml_given and the waste entries
+                p.drawn -= ml  # the draw; what it explains is counted from ml_given and the waste entries
             elif kind == "entry_corrected":
                 p.ml["corrections"] -= ml  # removed (ml < 0) is accounted for
             elif kind in CATEGORY:
@@ -204,13 +235,32 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             totals["ml"][x] += p.ml[x]
             totals["mg"][x] += mg[x]
             totals["containers"][x] += containers[x]
-        lines_out.append({
+        unreconciled = p.drawn - p.ml["administered"] - p.ml["wasted"]
+        out = {
             "ndc": p.ndc, "ndc_key": p.ndc_key, "name": p.name, "strength_mg_per_ml": p.strength,
             "container_ml": p.container_ml, "ml": dict(p.ml), "mg": mg, "containers": containers,
             "variance_percent": variance, "flagged": abs(variance) > threshold,
             "beginning_basis": p.beginning_basis, "ending_basis": p.ending_basis, "ending_as_of": p.ending_as_of,
             "book_at_end_ml": book_at_end[k],
-        })
+            "form": p.form,
+            "beginning_source": bc.source if p.beginning_basis == "counted" else p.opening,
+            "ending_source": c.source if c else None,
+            "unreconciled": {"ml": unreconciled, "mg": (unreconciled * p.strength).quantize(CENT),
+                             "containers": (unreconciled / p.container_ml).quantize(CENT, ROUND_HALF_EVEN)},
+        }
+        if series:
+            balance = book_at_start[k]
+            pts = [(start_key[0], balance)]
+            last = None
+            for key, ml in sorted(points[k]):  # one point per entry (its vials summed)
+                balance += ml
+                if key == last:
+                    pts[-1] = (key[0], balance)
+                else:
+                    pts.append((key[0], balance))
+                last = key
+            out["series"] = pts
+        lines_out.append(out)
     total_variance = _pct(totals["mg"]["difference"], totals["mg"]["to_account_for"])
     return {
         "start": format_time(start), "end": format_time(end), "variance_threshold_percent": threshold,
@@ -220,7 +270,7 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
 
 
 def audit(ledger: Any, registrant: str, start: datetime, end: datetime, *,
-          variance_threshold: Decimal | None = None) -> dict[str, Any]:
+          variance_threshold: Decimal | None = None, series: bool = False) -> dict[str, Any]:
     """The audit of one registrant over a period, from its stored entries (read-only)."""
     from .canonical import decode
     from .store import raw
@@ -228,4 +278,4 @@ def audit(ledger: Any, registrant: str, start: datetime, end: datetime, *,
     with ledger.reading() as conn:
         rows = raw(conn).rows(conn, "SELECT canonical FROM entries WHERE registrant = :r ORDER BY seq", {"r": registrant})
     return accountability((decode(bytes(r["canonical"])) for r in rows), start, end,
-                          variance_threshold=variance_threshold)
+                          variance_threshold=variance_threshold, series=series)

@@ -135,3 +135,51 @@ def test_pure_function_reads_entries_alone(tmp_path):
             audit.accountability([*entries, bogus], t0, end + timedelta(days=1))
     finally:
         projections._clinical_movements = orig
+
+
+def test_sources_unreconciled_and_series(tmp_path):
+    """The figures a report prints beside the lines: where the beginning and ending came from,
+    what was drawn but neither given nor wasted, and (asked for) the book balance across the
+    period. Additive: the lines are the same with or without ``series``."""
+    from csledger.ledger.store import Ledger, make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    migrate(engine)
+    lg = Ledger(engine)
+    try:
+        ops, t0, end = worked_example(lg)
+        plain = audit.audit(lg, ops.dea, t0, end)
+        a = audit.audit(lg, ops.dea, t0, end, series=True)
+        book = audit.audit(lg, ops.dea, t0, t0 + timedelta(hours=7), series=True)
+        spanning = audit.audit(lg, ops.dea, t0 - timedelta(hours=1), end)
+        opening = audit.audit(lg, ops.dea, t0 - timedelta(hours=1), t0 + timedelta(hours=7))
+    finally:
+        lg.dispose()
+    (p,) = a["products"]
+    assert "series" not in plain["products"][0]
+    assert {k: v for k, v in p.items() if k != "series"} == plain["products"][0] and a["total"] == plain["total"]
+    assert p["form"] == "injection"
+    # the beginning rests on the initial inventory at t0; the period ends at the count
+    assert p["beginning_source"]["kind"] == "inventory_taken" and p["beginning_source"]["inventory_type"] == "initial"
+    assert p["beginning_source"]["taken_at"] == "opening_of_business"
+    assert p["ending_source"]["kind"] == "stock_counted" and p["ending_source"]["occurred_at"] == p["ending_as_of"]
+    assert p["unreconciled"] == {"ml": Decimal("0.00"), "mg": Decimal("0.00"), "containers": Decimal("0.00")}
+    # book balance: 46 mL at the start, +100 received, -5 mL per infusion down to 31 mL
+    series = p["series"]
+    assert series[0][1] == Decimal("46.00") and series[1][1] == Decimal("146.00") and series[-1][1] == Decimal("31.00")
+    assert len(series) == 1 + 1 + 23  # the start, the receipt, each infusion (one point per entry)
+    assert [t for t, _ in series] == sorted(t for t, _ in series)
+    # without a count in the period: no ending source, the book
+    (pb,) = book["products"]
+    assert pb["ending_source"] is None and pb["ending_basis"] == "book" and pb["series"][-1][1] == Decimal("31.00")
+    # a period that starts before the initial inventory: the beginning is that inventory, taken inside it
+    (ps,) = spanning["products"]
+    assert ps["beginning_basis"] == "book" and ps["beginning_source"]["kind"] == "inventory_taken"
+    assert ps["mg"]["beginning"] == Decimal("2300.00") and ps["mg"]["difference"] == Decimal("-50.00")
+    # an initial inventory inside the period begins it and is never its ending count: with no
+    # count after it, the ending is the book and the receipts and infusions after it are counted
+    (po,) = opening["products"]
+    assert po["ending_basis"] == "book" and po["ending_source"] is None
+    assert po["beginning_source"]["inventory_type"] == "initial"
+    assert po["mg"]["receipts"] == Decimal("5000.00") and po["ml"]["ending"] == Decimal("31.00")
+    assert po["mg"]["difference"] == Decimal("0.00")

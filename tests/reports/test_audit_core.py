@@ -1,0 +1,126 @@
+"""The audit PDF is the core audit: DOMAIN.md's worked example recorded with the real services,
+``csledger report audit`` and ``csledger verify-report`` run as subprocesses, and the PDF's
+embedded figures compared with ``csledger.ledger.audit`` for the same period."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from csledger.ledger import audit as core
+from csledger.ledger.canonical import parse_time
+from csledger.ledger.store import Ledger, make_engine, migrate
+from csledger.reports import audit as report_audit
+from csledger.reports.fmt import Period
+from csledger.reports.verify import read_report_data
+from tests.cli.test_cli import run
+from tests.clinical.test_audit import worked_example
+from tests.conftest import DEA
+
+TZ = "America/Chicago"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("audit_core")
+    url = f"sqlite:///{tmp / 'ledger.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    ledger = Ledger(engine)
+    ops, t0, end = worked_example(ledger)
+    ledger.dispose()
+    zone = zoneinfo.ZoneInfo(TZ)
+    first = t0.astimezone(zone).date() - timedelta(days=1)
+    last = datetime.now(UTC).astimezone(zone).date()
+    pdf = tmp / "audit.pdf"
+    run(["report", "audit", "--registrant", DEA, "--from", first.isoformat(), "--to", last.isoformat(),
+         "--out", str(pdf), "--db", url], tmp)
+    return {"url": url, "dir": tmp, "pdf": pdf, "first": first, "last": last, "t0": t0, "end": end}
+
+
+def core_for(url: str, first: date, last: date, **kw) -> dict:
+    """``ledger.audit`` for the report's local days: [start_utc, end_utc) is (start - 1 us, end - 1 us]."""
+    period = Period(first, last, TZ)
+    us = timedelta(microseconds=1)
+    ledger = Ledger(make_engine(url))
+    try:
+        return core.audit(ledger, DEA, parse_time(period.start_utc) - us, parse_time(period.end_utc) - us, **kw)
+    finally:
+        ledger.dispose()
+
+
+def test_pdf_figures_are_the_core_audit(built):
+    data, _ = read_report_data(built["pdf"].read_bytes())
+    figures = dict(data["figures"])
+    charts = figures.pop("charts")
+    expected = core_for(built["url"], built["first"], built["last"])
+    assert figures == report_audit._jsonable(expected)
+    (p,) = figures["products"]
+    # DOMAIN.md's worked example, through the PDF path
+    assert p["mg"]["beginning"] == "2300.00" and p["mg"]["receipts"] == "5000.00"
+    assert p["mg"]["to_account_for"] == "7300.00" and p["mg"]["administered"] == "5400.00"
+    assert p["mg"]["wasted"] == "350.00" and p["mg"]["ending"] == "1500.00" and p["ending_basis"] == "counted"
+    assert p["mg"]["accounted_for"] == "7250.00" and p["mg"]["difference"] == "-50.00"
+    assert p["variance_percent"] == "-0.68" and p["flagged"] is False
+    assert p["ml"]["ending"] == "30.00" and p["containers"]["ending"] == "3.00"
+    assert figures["total"]["mg"]["difference"] == "-50.00" and figures["total"]["variance_percent"] == "-0.68"
+    # where the figures came from: the initial inventory (in the period) and the count
+    assert p["beginning_source"]["kind"] == "inventory_taken"
+    assert p["beginning_source"]["inventory_type"] == "initial"
+    assert p["ending_source"]["kind"] == "stock_counted"
+    assert p["unreconciled"]["ml"] == "0.00"
+    # the chart: book balance from 0 through the inventory (46 mL) to 31 mL left after 23 draws
+    pts = charts[p["ndc_key"]]
+    assert pts[0][1] == "0.00" and pts[-1][1] == "31.00"
+    # the same figures as the core over the worked example's own instants (tests/clinical)
+    ledger = _ledger(built["url"])
+    try:
+        own = core.audit(ledger, DEA, built["t0"], built["end"])
+    finally:
+        ledger.dispose()
+    assert {k: str(v) for k, v in own["products"][0]["mg"].items()} == p["mg"]
+
+
+def _ledger(url: str) -> Ledger:
+    return Ledger(make_engine(url))
+
+
+def test_pdf_prints_the_figures(built):
+    from pypdf import PdfReader
+
+    text = "\n".join(page.extract_text() for page in PdfReader(built["pdf"]).pages)
+    for s in ("2,300.00 mg", "5,000.00 mg", "7,300.00 mg", "5,400.00 mg", "350.00 mg", "1,500.00 mg",
+              "7,250.00 mg", "-50.00 mg", "-0.68 %", "Ending inventory (counted)", "initial inventory taken at"):
+        assert s in text, s
+
+
+def test_verify_report_passes(built):
+    p = run(["verify-report", str(built["pdf"]), "--db", built["url"]], built["dir"])
+    assert p.stdout.startswith("OK"), p.stdout
+
+
+def test_without_a_count_the_pdf_ending_is_the_book(built):
+    """The report over the entries before the count (a smaller tree size) has the core's
+    figures: the initial inventory begins the period, and with no count after it the ending is
+    the book, labelled book."""
+    from csledger.reports.source import load_snapshot
+
+    ledger = _ledger(built["url"])
+    try:
+        with ledger.reading() as conn:
+            full = load_snapshot(conn, DEA)
+            counted = next(e["seq"] for e in full.entries if e["kind"] == "stock_counted")
+            snap = load_snapshot(conn, DEA, counted)
+    finally:
+        ledger.dispose()
+    period = Period(built["first"], built["last"], TZ)
+    f = report_audit.compute(snap, period)
+    f.pop("charts")
+    us = timedelta(microseconds=1)
+    expected = core.accountability(snap.entries, parse_time(period.start_utc) - us, parse_time(period.end_utc) - us)
+    assert f == report_audit._jsonable(expected)
+    (p,) = f["products"]
+    assert p["ending_basis"] == "book" and p["ending_source"] is None
+    assert p["mg"]["receipts"] == "5000.00" and p["ml"]["ending"] == "31.00" and p["mg"]["difference"] == "0.00"
