@@ -158,11 +158,21 @@ def _peak_verify_memory(ledger: Ledger, deep: bool) -> int:
     return peak
 
 
-def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: Path | None, pg_url: str | None) -> dict:
+def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: Path | None, pg_url: str | None,
+              production: bool = True) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="csledger-bench-", dir=workdir))
     url = pg_url or f"sqlite:///{tmp / 'ledger.db'}"
     ledger = Ledger.open(url)
     migrate(ledger.engine)
+    if production:
+        # What a clinic runs: a checkpoint signed in every append transaction (issue 4) and the
+        # in-transaction alert rules (issue 7), exactly as ``csledger serve`` attaches them.
+        from .ledger.alert_service import attach_alert_rules
+        from .ledger.log import attach
+        from .settings import get_settings
+
+        attach(ledger, get_settings(database_url=url, key_dir=tmp / "keys"))
+        attach_alert_rules(ledger)
     nurse, supplier_id = _seed(ledger)
 
     # 1. durable single-command appends (one receipt = one entry per command)
@@ -199,7 +209,8 @@ def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: P
                     "deep_peak_bytes": {small: mem_small[1], verify_entries: mem_large[1]}})
     ledger.dispose()
 
-    t = Table(title=f"csledger bench ({ledger.dialect}, {entries} appends, verify over {v_n} entries)")
+    mode = "checkpoint signing + alert rules" if production else "ledger only, no checkpoints"
+    t = Table(title=f"csledger bench ({ledger.dialect}, {mode}, {entries} appends, verify over {v_n} entries)")
     t.add_column("measure")
     t.add_column("csledger", justify="right")
     t.add_column("bare sqlite3+hashlib", justify="right")

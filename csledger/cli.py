@@ -144,11 +144,12 @@ def bench(
     verify_entries: Annotated[int, typer.Option(help="Entries in the verify run.")] = 20000,
     workdir: Annotated[Path | None, typer.Option(help="Folder for the throwaway databases.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="Benchmark against this (empty) PostgreSQL URL instead of a fresh SQLite file.")] = None,
+    production: Annotated[bool, typer.Option("--production/--ledger-only", help="With checkpoint signing and alert rules, as served (default), or the bare ledger path.")] = True,
 ) -> None:
     """Measure durable appends/s and verify entries/s against a bare sqlite3+hashlib loop."""
     from .bench import run_bench
 
-    run_bench(out, entries=entries, verify_entries=verify_entries, workdir=workdir, pg_url=db)
+    run_bench(out, entries=entries, verify_entries=verify_entries, workdir=workdir, pg_url=db, production=production)
 
 
 @app.command()
