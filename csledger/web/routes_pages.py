@@ -87,8 +87,9 @@ async def home(request: Request, dea: Dea) -> Response:
 
 # --- receive stock -----------------------------------------------------------------------------
 
-LINE_FIELDS = ("ndc", "containers", "lot", "expiry", "serials", "gtin")
+LINE_FIELDS = ("ndc", "containers", "lot", "expiry", "serials", "gtin", "invoiced")
 _LINE_INPUT_FIELDS = {f.name for f in dataclasses.fields(ReceivedLineInput)}
+_RECEIPT_FIELDS = {f.name for f in dataclasses.fields(ReceiveStock)}
 
 
 def _lines(form: Form) -> list[dict[str, str]]:
@@ -99,14 +100,16 @@ def _lines(form: Form) -> list[dict[str, str]]:
 def _receive_page(page: Page, *, values: dict, lines: list[dict], errors: Errors | None = None,
                   status: int = 200, focus_scan: bool = True, notice: str | None = None) -> Response:
     ledger = page.request.app.state.ledger
-    known = ["supplier_id", "invoice_number", "occurred_at", "late_reason", "notes", "scan"]
+    known = ["supplier_id", "invoice_number", "occurred_at", "late_reason", "notes", "scan", "dscsa_reference"]
     known += [f"lines-{i}-{f}" for i in range(len(lines)) for f in LINE_FIELDS]
     return page.render("receive.html", status=status, values=values, lines=lines, errors=errors or Errors(),
                        product_options=[(p["ndc"], f"NDC {p['ndc']} · {p['strength_mg_per_ml']} mg/mL, "
                                                     f"{p['container_ml']} mL {p['form']}")
                                         for p in api_queries.products(ledger, page.dea)],
                        supplier_options=[(s["supplier_id"], s["name"]) for s in api_queries.suppliers(ledger, page.dea)],
-                       focus_scan=focus_scan, known=known, notice=notice)
+                       focus_scan=focus_scan, known=known, notice=notice,
+                       has_invoiced="invoiced_containers" in _LINE_INPUT_FIELDS,
+                       has_dscsa="dscsa_reference" in _RECEIPT_FIELDS)
 
 
 @router.get("/ui/{dea}/receipts/new", name="web_receive")
@@ -136,7 +139,7 @@ def _add_scan(page: Page, form: Form, lines: list[dict], notice: list[str]) -> E
             notice.append(f"Carton added: NDC {scan.ndc}, lot {scan.lot}, now {ln['containers']} on that line.")
             return errors
     new = {"ndc": scan.ndc, "containers": "1", "lot": scan.lot or "", "expiry": scan.expiry or "",
-           "serials": scan.serial or "", "gtin": scan.gtin}
+           "serials": scan.serial or "", "gtin": scan.gtin, "invoiced": ""}
     notice.append(f"Carton added: NDC {scan.ndc}, lot {scan.lot}, expiry {scan.expiry}.")
     empty = [i for i, ln in enumerate(lines) if not any(ln[f] for f in ("ndc", "lot", "expiry", "containers"))]
     if empty:
@@ -148,7 +151,7 @@ def _add_scan(page: Page, form: Form, lines: list[dict], notice: list[str]) -> E
 
 def _receive(page: Page, form: Form) -> Response:
     values = {k: form.get(k, "") for k in ("supplier_id", "invoice_number", "occurred_at", "late_reason", "notes",
-                                           "form_key")}
+                                           "form_key", "dscsa_reference")}
     values["form_key"] = values["form_key"] or new_form_key()
     lines = _lines(form)
     action = form.get("action", "record")
@@ -177,12 +180,20 @@ def _receive(page: Page, form: Form) -> Response:
             extra["serials"] = tuple(ln["serials"].split())
         if "gtin" in _LINE_INPUT_FIELDS and ln.get("gtin"):
             extra["gtin"] = ln["gtin"]
+        if "invoiced_containers" in _LINE_INPUT_FIELDS and ln.get("invoiced"):
+            if ln["invoiced"].isdigit():
+                extra["invoiced_containers"] = int(ln["invoiced"])
+            else:
+                errors.add(f"lines-{i}-invoiced", "enter the number of containers on the invoice")
         cmd_lines.append(ReceivedLineInput(ln["ndc"], int(ln["containers"]) if ln["containers"].isdigit() else 0,
                                            ln["lot"], ln["expiry"], **extra))
     if errors:
         return _receive_page(page, values=values, lines=lines, errors=errors, status=422)
+    more = {}
+    if "dscsa_reference" in _RECEIPT_FIELDS and values["dscsa_reference"].strip():
+        more["dscsa_reference"] = values["dscsa_reference"].strip()
     cmd = ReceiveStock(values["supplier_id"], values["invoice_number"], occurred, tuple(cmd_lines),
-                       late_reason=values["late_reason"].strip() or None, notes=values["notes"])
+                       late_reason=values["late_reason"].strip() or None, notes=values["notes"], **more)
     try:
         res = services.receive_stock(page.request.app.state.ledger, page.principal, cmd,
                                      idempotency_key=values["form_key"])
@@ -193,6 +204,7 @@ def _receive(page: Page, form: Form) -> Response:
             k = int(name.split("-")[1])
             if k < len(kept):
                 name = f"lines-{kept[k][0]}-" + "-".join(name.split("-")[2:])
+            name = name.replace("-invoiced_containers", "-invoiced")
         errors.add(name, msg)
         return _receive_page(page, values=values, lines=lines, errors=errors, status=exc.status)
     return saved_redirect(page, res)
