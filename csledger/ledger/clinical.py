@@ -638,8 +638,9 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
         if missing:
             raise InvalidInput(f"the session also counts NDC key(s) {', '.join(missing)}; give a line for each",
                                field="lines")
-        ctx.append(ev.StockCounted(session_id=cmd.session_id, blind=s["blind"], lines=tuple(lines), late_reason=late),
-                   signatures=[sig1, sig2], occurred_at=occurred)
+        # bool(): the SQLite driver answers 0/1, and the entry's JSON must say true/false on both
+        ctx.append(ev.StockCounted(session_id=cmd.session_id, blind=bool(s["blind"]), lines=tuple(lines),
+                                   late_reason=late), signatures=[sig1, sig2], occurred_at=occurred)
         return {"session_id": cmd.session_id, "lines": [
             {"ndc": ln.product.ndc, "counted_ml": str(ln.counted_ml), "expected_ml": str(ln.expected_ml),
              "difference_ml": str(ln.difference_ml), "discrepancy_id": ln.discrepancy_id} for ln in lines],

@@ -87,6 +87,7 @@ class TakeInventory:
     occurred_at: datetime
     items: tuple[InventoryItemInput, ...] = ()
     late_reason: str | None = None
+    documents: tuple[str, ...] = ()  # SHA-256 of stored documents (the signed printed inventory)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ class InventoryTaken(Event):
     taken_at: str  # "opening_of_business" | "close_of_business"
     items: tuple[InventoryItem, ...]
     late_reason: str | None = None
+    #: SHA-256 of stored documents, e.g. the signed printed inventory (issue 3).
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

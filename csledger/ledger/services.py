@@ -105,9 +105,12 @@ def event_time(ctx: CommandContext, occurred_at: Any, late_reason: str | None, *
     if occurred_at > ctx.now + FUTURE_TOLERANCE:
         raise InvalidInput("is in the future; record events when they have happened", field=field)
     reason = text(late_reason, field="late_reason", max_len=500) if late_reason is not None else None
-    if ctx.now - occurred_at > LATE_ENTRY_AFTER and reason is None:
+    # issue 3: the registrant's policy may set a shorter late-entry limit than the default
+    policy = ctx.view.get("policies", (ctx.registrant,))
+    limit = timedelta(hours=policy["late_entry_limit_hours"]) if policy else LATE_ENTRY_AFTER
+    if ctx.now - occurred_at > limit and reason is None:
         raise InvalidInput(
-            f"this entry is recorded more than {LATE_ENTRY_AFTER.total_seconds() / 3600:.0f} h after the event; "
+            f"this entry is recorded more than {limit.total_seconds() / 3600:.0f} h after the event; "
             "a late entry must give its reason",
             field="late_reason",
         )
@@ -333,7 +336,8 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
             raise Conflict("this registrant already has stock or an initial inventory; take a biennial inventory", field="inventory_type")
         if cmd.inventory_type == "biennial":
             items = _biennial_items(ctx, cmd)
-            ctx.append(ev.InventoryTaken(inventory_type="biennial", taken_at=cmd.taken_at, items=items, late_reason=late),
+            ctx.append(ev.InventoryTaken(inventory_type="biennial", taken_at=cmd.taken_at, items=items, late_reason=late,
+                                         documents=_inventory_documents(ctx, cmd)),
                        signatures=sigs, occurred_at=occurred)
             return {"vial_ids": [i.vial_id for i in items]}
         items: list[ev.InventoryItem] = []
@@ -365,7 +369,7 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
                     vial_id=f"V{ctx.next_seq}-{n}", product=product, lot=lot, expiry=expiry,
                     sealed=False, ml=ml, estimated=True))
         ctx.append(ev.InventoryTaken(inventory_type=cmd.inventory_type, taken_at=cmd.taken_at,
-                                     items=tuple(items), late_reason=late),
+                                     items=tuple(items), late_reason=late, documents=_inventory_documents(ctx, cmd)),
                    signatures=sigs, occurred_at=occurred)
         return {"vial_ids": [i.vial_id for i in items]}
 
@@ -536,3 +540,10 @@ def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.Invento
                                       expiry=date.fromisoformat(v["expiry"]), sealed=item.sealed, ml=ml,
                                       estimated=not item.sealed))
     return tuple(items)
+
+
+def _inventory_documents(ctx: CommandContext, cmd: TakeInventory) -> tuple[str, ...]:
+    """SHA-256 of stored documents (the signed printed inventory), checked to exist (issue 3)."""
+    from .clinical import _documents
+
+    return _documents(ctx, getattr(cmd, "documents", ()))

@@ -108,6 +108,16 @@ class ClinicalContract:
     def test_bad_policy_refused(self, ops, kw, field):
         refused(ops, InvalidInput, field, clinical.set_policy, ops.ledger, ops.manager, SetPolicy(**kw))
 
+    def test_policy_late_limit_applies_to_receipts_and_doses(self, ops):
+        clinical.set_policy(ops.ledger, ops.manager, SetPolicy(late_entry_limit_hours=3))
+        four_hours_ago = datetime.now(UTC) - timedelta(hours=4)
+        refused(ops, InvalidInput, "late_reason", services.receive_stock, ops.ledger, ops.nurse, ReceiveStock(
+            ops.supplier_id, "INV-LATE", four_hours_ago, (ReceivedLineInput(KETAMINE_50, 1, "L", "2028-06-30"),)))
+        v = ops.receive(1, invoice="INV-OK")[0]  # two hours ago: inside the limit
+        e = refused(ops, InvalidInput, "late_reason", ops.dose, v, at=four_hours_ago)
+        assert "3 h" in e.reason
+        ops.dose(v, at=four_hours_ago, late_reason="charted on paper during downtime")
+
     def test_policy_needs_a_manager(self, ops):
         refused(ops, Forbidden, "principal", clinical.set_policy, ops.ledger, ops.nurse, SetPolicy())
 
@@ -293,7 +303,7 @@ class ClinicalContract:
         # a lot that expired yesterday (received, late, before it expired)
         v = services.receive_stock(ops.ledger, ops.nurse, ReceiveStock(
             ops.supplier_id, "INV-EXP", datetime.now(UTC) - timedelta(days=10),
-            (ReceivedLineInput(KETAMINE_50, 1, "OLD", (date.today() - timedelta(days=1)).isoformat()),),
+            (ReceivedLineInput(KETAMINE_50, 1, "OLD", (date.today() - timedelta(days=2)).isoformat()),),
             late_reason="found the packing slip"))["vial_ids"][0]
         e = refused(ops, Conflict, "draws[0].vial_id", ops.dose, v)
         assert "expired" in e.reason
@@ -316,7 +326,7 @@ class ClinicalContract:
         assert res["discrepancy_ids"] == [] and res["lines"][0]["difference_ml"] == "0.00"
         e = last_entries(ops.ledger)[0]
         assert [s["meaning"] for s in e["signatures"]] == ["counted", "counted"]
-        assert e["lines"][0]["expected_ml"] == "30.00"
+        assert e["lines"][0]["expected_ml"] == "30.00" and e["blind"] is True  # a JSON boolean on both backends
         assert "on_hand" in stock.count_session(ops.ledger, ops.dea, s["session_id"])
         refused(ops, Conflict, "session_id", clinical.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),), an_hour_ago()), second_counter=ops.nurse2)
@@ -559,6 +569,14 @@ class ClinicalContract:
         )))
         e = last_entries(ops.ledger)[0]
         assert e["inventory_type"] == "biennial" and [i["estimated"] for i in e["items"]] == [True, False]
+        signed = clinical.store_document(ops.ledger, ops.pharmacist, StoreDocument(
+            b"%PDF signed biennial inventory", "application/pdf", "Biennial inventory, signed"))["sha256"]
+        services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory(
+            "biennial", "close_of_business", an_hour_ago(),
+            (InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id=v2),), documents=(signed,)))
+        assert last_entries(ops.ledger)[0]["documents"] == [signed]
+        refused(ops, NotFound, "documents[0]", services.take_inventory, ops.ledger, ops.pharmacist, TakeInventory(
+            "biennial", "close_of_business", an_hour_ago(), (), documents=("a" * 64,)))
         assert sum(v["ml_left"] for v in stock.vials(ops.ledger, ops.dea)) == before
         refused(ops, NotFound, "items[0].vial_id", services.take_inventory, ops.ledger, ops.pharmacist,
                 TakeInventory("biennial", "close_of_business", an_hour_ago(),
