@@ -67,7 +67,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
                password_hasher: PasswordHash | None = None) -> FastAPI:
     """The API over ``ledger``. ``clock`` (default: the ledger's) times sessions and assertions;
     ``password_hasher`` defaults to argon2id with pwdlib's recommended parameters."""
-    from . import routes_clinical, routes_records, routes_reference, routes_session, routes_stock
+    from . import routes_alerts, routes_clinical, routes_records, routes_reference, routes_session, routes_stock
 
     app = FastAPI(title="csledger", version="0.1.0",
                   description="Controlled-substance ledger for ketamine infusion clinics. Log in at "
@@ -121,7 +121,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         """Liveness and durability: the database answers and runs with durable commits."""
         return {"status": "ok", "database": ledger.dialect, "durability": durability_settings(ledger.engine)}
 
-    for module in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records):
+    for module in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts):
         app.include_router(module.router)
 
     # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that

@@ -72,6 +72,11 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "get_count": frozenset({N, PH, M, C, A}),
     "list_discrepancies": frozenset({PH, M, C, A}),
     "get_audit": RECORD_READERS,
+    # Alerts (issue 7) are often about a clinician, so only those who follow them up (and the
+    # read-only auditor) see them; the service also refuses a closer who is the alert's subject.
+    "list_alerts": RECORD_READERS,
+    "acknowledge_alert": frozenset({M, C}),
+    "resolve_alert": frozenset({M, C}),
 }
 
 

@@ -146,6 +146,11 @@ CLINICAL_REQUESTS = {
     "get_policy": lambda i: ("GET", "/policy", None),
     "get_count": lambda i: ("GET", "/counts/C1", None),
     "list_discrepancies": lambda i: ("GET", "/discrepancies?status=all", None),
+    "list_alerts": lambda i: ("GET", "/alerts?status=all", None),
+    "acknowledge_alert": lambda i: ("POST", "/alerts/A999/acknowledgements",
+                                    {"category": "explained", "explanation": "role matrix probe"}),
+    "resolve_alert": lambda i: ("POST", "/alerts/A999/resolutions",
+                                {"category": "explained", "explanation": "role matrix probe"}),
     "get_audit": lambda i: ("GET", "/audit?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z", None),
 }
 #: Commands a second person signs for: how many assertions they carry.
@@ -208,6 +213,7 @@ def test_no_login_is_401_everywhere(api, name):
 
 def api_routes() -> list[APIRoute]:
     from csledger.api import (
+        routes_alerts,
         routes_clinical,
         routes_records,
         routes_reference,
@@ -215,7 +221,7 @@ def api_routes() -> list[APIRoute]:
         routes_stock,
     )
 
-    return [r for m in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records)
+    return [r for m in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts)
             for r in m.router.routes
             if isinstance(r, APIRoute)]
 
