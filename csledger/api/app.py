@@ -67,7 +67,14 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
                password_hasher: PasswordHash | None = None) -> FastAPI:
     """The API over ``ledger``. ``clock`` (default: the ledger's) times sessions and assertions;
     ``password_hasher`` defaults to argon2id with pwdlib's recommended parameters."""
-    from . import routes_alerts, routes_clinical, routes_records, routes_reference, routes_session, routes_stock
+    from . import (
+        routes_alerts,
+        routes_clinical,
+        routes_records,
+        routes_reference,
+        routes_session,
+        routes_stock,
+    )
 
     app = FastAPI(title="csledger", version="0.1.0",
                   description="Controlled-substance ledger for ketamine infusion clinics. Log in at "

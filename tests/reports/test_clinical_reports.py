@@ -10,7 +10,7 @@ from pypdf import PdfReader
 
 from csledger.reports.base import compute_data, kind_named, render_data
 from csledger.reports.fmt import Period
-from tests.reports.test_audit_math import K50, entry, worked_example
+from tests.reports.handmade_entries import K50, entry, worked_example
 
 ADDRESS = {"street": "100 Harbor Way", "city": "Austin", "state": "TX", "postal_code": "78701"}
 PERIOD = Period(date(2026, 9, 1), date(2026, 9, 30), "America/Chicago")
