@@ -116,6 +116,32 @@ def verify(
     out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
 
 
+def _check_patient_key_at_start(settings, ledger) -> None:
+    """A wrong patient-data key is refused at start, not on the first infusion; a missing key is
+    refused when the registry already holds patients (their names could not be read)."""
+    import sqlalchemy as sa
+
+    from .ledger.clinical import verify_patient_key
+    from .ledger.patients import PatientKeyError, PatientKeys
+    from .ledger.store import entries_t
+
+    try:
+        keys = PatientKeys.from_settings(settings)
+    except PatientKeyError as exc:
+        with ledger.reading() as conn:
+            has_patients = conn.execute(sa.select(entries_t.c.seq).where(
+                entries_t.c.kind == "patient_registered").limit(1)).first() is not None
+        if has_patients:
+            _fail(f"{exc}; the patient registry cannot be read without it")
+        err.print(f"[yellow]note:[/] {exc.reason}: patient endpoints will refuse until a key is configured",
+                  highlight=False)
+        return
+    try:
+        verify_patient_key(ledger, keys)
+    except LedgerError as exc:
+        _fail(f"{exc}; refusing to start")
+
+
 @app.command()
 def serve(
     db: DbOption = None,
@@ -128,6 +154,7 @@ def serve(
     from .api.app import create_app
 
     settings, ledger = _open(db, migrate_first=True)
+    _check_patient_key_at_start(settings, ledger)
     log = ledger.transparency_log  # issue 4: refuse appends if a witness saw more; push to witnesses
     for reg, results in log.check_rollback().items():
         for r in results:
