@@ -328,6 +328,11 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
     ledger = Ledger.open(settings.database_url, clock=clock)
     migrate(ledger.engine)
     log = attach(ledger, settings)  # issue 4: checkpoints signed in every append transaction
+    # issue 7: the cheap alert rules run in each command's transaction, as under `csledger serve`,
+    # so the demo's late entries and its loss raise their alerts as they are recorded.
+    from .ledger.alert_service import attach_alert_rules
+
+    attach_alert_rules(ledger)
     for dea, *_ in LOCATIONS:
         with ledger.reading() as c:
             if tree_size(c, dea):
