@@ -92,15 +92,13 @@ def verify(
     Exits 1 and names the first bad entry on any integrity failure."""
     from rich.progress import Progress
 
-    from .ledger.store import entries_t
+    from .ledger.store import entry_count
     from .ledger.verify import verify as run_verify
 
     _, ledger = _open(db)
-    import sqlalchemy as sa
-
     try:
         with ledger.reading() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
+            total = entry_count(conn)
     except Exception as exc:  # no schema: say so plainly
         _fail(f"cannot read the ledger at {ledger.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}")
     with Progress(console=err, disable=not sys.stderr.isatty(), transient=True) as bar:
@@ -119,18 +117,15 @@ def verify(
 def _check_patient_key_at_start(settings, ledger) -> None:
     """A wrong patient-data key is refused at start, not on the first infusion; a missing key is
     refused when the registry already holds patients (their names could not be read)."""
-    import sqlalchemy as sa
-
     from .ledger.clinical import verify_patient_key
     from .ledger.patients import PatientKeyError, PatientKeys
-    from .ledger.store import entries_t
+    from .ledger.store import has_entry_of_kind
 
     try:
         keys = PatientKeys.from_settings(settings)
     except PatientKeyError as exc:
         with ledger.reading() as conn:
-            has_patients = conn.execute(sa.select(entries_t.c.seq).where(
-                entries_t.c.kind == "patient_registered").limit(1)).first() is not None
+            has_patients = has_entry_of_kind(conn, "patient_registered")
         if has_patients:
             _fail(f"{exc}; the patient registry cannot be read without it")
         err.print(f"[yellow]note:[/] {exc.reason}: patient endpoints will refuse until a key is configured",

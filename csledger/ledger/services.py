@@ -33,7 +33,7 @@ from .errors import Conflict, Forbidden, InvalidInput, NotFound
 from .identifiers import parse_dea_number, parse_ndc
 from .principal import AuthMethod, Meaning, Principal, Role
 from .quantities import parse_amount, parse_count
-from .store import CommandContext, Ledger
+from .store import CommandContext, Ledger, has_entry_of_kind
 
 #: Entries typed longer than this after their event must say why (21 CFR 1304.21(a): the date
 #: recorded is the date of the event; a late entry is allowed but explained).
@@ -379,13 +379,7 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
 
 
 def _has_initial_inventory(ctx: CommandContext) -> bool:
-    import sqlalchemy as sa
-
-    from .store import entries_t
-
-    return ctx.conn.execute(
-        sa.select(entries_t.c.seq).where(entries_t.c.registrant == ctx.registrant, entries_t.c.kind == "inventory_taken").limit(1)
-    ).first() is not None
+    return has_entry_of_kind(ctx.conn, "inventory_taken", ctx.registrant)
 
 
 def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, idempotency_key: str | None = None) -> dict:

@@ -375,6 +375,19 @@ def write_merkle_nodes(ctx: CommandContext, appended: AppendedEntry, leaf: bytes
               {"r": ctx.registrant, "l": lv, "i": i, "h": h})
 
 
+def has_entry_of_kind(conn: Connection, kind: str, registrant: str | None = None) -> bool:
+    """Whether any entry of ``kind`` exists (at ``registrant``, or anywhere)."""
+    q = sa.select(entries_t.c.seq).where(entries_t.c.kind == kind)
+    if registrant is not None:
+        q = q.where(entries_t.c.registrant == registrant)
+    return conn.execute(q.limit(1)).first() is not None
+
+
+def entry_count(conn: Connection) -> int:
+    """Entries in the whole database (for progress bars)."""
+    return conn.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
+
+
 def tree_size(conn: Connection, registrant: str) -> int:
     n = conn.execute(sa.select(sa.func.max(entries_t.c.seq)).where(entries_t.c.registrant == registrant)).scalar()
     return 0 if n is None else int(n) + 1

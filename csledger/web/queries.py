@@ -90,3 +90,11 @@ def checkpoint_status(ledger: Ledger, dea: str) -> dict[str, Any]:
 
 def day_bounds(day_start: datetime, day_end: datetime) -> tuple[str, str]:
     return format_time(day_start), format_time(day_end)
+
+
+def submitted_seq(ledger: Ledger, dea: str, session_id: str) -> int | None:
+    """The seq of the entry that submitted a count session (None while it is open)."""
+    t = projection_tables["count_sessions"]
+    with ledger.reading() as c:
+        return c.execute(sa.select(t.c.submitted_seq).where(t.c.registrant == dea,
+                                                            t.c.session_id == session_id)).scalar()

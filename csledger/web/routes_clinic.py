@@ -165,14 +165,7 @@ def _count_page(page: Page, session_id: str, *, values: dict | None = None, erro
 
 
 def _submitted_seq(page: Page, session_id: str) -> int:
-    import sqlalchemy as sa
-
-    from ..ledger.store import projection_tables
-
-    t = projection_tables["count_sessions"]
-    with page.request.app.state.ledger.reading() as c:
-        return c.execute(sa.select(t.c.submitted_seq).where(t.c.registrant == page.dea,
-                                                            t.c.session_id == session_id)).scalar()
+    return queries.submitted_seq(page.request.app.state.ledger, page.dea, session_id)
 
 
 @router.get("/ui/{dea}/counts/{session_id}", name="web_count_session")
