@@ -98,8 +98,8 @@ def test_changed_root_node_is_caught_by_fast_verify(tampered):
 
 
 @pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
-def test_rehashed_tail_passes_chain_checks_alone(tampered):
-    """Honest limit: rewriting the last entry AND its hashes is consistent by itself; only a
+def test_rehashed_tail_is_caught_by_the_stored_merkle_nodes(tampered):
+    """Rewriting the last entry AND its leaf hash keeps the chain links consistent; only a
     signed checkpoint or a witness (the verifiable-ledger issue) can catch it. Here the stored
     Merkle nodes still hold the old leaf, so the root check catches it."""
     import hashlib
