@@ -95,15 +95,17 @@ def verify(
     from .ledger.store import entry_count
     from .ledger.verify import verify as run_verify
 
-    _, ledger = _open(db)
+    settings, ledger = _open(db)
     try:
         with ledger.reading() as conn:
             total = entry_count(conn)
     except Exception as exc:  # no schema: say so plainly
         _fail(f"cannot read the ledger at {ledger.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}")
+    keys = _patient_keys_for_verify(settings) if deep else None
     with Progress(console=err, disable=not sys.stderr.isatty(), transient=True) as bar:
         task = bar.add_task("verify --deep" if deep else "verify", total=total)
-        report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n))
+        report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n),
+                            patient_keys=keys)
     ledger.dispose()
     if not report.ok:
         for p in report.problems:
@@ -112,6 +114,21 @@ def verify(
     for reg, size in report.registrants.items():
         out.print(f"ok {reg}: {size} entries, root {report.roots.get(reg, '-')}")
     out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
+
+
+def _patient_keys_for_verify(settings):
+    """The patient key for ``verify --deep`` (to open the registry rows), or None with a note
+    when none is configured; a configured key that cannot be read is an error."""
+    from .ledger.patients import PatientKeyError, PatientKeys
+
+    try:
+        return PatientKeys.from_settings(settings)
+    except PatientKeyError as exc:
+        if settings.patient_key or Path(settings.patient_key_file).exists():
+            _fail(str(exc))
+        err.print("[yellow]note:[/] no patient key configured (CSLEDGER_PATIENT_KEY or the key file): the patient "
+                  "registry is checked against the entries without decrypting its rows", highlight=False)
+        return None
 
 
 def _check_patient_key_at_start(settings, ledger) -> None:

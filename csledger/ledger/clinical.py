@@ -373,12 +373,7 @@ def check_registry(ledger: Ledger, registrant: str, *, keys: PatientKeys) -> lis
                             "LEFT JOIN patients p ON p.registrant = g.registrant AND p.patient_id = g.patient_id "
                             "WHERE g.registrant = :r ORDER BY g.patient_id", {"r": registrant})
     for row in rows:
-        try:
-            details = keys.open(registrant, row["patient_id"], bytes(row["sealed"]))
-        except PatientKeyError:
-            bad.append(row["patient_id"])
-            continue
-        if keys.commitment(registrant, row["patient_id"], details) != row["commitment"]:
+        if keys.registry_row_problem(registrant, row["patient_id"], row["sealed"], row["commitment"]) is not None:
             bad.append(row["patient_id"])
     return bad
 

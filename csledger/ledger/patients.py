@@ -116,6 +116,22 @@ class PatientKeys:
     def check_value(self) -> str:
         return hmac.new(self._kcv, b"csledger patient key check", hashlib.sha256).hexdigest()
 
+    def registry_row_problem(self, registrant: str, patient_id: str, sealed: Any, commitment: str | None) -> str | None:
+        """Why a registry row does not hold what the ledger committed to, or None when it does:
+        it must decrypt under this key bound to (registrant, patient id), and the name and address
+        must have the commitment of the patient's latest entry. The reason never holds health data."""
+        if not isinstance(sealed, bytes | bytearray | memoryview) or len(sealed) < 12 + 16:
+            return "is not a sealed record"
+        try:
+            details = self.open(registrant, patient_id, bytes(sealed))
+        except PatientKeyError:
+            return (f"does not decrypt under the patient key as {registrant}/{patient_id} "
+                    "(the ciphertext was altered or moved from another patient)")
+        if commitment is None or self.commitment(registrant, patient_id, details) != commitment:
+            return ("no longer matches the commitment recorded in the ledger (name or address changed "
+                    "without a patient_details_changed entry)")
+        return None
+
 
 def generate_key_file(path: Path) -> None:
     """Write a new random key (base64) with mode 0600; refuses to overwrite an existing key."""

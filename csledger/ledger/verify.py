@@ -8,7 +8,11 @@ Deep (``verify --deep``), in addition:
   the bytes parse and re-canonicalize to themselves (RFC 8785); the envelope inside the bytes
   (registrant, seq, kind, schema_version, times, prev) equals the copied columns; the copied
   stock movements equal what the bytes say; every stored Merkle node equals its recomputation
-  and there are no extra ones; every projection table equals its rebuild from the entries.
+  and there are no extra ones; every projection table equals its rebuild from the entries; the
+  encrypted patient registry holds one row per patient the entries registered and none else, each
+  written by that patient's latest entry (its ``updated_at`` is the entry's ``recorded_at``), and,
+  given the patient key, each row decrypts (bound to registrant and patient) to the name and
+  address whose commitment that entry recorded.
 
 Memory: the fast pass keeps O(log n) hashes per registrant; the deep pass keeps the rebuilt
 projections (reference data and vials), never the entries.
@@ -95,8 +99,10 @@ class _LevelStreams:
 
 
 def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
-           progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify every registrant (or one) and report the first problem of each."""
+           progress: Callable[[int], None] | None = None, patient_keys: Any = None) -> VerifyReport:
+    """Verify every registrant (or one) and report the first problem of each. ``patient_keys``
+    (a ``patients.PatientKeys``) lets the deep pass decrypt the patient registry; without it the
+    registry's rows are still checked against the entries, without opening them."""
     report = VerifyReport(deep=deep)
     with ledger.reading() as conn:
         q = sa.select(entries_t.c.registrant).distinct()
@@ -112,6 +118,8 @@ def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
                 report.registrants.setdefault(reg, 0)
         if deep and not report.problems:
             _compare_projections(conn, state, report, registrant)
+        if deep and not report.problems:
+            _verify_patient_registry(conn, state, report, registrant, patient_keys)
     return report
 
 
@@ -352,3 +360,58 @@ def _compare_projections(conn: Connection, state: projections.MemoryStateView, r
             key = next(iter(stored))
             report.problems.append(IntegrityFailure(f"projection {table} has row {key} that no entry explains"))
             return
+
+
+def _verify_patient_registry(conn: Connection, state: projections.MemoryStateView, report: VerifyReport,
+                             registrant: str | None, keys: Any) -> None:
+    """Deep: the encrypted patient registry against the rebuilt ``patients`` (issue 3). Every
+    problem is reported, each naming the registrant, the patient and the entry that wrote it."""
+    from .patients import KEY_CHECK_NAME
+
+    patients = {k: v for k, v in state.tables["patients"].items() if registrant is None or k[0] == registrant}
+    r = raw(conn)
+    where = " AND registrant = :r" if registrant is not None else ""
+    recorded = {(row["registrant"], row["seq"]): row["recorded_at"] for row in r.rows(
+        conn, "SELECT registrant, seq, recorded_at FROM entries WHERE kind IN ('patient_registered', "
+              "'patient_details_changed')" + where, {"r": registrant})}
+    if keys is not None and patients:
+        kc = r.one(conn, "SELECT check_value FROM patient_key_check WHERE name = :n", {"n": KEY_CHECK_NAME})
+        if kc is not None and kc["check_value"] != keys.check_value():
+            report.problems.append(IntegrityFailure("the configured patient key is not the key this registry was "
+                                                    "written with: the registry rows were not decrypted"))
+            keys = None
+    seen: set[tuple[str, str]] = set()
+    last: tuple[str, str] = ("", "")
+    while True:
+        rows = r.rows(conn, "SELECT registrant, patient_id, sealed, updated_at FROM patient_registry WHERE "
+                            "(registrant > :lr OR (registrant = :lr AND patient_id > :lp))" + where +
+                            f" ORDER BY registrant, patient_id LIMIT {BATCH}",
+                      {"lr": last[0], "lp": last[1], "r": registrant})
+        for row in rows:
+            reg, pid = row["registrant"], row["patient_id"]
+            seen.add((reg, pid))
+            p = patients.get((reg, pid))
+            if p is None:
+                report.problems.append(IntegrityFailure(
+                    f"{reg}: the patient registry holds a row for patient {pid!r} that no entry registered"))
+                continue
+            seq = p["last_seq"]
+            when = recorded.get((reg, seq))
+            if row["updated_at"] != when:
+                report.problems.append(IntegrityFailure(
+                    f"patient {pid}'s registry row says it was written at {row['updated_at']}, but the patient's "
+                    f"latest entry was recorded at {when}: the row was changed outside the ledger",
+                    registrant=reg, seq=seq))
+                continue
+            if keys is not None:
+                why = keys.registry_row_problem(reg, pid, row["sealed"], p["commitment"])
+                if why is not None:
+                    report.problems.append(IntegrityFailure(f"patient {pid}'s registry row {why}", registrant=reg, seq=seq))
+        if len(rows) < BATCH:
+            break
+        last = (rows[-1]["registrant"], rows[-1]["patient_id"])
+    for (reg, pid), p in sorted(patients.items()):
+        if (reg, pid) not in seen:
+            report.problems.append(IntegrityFailure(
+                f"patient {pid} has no row in the patient registry (the name and address are gone)",
+                registrant=reg, seq=p["registered_seq"]))
