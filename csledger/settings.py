@@ -6,6 +6,7 @@ The command line's ``--db`` overrides ``CSLEDGER_DATABASE_URL``; nothing else in
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     session_max_minutes: int = Field(default=480, ge=1, description="A bearer token expires this long after login.")
     lockout_after_failures: int = Field(default=5, ge=1, description="Consecutive failed logins that lock a login.")
     lockout_minutes: int = Field(default=15, ge=1, description="How long a locked login stays locked.")
+    password_hash_slots: int = Field(
+        default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256,
+        description="Password checks (argon2id, 64 MiB each) run at once; more wait. Default: the CPU count.")
     witness_assertion_seconds: int = Field(default=120, ge=1, le=120, description="Witness assertion lifetime (at most 2 minutes).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none by default.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")

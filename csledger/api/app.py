@@ -12,10 +12,11 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pwdlib import PasswordHash
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..ledger.errors import LedgerError
@@ -23,6 +24,7 @@ from ..ledger.store import Ledger, durability_settings
 from ..settings import Settings
 from .auth import Authenticator
 from .auth_store import AuthStore
+from .deps import refuse_nul
 from .middleware import ApiMiddleware, access_log
 
 PROBLEM = "application/problem+json"
@@ -31,6 +33,20 @@ log = logging.getLogger("csledger.api")
 
 _HTTP_TYPES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
                406: "not-acceptable", 413: "payload-too-large", 415: "unsupported-media-type"}
+
+
+def _database_outage_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's wrapped errors and the drivers' own (``RawSql`` runs on the DBAPI connection)."""
+    import sqlite3
+
+    found: list[type[Exception]] = [sa_exc.DBAPIError, sqlite3.OperationalError]
+    try:
+        import psycopg
+
+        found.append(psycopg.OperationalError)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(found)
 
 
 def problem(status: int, type_: str, title: str, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:
@@ -79,7 +95,8 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     app = FastAPI(title="csledger", version="0.1.0",
                   description="Controlled-substance ledger for ketamine infusion clinics. Log in at "
                               "`POST /v1/registrants/{dea}/sessions`; send the token as a bearer token.",
-                  responses={422: {"description": "Malformed input (problem+json)"}})
+                  responses={422: {"description": "Malformed input (problem+json)"}},
+                  dependencies=[Depends(refuse_nul)])
     app.state.ledger = ledger
     app.state.settings = settings
     app.state.auth = Authenticator(AuthStore(ledger), settings, clock=clock or ledger.clock, hasher=password_hasher)
@@ -116,6 +133,20 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
             headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path)) or headers.get("Allow", "")
         return problem(exc.status_code, type_, type_.replace("-", " ").capitalize(), str(exc.detail), errors=[],
                        headers=headers or None)
+
+    async def database_unavailable(_: Request, exc: Exception):
+        # The database server restarting, a dropped connection, a disk error: the client cannot
+        # know whether a command in flight committed, so it is told to retry with the same
+        # Idempotency-Key (a replay never records twice) rather than handed a bare 500.
+        if isinstance(exc, sa_exc.DBAPIError) and not (exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError)):
+            return await unexpected(_, exc)
+        log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+        return problem(503, "database-unavailable", "Database unavailable",
+                       "the database did not answer; retry the same request with the same Idempotency-Key "
+                       "(a retry never records twice)", headers={"Retry-After": "1"}, errors=[])
+
+    for cls in _database_outage_errors():
+        app.add_exception_handler(cls, database_unavailable)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,6 +98,31 @@ class Witness:
     roles: frozenset[str]
 
 
+class BoundedHasher:
+    """A password hasher that runs at most ``slots`` hashes at once.
+
+    Each argon2id check takes 64 MiB. The server answers requests from a pool of threads, so a
+    burst of logins and witness sign-offs (every infusion has one) would otherwise allocate
+    64 MiB per thread at once; beyond the number of cores extra parallel hashes only add memory,
+    not speed. Callers queue for a slot instead."""
+
+    def __init__(self, hasher: PasswordHash, slots: int):
+        self.inner = hasher
+        self._slots = threading.BoundedSemaphore(max(1, slots))
+
+    def hash(self, password: str) -> str:
+        with self._slots:
+            return self.inner.hash(password)
+
+    def verify(self, password: str, hash_: str) -> bool:
+        with self._slots:
+            return self.inner.verify(password, hash_)
+
+    def verify_and_update(self, password: str, hash_: str) -> tuple[bool, str | None]:
+        with self._slots:
+            return self.inner.verify_and_update(password, hash_)
+
+
 class Authenticator:
     """Login, sessions, credentials and witness assertions for the HTTP layer."""
 
@@ -105,7 +131,7 @@ class Authenticator:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.hasher = hasher or default_hasher()
+        self.hasher = BoundedHasher(hasher or default_hasher(), getattr(settings, "password_hash_slots", 2))
         self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
 
     def now(self) -> datetime:

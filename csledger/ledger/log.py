@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import urllib.error
@@ -56,6 +57,8 @@ from .checkpoints import (
 )
 from .errors import Conflict, IntegrityFailure, InvalidInput, NotFound
 from .store import CommandContext, Ledger, _advisory_key, node_reader, raw, utcnow
+
+_log = logging.getLogger("csledger.log")
 
 #: Bytes of an add-checkpoint response we are willing to read from a witness.
 _MAX_WITNESS_RESPONSE = 64 * 1024
@@ -639,8 +642,19 @@ class WitnessPusher:
             time.sleep(self.delay)
             with self._cv:
                 dirty, self._dirty = self._dirty, set()
+            failed = set()
             for reg in dirty:
-                self.log.push(reg)
+                try:
+                    self.log.push(reg)
+                except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
+                    # The database restarting must not end witnessing for the rest of the
+                    # server's life: keep the registrant dirty and try again after a pause.
+                    _log.warning("witness push for %s failed (%s); retrying", reg, type(exc).__name__)
+                    failed.add(reg)
+            if failed:
+                with self._cv:
+                    self._dirty |= failed
+                    self._cv.wait(timeout=min(5.0, 10 * self.delay))
 
 
 def attach(ledger: Ledger, settings: Any) -> TransparencyLog:
