@@ -60,5 +60,8 @@ class IntegrityFailure(LedgerError):
     def __init__(self, reason: str, *, registrant: str | None = None, seq: int | None = None):
         self.registrant = registrant
         self.seq = seq
-        where = f"{registrant} seq {seq}: " if registrant is not None and seq is not None else ""
+        if registrant is None:
+            where = ""
+        else:  # always name the registrant: a database holds many
+            where = f"{registrant} seq {seq}: " if seq is not None else f"{registrant}: "
         super().__init__(where + reason)

@@ -206,7 +206,8 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     for _, h in reversed(stack[:-1]):
         computed_root = merkle.node_hash(h, computed_root)
     if stored_root != computed_root:
-        _fail(report, reg, None, "the root of the stored Merkle nodes differs from the root of the entries")
+        _fail(report, reg, None, "the root of the stored Merkle nodes differs from the root of the entries "
+                                 "(verify --deep names the first entry or node that differs)")
     report.roots[reg] = computed_root.hex()
     _verify_latest_checkpoint(conn, reg, size, computed_root, report)  # issue 4 (verifiable ledger)
     if deep:
@@ -393,7 +394,7 @@ def _verify_patient_registry(conn: Connection, state: projections.MemoryStateVie
             p = patients.get((reg, pid))
             if p is None:
                 report.problems.append(IntegrityFailure(
-                    f"{reg}: the patient registry holds a row for patient {pid!r} that no entry registered"))
+                    f"the patient registry holds a row for patient {pid!r} that no entry registered", registrant=reg))
                 continue
             seq = p["last_seq"]
             when = recorded.get((reg, seq))

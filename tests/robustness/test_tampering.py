@@ -233,7 +233,9 @@ def test_changed_root_merkle_node_is_caught_by_verify(tampered):
     top = len(t.rows).bit_length() - 1  # the largest perfect subtree [0, 2^top) feeds the root directly
     t.sql(f"UPDATE merkle_nodes SET hash = (SELECT hash FROM merkle_nodes m2 WHERE m2.level = 0 AND m2.idx = 0 "
           f"AND m2.registrant = merkle_nodes.registrant) WHERE level = {top} AND idx = 0")
-    t.verify(says="the root of the stored Merkle nodes differs from the root of the entries")
+    t.verify(says=f"{DEA}: the root of the stored Merkle nodes differs from the root of the entries")
+    t.verify("--deep", says=f"{DEA} seq {2 ** top - 1}: stored Merkle node (level {top}, index 0) differs from its "
+                            "recomputation")
 
 
 def test_rehashed_tail_is_caught_by_the_stored_merkle_nodes(tampered):
@@ -243,7 +245,8 @@ def test_rehashed_tail_is_caught_by_the_stored_merkle_nodes(tampered):
     last = t.rows[-1]
     forged = last["canonical"].replace(b'"containers":2', b'"containers":1')
     t.update_entry(last["seq"], canonical=forged, leaf_hash=hashlib.sha256(b"\x00" + forged).hexdigest())
-    t.verify(says="the root of the stored Merkle nodes differs from the root of the entries")
+    t.verify(says=f"{DEA}: the root of the stored Merkle nodes differs from the root of the entries")
+    t.verify("--deep", says=f"{DEA} seq {last['seq']}: ")  # the copied movements and the stored leaf disagree
 
 
 # --- the patient registry --------------------------------------------------------------------------
@@ -330,7 +333,7 @@ def test_latest_checkpoint_replaced_by_another_signer_is_caught_by_verify(tamper
     forger = Signer.generate(key.origin)  # the right name, not the log's key
     root = hashlib.sha256(b"another history").digest()
     _replace_checkpoint(t, cp.tree_size, sign_checkpoint(Checkpoint(key.origin, cp.tree_size, root), forger), root)
-    t.verify(says=f"latest checkpoint (size {cp.tree_size}) does not verify")
+    t.verify(says=f"{DEA}: latest checkpoint (size {cp.tree_size}) does not verify")
 
 
 def test_latest_checkpoint_replaced_with_the_stolen_key_is_caught_by_verify_and_verify_bundle(tampered):
@@ -344,7 +347,7 @@ def test_latest_checkpoint_replaced_with_the_stolen_key_is_caught_by_verify_and_
     root = hashlib.sha256(b"another history").digest()
     _replace_checkpoint(t, cp.tree_size, sign_checkpoint(Checkpoint(key.origin, cp.tree_size, root),
                                                          Signer.from_string(_stolen_key(t))), root)
-    t.verify(says=f"latest checkpoint's root (size {cp.tree_size}) differs from the root recomputed from the entries")
+    t.verify(says=f"{DEA}: latest checkpoint's root (size {cp.tree_size}) differs from the root recomputed from the entries")
     bundle = t.tmp / "replaced.bundle"
     t.passes("export", "--registrant", DEA, "--out", str(bundle), "--db", t.url)
     t.fails("verify-bundle", str(bundle), "--log-key", key.verifier_key, "--checkpoint", str(witnessed),
@@ -359,7 +362,7 @@ def test_older_checkpoint_replaced_is_caught_by_deep(tampered):
     root = hashlib.sha256(b"another history").digest()
     _replace_checkpoint(t, size, sign_checkpoint(Checkpoint(key.origin, size, root), Signer.from_string(_stolen_key(t))), root)
     assert verify(t.ledger).ok  # the fast pass checks the latest checkpoint only
-    t.verify("--deep", says=f"checkpoint at size {size} commits to a root the entries do not have")
+    t.verify("--deep", says=f"{DEA}: checkpoint at size {size} commits to a root the entries do not have")
 
 
 def test_whole_chain_rehashed_and_resigned_is_caught_by_verify_bundle_against_the_witness(tampered, request):
