@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pwdlib import PasswordHash
@@ -24,6 +24,7 @@ from ..ledger.store import Ledger, durability_settings
 from ..settings import Settings
 from .auth import Authenticator
 from .auth_store import AuthStore
+from .deps import refuse_nul
 from .middleware import ApiMiddleware, access_log
 
 PROBLEM = "application/problem+json"
@@ -94,7 +95,8 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     app = FastAPI(title="csledger", version="0.1.0",
                   description="Controlled-substance ledger for ketamine infusion clinics. Log in at "
                               "`POST /v1/registrants/{dea}/sessions`; send the token as a bearer token.",
-                  responses={422: {"description": "Malformed input (problem+json)"}})
+                  responses={422: {"description": "Malformed input (problem+json)"}},
+                  dependencies=[Depends(refuse_nul)])
     app.state.ledger = ledger
     app.state.settings = settings
     app.state.auth = Authenticator(AuthStore(ledger), settings, clock=clock or ledger.clock, hasher=password_hasher)

@@ -3,12 +3,14 @@ the witness of a witnessed command, and the Idempotency-Key header."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..ledger.errors import InvalidInput
 from ..ledger.principal import Principal
 from ..ledger.store import Ledger
 from .auth import Authenticator, Session, Witness, require_role
@@ -25,6 +27,48 @@ IdempotencyKey = Annotated[str | None, Header(
 WitnessHeader = Annotated[str | None, Header(
     alias="Witness-Assertion", max_length=500,
     description="Single-use token from POST .../witness-assertions, bound to the SHA-256 of this body.")]
+
+
+def _nul_in(value, path: str) -> str | None:
+    """The path (``lines[0].vial_id``) of the first string holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return path or "body"
+            found = _nul_in(item, inner)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_in(item, f"{path or 'body'}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+async def refuse_nul(request: Request) -> None:
+    """Every route: a NUL character in a path parameter, a query parameter or a JSON body is a 422
+    naming where it is. No field has a use for it, and PostgreSQL text cannot hold one (a lookup
+    with it would fail in the driver, not answer "not found")."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInput("must not contain the NUL character", field=name)
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput("must not contain the NUL character", field=name.replace("\x00", "") or "query")
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        body = await request.body()
+        if b"\\u0000" in body or b"\x00" in body:
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                return  # not JSON: the route refuses it
+            where = _nul_in(parsed, "")
+            if where is not None:
+                raise InvalidInput("must not contain the NUL character", field=where)
 
 
 # Dependencies that do no I/O are ``async``: FastAPI runs sync dependencies in its threadpool,

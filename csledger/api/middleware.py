@@ -66,6 +66,12 @@ class ApiMiddleware:
                     chunks.append(chunk)
                     more = msg.get("more_body", False)
                 body = b"".join(chunks)
+                duplicate = _duplicate_key(scope, body)
+                if duplicate is not None:
+                    await _problem(send_wrapper, 422, "invalid-input", "Invalid input",
+                                   f"{duplicate}: the key appears twice in the body; send each key once",
+                                   [{"field": duplicate, "reason": "the key appears twice in the body"}])
+                    return
                 sent = False
 
                 async def replay() -> Message:
@@ -92,9 +98,46 @@ class ApiMiddleware:
             }, sort_keys=True))
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps({"type": PROBLEM_BASE + "payload-too-large", "title": "Payload too large", "status": 413,
-                           "detail": f"the request body is larger than {self.max_body} bytes", "errors": []}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/problem+json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _problem(send, 413, "payload-too-large", "Payload too large",
+                       f"the request body is larger than {self.max_body} bytes", [])
+
+
+async def _problem(send: Send, status: int, type_: str, title: str, detail: str, errors: list) -> None:
+    body = json.dumps({"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail,
+                       "errors": errors}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/problem+json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _duplicate_key(scope: Scope, body: bytes) -> str | None:
+    """The first key a JSON body gives twice in one object (its name), else None.
+
+    Python's parser keeps the last of two equal keys, another parser may keep the first: a
+    witness shown one value could sign for a body the ledger reads with the other, so such a
+    body is refused. Bodies that are not JSON are left to the route to refuse."""
+    ctype = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+    if not body or not (ctype == b"application/json" or ctype.endswith(b"+json")) or body.count(b'"') < 4:
+        return None
+
+    def pairs(items: list) -> dict:
+        seen: dict = {}
+        for key, value in items:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen[key] = value
+        return seen
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except _DuplicateKey as dup:
+        key = dup.args[0]
+        return key if isinstance(key, str) and key.isprintable() and len(key) <= 64 else "body"
+    except (ValueError, RecursionError):
+        return None
+    return None

@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..ledger import alert_service
 from ..ledger.canonical import format_time
 from ..ledger.principal import Principal
 from .deps import IdempotencyKey, LedgerDep, actor
-from .schemas import PROBLEM_RESPONSES
+from .schemas import PROBLEM_RESPONSES, When
 from .schemas_clinical import ClinicalResultPublic
 
 router = APIRouter(prefix="/v1/registrants/{dea}", tags=["alerts"], responses=PROBLEM_RESPONSES)
@@ -40,8 +40,8 @@ def list_alerts(ledger: LedgerDep, who: Annotated[Principal, actor("list_alerts"
                 rule: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$")] = None,
                 severity: Annotated[Literal["low", "medium", "high", "critical"] | None, Query()] = None,
                 subject: Annotated[str | None, Query(max_length=64, description="A staff id the alert is about.")] = None,
-                raised_from: Annotated[AwareDatetime | None, Query(description="Inclusive.")] = None,
-                raised_to: Annotated[AwareDatetime | None, Query(description="Exclusive.")] = None) -> dict:
+                raised_from: Annotated[When | None, Query(description="Inclusive.")] = None,
+                raised_to: Annotated[When | None, Query(description="Exclusive.")] = None) -> dict:
     """Alerts with their rule, severity, evidence (entry seqs and figures) and deadlines; open
     ones (not yet resolved) by default. Count discrepancies appear as views of the discrepancy."""
     items = alert_service.list_alerts(

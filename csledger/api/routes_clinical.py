@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from pydantic import AwareDatetime
 
 from ..ledger import clinical
 from ..ledger.commands import (
@@ -40,7 +39,7 @@ from ..ledger.commands import (
 from ..ledger.principal import Principal
 from .auth import Witness
 from .deps import IdempotencyKey, LedgerDep, OptionalWitnessDep, WitnessDep, WitnessesDep, actor
-from .schemas import PROBLEM_RESPONSES
+from .schemas import PROBLEM_RESPONSES, When
 from .schemas_clinical import (
     AdministrationCreate,
     ClinicalResultPublic,
@@ -285,8 +284,8 @@ def list_discrepancies(ledger: LedgerDep, who: Annotated[Principal, actor("list_
 
 @router.get("/audit", response_model=dict[str, Any], name="get_audit")
 def get_audit(ledger: LedgerDep, who: Annotated[Principal, actor("get_audit")],
-              start: Annotated[AwareDatetime, Query(description="Period start (exclusive).")],
-              end: Annotated[AwareDatetime, Query(description="Period end (inclusive).")]) -> dict:
+              start: Annotated[When, Query(description="Period start (exclusive).")],
+              end: Annotated[When, Query(description="Period end (inclusive).")]) -> dict:
     """The DEA-style accountability audit over a period, per NDC and in total, in mL, mg and
     containers (beginning + receipts against everything accounted for, variance %)."""
     from ..ledger import audit

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime
 
 from ..ledger.canonical import format_time
 from ..ledger.errors import NotFound
@@ -18,6 +17,7 @@ from .schemas import (
     EntryPage,
     PatientAccessPage,
     PatientAccessPublic,
+    When,
 )
 
 router = APIRouter(prefix="/v1/registrants/{dea}", tags=["record"], responses=PROBLEM_RESPONSES)
@@ -26,8 +26,8 @@ router = APIRouter(prefix="/v1/registrants/{dea}", tags=["record"], responses=PR
 @router.get("/entries", response_model=EntryPage, name="list_entries")
 def list_entries(ledger: LedgerDep, who: Annotated[Principal, actor("list_entries")],
              kind: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$")] = None,
-             occurred_from: Annotated[AwareDatetime | None, Query(description="Inclusive.")] = None,
-             occurred_to: Annotated[AwareDatetime | None, Query(description="Exclusive.")] = None,
+             occurred_from: Annotated[When | None, Query(description="Inclusive.")] = None,
+             occurred_to: Annotated[When | None, Query(description="Exclusive.")] = None,
              vial_id: Annotated[str | None, Query(max_length=128)] = None,
              staff_id: Annotated[str | None, Query(max_length=64)] = None,
              patient_id: Annotated[str | None, Query(max_length=32, description="A patient id (never a name).")] = None,

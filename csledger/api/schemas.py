@@ -8,6 +8,7 @@ DEA check digit, a supplier that exists) is checked by the services, which name 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,6 +32,20 @@ def _decimal_text(value: Any) -> Any:
         return str(value)
     return value
 
+
+_TIME_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _time_text(value: Any) -> Any:
+    """A time travels as ISO 8601 text: a JSON number (seconds? milliseconds?) or a bare date is
+    refused, not read as a Unix time."""
+    if not isinstance(value, str) or not _TIME_TEXT.match(value):
+        raise ValueError('must be an ISO 8601 date and time with a time zone, such as "2026-11-25T09:30:00-06:00"')
+    return value
+
+
+#: A moment: ISO 8601 text with a time zone (never a number).
+When = Annotated[AwareDatetime, BeforeValidator(_time_text)]
 
 #: An exact quantity (mL, mg, kg, mg/mL) as a decimal string with at most 2 places.
 Quantity = Annotated[str, BeforeValidator(_decimal_text),
@@ -243,7 +258,7 @@ class InventoryItemCreate(Body):
 class InventoryCreate(Body):
     inventory_type: Literal["initial", "biennial"]
     taken_at: Literal["opening_of_business", "close_of_business"]
-    occurred_at: AwareDatetime
+    occurred_at: When
     items: Annotated[list[InventoryItemCreate], Field(max_length=500)] = []
     late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
@@ -261,7 +276,7 @@ class ReceivedLineCreate(Body):
         default=[], description="Raw GS1 DataMatrix scans of the cartons, one per container.")
     gtin: Annotated[str, Field(min_length=8, max_length=14, pattern=r"^[0-9]+$")] | None = None
     serials: Annotated[list[Annotated[str, Field(min_length=1, max_length=20)]], Field(max_length=1000)] = []
-    invoiced_containers: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+    invoiced_containers: Annotated[StrictInt, Field(ge=0, le=1000)] | None = Field(
         default=None, description="Containers the invoice lists, checked against what arrived.")
     quarantine: StrictBool = Field(default=False, description="Receive suspect product straight into quarantine.")
 
@@ -269,7 +284,7 @@ class ReceivedLineCreate(Body):
 class ReceiptCreate(Body):
     supplier_id: ShortText
     invoice_number: ShortText
-    occurred_at: AwareDatetime
+    occurred_at: When
     lines: Annotated[list[ReceivedLineCreate], Field(min_length=1, max_length=200)]
     late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     notes: LongText = ""

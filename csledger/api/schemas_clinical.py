@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, StrictBool
+from pydantic import ConfigDict, Field, StrictBool, StrictInt
 
-from .schemas import AddressCreate, AddressPublic, Body, CommandResultPublic, PublicModel, Quantity
+from .schemas import (
+    AddressCreate,
+    AddressPublic,
+    Body,
+    CommandResultPublic,
+    PublicModel,
+    Quantity,
+    When,
+)
 
 VialId = Annotated[str, Field(min_length=1, max_length=128, examples=["V14-1"])]
 VialIds = Annotated[list[VialId], Field(min_length=1, max_length=200)]
@@ -16,7 +24,7 @@ Reason = Annotated[str, Field(min_length=1, max_length=500)]
 LateReason = Annotated[str, Field(min_length=1, max_length=500)] | None
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
 Dea = Annotated[str, Field(min_length=1, max_length=16, examples=["FB7654329"])]
-Whole = Annotated[int, Field(ge=0, le=1_000_000)]
+Whole = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 HHMM = Annotated[str, Field(pattern=r"^[0-2][0-9]:[0-5][0-9]$")]
 
 
@@ -31,8 +39,8 @@ class ClinicalResultPublic(CommandResultPublic):
 
 
 class PolicyCreate(Body):
-    beyond_use_days: Annotated[int, Field(ge=1, le=3650)] = 28
-    late_entry_limit_hours: Annotated[int, Field(ge=1, le=24 * 365)] = 24
+    beyond_use_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 28
+    late_entry_limit_hours: Annotated[StrictInt, Field(ge=1, le=24 * 365)] = 24
     variance_threshold_percent: Quantity = "1.00"
     count_schedule: Annotated[str, Field(min_length=1, max_length=32)] = "daily_opening"
     clinic_hours: dict[Annotated[str, Field(max_length=9)], tuple[HHMM, HHMM]] = Field(default_factory=dict, max_length=7)
@@ -82,8 +90,8 @@ class AdministrationCreate(Body):
     ordered_mg_per_kg: Quantity
     draws: Annotated[list[DrawCreate], Field(min_length=1, max_length=20)]
     ml_given: Quantity
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: When
+    ended_at: When
     waste: WasteCreate | None = Field(default=None, description="The remainder, wasted in the same command; needs "
                                       "a Witness-Assertion header.")
     late_reason: LateReason = None
@@ -97,7 +105,7 @@ class WasteRecordCreate(Body):
     administration_id: Annotated[str, Field(min_length=1, max_length=64)]
     ml: Quantity
     method: Annotated[str, Field(min_length=1, max_length=200)]
-    occurred_at: AwareDatetime
+    occurred_at: When
     late_reason: LateReason = None
     model_config = _ex({"administration_id": "A52", "ml": "0.20", "method": "sharps container",
                         "occurred_at": "2026-11-25T09:45:00-06:00"})
@@ -118,7 +126,7 @@ class CountLineCreate(Body):
 
 class CountSubmissionCreate(Body):
     lines: Annotated[list[CountLineCreate], Field(min_length=1, max_length=50)]
-    occurred_at: AwareDatetime
+    occurred_at: When
     late_reason: LateReason = None
     model_config = _ex({"lines": [{"ndc": "42023-0113-10", "sealed_containers": 4, "open_containers": 1,
                                    "open_ml": "6.00"}], "occurred_at": "2026-11-25T08:05:00-06:00"})
@@ -127,7 +135,7 @@ class CountSubmissionCreate(Body):
 class ResolutionCreate(Body):
     category: Literal["documentation_error", "breakage", "spill", "theft_or_loss", "other"]
     explanation: Reason
-    fixed_by_seq: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    fixed_by_seq: Annotated[StrictInt, Field(ge=0, le=2**62)] | None = None
     model_config = _ex({"category": "breakage", "explanation": "vial dropped during setup, seen by both counters"})
 
 
@@ -136,7 +144,7 @@ class DestructionCreate(Body):
     method: Annotated[str, Field(min_length=1, max_length=200)]
     place: Annotated[str, Field(min_length=1, max_length=200)]
     reason: Reason
-    occurred_at: AwareDatetime
+    occurred_at: When
     late_reason: LateReason = None
     documents: Annotated[list[Sha256], Field(max_length=20)] = []
     model_config = _ex({"vial_ids": ["V14-1"], "method": "chemical digestion (Rx Destroyer)", "place": "med room",
@@ -149,7 +157,7 @@ class TransferCreate(Body):
     receiver_name: Annotated[str, Field(min_length=1, max_length=200)]
     receiver_address: AddressCreate
     invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
-    occurred_at: AwareDatetime
+    occurred_at: When
     late_reason: LateReason = None
     model_config = _ex({"vial_ids": ["V14-2"], "receiver_dea_number": "FB7654329",
                         "receiver_name": "Calm Waters Ketamine Clinic - Denver",
@@ -165,7 +173,7 @@ class ReturnCreate(Body):
     recipient_address: AddressCreate
     recipient_dea_number: Dea
     invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
-    occurred_at: AwareDatetime
+    occurred_at: When
     late_reason: LateReason = None
     model_config = _ex({"vial_ids": ["V14-3"], "recipient_type": "reverse_distributor", "recipient_name": "RetuRx",
                         "recipient_address": {"street": "1 Dock Rd", "city": "Dallas", "state": "TX",
@@ -179,14 +187,14 @@ class LostVialCreate(Body):
 
 
 class LossReportCreate(Body):
-    discovered_at: AwareDatetime
+    discovered_at: When
     loss_type: Literal["night_break_in", "armed_robbery", "employee_pilferage", "customer_theft", "lost_in_transit",
                        "other"]
     police_notified: StrictBool
     losses_past_24_months: Whole
     purchase_value_usd: Quantity
     lost: Annotated[list[LostVialCreate], Field(max_length=200)] = []
-    covers_seqs: Annotated[list[Annotated[int, Field(ge=0, le=2**62)]], Field(max_length=200)] = []
+    covers_seqs: Annotated[list[Annotated[StrictInt, Field(ge=0, le=2**62)]], Field(max_length=200)] = []
     police_department: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     police_report_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     documents: Annotated[list[Sha256], Field(max_length=20)] = []
@@ -203,7 +211,7 @@ class CorrectionLineCreate(Body):
 
 
 class CorrectionCreate(Body):
-    corrects_seq: Annotated[int, Field(ge=0, le=2**62)]
+    corrects_seq: Annotated[StrictInt, Field(ge=0, le=2**62)]
     reason: Reason
     lines: Annotated[list[CorrectionLineCreate], Field(max_length=50)] = []
     model_config = _ex({"corrects_seq": 52, "reason": "0.20 mL typed as 2.00 mL",
