@@ -67,7 +67,7 @@ INFUSIONS_PER_VIAL = 9  # a 10 mL vial; the last mL stays as the margin a count 
 #: Operation weights of one workstation's loop (infusions dominate a ketamine clinic's day;
 #: receipts also happen whenever a workstation runs out of vials).
 DEFAULT_MIX: dict[str, int] = {
-    "infusion": 40, "receipt": 4, "stock": 16, "vials": 12, "entries": 10, "proof": 12, "audit": 4, "login": 2,
+    "infusion": 80, "receipt": 8, "stock": 32, "vials": 24, "entries": 20, "proof": 24, "audit": 8, "login": 1,
 }
 COMMANDS = frozenset({"infusion", "receipt"})
 
@@ -260,6 +260,7 @@ class ClinicClient(threading.Thread):
         self.vials: list[str] = []
         self.draws_left = 0
         self.n = 0
+        self.known_size = 4  # the registrant, its administrator, the product, the supplier
         self.failure: BaseException | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -332,6 +333,7 @@ class ClinicClient(threading.Thread):
         self.stats.record("receipt", t, (time.monotonic() - t) * 1000)
         got = r.json()
         self.vials.extend(got["vial_ids"])
+        self.known_size = max(self.known_size, *(e["seq"] + 1 for e in got["entries"]))
         if self.on_ack:
             self.on_ack(Ack(self.clinic.dea, "receipt", key, invoice, got["entries"]))
 
@@ -377,6 +379,7 @@ class ClinicClient(threading.Thread):
             return
         self.stats.record("infusion", t, (time.monotonic() - t) * 1000)
         self.draws_left -= 1
+        self.known_size = max(self.known_size, *(e["seq"] + 1 for e in r.json()["entries"]))
         if self.on_ack:
             self.on_ack(Ack(self.clinic.dea, "infusion", key, key, r.json()["entries"]))
 
@@ -393,7 +396,8 @@ class ClinicClient(threading.Thread):
             who, path, params = officer, "/audit", {"start": (now - timedelta(days=1)).isoformat(),
                                                     "end": now.isoformat()}
         elif op == "proof":
-            who, path, params = nurse, "/proofs/inclusion", {"seq": self.rng.randrange(0, 20)}
+            # An entry this workstation saw recorded (or one of the set-up entries before any).
+            who, path, params = nurse, "/proofs/inclusion", {"seq": self.rng.randrange(0, self.known_size)}
         else:
             raise ValueError(op)
         t = time.monotonic()
@@ -405,7 +409,10 @@ class ClinicClient(threading.Thread):
 
     def run(self) -> None:
         try:
+            # A shift starts with its logins (timed as "login", not as the first read).
             self._login(self.clinic.nurse(self.w))
+            if any(self.weights[i] for i, op in enumerate(self.ops) if op in ("entries", "audit")):
+                self._login("compliance")
             while not self.stop.is_set():
                 op = self.rng.choices(self.ops, self.weights)[0]
                 if op == "infusion":

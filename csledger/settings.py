@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     password_hash_slots: int = Field(
         default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256,
         description="Password checks (argon2id, 64 MiB each) run at once; more wait. Default: the CPU count.")
+    request_threads: int = Field(default=100, ge=4, le=1000,
+                                 description="Threads that run API requests at once (queued password checks hold one).")
     witness_assertion_seconds: int = Field(default=120, ge=1, le=120, description="Witness assertion lifetime (at most 2 minutes).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none by default.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")

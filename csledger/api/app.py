@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -47,6 +49,19 @@ def _database_outage_errors() -> tuple[type[Exception], ...]:
     except ImportError:  # pragma: no cover - psycopg is a dependency
         pass
     return tuple(found)
+
+
+def _lifespan(threads: int):
+    """Widen the thread pool that runs the (synchronous) routes. Password checks queue for a
+    hashing slot inside their thread; with the stock 40 threads a burst of witness sign-offs
+    would hold every thread while waiting, and a nurse's stock lookup would wait behind them."""
+
+    @asynccontextmanager
+    async def lifespan(_app) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    return lifespan
 
 
 def problem(status: int, type_: str, title: str, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:
@@ -92,7 +107,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         routes_stock,
     )
 
-    app = FastAPI(title="csledger", version="0.1.0",
+    app = FastAPI(title="csledger", version="0.1.0", lifespan=_lifespan(getattr(settings, "request_threads", 100)),
                   description="Controlled-substance ledger for ketamine infusion clinics. Log in at "
                               "`POST /v1/registrants/{dea}/sessions`; send the token as a bearer token.",
                   responses={422: {"description": "Malformed input (problem+json)"}},
