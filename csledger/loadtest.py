@@ -247,7 +247,7 @@ class ClinicClient(threading.Thread):
 
     def __init__(self, base: Callable[[], str], clinic: Clinic, workstation: int, *, stats: Stats,
                  stop: threading.Event, on_ack: Callable[[Ack], None] | None = None, seed: int = 0,
-                 mix: dict[str, int] | None = None, give_up_after: float = 300.0):
+                 mix: dict[str, int] | None = None, give_up_after: float = 300.0, think_ms: float = 0.0):
         super().__init__(daemon=True, name=f"{clinic.dea}-ws{workstation}")
         self.base, self.clinic, self.w = base, clinic, workstation
         self.stats, self.stop, self.on_ack = stats, stop, on_ack
@@ -255,6 +255,7 @@ class ClinicClient(threading.Thread):
         mix = mix or DEFAULT_MIX
         self.ops, self.weights = list(mix), list(mix.values())
         self.give_up_after = give_up_after
+        self.think_ms = think_ms  # mean pause between operations (0: a closed loop at full speed)
         self.http = httpx.Client(timeout=120)
         self.token: dict[str, str] = {}
         self.vials: list[str] = []
@@ -425,6 +426,8 @@ class ClinicClient(threading.Thread):
                 else:
                     self.read(op)
                 self.n += 1
+                if self.think_ms:
+                    self.stop.wait(self.rng.expovariate(1000.0 / self.think_ms))
         except BaseException as exc:  # noqa: BLE001 - reported by the driver
             self.failure = exc
         finally:
@@ -454,7 +457,7 @@ def summarize(stats: Stats, wall: float) -> dict[str, Any]:
 
 
 def run_load(url: str, folder: Path, *, clinics: int = 20, workstations: int = 2, seconds: float = 600.0,
-             sample_every: float = 10.0, seed: int = 1, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             sample_every: float = 10.0, seed: int = 1, think_ms: float = 0.0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the network on ``url`` (an empty database), serve it, run the workload for
     ``seconds`` and return the figures; afterwards ``verify --deep`` is run and reported."""
     say = progress or (lambda _m: None)
@@ -464,7 +467,7 @@ def run_load(url: str, folder: Path, *, clinics: int = 20, workstations: int = 2
     server = ServerProcess(url, net.server_env(), cwd=folder, log_path=folder / "server.log")
     server.start()
     stats, stop = Stats(), threading.Event()
-    clients = [ClinicClient(lambda: server.base, c, w, stats=stats, stop=stop, seed=seed)
+    clients = [ClinicClient(lambda: server.base, c, w, stats=stats, stop=stop, seed=seed, think_ms=think_ms)
                for c in net.clinics for w in range(workstations)]
     memory: list[dict[str, float]] = []
     try:
@@ -495,6 +498,7 @@ def run_load(url: str, folder: Path, *, clinics: int = 20, workstations: int = 2
     failures = [f"{c.name}: {c.failure!r}" for c in clients if c.failure]
     result = summarize(stats, wall)
     result.update({"clinics": clinics, "workstations_per_clinic": workstations, "clients": len(clients),
+                   "think_ms": think_ms,
                    "memory": memory, "client_failures": failures,
                    "backend": "PostgreSQL" if url.startswith("postgresql") else "SQLite"})
     # Throughput over time (per sample window) shows whether the service slows as the ledger grows.

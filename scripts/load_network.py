@@ -53,6 +53,8 @@ def main() -> int:
     ap.add_argument("--clinics", type=int, default=20)
     ap.add_argument("--workstations", type=int, default=2, help="concurrent workstations per clinic")
     ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--think-ms", type=float, default=0,
+                    help="mean pause of a workstation between operations (default 0: as fast as answered)")
     ap.add_argument("--sample-every", type=float, default=30, help="seconds between memory samples")
     ap.add_argument("--workdir", type=Path, help="folder for keys, logs and the SQLite file")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
@@ -70,7 +72,7 @@ def main() -> int:
         url = f"sqlite:///{folder / 'load.db'}"
     try:
         res = run_load(url, folder, clinics=args.clinics, workstations=args.workstations, seconds=args.seconds,
-                       sample_every=args.sample_every, progress=lambda m: out.print(m, highlight=False))
+                       sample_every=args.sample_every, think_ms=args.think_ms, progress=lambda m: out.print(m, highlight=False))
     finally:
         if pg_name and not args.keep:
             drop_postgres_database(args.db, pg_name)
@@ -78,7 +80,7 @@ def main() -> int:
     res["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
                       "platform": platform.platform()}
     t = Table(title=f"{res['clinics']} clinics x {res['workstations_per_clinic']} workstations, {res['backend']}, "
-                    f"{res['wall_s']:.0f} s")
+                    f"{res['wall_s']:.0f} s" + (f", think {res['think_ms']:.0f} ms" if res["think_ms"] else ", no think time"))
     for col in ("operation", "count", "per s", "p50 ms", "p99 ms", "max ms"):
         t.add_column(col, justify="right")
     for op, o in res["ops"].items():
