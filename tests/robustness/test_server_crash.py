@@ -194,7 +194,7 @@ def test_sigkill_the_server_under_load_loses_nothing_acknowledged(db_url, tmp_pa
         stop.set()
         server.stop()
         witness.stop()
-    print(f"\n{KILLS} SIGKILLs of csledger serve: {figures}")
+    print(f"\n{KILLS} SIGKILLs of csledger serve ({db_url.split(':')[0]}): {figures}")
     assert figures["acknowledged"] > KILLS
 
 
