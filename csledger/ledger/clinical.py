@@ -294,12 +294,13 @@ def register_patient(ledger: Ledger, principal: Principal, cmd: RegisterPatient,
         check_patient_key(ctx.conn, keys, ctx.now)
         patient_id = f"P{ctx.next_seq}"
         commitment = keys.commitment(ctx.registrant, patient_id, details)
+        sealed = keys.seal(ctx.registrant, patient_id, details)
         ctx.view.raw.run(ctx.conn, "INSERT INTO patient_registry (registrant, patient_id, sealed, updated_at) "
                                    "VALUES (:r, :p, :s, :t)",
-                         {"r": ctx.registrant, "p": patient_id, "s": keys.seal(ctx.registrant, patient_id, details),
-                          "t": format_time(ctx.now)})
-        ctx.append(ev.PatientRegistered(patient_id=patient_id, commitment=commitment), signatures=[sig],
-                   occurred_at=ctx.now)
+                         {"r": ctx.registrant, "p": patient_id, "s": sealed, "t": format_time(ctx.now)})
+        ctx.append(ev.PatientRegistered(patient_id=patient_id, commitment=commitment,
+                                        sealed_sha256=hashlib.sha256(sealed).hexdigest()),
+                   signatures=[sig], occurred_at=ctx.now)
         return {"patient_id": patient_id}
 
     # The idempotency hash must not be a hash of a name: hash a keyed commitment instead.
@@ -318,13 +319,14 @@ def change_patient_details(ledger: Ledger, principal: Principal, cmd: ChangePati
         check_patient_key(ctx.conn, keys, ctx.now)
         if ctx.view.get("patients", (ctx.registrant, cmd.patient_id)) is None:
             raise NotFound(f"no patient {cmd.patient_id!r} at {ctx.registrant}", field="patient_id")
+        sealed = keys.seal(ctx.registrant, cmd.patient_id, details)
         ctx.view.raw.run(ctx.conn, "UPDATE patient_registry SET sealed = :s, updated_at = :t "
                                    "WHERE registrant = :r AND patient_id = :p",
-                         {"r": ctx.registrant, "p": cmd.patient_id, "t": format_time(ctx.now),
-                          "s": keys.seal(ctx.registrant, cmd.patient_id, details)})
+                         {"r": ctx.registrant, "p": cmd.patient_id, "t": format_time(ctx.now), "s": sealed})
         ctx.append(ev.PatientDetailsChanged(patient_id=cmd.patient_id,
                                             commitment=keys.commitment(ctx.registrant, cmd.patient_id, details),
-                                            reason=reason), signatures=[sig], occurred_at=ctx.now)
+                                            reason=reason, sealed_sha256=hashlib.sha256(sealed).hexdigest()),
+                   signatures=[sig], occurred_at=ctx.now)
         return {"patient_id": cmd.patient_id}
 
     request = {"type": "ChangePatientDetails", "patient_id": cmd.patient_id, "reason": reason,

@@ -204,6 +204,9 @@ class PatientRegistered(Event):
     kind: ClassVar[str] = "patient_registered"
     patient_id: str
     commitment: str  # hex HMAC-SHA256 of the canonical name and address, keyed by the patient key
+    #: hex SHA-256 of the registry row's sealed bytes (nonce || AES-GCM ciphertext): lets
+    #: ``verify --deep`` see a changed row without the patient key, and reveals nothing.
+    sealed_sha256: str
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ class PatientDetailsChanged(Event):
     patient_id: str
     commitment: str
     reason: str
+    sealed_sha256: str  # of the re-sealed registry row, as in ``PatientRegistered``
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ Deep (``verify --deep``), in addition:
   stock movements equal what the bytes say; every stored Merkle node equals its recomputation
   and there are no extra ones; every projection table equals its rebuild from the entries; the
   encrypted patient registry holds one row per patient the entries registered and none else, each
-  written by that patient's latest entry (its ``updated_at`` is the entry's ``recorded_at``), and,
-  given the patient key, each row decrypts (bound to registrant and patient) to the name and
-  address whose commitment that entry recorded.
+  written by that patient's latest entry (its ``updated_at`` is the entry's ``recorded_at``, its
+  sealed bytes hash to the entry's ``sealed_sha256``), and, given the patient key, each row
+  decrypts (bound to registrant and patient) to the name and address whose commitment that entry
+  recorded.
 
 Memory: the fast pass keeps O(log n) hashes per registrant; the deep pass keeps the rebuilt
 projections (reference data and vials), never the entries.
@@ -372,9 +373,13 @@ def _verify_patient_registry(conn: Connection, state: projections.MemoryStateVie
     patients = {k: v for k, v in state.tables["patients"].items() if registrant is None or k[0] == registrant}
     r = raw(conn)
     where = " AND registrant = :r" if registrant is not None else ""
-    recorded = {(row["registrant"], row["seq"]): row["recorded_at"] for row in r.rows(
-        conn, "SELECT registrant, seq, recorded_at FROM entries WHERE kind IN ('patient_registered', "
-              "'patient_details_changed')" + where, {"r": registrant})}
+    # The patients' entries (already verified against their bytes): when each was recorded and
+    # the hash of the sealed row it wrote (absent from entries written before it was recorded).
+    recorded, sealed_hash = {}, {}
+    for row in r.rows(conn, "SELECT registrant, seq, recorded_at, canonical FROM entries WHERE kind IN "
+                            "('patient_registered', 'patient_details_changed')" + where, {"r": registrant}):
+        recorded[(row["registrant"], row["seq"])] = row["recorded_at"]
+        sealed_hash[(row["registrant"], row["seq"])] = canon.decode(bytes(row["canonical"])).get("sealed_sha256")
     if keys is not None and patients:
         kc = r.one(conn, "SELECT check_value FROM patient_key_check WHERE name = :n", {"n": KEY_CHECK_NAME})
         if kc is not None and kc["check_value"] != keys.check_value():
@@ -408,6 +413,14 @@ def _verify_patient_registry(conn: Connection, state: projections.MemoryStateVie
                 why = keys.registry_row_problem(reg, pid, row["sealed"], p["commitment"])
                 if why is not None:
                     report.problems.append(IntegrityFailure(f"patient {pid}'s registry row {why}", registrant=reg, seq=seq))
+                    continue
+            committed = sealed_hash.get((reg, seq))
+            sealed = row["sealed"]
+            got = hashlib.sha256(bytes(sealed)).hexdigest() if isinstance(sealed, bytes | bytearray | memoryview) else None
+            if committed is not None and got != committed:
+                report.problems.append(IntegrityFailure(
+                    f"patient {pid}'s registry row is not the sealed record its latest entry committed to "
+                    "(sealed_sha256): the row was replaced outside the ledger", registrant=reg, seq=seq))
         if len(rows) < BATCH:
             break
         last = (rows[-1]["registrant"], rows[-1]["patient_id"])

@@ -277,6 +277,18 @@ def test_patient_registry_ciphertext_swapped_is_caught_by_deep(tampered):
                             f"the patient key as {DEA}/{a}")
 
 
+def test_patient_registry_ciphertext_changed_is_caught_without_the_key(tampered):
+    """No patient key configured: the row is not opened, but its sealed bytes must hash to the
+    ``sealed_sha256`` the patient's latest entry recorded."""
+    t = tampered
+    a, b = t.patients
+    t.sql("UPDATE patient_registry SET sealed = (SELECT sealed FROM patient_registry WHERE patient_id = :b) "
+          "WHERE patient_id = :a", a=a, b=b)
+    t.verify("--deep", patient_key=False,
+             says=f"{DEA} seq {_registry_seq(t, a)}: patient {a}'s registry row is not the sealed record its latest "
+                  "entry committed to (sealed_sha256)")
+
+
 def test_patient_registry_columns_changed_are_caught_without_the_key(tampered):
     """No patient key configured: the rows are not opened, but each must belong to a registered
     patient and carry the time of that patient's latest entry."""
