@@ -102,6 +102,7 @@ def witnesses_push(registrant: RegistrantOption, db: DbOption = None) -> None:
     _, ledger = _open(db)
     try:
         results = ledger.transparency_log.push(registrant)
+        rolled_back = ledger.transparency_log.blocked.get(registrant)
         with ledger.reading() as conn:
             policy = witness_policy(conn, registrant)
             cp = latest_checkpoint(conn, registrant)
@@ -109,6 +110,10 @@ def witnesses_push(registrant: RegistrantOption, db: DbOption = None) -> None:
     finally:
         ledger.dispose()
     _print_push(registrant, results)
+    if rolled_back:
+        # Cosignatures stored in the database (e.g. inside a restored backup) count for nothing
+        # when a witness has already cosigned a larger or different tree.
+        _fail(f"{registrant}: {rolled_back}", 1)
     if policy is None:
         _fail(f"no witness policy for {registrant}; set one with `csledger witnesses set`")
     out.print(f"checkpoint {cp.tree_size if cp else '-'}: {have} of {policy.threshold} cosignatures")

@@ -79,8 +79,8 @@ class Witness:
         self.proc.wait(timeout=10)
 
 
-def set_up(url: str, folder: Path):
-    net = build_network(url, folder, clinics=CLINICS, workstations=WORKSTATIONS)
+def set_up(url: str, folder: Path, clinics: int = CLINICS):
+    net = build_network(url, folder, clinics=clinics, workstations=WORKSTATIONS)
     witness = Witness(folder)
     ledger = Ledger.open(url)
     log = attach(ledger, get_settings(database_url=url, key_dir=folder / "keys", origin_prefix="load.csledger.test"))
