@@ -14,20 +14,76 @@ from .ledger.commands import AddressInput, RegisterRegistrant
 from .ledger.errors import LedgerError
 from .settings import get_settings
 
-app = typer.Typer(help="csledger: controlled-substance ledger for ketamine clinics.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without SQLAlchemy's SQL and background link."""
+    import subprocess
+
+    if isinstance(exc, subprocess.CalledProcessError):
+        said = (exc.stderr or b"")
+        said = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
+        first = next((x.strip() for x in said.splitlines() if x.strip()), f"exit status {exc.returncode}")
+        return f"{Path(str(exc.cmd[0])).name if exc.cmd else 'tool'} failed: {first}"
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    text = str(orig if orig is not None else exc).strip()
+    return next((x.strip() for x in text.splitlines() if x.strip()), type(exc).__name__)
+
+
+class _App(typer.Typer):
+    """The CLI app: errors of the environment (a database that cannot be reached, a file that
+    cannot be read, a tool that failed) end the command with one line and exit 2, never a
+    traceback. Other exceptions are bugs and keep theirs."""
+
+    def __call__(self, *args, **kwargs):
+        import sqlite3
+        import subprocess
+
+        from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except LedgerError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        except (DBAPIError, sqlite3.Error) as exc:
+            err.print(f"[bold red]error:[/] database: {type(getattr(exc, 'orig', None) or exc).__name__}: "
+                      f"{_one_line(exc)}", highlight=False)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            err.print(f"[bold red]error:[/] database URL: {_one_line(exc)}", highlight=False)
+        except subprocess.CalledProcessError as exc:
+            err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+app = _App(help="csledger: controlled-substance ledger for ketamine clinics.", no_args_is_help=True,
+           pretty_exceptions_enable=False)
 
 DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (overrides CSLEDGER_DATABASE_URL).")]
 
 
 def _open(db: str | None, *, migrate_first: bool = False):
+    from sqlalchemy.exc import DBAPIError
+
     from .ledger.log import attach
     from .ledger.store import Ledger, migrate
 
     settings = get_settings(database_url=db)
-    ledger = Ledger.open(settings.database_url)
+    url = settings.database_url
+    if not migrate_first and url.startswith("sqlite") and _sqlite_file(url) is not None \
+            and not _sqlite_file(url).exists():
+        _fail(f"cannot read the ledger at {_shown(url)}: no such database file; run `csledger init` or pass --db")
+    try:
+        ledger = Ledger.open(url)
+        with ledger.engine.connect():
+            pass
+    except LedgerError as exc:
+        _fail(str(exc))
+    except DBAPIError as exc:
+        _fail(f"cannot open the database at {_shown(url)}: {_one_line(exc)}")
     if migrate_first:
         migrate(ledger.engine)
     attach(ledger, settings)  # every write signs a checkpoint in its transaction (issue 4)
@@ -37,6 +93,36 @@ def _open(db: str | None, *, migrate_first: bool = False):
 
     attach_alert_rules(ledger)
     return settings, ledger
+
+
+def _sqlite_file(url: str) -> Path | None:
+    import sqlalchemy as sa
+
+    try:
+        database = sa.engine.make_url(url).database
+    except Exception:
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _shown(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the configured URL"
+
+
+def _require_registrant(ledger, dea: str) -> None:
+    """Refuse a DEA number with no entries here (a typo must not read as an empty, clean ledger)."""
+    from .ledger.store import tree_size
+
+    with ledger.reading() as conn:
+        known = tree_size(conn, dea) > 0
+    if not known:
+        ledger.dispose()
+        _fail(f"registrant: no registrant with DEA number {dea} in this ledger")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -102,6 +188,8 @@ def verify(
     except Exception as exc:  # no schema: say so plainly
         _fail(f"cannot read the ledger at {ledger.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}")
     keys = _patient_keys_for_verify(settings) if deep else None
+    if registrant is not None:
+        _require_registrant(ledger, registrant)
     with Progress(console=err, disable=not sys.stderr.isatty(), transient=True) as bar:
         task = bar.add_task("verify --deep" if deep else "verify", total=total)
         report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n),

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import DbOption, _fail, _open, app, out
+from .cli import DbOption, _fail, _open, _require_registrant, app, out
 
 alerts_app = typer.Typer(help="Discrepancy alerts, deadlines and diversion signals.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
@@ -99,6 +99,7 @@ def list_cmd(
     if status not in ("open", "acknowledged", "resolved", "all"):
         _fail("--status must be open, acknowledged, resolved or all")
     _, ledger = _open(db)
+    _require_registrant(ledger, dea.strip().upper())
     try:
         rows = list_alerts(ledger, dea.strip().upper(), status=None if status == "all" else status, rule=rule,
                            severity=severity, subject=subject)

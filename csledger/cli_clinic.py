@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .cli import DbOption, _fail, _open, app, out
+from .cli import DbOption, _fail, _open, _require_registrant, app, out
 from .ledger.errors import LedgerError
 from .settings import get_settings
 
@@ -110,6 +110,7 @@ def stock_cmd(
     from .ledger import stock
 
     _, ledger = _open(db)
+    _require_registrant(ledger, registrant)
     try:
         lots = stock.stock_by_lot(ledger, registrant)
         unreconciled = stock.unreconciled_administrations(ledger, registrant)

@@ -164,11 +164,12 @@ def witness_add_log(directory: WitnessDir,
                     vkey: Annotated[str, typer.Option("--vkey", help="The log's verifier key (csledger keys show).")]) -> None:
     """Trust a log's verifier key; its name is the log's origin. Check its fingerprint out of band."""
     from .ledger.checkpoints import NoteError, Verifier
+    from .witness import WitnessError
 
     w = _witness(directory)
     try:
         origin = w.add_log(vkey)
-    except NoteError as exc:
+    except (NoteError, WitnessError) as exc:
         _fail(str(exc))
     out.print(f"witnessing {origin} with key {Verifier.from_string(vkey).fingerprint}", highlight=False)
 
@@ -176,17 +177,28 @@ def witness_add_log(directory: WitnessDir,
 @witness_app.command("show")
 def witness_show(directory: WitnessDir) -> None:
     """Print the witness's verifier key and what it last cosigned for each log."""
+    from .witness import WitnessError
+
     w = _witness(directory)
+    try:
+        logs = w.state()["logs"]
+    except WitnessError as exc:
+        _fail(str(exc))
     out.print(w.verifier.to_string(), highlight=False)
     out.print(f"  fingerprint {w.verifier.fingerprint}", highlight=False)
-    for origin, log in sorted(w.state()["logs"].items()):
+    for origin, log in sorted(logs.items()):
         out.print(f"{origin}: cosigned size {log['size']}, {len(log['keys'])} log key(s)", highlight=False)
 
 
 @witness_app.command("latest")
 def witness_latest(directory: WitnessDir, origin: Annotated[str, typer.Option(help="The log's origin.")]) -> None:
     """Print the last checkpoint this witness cosigned for ``origin`` (for verify-bundle --checkpoint)."""
-    note = _witness(directory).latest(origin)
+    from .witness import WitnessError
+
+    try:
+        note = _witness(directory).latest(origin)
+    except WitnessError as exc:
+        _fail(str(exc))
     if not note:
         _fail(f"this witness has cosigned nothing for {origin}")
     typer.echo(note, nl=False)
@@ -244,6 +256,9 @@ def export(
     except LedgerError as exc:
         tmp.unlink(missing_ok=True)
         _fail(str(exc))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(f"out: cannot write {target}: {exc.strerror or exc}")
     finally:
         ledger.dispose()
     out.print(f"exported {what} of {registrant} to {target}", highlight=False)

@@ -102,6 +102,10 @@ class Witness:
             self.signer = Signer.from_string(self.key_path.read_text().strip())
         except FileNotFoundError:
             raise WitnessError(f"{self.dir} is not a witness folder (no witness.key); run `csledger witness init`") from None
+        except UnicodeDecodeError:
+            raise WitnessError(f"{self.key_path} is not a witness signer key (not text)") from None
+        except OSError as exc:
+            raise WitnessError(f"{self.dir} is not a witness folder ({exc.strerror or exc})") from None
         except NoteError as exc:
             raise WitnessError(f"{self.key_path} is not a witness signer key ({exc})") from None
         if self.signer.sig_type != SIG_COSIGNATURE_V1:
@@ -142,9 +146,14 @@ class Witness:
 
     def _read(self) -> dict:
         try:
-            return json.loads(self.state_path.read_text())
+            state = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             return {"name": self.signer.name, "logs": {}}
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+            raise WitnessError(f"{self.state_path} is damaged ({exc}); restore it from a backup") from None
+        if not isinstance(state, dict) or not isinstance(state.get("logs"), dict):
+            raise WitnessError(f"{self.state_path} is damaged (not a witness state); restore it from a backup")
+        return state
 
     def state(self) -> dict:
         with self._locked():

@@ -53,23 +53,65 @@ def roots(url: str) -> dict[str, tuple[int, str]]:
     return {reg: (n, report.roots.get(reg, "")) for reg, n in report.registrants.items()}
 
 
+def _supported(url: str) -> str:
+    url = normalize_url(url)
+    if not url.startswith(("sqlite", "postgresql")):
+        raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
+    return url
+
+
 def backup_database(url: str, out: Path) -> dict[str, tuple[int, str]]:
     """Write a consistent backup of the database at ``url`` to ``out``; return its roots."""
-    url = normalize_url(url)
+    url = _supported(url)
     if out.exists():
         raise Conflict(f"{out} exists; a backup never overwrites a file", field="out")
+    if not out.parent.is_dir():
+        raise NotFound(f"no folder {out.parent} to write the backup in", field="out")
     if url.startswith("sqlite"):
-        src = sqlite3.connect(_sqlite_path(url))
+        source = _sqlite_path(url)
+        if not source.is_file():
+            raise NotFound(f"no database file {source}", field="database_url")
+        src = sqlite3.connect(source)
         dst = sqlite3.connect(out)
         try:
             src.backup(dst)  # page-by-page copy of one consistent snapshot, writers keep going
+        except sqlite3.Error as exc:
+            dst.close()
+            out.unlink(missing_ok=True)
+            raise InvalidInput(f"cannot back up {source}: {exc}", field="database_url") from None
         finally:
             dst.close()
             src.close()
         return roots(f"sqlite:///{out}")
-    subprocess.run([_pg_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(out), _libpq_url(url)],
-                   check=True, capture_output=True, timeout=3600)
+    try:
+        subprocess.run([_pg_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(out), _libpq_url(url)],
+                       check=True, capture_output=True, timeout=3600)
+    except subprocess.CalledProcessError as exc:
+        out.unlink(missing_ok=True)
+        raise InvalidInput(f"pg_dump failed: {_first_line(exc.stderr)}", field="database_url") from None
     return roots(url)
+
+
+def _first_line(data: bytes | str | None) -> str:
+    text = data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+    return next((x.strip() for x in text.splitlines() if x.strip()), "no message")
+
+
+def _check_sqlite_backup(backup: Path) -> None:
+    """A SQLite backup file holds a csledger ledger, checked read-only before anything is copied."""
+    try:
+        con = sqlite3.connect(backup.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            ok = con.execute("PRAGMA quick_check").fetchone()
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise InvalidInput(f"{backup} is not a csledger SQLite backup ({exc})", field="from") from None
+    if not ok or ok[0] != "ok":
+        raise InvalidInput(f"{backup} is a damaged SQLite file ({ok[0] if ok else 'no answer'})", field="from")
+    if "entries" not in tables:
+        raise InvalidInput(f"{backup} is not a csledger backup: it holds no ledger", field="from")
 
 
 def _is_empty(url: str) -> bool:
@@ -83,23 +125,39 @@ def _is_empty(url: str) -> bool:
 
 def restore_database(backup: Path, url: str) -> dict[str, tuple[int, str]]:
     """Restore ``backup`` into the empty database at ``url``, verify it, return its roots."""
-    url = normalize_url(url)
+    url = _supported(url)
     if not backup.is_file():
         raise NotFound(f"no backup file {backup}", field="from")
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path.exists() and path.stat().st_size > 0:
             raise Conflict(f"{path} exists; restore only into a new database file", field="database_url")
-        src = sqlite3.connect(backup)
+        if not path.parent.is_dir():
+            raise NotFound(f"no folder {path.parent} for the restored database", field="database_url")
+        _check_sqlite_backup(backup)
+        src = sqlite3.connect(backup.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
         dst = sqlite3.connect(path)
         try:
             src.backup(dst)
+        except sqlite3.Error as exc:
+            dst.close()
+            path.unlink(missing_ok=True)
+            raise InvalidInput(f"cannot restore {backup}: {exc}", field="from") from None
         finally:
             dst.close()
             src.close()
-        return roots(url)
+        try:
+            return roots(url)
+        except Exception:
+            path.unlink(missing_ok=True)  # a restore that does not verify leaves no database behind
+            raise
     if not _is_empty(url):
         raise Conflict("the target PostgreSQL database is not empty; restore only into a new database", field="database_url")
-    subprocess.run([_pg_tool("pg_restore"), "--no-owner", "--exit-on-error", "--dbname", _libpq_url(url), str(backup)],
-                   check=True, capture_output=True, timeout=3600)
+    # One transaction: a damaged or truncated dump leaves the target database as empty as it was.
+    try:
+        subprocess.run([_pg_tool("pg_restore"), "--no-owner", "--exit-on-error", "--single-transaction",
+                        "--dbname", _libpq_url(url), str(backup)], check=True, capture_output=True, timeout=3600)
+    except subprocess.CalledProcessError as exc:
+        raise InvalidInput(f"{backup} could not be restored (pg_restore: {_first_line(exc.stderr)})",
+                           field="from") from None
     return roots(url)

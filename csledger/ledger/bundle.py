@@ -369,6 +369,8 @@ def _header(line: bytes) -> dict:
         h = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(where, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleError(where, "not a bundle header: JSON nested too deeply") from None
     if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise BundleError(where, f"not a {FORMAT} bundle")
     want = {"format": str, "registrant": str, "origin": str, "tree_size": int, "checkpoint": str,
@@ -378,7 +380,11 @@ def _header(line: bytes) -> dict:
     for k, t in want.items():
         if not isinstance(h[k], t) or isinstance(h[k], bool):
             raise BundleError(where, f"{k} must be a {t.__name__}")
-    if canon.canonical_bytes(h) != data:
+    try:
+        again = canon.canonical_bytes(h)
+    except Exception as exc:  # e.g. a lone surrogate or a number RFC 8785 cannot write
+        raise BundleError(where, f"cannot be canonicalized ({exc})") from None
+    if again != data:
         raise BundleError(where, "not in RFC 8785 canonical form (the header was edited)")
     if h["tree_size"] < 1:
         raise BundleError(where, "tree_size must be at least 1")
@@ -390,7 +396,7 @@ def _trailer(trailer: tuple[int, bytes], digest: str, size: int) -> None:
     where = f"line {lineno} (trailer)"
     try:
         t = json.loads(line.rstrip(b"\n").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BundleError(where, "not valid JSON") from None
     if not line.endswith(b"\n") or not isinstance(t, dict) or set(t) != {"bundle_sha256", "lines"}:
         raise BundleError(where, "malformed trailer")

@@ -95,7 +95,15 @@ class PatientKeys:
         if not path.exists():
             raise PatientKeyError(f"no patient key: set CSLEDGER_PATIENT_KEY or create {path} "
                                   "(csledger patient-key generate)", field="patient_key_file")
-        return cls.from_base64(path.read_text())
+        try:
+            text = path.read_bytes().decode("ascii")
+        except UnicodeDecodeError:
+            raise PatientKeyError(f"{path} is not a patient key file (not base64 text)",
+                                  field="patient_key_file") from None
+        except OSError as exc:
+            raise PatientKeyError(f"cannot read the patient key file {path} ({exc.strerror or exc})",
+                                  field="patient_key_file") from None
+        return cls.from_base64(text)
 
     def commitment(self, registrant: str, patient_id: str, details: PatientDetails) -> str:
         msg = registrant.encode() + b"\x00" + patient_id.encode() + b"\x00" + details.canonical()
