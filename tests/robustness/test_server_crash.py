@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -168,12 +169,12 @@ def check_after(url: str, net, witness: Witness, origins: dict, setup_size: dict
             "retries": sum(stats.retries.values())}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
-def test_sigkill_the_server_under_load_loses_nothing_acknowledged(db_url, tmp_path):
-    rng = random.Random(20261126)
-    net, witness, origins, setup_size = set_up(db_url, tmp_path)
-    server = ServerProcess(db_url, net.server_env(), cwd=tmp_path, log_path=tmp_path / "server.log")
+def crash_rounds(url: str, tmp_path: Path, rng: random.Random, crash: Callable[[ServerProcess], None]) -> dict:
+    """Serve the clinics, let the workstations record, and call ``crash`` KILLS times at a
+    random moment (0-1 s after the first acknowledgement since the last crash); then let every
+    command in flight finish, stop, and check (``check_after``)."""
+    net, witness, origins, setup_size = set_up(url, tmp_path)
+    server = ServerProcess(url, net.server_env(), cwd=tmp_path, log_path=tmp_path / "server.log")
     stats, stop, acks = Stats(), threading.Event(), []
     try:
         server.start()
@@ -181,19 +182,30 @@ def test_sigkill_the_server_under_load_loses_nothing_acknowledged(db_url, tmp_pa
         for _ in range(KILLS):
             wait_for_progress(acks, len(acks), clients)
             time.sleep(rng.uniform(0.0, 1.0))
-            server.kill()
-            time.sleep(rng.uniform(0.0, 0.3))
-            server.start()
+            crash(server)
         wait_for_progress(acks, len(acks), clients)
         stop.set()
         for c in clients:
             c.join(timeout=300)
         server.stop()
-        figures = check_after(db_url, net, witness, origins, setup_size, acks, stats, clients)
+        return check_after(url, net, witness, origins, setup_size, acks, stats, clients)
     finally:
         stop.set()
         server.stop()
         witness.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+def test_sigkill_the_server_under_load_loses_nothing_acknowledged(db_url, tmp_path):
+    rng = random.Random(20261126)
+
+    def crash(server: ServerProcess) -> None:
+        server.kill()
+        time.sleep(rng.uniform(0.0, 0.3))
+        server.start()
+
+    figures = crash_rounds(db_url, tmp_path, rng, crash)
     print(f"\n{KILLS} SIGKILLs of csledger serve ({db_url.split(':')[0]}): {figures}")
     assert figures["acknowledged"] > KILLS
 
@@ -216,30 +228,14 @@ def own_postgres():
 @pytest.mark.slow
 def test_sigkill_the_database_server_under_load_loses_nothing_acknowledged(own_postgres, tmp_path):
     rng = random.Random(20261127)
-    url = own_postgres.create_database("crash")
-    net, witness, origins, setup_size = set_up(url, tmp_path)
-    server = ServerProcess(url, net.server_env(), cwd=tmp_path, log_path=tmp_path / "server.log")
-    stats, stop, acks = Stats(), threading.Event(), []
-    try:
-        server.start()
-        clients = start_clients(net, server, stats, stop, acks)
-        for _ in range(KILLS):
-            wait_for_progress(acks, len(acks), clients)
-            time.sleep(rng.uniform(0.0, 1.0))
-            own_postgres.kill()
-            time.sleep(rng.uniform(0.0, 0.5))
-            own_postgres.start()
-        wait_for_progress(acks, len(acks), clients)
-        stop.set()
-        for c in clients:
-            c.join(timeout=300)
-        # The API process lived through every database crash: it still answers.
+
+    def crash(server: ServerProcess) -> None:
+        own_postgres.kill()
+        time.sleep(rng.uniform(0.0, 0.5))
+        own_postgres.start()
+        # The API process lives through every database crash (it answers 503 meanwhile).
         assert server.proc.poll() is None
-        server.stop()
-        figures = check_after(url, net, witness, origins, setup_size, acks, stats, clients)
-    finally:
-        stop.set()
-        server.stop()
-        witness.stop()
+
+    figures = crash_rounds(own_postgres.create_database("crash"), tmp_path, rng, crash)
     print(f"\n{KILLS} SIGKILLs of the PostgreSQL server under csledger serve: {figures}")
     assert figures["acknowledged"] > KILLS
