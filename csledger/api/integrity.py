@@ -21,8 +21,15 @@ from ..ledger import merkle
 from ..ledger.errors import InvalidInput, NotFound
 from ..ledger.log import log_keys, memo_reader, signed_checkpoint_with_cosignatures, witness_policy
 from ..ledger.store import Ledger, tree_size
+from .schemas import _problem
 
-router = APIRouter(prefix="/v1/registrants/{dea}", tags=["verifiable ledger"])
+#: What these public endpoints may refuse with, for the OpenAPI document (no login, so no 401/403).
+INTEGRITY_RESPONSES = {
+    404: _problem("Unknown registrant, no signed checkpoint or log key yet, or a tree size the log has not reached"),
+    413: _problem("Request body too large"),
+    422: _problem("Malformed input: the offending fields are listed"),
+}
+router = APIRouter(prefix="/v1/registrants/{dea}", tags=["verifiable ledger"], responses=INTEGRITY_RESPONSES)
 
 Dea = Annotated[str, Path(description="The registrant's DEA number.", max_length=9)]
 #: A tree size or index: a JSON-safe non-negative integer (larger is a 422, not an overflow).
