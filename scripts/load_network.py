@@ -81,10 +81,12 @@ def main() -> int:
                       "platform": platform.platform()}
     t = Table(title=f"{res['clinics']} clinics x {res['workstations_per_clinic']} workstations, {res['backend']}, "
                     f"{res['wall_s']:.0f} s" + (f", think {res['think_ms']:.0f} ms" if res["think_ms"] else ", no think time"))
-    for col in ("operation", "count", "per s", "p50 ms", "p99 ms", "max ms"):
+    for col in ("operation", "count", "per s", "p50 ms", "p99 ms", "max ms", "after 1st min: p50 / p99 ms"):
         t.add_column(col, justify="right")
     for op, o in res["ops"].items():
-        t.add_row(op, f"{o['count']:,}", f"{o['per_s']:.1f}", f"{o['p50_ms']:.0f}", f"{o['p99_ms']:.0f}", f"{o['max_ms']:.0f}")
+        s = res["after_first_minute"].get(op)
+        t.add_row(op, f"{o['count']:,}", f"{o['per_s']:.1f}", f"{o['p50_ms']:.0f}", f"{o['p99_ms']:.0f}", f"{o['max_ms']:.0f}",
+                  f"{s['p50_ms']:.0f} / {s['p99_ms']:.0f}" if s else "-")
     t.add_row("all", f"{res['requests']:,}", f"{res['requests_per_s']:.1f}", "", "", "")
     out.print(t)
     out.print(f"commands (infusions + receipts): {res['commands']:,} = {res['commands_per_s']:.1f}/s")
