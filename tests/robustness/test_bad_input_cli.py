@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,11 +84,18 @@ def check(case: Case, p: subprocess.CompletedProcess) -> str | None:
 
 def run_all(cases: list[Case], cwd: Path) -> list[str]:
     """Two at a time (the machine has two cores); the problems found."""
+    took: list[tuple[float, str]] = []
+
     def one(case: Case) -> str | None:
-        return check(case, run(case.args, cwd, stdin=case.stdin, env=case.env))
+        t0 = time.perf_counter()
+        p = run(case.args, cwd, stdin=case.stdin, env=case.env)
+        took.append((time.perf_counter() - t0, case.name))
+        return check(case, p)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return [p for p in pool.map(one, cases) if p is not None]
+        problems = [p for p in pool.map(one, cases) if p is not None]
+    print("\nslowest:", ", ".join(f"{name} {t:.1f} s" for t, name in sorted(took, reverse=True)[:4]))
+    return problems
 
 
 def garbage_files(folder: Path, real: dict[str, Path]) -> dict[str, Path]:

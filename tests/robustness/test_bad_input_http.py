@@ -272,6 +272,8 @@ class Run:
         self.accepted: list[str] = []
         self.requests = 0
         self.cases = 0
+        self.operations: set[str] = set()
+        self.fields = 0
 
     def witness_headers(self, op: dict, content: bytes) -> dict[str, str]:
         names = [p["name"] for p in op.get("parameters", []) if p["in"] == "header"]
@@ -299,6 +301,7 @@ class Run:
 
     def check(self, what: str, r, before: int, *, field: str | None, bad: bool, expect: int | None = None) -> None:
         self.cases += 1
+        self.operations.add(" ".join(what.split()[:2]))
         text = r.text
         fail = []
         if r.status_code >= 500:
@@ -450,6 +453,7 @@ def test_bad_input_on_every_operation(ledger):
             where = f"{method.upper()} {path}"
             # Bad values in each field.
             fields = list(spec.fields(base, schema))
+            run.fields += len(fields)
             big_done = False
             for f in fields:
                 example = get_at(base, f.path)
@@ -485,8 +489,9 @@ def test_bad_input_on_every_operation(ledger):
     elapsed = time.perf_counter() - started
     for p in run.problems:
         print("PROBLEM", p[:400])
-    print(f"\n{ledger.dialect}: {ops_with_body} operations with a body, {run.cases} bad inputs, "
-          f"{run.requests} requests in {elapsed:.1f} s; accepted (could be valid): {len(run.accepted)}")
+    print(f"\n{ledger.dialect}: {len(run.operations)} operations ({ops_with_body} with a body, {run.fields} body "
+          f"fields), {run.cases} bad inputs, {run.requests} requests in {elapsed:.1f} s; accepted (could be valid): "
+          f"{len(run.accepted)}")
     for a in run.accepted:
         print("  accepted:", a)
     assert ops_with_body >= 25, "the OpenAPI document lost its request bodies?"
