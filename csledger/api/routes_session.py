@@ -83,6 +83,8 @@ def set_staff_password(staff_id: StaffId, body: StaffPasswordCreate, auth: AuthD
 def revoke_staff_sessions(staff_id: StaffId, auth: AuthDep,
                           who: Annotated[Principal, actor("revoke_staff_sessions")]) -> SessionsRevokedPublic:
     """End every session of a staff member at once (a lost tablet, a departure)."""
+    if auth.store.staff(who.registrant, staff_id) is None:  # a mistyped id must not read as "0 ended"
+        raise NotFound(f"no staff member {staff_id} at {who.registrant}", field="staff_id")
     n = auth.revoke_all(who.registrant, staff_id, f"revoked by {who.staff_id}")
     return SessionsRevokedPublic(staff_id=staff_id, revoked=n)
 
