@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, status
 
@@ -50,9 +50,13 @@ def receive_stock(body: ReceiptCreate, ledger: LedgerDep, who: Annotated[Princip
     return services.receive_stock(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
+#: Every state a vial can be in: a typo in the filter is a 422, not an empty page.
+VialState = Literal["sealed", "open", "quarantined", "empty", "lost", "destroyed", "transferred", "returned"]
+
+
 @router.get("/vials", response_model=VialPage, name="list_vials")
 def list_vials(ledger: LedgerDep, who: Annotated[Principal, actor("list_vials")],
-               state: Annotated[str | None, Query(max_length=16)] = None,
+               state: Annotated[VialState | None, Query()] = None,
                ndc_key: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]{11,12}$")] = None,
                lot: Annotated[str | None, Query(max_length=64)] = None,
                cursor: Annotated[str | None, Query(max_length=200)] = None,
