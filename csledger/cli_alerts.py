@@ -53,11 +53,10 @@ def scan_cmd(
 ) -> None:
     """Run every alert rule (statistics included) and raise what is new; meant for a schedule
     (cron, systemd timer). Never holds a registrant's lock while computing."""
-    import sqlalchemy as sa
 
     from .ledger.alert_service import scan
     from .ledger.errors import LedgerError
-    from .ledger.store import entries_t
+    from .ledger.store import registrants_with_entries
     from .notify import Notifier
 
     settings, ledger = _open_alerts(db)
@@ -65,7 +64,7 @@ def scan_cmd(
     failed = False
     try:
         with ledger.reading() as conn:
-            regs = [dea.strip().upper()] if dea else sorted(conn.execute(sa.select(entries_t.c.registrant).distinct()).scalars())
+            regs = [dea.strip().upper()] if dea else registrants_with_entries(conn)
         for reg in regs:
             try:
                 res = scan(ledger, reg, notifier=notifier)

@@ -70,22 +70,19 @@ def demo_logins(db: DbOption = None) -> None:
     staff were not seeded by the demo."""
     import json
 
-    import sqlalchemy as sa
-
     from .api.auth import Authenticator
     from .api.auth_store import AuthStore
-    from .ledger.store import entries_t, utcnow
+    from .ledger.store import entries_of_kind, utcnow
 
     settings, ledger = _open(db, migrate_first=True)
     try:
         auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
         with ledger.reading() as c:
-            regs = c.execute(sa.select(entries_t.c.registrant, entries_t.c.canonical)
-                             .where(entries_t.c.kind == "staff_enrolled")).all()
+            regs = entries_of_kind(c, "staff_enrolled")
         staff: dict[str, list[str]] = {}
         seeded: set[str] = set()
         for reg, canonical in regs:
-            data = json.loads(bytes(canonical))
+            data = json.loads(canonical)
             method = data["signatures"][0]["auth_method"]
             if method not in ("demo_seed", "console_bootstrap"):  # the first admin is enrolled at init
                 _fail(f"{reg} holds staff not seeded by `csledger demo`; demo-logins only runs on demo data")

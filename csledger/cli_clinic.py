@@ -73,13 +73,12 @@ def audit(
 ) -> None:
     """The accountability audit per NDC and in total (mg, mL, containers)."""
     from .ledger import audit as audit_math
-    from .ledger.store import projection_tables
+    from .ledger.store import registrant_row
 
     _, ledger = _open(db)
     try:
         with ledger.reading() as c:
-            t = projection_tables["registrants"]
-            row = c.execute(t.select().where(t.c.dea_number == registrant)).mappings().first()
+            row = registrant_row(c, registrant)
         if row is None:
             _fail(f"no registrant {registrant}")
         s, e = _day_bounds(row["time_zone"], start, end)

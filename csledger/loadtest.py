@@ -259,6 +259,7 @@ class ClinicClient(threading.Thread):
         self.http = httpx.Client(timeout=120)
         self.token: dict[str, str] = {}
         self.vials: list[str] = []
+        self.current: str | None = None  # the vial being drawn from
         self.draws_left = 0
         self.n = 0
         self.known_size = 4  # the registrant, its administrator, the product, the supplier
@@ -272,25 +273,21 @@ class ClinicClient(threading.Thread):
         """Send until the server answers (transport errors and 503 are retried with the same
         request, after the server is back); re-login on 401 for an expired/unknown token."""
         started = time.monotonic()
+        extra = kw.pop("headers", {})
         while True:
             if who not in self.token:
                 self._login(who)
-            headers = {**kw.pop("headers", {}), "Authorization": f"Bearer {self.token[who]}"}
+            headers = {**extra, "Authorization": f"Bearer {self.token[who]}"}
             try:
                 r = self.http.request(method, self.url(path), headers=headers, **kw)
             except httpx.TransportError:
+                r = None
+            if r is None or r.status_code == 503:
                 self.stats.retry(op)
                 self._pause(started)
-                kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-                continue
-            if r.status_code == 503:
-                self.stats.retry(op)
-                self._pause(started)
-                kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             if r.status_code == 401 and r.json().get("type", "").endswith(("token-invalid", "token-expired")):
                 self.token.pop(who, None)
-                kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             return r
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +36,7 @@ from ..ledger.commands import (
 )
 from ..ledger.principal import AuthMethod, Principal
 from ..ledger.store import Ledger, migrate, utcnow
+from ..loadtest import ServerProcess, percentile
 from ..settings import get_settings
 from .auth import Authenticator
 from .auth_store import AuthStore
@@ -46,11 +44,6 @@ from .auth_store import AuthStore
 DEA = "AB1234563"
 NDC = "42023-0113-10"
 PASSWORD = "quiet harbor lamps 2026"
-
-
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def _run_clients(n: int, per_client: int, one: Callable[[int, int], float]) -> tuple[float, list[float]]:
@@ -79,12 +72,6 @@ def _run_clients(n: int, per_client: int, one: Callable[[int, int], float]) -> t
         raise errors[0]
     flat = [x for xs in lat for x in xs]
     return len(flat) / wall, flat
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_client: int = 40,
@@ -176,7 +163,7 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
             return (time.perf_counter() - t) * 1000
 
         tput, lat = _run_clients(n, per_client, via_service)
-        rows.append({"clients": n, "service_per_s": tput, "service_p50": _pct(lat, 50), "service_p99": _pct(lat, 99)})
+        rows.append({"clients": n, "service_per_s": tput, "service_p50": percentile(lat, 50), "service_p99": percentile(lat, 99)})
 
     # witness sign-off cost: the witness's argon2 password check happens once per witnessed command
     t = time.perf_counter()
@@ -185,21 +172,11 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
     argon2_ms = (time.perf_counter() - t) * 100
     ledger.dispose()
 
-    port = _free_port()
     env = {**os.environ, "CSLEDGER_KEY_DIR": str(folder / "keys"), "CSLEDGER_PATIENT_KEY": patient_key}
-    server = subprocess.Popen([sys.executable, "-m", "csledger", "serve", "--db", url, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=folder)
-    base = f"http://127.0.0.1:{port}/v1/registrants/{DEA}"
+    server = ServerProcess(url, env, cwd=folder)
+    base = f"{server.base}/v1/registrants/{DEA}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("csledger serve did not start") from None
-                time.sleep(0.2)
+        server.start(timeout=60)
         for row in rows:
             n = row["clients"]
             sessions = []
@@ -234,11 +211,10 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
             tput, lat = _run_clients(n, per_client, via_http)
             for s in sessions:
                 s.close()
-            row.update({"http_per_s": tput, "http_p50": _pct(lat, 50), "http_p99": _pct(lat, 99),
+            row.update({"http_per_s": tput, "http_p50": percentile(lat, 50), "http_p99": percentile(lat, 99),
                         "ratio": tput / row["service_per_s"]})
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
     backend = "PostgreSQL" if pg_url else "SQLite"
     what = ("infusion with its witnessed waste (HTTP: witness sign-in + command)" if command == "infusion"

@@ -56,7 +56,15 @@ from .checkpoints import (
     verify_cosignature,
 )
 from .errors import Conflict, IntegrityFailure, InvalidInput, NotFound
-from .store import CommandContext, Ledger, _advisory_key, node_reader, raw, utcnow
+from .store import (
+    CommandContext,
+    Ledger,
+    _advisory_key,
+    node_reader,
+    raw,
+    registrants_with_entries,
+    utcnow,
+)
 
 _log = logging.getLogger("csledger.log")
 
@@ -578,7 +586,7 @@ class TransparencyLog:
 
     def registrants(self) -> list[str]:
         with self.ledger.reading() as conn:
-            return [r["dea_number"] for r in raw(conn).rows(conn, "SELECT dea_number FROM registrants ORDER BY dea_number")]
+            return registrants_with_entries(conn)
 
     def check_rollback(self) -> dict[str, list[PushResult]]:
         """At start: probe every witness of every registrant; block registrants the witnesses

@@ -383,6 +383,25 @@ def has_entry_of_kind(conn: Connection, kind: str, registrant: str | None = None
     return conn.execute(q.limit(1)).first() is not None
 
 
+def registrants_with_entries(conn: Connection) -> list[str]:
+    """DEA numbers of every registrant that has a chain here, sorted."""
+    return sorted(conn.execute(sa.select(entries_t.c.registrant).distinct()).scalars())
+
+
+def entries_of_kind(conn: Connection, kind: str) -> list[tuple[str, bytes]]:
+    """``(registrant, canonical bytes)`` of every entry of ``kind``, in chain order."""
+    q = (sa.select(entries_t.c.registrant, entries_t.c.canonical).where(entries_t.c.kind == kind)
+         .order_by(entries_t.c.registrant, entries_t.c.seq))
+    return [(r, bytes(c)) for r, c in conn.execute(q)]
+
+
+def registrant_row(conn: Connection, registrant: str) -> dict[str, Any] | None:
+    """The registrant's projection row (name, address, time zone), or None."""
+    t = projection_tables["registrants"]
+    row = conn.execute(t.select().where(t.c.dea_number == registrant)).mappings().first()
+    return dict(row) if row else None
+
+
 def entry_count(conn: Connection) -> int:
     """Entries in the whole database (for progress bars)."""
     return conn.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
