@@ -143,7 +143,8 @@ def make_engine(url: str) -> Engine:
     handling turned off so that every write transaction starts with ``BEGIN IMMEDIATE`` (the
     SQLAlchemy documentation's recipe; the stock driver delays BEGIN, so two writers could both
     read the same head). Read-only transactions start with a plain deferred ``BEGIN``.
-    PostgreSQL: ``synchronous_commit=on`` on every connection.
+    PostgreSQL: ``synchronous_commit=on`` on every connection; read-only transactions are
+    ``REPEATABLE READ, READ ONLY`` so that every statement of one read sees one snapshot.
     """
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -170,13 +171,25 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        return sa.create_engine(
+        engine = sa.create_engine(
             url,
             connect_args={"options": "-c synchronous_commit=on"},
             pool_size=20,
             max_overflow=20,
             pool_pre_ping=True,
         )
+
+        @event.listens_for(engine, "begin")
+        def _postgres_begin(conn):
+            # A read is one snapshot, as it is on SQLite: under the default READ COMMITTED each
+            # statement sees what committed before it, so a proof could pair the entry count from
+            # before an append with the checkpoint signed after it, or an audit mix two states.
+            # Read-only snapshots never fail serialization; writers keep READ COMMITTED and the
+            # registrant's advisory lock.
+            if conn.get_execution_options().get("csledger_read_only", False):
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+        return engine
     raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
 
 

@@ -326,6 +326,18 @@ class LedgerContract:
         with pytest.raises(NotFound):
             services.receive_stock(ledger, Principal(DEA2, a.nurse.staff_id + "x", "N", AuthMethod.PASSWORD), receipt(b, "A-2"))
 
+    def test_a_read_is_one_snapshot(self, clinic):
+        """Every statement of one ``reading()`` sees the same committed state, so a proof, page or
+        audit never mixes a checkpoint or a balance from after an append with counts from before it
+        (PostgreSQL's default READ COMMITTED would: it re-reads each statement)."""
+        count = sa.select(sa.func.count()).select_from(entries_t).where(entries_t.c.registrant == DEA)
+        with clinic.ledger.reading() as c:
+            before = c.execute(count).scalar()
+            services.receive_stock(clinic.ledger, clinic.nurse, receipt(clinic, "SNAP-1"))  # commits meanwhile
+            assert c.execute(count).scalar() == before
+        with clinic.ledger.reading() as c:
+            assert c.execute(count).scalar() > before
+
     # --- tampering -----------------------------------------------------------------------------
 
     @pytest.mark.parametrize("sql", [
