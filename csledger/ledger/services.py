@@ -403,6 +403,11 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
         lines: list[ev.ReceivedLine] = []
         n = 0
         seen_ids: set[str] = set()
+        # A lot's expiry is a calendar date at the clinic: compare it with the receipt's local
+        # day, not the date in whatever offset the client sent (an evening receipt sent in UTC
+        # fell on the next day and its lot, expiring that day, was refused as expired).
+        tz = zoneinfo.ZoneInfo(ctx.view.get("registrants", (ctx.registrant,))["time_zone"])
+        local_day = occurred.astimezone(tz).date()
         for i, line in enumerate(cmd.lines):
             f = f"lines[{i}]"
             product = product_copy(ctx, line.ndc, field=f"{f}.ndc")
@@ -410,7 +415,7 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
             if containers > 1000:
                 raise InvalidInput("at most 1000 containers per line", field=f"{f}.containers")
             expiry = expiry_date(line.expiry, field=f"{f}.expiry")
-            if expiry < occurred.date():
+            if expiry < local_day:
                 raise InvalidInput(f"lot expired on {expiry}; expired stock cannot be received into use", field=f"{f}.expiry")
             lot = text(line.lot, field=f"{f}.lot", max_len=64)
             # issue 3: DSCSA product identifiers; a serialized vial is identified by GTIN + serial.

@@ -466,3 +466,25 @@ def test_postgres_registrants_do_not_block_each_other(tmp_path):
         lg.dispose()
     finally:
         next(gen, None)
+
+
+@pytest.mark.parametrize("send_in", ["local offset", "UTC"])
+def test_lot_expiry_is_checked_against_the_clinics_local_day(tmp_path, send_in):
+    """20:00 in Austin on 30 November is 02:00 UTC on 1 December: a lot expiring on the 30th is
+    still in date at the clinic, whichever offset the client writes the time in (the check once
+    took the date in the sent offset, so the same receipt was refused when sent in UTC)."""
+    import zoneinfo
+
+    at = datetime(2026, 11, 30, 20, 0, tzinfo=zoneinfo.ZoneInfo("America/Chicago"))
+    engine = make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    migrate(engine)
+    lg = Ledger(engine, clock=lambda: at + timedelta(minutes=5))  # a fixed "now": independent of the hour
+    clinic = Clinic(lg)
+    sent = at if send_in == "local offset" else at.astimezone(UTC)
+    services.receive_stock(lg, clinic.nurse, ReceiveStock(
+        clinic.supplier_id, "INV-1", sent, (ReceivedLineInput(KETAMINE_50, 1, "L1", "2026-11-30"),)))
+    with pytest.raises(InvalidInput) as exc:  # expired the day before, at the clinic
+        services.receive_stock(lg, clinic.nurse, ReceiveStock(
+            clinic.supplier_id, "INV-2", sent, (ReceivedLineInput(KETAMINE_50, 1, "L2", "2026-11-29"),)))
+    assert exc.value.field == "lines[0].expiry"
+    lg.dispose()
