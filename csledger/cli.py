@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from .ledger.commands import AddressInput, RegisterRegistrant
-from .ledger.errors import LedgerError
+from .ledger.errors import InvalidInput, LedgerError
 from .settings import get_settings
 
 err = Console(stderr=True, soft_wrap=True)
@@ -172,10 +172,16 @@ def init(
 def verify(
     deep: Annotated[bool, typer.Option("--deep", help="Also re-canonicalize, check copied columns, rebuild projections.")] = False,
     registrant: Annotated[str | None, typer.Option(help="Only this registrant (DEA number).")] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        help="A signed checkpoint kept outside this database (e.g. `csledger witness latest`, or one saved "
+             "from GET /checkpoint) that the entries must reach (repeatable).")] = None,
     db: DbOption = None,
 ) -> None:
     """Check the hash chain and Merkle tree (and with --deep everything derived from it).
-    Exits 1 and names the first bad entry on any integrity failure."""
+    Exits 1 and names the first bad entry on any integrity failure.
+
+    With --checkpoint, also hold the ledger against checkpoints kept elsewhere: whoever holds the
+    log's signing key can make a database agree with itself, but not with a copy they don't hold."""
     from rich.progress import Progress
 
     from .ledger.store import entry_count
@@ -187,13 +193,24 @@ def verify(
             total = entry_count(conn)
     except Exception as exc:  # no schema: say so plainly
         _fail(f"cannot read the ledger at {ledger.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}")
+    held = []
+    for path in checkpoint or []:
+        try:
+            held.append((f"--checkpoint {path}", path.read_bytes()))
+        except OSError as exc:
+            ledger.dispose()
+            _fail(f"--checkpoint {path}: cannot read: {exc.strerror or exc}")
     keys = _patient_keys_for_verify(settings) if deep else None
     if registrant is not None:
         _require_registrant(ledger, registrant)
     with Progress(console=err, disable=not sys.stderr.isatty(), transient=True) as bar:
         task = bar.add_task("verify --deep" if deep else "verify", total=total)
-        report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n),
-                            patient_keys=keys)
+        try:
+            report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n),
+                                patient_keys=keys, held_checkpoints=held)
+        except InvalidInput as exc:
+            ledger.dispose()
+            _fail(str(exc))
     ledger.dispose()
     if not report.ok:
         for p in report.problems:
@@ -201,6 +218,8 @@ def verify(
         raise typer.Exit(1)
     for reg, size in report.registrants.items():
         out.print(f"ok {reg}: {size} entries, root {report.roots.get(reg, '-')}")
+    for label, where in report.held.items():
+        out.print(f"ok {label}: the entries reach its root ({where})", highlight=False)
     out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
 
 

@@ -108,6 +108,12 @@ def log_keys(conn: Connection, registrant: str) -> list[LogKeyRow]:
     return [LogKeyRow(**r) for r in rows]
 
 
+def registrant_of_origin(conn: Connection, origin: str) -> str | None:
+    """The registrant whose log (any key generation) has this checkpoint origin, or None."""
+    rows = raw(conn).rows(conn, "SELECT DISTINCT registrant FROM log_keys WHERE origin = :o", {"o": origin})
+    return rows[0]["registrant"] if rows else None
+
+
 @dataclass(frozen=True)
 class StoredCheckpoint:
     registrant: str

@@ -22,7 +22,7 @@ projections (reference data and vials), never the entries.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 from . import canonical as canon
 from . import merkle, projections
 from .entries import EVENT_TYPES
-from .errors import IntegrityFailure
+from .errors import IntegrityFailure, InvalidInput
 from .store import Ledger, entries_t, movements_t, node_reader, nodes_t, projection_tables, raw
 
 BATCH = 2000
@@ -46,6 +46,8 @@ class VerifyReport:
     roots: dict[str, str] = field(default_factory=dict)
     #: Latest verified checkpoint per registrant (issue 4), for display.
     checkpoints: dict[str, str] = field(default_factory=dict)
+    #: Held checkpoints the entries reached: label -> "registrant size N".
+    held: dict[str, str] = field(default_factory=dict)
     problems: list[IntegrityFailure] = field(default_factory=list)
 
     @property
@@ -100,20 +102,31 @@ class _LevelStreams:
 
 
 def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
-           progress: Callable[[int], None] | None = None, patient_keys: Any = None) -> VerifyReport:
+           progress: Callable[[int], None] | None = None, patient_keys: Any = None,
+           held_checkpoints: Sequence[tuple[str, bytes | str]] = ()) -> VerifyReport:
     """Verify every registrant (or one) and report the first problem of each. ``patient_keys``
     (a ``patients.PatientKeys``) lets the deep pass decrypt the patient registry; without it the
-    registry's rows are still checked against the entries, without opening them."""
+    registry's rows are still checked against the entries, without opening them.
+
+    ``held_checkpoints`` are ``(label, note)`` pairs: signed checkpoints kept outside this
+    database (a witness's ``csledger witness latest``, an inspector's saved copy). Each must be
+    signed by a log key recorded for its registrant, and the root of that registrant's first
+    ``size`` entries must equal its root. Everything inside one database can be made to agree
+    with itself by whoever holds the log's signing key; a checkpoint held elsewhere cannot, so a
+    history rewritten and re-signed, or an older backup restored, fails here. A note that does
+    not parse, or one for a registrant not being verified, raises ``InvalidInput``.
+    """
     report = VerifyReport(deep=deep)
     with ledger.reading() as conn:
         q = sa.select(entries_t.c.registrant).distinct()
         if registrant is not None:
             q = q.where(entries_t.c.registrant == registrant)
         registrants = sorted(conn.execute(q).scalars())
+        held = _held_targets(conn, held_checkpoints, registrants, report)
         state = projections.MemoryStateView() if deep else None
         for reg in registrants:
             try:
-                n = _verify_registrant(conn, reg, report, state, progress)
+                n = _verify_registrant(conn, reg, report, state, progress, held.get(reg, {}))
                 report.registrants[reg] = n
             except _Stop:
                 report.registrants.setdefault(reg, 0)
@@ -129,8 +142,43 @@ def _fail(report: VerifyReport, reg: str, seq: int | None, reason: str) -> None:
     raise _Stop
 
 
+def _held_targets(conn: Connection, held: Sequence[tuple[str, bytes | str]], registrants: list[str],
+                  report: VerifyReport) -> dict[str, dict[int, list[tuple[str, bytes]]]]:
+    """Open each held checkpoint against its registrant's recorded log keys; return, per
+    registrant, the sizes to check and the roots expected there. A checkpoint whose origin no
+    registrant here has, or whose signature no recorded key verifies, is a problem (the file is
+    another log's, or this database's keys were replaced), reported without a registrant."""
+    from . import log
+    from .checkpoints import NoteError, open_checkpoint, parse_checkpoint, split_note
+
+    targets: dict[str, dict[int, list[tuple[str, bytes]]]] = {}
+    for label, note in held:
+        try:
+            body = parse_checkpoint(split_note(note)[0])
+        except NoteError as exc:
+            raise InvalidInput(f"{label}: not a signed checkpoint note ({exc})", field="checkpoint") from None
+        reg = log.registrant_of_origin(conn, body.origin)
+        if reg is None:
+            report.problems.append(IntegrityFailure(
+                f"{label}: no registrant in this database has the log origin {body.origin!r} (another "
+                "log's checkpoint, or the recorded log keys were replaced)"))
+            continue
+        if reg not in registrants:
+            raise InvalidInput(f"{label}: is {reg}'s checkpoint; that registrant is not being verified", field="checkpoint")
+        try:
+            open_checkpoint(note, [k.verifier for k in log.log_keys(conn, reg)], require_known=True)
+        except NoteError as exc:
+            report.problems.append(IntegrityFailure(
+                f"{label}: not signed by any log key recorded for this registrant ({exc}); the recorded "
+                "keys were replaced, or the file is not this log's", registrant=reg))
+            continue
+        targets.setdefault(reg, {}).setdefault(body.size, []).append((label, body.root))
+    return targets
+
+
 def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
-                       state: projections.MemoryStateView | None, progress) -> int:
+                       state: projections.MemoryStateView | None, progress,
+                       held: dict[int, list[tuple[str, bytes]]] | None = None) -> int:
     deep = state is not None
     r = raw(conn)
     cols = "seq, prev_hash, leaf_hash, canonical"
@@ -190,6 +238,8 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         stack.append((level, node))
         prev = leaf_hex
         expected_seq += 1
+        if held and expected_seq in held:
+            _check_held(report, reg, expected_seq, stack, held[expected_seq])
         done += 1
         if progress is not None and done % 1000 == 0:
             progress(1000)
@@ -197,6 +247,10 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     if progress is not None:
         progress(done % 1000)
     size = expected_seq
+    for n, labels in sorted((held or {}).items()):
+        if n > size:
+            _fail(report, reg, None, f"{labels[0][0]}: a checkpoint of size {n} was signed, but the log holds only "
+                                     f"{size} entries: entries were removed or an older backup restored")
     if size == 0:
         return 0
     try:
@@ -219,6 +273,20 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
             _fail(report, reg, None, f"{total_nodes - levels.consumed} stored Merkle node(s) not explained by the entries")
         _verify_all_checkpoints(conn, reg, size, report)  # issue 4 (verifiable ledger)
     return size
+
+
+def _check_held(report: VerifyReport, reg: str, size: int, stack: list[tuple[int, bytes]],
+                expected: list[tuple[str, bytes]]) -> None:
+    """The root of the first ``size`` entries (folded from the accumulator's stack) must be the
+    root each held checkpoint of that size signed."""
+    root = stack[-1][1]
+    for _, h in reversed(stack[:-1]):
+        root = merkle.node_hash(h, root)
+    for label, want in expected:
+        if root != want:
+            _fail(report, reg, None, f"{label}: the root of entries 0..{size - 1} is {root.hex()[:16]}..., the held "
+                                     f"checkpoint of size {size} signed {want.hex()[:16]}...: history was rewritten")
+        report.held[label] = f"{reg} size {size}"
 
 
 # --- issue 4 (verifiable ledger): the latest signed checkpoint --------------------------------

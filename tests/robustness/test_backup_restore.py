@@ -101,7 +101,18 @@ def test_an_older_backup_restored_is_caught_by_the_witness_and_appends_are_refus
         run(["restore", "--db", dst, "--from", str(tmp_path / "last-night.backup")], tmp_path, env)
         run(["verify", "--deep", "--db", dst], tmp_path, env)
 
-        # The witness can: pushing the restored (smaller) tree is refused...
+        # The witness can. Its last cosigned checkpoint, saved to a file, is reached by today's
+        # ledger and not by the restored one (`verify --checkpoint`)...
+        held = tmp_path / "witnessed.checkpoint"
+        held.write_text(run(["witness", "latest", "--dir", str(witness.dir), "--origin", origins[clinic.dea]],
+                            tmp_path, env).stdout)
+        ok = run(["verify", "--db", src, "--checkpoint", str(held)], tmp_path, env)
+        assert f"ok --checkpoint {held}: the entries reach its root ({clinic.dea} size" in ok.stdout, ok.stdout
+        old = run(["verify", "--db", dst, "--checkpoint", str(held)], tmp_path, env, check=False)
+        assert old.returncode == 1, old.stdout + old.stderr
+        assert f"FAIL {clinic.dea}: --checkpoint {held}: a checkpoint of size" in old.stderr, old.stderr
+        assert "an older backup restored" in old.stderr
+        # ...pushing the restored (smaller) tree is refused...
         push = run(["witnesses", "push", "--registrant", clinic.dea, "--db", dst], tmp_path, env, check=False)
         assert push.returncode == 1 and "NOT cosigned" in push.stderr, push.stdout + push.stderr
         # ...and a server started on it warns and refuses every append, naming the rollback.

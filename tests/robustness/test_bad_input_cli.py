@@ -346,6 +346,8 @@ def test_bad_files_to_offline_commands(tmp_path):
         cases.append(Case(f"verify-bundle --checkpoint {label}",
                           ["verify-bundle", str(tmp_path / "ledger.bundle"), "--checkpoint", str(files[label])],
                           r"checkpoint|cannot read"))
+        cases.append(Case(f"verify --checkpoint {label}", ["verify", "--checkpoint", str(files[label]), "--db", url],
+                          r"--checkpoint .*(not a signed checkpoint note|cannot read)"))
     keys = {"garbage": "garbage", "truncated": log_key[:-6], "Cyrillic": log_key.replace("c", "\u0441", 1),
             "zero-width": log_key + "\u200b"}
     for label, key in keys.items():

@@ -377,11 +377,12 @@ def test_older_checkpoint_replaced_is_caught_by_deep(tampered):
     t.verify("--deep", says=f"{DEA}: checkpoint at size {size} commits to a root the entries do not have")
 
 
-def test_whole_chain_rehashed_and_resigned_is_caught_by_verify_bundle_against_the_witness(tampered, request):
+def test_whole_chain_rehashed_and_resigned_is_caught_against_the_witness(tampered, request):
     """The forger holds the log's signing key: one receipt altered, every later hash redone, the
     Merkle nodes rebuilt and a new checkpoint signed (tests/integrity/test_forger.py's ``forge``,
     into a fresh database on the same backend). Everything in that database agrees with itself,
-    so `verify` passes there; the witness's cosigned checkpoint, held outside it, does not."""
+    so `verify` passes there; the witness's cosigned checkpoint, held outside it, does not, under
+    `verify --checkpoint` and `verify-bundle --checkpoint`."""
     t = tampered
     witnessed, witness_vkey = _witness(t)
     cp, key = _latest(t)
@@ -392,6 +393,13 @@ def test_whole_chain_rehashed_and_resigned_is_caught_by_verify_bundle_against_th
     request.addfinalizer(lambda: next(urls, None))  # drops the PostgreSQL database
     forge(t.ledger, _stolen_key(t), "http://127.0.0.1:9", forged_url, witness_vkey, cp.tree_size - 2).dispose()
     t.passes("verify", "--db", forged_url)  # the chain, the tree and the signature agree with each other
+    # Held against the witness's cosigned checkpoint, the genuine ledger passes and the forged one
+    # fails, naming the registrant, the entries and the held file.
+    ok = t.passes("verify", "--db", t.url, "--checkpoint", str(witnessed))
+    assert f"ok --checkpoint {witnessed}: the entries reach its root ({DEA} size {cp.tree_size})" in ok.stdout
+    line = t.fails("verify", "--db", forged_url, "--checkpoint", str(witnessed), says=f"--checkpoint {witnessed}: ")
+    assert (f"{DEA}: --checkpoint {witnessed}: the root of entries 0..{cp.tree_size - 1} is " in line
+            and "history was rewritten" in line), line
     bundle = t.tmp / "forged.bundle"
     t.passes("export", "--registrant", DEA, "--out", str(bundle), "--db", forged_url)
     line = t.fails("verify-bundle", str(bundle), "--log-key", key.verifier_key, "--checkpoint", str(witnessed),
