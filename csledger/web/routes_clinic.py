@@ -3,7 +3,7 @@ issue 3, infusions with their witness, blind counts and discrepancies."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -315,9 +315,16 @@ async def infusion_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "infusion")
     if _clinical() is None:
         return _pending(page, "infusion", "Record an infusion")
-    now = page.local_now()
-    values = {"form_key": new_form_key(), "ended_at": local_input(now, page.tz),
-              "started_at": local_input(now - timedelta(minutes=40), page.tz), "waste_method": WASTE_METHODS[0][0]}
+    ended = local_input(page.local_now(), page.tz)
+    # The suggested start is 40 minutes before the end in elapsed time (UTC), not on the wall
+    # clock: on the spring-forward morning 03:20 - 40 min on the wall is 02:40, an hour that
+    # does not exist, read back as 03:40, after the end, and the suggested times were refused.
+    # Counted back from the end as the form reads it back (in the repeated hour after fall-back,
+    # "01:20" is the first 01:20), so the two stay 40 minutes apart then too.
+    end_read = parse_local_time(ended, page.tz, field="ended_at", errors=Errors())
+    values = {"form_key": new_form_key(), "ended_at": ended,
+              "started_at": local_input(end_read.astimezone(UTC) - timedelta(minutes=40), page.tz),
+              "waste_method": WASTE_METHODS[0][0]}
     return await run_in_threadpool(_infusion_page, page, values=values)
 
 
