@@ -621,9 +621,10 @@ class WitnessPusher:
     checkpoint a moment later (coalescing bursts: only the newest checkpoint is sent).
     """
 
-    def __init__(self, log: TransparencyLog, *, delay: float = 0.2):
-        self.log, self.delay = log, delay
-        self._dirty: set[str] = set()
+    def __init__(self, log: TransparencyLog, *, delay: float = 0.2, catch_up_tries: int = 50):
+        self.log, self.delay, self.catch_up_tries = log, delay, catch_up_tries
+        self._dirty: dict[str, int] = {}  # registrant -> the tree size its last command commits
+        self._behind: dict[str, int] = {}  # registrant -> rounds its size was not yet committed
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="witness-pusher", daemon=True)
@@ -633,9 +634,10 @@ class WitnessPusher:
         return self
 
     def notify(self, ctx: CommandContext) -> None:
-        """A ``before_commit`` hook that only marks the registrant dirty."""
+        """A ``before_commit`` hook that only marks the registrant dirty, with the tree size its
+        checkpoint has once the command commits."""
         with self._cv:
-            self._dirty.add(ctx.registrant)
+            self._dirty[ctx.registrant] = max(ctx.next_seq, self._dirty.get(ctx.registrant, 0))
             self._cv.notify()
 
     def stop(self) -> None:
@@ -643,6 +645,11 @@ class WitnessPusher:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout=10)
+
+    def _committed_size(self, registrant: str) -> int:
+        with self.log.ledger.reading() as conn:
+            cp = latest_checkpoint(conn, registrant)
+        return cp.tree_size if cp is not None else 0
 
     def _run(self) -> None:
         import time
@@ -655,20 +662,33 @@ class WitnessPusher:
                     return
             time.sleep(self.delay)
             with self._cv:
-                dirty, self._dirty = self._dirty, set()
-            failed = set()
-            for reg in dirty:
+                dirty, self._dirty = self._dirty, {}
+            again: dict[str, int] = {}
+            failed = False
+            for reg, size in dirty.items():
                 try:
+                    # The hook runs before the commit: when the commit lands later than
+                    # ``delay`` (a loaded machine), pushing now would send the previous
+                    # checkpoint and the new one would wait for the next append. Wait for it,
+                    # for a while (a command that rolled back never reaches its size).
+                    behind = self._behind.get(reg, 0) + 1
+                    if self._committed_size(reg) < size and behind < self.catch_up_tries:
+                        self._behind[reg] = behind
+                        again[reg] = size
+                        continue
+                    self._behind.pop(reg, None)
                     self.log.push(reg)
                 except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
                     # The database restarting must not end witnessing for the rest of the
                     # server's life: keep the registrant dirty and try again after a pause.
                     _log.warning("witness push for %s failed (%s); retrying", reg, type(exc).__name__)
-                    failed.add(reg)
-            if failed:
+                    again[reg], failed = size, True
+            if again:
                 with self._cv:
-                    self._dirty |= failed
-                    self._cv.wait(timeout=min(5.0, 10 * self.delay))
+                    for reg, size in again.items():
+                        self._dirty[reg] = max(size, self._dirty.get(reg, 0))
+                    if failed:
+                        self._cv.wait(timeout=min(5.0, 10 * self.delay))
 
 
 def attach(ledger: Ledger, settings: Any) -> TransparencyLog:

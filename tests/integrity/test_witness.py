@@ -210,7 +210,10 @@ def test_restored_old_backup_is_detected_and_appends_are_refused(tmp_path, two_w
     lg.dispose()
 
 
-def test_background_pusher_cosigns_new_checkpoints(signed_clinic, tlog, two_witnesses):
+@pytest.mark.parametrize("commit_lag", [0.0, 0.6])
+def test_background_pusher_cosigns_new_checkpoints(signed_clinic, tlog, two_witnesses, commit_lag):
+    """``commit_lag``: the commit lands that long after the pusher is told (a loaded machine);
+    the pusher once pushed the previous checkpoint after its 0.2 s delay and never the new one."""
     import time
 
     lg = signed_clinic.ledger
@@ -219,6 +222,7 @@ def test_background_pusher_cosigns_new_checkpoints(signed_clinic, tlog, two_witn
         w.add_log(tl.log_keys(c, DEA)[0].verifier_key)
     tlog.set_witnesses(DEA, [WitnessEntry(w.verifier.to_string(), url)], threshold=1)
     pusher = tlog.start_pusher()
+    lg.before_commit.append(lambda ctx: time.sleep(commit_lag))  # after the pusher's hook
     try:
         services.receive_stock(lg, signed_clinic.nurse, receipt(signed_clinic, invoice="BG-1"))
         with lg.reading() as c:
