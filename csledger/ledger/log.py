@@ -624,7 +624,8 @@ class WitnessPusher:
     def __init__(self, log: TransparencyLog, *, delay: float = 0.2, catch_up_tries: int = 50):
         self.log, self.delay, self.catch_up_tries = log, delay, catch_up_tries
         self._dirty: dict[str, int] = {}  # registrant -> the tree size its last command commits
-        self._behind: dict[str, int] = {}  # registrant -> rounds its size was not yet committed
+        self._pushed: dict[str, int] = {}  # registrant -> the committed size when last pushed
+        self._rounds: dict[str, int] = {}  # registrant -> rounds its size was not yet committed
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="witness-pusher", daemon=True)
@@ -668,16 +669,20 @@ class WitnessPusher:
             for reg, size in dirty.items():
                 try:
                     # The hook runs before the commit: when the commit lands later than
-                    # ``delay`` (a loaded machine), pushing now would send the previous
-                    # checkpoint and the new one would wait for the next append. Wait for it,
-                    # for a while (a command that rolled back never reaches its size).
-                    behind = self._behind.get(reg, 0) + 1
-                    if self._committed_size(reg) < size and behind < self.catch_up_tries:
-                        self._behind[reg] = behind
+                    # ``delay`` (a loaded machine), the latest committed checkpoint is still the
+                    # previous one and the new one would wait for the next append. Push what is
+                    # new, and come back for the rest for a while (a command that rolled back
+                    # never reaches its size).
+                    committed = self._committed_size(reg)
+                    behind = committed < size and self._rounds.get(reg, 0) + 1 < self.catch_up_tries
+                    if committed > self._pushed.get(reg, 0) or not behind:
+                        self.log.push(reg)
+                        self._pushed[reg] = committed
+                    if behind:
+                        self._rounds[reg] = self._rounds.get(reg, 0) + 1
                         again[reg] = size
-                        continue
-                    self._behind.pop(reg, None)
-                    self.log.push(reg)
+                    else:
+                        self._rounds.pop(reg, None)
                 except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
                     # The database restarting must not end witnessing for the rest of the
                     # server's life: keep the registrant dirty and try again after a pause.
