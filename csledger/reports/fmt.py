@@ -81,7 +81,15 @@ def parse_period(start: str, end: str, tz: str) -> Period:
         raise ReportError("the period needs dates as YYYY-MM-DD", field="from/to") from None
     if e < s:
         raise ReportError(f"the period is empty: {end} is before {start}", field="to")
-    return Period(s, e, tz)
+    period = Period(s, e, tz)
+    # Its bounds in UTC must exist: the day after 9999-12-31 does not (OverflowError, a 500 page).
+    for bound, name in (("start_utc", "from"), ("end_utc", "to")):
+        try:
+            getattr(period, bound)
+        except OverflowError:
+            raise ReportError(f"{start if name == 'from' else end} is out of range; the period must lie within "
+                              "the years 1 to 9999", field=name) from None
+    return period
 
 
 def local(utc_text: str, tz: str, *, seconds: bool = False) -> str:

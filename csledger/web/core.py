@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
@@ -120,6 +121,15 @@ class PageRoute(APIRoute):
                              secure=web_settings(request).cookie_secure)
             except PasswordChangeNeeded as exc:
                 response = RedirectResponse(f"{location_path(exc.dea)}password", status_code=303)
+            except RequestValidationError as exc:
+                # A path or query parameter that does not fit (counts/X1, entries/abc, a DEA
+                # number in lower case): FastAPI refuses it before the page runs. It is the
+                # address that is wrong, not the server (this was a 500 page).
+                errs = exc.errors()
+                in_path = any(tuple(e.get("loc", ()))[:1] == ("path",) for e in errs)
+                where = "; ".join(f"{e.get('loc', ('', '?'))[-1]}: {e.get('msg', 'not valid')}" for e in errs[:3])
+                response = _render_error(request, 404 if in_path else 422, "Not found" if in_path else "Could not do that",
+                                         f"this address is not valid ({where})")
             except CsrfRejected as exc:
                 response = _render_error(request, 403, "Form refused", exc.reason)
             except AccessDenied as exc:
@@ -251,6 +261,9 @@ def parse_local_time(value: str, tz: zoneinfo.ZoneInfo, *, field: str, errors: E
         dt = datetime.fromisoformat(value.strip())
     except ValueError:
         errors.add(field, "enter a date and time")
+        return None
+    if len(value.strip()) <= 10:  # a date alone ("2026-11-25") was read as midnight, a time nobody entered
+        errors.add(field, "enter the time too")
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)

@@ -23,7 +23,7 @@ from .core import (
     open_page,
     parse_local_time,
 )
-from .forms import Errors, Form, read_form
+from .forms import Errors, Form, read_form, whole_number
 from .security import check_session_csrf, location_path
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -181,18 +181,18 @@ def _submit_count(page: Page, session_id: str, form: Form) -> Response:
     from ..ledger.commands import CountLineInput, SubmitCount
     from .witness import witness_from_form
 
-    n = int(form.get("line_count", "0")) if form.get("line_count", "0").isdigit() else 0
+    n = whole_number(form.get("line_count", "0")) or 0
     values: dict[str, str] = {k: v for k, v in form.items() if not k.endswith("_password") and k != "csrf_token"}
     errors = Errors()
     occurred = parse_local_time(form.get("occurred_at", ""), page.tz, field="occurred_at", errors=errors)
     lines = []
     for i in range(min(n, 100)):
         def whole(name: str, i: int = i) -> int:
-            v = form.text(f"lines-{i}-{name}")
-            if not v.isdigit():
+            v = whole_number(form.text(f"lines-{i}-{name}"))
+            if v is None:
                 errors.add(f"lines-{i}-{name}", "enter a whole number (0 if none)")
                 return 0
-            return int(v)
+            return v
 
         lines.append(CountLineInput(form.text(f"lines-{i}-ndc"), whole("sealed_containers"), whole("open_containers"),
                                     form.text(f"lines-{i}-open_ml") or "0.00"))
@@ -260,9 +260,8 @@ def _resolve(page: Page, form: Form) -> Response:
     errors = Errors()
     fixed = None
     if values["fixed_by_seq"]:
-        if values["fixed_by_seq"].isdigit():
-            fixed = int(values["fixed_by_seq"])
-        else:
+        fixed = whole_number(values["fixed_by_seq"])
+        if fixed is None:
             errors.add(f"{did}-fixed_by_seq", "enter the entry number (digits)")
     if not errors:
         try:
@@ -346,10 +345,14 @@ def _record_infusion(page: Page, form: Form) -> Response:
     vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
     used: list[int] = []  # the page row of each draw sent to the service
     draws = []
+    moved: list[tuple[int, str]] = []  # ticked rows whose vial is not the one the page showed there
     for i in range(len(vials)):
         values[f"vials-{i}-use"] = form.get(f"vials-{i}-use", "")
         values[f"vials-{i}-ml"] = form.get(f"vials-{i}-ml", "")
-        if values[f"vials-{i}-use"] and form.get(f"vials-{i}-id") == vials[i]["vial_id"]:
+        if values[f"vials-{i}-use"]:
+            if form.get(f"vials-{i}-id", "") != vials[i]["vial_id"]:
+                moved.append((i, form.get(f"vials-{i}-id", "")))
+                continue
             used.append(i)
             draws.append(DrawInput(vials[i]["vial_id"], values[f"vials-{i}-ml"].strip()))
     errors = Errors()
@@ -366,11 +369,18 @@ def _record_infusion(page: Page, form: Form) -> Response:
         return _infusion_page(page, values=values, errors=errors, patient=patient, status=422 if errors else 200)
     started = parse_local_time(values["started_at"], page.tz, field="started_at", errors=errors)
     ended = parse_local_time(values["ended_at"], page.tz, field="ended_at", errors=errors)
+    for i, sent in moved:
+        # The list changed since the page was opened (or the id was altered): refused, where the
+        # ticked row used to be dropped silently and the dose recorded without it.
+        errors.add(f"vials-{i}-use", f"vial {sent or '(none)'} is no longer in this row; check the ticked vials "
+                                     "and send again")
     if not draws:
         errors.add("draws", "tick the vial(s) drawn from and give the mL drawn from each")
     waste = None
     if values["waste_ml"].strip() and values["waste_ml"].strip() not in ("0", "0.0", "0.00"):
         waste = WasteInput(values["waste_ml"].strip(), values["waste_method"])
+        if values["waste_method"] not in dict(WASTE_METHODS):  # the page offers these; no other text is recorded
+            errors.add("waste_method", "choose how it was wasted")
     if errors:
         return _infusion_page(page, values=values, errors=errors, status=422)
     cmd = AdministerDose(values["patient_id"].strip(), values["prescriber_dea_number"].strip(),
@@ -572,18 +582,22 @@ def _loss(page: Page, form: Form) -> Response:
     values["vial_ids"] = [v for v in form.all("vial_ids") if v]
     errors = Errors()
     discovered = parse_local_time(values["discovered_at"], page.tz, field="discovered_at", errors=errors)
-    past = values["losses_past_24_months"].strip()
-    if not past.isdigit():
+    past = whole_number(values["losses_past_24_months"].strip())
+    if past is None:
         errors.add("losses_past_24_months", "enter a whole number (0 if none)")
-    covers = [c for c in values["covers_seqs"].replace(",", " ").split() if c]
-    if any(not c.isdigit() for c in covers):
+    covers = [whole_number(c) for c in values["covers_seqs"].replace(",", " ").split() if c]
+    if any(c is None for c in covers):
         errors.add("covers_seqs", "entry numbers, separated by spaces")
+    if values["police_notified"] not in ("yes", "no"):  # anything else was read as "no"
+        errors.add("police_notified", "choose yes or no")
+    if not values["purchase_value_usd"].strip():  # was recorded as 0.00 though the field is required
+        errors.add("purchase_value_usd", "enter the purchase value (0.00 if none)")
     if errors:
         return _loss_page(page, values=values, errors=errors, status=422)
-    cmd = ReportTheftOrLoss(discovered, values["loss_type"], values["police_notified"] == "yes", int(past),
-                            values["purchase_value_usd"].strip() or "0",
+    cmd = ReportTheftOrLoss(discovered, values["loss_type"], values["police_notified"] == "yes", past,
+                            values["purchase_value_usd"].strip(),
                             lost=tuple(LostVialInput(v) for v in values["vial_ids"]),
-                            covers_seqs=tuple(int(c) for c in covers),
+                            covers_seqs=tuple(c for c in covers if c is not None),
                             police_department=form.optional("police_department"),
                             police_report_number=form.optional("police_report_number"))
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -27,7 +27,7 @@ from .core import (
     open_page,
     parse_local_time,
 )
-from .forms import Errors, Form, read_form
+from .forms import Errors, Form, read_form, whole_number
 from .gs1 import parse_scan
 from .security import check_session_csrf, location_path
 
@@ -93,7 +93,8 @@ _RECEIPT_FIELDS = {f.name for f in dataclasses.fields(ReceiveStock)}
 
 
 def _lines(form: Form) -> list[dict[str, str]]:
-    n = min(int(form.get("line_count", "1") or 1) if form.get("line_count", "1").isdigit() else 1, 200)
+    n = whole_number(form.get("line_count", "1"))
+    n = min(1 if n is None else n, 200)
     return [{f: form.get(f"lines-{i}-{f}", "").strip() for f in LINE_FIELDS} for i in range(n)]
 
 
@@ -134,7 +135,7 @@ def _add_scan(page: Page, form: Form, lines: list[dict], notice: list[str]) -> E
     for ln in lines:
         if ln["ndc"] == scan.ndc and ln["lot"] == (scan.lot or "") and ln["expiry"] == (scan.expiry or ""):
             ln["gtin"] = ln["gtin"] or scan.gtin
-            ln["containers"] = str(int(ln["containers"]) + 1 if ln["containers"].isdigit() else 1)
+            ln["containers"] = str((whole_number(ln["containers"]) or 0) + 1)
             ln["serials"] = " ".join(filter(None, [ln["serials"], scan.serial]))
             notice.append(f"Carton added: NDC {scan.ndc}, lot {scan.lot}, now {ln['containers']} on that line.")
             return errors
@@ -173,7 +174,8 @@ def _receive(page: Page, form: Form) -> Response:
         errors.add("scan", "scan each carton, or type a line below")
     cmd_lines = []
     for i, ln in kept:
-        if not ln["containers"].isdigit():
+        containers = whole_number(ln["containers"])
+        if containers is None:
             errors.add(f"lines-{i}-containers", "enter a whole number of containers")
         extra = {}
         if "serials" in _LINE_INPUT_FIELDS and ln["serials"]:  # issue 3: DSCSA serials on receipts
@@ -181,11 +183,11 @@ def _receive(page: Page, form: Form) -> Response:
         if "gtin" in _LINE_INPUT_FIELDS and ln.get("gtin"):
             extra["gtin"] = ln["gtin"]
         if "invoiced_containers" in _LINE_INPUT_FIELDS and ln.get("invoiced"):
-            if ln["invoiced"].isdigit():
-                extra["invoiced_containers"] = int(ln["invoiced"])
+            if whole_number(ln["invoiced"]) is not None:
+                extra["invoiced_containers"] = whole_number(ln["invoiced"])
             else:
                 errors.add(f"lines-{i}-invoiced", "enter the number of containers on the invoice")
-        cmd_lines.append(ReceivedLineInput(ln["ndc"], int(ln["containers"]) if ln["containers"].isdigit() else 0,
+        cmd_lines.append(ReceivedLineInput(ln["ndc"], containers or 0,
                                            ln["lot"], ln["expiry"], **extra))
     if errors:
         return _receive_page(page, values=values, lines=lines, errors=errors, status=422)
@@ -265,6 +267,14 @@ async def report_download(request: Request, dea: Dea) -> Response:
     values = {k: form.text(k) for k in ("kind", "start", "end", "paper")}
     from ..reports.base import build_report
 
+    errors = Errors()
+    for k in ("start", "end"):  # the report names a bad date "from/to"; say which field it is
+        try:
+            date.fromisoformat(values[k])
+        except ValueError:
+            errors.add(k, "enter a date as YYYY-MM-DD")
+    if errors:
+        return page.render("reports.html", status=422, kinds=_report_kinds(), values=values, errors=errors)
     try:
         pdf, data = await run_in_threadpool(
             build_report, request.app.state.ledger, values["kind"], dea, values["start"], values["end"],

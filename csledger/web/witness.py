@@ -38,6 +38,11 @@ def witness_from_form(page: Page, form: Form, request: dict[str, Any], errors: E
         errors.add(f"{prefix}_password", "the witness enters their own password")
     if not user or not password:
         return None
+    if idempotency_key is not None and not (1 <= len(idempotency_key) <= 128 and idempotency_key.isprintable()):
+        # The ledger refuses such a key (as the API refuses such a header), but only after the
+        # witness's assertion was stored with it: a 100 kB one failed PostgreSQL's index, a 500 page.
+        errors.add("form", "the form's key (form_key) is damaged; reload the page and fill in the form again")
+        return None
     body = command_body(request)
     auth = auth_of(page.request)
     try:

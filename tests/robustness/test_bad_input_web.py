@@ -1,0 +1,843 @@
+"""Bad input on every HTML form under /ui/ (the JSON API: test_bad_input_http.py), driven by the
+forms themselves: a new field of a form is fuzzed without touching this file, and a new POST
+route under /ui/ fails ``test_every_form_route_is_fuzzed`` until it has a row in ``FORMS``.
+
+For each POST route: open its page as a login holding every role, parse the ``<form>`` (fields,
+their kind, labels, select options, checkboxes, buttons, CSRF token) and build a valid
+submission from what the page offers plus the few values a person types (``fill``). That
+submission is sent last and must be recorded, so every refusal before it is the mutated field's
+doing. Then each field in turn gets bad values chosen by its kind:
+
+- quantities (``inputmode=decimal``): NaN, Infinity, ``1e309``, ``-0``, ``1,5``, 10^20, three
+  decimals, negative, fullwidth digits;
+- whole numbers (``inputmode=numeric``): 1.5, -1, NaN, ``1e309``, 10^20, superscript and
+  fullwidth digits;
+- times (``datetime-local``; the page applies the location's zone, so "no zone" is the normal
+  case: a far offset and ``Z`` are sent instead and may be right) and dates: month 13, Feb 30,
+  hour 25, year 1, year 9999, far future, garbage, a bare date;
+- text and identifiers: NUL, a lone surrogate (percent-encoded as invalid UTF-8,
+  ``%ED%A0%80``), zero-width space, Cyrillic look-alikes, 100 kB, empty; DEA numbers a bad check
+  digit and look-alikes; ids (vials, suppliers, patients, alerts, discrepancies, logins) of
+  things that do not exist or belong to the other registrant in the same database;
+- selects, checkboxes and buttons: unknown values, an option with a zero-width space, upper
+  case, the placeholder;
+- every field: left out, and sent twice with two different values (a checkbox group: the same
+  value twice).
+
+Plus, per form: a 1.1 MB body (413), bodies that are not a form (JSON, multipart, text/plain, no
+content type, not UTF-8, 401 fields, raw NUL garbage, empty), and a missing, empty, wrong, other
+session's, NUL-tainted or other site's CSRF token; the count session's path gets ids that do not
+exist, are the other registrant's or do not fit the pattern.
+
+Sampling, to keep the run short (about 1,280 requests, 20-30 s per backend on 2 cores): list rows
+(``lines-N-*``, ``vials-N-*``) are fuzzed on the row the valid submission uses only; the 1.1 MB
+body once per form, 100 kB per text field; a witness's TOTP code and the receipt's scan box,
+which the valid submission does not read, get five values.
+
+Per request (what is accepted, precisely):
+- never a 5xx, never a traceback or an exception's name in the body;
+- *refused* means a 4xx, or a 200 page showing an error. A refusal must show a message: a
+  ``class="error"`` element, the error summary's items, the error page's ``error-block``, or,
+  for the 413 (the size limit answers before any page), a problem+json ``detail``. A refused
+  request writes nothing (entry count unchanged);
+- a value bad everywhere (``bad=True``) must be refused, and one of the messages must *name the
+  field*: an element ``id="f-<name>-error"`` / ``id="f-<name>"`` (per-item forms:
+  ``f-<item>-<name>-error``), or a message whose text holds the field's name (``_`` and ``-``
+  read as spaces; for a list row's field, its last part, e.g. "ndc") or its label; for an id
+  the page holds (hidden inputs, selects, checkboxes: no label a person would know), a message
+  quoting the value also counts. A wrong username or password is named on either field of
+  that login or witness (on purpose the message does not say which). For the 413 and the
+  malformed bodies, a message about the body; for CSRF, a 403 about the security token or the
+  other site;
+- a value that could be right somewhere (a far time-zone offset, Cyrillic in a free-text note,
+  an unknown value of a button, a year-1 report start) only has to be answered cleanly; when it
+  is recorded, the form is opened again for the next value.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from html import unescape
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+
+from csledger.api import queries as api_queries
+from csledger.ledger import alert_service, clinical, services, stock
+from csledger.ledger.alerts import Candidate
+from csledger.ledger.commands import (
+    AddressInput,
+    AddSupplier,
+    AdministerDose,
+    CountLineInput,
+    DrawInput,
+    EnrollStaff,
+    InventoryItemInput,
+    ReceivedLineInput,
+    ReceiveStock,
+    RegisterPatient,
+    StartCount,
+    SubmitCount,
+    TakeInventory,
+)
+from csledger.ledger.principal import AuthMethod, Principal
+from csledger.ledger.store import entry_count
+from csledger.settings import Settings
+from csledger.web import queries
+from csledger.web.security import csrf_for_token
+from csledger.web.settings import WebSettings
+from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api, second_clinic
+from tests.api.roles_all import ALL
+from tests.conftest import BACKENDS, DEA, DEA2, KETAMINE_10, KETAMINE_50, Clinic
+from tests.web.test_page_roles import page_routes
+from tests.web.test_pages_http import _patient, _stock_up, login, raise_test_alert
+
+pytestmark = [pytest.mark.parametrize("db_url", BACKENDS, indirect=True), pytest.mark.slow]
+
+USER = "allroles"
+NEW_PASSWORD = "seven calm river stones"
+UI = f"/ui/{DEA}/"
+FORM = "application/x-www-form-urlencoded"
+HUGE_BODY = 1_100_000  # over the server's 1,000,000-byte limit
+LONG = "x" * 100_000  # under it: reaches the page
+TRACE = re.compile(r"Traceback|File \"|\b(ValueError|TypeError|KeyError|IndexError|AttributeError|OverflowError|"
+                   r"Unicode\w*Error|IntegrityError|OperationalError|DataError|ProgrammingError|InvalidOperation|"
+                   r"psycopg|sqlalchemy|sqlite3)\b")
+
+
+# --- the clinic under test -------------------------------------------------------------------------
+
+
+def open_discrepancy(ledger, clinic: Clinic) -> str:
+    """A blind count by two nurses finding nothing: a discrepancy for a manager who did not count."""
+    sid = clinical.start_count(ledger, clinic.nurse, StartCount(blind=True))["session_id"]
+    clinical.submit_count(ledger, clinic.nurse, SubmitCount(sid, (CountLineInput(KETAMINE_50, 0), CountLineInput(
+        KETAMINE_10, 0)), datetime.now(UTC) - timedelta(minutes=5)), second_counter=clinic.nurse2)
+    return stock.discrepancies(ledger, clinic.dea)[-1]["discrepancy_id"]
+
+
+class World:
+    """A clinic with stock, a patient, open alerts and discrepancies, twelve large infusions (so a
+    transfer stays under the 5% limit), and a second registrant whose ids are sent to this one."""
+
+    def __init__(self, ledger):
+        api = build_api(ledger, Settings(patient_key=PATIENT_KEY, lockout_after_failures=1_000_000))
+        api.client.app.state.web_settings = WebSettings(cookie_secure=False)
+        self.api: Api = api
+        self.ledger = ledger
+        c = self.clinic = api.clinic
+        me = services.enroll_staff(ledger, c.admin, EnrollStaff("Everyone Everything", USER, ALL))
+        self.me = Principal(DEA, me["staff_id"], "Everyone Everything", AuthMethod.PASSWORD)
+        api.set_password(USER)
+        _stock_up(api)
+        self.patient = _patient(api)
+        start = datetime.now(UTC) - timedelta(minutes=50)
+        vials = services.receive_stock(ledger, c.nurse, ReceiveStock(c.supplier_id, "GMS-FUZZ-1", start, (
+            ReceivedLineInput(KETAMINE_50, 300, "KA2610", "2028-06-30"),)))["vial_ids"]
+        for k in range(12):  # 240 vials dispensed: the year's transfers may reach 12 vials; 60 are left
+            clinical.administer_dose(ledger, c.nurse, AdministerDose(
+                self.patient, DEA, "80.00", "0.50", tuple(DrawInput(v, "10.00") for v in vials[20 * k:20 * k + 20]),
+                "200.00", start + timedelta(minutes=5), start + timedelta(minutes=30)))
+        self.alerts = iter(range(1, 10_000))  # evidence seqs: each alert its own key
+        self.alert = self.session = self.discrepancy = ""
+        # the other registrant, and ids of its things
+        o = self.other = second_clinic(api)
+        other_supplier = services.add_supplier(ledger, o.admin, AddSupplier(  # its first one's id is ours
+            "Other Supply", AddressInput("1 Dock St", "Dallas", "TX", "75201"), "PB1234563"))["supplier_id"]
+        services.take_inventory(ledger, o.pharmacist, TakeInventory("initial", "opening_of_business", start, items=(
+            InventoryItemInput(KETAMINE_50, "KB2601", "2028-03-31", sealed=True, containers=2),)))
+        self.other_vial = queries.usable_vials(ledger, DEA2, datetime.now(UTC).date())[0]["vial_id"]
+        self.other_patient = clinical.register_patient(ledger, o.nurse, RegisterPatient(
+            "Olga Other", AddressInput("9 Oak St", "Dallas", "TX", "75201")),
+            keys=api.client.app.state.patient_keys)["patient_id"]
+        self.other_discrepancy = open_discrepancy(ledger, o)
+        self.other_session = clinical.start_count(ledger, o.nurse, StartCount(blind=True))["session_id"]
+        self.other_alert = alert_service.raise_alerts(ledger, DEA2, [Candidate(
+            alert_key="web-fuzz:other", rule="late_entry", severity="medium", subjects=(o.nurse.staff_id,),
+            summary="entry 1 was recorded 30.00 h after the event", parameters={"late_entry_hours": "24"},
+            evidence_seqs=(1,), figures={"hours_late": "30.00"})])[0]
+        o.enroll("Otto Other", "otto", "nurse")
+        api.set_password("otto", dea=DEA2)
+        self.other_supplier = other_supplier
+        # Ids are numbered by each registrant's entries: make sure the other's are not ids of things
+        # here too (those made here later have higher numbers).
+        here = {s["supplier_id"] for s in api_queries.suppliers(ledger, DEA)} | {self.patient}
+        here |= {v["vial_id"] for v in queries.usable_vials(ledger, DEA, datetime.now(UTC).date())}
+        here |= {a["alert_id"] for a in alert_service.list_alerts(ledger, DEA, status=None)}
+        here |= {d["discrepancy_id"] for d in stock.discrepancies(ledger, DEA, status=None)}
+        clash = here & {other_supplier, self.other_vial, self.other_alert, self.other_discrepancy, self.other_patient}
+        assert not clash, f"the other registrant's ids {clash} are ids here too"
+
+    @property
+    def client(self):
+        return self.api.client
+
+    def count(self) -> int:
+        with self.ledger.reading() as c:
+            return entry_count(c)
+
+    def login(self) -> None:
+        self.client.cookies.clear()
+        r = login(self.api, USER)
+        assert r.status_code == 303, r.text[:500]
+
+    # what each form needs, made again after a submission was recorded
+    def new_alert(self) -> None:
+        self.alert = raise_test_alert(self.ledger, self.clinic.nurse.staff_id, evidence=next(self.alerts))
+
+    def new_session(self) -> None:
+        self.session = clinical.start_count(self.ledger, self.me, StartCount(blind=True))["session_id"]
+
+    def new_discrepancy(self) -> None:
+        self.discrepancy = open_discrepancy(self.ledger, self.clinic)
+
+    def reset_password(self) -> None:
+        self.api.set_password(USER)
+        self.login()
+
+    def ids(self, name: str) -> list[tuple[str, str]]:
+        """Ids of things that do not exist here or are the other registrant's, for a field."""
+        base = re.sub(r"-\d+-", "-N-", name)
+        table = {
+            "alert_id": [("no such alert", "AL999999"), ("other registrant's alert", self.other_alert)],
+            "discrepancy_id": [("no such discrepancy", "DX999999"),
+                               ("other registrant's discrepancy", self.other_discrepancy)],
+            "vial_ids": [("no such vial", "V-NO-SUCH-VIAL"), ("other registrant's vial", self.other_vial)],
+            "vials-N-id": [("no such vial", "V-NO-SUCH-VIAL"), ("other registrant's vial", self.other_vial)],
+            "supplier_id": [("no such supplier", "SUP-NO-SUCH"), ("other registrant's supplier", self.other_supplier)],
+            "patient_id": [("no such patient", "P999999"), ("other registrant's patient", self.other_patient)],
+            "lines-N-ndc": [("no such product", "0409-2051-99")],
+            "fixed_by_seq": [("no such entry", "999999")],
+            "covers_seqs": [("no such entry", "999999")],
+        }
+        if name.endswith("username"):
+            return [("another registrant's login", "otto"), ("no such login", "nobody-here")]
+        return table.get(base, [])
+
+
+# --- the forms, parsed ------------------------------------------------------------------------------
+
+
+@dataclass
+class Control:
+    name: str
+    tag: str
+    type: str = "text"
+    value: str = ""
+    id: str = ""
+    checked: bool = False
+    required: bool = False
+    disabled: bool = False
+    inputmode: str = ""
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParsedForm:
+    action: str
+    controls: list[Control] = field(default_factory=list)
+
+    def hidden(self, name: str) -> str | None:
+        return next((c.value for c in self.controls if c.name == name and c.type == "hidden"), None)
+
+    def values(self, name: str) -> list[str]:
+        return [c.value for c in self.controls if c.name == name and not c.disabled]
+
+
+class _Parser(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.forms: list[ParsedForm] = []
+        self.labels: dict[str, str] = {}
+        self._form: ParsedForm | None = None
+        self._select: Control | None = None
+        self._textarea: Control | None = None
+        self._label: tuple[str, list[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: (v if v is not None else "") for k, v in attrs}
+        if tag == "form":
+            self._form = ParsedForm(a.get("action", ""))
+            self.forms.append(self._form)
+        elif tag == "label" and a.get("for"):
+            self._label = (a["for"], [])
+        elif tag == "option" and self._select is not None:
+            self._select.options.append(a.get("value", ""))
+            if "selected" in a:
+                self._select.value = a.get("value", "")
+        if self._form is None or not a.get("name") or tag not in ("input", "select", "textarea", "button"):
+            return
+        c = Control(a["name"], tag, (a.get("type") or ("submit" if tag == "button" else "text")).lower(),
+                    a.get("value", ""), a.get("id", ""), "checked" in a, "required" in a, "disabled" in a,
+                    a.get("inputmode", ""))
+        self._form.controls.append(c)
+        if tag == "select":
+            self._select = c
+        elif tag == "textarea":
+            self._textarea = c
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+        elif tag == "label" and self._label:
+            self.labels[self._label[0]] = " ".join("".join(self._label[1]).split()).rstrip(" *")
+            self._label = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._textarea.value += data
+        if self._label is not None:
+            self._label[1].append(data)
+
+
+def parse(html: str) -> _Parser:
+    p = _Parser()
+    p.feed(html)
+    return p
+
+
+@dataclass
+class Field:
+    name: str
+    kind: str  # quantity whole datetime date select checkbox button hidden password text ident
+    required: bool
+    options: list[str]
+    label: str
+    group: bool  # several controls share the name (a checkbox group)
+
+
+STRICT_IDENT = re.compile(r"dea_number|ndc|_id$|_ids$|gtin|username|totp")
+IDENT = re.compile(r"dea_number|ndc|_id$|_ids$|gtin|serials|username|invoice_number|lot$|scan$|seqs?$|totp")
+
+
+def kind_of(c: Control) -> str:
+    if c.tag == "button" or c.type == "submit":
+        return "button"
+    if c.type == "checkbox":
+        return "checkbox"
+    if c.tag == "select":
+        return "select"
+    if c.type in ("hidden", "password"):
+        return c.type
+    if c.type == "datetime-local":
+        return "datetime"
+    if c.type == "date":
+        return "date"
+    if c.inputmode == "decimal":
+        return "quantity"
+    if c.inputmode == "numeric":
+        return "whole"
+    return "ident" if c.tag == "input" and IDENT.search(c.name) else "text"
+
+
+def fields_of(form: ParsedForm, labels: dict[str, str], baseline: list[tuple[str, str]]) -> list[Field]:
+    """One field per name; of a list's rows (``lines-N-*``, ``vials-N-*``), the row in use."""
+    by_name: dict[str, list[Control]] = {}
+    for c in form.controls:
+        if c.name != "csrf_token":
+            by_name.setdefault(c.name, []).append(c)
+    used = {k for k, v in baseline if v}
+    chosen: dict[str, str] = {}
+    for name in by_name:
+        pattern = re.sub(r"-\d+-", "-N-", name)
+        if pattern not in chosen or (name in used and chosen[pattern] not in used):
+            chosen[pattern] = name
+    out = []
+    for name in chosen.values():
+        cs = by_name[name]
+        first = cs[0]
+        options = [c.value for c in cs] if first.type in ("checkbox", "submit") else first.options
+        out.append(Field(name, kind_of(first), any(c.required for c in cs), [o for o in options if o],
+                         labels.get(first.id, ""), len(cs) > 1))
+    return out
+
+
+# --- bad values, by kind: (label, value or a function of the valid value, bad everywhere) -------------
+
+Value = str | Callable[[str], str]
+QUANTITY: list[tuple[str, Value, bool]] = [
+    ("NaN", "NaN", True), ("Infinity", "Infinity", True), ("1e309", "1e309", True), ("-0", "-0", True),
+    ("1,5", "1,5", True), ("10^20", "1" + "0" * 20, True), ("three decimals", "1.234", True),
+    ("negative", "-1.00", True), ("fullwidth", "\uff11.\uff10\uff10", True)]
+WHOLE: list[tuple[str, Value, bool]] = [
+    ("1.5", "1.5", True), ("negative", "-1", True), ("NaN", "NaN", True), ("1e309", "1e309", True),
+    ("10^20", "1" + "0" * 20, True), ("superscript two", "\u00b2", True), ("fullwidth", "\uff13", True)]
+DATETIME: list[tuple[str, Value, bool]] = [
+    ("month 13", "2026-13-45T10:00", True), ("Feb 30", "2026-02-30T10:00", True), ("hour 25", "2026-11-25T25:00", True),
+    ("year 1", "0001-01-01T00:00", True), ("year 9999", "9999-12-31T23:59", True),
+    ("far future", "2200-01-01T00:00", True), ("garbage", "yesterday at noon", True),
+    ("offset +14:00", lambda v: v + "+14:00", False), ("Z", lambda v: v + "Z", False),
+    ("a bare date", lambda v: v[:10], True)]
+DATE: list[tuple[str, Value, bool]] = [
+    ("month 13", "2026-13-45", True), ("Feb 30", "2026-02-30", True), ("year 1", "0001-01-01", False),
+    ("year 9999", "9999-12-31", False), ("far future", "2200-01-01", False), ("garbage", "next week", True),
+    ("fullwidth", "\uff12\uff10\uff12\uff18-03-31", True), ("no zero padding", "2028-6-30", True)]
+DEA_VALUES: list[tuple[str, Value, bool]] = [
+    ("check digit", "AB1234564", True), ("Cyrillic A", "\u0410B1234563", True),
+    ("fullwidth 6", "AB12345\uff163", True), ("lower case", "ab1234563", False)]
+
+
+def taints(strict: bool) -> list[tuple[str, Value, bool]]:
+    return [("NUL", lambda v: v + "\x00", True), ("lone surrogate", lambda v: v + "\ud800", True),
+            ("zero-width space", lambda v: v + "\u200b", True),
+            ("Cyrillic look-alike", lambda v: (v or "a").replace("a", "\u0430").replace("A", "\u0410") + "\u0430",
+             strict),
+            ("100 kB", LONG, strict)]
+
+
+def read_when_needed(name: str) -> bool:
+    """A witness's code, read when their role needs one (ours need none), and the scan box, read on
+    "Add scanned carton" (the valid submission records): any value may be right."""
+    return name.endswith("_totp") or name == "scan"
+
+
+def values_for(f: Field, world: World) -> list[tuple[str, Value, bool]]:
+    out: list[tuple[str, Value, bool]] = [(lbl, v, True) for lbl, v in world.ids(f.name)]
+    if read_when_needed(f.name):
+        return [("not a code", "12ab", False), ("100 kB", LONG, False), ("empty", "", False),
+                ("NUL", lambda v: v + "\x00", True), ("lone surrogate", lambda v: v + "\ud800", True)]
+    if f.kind == "quantity":
+        out += QUANTITY
+    elif f.kind == "whole":
+        out += WHOLE
+    elif f.kind == "datetime":
+        out += DATETIME
+    elif f.kind == "date":
+        out += DATE
+    elif f.kind in ("select", "checkbox", "button"):
+        # A button's value picks what to do: the pages take an unknown one for the main action. A
+        # lone checkbox (a vial's "use") counts as ticked whatever its value.
+        real = f.kind == "select" or (f.kind == "checkbox" and f.group)
+        opt = f.options[0] if f.options else "x"
+        out += [("not an option", "x-not-an-option", real), ("option + zero-width space", opt + "\u200b", real),
+                ("NUL", opt + "\x00", True), ("lone surrogate", opt + "\ud800", True)]
+        if opt.upper() != opt:
+            out.append(("upper case", opt.upper(), real))
+    elif f.kind == "hidden":
+        if f.name == "line_count":  # how many rows the page sent: the page reads what is there
+            out += [(lbl, v, False) for lbl, v, _ in WHOLE]
+        out += [("NUL", lambda v: v + "\x00", True), ("lone surrogate", lambda v: v + "\ud800", True),
+                ("zero-width space", lambda v: v + "\u200b", bool(STRICT_IDENT.search(f.name))),
+                ("100 kB", LONG, False)]
+    elif f.kind == "password":
+        changing = f.name.startswith("new_password")  # a new password may be any text
+        out += [(lbl, v, bad or not changing) for lbl, v, bad in taints(False)]
+    else:
+        if "dea_number" in f.name:
+            out += DEA_VALUES
+        out += taints(bool(STRICT_IDENT.search(f.name)))
+        if f.kind == "text" and not f.required:
+            out.append(("only spaces", "   ", False))
+    if f.kind not in ("button", "checkbox", "hidden"):
+        out.append(("empty", "", f.required))
+    return out
+
+
+# --- the forms: route, page, what a person types ----------------------------------------------------
+
+
+def _first_vial(form: ParsedForm) -> list[str]:
+    return form.values("vial_ids")[:1]
+
+
+def _infusion(w: World, form: ParsedForm) -> dict[str, Any]:
+    row = next(c.name.split("-")[1] for c in form.controls if re.fullmatch(r"vials-\d+-use", c.name) and not c.disabled)
+    return {"patient_id": w.patient, "prescriber_dea_number": DEA, "weight_kg": "72.50", "ordered_mg_per_kg": "0.50",
+            f"vials-{row}-use": "1", f"vials-{row}-ml": "1.00", "ml_given": "0.73", "waste_ml": "0.27",
+            "witness_username": "ned", "witness_password": PASSWORD, "action": "record"}
+
+
+def _count(w: World, form: ParsedForm) -> dict[str, Any]:
+    zeros = {c.name: "0" for c in form.controls if re.fullmatch(r"lines-\d+-(sealed|open)_containers", c.name)}
+    return {**zeros, "counter2_username": "ned", "counter2_password": PASSWORD}
+
+
+@dataclass
+class Spec:
+    route: str  # the POST route as the app declares it
+    page: Callable[[World], str]  # the page (GET, under /ui/<dea>/) holding the form
+    fill: Callable[[World, ParsedForm], dict[str, Any]] = lambda w, f: {}
+    prepare: Callable[[World], None] = lambda w: None  # what the form needs; again after a record
+    key: Callable[[World], str] | None = None  # of several forms with this action, the one holding this id
+    pairs: tuple[tuple[str, str], ...] = ()  # fields typed twice (sent, and refused, together)
+
+
+FORMS = [
+    Spec("/ui/{dea}/alerts", lambda w: "alerts", prepare=World.new_alert, key=lambda w: w.alert,
+         fill=lambda w, f: {"category": "documentation_error", "action": "resolve",
+                            "explanation": "Entry typed late after a network outage; checked."}),
+    Spec("/ui/{dea}/counts/new", lambda w: "counts/new"),
+    Spec("/ui/{dea}/counts/{session_id}", lambda w: f"counts/{w.session}", fill=_count, prepare=World.new_session),
+    Spec("/ui/{dea}/discrepancies", lambda w: "discrepancies", prepare=World.new_discrepancy,
+         key=lambda w: w.discrepancy,
+         fill=lambda w, f: {"category": "other", "explanation": "Counted again next morning; the vial was in the fridge."}),
+    Spec("/ui/{dea}/infusions/new", lambda w: "infusions/new", fill=_infusion),
+    Spec("/ui/{dea}/destructions/new", lambda w: "destructions/new",
+         fill=lambda w, f: {"vial_ids": _first_vial(f), "reason": "damaged vial", "witness1_username": "ned",
+                            "witness1_password": PASSWORD, "witness2_username": "pia", "witness2_password": PASSWORD}),
+    Spec("/ui/{dea}/transfers/new", lambda w: "transfers/new",
+         fill=lambda w, f: {"vial_ids": _first_vial(f), "receiver_dea_number": DEA2, "receiver_name": "Dr. Other",
+                            "street": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701"}),
+    Spec("/ui/{dea}/losses/new", lambda w: "losses/new",
+         fill=lambda w, f: {"vial_ids": _first_vial(f), "loss_type": "other", "police_notified": "no",
+                            "purchase_value_usd": "12.50"}),
+    Spec("/ui/{dea}/receipts/new", lambda w: "receipts/new",
+         fill=lambda w, f: {"supplier_id": w.clinic.supplier_id, "lines-0-ndc": KETAMINE_50, "lines-0-containers": "2",
+                            "lines-0-lot": "KA2700", "lines-0-expiry": "2028-06-30", "action": "record"}),
+    Spec("/ui/{dea}/reports", lambda w: "reports", fill=lambda w, f: {"kind": "receiving"}),
+    Spec("/ui/{dea}/status", lambda w: "status"),
+    Spec("/ui/{dea}/login", lambda w: "login", fill=lambda w, f: {"username": USER, "password": PASSWORD}),
+    Spec("/ui/{dea}/logout", lambda w: "", prepare=World.login),
+    Spec("/ui/{dea}/password", lambda w: "password", prepare=World.reset_password,
+         fill=lambda w, f: {"current_password": PASSWORD, "new_password": NEW_PASSWORD,
+                            "new_password_again": NEW_PASSWORD}, pairs=(("new_password", "new_password_again"),)),
+]
+
+
+# --- sending and checking ---------------------------------------------------------------------------
+
+
+def encode(pairs: list[tuple[str, str]]) -> bytes:
+    """A form body; a lone surrogate goes as the bytes a broken client would send (invalid UTF-8)."""
+    def q(s: str) -> str:
+        return quote_plus(s.encode("utf-8", "surrogatepass"), safe="")
+    return "&".join(f"{q(k)}={q(v)}" for k, v in pairs).encode("ascii")
+
+
+ERROR_ELEMENT = re.compile(r'<p class="error(?:-block)?"(?: [^>]*?id="([^"]*)")?[^>]*>(.*?)</p>', re.S)
+ERROR_SUMMARY = re.compile(r'<div class="error-summary".*?<ul>(.*?)</ul>', re.S)
+
+
+def messages(r) -> list[tuple[str, str]]:
+    """(element id, text) of every error message the answer shows."""
+    ctype = r.headers.get("content-type", "")
+    if ctype.startswith("application/problem+json"):
+        detail = r.json().get("detail")
+        return [("", detail)] if isinstance(detail, str) and detail else []
+    if not ctype.startswith("text/html"):
+        return []
+    out = [(i or "", unescape(re.sub(r"<[^>]+>", "", t)).strip()) for i, t in ERROR_ELEMENT.findall(r.text)]
+    for block in ERROR_SUMMARY.findall(r.text):
+        out += [("", unescape(re.sub(r"<[^>]+>", "", li)).strip()) for li in re.findall(r"<li>(.*?)</li>", block, re.S)]
+    return [(i, t) for i, t in out if t]
+
+
+def companions(name: str) -> list[str]:
+    """Fields a refusal of ``name`` may be shown on instead: a login's or a witness's username and
+    password are refused together ("wrong username or password", on purpose not saying which)."""
+    if name.endswith("username"):
+        return [name[: -len("username")] + "password"]
+    if name.endswith("password") and not name.startswith("new_"):
+        return [name[: -len("password")] + "username"]
+    return []
+
+
+def names(msgs: list[tuple[str, str]], targets: list[tuple[str, str]], value: str | None) -> bool:
+    """Does a message name one of the (field, label) targets (by the id of the element showing it,
+    its name, the name's last part for a list row's field, or its label), or quote the bad value
+    (``value``: given for ids the page holds, which have no label a person would know)?"""
+    for name, label in targets:
+        words = {re.sub(r"[-_]", " ", name).lower()}
+        leaf = re.sub(r"^\w+-\d+-", "", name)
+        if leaf != name and len(leaf) >= 3:
+            words.add(re.sub(r"[-_]", " ", leaf).lower())
+        if label:
+            words.add(label.lower())
+        for mid, text in msgs:
+            if mid in (f"f-{name}-error", f"f-{name}") or mid.endswith(f"-{name}-error"):
+                return True
+            low = re.sub(r"[-_]", " ", text).lower()
+            if name.lower() in text.lower() or any(w in low for w in words):
+                return True
+    stripped = (value or "").strip()
+    return len(stripped) >= 3 and any(stripped in text for _, text in msgs)
+
+
+@dataclass
+class Case:
+    what: str
+    field: str | None  # the field the refusal must name (None: a message about the body or the token)
+    bad: bool
+    build: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None  # the pairs to send
+    body: bytes | None = None  # or these bytes
+    content_type: str = FORM
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    value: str | None = None  # an id the page holds: a message quoting it names what is wrong
+    expect: Callable[[Any], str | None] | None = None  # a check of its own (CSRF, bodies)
+
+
+class Run:
+    def __init__(self, world: World):
+        self.w = world
+        self.problems: list[str] = []
+        self.accepted: list[str] = []
+        self.requests = 0
+        self.cases = 0
+        self.fields = 0
+        self.n = 0
+
+    # the current form of a spec, opened afresh after anything was recorded
+    def open(self, spec: Spec) -> None:
+        w = self.w
+        spec.prepare(w)
+        url = UI + spec.page(w)
+        r = w.client.get(url, follow_redirects=False)
+        self.requests += 1
+        if r.status_code == 303 and "/login" in r.headers.get("location", ""):
+            w.login()
+            r = w.client.get(url, follow_redirects=False)
+            self.requests += 1
+        assert r.status_code == 200, (url, r.status_code, r.text[:300])
+        p = parse(r.text)
+        action = re.compile("^" + re.escape(spec.route).replace(r"\{dea\}", DEA).replace(r"\{session_id\}", "[^/]+")
+                            + "$")
+        forms = [f for f in p.forms if action.match(f.action)]
+        if spec.key:
+            forms = [f for f in forms if spec.key(w) in {c.value for c in f.controls if c.type == "hidden"}]
+        assert forms, f"no form posting to {spec.route} on {url}"
+        self.spec, self.form, self.labels, self.action = spec, forms[0], p.labels, forms[0].action
+        self.base = self.baseline()
+
+    def baseline(self) -> list[tuple[str, str]]:
+        """The valid submission: what the page holds, the ticked boxes, and what a person types."""
+        fill = self.spec.fill(self.w, self.form)
+        out: list[tuple[str, str]] = []
+        done: set[str] = set()
+        for c in self.form.controls:
+            if c.disabled:
+                continue
+            if c.name in fill:
+                v = fill[c.name]
+                if isinstance(v, list):  # checkboxes: the chosen values
+                    if c.value in v:
+                        out.append((c.name, c.value))
+                elif c.type in ("checkbox", "submit") or c.tag == "button":
+                    if v == c.value or (c.type == "checkbox" and c.name not in done):
+                        out.append((c.name, v if c.type == "checkbox" else c.value))
+                elif c.name not in done:
+                    out.append((c.name, v))
+                done.add(c.name)
+            elif c.type == "checkbox":
+                if c.checked:
+                    out.append((c.name, c.value))
+            elif c.type != "submit" and c.tag != "button":
+                out.append((c.name, c.value))
+        return out
+
+    def fresh(self, pairs: list[tuple[str, str]], keep: str | None) -> list[tuple[str, str]]:
+        """A new form key (and invoice number, TOTP code) per request, but for the field under test."""
+        self.n += 1
+        new = {"form_key": f"web-fuzz-{self.n}", "invoice_number": f"INV-FUZZ-{self.n}"}
+        if self.spec.route.endswith("/login"):
+            new["totp"] = self.w.api.totp(USER) or ""
+        out = []
+        for k, v in pairs:
+            if k != keep and k in new:
+                v = new[k]
+            out.append((k, v))
+        return out
+
+    def send(self, case: Case) -> None:
+        w = self.w
+        pairs = self.fresh(case.build(list(self.base)) if case.build else list(self.base), case.field)
+        body = case.body if case.body is not None else encode(pairs)
+        before = w.count()
+        r = w.client.post(case.url or self.action, content=body, headers={"Content-Type": case.content_type,
+                                                                            **case.headers}, follow_redirects=False)
+        self.requests += 1
+        self.cases += 1
+        self.check(case, r, before)
+
+    def check(self, case: Case, r, before: int) -> None:
+        what = f"{self.spec.route} {case.what}"
+        fail = []
+        ctype = r.headers.get("content-type", "")
+        text = r.text if ctype.startswith(("text/", "application/problem+json", "application/json")) else ""
+        if r.status_code >= 500:
+            fail.append(f"status {r.status_code}")
+        if TRACE.search(text):
+            fail.append(f"exception text in the answer: {TRACE.search(text).group(0)!r}")
+        msgs = messages(r)
+        refused = r.status_code >= 400 or (r.status_code == 200 and ctype.startswith("text/html") and bool(msgs))
+        if refused:
+            if w_after := self.w.count() - before:
+                fail.append(f"refused but {w_after} entries written")
+            if not msgs:
+                fail.append("refused without a message")
+            elif case.expect is not None:
+                why = case.expect(r)
+                if why:
+                    fail.append(why)
+            elif case.bad and case.field is not None:
+                related = [b for a, b in self.spec.pairs if a == case.field] + companions(case.field)
+                targets = [(n, self.labels_of(n)) for n in [case.field, *related]]
+                if not names(msgs, targets, case.value):
+                    fail.append(f"the messages do not name {case.field}: {[t for _, t in msgs][:3]}")
+        elif case.bad:
+            fail.append(f"accepted ({r.status_code} {r.headers.get('location', '')})")
+        else:
+            self.accepted.append(f"{what} -> {r.status_code}")
+        if fail:
+            self.problems.append(f"{what}: {'; '.join(fail)} :: {r.status_code} {text[:200]!r}")
+        if not refused:  # recorded (or logged in, out...): open the form afresh for the next value
+            self.open(self.spec)
+
+    def labels_of(self, name: str) -> str:
+        if name == "csrf_token":
+            return "security token"
+        ids = {c.id for c in self.form.controls if c.name == name}
+        return next((self.labels[i] for i in ids if i in self.labels), "")
+
+    # the cases of one form
+    def field_cases(self) -> list[Case]:
+        out = []
+        base = dict(self.base)
+        fields = fields_of(self.form, self.labels, self.base)
+        self.fields += len(fields)
+        paired = {b for _, b in self.spec.pairs}
+        for f in fields:
+            if f.name in paired:
+                continue
+            together = [f.name] + [b for a, b in self.spec.pairs if a == f.name]
+            valid = base.get(f.name, f.options[0] if f.options else "")
+            for label, v, bad in values_for(f, self.w):
+                value = v(valid) if callable(v) else v
+                quoted = value if f.kind in ("hidden", "select", "checkbox") else None
+                out.append(Case(f"{f.name}={label}", f.name, bad, build=_setter(together, value, f.group), value=quoted))
+            out.append(Case(f"{f.name} left out", f.name, f.required and f.kind != "checkbox",
+                            build=lambda p, ns=together: [(k, x) for k, x in p if k not in ns]))
+            if f.group:  # a checkbox group: the same box twice
+                out.append(Case(f"{f.name} twice, same value", f.name, False,
+                                build=lambda p, n=f.name, v=valid: [*p, (n, v)]))
+            else:
+                other = "1" if valid != "1" else "2"
+                out.append(Case(f"{f.name} twice, two values", f.name, not read_when_needed(f.name),
+                                build=lambda p, n=f.name, v=valid, o=other: [*[(k, x) for k, x in p if k != n],
+                                                                             (n, v), (n, o)]))
+        return out
+
+    def body_cases(self) -> list[Case]:
+        def about_body(r) -> str | None:
+            text = " ".join(t for _, t in messages(r)).lower()
+            ok = ("form post", "could not be read", "security token", "larger than", "not valid utf-8",
+                  "nul character")
+            return None if any(k in text for k in ok) else f"no message about the body: {text[:200]!r}"
+
+        pairs = self.fresh(list(self.base), None)
+        valid = encode(pairs)
+        csrf = dict(pairs).get("csrf_token", "")
+        cases = [
+            Case("body 1.1 MB", None, True, build=lambda p: [*p, ("notes", "x" * HUGE_BODY)], expect=about_body),
+            Case("body JSON", None, True, body=b'{"csrf_token": "' + csrf.encode() + b'"}',
+                 content_type="application/json", expect=about_body),
+            Case("body multipart", None, True, body=b"--x\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n"
+                 + csrf.encode() + b"\r\n--x--\r\n", content_type="multipart/form-data; boundary=x", expect=about_body),
+            Case("body text/plain", None, True, body=valid, content_type="text/plain", expect=about_body),
+            Case("body no content type", None, True, body=valid, content_type="", expect=about_body),
+            Case("body not UTF-8", None, True, body=valid + b"&notes=\xff\xfe", expect=about_body),
+            Case("body 401 fields", None, True, body=valid + b"".join(b"&f%d=1" % i for i in range(401)),
+                 expect=about_body),
+            Case("body garbage", None, True, body=b"\x00\x01%%%==&&=%zz", expect=about_body),
+            Case("body empty", None, True, body=b"", expect=about_body),
+        ]
+        return cases
+
+    def csrf_cases(self) -> list[Case]:
+        def refused(*words: str):
+            def check(r) -> str | None:
+                text = " ".join(t for _, t in messages(r)).lower()
+                if r.status_code != 403 or not any(x in text for x in words):
+                    return f"expected a 403 about the {' or '.join(words)}, got {r.status_code}: {text[:200]!r}"
+                return None
+            return check
+
+        other = csrf_for_token("csl_not-this-session")
+        drop = lambda p: [(k, v) for k, v in p if k != "csrf_token"]  # noqa: E731
+        return [
+            Case("CSRF left out", "csrf_token", True, build=drop, expect=refused("security token")),
+            Case("CSRF empty", "csrf_token", True, build=lambda p: [*drop(p), ("csrf_token", "")],
+                 expect=refused("security token")),
+            Case("CSRF wrong", "csrf_token", True, build=lambda p: [*drop(p), ("csrf_token", "0" * 64)],
+                 expect=refused("security token")),
+            Case("CSRF of another session", "csrf_token", True, build=lambda p: [*drop(p), ("csrf_token", other)],
+                 expect=refused("security token")),
+            Case("CSRF with NUL", "csrf_token", True, build=lambda p: [(k, v + "\x00" if k == "csrf_token" else v)
+                                                                       for k, v in p]),
+            Case("from another site", "csrf_token", True, build=lambda p: p,
+                 headers={"Origin": "https://evil.example"}, expect=refused("another site")),
+        ]
+
+    def path_cases(self) -> list[Case]:
+        if "{session_id}" not in self.spec.route:
+            return []
+        w = self.w
+        return [Case(f"path session_id={label}", "session_id", True, build=lambda p: p, value=sid,
+                     url=UI + "counts/" + sid, expect=lambda r: None)
+                for label, sid in [("no such count", "C999999"), ("other registrant's count", w.other_session),
+                                   ("not a count id", "X1"), ("19 digits", "C" + "9" * 19)]]
+
+
+def _setter(names_: list[str], value: str, group: bool):
+    def build(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        out, placed = [], set()
+        for k, v in pairs:
+            if k in names_:
+                if k not in placed:
+                    out.append((k, value))
+                    placed.add(k)
+                continue
+            out.append((k, v))
+        for k in names_:
+            if k not in placed:
+                out.append((k, value))
+        return out
+    return build
+
+
+def test_every_form_route_is_fuzzed(ledger):
+    api = build_api(ledger)
+    posts = {path for method, path in page_routes(api.client.app) if method == "POST"}
+    assert posts == {s.route for s in FORMS}, f"POST routes without a row in FORMS: {sorted(posts - {s.route for s in FORMS})}"
+
+
+def test_bad_input_on_every_form(ledger):
+    started = time.perf_counter()
+    w = World(ledger)
+    run = Run(w)
+    per_form: dict[str, int] = {}
+    for spec in FORMS:
+        w.login()
+        run.open(spec)
+        before = run.requests
+        for case in run.field_cases() + run.path_cases() + run.body_cases() + run.csrf_cases():
+            run.send(case)
+        # last, the valid submission itself: it must be recorded, so the refusals above were the bad values'
+        ok = Case("the valid submission", None, False)
+        pairs = run.fresh(list(run.base), None)
+        r = w.client.post(run.action, content=encode(pairs), headers={"Content-Type": FORM}, follow_redirects=False)
+        run.requests += 1
+        if not (r.status_code in (200, 303) and not messages(r)):
+            run.problems.append(f"{spec.route} {ok.what} was not accepted: {r.status_code} "
+                                f"{[t for _, t in messages(r)][:3]} {r.text[:300]!r}")
+        per_form[spec.route] = run.requests - before
+    elapsed = time.perf_counter() - started
+    for p in run.problems:
+        print("PROBLEM", p[:500])
+    print(f"\n{ledger.dialect}: {len(FORMS)} forms, {run.fields} fields, {run.cases} bad inputs, {run.requests} "
+          f"requests in {elapsed:.1f} s; accepted (could be valid): {len(run.accepted)}")
+    for route, n in per_form.items():
+        print(f"  {route}: {n} requests")
+    for a in run.accepted:
+        print("  accepted:", a)
+    assert not run.problems, f"{len(run.problems)} problems:\n" + "\n".join(p[:500] for p in run.problems)
