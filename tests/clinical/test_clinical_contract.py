@@ -92,8 +92,9 @@ class ClinicalContract:
         assert e["kind"] == "policy_set" and e["signatures"][0]["meaning"] == "approved"
         # the policy's beyond-use days are used when a vial is opened
         v = ops.receive(1)[0]
-        res = ops.dose(v)
-        assert res["beyond_use_dates"][v] == (an_hour_ago().astimezone(_tz()).date() + timedelta(days=14)).isoformat()
+        at = an_hour_ago()  # one instant for the dose and the expected date (local 01:00 falls between two calls)
+        res = ops.dose(v, at=at)
+        assert res["beyond_use_dates"][v] == (at.astimezone(_tz()).date() + timedelta(days=14)).isoformat()
 
     @pytest.mark.parametrize("kw, field", [
         (dict(beyond_use_days=29), "beyond_use_days"),
@@ -440,12 +441,13 @@ class ClinicalContract:
 
     def test_transfer_five_percent_rule(self, ops):
         vids = ops.receive(30)
-        cmd = TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", an_hour_ago())
+        at = an_hour_ago()  # the doses and the transfer in one (local) calendar year, even at New Year
+        cmd = TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", at)
         e = refused(ops, Conflict, "vial_ids", clinical.transfer_stock, ops.ledger, ops.pharmacist, cmd)
         assert "5%" in e.reason
         # dispense 19 containers' worth (19 x 10 mL): 1 container transferred is 1/20 = 5%, allowed
         for v in vids[1:20]:
-            ops.dose(v, drawn="10.00", given="10.00")
+            ops.dose(v, drawn="10.00", given="10.00", at=at)
         clinical.transfer_stock(ops.ledger, ops.pharmacist, cmd)
         e = last_entries(ops.ledger)[0]
         assert (e["year_transfer_units"], e["year_total_units"]) == ("1.00", "20.00")
