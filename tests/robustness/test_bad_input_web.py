@@ -25,7 +25,7 @@ doing. Then each field in turn gets bad values chosen by its kind:
   value twice).
 
 Plus, per form: a 1.1 MB body (413), bodies that are not a form (JSON, multipart, text/plain, no
-content type, not UTF-8, 401 fields, raw NUL garbage, empty), and a missing, empty, wrong, other
+content type, not UTF-8, more fields than the parser's limit, raw NUL garbage, empty), and a missing, empty, wrong, other
 session's, NUL-tainted or other site's CSRF token; the count session's path gets ids that do not
 exist, are the other registrant's or do not fit the pattern.
 
@@ -90,6 +90,7 @@ from csledger.ledger.principal import AuthMethod, Principal
 from csledger.ledger.store import entry_count
 from csledger.settings import Settings
 from csledger.web import queries
+from csledger.web.forms import MAX_FIELDS
 from csledger.web.security import csrf_for_token
 from csledger.web.settings import WebSettings
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api, second_clinic
@@ -746,7 +747,8 @@ class Run:
             Case("body text/plain", None, True, body=valid, content_type="text/plain", expect=about_body),
             Case("body no content type", None, True, body=valid, content_type="", expect=about_body),
             Case("body not UTF-8", None, True, body=valid + b"&notes=\xff\xfe", expect=about_body),
-            Case("body 401 fields", None, True, body=valid + b"".join(b"&f%d=1" % i for i in range(401)),
+            Case("body over the field limit", None, True,
+                 body=valid + b"".join(b"&f%d=1" % i for i in range(MAX_FIELDS + 1)),
                  expect=about_body),
             Case("body garbage", None, True, body=b"\x00\x01%%%==&&=%zz", expect=about_body),
             Case("body empty", None, True, body=b"", expect=about_body),
