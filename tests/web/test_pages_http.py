@@ -373,12 +373,15 @@ def test_infusion_form_submits_with_hundreds_of_vials_on_hand(web):
                  "prescriber_dea_number": "AB1234563", "weight_kg": "72.50", "ordered_mg_per_kg": "0.50",
                  "ml_given": "0.73", "waste_ml": "0.27", "waste_method": "sink, witnessed",
                  "witness_username": "ned", "witness_password": PASSWORD, "action": "record"})
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo("America/Chicago")
-    form["ended_at"] = end.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
-    form["started_at"] = (end - timedelta(minutes=45)).astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+    # The end as the form reads "HH:MM" back (fold=0), the start 45 minutes before that: in the
+    # repeated hour after fall-back "01:20" (CST) reads back as 01:20 CDT, an hour earlier, and
+    # a start counted from the true instant came out after the end (refused).
+    end = datetime.now(UTC).astimezone(tz).replace(second=0, microsecond=0, fold=0)
+    form["ended_at"] = end.strftime("%Y-%m-%dT%H:%M")
+    form["started_at"] = (end.astimezone(UTC) - timedelta(minutes=45)).astimezone(tz).strftime("%Y-%m-%dT%H:%M")
     body = list(form.items())
     for i, (name, vial_id) in enumerate(rows):
         body += [(name, vial_id), (f"vials-{i}-ml", "1.00" if i == 0 else "")]
