@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import re
 import time
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -138,13 +139,19 @@ class World:
         api.set_password(USER)
         _stock_up(api)
         self.patient = _patient(api)
-        start = datetime.now(UTC) - timedelta(minutes=50)
+        # The 5% transfer limit counts the clinic's (local) calendar year: the infusions must fall in
+        # this one, so just after New Year they are squeezed in after midnight (45 minutes back, they
+        # fell in last year and the transfer page's valid submission was refused, 00:00-00:45 on 1 Jan).
+        now = datetime.now(UTC)
+        tz = zoneinfo.ZoneInfo("America/Chicago")
+        start = max(now - timedelta(minutes=50), datetime(now.astimezone(tz).year, 1, 1, tzinfo=tz).astimezone(UTC))
+        step = (now - start) / 50  # a minute, but for that
         vials = services.receive_stock(ledger, c.nurse, ReceiveStock(c.supplier_id, "GMS-FUZZ-1", start, (
             ReceivedLineInput(KETAMINE_50, 300, "KA2610", "2028-06-30"),)))["vial_ids"]
         for k in range(12):  # 240 vials dispensed: the year's transfers may reach 12 vials; 60 are left
             clinical.administer_dose(ledger, c.nurse, AdministerDose(
                 self.patient, DEA, "80.00", "0.50", tuple(DrawInput(v, "10.00") for v in vials[20 * k:20 * k + 20]),
-                "200.00", start + timedelta(minutes=5), start + timedelta(minutes=30)))
+                "200.00", start + 5 * step, start + 30 * step))
         self.alerts = iter(range(1, 10_000))  # evidence seqs: each alert its own key
         self.alert = self.session = self.discrepancy = ""
         # the other registrant, and ids of its things
