@@ -50,7 +50,15 @@ from .policy import COUNT_SCHEDULES, DOSAGE_UNITS, WEEKDAYS, Policy, from_row
 from .principal import Meaning, Principal, Role
 from .projections import ON_HAND
 from .quantities import parse_amount, parse_count, q2
-from .services import FUTURE_TOLERANCE, US_STATES, _request, address, product_copy, text
+from .services import (
+    FUTURE_TOLERANCE,
+    US_STATES,
+    _request,
+    address,
+    product_copy,
+    registrant_tz,
+    text,
+)
 from .store import CommandContext, Ledger, raw
 
 ZERO = Decimal("0.00")
@@ -81,10 +89,6 @@ FORM_106_DAYS = 45
 def current_policy(ctx: CommandContext) -> Policy:
     """The policy in force for this registrant (defaults when none was set)."""
     return from_row(ctx.view.get("policies", (ctx.registrant,)))
-
-
-def _tz(ctx: CommandContext) -> zoneinfo.ZoneInfo:
-    return zoneinfo.ZoneInfo(ctx.view.get("registrants", (ctx.registrant,))["time_zone"])
 
 
 def _aware(value: Any, *, field: str) -> datetime:
@@ -449,7 +453,7 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
             raise NotFound(f"no patient {cmd.patient_id!r} at {ctx.registrant}; register the patient first",
                            field="patient_id")
         policy = current_policy(ctx)
-        local_day = occurred.astimezone(_tz(ctx)).date()
+        local_day = occurred.astimezone(registrant_tz(ctx)).date()
         draws: list[ev.Draw] = []
         product = None
         for i, (vial_id, ml) in enumerate(draws_in):
@@ -812,7 +816,7 @@ def transfer_stock(ledger: Ledger, principal: Principal, cmd: TransferStock, *, 
             raise Conflict("a registrant cannot transfer to itself", field="receiver_dea_number")
         vials = _moved(ctx, ids, sealed_only=True)
         policy = current_policy(ctx)
-        tz = _tz(ctx)
+        tz = registrant_tz(ctx)
         t_prior, dispensed = _year_units(ctx, occurred.astimezone(tz).year, policy.dosage_unit, tz)
         t_now = sum((_units(v.ml, v.product.container_ml, policy.dosage_unit) for v in vials), Decimal(0))
         transfers = t_prior + t_now
@@ -916,7 +920,7 @@ def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftO
         for i, s in enumerate(cmd.covers_seqs):
             if _entry(ctx, s, field=f"covers_seqs[{i}]")["kind"] != "loss_adjusted":
                 raise Conflict(f"entry {s} is not a loss adjustment", field=f"covers_seqs[{i}]")
-        notice_due, form_due = notice_deadlines(discovered, _tz(ctx))
+        notice_due, form_due = notice_deadlines(discovered, registrant_tz(ctx))
         ctx.append(ev.TheftOrLossReported(
             registrant_copy=_registrant_copy(ctx), discovered_at=format_time(discovered), loss_type=cmd.loss_type,
             police_notified=cmd.police_notified, police_department=dept, police_report_number=report_no,

@@ -124,6 +124,11 @@ def role(value: str, *, field: str = "role") -> Role:
         raise InvalidInput(f"{value[:40]!r} is not a role; one of {', '.join(r.value for r in Role)}", field=field) from None
 
 
+def registrant_tz(ctx: CommandContext) -> zoneinfo.ZoneInfo:
+    """The registrant's time zone: its calendar days are the clinic's (expiry, counts, years)."""
+    return zoneinfo.ZoneInfo(ctx.view.get("registrants", (ctx.registrant,))["time_zone"])
+
+
 def product_copy(ctx: CommandContext, ndc_text: str, *, field: str) -> ev.ProductDescription:
     """The product as added to this registrant, copied so the entry reads alone."""
     ndc = parse_ndc(ndc_text, field=field)
@@ -406,8 +411,7 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
         # A lot's expiry is a calendar date at the clinic: compare it with the receipt's local
         # day, not the date in whatever offset the client sent (an evening receipt sent in UTC
         # fell on the next day and its lot, expiring that day, was refused as expired).
-        tz = zoneinfo.ZoneInfo(ctx.view.get("registrants", (ctx.registrant,))["time_zone"])
-        local_day = occurred.astimezone(tz).date()
+        local_day = occurred.astimezone(registrant_tz(ctx)).date()
         for i, line in enumerate(cmd.lines):
             f = f"lines[{i}]"
             product = product_copy(ctx, line.ndc, field=f"{f}.ndc")

@@ -425,6 +425,12 @@ def tree_size(conn: Connection, registrant: str) -> int:
     return 0 if n is None else int(n) + 1
 
 
+def check_idempotency_key(key: str | None) -> None:
+    """Refuse an idempotency key the ledger cannot store: 1 to 128 printable characters."""
+    if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
+        raise InvalidInput("must be 1 to 128 printable characters", field="idempotency_key")
+
+
 def request_hash(command: str, principal_id: str | None, request: dict[str, Any]) -> str:
     payload = {"command": command, "principal": principal_id, "request": canon.to_json_value(request)}
     return hashlib.sha256(canon.canonical_bytes(payload)).hexdigest()
@@ -473,8 +479,7 @@ class Ledger:
         With an ``idempotency_key``: a retry with the same request returns the first response
         and writes nothing; the same key with a different request raises ``IdempotencyConflict``.
         """
-        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 128 and idempotency_key.isprintable()):
-            raise InvalidInput("must be 1 to 128 printable characters", field="idempotency_key")
+        check_idempotency_key(idempotency_key)
         rhash = request_hash(command, principal_id, request)
         try:
             with self.engine.connect() as conn, conn.begin():

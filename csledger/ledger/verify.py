@@ -257,9 +257,7 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         stored_root = merkle.root(size, node_reader(conn, reg))
     except KeyError as exc:
         _fail(report, reg, None, f"stored Merkle node {exc.args[0]} is missing")
-    computed_root = stack[-1][1]
-    for _, h in reversed(stack[:-1]):
-        computed_root = merkle.node_hash(h, computed_root)
+    computed_root = _stack_root(stack)
     if stored_root != computed_root:
         _fail(report, reg, None, "the root of the stored Merkle nodes differs from the root of the entries "
                                  "(verify --deep names the first entry or node that differs)")
@@ -275,13 +273,19 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     return size
 
 
+def _stack_root(stack: list[tuple[int, bytes]]) -> bytes:
+    """The root of the leaves accumulated so far: the perfect-subtree roots folded right to left."""
+    root = stack[-1][1]
+    for _, h in reversed(stack[:-1]):
+        root = merkle.node_hash(h, root)
+    return root
+
+
 def _check_held(report: VerifyReport, reg: str, size: int, stack: list[tuple[int, bytes]],
                 expected: list[tuple[str, bytes]]) -> None:
     """The root of the first ``size`` entries (folded from the accumulator's stack) must be the
     root each held checkpoint of that size signed."""
-    root = stack[-1][1]
-    for _, h in reversed(stack[:-1]):
-        root = merkle.node_hash(h, root)
+    root = _stack_root(stack)
     for label, want in expected:
         if root != want:
             _fail(report, reg, None, f"{label}: the root of entries 0..{size - 1} is {root.hex()[:16]}..., the held "

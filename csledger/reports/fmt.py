@@ -75,10 +75,13 @@ class Period:
 
 def parse_period(start: str, end: str, tz: str) -> Period:
     """Parse ``--from``/``--to`` dates; an inverted period is an error."""
-    try:
-        s, e = date.fromisoformat(start), date.fromisoformat(end)
-    except (TypeError, ValueError):
-        raise ReportError("the period needs dates as YYYY-MM-DD", field="from/to") from None
+    def day(text: str, name: str) -> date:
+        try:
+            return date.fromisoformat(text)
+        except (TypeError, ValueError):
+            raise ReportError(f"the period needs dates as YYYY-MM-DD; {name} is {text!r}", field=name) from None
+
+    s, e = day(start, "from"), day(end, "to")
     if e < s:
         raise ReportError(f"the period is empty: {end} is before {start}", field="to")
     period = Period(s, e, tz)

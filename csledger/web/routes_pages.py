@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -183,8 +183,9 @@ def _receive(page: Page, form: Form) -> Response:
         if "gtin" in _LINE_INPUT_FIELDS and ln.get("gtin"):
             extra["gtin"] = ln["gtin"]
         if "invoiced_containers" in _LINE_INPUT_FIELDS and ln.get("invoiced"):
-            if whole_number(ln["invoiced"]) is not None:
-                extra["invoiced_containers"] = whole_number(ln["invoiced"])
+            invoiced = whole_number(ln["invoiced"])
+            if invoiced is not None:
+                extra["invoiced_containers"] = invoiced
             else:
                 errors.add(f"lines-{i}-invoiced", "enter the number of containers on the invoice")
         cmd_lines.append(ReceivedLineInput(ln["ndc"], containers or 0,
@@ -267,14 +268,6 @@ async def report_download(request: Request, dea: Dea) -> Response:
     values = {k: form.text(k) for k in ("kind", "start", "end", "paper")}
     from ..reports.base import build_report
 
-    errors = Errors()
-    for k in ("start", "end"):  # the report names a bad date "from/to"; say which field it is
-        try:
-            date.fromisoformat(values[k])
-        except ValueError:
-            errors.add(k, "enter a date as YYYY-MM-DD")
-    if errors:
-        return page.render("reports.html", status=422, kinds=_report_kinds(), values=values, errors=errors)
     try:
         pdf, data = await run_in_threadpool(
             build_report, request.app.state.ledger, values["kind"], dea, values["start"], values["end"],

@@ -15,7 +15,8 @@ import json
 from typing import Any
 
 from ..api.auth import Witness
-from ..ledger.errors import LedgerError
+from ..ledger.errors import InvalidInput, LedgerError
+from ..ledger.store import check_idempotency_key
 from .core import Page, auth_of
 from .forms import Errors, Form
 
@@ -38,9 +39,11 @@ def witness_from_form(page: Page, form: Form, request: dict[str, Any], errors: E
         errors.add(f"{prefix}_password", "the witness enters their own password")
     if not user or not password:
         return None
-    if idempotency_key is not None and not (1 <= len(idempotency_key) <= 128 and idempotency_key.isprintable()):
-        # The ledger refuses such a key (as the API refuses such a header), but only after the
-        # witness's assertion was stored with it: a 100 kB one failed PostgreSQL's index, a 500 page.
+    try:
+        # The ledger refuses such a key too, but only after the witness's assertion was stored
+        # with it: a 100 kB one failed PostgreSQL's index, a 500 page.
+        check_idempotency_key(idempotency_key)
+    except InvalidInput:
         errors.add("form", "the form's key (form_key) is damaged; reload the page and fill in the form again")
         return None
     body = command_body(request)
