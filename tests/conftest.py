@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import services
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     AddProduct,
     AddressInput,
     AddSupplier,
     EnrollStaff,
     RegisterRegistrant,
 )
-from csledger.ledger.principal import AuthMethod, Principal
-from csledger.ledger.store import Ledger, make_engine, migrate, normalize_url
+from ledger.domain.principal import AuthMethod, Principal
+from ledger.services import reference as services
+from ledger.storage.store import Ledger, make_engine, migrate, normalize_url
 
 PG_ENV = "CSLEDGER_TEST_POSTGRES_URL"
 DEA = "AB1234563"
@@ -116,7 +116,7 @@ def an_hour_ago() -> datetime:
 
 
 def entry_count(ledger: Ledger) -> int:
-    from csledger.ledger.store import entries_t
+    from ledger.storage.store import entries_t
 
     with ledger.reading() as c:
         return c.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from csledger.ledger.alert_service import attach_alert_rules
-from csledger.ledger.store import Ledger, make_engine, migrate
+from ledger.services.alerts import attach_alert_rules
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.conftest import Clinic
 
 

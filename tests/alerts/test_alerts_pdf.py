@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from csledger.reports.alerts_pdf import compute
-from csledger.reports.fmt import Period
-from csledger.reports.source import LedgerState, Snapshot
+from reports.alerts_pdf import compute
+from reports.fmt import Period
+from reports.source import LedgerState, Snapshot
 
 TZ = "America/Chicago"
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from pypdf import PdfReader
 
-from csledger.ledger import services
-from csledger.ledger.alert_service import attach_alert_rules
-from csledger.ledger.commands import ReceivedLineInput, ReceiveStock, TakeInventory
-from csledger.ledger.store import Ledger, make_engine, migrate
+from ledger.domain.commands import ReceivedLineInput, ReceiveStock, TakeInventory
+from ledger.services import reference as services
+from ledger.services.alerts import attach_alert_rules
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.alerts.conftest import AlertClinic
 from tests.cli.test_cli import run
 from tests.conftest import KETAMINE_50, entry_count

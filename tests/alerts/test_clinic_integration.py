@@ -10,19 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-clinical = pytest.importorskip("csledger.ledger.clinical")
-
-from csledger.ledger import alert_service  # noqa: E402
-from csledger.ledger.commands import (  # noqa: E402
+from ledger.domain.commands import (  # noqa: E402
     CountLineInput,
     ResolveDiscrepancy,
     SetPolicy,
     StartCount,
     SubmitCount,
 )
-from csledger.ledger.errors import Conflict  # noqa: E402
-from csledger.ledger.store import Ledger, make_engine, migrate  # noqa: E402
-from csledger.ledger.verify import verify  # noqa: E402
+from ledger.domain.errors import Conflict  # noqa: E402
+from ledger.services import alerts as alert_service  # noqa: E402
+from ledger.services import clinical  # noqa: E402
+from ledger.services.verify import verify  # noqa: E402
+from ledger.storage.store import Ledger, make_engine, migrate  # noqa: E402
 from tests.clinical.conftest import Ops  # noqa: E402
 from tests.conftest import BACKENDS, KETAMINE_50  # noqa: E402
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from csledger.ledger import alerts as rules
-from csledger.ledger.alert_service import clinical_draws, clinical_wastes, evaluate
-from csledger.ledger.canonical import format_time
+from ledger.domain import alert_rules as rules
+from ledger.integrity.canonical import format_time
+from ledger.services.alerts import clinical_draws, clinical_wastes, evaluate
 
 TZ = "America/Chicago"
 T0 = datetime(2026, 11, 2, 16, tzinfo=UTC)  # Monday 10:00 in Austin

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from csledger.ledger import services
-from csledger.ledger.alert_service import attach_alert_rules
-from csledger.ledger.commands import ReceivedLineInput, ReceiveStock
-from csledger.ledger.log import attach, latest_checkpoint
-from csledger.ledger.store import Ledger, make_engine, migrate, tree_size
-from csledger.ledger.verify import verify
-from csledger.settings import Settings
+from ledger.domain.commands import ReceivedLineInput, ReceiveStock
+from ledger.services import reference as services
+from ledger.services.alerts import attach_alert_rules
+from ledger.services.verify import verify
+from ledger.settings import Settings
+from ledger.storage.log import attach, latest_checkpoint
+from ledger.storage.store import Ledger, make_engine, migrate, tree_size
 from tests.alerts.conftest import AlertClinic
 from tests.conftest import KETAMINE_50
 

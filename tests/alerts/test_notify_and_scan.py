@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from csledger.ledger import alert_service
-from csledger.ledger.verify import verify
-from csledger.notify import Notifier, NotifySettings
+from ledger.services import alerts as alert_service
+from ledger.services.notify import Notifier, NotifySettings
+from ledger.services.verify import verify
 
 
 def free_port() -> int:
@@ -119,7 +119,7 @@ def test_resolved_deadline_is_not_sent(clinic, smtp):
 
 
 def test_registration_expiry_refusals(clinic):
-    from csledger.ledger.errors import Forbidden, InvalidInput
+    from ledger.domain.errors import Forbidden, InvalidInput
 
     with pytest.raises(InvalidInput):
         alert_service.record_registration_expiry(clinic.ledger, clinic.manager, "2027-13-01")

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from csledger.ledger import alerts as rules
-from csledger.ledger.canonical import format_time
+from ledger.domain import alert_rules as rules
+from ledger.integrity.canonical import format_time
 
 TZ = "America/Chicago"
 POLICY = rules.AlertPolicy()

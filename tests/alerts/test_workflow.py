@@ -8,10 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from csledger.ledger import alert_service, services
-from csledger.ledger.commands import ReceivedLineInput, ReceiveStock
-from csledger.ledger.errors import Conflict, Forbidden, InvalidInput, NotFound
-from csledger.ledger.verify import verify
+from ledger.domain.commands import ReceivedLineInput, ReceiveStock
+from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from ledger.services import alerts as alert_service
+from ledger.services import reference as services
+from ledger.services.verify import verify
 from tests.conftest import BACKENDS, KETAMINE_50, entry_count
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)

@@ -15,10 +15,10 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
-from csledger.api.app import create_app
-from csledger.api.auth import fast_test_hasher
-from csledger.ledger.store import Ledger, utcnow
-from csledger.settings import Settings
+from api.http.app import create_app
+from api.http.auth import fast_test_hasher
+from ledger.settings import Settings
+from ledger.storage.store import Ledger, utcnow
 from tests.conftest import DEA, DEA2, Clinic
 
 PASSWORD = "four quiet harbor lamps"

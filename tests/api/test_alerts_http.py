@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from csledger.ledger.alert_service import attach_alert_rules
+from ledger.services.alerts import attach_alert_rules
 from tests.api.test_commands import receipt
 
 

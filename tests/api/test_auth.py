@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from csledger.api.auth import default_hasher
+from api.http.auth import default_hasher
 from tests.api.conftest import PASSWORD, second_clinic
 from tests.conftest import DEA2
 
@@ -176,7 +176,7 @@ def test_admin_revokes_every_session_of_a_staff_member(api):
 
 
 def test_patient_access_log_is_append_only(api):
-    from csledger.ledger.canonical import format_time
+    from ledger.integrity.canonical import format_time
 
     api.auth.store.log_patient_access(api.dea, "S4", ["P1"], "read_identity", format_time(api.clock()))
     with api.ledger.engine.connect() as c:

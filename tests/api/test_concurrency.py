@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from csledger.ledger.store import entries_t
-from csledger.ledger.verify import verify
+from ledger.services.verify import verify
+from ledger.storage.store import entries_t
 from tests.api.conftest import build_api
 from tests.api.test_commands import receipt
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from csledger.api.app import create_app
-from csledger.api.auth import fast_test_hasher
-from csledger.settings import Settings
+from api.http.app import create_app
+from api.http.auth import fast_test_hasher
+from ledger.settings import Settings
 from tests.api.conftest import PASSWORD
 from tests.api.test_commands import PRODUCT
 

@@ -1,4 +1,4 @@
-"""The role x endpoint table (``csledger.api.roles``, printed in ``docs/api.md``), all of it:
+"""The role x endpoint table (``api.http.roles``, printed in ``docs/api.md``), all of it:
 every authenticated endpoint called as a login holding each single role, and as a login of
 another registrant. Allowed means the request got past authorization (any status but 401/403;
 the services' own role checks would show as 403); refused means 403."""
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from fastapi.routing import APIRoute
 
-from csledger.api.roles import ALL_ROLES, ENDPOINT_ROLES, markdown_table
-from csledger.ledger import services
-from csledger.ledger.commands import EnrollStaff
-from csledger.ledger.store import Ledger, make_engine, migrate
+from api.http.roles import ALL_ROLES, ENDPOINT_ROLES, markdown_table
+from ledger.domain.commands import EnrollStaff
+from ledger.services import reference as services
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import PASSWORD, ROLE_USERS, build_api, second_clinic
 from tests.conftest import DEA2, KETAMINE_50, an_hour_ago
 
@@ -212,7 +212,7 @@ def test_no_login_is_401_everywhere(api, name):
 
 
 def api_routes() -> list[APIRoute]:
-    from csledger.api import (
+    from api.http import (
         routes_alerts,
         routes_clinical,
         routes_records,
@@ -264,7 +264,7 @@ if __name__ == "__main__":  # print the table for docs/api.md
 def test_role_names_in_the_schema_are_the_core_roles():
     from typing import get_args
 
-    from csledger.api.schemas import RoleName
-    from csledger.ledger.principal import Role
+    from api.http.schemas import RoleName
+    from ledger.domain.principal import Role
 
     assert set(get_args(RoleName)) == {r.value for r in Role}

@@ -67,9 +67,9 @@ def test_console_bootstrap_then_login_over_http(tmp_path):
 def test_demo_logins_let_each_demo_role_log_in(tmp_path):
     from fastapi.testclient import TestClient
 
-    from csledger.api.app import create_app
-    from csledger.ledger.store import Ledger
-    from csledger.settings import Settings
+    from api.http.app import create_app
+    from ledger.settings import Settings
+    from ledger.storage.store import Ledger
 
     db = f"sqlite:///{tmp_path / 'demo.db'}"
     run(["demo", "--db", db], tmp_path)
@@ -97,7 +97,7 @@ def test_demo_logins_let_each_demo_role_log_in(tmp_path):
 def test_bench_http_runs_and_reports_a_ratio(tmp_path):
     from rich.console import Console
 
-    from csledger.api.bench_http import run_http_bench
+    from bench.bench_http import run_http_bench
 
     for command, clients in (("receipt", (1, 2)), ("infusion", (1,))):
         rows = run_http_bench(Console(file=open(tmp_path / f"{command}.txt", "w")), clients=clients, per_client=2,

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import pytest
 
-from csledger.api.deps import IdempotencyKey, WitnessDep, actor
-from csledger.ledger.principal import Principal
+from api.http.deps import IdempotencyKey, WitnessDep, actor
+from ledger.domain.principal import Principal
 from tests.api.conftest import PASSWORD, build_api
 from tests.api.test_auth import ptype
 

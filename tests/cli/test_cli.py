@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-CSLEDGER = [sys.executable, "-m", "csledger"]
+CSLEDGER = [sys.executable, "-m", "api.cli"]
 
 
 def run(args: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 import os
 
-from csledger.ledger import clinical
-from csledger.ledger.commands import AddressInput, RegisterPatient
-from csledger.ledger.patients import PatientKeys
-from csledger.ledger.store import Ledger, make_engine, migrate
+from ledger.domain.commands import AddressInput, RegisterPatient
+from ledger.services import clinical
+from ledger.storage.patient_keys import PatientKeys
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.cli.test_cli import run
 from tests.conftest import Clinic
 

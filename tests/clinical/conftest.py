@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from csledger.ledger import clinical, services
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     AddressInput,
     AdministerDose,
     DrawInput,
@@ -19,7 +18,9 @@ from csledger.ledger.commands import (
     RegisterPatient,
     WasteInput,
 )
-from csledger.ledger.patients import PatientKeys
+from ledger.services import clinical
+from ledger.services import reference as services
+from ledger.storage.patient_keys import PatientKeys
 from tests.conftest import KETAMINE_50, Clinic, an_hour_ago
 
 PRESCRIBER_DEA = "AB1234563"

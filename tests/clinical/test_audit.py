@@ -8,8 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from csledger.ledger import audit, clinical, services
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     AdministerDose,
     CountLineInput,
     DrawInput,
@@ -21,7 +20,9 @@ from csledger.ledger.commands import (
     TakeInventory,
     WasteInput,
 )
-from csledger.ledger.verify import verify
+from ledger.services import audit, clinical
+from ledger.services import reference as services
+from ledger.services.verify import verify
 from tests.clinical.conftest import PRESCRIBER_DEA, Ops
 from tests.conftest import KETAMINE_50
 
@@ -103,8 +104,8 @@ class TestPostgres(AuditContract):
 
 def test_pure_function_reads_entries_alone(tmp_path):
     """The same figures from decoded entries with no database: what a bundle verifier does."""
-    from csledger.ledger.canonical import decode
-    from csledger.ledger.store import Ledger, make_engine, migrate, raw
+    from ledger.integrity.canonical import decode
+    from ledger.storage.store import Ledger, make_engine, migrate, raw
 
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     migrate(engine)
@@ -116,10 +117,10 @@ def test_pure_function_reads_entries_alone(tmp_path):
     a = audit.accountability(entries, t0, end)
     assert a["products"][0]["mg"]["difference"] == Decimal("-50.00")
     # a kind that moves stock without an audit line is refused, never dropped silently
-    from csledger.ledger.canonical import format_time
+    from ledger.integrity.canonical import format_time
 
     bogus = dict(entries[-1], kind="mystery_moved", seq=10_000, occurred_at=format_time(t0 + timedelta(hours=3)))
-    from csledger.ledger import projections
+    from ledger.domain import projections
 
     orig = projections._clinical_movements
 
@@ -141,7 +142,7 @@ def test_sources_unreconciled_and_series(tmp_path):
     """The figures a report prints beside the lines: where the beginning and ending came from,
     what was drawn but neither given nor wasted, and (asked for) the book balance across the
     period. Additive: the lines are the same with or without ``series``."""
-    from csledger.ledger.store import Ledger, make_engine, migrate
+    from ledger.storage.store import Ledger, make_engine, migrate
 
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     migrate(engine)

@@ -12,9 +12,8 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import clinical, gs1, services, stock
-from csledger.ledger.canonical import decode
-from csledger.ledger.commands import (
+from ledger.domain import gs1
+from ledger.domain.commands import (
     AddressInput,
     AdministerDose,
     ChangePatientDetails,
@@ -42,10 +41,13 @@ from csledger.ledger.commands import (
     TransferStock,
     WasteInput,
 )
-from csledger.ledger.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
-from csledger.ledger.patients import PatientKeyError, PatientKeys
-from csledger.ledger.store import entries_t
-from csledger.ledger.verify import verify
+from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
+from ledger.integrity.canonical import decode
+from ledger.services import clinical, stock
+from ledger.services import reference as services
+from ledger.services.verify import verify
+from ledger.storage.patient_keys import PatientKeyError, PatientKeys
+from ledger.storage.store import entries_t
 from tests.clinical.conftest import PRESCRIBER_DEA, Ops
 from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, an_hour_ago, entry_count
 
@@ -146,7 +148,7 @@ class ClinicalContract:
                               "WHERE patient_id = :o) WHERE patient_id = :p"), {"o": other["patient_id"], "p": ops.patient_id})
         assert clinical.check_registry(ops.ledger, ops.dea, keys=ops.keys) == [ops.patient_id]
         # a re-sealed row with a different address (valid encryption) no longer matches its commitment
-        from csledger.ledger.patients import PatientDetails
+        from ledger.storage.patient_keys import PatientDetails
 
         fake = ops.keys.seal(ops.dea, ops.patient_id, PatientDetails("Pat Example", "2 Elm St", "Austin", "TX", "78701"))
         with ops.ledger.engine.begin() as c:
@@ -183,8 +185,8 @@ class ClinicalContract:
         assert "Zelda" not in blob
 
     def test_key_from_settings(self, tmp_path, monkeypatch):
-        from csledger.ledger.patients import generate_key_file
-        from csledger.settings import Settings
+        from ledger.settings import Settings
+        from ledger.storage.patient_keys import generate_key_file
 
         path = tmp_path / "k" / "patient.key"
         generate_key_file(path)
@@ -586,7 +588,7 @@ class ClinicalContract:
         assert verify(ops.ledger, deep=True).ok
 
     def test_inventory_witness_and_idempotent_infusion(self, ops):
-        from csledger.ledger.store import Ledger  # noqa: F401
+        from ledger.storage.store import Ledger  # noqa: F401
 
         services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business", an_hour_ago(), (
             InventoryItemInput(KETAMINE_50, "L1", "2028-01-31", sealed=True, containers=2),)), witness=ops.nurse)
@@ -601,7 +603,7 @@ class ClinicalContract:
         again = clinical.administer_dose(ops.ledger, ops.nurse, cmd, witness=ops.nurse2, idempotency_key="inf-1")
         assert again["replayed"] and again["entries"] == first["entries"] and entry_count(ops.ledger) == n
         assert len(first["entries"]) == 2  # the infusion and its waste, one transaction
-        from csledger.ledger.errors import IdempotencyConflict
+        from ledger.domain.errors import IdempotencyConflict
 
         refused(ops, IdempotencyConflict, "idempotency_key", clinical.administer_dose, ops.ledger, ops.nurse, cmd,
                 witness=ops.pharmacist, idempotency_key="inf-1")

@@ -7,11 +7,11 @@ from collections import Counter
 import sqlalchemy as sa
 from rich.console import Console
 
-from csledger.demo import run_demo
-from csledger.ledger import clinical, stock
-from csledger.ledger.patients import PatientKeys
-from csledger.ledger.store import Ledger, entries_t
-from csledger.settings import Settings
+from api.cli.demo import run_demo
+from ledger.services import clinical, stock
+from ledger.settings import Settings
+from ledger.storage.patient_keys import PatientKeys
+from ledger.storage.store import Ledger, entries_t
 
 
 def test_demo_builds_the_clinic_data_set(tmp_path):

@@ -17,8 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from csledger.ledger import audit, clinical, stock
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     CorrectEntry,
     CorrectionLineInput,
     CountLineInput,
@@ -29,9 +28,10 @@ from csledger.ledger.commands import (
     StartCount,
     SubmitCount,
 )
-from csledger.ledger.errors import LedgerError
-from csledger.ledger.store import Ledger, make_engine, migrate
-from csledger.ledger.verify import verify
+from ledger.domain.errors import LedgerError
+from ledger.services import audit, clinical, stock
+from ledger.services.verify import verify
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.clinical.conftest import Ops
 from tests.conftest import KETAMINE_10, KETAMINE_50, entry_count
 
@@ -79,7 +79,7 @@ def _run(ops: Ops, s: tuple) -> None:
         for g in stock.stock_by_product(ops.ledger, ops.dea):
             sealed = g["sealed_containers"] + g["quarantined_containers"]
             lines.append((g["ndc_key"], sealed, g["open_containers"], g["ml"]))
-        from csledger.ledger.projections import ON_HAND  # noqa: F401 (documenting where states come from)
+        from ledger.domain.projections import ON_HAND  # noqa: F401 (documenting where states come from)
 
         by_key = {k: (sl, op, ml) for k, sl, op, ml in lines}
         cmd_lines = []

@@ -13,9 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from csledger.ledger import services
-from csledger.ledger.canonical import ZERO_HASH, decode
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     AddProduct,
     AddressInput,
     AddSupplier,
@@ -27,7 +25,7 @@ from csledger.ledger.commands import (
     RevokeRole,
     TakeInventory,
 )
-from csledger.ledger.errors import (
+from ledger.domain.errors import (
     Conflict,
     Forbidden,
     IdempotencyConflict,
@@ -35,8 +33,11 @@ from csledger.ledger.errors import (
     LedgerError,
     NotFound,
 )
-from csledger.ledger.principal import AuthMethod, Principal
-from csledger.ledger.store import (
+from ledger.domain.principal import AuthMethod, Principal
+from ledger.integrity.canonical import ZERO_HASH, decode
+from ledger.services import reference as services
+from ledger.services.verify import verify
+from ledger.storage.store import (
     Ledger,
     durability_settings,
     entries_t,
@@ -44,7 +45,6 @@ from csledger.ledger.store import (
     migrate,
     movements_t,
 )
-from csledger.ledger.verify import verify
 from tests.conftest import DEA, DEA2, KETAMINE_50, Clinic, an_hour_ago, entry_count
 
 
@@ -77,7 +77,7 @@ class LedgerContract:
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 
-        from csledger.ledger.tables import metadata
+        from ledger.storage.tables import metadata
 
         with ledger.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), metadata)
@@ -434,7 +434,7 @@ def test_migrate_is_idempotent(tmp_path):
 @pytest.mark.postgres
 def test_postgres_registrants_do_not_block_each_other(tmp_path):
     """The advisory lock is per registrant: a writer holding A's lock does not stall B."""
-    from csledger.ledger.store import _advisory_key
+    from ledger.storage.store import _advisory_key
     from tests.conftest import fresh_database_url
 
     gen = fresh_database_url("postgresql", tmp_path)

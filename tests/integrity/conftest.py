@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from csledger.ledger.log import TransparencyLog, attach
+from ledger.storage.log import TransparencyLog, attach
 from tests.conftest import BACKENDS, Clinic, fresh_database_url  # noqa: F401 - re-exported for tests
 
 

@@ -8,10 +8,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from csledger.api.app import create_app
-from csledger.ledger import merkle, services
-from csledger.ledger.checkpoints import Verifier, open_checkpoint
-from csledger.settings import Settings
+from api.http.app import create_app
+from ledger.integrity import merkle
+from ledger.integrity.checkpoints import Verifier, open_checkpoint
+from ledger.services import reference as services
+from ledger.settings import Settings
 from tests.conftest import DEA
 from tests.contract.test_ledger_contract import receipt
 

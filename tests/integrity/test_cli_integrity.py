@@ -60,13 +60,13 @@ def test_serve_serves_cosigned_checkpoints_and_warns_about_a_restored_backup(tmp
 
     import httpx
 
-    from csledger.ledger import services
-    from csledger.ledger.log import attach
-    from csledger.ledger.store import Ledger
-    from csledger.witness import Witness, serve_in_thread
+    from ledger.services import reference as services
+    from ledger.storage.log import attach
+    from ledger.storage.store import Ledger
     from tests.cli.test_cli import CSLEDGER, _free_port
     from tests.conftest import Clinic
     from tests.contract.test_ledger_contract import receipt
+    from witness.server import Witness, serve_in_thread
 
     keys = tmp_path / "keys"
     env = {"CSLEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "CSLEDGER_KEY_DIR": str(keys)}
@@ -76,7 +76,7 @@ def test_serve_serves_cosigned_checkpoints_and_warns_about_a_restored_backup(tmp
         # Register through Python (the fixture clinic has staff and products), signing with the
         # same key folder the CLI uses.
         lg = Ledger.open(env["CSLEDGER_DATABASE_URL"])
-        from csledger.ledger.store import migrate
+        from ledger.storage.store import migrate
 
         migrate(lg.engine)
         attach(lg, SimpleNamespace(key_dir=keys, origin_prefix="csledger.local", log_keys=""))

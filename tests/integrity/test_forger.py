@@ -17,18 +17,19 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import canonical as canon
-from csledger.ledger import log as tl
-from csledger.ledger import merkle, services
-from csledger.ledger.bundle import export_bundle, verify_bundle
-from csledger.ledger.checkpoints import Checkpoint, Signer, sign_checkpoint
-from csledger.ledger.log import WitnessEntry, attach
-from csledger.ledger.store import Ledger, make_engine, migrate
+from ledger.integrity import canonical as canon
+from ledger.integrity import merkle
+from ledger.integrity.checkpoints import Checkpoint, Signer, sign_checkpoint
+from ledger.services import reference as services
+from ledger.services.bundle import export_bundle, verify_bundle
+from ledger.storage import log as tl
+from ledger.storage.log import WitnessEntry, attach
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.conftest import DEA, Clinic
 from tests.contract.test_ledger_contract import receipt
 from tests.integrity.conftest import settings_for
 
-CSLEDGER = [sys.executable, "-m", "csledger"]
+CSLEDGER = [sys.executable, "-m", "api.cli"]
 
 
 def cli(*args, check=True):

@@ -8,12 +8,13 @@ import stat
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import log as tl
-from csledger.ledger import merkle, services
-from csledger.ledger.checkpoints import Checkpoint, open_checkpoint, sign_checkpoint
-from csledger.ledger.errors import IntegrityFailure, InvalidInput
-from csledger.ledger.store import node_reader, tree_size
-from csledger.ledger.verify import verify
+from ledger.domain.errors import IntegrityFailure, InvalidInput
+from ledger.integrity import merkle
+from ledger.integrity.checkpoints import Checkpoint, open_checkpoint, sign_checkpoint
+from ledger.services import reference as services
+from ledger.services.verify import verify
+from ledger.storage import log as tl
+from ledger.storage.store import node_reader, tree_size
 from tests.conftest import DEA, Clinic
 from tests.contract.test_ledger_contract import receipt
 
@@ -126,7 +127,7 @@ def test_verify_checks_the_latest_checkpoint(signed_clinic, tlog):
     rep = verify(lg)
     assert rep.ok and DEA in rep.checkpoints
     # A forged checkpoint row (signed by an unknown key) at a larger size: verify fails.
-    from csledger.ledger.checkpoints import Signer
+    from ledger.integrity.checkpoints import Signer
 
     with lg.reading() as c:
         keys = tl.log_keys(c, DEA)
@@ -163,7 +164,7 @@ def test_verify_fails_when_checkpoint_root_differs(signed_clinic, tlog):
 def test_key_from_environment_is_used_instead_of_a_file(ledger, tmp_path):
     from types import SimpleNamespace
 
-    from csledger.ledger.checkpoints import Signer
+    from ledger.integrity.checkpoints import Signer
 
     # The registrant's log id is only known at registration, so register with a file key first,
     # then run with the file gone and the key given through CSLEDGER_LOG_KEYS instead.
@@ -181,7 +182,7 @@ def test_key_from_environment_is_used_instead_of_a_file(ledger, tmp_path):
 
 
 def test_verify_deep_checks_every_checkpoint_and_the_key_in_force(signed_clinic, tlog):
-    from csledger.ledger.checkpoints import Signer
+    from ledger.integrity.checkpoints import Signer
 
     lg = signed_clinic.ledger
     tlog.rotate(DEA, reason="scheduled")

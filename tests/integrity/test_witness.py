@@ -8,21 +8,22 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from csledger.ledger import log as tl
-from csledger.ledger import merkle, services
-from csledger.ledger.checkpoints import (
+from ledger.integrity import merkle
+from ledger.integrity.checkpoints import (
     Checkpoint,
     Signer,
     Verifier,
     open_checkpoint,
     sign_checkpoint,
 )
-from csledger.ledger.log import RollbackDetected, WitnessEntry, attach
-from csledger.ledger.store import Ledger, make_engine
-from csledger.witness import Witness, serve_in_thread
+from ledger.services import reference as services
+from ledger.storage import log as tl
+from ledger.storage.log import RollbackDetected, WitnessEntry, attach
+from ledger.storage.store import Ledger, make_engine
 from tests.conftest import DEA
 from tests.contract.test_ledger_contract import receipt
 from tests.integrity.conftest import settings_for
+from witness.server import Witness, serve_in_thread
 
 ORIGIN = "log.test/AB1234563/0011223344556677"
 
@@ -59,7 +60,7 @@ def test_cosigns_a_consistent_history_and_persists_it(witness, log_signer, tmp_p
     a = witness.add_checkpoint(request(0, [], signed(log_signer, tree, 4)), now=1700000000)
     assert a.status == 200
     line = a.body.decode()
-    from csledger.ledger.checkpoints import verify_cosignature
+    from ledger.integrity.checkpoints import verify_cosignature
 
     assert verify_cosignature(Checkpoint(ORIGIN, 4, tree.root(4)), line, witness.verifier) == 1700000000
     b = witness.add_checkpoint(request(4, tree.consistency_proof(4, 10), signed(log_signer, tree, 10)))
@@ -132,8 +133,8 @@ def test_push_collects_threshold_cosignatures_served_with_the_checkpoint(signed_
     for i in range(3):
         services.receive_stock(lg, signed_clinic.nurse, receipt(signed_clinic, invoice=f"I{i}"))
         assert all(r.ok for r in tlog.push(DEA)), tlog.push(DEA)
-    from csledger.api.app import create_app
-    from csledger.settings import Settings
+    from api.http.app import create_app
+    from ledger.settings import Settings
 
     with TestClient(create_app(lg, Settings(database_url="sqlite:///x.db", key_dir=tmp_path / "keys"))) as client:
         r = client.get(f"/v1/registrants/{DEA}/checkpoint")
@@ -152,7 +153,7 @@ def test_a_witness_being_down_does_not_break_appends(signed_clinic, tlog, tmp_pa
 
 
 def test_invalid_witness_policies_are_refused(signed_clinic, tlog):
-    from csledger.ledger.errors import InvalidInput
+    from ledger.domain.errors import InvalidInput
 
     w = Signer.generate("w.test", 0x04).verifier().to_string()
     logkey = Signer.generate("w.test").verifier().to_string()
@@ -164,7 +165,7 @@ def test_invalid_witness_policies_are_refused(signed_clinic, tlog):
 
 
 def test_restored_old_backup_is_detected_and_appends_are_refused(tmp_path, two_witnesses):
-    from csledger.ledger.store import migrate
+    from ledger.storage.store import migrate
     from tests.conftest import Clinic
 
     db = tmp_path / "clinic.db"

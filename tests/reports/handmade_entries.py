@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from csledger.reports.source import LedgerState, Snapshot
+from reports.source import LedgerState, Snapshot
 
 K50 = {"ndc": "42023-0113-10", "ndc_key": "42023011310", "name": "Ketamine HCl injection 50 mg/mL",
        "drug_code": "7285", "schedule": "III", "form": "injection", "strength_mg_per_ml": "50.00",

@@ -1,6 +1,6 @@
 """The audit PDF is the core audit: DOMAIN.md's worked example recorded with the real services,
 ``csledger report audit`` and ``csledger verify-report`` run as subprocesses, and the PDF's
-embedded figures compared with ``csledger.ledger.audit`` for the same period."""
+embedded figures compared with ``ledger.services.audit`` for the same period."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from csledger.ledger import audit as core
-from csledger.ledger.canonical import parse_time
-from csledger.ledger.store import Ledger, make_engine, migrate
-from csledger.reports import audit as report_audit
-from csledger.reports.fmt import Period
-from csledger.reports.verify import read_report_data
+from ledger.integrity.canonical import parse_time
+from ledger.services import audit as core
+from ledger.storage.store import Ledger, make_engine, migrate
+from reports import audit as report_audit
+from reports.fmt import Period
+from reports.verify import read_report_data
 from tests.cli.test_cli import run
 from tests.clinical.test_audit import worked_example
 from tests.conftest import DEA
@@ -105,7 +105,7 @@ def test_without_a_count_the_pdf_ending_is_the_book(built):
     """The report over the entries before the count (a smaller tree size) has the core's
     figures: the initial inventory begins the period, and with no count after it the ending is
     the book, labelled book."""
-    from csledger.reports.source import load_snapshot
+    from reports.source import load_snapshot
 
     ledger = _ledger(built["url"])
     try:

@@ -8,8 +8,8 @@ from datetime import date
 
 from pypdf import PdfReader
 
-from csledger.reports.base import compute_data, kind_named, render_data
-from csledger.reports.fmt import Period
+from reports.base import compute_data, kind_named, render_data
+from reports.fmt import Period
 from tests.reports.handmade_entries import K50, entry, worked_example
 
 ADDRESS = {"street": "100 Harbor Way", "city": "Austin", "state": "TX", "postal_code": "78701"}

@@ -8,7 +8,7 @@ import io
 from pypdf import PdfReader
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
-from csledger.reports import layout
+from reports import layout
 
 FRAME = layout.Frame(title="Test log", registrant_name="Calm Waters", address="100 Harbor Way, Austin, TX 78701",
                      dea="AB1234563", period="2026-09-01 to 2026-09-30 (America/Chicago)",

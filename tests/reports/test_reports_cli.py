@@ -16,20 +16,21 @@ import pytest
 import sqlalchemy as sa
 from pypdf import PdfReader, PdfWriter
 
-from csledger.ledger import canonical as canon
-from csledger.ledger import checkpoints as cp
-from csledger.ledger import merkle, services
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     InventoryItemInput,
     ReceivedLineInput,
     ReceiveStock,
     TakeInventory,
 )
-from csledger.ledger.log import WitnessEntry, attach
-from csledger.ledger.store import Ledger, make_engine, migrate
-from csledger.reports import layout
-from csledger.reports.base import render_data
-from csledger.settings import Settings
+from ledger.integrity import canonical as canon
+from ledger.integrity import checkpoints as cp
+from ledger.integrity import merkle
+from ledger.services import reference as services
+from ledger.settings import Settings
+from ledger.storage.log import WitnessEntry, attach
+from ledger.storage.store import Ledger, make_engine, migrate
+from reports import layout
+from reports.base import render_data
 from tests.cli.test_cli import run
 from tests.conftest import DEA, KETAMINE_10, KETAMINE_50, Clinic
 
@@ -300,7 +301,7 @@ def test_accountability_audit_figures_match_the_worked_example(scenario):
     are recorded yet (issue 3), so the ending inventory is the book figure, labelled book."""
     report(scenario, "audit", "audit.pdf")
     data = json.loads(PdfReader(scenario["dir"] / "audit.pdf").attachments[layout.DATA_FILE][0])
-    # The figures are the core audit's (csledger.ledger.audit): amounts per unit, then per line.
+    # The figures are the core audit's (ledger.services.audit): amounts per unit, then per line.
     k50p = next(p for p in data["figures"]["products"] if p["ndc"] == KETAMINE_50)
     k50 = {line: {u: k50p[u][line] for u in ("mg", "ml", "containers")}
            for line in ("beginning", "receipts", "to_account_for", "difference")}

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from csledger.ledger import services
-from csledger.ledger.store import Ledger, make_engine, migrate
+from ledger.services import reference as services
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.cli.test_cli import run
 from tests.conftest import Clinic, fresh_database_url
 from tests.contract.test_ledger_contract import receipt
@@ -59,7 +59,7 @@ def test_an_older_backup_restored_is_caught_by_the_witness_and_appends_are_refus
     push`` fails, because the witness already cosigned a larger tree."""
     import httpx
 
-    from csledger.loadtest import PASSWORD, ServerProcess
+    from bench.loadtest import PASSWORD, ServerProcess
     from tests.robustness.test_server_crash import set_up
 
     (tmp_path / "src").mkdir()

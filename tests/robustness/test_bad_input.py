@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from csledger.ledger import services
-from csledger.ledger.commands import (
+from ledger.domain.commands import (
     AddProduct,
     AddressInput,
     AddSupplier,
     ReceivedLineInput,
     ReceiveStock,
 )
-from csledger.ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
+from ledger.services import reference as services
 from tests.conftest import KETAMINE_50, entry_count
 
 QUANTITY_TEXT = st.one_of(

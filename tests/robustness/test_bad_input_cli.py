@@ -28,12 +28,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger.store import normalize_url
+from ledger.storage.store import normalize_url
 from tests.conftest import BACKENDS, postgres_url
 
 pytestmark = pytest.mark.slow
 
-CSLEDGER = [sys.executable, "-m", "csledger"]
+CSLEDGER = [sys.executable, "-m", "api.cli"]
 DEA = "AB1234563"
 BAD_DEAS = {"check digit": "AB1234564", "Cyrillic A": "\u0410B1234563", "fullwidth 6": "AB12345\uff163",
             "zero-width space": "AB1234563\u200b", "unknown": "FB7654329"}
@@ -294,7 +294,7 @@ def test_bad_database_urls(tmp_path):
 
 
 def _canonical(obj: dict) -> bytes:
-    from csledger.ledger import canonical
+    from ledger.integrity import canonical
 
     return canonical.canonical_bytes(obj)
 

@@ -32,10 +32,10 @@ from urllib.parse import quote
 
 import pytest
 
-from csledger.ledger import services
-from csledger.ledger.commands import EnrollStaff
-from csledger.ledger.store import entry_count
-from csledger.settings import Settings
+from ledger.domain.commands import EnrollStaff
+from ledger.services import reference as services
+from ledger.settings import Settings
+from ledger.storage.store import entry_count
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api
 from tests.api.roles_all import ALL
 from tests.conftest import BACKENDS, KETAMINE_50

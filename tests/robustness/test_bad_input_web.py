@@ -69,10 +69,13 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from csledger.api import queries as api_queries
-from csledger.ledger import alert_service, clinical, services, stock
-from csledger.ledger.alerts import Candidate
-from csledger.ledger.commands import (
+from api.http import queries as api_queries
+from api.web import queries
+from api.web.forms import MAX_FIELDS
+from api.web.security import csrf_for_token
+from api.web.settings import WebSettings
+from ledger.domain.alert_rules import Candidate
+from ledger.domain.commands import (
     AddressInput,
     AddSupplier,
     AdministerDose,
@@ -87,13 +90,12 @@ from csledger.ledger.commands import (
     SubmitCount,
     TakeInventory,
 )
-from csledger.ledger.principal import AuthMethod, Principal
-from csledger.ledger.store import entry_count
-from csledger.settings import Settings
-from csledger.web import queries
-from csledger.web.forms import MAX_FIELDS
-from csledger.web.security import csrf_for_token
-from csledger.web.settings import WebSettings
+from ledger.domain.principal import AuthMethod, Principal
+from ledger.services import alerts as alert_service
+from ledger.services import clinical, stock
+from ledger.services import reference as services
+from ledger.settings import Settings
+from ledger.storage.store import entry_count
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api, second_clinic
 from tests.api.roles_all import ALL
 from tests.conftest import BACKENDS, DEA, DEA2, KETAMINE_10, KETAMINE_50, Clinic

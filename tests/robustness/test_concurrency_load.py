@@ -13,12 +13,12 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import services
-from csledger.ledger.canonical import decode
-from csledger.ledger.errors import LedgerError
-from csledger.ledger.identifiers import dea_check_digit
-from csledger.ledger.store import entries_t
-from csledger.ledger.verify import verify
+from ledger.domain.errors import LedgerError
+from ledger.domain.identifiers import dea_check_digit
+from ledger.integrity.canonical import decode
+from ledger.services import reference as services
+from ledger.services.verify import verify
+from ledger.storage.store import entries_t
 from tests.conftest import BACKENDS, Clinic
 from tests.contract.test_ledger_contract import receipt
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger.canonical import decode
-from csledger.ledger.store import entries_t
-from csledger.ledger.verify import verify
+from ledger.integrity.canonical import decode
+from ledger.services.verify import verify
+from ledger.storage.store import entries_t
 from tests.conftest import BACKENDS, KETAMINE_50, Clinic
 
-WRITER = Path(__file__).resolve().parents[2] / "scripts" / "crash_writer.py"
+WRITER = Path(__file__).resolve().parents[2] / "bench" / "crash_writer.py"
 KILLS = int(os.environ.get("CSLEDGER_CRASH_KILLS", "20"))
 
 

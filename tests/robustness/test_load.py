@@ -1,4 +1,4 @@
-"""The load run (``scripts/load_network.py``) as a user runs it, shortened: a 20-clinic network's
+"""The load run (``bench/load_network.py``) as a user runs it, shortened: a 20-clinic network's
 mixed workload over HTTP on PostgreSQL. The 10-minute figures in docs/reliability.md come from
 the same script with ``--seconds 600``. Checks that every operation of the mix ran, that no
 request failed, that memory was sampled along the way and that ``verify --deep`` passes after.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from csledger.loadtest import DEFAULT_MIX
+from bench.loadtest import DEFAULT_MIX
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "load_network.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "load_network.py"
 SECONDS = os.environ.get("CSLEDGER_LOAD_SECONDS", "40")
 
 

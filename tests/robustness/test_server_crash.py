@@ -28,15 +28,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import log as tl
-from csledger.ledger.log import WitnessEntry, attach
-from csledger.ledger.store import Ledger
-from csledger.loadtest import Ack, ClinicClient, ServerProcess, Stats, build_network, free_port
-from csledger.settings import get_settings
+from bench.loadtest import Ack, ClinicClient, ServerProcess, Stats, build_network, free_port
+from ledger.settings import get_settings
+from ledger.storage import log as tl
+from ledger.storage.log import WitnessEntry, attach
+from ledger.storage.store import Ledger
 from tests.conftest import BACKENDS
 from tests.robustness.pg_cluster import Cluster, pg_bin
 
-CSLEDGER = [sys.executable, "-m", "csledger"]
+CSLEDGER = [sys.executable, "-m", "api.cli"]
 KILLS = int(os.environ.get("CSLEDGER_CRASH_KILLS", "20"))
 CLINICS, WORKSTATIONS = 3, 2
 #: Commands dominate so that most kills land on a write in flight.

@@ -33,22 +33,23 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from csledger.ledger import clinical, services
-from csledger.ledger import log as tl
-from csledger.ledger.checkpoints import Checkpoint, Signer, sign_checkpoint
-from csledger.ledger.commands import AddressInput, RegisterPatient, TakeInventory
-from csledger.ledger.log import WitnessEntry, attach
-from csledger.ledger.patients import PatientDetails, PatientKeys
-from csledger.ledger.store import Ledger, entries_t, movements_t, projection_tables
-from csledger.ledger.verify import verify
-from csledger.witness import Witness, serve_in_thread
+from ledger.domain.commands import AddressInput, RegisterPatient, TakeInventory
+from ledger.integrity.checkpoints import Checkpoint, Signer, sign_checkpoint
+from ledger.services import clinical
+from ledger.services import reference as services
+from ledger.services.verify import verify
+from ledger.storage import log as tl
+from ledger.storage.log import WitnessEntry, attach
+from ledger.storage.patient_keys import PatientDetails, PatientKeys
+from ledger.storage.store import Ledger, entries_t, movements_t, projection_tables
 from tests.api.conftest import PATIENT_KEY
 from tests.conftest import BACKENDS, DEA, Clinic, fresh_database_url
 from tests.contract.test_ledger_contract import receipt
 from tests.integrity.conftest import settings_for
 from tests.integrity.test_forger import forge
+from witness.server import Witness, serve_in_thread
 
-CSLEDGER = [sys.executable, "-m", "csledger"]
+CSLEDGER = [sys.executable, "-m", "api.cli"]
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 
 
@@ -445,8 +446,8 @@ def test_report_embedded_figure_forged_is_caught_by_verify_report(tampered):
     recomputed from the ledger name the one that changed."""
     from pypdf import PdfReader
 
-    from csledger.reports import layout
-    from csledger.reports.base import render_data
+    from reports import layout
+    from reports.base import render_data
 
     t = tampered
     src = _receiving_report(t, "receiving.pdf")

@@ -10,8 +10,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csledger.ledger import entries as ev
-from csledger.ledger.canonical import (
+from ledger.domain import entries as ev
+from ledger.integrity.canonical import (
     canonical_bytes,
     decode,
     format_time,

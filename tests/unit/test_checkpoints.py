@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csledger.ledger import checkpoints as cp
-from csledger.ledger.checkpoints import (
+from ledger.integrity import checkpoints as cp
+from ledger.integrity.checkpoints import (
     SIG_COSIGNATURE_V1,
     SIG_ED25519,
     Checkpoint,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from csledger.ledger.errors import InvalidInput
-from csledger.ledger.identifiers import (
+from ledger.domain.errors import InvalidInput
+from ledger.domain.identifiers import (
     DEA_REGISTRANT_TYPES,
     NDC,
     IdentifierError,

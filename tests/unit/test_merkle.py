@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from csledger.ledger import merkle
-from csledger.ledger.merkle import (
+from ledger.integrity import merkle
+from ledger.integrity.merkle import (
     EMPTY_ROOT,
     MemoryTree,
     ProofError,

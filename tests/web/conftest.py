@@ -79,18 +79,18 @@ class _SimClock:
 def seed(tmp: Path) -> Seeded:
     """A clinic with a login for every role, an initial inventory and a receipt, with signed
     checkpoints (log key in ``tmp/keys``)."""
-    from csledger.api.auth import Authenticator, fast_test_hasher
-    from csledger.api.auth_store import AuthStore
-    from csledger.ledger import services
-    from csledger.ledger.commands import (
+    from api.http.auth import Authenticator, fast_test_hasher
+    from api.http.auth_store import AuthStore
+    from ledger.domain.commands import (
         InventoryItemInput,
         ReceivedLineInput,
         ReceiveStock,
         TakeInventory,
     )
-    from csledger.ledger.log import attach
-    from csledger.ledger.store import Ledger, migrate
-    from csledger.settings import Settings
+    from ledger.services import reference as services
+    from ledger.settings import Settings
+    from ledger.storage.log import attach
+    from ledger.storage.store import Ledger, migrate
     from tests.conftest import KETAMINE_50, Clinic
 
     db = f"sqlite:///{tmp / 'web.db'}"
@@ -119,12 +119,12 @@ def seed(tmp: Path) -> Seeded:
     receipt = services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         clinic.supplier_id, "GMS-0001", clock.now - timedelta(minutes=5),
         (ReceivedLineInput(KETAMINE_50, 4, "KA2610", "2028-06-30"),)))
-    from csledger.web import integrations, routes_clinic
+    from api.web import integrations, routes_clinic
 
     if routes_clinic._clinical() is not None:  # issue 3: a patient for the infusion
-        from csledger.ledger import clinical
-        from csledger.ledger.commands import AddressInput, RegisterPatient
-        from csledger.ledger.patients import PatientKeys
+        from ledger.domain.commands import AddressInput, RegisterPatient
+        from ledger.services import clinical
+        from ledger.storage.patient_keys import PatientKeys
 
         keys = PatientKeys.from_base64(out.patient_key)
         clock.now = now - timedelta(days=1)

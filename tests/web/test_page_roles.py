@@ -8,7 +8,7 @@ on SQLite and PostgreSQL.
 - Another registrant's login (its own session cookie sent to this location's URLs) is sent to
   this location's login page and sees none of its data; on its own pages it sees only its own.
 
-The expected matrix is written out here (``PAGES``), not read from ``csledger.web.core.PAGE_ROLES``:
+The expected matrix is written out here (``PAGES``), not read from ``api.web.core.PAGE_ROLES``:
 that table names page keys and each route picks its key in code, so this test holds both to
 what the pages are meant to allow. A new page without a row here fails
 ``test_every_page_route_is_in_the_matrix``.
@@ -24,17 +24,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.routing import APIRoute
 
-from csledger.ledger import services
-from csledger.ledger.commands import (
+from api.web.security import SESSION_COOKIE, csrf_for_token
+from api.web.settings import WebSettings
+from ledger.domain.commands import (
     EnrollStaff,
     InventoryItemInput,
     ReceivedLineInput,
     ReceiveStock,
     TakeInventory,
 )
-from csledger.ledger.store import Ledger, make_engine, migrate
-from csledger.web.security import SESSION_COOKIE, csrf_for_token
-from csledger.web.settings import WebSettings
+from ledger.services import reference as services
+from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import ROLE_USERS, Api, build_api, second_clinic
 from tests.api.roles_all import ALL
 from tests.conftest import BACKENDS, DEA, DEA2, KETAMINE_50, entry_count, fresh_database_url
@@ -151,7 +151,7 @@ class Site:
 
 
 def _principal(member):
-    from csledger.ledger.principal import AuthMethod, Principal
+    from ledger.domain.principal import AuthMethod, Principal
 
     return Principal(DEA2, member.staff_id, member.printed_name, AuthMethod.CONSOLE_BOOTSTRAP)
 

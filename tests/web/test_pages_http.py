@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pyotp
 import pytest
 
-from csledger.web.settings import WebSettings
+from api.web.settings import WebSettings
 from tests.api.conftest import PASSWORD, build_api
 from tests.conftest import BACKENDS, DEA, KETAMINE_50
 
@@ -177,8 +177,8 @@ def test_totp_helper_is_real(web):
 
 
 def raise_test_alert(ledger, subject: str, evidence: int = 3) -> str:
-    from csledger.ledger import alert_service
-    from csledger.ledger.alerts import Candidate
+    from ledger.domain.alert_rules import Candidate
+    from ledger.services import alerts as alert_service
 
     ids = alert_service.raise_alerts(ledger, DEA, [Candidate(
         alert_key=f"web-test:{evidence}", rule="late_entry", severity="medium", subjects=(subject,),
@@ -188,7 +188,7 @@ def raise_test_alert(ledger, subject: str, evidence: int = 3) -> str:
 
 
 def test_alerts_show_evidence_and_a_manager_resolves(web):
-    from csledger.web import integrations
+    from api.web import integrations
 
     if integrations.alert_service() is None:
         pytest.skip("the alerts module (issue 7) is not in this tree")
@@ -225,8 +225,8 @@ def test_stock_page_lists_vials_with_whether_they_can_be_used(web):
 def _stock_up(web):
     from datetime import UTC, datetime, timedelta
 
-    from csledger.ledger import services
-    from csledger.ledger.commands import InventoryItemInput, TakeInventory
+    from ledger.domain.commands import InventoryItemInput, TakeInventory
+    from ledger.services import reference as services
 
     services.take_inventory(web.ledger, web.clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=1), items=(
@@ -234,7 +234,7 @@ def _stock_up(web):
 
 
 def test_blind_count_never_shows_the_book_and_a_manager_resolves_the_discrepancy(web):
-    from csledger.web import routes_clinic
+    from api.web import routes_clinic
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")
@@ -284,9 +284,9 @@ def _patient(web) -> str:
     import base64
     import secrets
 
-    from csledger.ledger import clinical
-    from csledger.ledger.commands import AddressInput, RegisterPatient
-    from csledger.ledger.patients import PatientKeys
+    from ledger.domain.commands import AddressInput, RegisterPatient
+    from ledger.services import clinical
+    from ledger.storage.patient_keys import PatientKeys
 
     keys = PatientKeys.from_base64(base64.b64encode(secrets.token_bytes(32)).decode())
     web.client.app.state.patient_keys = keys
@@ -299,7 +299,7 @@ def test_infusion_with_its_witness_on_the_same_screen(web):
     from datetime import UTC, timedelta
     from zoneinfo import ZoneInfo
 
-    from csledger.web import routes_clinic
+    from api.web import routes_clinic
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")
@@ -351,9 +351,9 @@ def test_infusion_form_submits_with_hundreds_of_vials_on_hand(web):
     field limit once stopped it at about 190 vials with "the form could not be read")."""
     from datetime import UTC, datetime, timedelta
 
-    from csledger.ledger import services
-    from csledger.ledger.commands import InventoryItemInput, TakeInventory
-    from csledger.web import routes_clinic
+    from api.web import routes_clinic
+    from ledger.domain.commands import InventoryItemInput, TakeInventory
+    from ledger.services import reference as services
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")
@@ -405,9 +405,9 @@ def test_infusion_form_suggests_times_it_accepts_on_dst_changes(web, now, starte
     from datetime import UTC, datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from csledger.web import routes_clinic
-    from csledger.web.core import parse_local_time
-    from csledger.web.forms import Errors
+    from api.web import routes_clinic
+    from api.web.core import parse_local_time
+    from api.web.forms import Errors
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")
@@ -425,7 +425,7 @@ def test_infusion_form_suggests_times_it_accepts_on_dst_changes(web, now, starte
 def test_destruction_needs_two_witnesses_signing_on_the_same_screen(web):
     from zoneinfo import ZoneInfo
 
-    from csledger.web import routes_clinic
+    from api.web import routes_clinic
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")
@@ -451,7 +451,7 @@ def test_destruction_needs_two_witnesses_signing_on_the_same_screen(web):
 def test_transfer_and_loss_pages_record_through_the_services(web):
     from zoneinfo import ZoneInfo
 
-    from csledger.web import routes_clinic
+    from api.web import routes_clinic
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")

@@ -1,0 +1,241 @@
+"""Commands of the ``csledger`` CLI for the verifiable ledger; registered on ``cli.app`` when
+``cli`` is imported: ``keys``, ``witnesses``, ``export``, ``verify-bundle`` and ``witness``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from api.cli.main import DbOption, _fail, _open, app, err, out
+from ledger.domain.errors import LedgerError
+
+keys_app = typer.Typer(help="The registrant's log signing key (public halves in the database).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+RegistrantOption = Annotated[str, typer.Option("--registrant", help="DEA number of the registrant.")]
+
+
+@keys_app.command("show")
+def keys_show(registrant: RegistrantOption, db: DbOption = None) -> None:
+    """Print the log's verifier keys (current first, retired after) and their fingerprints."""
+    from ledger.storage.log import fingerprint_lines, log_keys
+
+    _, ledger = _open(db)
+    try:
+        with ledger.reading() as conn:
+            keys = log_keys(conn, registrant)
+    finally:
+        ledger.dispose()
+    if not keys:
+        _fail(f"no log key recorded for {registrant}")
+    out.print(f"origin {keys[0].origin}", highlight=False)
+    for k, line in zip(keys, fingerprint_lines(keys), strict=True):
+        out.print(k.verifier_key, highlight=False)
+        out.print(f"  {line}; signs tree sizes from {k.first_size}; {k.reason}", highlight=False)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    registrant: RegistrantOption,
+    reason: Annotated[str, typer.Option(help="Why: scheduled, lost, suspected stolen, ...")],
+    db: DbOption = None,
+) -> None:
+    """Make a new log key; the old one is retired (its public half kept so old checkpoints verify,
+    its private half destroyed). Works when the old key is lost. Tell the witnesses the new key."""
+    from ledger.storage.log import fingerprint_lines
+
+    _, ledger = _open(db)
+    try:
+        new, old = ledger.transparency_log.rotate(registrant, reason=reason)
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"new log key for {registrant}: {new.verifier_key}", highlight=False)
+    out.print("  " + fingerprint_lines([new])[0], highlight=False)
+    if old is not None:
+        err.print(f"retired {old.verifier.key_id_hex} ({old.verifier.fingerprint}); give each witness operator the new "
+                  "key: csledger witness add-log --vkey <the key above>", highlight=False)
+
+
+# --- the registrant's witnesses --------------------------------------------------------------
+
+witnesses_app = typer.Typer(help="Which witnesses cosign the registrant's checkpoints.", no_args_is_help=True)
+app.add_typer(witnesses_app, name="witnesses")
+
+
+@witnesses_app.command("set")
+def witnesses_set(
+    registrant: RegistrantOption,
+    witness: Annotated[list[str], typer.Option(help="'<witness verifier key> <URL prefix>', repeatable.")],
+    threshold: Annotated[int, typer.Option(help="Cosignatures a checkpoint needs to count as witnessed.")],
+    db: DbOption = None,
+) -> None:
+    """Record a new witness policy (append-only history) and push the latest checkpoint."""
+    from ledger.storage.log import WitnessEntry
+
+    entries = []
+    for i, w in enumerate(witness):
+        parts = w.split()
+        if len(parts) != 2:
+            _fail(f"--witness {i + 1}: give '<verifier key> <URL prefix>'")
+        entries.append(WitnessEntry(parts[0], parts[1]))
+    _, ledger = _open(db)
+    try:
+        policy = ledger.transparency_log.set_witnesses(registrant, entries, threshold)
+        results = ledger.transparency_log.push(registrant)
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"witness policy v{policy.version} for {registrant}: {policy.threshold} of {len(policy.witnesses)}")
+    _print_push(registrant, results)
+
+
+@witnesses_app.command("push")
+def witnesses_push(registrant: RegistrantOption, db: DbOption = None) -> None:
+    """Send the latest checkpoint to the witnesses now; exit 1 if the threshold is not met."""
+    from ledger.storage.log import cosignature_lines, latest_checkpoint, witness_policy
+
+    _, ledger = _open(db)
+    try:
+        results = ledger.transparency_log.push(registrant)
+        rolled_back = ledger.transparency_log.blocked.get(registrant)
+        with ledger.reading() as conn:
+            policy = witness_policy(conn, registrant)
+            cp = latest_checkpoint(conn, registrant)
+            have = len(cosignature_lines(conn, registrant, cp.tree_size)) if cp else 0
+    finally:
+        ledger.dispose()
+    _print_push(registrant, results)
+    if rolled_back:
+        # Cosignatures stored in the database (e.g. inside a restored backup) count for nothing
+        # when a witness has already cosigned a larger or different tree.
+        _fail(f"{registrant}: {rolled_back}", 1)
+    if policy is None:
+        _fail(f"no witness policy for {registrant}; set one with `csledger witnesses set`")
+    out.print(f"checkpoint {cp.tree_size if cp else '-'}: {have} of {policy.threshold} cosignatures")
+    if have < policy.threshold:
+        raise typer.Exit(1)
+
+
+def _print_push(registrant: str, results) -> None:
+    for r in results:
+        (out if r.ok else err).print(f"{registrant} -> {r.witness}: checkpoint {r.tree_size} "
+                                     f"{'cosigned' if r.ok else 'NOT cosigned: ' + r.detail}", highlight=False)
+
+
+# --- the witness program: ``csledger witness`` is an alias of ``csledger-witness`` ---------------
+
+from witness.cli import app as witness_app  # noqa: E402
+
+app.add_typer(witness_app, name="witness")
+
+
+# --- offline bundles -----------------------------------------------------------------------------
+
+
+@app.command("export")
+def export(
+    registrant: RegistrantOption,
+    out_path: Annotated[str, typer.Option("--out", help="File to write (a bundle, or a .tlog-proof with --seq).")],
+    seq: Annotated[int | None, typer.Option(help="Only this entry: a C2SP tlog-proof an inspector checks alone.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write the registrant's entries, latest checkpoint, cosignatures and keys to one file,
+    checkable with `csledger verify-bundle` and no database (or one entry's proof with --seq)."""
+    import os
+    from pathlib import Path
+
+    from ledger.services.bundle import export_bundle, export_entry_proof
+
+    _, ledger = _open(db)
+    target = Path(out_path)
+    tmp = target.with_name(target.name + ".partial")
+    try:
+        with ledger.reading() as conn:
+            if seq is not None:
+                tmp.write_bytes(export_entry_proof(conn, registrant, seq))
+                what = f"entry {seq}"
+            else:
+                with open(tmp, "wb") as f:
+                    n = export_bundle(conn, registrant, f)
+                what = f"{n} entries"
+        os.replace(tmp, target)
+    except LedgerError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(str(exc))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(f"out: cannot write {target}: {exc.strerror or exc}")
+    finally:
+        ledger.dispose()
+    out.print(f"exported {what} of {registrant} to {target}", highlight=False)
+
+
+@app.command("verify-bundle")
+def verify_bundle_cmd(
+    path: Annotated[str, typer.Argument(help="A bundle from `csledger export` or a .tlog-proof.")],
+    log_key: Annotated[list[str] | None, typer.Option(help="The log's verifier key, obtained out of band (repeatable).")] = None,
+    witness_key: Annotated[list[str] | None, typer.Option(help="A witness's verifier key, out of band (repeatable).")] = None,
+    threshold: Annotated[int | None, typer.Option(help="Cosignatures required (default: the bundle's policy).")] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option(help="A checkpoint file obtained elsewhere (e.g. `csledger witness latest`) "
+                                                              "that this history must extend (repeatable).")] = None,
+    audit_from: Annotated[str | None, typer.Option(help="Also recompute the accountability audit from this UTC time "
+                                                        "(ISO 8601, e.g. 2026-09-01T00:00:00Z).")] = None,
+    audit_to: Annotated[str | None, typer.Option(help="End of the audit period (default: now).")] = None,
+) -> None:
+    """Check a bundle offline: leaf hashes, chain links, root against the signed checkpoint,
+    signatures and cosignatures, stock replay. Exits 1 and names the line of the first problem."""
+    from pathlib import Path
+
+    from ledger.services.bundle import is_entry_proof, verify_bundle, verify_entry_proof
+
+    try:
+        head = Path(path).open("rb").read(64)
+        againsts = [Path(c).read_bytes() for c in checkpoint or []]
+    except OSError as exc:
+        _fail(f"cannot read: {exc}")
+    period = None
+    if audit_from is not None or audit_to is not None:
+        from datetime import UTC, datetime
+
+        try:
+            start = datetime.fromisoformat(audit_from) if audit_from else datetime(1970, 1, 1, tzinfo=UTC)
+            end = datetime.fromisoformat(audit_to) if audit_to else datetime.now(UTC)
+        except ValueError as exc:
+            _fail(f"--audit-from/--audit-to: {exc}")
+        if start.tzinfo is None or end.tzinfo is None:
+            _fail("--audit-from/--audit-to need a time zone, e.g. 2026-09-01T00:00:00Z")
+        period = (start, end)
+    if is_entry_proof(head):
+        rep = verify_entry_proof(Path(path).read_bytes(), trusted_log_keys=log_key or [],
+                                 trusted_witness_keys=witness_key or [], threshold=threshold or 0)
+    else:
+        rep = verify_bundle(path, trusted_log_keys=log_key, trusted_witness_keys=witness_key, threshold=threshold,
+                            against=againsts, audit_between=period)
+    for n in rep.notes:
+        err.print(f"[yellow]note[/] {n}", highlight=False)
+    if not rep.ok:
+        err.print(f"[bold red]FAIL[/] {rep.problem}", highlight=False)
+        raise typer.Exit(1)
+    if rep.entry is not None:
+        out.print(f"entry {rep.entry['seq']} ({rep.entry['kind']}) of {rep.registrant} is in the log {rep.origin} "
+                  f"at tree size {rep.tree_size}; {rep.cosignatures} cosignature(s)", highlight=False)
+        out.print_json(data=rep.entry)
+        return
+    out.print(f"bundle OK: {rep.registrant}, {rep.tree_size} entries, root {rep.root}", highlight=False)
+    out.print(f"signed by the log key{' (pinned)' if rep.keys_trusted else ' (from the bundle)'}; witnessed by "
+              f"{rep.cosignatures} of {rep.threshold} required: {', '.join(rep.witnesses) or 'none'}", highlight=False)
+    for ndc, s in rep.stock.items():
+        out.print(f"stock {ndc}: {s['containers']} container(s), {s['ml']} mL", highlight=False)
+    if rep.audit is not None:
+        out.print(f"accountability audit {rep.audit['start']} .. {rep.audit['end']} (recomputed from the bundle):",
+                  highlight=False)
+        for p in rep.audit["products"]:
+            ml = p["ml"]
+            out.print(f"  {p['ndc']} {p['name']}: to account for {ml['to_account_for']} mL, accounted for "
+                      f"{ml['accounted_for']} mL, difference {ml['difference']} mL ({p['variance_percent']} %)"
+                      f"{' FLAGGED' if p['flagged'] else ''}", highlight=False)

@@ -1,0 +1,358 @@
+"""The ``csledger`` command line (typer). Parses, calls one service, renders; records no
+clinical event itself (only ``demo`` does, as its seeded staff, through the same services)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ledger.domain.commands import AddressInput, RegisterRegistrant
+from ledger.domain.errors import InvalidInput, LedgerError
+from ledger.settings import get_settings
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without SQLAlchemy's SQL and background link."""
+    import subprocess
+
+    if isinstance(exc, subprocess.CalledProcessError):
+        said = (exc.stderr or b"")
+        said = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
+        first = next((x.strip() for x in said.splitlines() if x.strip()), f"exit status {exc.returncode}")
+        return f"{Path(str(exc.cmd[0])).name if exc.cmd else 'tool'} failed: {first}"
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    text = str(orig if orig is not None else exc).strip()
+    return next((x.strip() for x in text.splitlines() if x.strip()), type(exc).__name__)
+
+
+class _App(typer.Typer):
+    """The CLI app: errors of the environment (a database that cannot be reached, a file that
+    cannot be read, a tool that failed) end the command with one line and exit 2, never a
+    traceback. Other exceptions are bugs and keep theirs."""
+
+    def __call__(self, *args, **kwargs):
+        import sqlite3
+        import subprocess
+
+        from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except LedgerError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        except (DBAPIError, sqlite3.Error) as exc:
+            err.print(f"[bold red]error:[/] database: {type(getattr(exc, 'orig', None) or exc).__name__}: "
+                      f"{_one_line(exc)}", highlight=False)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            err.print(f"[bold red]error:[/] database URL: {_one_line(exc)}", highlight=False)
+        except subprocess.CalledProcessError as exc:
+            err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+app = _App(help="csledger: controlled-substance ledger for ketamine clinics.", no_args_is_help=True,
+           pretty_exceptions_enable=False)
+
+DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (overrides CSLEDGER_DATABASE_URL).")]
+
+
+def _open(db: str | None, *, migrate_first: bool = False):
+    from sqlalchemy.exc import DBAPIError
+
+    from ledger.storage.log import attach
+    from ledger.storage.store import Ledger, migrate
+
+    settings = get_settings(database_url=db)
+    url = settings.database_url
+    if not migrate_first and url.startswith("sqlite") and _sqlite_file(url) is not None \
+            and not _sqlite_file(url).exists():
+        _fail(f"cannot read the ledger at {_shown(url)}: no such database file; run `csledger init` or pass --db")
+    try:
+        ledger = Ledger.open(url)
+        with ledger.engine.connect():
+            pass
+    except LedgerError as exc:
+        _fail(str(exc))
+    except DBAPIError as exc:
+        _fail(f"cannot open the database at {_shown(url)}: {_one_line(exc)}")
+    if migrate_first:
+        migrate(ledger.engine)
+    attach(ledger, settings)  # every write signs a checkpoint in its transaction (issue 4)
+    # Cheap alert rules run in the transaction of the entry that triggers them (issue 7); they
+    # put themselves ahead of checkpoint signing, so a command's alerts are inside its checkpoint.
+    from ledger.services.alerts import attach_alert_rules
+
+    attach_alert_rules(ledger)
+    return settings, ledger
+
+
+def _sqlite_file(url: str) -> Path | None:
+    import sqlalchemy as sa
+
+    try:
+        database = sa.engine.make_url(url).database
+    except Exception:
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _shown(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the configured URL"
+
+
+def _require_registrant(ledger, dea: str) -> None:
+    """Refuse a DEA number with no entries here (a typo must not read as an empty, clean ledger)."""
+    from ledger.storage.store import tree_size
+
+    with ledger.reading() as conn:
+        known = tree_size(conn, dea) > 0
+    if not known:
+        ledger.dispose()
+        _fail(f"registrant: no registrant with DEA number {dea} in this ledger")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def migrate(db: DbOption = None) -> None:
+    """Bring the database schema to the latest migration."""
+    _, ledger = _open(db, migrate_first=True)
+    out.print("schema at head")
+    ledger.dispose()
+
+
+@app.command()
+def init(
+    dea: Annotated[str, typer.Option(help="The location's DEA registration number, e.g. AB1234563.")],
+    name: Annotated[str, typer.Option(help="Registrant name as on the DEA registration.")],
+    street: Annotated[str, typer.Option()],
+    city: Annotated[str, typer.Option()],
+    state: Annotated[str, typer.Option(help="Two-letter state code.")],
+    postal_code: Annotated[str, typer.Option("--zip", help="ZIP code.")],
+    time_zone: Annotated[str, typer.Option(help="IANA time zone of the clinic, e.g. America/New_York.")],
+    admin_name: Annotated[str, typer.Option(help="Printed name of the first administrator.")],
+    admin_username: Annotated[str, typer.Option(help="Login name of the first administrator.")],
+    db: DbOption = None,
+) -> None:
+    """Migrate to head and register a registrant with its first administrator."""
+    from ledger.services import reference as services
+
+    _, ledger = _open(db, migrate_first=True)
+    try:
+        res = services.register_registrant(ledger, RegisterRegistrant(
+            dea_number=dea, name=name, address=AddressInput(street, city, state, postal_code),
+            time_zone=time_zone, admin_printed_name=admin_name, admin_username=admin_username,
+        ))
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"registered {res['registrant']}: entries 0..{res['entries'][-1]['seq']}, "
+              f"administrator {res['admin_staff_id']}")
+
+
+@app.command()
+def verify(
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-canonicalize, check copied columns, rebuild projections.")] = False,
+    registrant: Annotated[str | None, typer.Option(help="Only this registrant (DEA number).")] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        help="A signed checkpoint kept outside this database (e.g. `csledger witness latest`, or one saved "
+             "from GET /checkpoint) that the entries must reach (repeatable).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Check the hash chain and Merkle tree (and with --deep everything derived from it).
+    Exits 1 and names the first bad entry on any integrity failure.
+
+    With --checkpoint, also hold the ledger against checkpoints kept elsewhere: whoever holds the
+    log's signing key can make a database agree with itself, but not with a copy they don't hold."""
+    from rich.progress import Progress
+
+    from ledger.services.verify import verify as run_verify
+    from ledger.storage.store import entry_count
+
+    settings, ledger = _open(db)
+    try:
+        with ledger.reading() as conn:
+            total = entry_count(conn)
+    except Exception as exc:  # no schema: say so plainly
+        _fail(f"cannot read the ledger at {ledger.engine.url.render_as_string(hide_password=True)}: {type(exc).__name__}")
+    held = []
+    for path in checkpoint or []:
+        try:
+            held.append((f"--checkpoint {path}", path.read_bytes()))
+        except OSError as exc:
+            ledger.dispose()
+            _fail(f"--checkpoint {path}: cannot read: {exc.strerror or exc}")
+    keys = _patient_keys_for_verify(settings) if deep else None
+    if registrant is not None:
+        _require_registrant(ledger, registrant)
+    with Progress(console=err, disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("verify --deep" if deep else "verify", total=total)
+        try:
+            report = run_verify(ledger, deep=deep, registrant=registrant, progress=lambda n: bar.advance(task, n),
+                                patient_keys=keys, held_checkpoints=held)
+        except InvalidInput as exc:
+            ledger.dispose()
+            _fail(str(exc))
+    ledger.dispose()
+    if not report.ok:
+        for p in report.problems:
+            err.print(f"[bold red]FAIL[/] {p}", highlight=False)
+        raise typer.Exit(1)
+    for reg, size in report.registrants.items():
+        out.print(f"ok {reg}: {size} entries, root {report.roots.get(reg, '-')}")
+    for label, where in report.held.items():
+        out.print(f"ok {label}: the entries reach its root ({where})", highlight=False)
+    out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
+
+
+def _patient_keys_for_verify(settings):
+    """The patient key for ``verify --deep`` (to open the registry rows), or None with a note
+    when none is configured; a configured key that cannot be read is an error."""
+    from ledger.storage.patient_keys import PatientKeyError, PatientKeys
+
+    try:
+        return PatientKeys.from_settings(settings)
+    except PatientKeyError as exc:
+        if settings.patient_key or Path(settings.patient_key_file).exists():
+            _fail(str(exc))
+        err.print("[yellow]note:[/] no patient key configured (CSLEDGER_PATIENT_KEY or the key file): the patient "
+                  "registry is checked against the entries without decrypting its rows", highlight=False)
+        return None
+
+
+def _check_patient_key_at_start(settings, ledger) -> None:
+    """A wrong patient-data key is refused at start, not on the first infusion; a missing key is
+    refused when the registry already holds patients (their names could not be read)."""
+    from ledger.services.clinical import verify_patient_key
+    from ledger.storage.patient_keys import PatientKeyError, PatientKeys
+    from ledger.storage.store import has_entry_of_kind
+
+    try:
+        keys = PatientKeys.from_settings(settings)
+    except PatientKeyError as exc:
+        with ledger.reading() as conn:
+            has_patients = has_entry_of_kind(conn, "patient_registered")
+        if has_patients:
+            _fail(f"{exc}; the patient registry cannot be read without it")
+        err.print(f"[yellow]note:[/] {exc.reason}: patient endpoints will refuse until a key is configured",
+                  highlight=False)
+        return
+    try:
+        verify_patient_key(ledger, keys)
+    except LedgerError as exc:
+        _fail(f"{exc}; refusing to start")
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn) after migrating to head."""
+    import uvicorn
+
+    from api.http.app import create_app
+
+    settings, ledger = _open(db, migrate_first=True)
+    _check_patient_key_at_start(settings, ledger)
+    log = ledger.transparency_log  # issue 4: refuse appends if a witness saw more; push to witnesses
+    for reg, results in log.check_rollback().items():
+        for r in results:
+            if not r.ok:
+                err.print(f"[yellow]witness[/] {reg} {r.witness}: {r.detail}", highlight=False)
+    log.start_pusher()
+    uvicorn.run(create_app(ledger, settings), host=host or settings.host, port=port or settings.port,
+                log_level="info", access_log=False)  # the app writes its own structured access log
+
+
+@app.command()
+def bench(
+    entries: Annotated[int, typer.Option(help="Entries to append (one command each).")] = 2000,
+    verify_entries: Annotated[int, typer.Option(help="Entries in the verify run.")] = 20000,
+    workdir: Annotated[Path | None, typer.Option(help="Folder for the throwaway databases.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Benchmark against this (empty) PostgreSQL URL instead of a fresh SQLite file.")] = None,
+    production: Annotated[bool, typer.Option("--production/--ledger-only", help="With checkpoint signing and alert rules, as served (default), or the bare ledger path.")] = True,
+) -> None:
+    """Measure durable appends/s and verify entries/s against a bare sqlite3+hashlib loop."""
+    from api.cli.bench import run_bench
+
+    run_bench(out, entries=entries, verify_entries=verify_entries, workdir=workdir, pg_url=db, production=production)
+
+
+@app.command()
+def demo(
+    db: DbOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the deterministic data set.")] = 1,
+) -> None:
+    """Build a realistic demo data set on a fresh database, then verify it deeply."""
+    from api.cli.demo import run_demo
+
+    settings = get_settings(database_url=db)
+    try:
+        run_demo(settings, seed=seed, console=out)
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()
+
+
+@app.command()
+def backup(
+    out_path: Annotated[Path, typer.Option("--out", help="Backup file to write (must not exist).")],
+    db: DbOption = None,
+) -> None:
+    """Consistent online backup: SQLite's backup API, or pg_dump (custom format) for PostgreSQL.
+    Prints the tree size and root of every registrant so the restore can be checked against it."""
+    from ledger.services.backup import backup_database
+
+    settings = get_settings(database_url=db)
+    try:
+        roots = backup_database(settings.database_url, out_path)
+    except LedgerError as exc:
+        _fail(str(exc))
+    for reg, (size, root) in roots.items():
+        out.print(f"{reg}: {size} entries, root {root}")
+    out.print(f"backup written to {out_path}")
+
+
+@app.command()
+def restore(
+    from_path: Annotated[Path, typer.Option("--from", help="Backup file made by `csledger backup`.")],
+    db: DbOption = None,
+) -> None:
+    """Restore a backup into an EMPTY database (never over an existing ledger), then verify it."""
+    from ledger.services.backup import restore_database
+
+    settings = get_settings(database_url=db)
+    try:
+        roots = restore_database(from_path, settings.database_url)
+    except LedgerError as exc:
+        _fail(str(exc))
+    for reg, (size, root) in roots.items():
+        out.print(f"{reg}: {size} entries, root {root}")
+    out.print("restored and verified; run `csledger verify --deep` for the full check")
+
+
+# Commands defined in their own modules register themselves on ``app`` when imported.
+from api.cli import alerts, clinic, integrity, reports, staff  # noqa: E402,F401

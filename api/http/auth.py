@@ -1,0 +1,327 @@
+"""Authentication: argon2 passwords (pwdlib), password rules, bearer sessions with idle and
+absolute expiry, lock-out after repeated failures, TOTP (pyotp) for administrators and managers,
+and single-use witness assertions bound to one command body.
+
+Bearer tokens and witness assertions are random (``secrets``), handed out once and stored only as
+their SHA-256. Who a request acts as is the staff member of the session; the roles it may use are
+read from the ``staff_roles`` projection on every request, so a ``role_revoked`` entry takes
+effect at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from api.http.auth_store import AuthStore, StaffMember
+from api.http.problems import AccessDenied, Unauthorized
+from ledger.domain.errors import InvalidInput
+from ledger.domain.principal import AuthMethod, Principal, Role
+from ledger.integrity.canonical import format_time
+from ledger.settings import Settings
+
+#: Roles whose logins need a second factor (TOTP): they change who may do what.
+TOTP_ROLES = frozenset({Role.ADMINISTRATOR.value, Role.MANAGER.value})
+PASSWORD_MIN = 12
+PASSWORD_MAX = 128
+#: A few of the most used passwords of at least 12 characters; a real deployment may extend it.
+COMMON_PASSWORDS = frozenset({
+    "123456789012", "1234567890123", "qwertyuiopas", "passwordpassword", "password1234", "password12345",
+    "iloveyou1234", "qwerty123456", "letmein12345", "welcome12345", "administrator", "changeme1234",
+    "ketamine1234", "password123!", "Password1234", "Password123!", "abcdefghijkl", "111111111111",
+})
+TOKEN_PREFIX = "csl_"
+ASSERTION_PREFIX = "csw_"
+#: How often a session's last-use time is written (not on every request: that would serialize reads).
+TOUCH_EVERY = timedelta(seconds=30)
+
+
+def sha256_hex(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def default_hasher() -> PasswordHash:
+    """argon2id with pwdlib's recommended parameters (64 MiB, 3 passes)."""
+    return PasswordHash.recommended()
+
+
+def fast_test_hasher() -> PasswordHash:
+    """argon2id with tiny parameters: for tests only, never for a deployment."""
+    return PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+
+
+def check_password_rules(password: str, *, username: str, printed_name: str, field: str = "password") -> None:
+    """NIST SP 800-63B style: long, not common, not the user's own name; no composition rules."""
+    if not isinstance(password, str):
+        raise InvalidInput("must be text", field=field)
+    if len(password) < PASSWORD_MIN:
+        raise InvalidInput(f"must be at least {PASSWORD_MIN} characters", field=field)
+    if len(password) > PASSWORD_MAX:
+        raise InvalidInput(f"must be at most {PASSWORD_MAX} characters", field=field)
+    if not password.isprintable():
+        raise InvalidInput("must not contain control characters", field=field)
+    low = password.lower()
+    if low in {p.lower() for p in COMMON_PASSWORDS}:
+        raise InvalidInput("is a commonly used password; choose another", field=field)
+    if len(set(password)) < 5:
+        raise InvalidInput("must use at least 5 different characters", field=field)
+    names = [username.lower()] + [p.lower() for p in printed_name.split() if len(p) >= 4]
+    if any(n and n in low for n in names):
+        raise InvalidInput("must not contain your username or name", field=field)
+
+
+@dataclass(frozen=True)
+class Session:
+    """An authenticated bearer session, as the routes see it."""
+
+    token_hash: str
+    principal: Principal
+    roles: frozenset[str]
+    must_change_password: bool
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A witness established by a consumed assertion: their principal, for the service."""
+
+    principal: Principal
+    roles: frozenset[str]
+
+
+class BoundedHasher:
+    """A password hasher that runs at most ``slots`` hashes at once.
+
+    Each argon2id check takes 64 MiB. The server answers requests from a pool of threads, so a
+    burst of logins and witness sign-offs (every infusion has one) would otherwise allocate
+    64 MiB per thread at once; beyond the number of cores extra parallel hashes only add memory,
+    not speed. Callers queue for a slot instead."""
+
+    def __init__(self, hasher: PasswordHash, slots: int):
+        self.inner = hasher
+        self._slots = threading.BoundedSemaphore(max(1, slots))
+
+    def hash(self, password: str) -> str:
+        with self._slots:
+            return self.inner.hash(password)
+
+    def verify(self, password: str, hash_: str) -> bool:
+        with self._slots:
+            return self.inner.verify(password, hash_)
+
+    def verify_and_update(self, password: str, hash_: str) -> tuple[bool, str | None]:
+        with self._slots:
+            return self.inner.verify_and_update(password, hash_)
+
+
+class Authenticator:
+    """Login, sessions, credentials and witness assertions for the HTTP layer."""
+
+    def __init__(self, store: AuthStore, settings: Settings, *, clock: Callable[[], datetime],
+                 hasher: PasswordHash | None = None):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.hasher = BoundedHasher(hasher or default_hasher(), getattr(settings, "password_hash_slots", 2))
+        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    # --- credentials ----------------------------------------------------------------------------
+
+    def set_password(self, member: StaffMember, password: str, *, must_change: bool,
+                     enroll_totp: bool | None = None) -> str | None:
+        """Set ``member``'s password (after the rules) and revoke their sessions. A TOTP secret is
+        created when asked, or when their roles need one and none exists; returns it (once)."""
+        check_password_rules(password, username=member.username, printed_name=member.printed_name,
+                             field="new_password" if not must_change else "password")
+        prior = self.store.credential(member.registrant, member.staff_id)
+        has_totp = prior is not None and prior["totp_secret"] is not None
+        new_secret = None
+        if enroll_totp or (enroll_totp is None and member.roles & TOTP_ROLES and not has_totp):
+            new_secret = pyotp.random_base32()
+        self.store.set_credential(member.registrant, member.staff_id, password_hash=self.hasher.hash(password),
+                                  must_change=must_change, totp_secret=new_secret, keep_totp=new_secret is None,
+                                  now=format_time(self.now()))
+        return new_secret
+
+    def totp_uri(self, member: StaffMember, secret: str) -> str:
+        return pyotp.TOTP(secret).provisioning_uri(name=f"{member.username}@{member.registrant}",
+                                                   issuer_name="csledger")
+
+    def check_credentials(self, registrant: str, username: str, password: str, totp: str | None,
+                          *, field_prefix: str = "") -> tuple[StaffMember, AuthMethod]:
+        """Verify a username, password and (where needed) TOTP code at ``registrant``.
+
+        Every failure is a 401 with one message, so a caller cannot tell a wrong username from a
+        wrong password; failures count toward the lock-out of an existing login.
+        """
+        now = self.now()
+        member = self.store.staff_by_username(registrant, username.strip().lower()) if isinstance(username, str) else None
+        cred = self.store.credential(registrant, member.staff_id) if member is not None else None
+        if member is None or cred is None:
+            self.hasher.verify(password, self._dummy)  # same work as a real check
+            raise Unauthorized("wrong username or password", type_="login-failed")
+        if cred["locked_until"] is not None and cred["locked_until"] > format_time(now):
+            raise Unauthorized(f"too many failed attempts; this login is locked until {cred['locked_until']}",
+                               type_="login-locked")
+        ok, new_hash = self.hasher.verify_and_update(password, cred["password_hash"])
+        if not ok:
+            self._failed(member)
+            raise Unauthorized("wrong username or password", type_="login-failed")
+        method = AuthMethod.PASSWORD
+        needs_totp = bool(member.roles & TOTP_ROLES) or cred["totp_secret"] is not None
+        if needs_totp:
+            if cred["totp_secret"] is None:
+                raise Unauthorized("this login needs a second factor but has no TOTP enrolled; ask an "
+                                   "administrator to reset the credential", type_="totp-not-enrolled")
+            if not totp:
+                raise Unauthorized("this login needs its TOTP code", type_="totp-required", field=field_prefix + "totp")
+            if not (isinstance(totp, str) and totp.isdigit() and len(totp) == 6
+                    and pyotp.TOTP(cred["totp_secret"]).verify(totp, for_time=now, valid_window=1)):
+                self._failed(member)
+                raise Unauthorized("wrong TOTP code", type_="login-failed", field=field_prefix + "totp")
+            method = AuthMethod.PASSWORD_TOTP
+        self.store.record_success(registrant, member.staff_id, format_time(now))
+        if new_hash is not None:
+            self.store.rehash(registrant, member.staff_id, new_hash, format_time(now))
+        return member, method
+
+    def _failed(self, member: StaffMember) -> None:
+        now = self.now()
+        until = now + timedelta(minutes=self.settings.lockout_minutes)
+        self.store.record_failure(member.registrant, member.staff_id, threshold=self.settings.lockout_after_failures,
+                                  lock_until=format_time(until), now=format_time(now))
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    def login(self, registrant: str, username: str, password: str, totp: str | None) -> tuple[str, Session]:
+        """Check the credentials and open a session; returns the bearer token (shown once)."""
+        member, method = self.check_credentials(registrant, username, password, totp)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self.now()
+        expires = format_time(now + timedelta(minutes=self.settings.session_max_minutes))
+        cred = self.store.credential(registrant, member.staff_id)
+        self.store.create_session(token_hash=sha256_hex(token), registrant=registrant, staff_id=member.staff_id,
+                                  auth_method=method.value, now=format_time(now), expires_at=expires)
+        principal = Principal(registrant, member.staff_id, member.printed_name, method)
+        return token, Session(sha256_hex(token), principal, member.roles, bool(cred and cred["must_change_password"]),
+                              expires)
+
+    def session(self, token: str | None) -> Session:
+        """The live session of a bearer token, or 401 (unknown, revoked, expired or idle)."""
+        if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise Unauthorized("a bearer token is needed: log in at POST /v1/registrants/{dea}/sessions",
+                               type_="unauthorized")
+        th = sha256_hex(token)
+        found = self.store.session_context(th)
+        if found is None:
+            raise Unauthorized("unknown bearer token; log in again", type_="token-invalid")
+        row, member, must_change = found
+        now = self.now()
+        now_text = format_time(now)
+        if row["revoked_at"] is not None:
+            raise Unauthorized("this session was ended; log in again", type_="token-revoked")
+        if now_text >= row["expires_at"]:
+            raise Unauthorized("this session has expired; log in again", type_="token-expired")
+        if row["last_used_at"] < format_time(now - timedelta(minutes=self.settings.session_idle_minutes)):
+            self.store.revoke(th, now_text, "idle timeout")
+            raise Unauthorized("this session was idle too long; log in again", type_="token-expired")
+        if member is None:
+            raise Unauthorized("the staff member of this session is not enrolled", type_="token-invalid")
+        if row["last_used_at"] < format_time(now - TOUCH_EVERY):
+            self.store.touch(th, now_text)
+        principal = Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod(row["auth_method"]))
+        return Session(th, principal, member.roles, must_change, row["expires_at"])
+
+    def change_password(self, session: Session, principal: Principal, current: str, new: str) -> None:
+        """Change one's own password after checking the current one; ends every session."""
+        cred = self.store.credential(principal.registrant, principal.staff_id)
+        member = self.store.staff(principal.registrant, principal.staff_id)
+        if cred is None or member is None or not self.hasher.verify(current, cred["password_hash"]):
+            if member is not None and cred is not None:
+                self._failed(member)
+            raise Unauthorized("the current password is wrong", type_="login-failed", field="current_password")
+        if current == new:
+            raise InvalidInput("must differ from the current password", field="new_password")
+        self.set_password(member, new, must_change=False, enroll_totp=False)
+
+    def revoke_all(self, registrant: str, staff_id: str, reason: str) -> int:
+        return self.store.revoke_all(registrant, staff_id, format_time(self.now()), reason)
+
+    def logout(self, session: Session) -> None:
+        self.store.revoke(session.token_hash, format_time(self.now()), "logout")
+
+    # --- witness assertions ---------------------------------------------------------------------
+
+    def issue_assertion(self, actor: Session, username: str, password: str, totp: str | None,
+                        body_sha256: str) -> tuple[str, StaffMember, AuthMethod, str]:
+        """The witness, on the actor's device, proves who they are; returns a single-use token
+        bound to the SHA-256 of the command body the actor is about to send."""
+        reg = actor.principal.registrant
+        body = body_sha256.lower() if isinstance(body_sha256, str) else ""
+        if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):
+            raise InvalidInput("must be the SHA-256 of the command body, 64 hex digits", field="body_sha256")
+        witness, method = self.check_credentials(reg, username, password, totp)
+        if witness.staff_id == actor.principal.staff_id:
+            raise Unauthorized("a witness must be a second person, not the one recording", type_="witness-is-actor",
+                               field="username")
+        token = ASSERTION_PREFIX + secrets.token_urlsafe(32)
+        now = self.now()
+        expires = format_time(now + timedelta(seconds=self.settings.witness_assertion_seconds))
+        self.store.create_assertion(
+            token_hash=sha256_hex(token), registrant=reg, witness_staff_id=witness.staff_id,
+            auth_method=method.value, actor_staff_id=actor.principal.staff_id, actor_session_hash=actor.token_hash,
+            body_sha256=body, created_at=format_time(now), expires_at=expires)
+        return token, witness, method, expires
+
+    def redeem_assertion(self, actor: Session, token: str | None, body: bytes, idempotency_key: str | None) -> Witness:
+        """Use a witness assertion for this request: it must be unused (or used by this very
+        request's idempotency key), unexpired, issued on this session, for exactly this body."""
+        if not token:
+            raise Unauthorized("this command needs a witness: send the Witness-Assertion header",
+                               type_="witness-required", field="Witness-Assertion")
+        if not token.startswith(ASSERTION_PREFIX) or len(token) > 200:
+            raise Unauthorized("not a witness assertion", type_="witness-assertion-invalid", field="Witness-Assertion")
+        now = format_time(self.now())
+        row = self.store.consume_assertion(sha256_hex(token), now=now, idempotency_key=idempotency_key)
+        if row is None:
+            raise Unauthorized("this witness assertion is unknown or already used; the witness must sign again",
+                               type_="witness-assertion-invalid", field="Witness-Assertion")
+        if row["expires_at"] <= now:
+            raise Unauthorized("this witness assertion has expired (2 minutes); the witness must sign again",
+                               type_="witness-assertion-expired", field="Witness-Assertion")
+        if row["registrant"] != actor.principal.registrant or row["actor_session_hash"] != actor.token_hash:
+            raise Unauthorized("this witness assertion was given on another login", type_="witness-assertion-invalid",
+                               field="Witness-Assertion")
+        if not hmac.compare_digest(row["body_sha256"], sha256_hex(body)):
+            raise Unauthorized("this witness assertion was signed for a different body", type_="witness-body-mismatch",
+                               field="Witness-Assertion")
+        member = self.store.staff(row["registrant"], row["witness_staff_id"])
+        if member is None or member.staff_id == actor.principal.staff_id:
+            raise Unauthorized("the witness must be a second enrolled person", type_="witness-assertion-invalid",
+                               field="Witness-Assertion")
+        return Witness(Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod(row["auth_method"])),
+                       member.roles)
+
+
+def require_role(session: Session, registrant: str, allowed: frozenset[str], *, password_change_ok: bool = False) -> Principal:
+    """The session's principal if it belongs to ``registrant`` and holds one of ``allowed``."""
+    if session.principal.registrant != registrant:
+        raise AccessDenied(f"this login is for registrant {session.principal.registrant}, not {registrant}",
+                           type_="wrong-registrant")
+    if session.must_change_password and not password_change_ok:
+        raise AccessDenied("change your password first (POST .../me/password)", type_="password-change-required")
+    if allowed and not session.roles & allowed:
+        raise AccessDenied(f"needs one of the roles {', '.join(sorted(allowed))}", type_="role-required")
+    return session.principal

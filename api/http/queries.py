@@ -1,0 +1,223 @@
+"""Read models for the HTTP API: queries over the projections and the entries, in read-only
+transactions. Routes call these; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from api.http.problems import BadCursor
+from ledger.domain.quantities import fmt
+from ledger.storage.store import Ledger, entries_t, movements_t, projection_tables
+
+products_t = projection_tables["products"]
+suppliers_t = projection_tables["suppliers"]
+staff_t = projection_tables["staff"]
+roles_t = projection_tables["staff_roles"]
+vials_t = projection_tables["vials"]
+#: How many entries one page may scan when a filter is applied in Python (staff).
+SCAN_LIMIT = 2000
+
+
+def encode_cursor(kind: str, value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps([kind, value]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kind: str) -> Any:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        k, value = json.loads(raw)
+        if k != kind:
+            raise ValueError
+        return value
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise BadCursor("not a cursor this list gave out", field="cursor") from None
+
+
+def products(ledger: Ledger, registrant: str) -> list[dict[str, Any]]:
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(products_t).where(products_t.c.registrant == registrant)
+                         .order_by(products_t.c.added_seq)).mappings().all()
+    return [{**r, "strength_mg_per_ml": fmt(r["strength_mg_per_ml"]), "container_ml": fmt(r["container_ml"])}
+            for r in rows]
+
+
+def suppliers(ledger: Ledger, registrant: str) -> list[dict[str, Any]]:
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(suppliers_t).where(suppliers_t.c.registrant == registrant)
+                         .order_by(suppliers_t.c.added_seq)).mappings().all()
+    return [{"supplier_id": r["supplier_id"], "name": r["name"], "dea_number": r["dea_number"],
+             "added_seq": r["added_seq"],
+             "address": {k: r[k] for k in ("street", "city", "state", "postal_code")}} for r in rows]
+
+
+def staff(ledger: Ledger, registrant: str, with_password: set[str]) -> list[dict[str, Any]]:
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(staff_t).where(staff_t.c.registrant == registrant)
+                         .order_by(staff_t.c.enrolled_seq)).mappings().all()
+        roles = defaultdict(list)
+        for r in c.execute(sa.select(roles_t.c.staff_id, roles_t.c.role).where(roles_t.c.registrant == registrant)
+                           .order_by(roles_t.c.role)):
+            roles[r.staff_id].append(r.role)
+    return [{"staff_id": r["staff_id"], "printed_name": r["printed_name"], "username": r["username"],
+             "roles": roles[r["staff_id"]], "enrolled_seq": r["enrolled_seq"],
+             "has_password": r["staff_id"] in with_password} for r in rows]
+
+
+def _vial(r) -> dict[str, Any]:
+    return {"vial_id": r["vial_id"], "ndc_key": r["ndc_key"], "lot": r["lot"], "expiry": r["expiry"],
+            "state": r["state"], "ml_left": fmt(r["ml_left"]), "mg_left": fmt(r["ml_left"] * r["strength_mg_per_ml"]),
+            "strength_mg_per_ml": fmt(r["strength_mg_per_ml"]), "container_ml": fmt(r["container_ml"]),
+            "added_seq": r["added_seq"], "last_seq": r["last_seq"]}
+
+
+def vials(ledger: Ledger, registrant: str, *, state: str | None, ndc_key: str | None, lot: str | None,
+          cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    after = decode_cursor(cursor, "vial")
+    q = sa.select(vials_t).where(vials_t.c.registrant == registrant)
+    if state is not None:
+        q = q.where(vials_t.c.state == state)
+    if ndc_key is not None:
+        q = q.where(vials_t.c.ndc_key == ndc_key)
+    if lot is not None:
+        q = q.where(vials_t.c.lot == lot)
+    if after is not None:
+        if not isinstance(after, list) or len(after) != 2 or not all(isinstance(x, int | str) for x in after):
+            raise BadCursor("not a cursor this list gave out", field="cursor")
+        q = q.where(sa.tuple_(vials_t.c.added_seq, vials_t.c.vial_id) > sa.tuple_(after[0], after[1]))
+    q = q.order_by(vials_t.c.added_seq, vials_t.c.vial_id).limit(limit + 1)
+    with ledger.reading() as c:
+        rows = c.execute(q).mappings().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor("vial", [rows[-1]["added_seq"], rows[-1]["vial_id"]]) if more else None
+    return [_vial(r) for r in rows], nxt
+
+
+def vial(ledger: Ledger, registrant: str, vial_id: str) -> dict[str, Any] | None:
+    with ledger.reading() as c:
+        r = c.execute(sa.select(vials_t).where(vials_t.c.registrant == registrant, vials_t.c.vial_id == vial_id)
+                      ).mappings().first()
+    return _vial(r) if r is not None else None
+
+
+def stock(ledger: Ledger, registrant: str) -> dict[str, Any]:
+    """On hand per product and lot (vials with mL left), and total mg per DEA drug code."""
+    with ledger.reading() as c:
+        prods = {r["ndc_key"]: r for r in c.execute(sa.select(products_t).where(
+            products_t.c.registrant == registrant)).mappings()}
+        rows = c.execute(sa.select(vials_t).where(vials_t.c.registrant == registrant)
+                         .order_by(vials_t.c.ndc_key, vials_t.c.expiry, vials_t.c.lot)).mappings().all()
+    out: dict[str, dict[str, Any]] = {}
+    by_code: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+    for r in rows:
+        if r["ml_left"] <= 0:
+            continue
+        p = prods.get(r["ndc_key"])
+        ps = out.setdefault(r["ndc_key"], {
+            "ndc_key": r["ndc_key"], "ndc": p["ndc"] if p else r["ndc_key"], "name": p["name"] if p else "",
+            "containers_sealed": 0, "containers_open": 0, "ml": Decimal("0.00"), "mg": Decimal("0.00"), "lots": {}})
+        mg = r["ml_left"] * r["strength_mg_per_ml"]
+        ps["containers_sealed" if r["state"] == "sealed" else "containers_open"] += 1
+        ps["ml"] += r["ml_left"]
+        ps["mg"] += mg
+        lot = ps["lots"].setdefault((r["lot"], r["expiry"]), {"lot": r["lot"], "expiry": r["expiry"], "containers": 0,
+                                                              "ml": Decimal("0.00"), "mg": Decimal("0.00")})
+        lot["containers"] += 1
+        lot["ml"] += r["ml_left"]
+        lot["mg"] += mg
+        if p is not None:
+            by_code[p["drug_code"]] += mg
+    products_out = []
+    for ps in out.values():
+        lots = [{**lt, "ml": fmt(lt["ml"]), "mg": fmt(lt["mg"])} for lt in ps["lots"].values()]
+        products_out.append({**ps, "ml": fmt(ps["ml"]), "mg": fmt(ps["mg"]), "lots": lots})
+    return {"registrant": registrant, "products": products_out,
+            "total_mg_by_drug_code": {k: fmt(v) for k, v in sorted(by_code.items())}}
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    kind: str | None = None
+    occurred_from: str | None = None  # UTC text, inclusive
+    occurred_to: str | None = None  # UTC text, exclusive
+    vial_id: str | None = None
+    staff_id: str | None = None
+    patient_id: str | None = None
+
+
+def _mentions(obj: Any, key: str, value: str) -> bool:
+    if isinstance(obj, dict):
+        return any((k == key and v == value) or _mentions(v, key, value) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_mentions(v, key, value) for v in obj)
+    return False
+
+
+def entries(ledger: Ledger, registrant: str, f: EntryFilter, *, cursor: str | None,
+            limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of entries in ``seq`` order. Kind, period and vial filter in SQL; staff (a signer
+    or the subject of a staff entry) and patient filter on the decoded entry, scanning at most
+    ``SCAN_LIMIT`` entries per page (a page may then be short but still carry a cursor)."""
+    after = decode_cursor(cursor, "entry")
+    if after is not None and not isinstance(after, int):
+        raise BadCursor("not a cursor this list gave out", field="cursor")
+    q = sa.select(entries_t).where(entries_t.c.registrant == registrant)
+    if after is not None:
+        q = q.where(entries_t.c.seq > after)
+    if f.kind is not None:
+        q = q.where(entries_t.c.kind == f.kind)
+    if f.occurred_from is not None:
+        q = q.where(entries_t.c.occurred_at >= f.occurred_from)
+    if f.occurred_to is not None:
+        q = q.where(entries_t.c.occurred_at < f.occurred_to)
+    if f.vial_id is not None:
+        q = q.where(sa.exists().where(movements_t.c.registrant == entries_t.c.registrant,
+                                      movements_t.c.seq == entries_t.c.seq, movements_t.c.vial_id == f.vial_id))
+    post = f.staff_id is not None or f.patient_id is not None
+    q = q.order_by(entries_t.c.seq).limit(SCAN_LIMIT if post else limit + 1)
+    with ledger.reading() as c:
+        rows = c.execute(q).mappings().all()
+    items: list[dict[str, Any]] = []
+    last_seq = None
+    more = False
+    for r in rows:
+        if len(items) == limit:
+            more = True
+            break
+        obj = json.loads(bytes(r["canonical"]))
+        last_seq = r["seq"]
+        if f.staff_id is not None and not (
+            any(s.get("staff_id") == f.staff_id for s in obj.get("signatures", ()))
+            or _mentions({k: v for k, v in obj.items() if k != "signatures"}, "staff_id", f.staff_id)
+        ):
+            continue
+        if f.patient_id is not None and not _mentions(obj, "patient_id", f.patient_id):
+            continue
+        items.append({"registrant": r["registrant"], "seq": r["seq"], "kind": r["kind"],
+                      "occurred_at": r["occurred_at"], "recorded_at": r["recorded_at"],
+                      "leaf_hash": r["leaf_hash"], "entry": obj})
+    if post and not more and len(rows) == SCAN_LIMIT:
+        more = True  # the scan stopped at its limit: continue from the last entry looked at
+    if more and items and len(items) == limit:
+        last_seq = items[-1]["seq"]
+    return items, (encode_cursor("entry", last_seq) if more and last_seq is not None else None)
+
+
+def entry(ledger: Ledger, registrant: str, seq: int) -> dict[str, Any] | None:
+    with ledger.reading() as c:
+        r = c.execute(sa.select(entries_t.c.registrant, entries_t.c.seq, entries_t.c.leaf_hash, entries_t.c.canonical)
+                      .where(entries_t.c.registrant == registrant, entries_t.c.seq == seq)).mappings().first()
+    if r is None:
+        return None
+    return {"registrant": r["registrant"], "seq": r["seq"], "leaf_hash": r["leaf_hash"],
+            "canonical": bytes(r["canonical"]).decode("utf-8")}

@@ -1,0 +1,102 @@
+"""Staff, roles, products and suppliers: reads, and the commands that record them as entries."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, status
+
+from api.http import queries
+from api.http.deps import AuthDep, IdempotencyKey, LedgerDep, actor
+from api.http.schemas import (
+    PROBLEM_RESPONSES,
+    CommandResultPublic,
+    ProductAddedPublic,
+    ProductCreate,
+    ProductPublic,
+    RoleGrantCreate,
+    RoleRevokeCreate,
+    StaffCreate,
+    StaffEnrolledPublic,
+    StaffId,
+    StaffPublic,
+    SupplierAddedPublic,
+    SupplierCreate,
+    SupplierPublic,
+)
+from ledger.domain.commands import (
+    AddProduct,
+    AddressInput,
+    AddSupplier,
+    EnrollStaff,
+    GrantRole,
+    RevokeRole,
+)
+from ledger.domain.principal import Principal
+from ledger.services import reference as services
+
+router = APIRouter(prefix="/v1/registrants/{dea}", responses=PROBLEM_RESPONSES)
+CREATED = status.HTTP_201_CREATED
+
+
+@router.get("/staff", response_model=list[StaffPublic], tags=["staff"], name="list_staff")
+def list_staff(ledger: LedgerDep, auth: AuthDep, who: Annotated[Principal, actor("list_staff")]) -> list[dict]:
+    """Enrolled staff with the roles they hold now and whether they have a password."""
+    return queries.staff(ledger, who.registrant, auth.store.has_credentials(who.registrant))
+
+
+@router.post("/staff", status_code=CREATED, response_model=StaffEnrolledPublic, tags=["staff"], name="enroll_staff")
+def enroll_staff(body: StaffCreate, ledger: LedgerDep, who: Annotated[Principal, actor("enroll_staff")],
+                 idempotency_key: IdempotencyKey = None) -> dict:
+    """Enroll a staff member (entry ``staff_enrolled``) with initial roles (``role_granted``)."""
+    return services.enroll_staff(ledger, who, EnrollStaff(body.printed_name, body.username, tuple(body.roles)),
+                                 idempotency_key=idempotency_key)
+
+
+@router.post("/staff/{staff_id}/roles", status_code=CREATED, response_model=CommandResultPublic, tags=["staff"],
+             name="grant_role")
+def grant_role(staff_id: StaffId, body: RoleGrantCreate, ledger: LedgerDep,
+               who: Annotated[Principal, actor("grant_role")], idempotency_key: IdempotencyKey = None) -> dict:
+    """Grant a role (entry ``role_granted``); only an administrator grants ``administrator``."""
+    return services.grant_role(ledger, who, GrantRole(staff_id, body.role), idempotency_key=idempotency_key)
+
+
+@router.post("/staff/{staff_id}/role-revocations", status_code=CREATED, response_model=CommandResultPublic,
+             tags=["staff"], name="revoke_role")
+def revoke_role(staff_id: StaffId, body: RoleRevokeCreate, ledger: LedgerDep,
+                who: Annotated[Principal, actor("revoke_role")], idempotency_key: IdempotencyKey = None) -> dict:
+    """Revoke a role, with the reason (entry ``role_revoked``); it takes effect on the next request."""
+    return services.revoke_role(ledger, who, RevokeRole(staff_id, body.role, body.reason),
+                                idempotency_key=idempotency_key)
+
+
+@router.get("/products", response_model=list[ProductPublic], tags=["products"], name="list_products")
+def list_products(ledger: LedgerDep, who: Annotated[Principal, actor("list_products")]) -> list[dict]:
+    """Products added at this registrant, in the order they were added."""
+    return queries.products(ledger, who.registrant)
+
+
+@router.post("/products", status_code=CREATED, response_model=ProductAddedPublic, tags=["products"], name="add_product")
+def add_product(body: ProductCreate, ledger: LedgerDep, who: Annotated[Principal, actor("add_product")],
+                idempotency_key: IdempotencyKey = None) -> dict:
+    """Add a product (entry ``product_added``): NDC, DEA drug code, schedule, form, strength, container."""
+    return services.add_product(ledger, who, AddProduct(body.ndc, body.name, body.drug_code, body.schedule, body.form,
+                                                        body.strength_mg_per_ml, body.container_ml),
+                                idempotency_key=idempotency_key)
+
+
+@router.get("/suppliers", response_model=list[SupplierPublic], tags=["suppliers"], name="list_suppliers")
+def list_suppliers(ledger: LedgerDep, who: Annotated[Principal, actor("list_suppliers")]) -> list[dict]:
+    """Suppliers added at this registrant."""
+    return queries.suppliers(ledger, who.registrant)
+
+
+@router.post("/suppliers", status_code=CREATED, response_model=SupplierAddedPublic, tags=["suppliers"],
+             name="add_supplier")
+def add_supplier(body: SupplierCreate, ledger: LedgerDep, who: Annotated[Principal, actor("add_supplier")],
+                 idempotency_key: IdempotencyKey = None) -> dict:
+    """Add a supplier (entry ``supplier_added``) with its address and DEA number."""
+    a = body.address
+    return services.add_supplier(ledger, who, AddSupplier(body.name, AddressInput(a.street, a.city, a.state,
+                                                                                 a.postal_code), body.dea_number),
+                                 idempotency_key=idempotency_key)

@@ -1,0 +1,102 @@
+"""Logins, sessions, credentials and witness assertions (not ledger entries)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Response, status
+
+from api.http.auth import require_role
+from api.http.deps import AuthDep, Dea, SessionDep, actor
+from api.http.roles import roles_for
+from api.http.schemas import (
+    PROBLEM_RESPONSES,
+    CredentialPublic,
+    LoginCreate,
+    PasswordChangeCreate,
+    SessionPublic,
+    SessionsRevokedPublic,
+    StaffId,
+    StaffPasswordCreate,
+    WhoAmIPublic,
+    WitnessAssertionCreate,
+    WitnessAssertionPublic,
+)
+from ledger.domain.errors import NotFound
+from ledger.domain.principal import Principal
+
+router = APIRouter(prefix="/v1/registrants/{dea}", tags=["sessions"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionPublic, name="login",
+             openapi_extra={"security": []})
+def login(dea: Dea, body: LoginCreate, auth: AuthDep) -> SessionPublic:
+    """Log in with username, password and (administrators, managers) a TOTP code; answers a
+    short-lived bearer token. Not idempotent: every login opens a new session."""
+    token, s = auth.login(dea, body.username, body.password, body.totp)
+    return SessionPublic(
+        access_token=token, expires_at=s.expires_at, idle_timeout_seconds=auth.settings.session_idle_minutes * 60,
+        registrant=dea, staff_id=s.principal.staff_id, printed_name=s.principal.printed_name,
+        roles=sorted(s.roles), auth_method=s.principal.auth_method.value,
+        password_change_required=s.must_change_password)
+
+
+@router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT, name="logout")
+def logout(dea: Dea, session: SessionDep, auth: AuthDep) -> Response:
+    """End this session: the bearer token stops working at once."""
+    require_role(session, dea, roles_for("logout"), password_change_ok=True)
+    auth.logout(session)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=WhoAmIPublic, name="whoami")
+def whoami(dea: Dea, session: SessionDep) -> WhoAmIPublic:
+    """Who this session acts as, with the roles held now (read from the role entries)."""
+    p = require_role(session, dea, roles_for("whoami"), password_change_ok=True)
+    return WhoAmIPublic(registrant=p.registrant, staff_id=p.staff_id, printed_name=p.printed_name,
+                        roles=sorted(session.roles), auth_method=p.auth_method.value, expires_at=session.expires_at,
+                        password_change_required=session.must_change_password)
+
+
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, name="change_own_password")
+def change_own_password(dea: Dea, body: PasswordChangeCreate, session: SessionDep, auth: AuthDep) -> Response:
+    """Change your own password (needs the current one). Every session of yours ends; log in again."""
+    p = require_role(session, dea, roles_for("change_own_password"), password_change_ok=True)
+    auth.change_password(session, p, body.current_password, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/staff/{staff_id}/password", response_model=CredentialPublic, name="set_staff_password")
+def set_staff_password(staff_id: StaffId, body: StaffPasswordCreate, auth: AuthDep,
+                       admin: Annotated[Principal, actor("set_staff_password")]) -> CredentialPublic:
+    """An administrator sets a temporary password for a staff member (who must change it at first
+    login), ending their sessions; a TOTP secret is created and shown once where needed."""
+    member = auth.store.staff(admin.registrant, staff_id)
+    if member is None:
+        raise NotFound(f"no staff member {staff_id!r} at {admin.registrant}", field="staff_id")
+    secret = auth.set_password(member, body.password, must_change=True, enroll_totp=body.enroll_totp)
+    return CredentialPublic(staff_id=staff_id, password_change_required=True, totp_secret=secret,
+                            totp_uri=auth.totp_uri(member, secret) if secret else None)
+
+
+@router.delete("/staff/{staff_id}/sessions", response_model=SessionsRevokedPublic, name="revoke_staff_sessions")
+def revoke_staff_sessions(staff_id: StaffId, auth: AuthDep,
+                          who: Annotated[Principal, actor("revoke_staff_sessions")]) -> SessionsRevokedPublic:
+    """End every session of a staff member at once (a lost tablet, a departure)."""
+    if auth.store.staff(who.registrant, staff_id) is None:  # a mistyped id must not read as "0 ended"
+        raise NotFound(f"no staff member {staff_id} at {who.registrant}", field="staff_id")
+    n = auth.revoke_all(who.registrant, staff_id, f"revoked by {who.staff_id}")
+    return SessionsRevokedPublic(staff_id=staff_id, revoked=n)
+
+
+@router.post("/witness-assertions", status_code=status.HTTP_201_CREATED, response_model=WitnessAssertionPublic,
+             name="create_witness_assertion")
+def create_witness_assertion(body: WitnessAssertionCreate, session: SessionDep, auth: AuthDep,
+                             _: Annotated[Principal, actor("create_witness_assertion")]) -> WitnessAssertionPublic:
+    """The witness enters their own credentials on the recording person's device; the answer is a
+    single-use assertion for exactly the command body whose SHA-256 is given, valid 2 minutes.
+    Send it as the ``Witness-Assertion`` header of that command."""
+    token, witness, _method, expires = auth.issue_assertion(session, body.username, body.password, body.totp,
+                                                           body.body_sha256)
+    return WitnessAssertionPublic(assertion=token, expires_at=expires, witness_staff_id=witness.staff_id,
+                                  witness_printed_name=witness.printed_name, body_sha256=body.body_sha256.lower())

@@ -1,0 +1,224 @@
+"""Bodies of the clinic-operation commands (``...Create``) and their answers. Quantities are
+decimal strings; times carry a zone. A patient's name and address travel only in request and
+response bodies, never in a URL or a log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StrictBool, StrictInt
+
+from api.http.schemas import (
+    AddressCreate,
+    AddressPublic,
+    Body,
+    CommandResultPublic,
+    PublicModel,
+    Quantity,
+    When,
+)
+
+VialId = Annotated[str, Field(min_length=1, max_length=128, examples=["V14-1"])]
+VialIds = Annotated[list[VialId], Field(min_length=1, max_length=200)]
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+LateReason = Annotated[str, Field(min_length=1, max_length=500)] | None
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+Dea = Annotated[str, Field(min_length=1, max_length=16, examples=["FB7654329"])]
+Whole = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+HHMM = Annotated[str, Field(pattern=r"^[0-2][0-9]:[0-5][0-9]$")]
+
+
+def _ex(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
+class ClinicalResultPublic(CommandResultPublic):
+    """The entries recorded, plus what the command answers (ids, amounts, deadlines)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class PolicyCreate(Body):
+    beyond_use_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 28
+    late_entry_limit_hours: Annotated[StrictInt, Field(ge=1, le=24 * 365)] = 24
+    variance_threshold_percent: Quantity = "1.00"
+    count_schedule: Annotated[str, Field(min_length=1, max_length=32)] = "daily_opening"
+    clinic_hours: dict[Annotated[str, Field(max_length=9)], tuple[HHMM, HHMM]] = Field(default_factory=dict, max_length=7)
+    dosage_unit: Annotated[str, Field(min_length=1, max_length=32)] = "container"
+    reason: Reason = "initial policy"
+    model_config = _ex({"beyond_use_days": 28, "late_entry_limit_hours": 24, "variance_threshold_percent": "1.00",
+                        "count_schedule": "daily_opening", "clinic_hours": {"mon": ["08:00", "18:00"]},
+                        "dosage_unit": "container", "reason": "clinic policy adopted 2026-11-25"})
+
+
+class PatientCreate(Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    address: AddressCreate
+    model_config = _ex({"name": "Jordan Example", "address": {"street": "12 Elm St", "city": "Austin", "state": "TX",
+                                                              "postal_code": "78702"}})
+
+
+class PatientDetailsChangeCreate(Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    address: AddressCreate
+    reason: Reason
+    model_config = _ex({"name": "Jordan Example", "address": {"street": "40 Oak Ave", "city": "Austin", "state": "TX",
+                                                              "postal_code": "78703"}, "reason": "moved"})
+
+
+class PatientPublic(PublicModel):
+    patient_id: str
+    name: str
+    address: AddressPublic
+    matches_commitment: bool = Field(description="False if the registry row no longer matches the ledger's commitment.")
+
+
+class DrawCreate(Body):
+    vial_id: VialId
+    ml: Quantity
+
+
+class WasteCreate(Body):
+    ml: Quantity
+    method: Annotated[str, Field(min_length=1, max_length=200, examples=["sharps container, syringe expelled"])]
+
+
+class AdministrationCreate(Body):
+    patient_id: Annotated[str, Field(min_length=1, max_length=32, examples=["P40"])]
+    prescriber_dea_number: Dea
+    weight_kg: Quantity
+    ordered_mg_per_kg: Quantity
+    draws: Annotated[list[DrawCreate], Field(min_length=1, max_length=20)]
+    ml_given: Quantity
+    started_at: When
+    ended_at: When
+    waste: WasteCreate | None = Field(default=None, description="The remainder, wasted in the same command; needs "
+                                      "a Witness-Assertion header.")
+    late_reason: LateReason = None
+    model_config = _ex({"patient_id": "P40", "prescriber_dea_number": "FB7654329", "weight_kg": "80.00",
+                        "ordered_mg_per_kg": "0.50", "draws": [{"vial_id": "V14-1", "ml": "1.00"}], "ml_given": "0.80",
+                        "started_at": "2026-11-25T09:00:00-06:00", "ended_at": "2026-11-25T09:40:00-06:00",
+                        "waste": {"ml": "0.20", "method": "sharps container"}})
+
+
+class WasteRecordCreate(Body):
+    administration_id: Annotated[str, Field(min_length=1, max_length=64)]
+    ml: Quantity
+    method: Annotated[str, Field(min_length=1, max_length=200)]
+    occurred_at: When
+    late_reason: LateReason = None
+    model_config = _ex({"administration_id": "A52", "ml": "0.20", "method": "sharps container",
+                        "occurred_at": "2026-11-25T09:45:00-06:00"})
+
+
+class CountCreate(Body):
+    ndcs: Annotated[list[Annotated[str, Field(max_length=20)]], Field(max_length=50)] = []
+    blind: StrictBool = True
+    model_config = _ex({"ndcs": ["42023-0113-10"], "blind": True})
+
+
+class CountLineCreate(Body):
+    ndc: Annotated[str, Field(min_length=1, max_length=20)]
+    sealed_containers: Whole
+    open_containers: Whole = 0
+    open_ml: Quantity = "0.00"
+
+
+class CountSubmissionCreate(Body):
+    lines: Annotated[list[CountLineCreate], Field(min_length=1, max_length=50)]
+    occurred_at: When
+    late_reason: LateReason = None
+    model_config = _ex({"lines": [{"ndc": "42023-0113-10", "sealed_containers": 4, "open_containers": 1,
+                                   "open_ml": "6.00"}], "occurred_at": "2026-11-25T08:05:00-06:00"})
+
+
+class ResolutionCreate(Body):
+    category: Literal["documentation_error", "breakage", "spill", "theft_or_loss", "other"]
+    explanation: Reason
+    fixed_by_seq: Annotated[StrictInt, Field(ge=0, le=2**62)] | None = None
+    model_config = _ex({"category": "breakage", "explanation": "vial dropped during setup, seen by both counters"})
+
+
+class DestructionCreate(Body):
+    vial_ids: VialIds
+    method: Annotated[str, Field(min_length=1, max_length=200)]
+    place: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Reason
+    occurred_at: When
+    late_reason: LateReason = None
+    documents: Annotated[list[Sha256], Field(max_length=20)] = []
+    model_config = _ex({"vial_ids": ["V14-1"], "method": "chemical digestion (Rx Destroyer)", "place": "med room",
+                        "reason": "past beyond-use date", "occurred_at": "2026-11-25T17:00:00-06:00"})
+
+
+class TransferCreate(Body):
+    vial_ids: VialIds
+    receiver_dea_number: Dea
+    receiver_name: Annotated[str, Field(min_length=1, max_length=200)]
+    receiver_address: AddressCreate
+    invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
+    occurred_at: When
+    late_reason: LateReason = None
+    model_config = _ex({"vial_ids": ["V14-2"], "receiver_dea_number": "FB7654329",
+                        "receiver_name": "Calm Waters Ketamine Clinic - Denver",
+                        "receiver_address": {"street": "2200 Larimer St", "city": "Denver", "state": "CO",
+                                             "postal_code": "80205"},
+                        "invoice_number": "TR-2026-001", "occurred_at": "2026-11-25T10:00:00-06:00"})
+
+
+class ReturnCreate(Body):
+    vial_ids: VialIds
+    recipient_type: Literal["supplier", "reverse_distributor"]
+    recipient_name: Annotated[str, Field(min_length=1, max_length=200)]
+    recipient_address: AddressCreate
+    recipient_dea_number: Dea
+    invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
+    occurred_at: When
+    late_reason: LateReason = None
+    model_config = _ex({"vial_ids": ["V14-3"], "recipient_type": "reverse_distributor", "recipient_name": "RetuRx",
+                        "recipient_address": {"street": "1 Dock Rd", "city": "Dallas", "state": "TX",
+                                              "postal_code": "75201"}, "recipient_dea_number": "RR1234563",
+                        "invoice_number": "RD-77", "occurred_at": "2026-11-25T10:00:00-06:00"})
+
+
+class LostVialCreate(Body):
+    vial_id: VialId
+    ml: Quantity | None = None
+
+
+class LossReportCreate(Body):
+    discovered_at: When
+    loss_type: Literal["night_break_in", "armed_robbery", "employee_pilferage", "customer_theft", "lost_in_transit",
+                       "other"]
+    police_notified: StrictBool
+    losses_past_24_months: Whole
+    purchase_value_usd: Quantity
+    lost: Annotated[list[LostVialCreate], Field(max_length=200)] = []
+    covers_seqs: Annotated[list[Annotated[StrictInt, Field(ge=0, le=2**62)]], Field(max_length=200)] = []
+    police_department: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    police_report_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    documents: Annotated[list[Sha256], Field(max_length=20)] = []
+    model_config = _ex({"discovered_at": "2026-11-25T07:30:00-06:00", "loss_type": "night_break_in",
+                        "police_notified": True, "losses_past_24_months": 0, "purchase_value_usd": "48.00",
+                        "lost": [{"vial_id": "V14-4"}], "police_department": "Austin PD",
+                        "police_report_number": "26-112233"})
+
+
+class CorrectionLineCreate(Body):
+    vial_id: VialId
+    direction: Literal["add", "remove"]
+    ml: Quantity
+
+
+class CorrectionCreate(Body):
+    corrects_seq: Annotated[StrictInt, Field(ge=0, le=2**62)]
+    reason: Reason
+    lines: Annotated[list[CorrectionLineCreate], Field(max_length=50)] = []
+    model_config = _ex({"corrects_seq": 52, "reason": "0.20 mL typed as 2.00 mL",
+                        "lines": [{"vial_id": "V14-1", "direction": "add", "ml": "1.80"}]})
+
+
+class QuarantineCreate(Body):
+    vial_ids: VialIds
+    reason: Reason
+    model_config = _ex({"vial_ids": ["V14-5"], "reason": "carton seal broken on arrival (DSCSA suspect product)"})

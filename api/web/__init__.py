@@ -1,0 +1,15 @@
+"""The clinic-floor web interface: server-rendered pages (Jinja2) on the same FastAPI app and the
+same services as the HTTP API. ``router`` is included by ``api.app.create_app``; pages live under
+``/ui/`` and each location (DEA registration) under ``/ui/<DEA>/``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.web import routes_clinic, routes_pages, routes_session
+
+router = APIRouter(include_in_schema=False)
+for _m in (routes_session, routes_pages, routes_clinic):
+    router.include_router(_m.router)
+
+__all__ = ["router"]

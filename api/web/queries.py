@@ -1,0 +1,100 @@
+"""Read models for the pages, in read-only transactions. Nothing here writes or decides; the
+API's read models (``api.queries``) are reused where they fit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from ledger.integrity.canonical import format_time
+from ledger.storage import log as tlog
+from ledger.storage.store import Ledger, projection_tables, tree_size
+
+registrants_t = projection_tables["registrants"]
+vials_t = projection_tables["vials"]
+products_t = projection_tables["products"]
+
+
+def locations(ledger: Ledger) -> list[dict[str, Any]]:
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(registrants_t.c.dea_number, registrants_t.c.name, registrants_t.c.city,
+                                   registrants_t.c.state).order_by(registrants_t.c.name)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def location(ledger: Ledger, dea: str) -> dict[str, Any] | None:
+    with ledger.reading() as c:
+        r = c.execute(sa.select(registrants_t).where(registrants_t.c.dea_number == dea)).mappings().first()
+    return dict(r) if r is not None else None
+
+
+def vial_counts(ledger: Ledger, dea: str) -> dict[str, int]:
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(vials_t.c.state, sa.func.count()).where(vials_t.c.registrant == dea)
+                         .group_by(vials_t.c.state)).all()
+    return {state: n for state, n in rows}
+
+
+def usable_vials(ledger: Ledger, dea: str, today: date) -> list[dict[str, Any]]:
+    """Vials with liquid left, each with whether it may be drawn from and why not.
+
+    Which states may be drawn from is the clinical services' rule; this only labels what the
+    projection says (expired, past beyond-use date, quarantined) so the page can disable them.
+    The service refuses them anyway.
+    """
+    cols = {c.name for c in vials_t.columns}
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(vials_t, products_t.c.name, products_t.c.ndc)
+                         .join(products_t, sa.and_(products_t.c.registrant == vials_t.c.registrant,
+                                                   products_t.c.ndc_key == vials_t.c.ndc_key))
+                         .where(vials_t.c.registrant == dea, vials_t.c.ml_left > Decimal("0.00"))
+                         .order_by(vials_t.c.state.desc(), vials_t.c.expiry, vials_t.c.added_seq)).mappings().all()
+    out = []
+    for r in rows:
+        v = dict(r)
+        reasons = []
+        if v["expiry"] < today.isoformat():
+            reasons.append(f"expired {v['expiry']}")
+        bud = v.get("beyond_use_date") if "beyond_use_date" in cols else None
+        v["bud"] = bud
+        if bud and bud < today.isoformat():
+            reasons.append(f"past beyond-use date {bud}")
+        if v["state"] in ("quarantined", "suspect", "destroyed", "empty", "emptied", "transferred", "lost"):
+            reasons.append(v["state"])
+        v["blocked"] = "; ".join(reasons)
+        out.append(v)
+    # usable first; among them opened vials first, then first-expiring (what to draw from next)
+    out.sort(key=lambda v: (bool(v["blocked"]), v["state"] != "open", v["expiry"], v["added_seq"], v["vial_id"]))
+    return out
+
+
+def checkpoint_status(ledger: Ledger, dea: str) -> dict[str, Any]:
+    with ledger.reading() as c:
+        size = tree_size(c, dea)
+        cp = tlog.latest_checkpoint(c, dea)
+        cosigs = tlog.cosignature_lines(c, dea, cp.tree_size) if cp else []
+        policy = tlog.witness_policy(c, dea)
+        keys = tlog.log_keys(c, dea)
+    return {
+        "tree_size": size,
+        "checkpoint": cp,
+        "cosignatures": cosigs,
+        "policy": policy,
+        "keys": keys,
+        "fingerprints": tlog.fingerprint_lines(keys) if keys else [],
+    }
+
+
+def day_bounds(day_start: datetime, day_end: datetime) -> tuple[str, str]:
+    return format_time(day_start), format_time(day_end)
+
+
+def submitted_seq(ledger: Ledger, dea: str, session_id: str) -> int | None:
+    """The seq of the entry that submitted a count session (None while it is open)."""
+    t = projection_tables["count_sessions"]
+    with ledger.reading() as c:
+        return c.execute(sa.select(t.c.submitted_seq).where(t.c.registrant == dea,
+                                                            t.c.session_id == session_id)).scalar()

@@ -1,0 +1,626 @@
+"""Clinical pages: alerts with their evidence (issue 7), and, with the clinical services of
+issue 3, infusions with their witness, blind counts and discrepancies."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+
+from api.http import queries as api_queries
+from api.web import integrations, queries
+from api.web.core import (
+    DEA_PATTERN,
+    Page,
+    PageRoute,
+    error_of,
+    local_input,
+    new_form_key,
+    open_page,
+    parse_local_time,
+)
+from api.web.forms import Errors, Form, read_form, whole_number
+from api.web.security import check_session_csrf, location_path
+from ledger.domain.errors import LedgerError
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+Dea = Annotated[str, Path(pattern=DEA_PATTERN)]
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+def _staff_names(page: Page) -> dict[str, str]:
+    return {s["staff_id"]: s["printed_name"]
+            for s in api_queries.staff(page.request.app.state.ledger, page.dea, set())}
+
+
+def _alerts_page(page: Page, *, show: str, errors: Errors | None = None, values: dict | None = None,
+                 status: int = 200, done: str | None = None) -> Response:
+    svc = integrations.alert_service()
+    if svc is None:
+        return page.render("alerts.html", status=status, available=False, active="alerts")
+    from ledger.domain import alert_rules as rules
+
+    rows = svc.list_alerts(page.request.app.state.ledger, page.dea, status=None if show == "all" else "open")
+    return page.render("alerts.html", status=status, available=True, alerts=rows, show=show, names=_staff_names(page),
+                       categories=[(c, c.replace("_", " ")) for c in rules.CATEGORIES], errors=errors or Errors(),
+                       values=values or {}, done=done, form_key=new_form_key(), active="alerts")
+
+
+@router.get("/ui/{dea}/alerts", name="web_alerts")
+async def alerts(request: Request, dea: Dea, show: str = "open", done: str | None = None) -> Response:
+    page = await open_page(request, dea, "alerts")
+    return await run_in_threadpool(_alerts_page, page, show=show if show in ("open", "all") else "open",
+                                   done=done if done and done.startswith("AL") and done[2:].isdigit() else None)
+
+
+def _close_alert(page: Page, form: Form) -> Response:
+    svc = integrations.alert_service()
+    if svc is None:
+        return _alerts_page(page, show="open", status=404)
+    alert_id = form.text("alert_id")
+    values = {"alert_id": alert_id, "category": form.text("category"), "explanation": form.get("explanation", ""),
+              "action": form.text("action")}
+    fn = svc.acknowledge_alert if values["action"] == "acknowledge" else svc.resolve_alert
+    try:
+        fn(page.request.app.state.ledger, page.principal, alert_id, values["category"], values["explanation"],
+           idempotency_key=form.text("form_key") or None)
+    except LedgerError as exc:
+        name, msg = error_of(exc)
+        errors = Errors()
+        errors.add(f"{alert_id}-{name}" if name in ("category", "explanation") else "form",
+                   msg if name in ("category", "explanation") else f"{alert_id}: {msg}")
+        return _alerts_page(page, show="open", errors=errors, values=values, status=exc.status)
+    return RedirectResponse(f"{location_path(page.dea)}alerts?done={alert_id}", status_code=303)
+
+
+@router.post("/ui/{dea}/alerts", name="web_alerts_post")
+async def close_alert(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "alerts")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    return await run_in_threadpool(_close_alert, page, form)
+
+
+def evidence_links(a: dict[str, Any]) -> list[int]:
+    return list(a.get("evidence_seqs") or [])
+
+
+# --- clinical services (issue 3) ---------------------------------------------------------------------
+
+
+def _clinical():
+    """``(clinical, stock)`` service modules, or None while issue 3 has not landed."""
+    clinical, stock = integrations.module("clinical"), integrations.module("stock")
+    if clinical is None or stock is None or not hasattr(clinical, "submit_count"):
+        return None
+    return clinical, stock
+
+
+def _pending(page: Page, active: str, title: str) -> Response:
+    return page.render("pending.html", active=active, title=title)
+
+
+# --- blind count ------------------------------------------------------------------------------------
+
+
+@router.get("/ui/{dea}/counts/new", name="web_count")
+async def count_start_form(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "count")
+    if _clinical() is None:
+        return _pending(page, "count", "Count")
+    return page.render("count_start.html", active="count", form_key=new_form_key())
+
+
+def _start_count(page: Page, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from ledger.domain.commands import StartCount
+
+    try:
+        res = clinical.start_count(page.request.app.state.ledger, page.principal, StartCount(blind=True),
+                                   idempotency_key=form.text("form_key") or None)
+    except LedgerError as exc:
+        errors = Errors()
+        errors.add("form", exc.reason)
+        return page.render("count_start.html", status=exc.status, active="count", errors=errors,
+                           form_key=new_form_key())
+    return RedirectResponse(f"{location_path(page.dea)}counts/{res['session_id']}", status_code=303)
+
+
+@router.post("/ui/{dea}/counts/new", name="web_count_start")
+async def count_start(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "count")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "count", "Count")
+    return await run_in_threadpool(_start_count, page, form)
+
+
+SessionId = Annotated[str, Path(pattern=r"^C[0-9]{1,18}$")]
+
+
+def _count_products(page: Page, session: dict) -> list[dict[str, Any]]:
+    """What to count: product descriptions only (never quantities: the count is blind)."""
+    prods = {p["ndc_key"]: p for p in api_queries.products(page.request.app.state.ledger, page.dea)}
+    return [{"ndc": prods[k]["ndc"], "name": prods[k]["name"], "container_ml": prods[k]["container_ml"],
+             "strength": prods[k]["strength_mg_per_ml"]} for k in session["ndc_keys"] if k in prods]
+
+
+def _count_page(page: Page, session_id: str, *, values: dict | None = None, errors: Errors | None = None,
+                status: int = 200) -> Response:
+    _, stock = _clinical()
+    s = stock.count_session(page.request.app.state.ledger, page.dea, session_id)
+    if s["status"] != "open":
+        return RedirectResponse(f"{location_path(page.dea)}entries/{_submitted_seq(page, session_id)}",
+                                status_code=303)
+    values = values or {"occurred_at": local_input(page.local_now(), page.tz), "form_key": new_form_key()}
+    # The blind session's answer holds no book quantity; nothing else is loaded here.
+    return page.render("count.html", status=status, active="count", session_id=session_id,
+                       products=_count_products(page, s), values=values, errors=errors or Errors())
+
+
+def _submitted_seq(page: Page, session_id: str) -> int:
+    return queries.submitted_seq(page.request.app.state.ledger, page.dea, session_id)
+
+
+@router.get("/ui/{dea}/counts/{session_id}", name="web_count_session")
+async def count_session(request: Request, dea: Dea, session_id: SessionId) -> Response:
+    page = await open_page(request, dea, "count")
+    if _clinical() is None:
+        return _pending(page, "count", "Count")
+    return await run_in_threadpool(_count_page, page, session_id)
+
+
+def _submit_count(page: Page, session_id: str, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from api.web.witness import witness_from_form
+    from ledger.domain.commands import CountLineInput, SubmitCount
+
+    n = whole_number(form.get("line_count", "0")) or 0
+    values: dict[str, str] = {k: v for k, v in form.items() if not k.endswith("_password") and k != "csrf_token"}
+    errors = Errors()
+    occurred = parse_local_time(form.get("occurred_at", ""), page.tz, field="occurred_at", errors=errors)
+    lines = []
+    for i in range(min(n, 100)):
+        def whole(name: str, i: int = i) -> int:
+            v = whole_number(form.text(f"lines-{i}-{name}"))
+            if v is None:
+                errors.add(f"lines-{i}-{name}", "enter a whole number (0 if none)")
+                return 0
+            return v
+
+        lines.append(CountLineInput(form.text(f"lines-{i}-ndc"), whole("sealed_containers"), whole("open_containers"),
+                                    form.text(f"lines-{i}-open_ml") or "0.00"))
+    cmd = SubmitCount(session_id, tuple(lines), occurred, late_reason=form.optional("late_reason"))
+    key = form.text("form_key") or None
+    second = None
+    if not errors:
+        from ledger.services.reference import _request
+
+        second = witness_from_form(page, form, _request(cmd), errors, prefix="counter2", idempotency_key=key)
+    if errors or second is None:
+        return _count_page(page, session_id, values=values, errors=errors, status=422)
+    try:
+        res = clinical.submit_count(page.request.app.state.ledger, page.principal, cmd,
+                                    second_counter=second.principal, idempotency_key=key)
+    except LedgerError as exc:
+        name, msg = error_of(exc, {"second_counter": "counter2_username"})
+        errors.add(name, msg)
+        return _count_page(page, session_id, values=values, errors=errors, status=exc.status)
+    from api.web.routes_pages import saved_redirect
+
+    return saved_redirect(page, res)
+
+
+@router.post("/ui/{dea}/counts/{session_id}", name="web_count_submit")
+async def count_submit(request: Request, dea: Dea, session_id: SessionId) -> Response:
+    page = await open_page(request, dea, "count")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "count", "Count")
+    return await run_in_threadpool(_submit_count, page, session_id, form)
+
+
+# --- discrepancies ----------------------------------------------------------------------------------
+
+
+def _discrepancies_page(page: Page, *, errors: Errors | None = None, values: dict | None = None,
+                        status: int = 200, done: str | None = None) -> Response:
+    clinical, stock = _clinical()
+    rows = stock.discrepancies(page.request.app.state.ledger, page.dea, status="open")
+    prods = {p["ndc_key"]: p for p in api_queries.products(page.request.app.state.ledger, page.dea)}
+    return page.render("discrepancies.html", status=status, active="discrepancies", rows=rows, products=prods,
+                       names=_staff_names(page), errors=errors or Errors(), values=values or {}, done=done,
+                       categories=[(c, c.replace("_", " ")) for c in clinical.DISCREPANCY_CATEGORIES],
+                       form_key=new_form_key(), can_resolve=page.may("resolve_discrepancy"))
+
+
+@router.get("/ui/{dea}/discrepancies", name="web_discrepancies")
+async def discrepancies(request: Request, dea: Dea, done: str | None = None) -> Response:
+    page = await open_page(request, dea, "discrepancies")
+    if _clinical() is None:
+        return _pending(page, "discrepancies", "Discrepancies")
+    return await run_in_threadpool(_discrepancies_page, page,
+                                   done=done if done and len(done) < 40 and done.replace("-", "").isalnum() else None)
+
+
+def _resolve(page: Page, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from ledger.domain.commands import ResolveDiscrepancy
+
+    did = form.text("discrepancy_id")
+    values = {"discrepancy_id": did, "category": form.text("category"), "explanation": form.get("explanation", ""),
+              "fixed_by_seq": form.text("fixed_by_seq")}
+    errors = Errors()
+    fixed = None
+    if values["fixed_by_seq"]:
+        fixed = whole_number(values["fixed_by_seq"])
+        if fixed is None:
+            errors.add(f"{did}-fixed_by_seq", "enter the entry number (digits)")
+    if not errors:
+        try:
+            clinical.resolve_discrepancy(page.request.app.state.ledger, page.principal,
+                                         ResolveDiscrepancy(did, values["category"], values["explanation"], fixed),
+                                         idempotency_key=form.text("form_key") or None)
+            return RedirectResponse(f"{location_path(page.dea)}discrepancies?done={did}", status_code=303)
+        except LedgerError as exc:
+            name, msg = error_of(exc)
+            if name in ("category", "explanation", "fixed_by_seq"):
+                errors.add(f"{did}-{name}", msg)
+            else:
+                errors.add("form", f"{did}: {msg}")
+            return _discrepancies_page(page, errors=errors, values=values, status=exc.status)
+    return _discrepancies_page(page, errors=errors, values=values, status=422)
+
+
+@router.post("/ui/{dea}/discrepancies", name="web_discrepancies_post")
+async def resolve_discrepancy(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "resolve_discrepancy")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "discrepancies", "Discrepancies")
+    return await run_in_threadpool(_resolve, page, form)
+
+
+# --- record an infusion ---------------------------------------------------------------------------
+
+WASTE_METHODS = [("sink, witnessed", "Down the sink, witnessed"),
+                 ("pharmaceutical waste container, witnessed", "Pharmaceutical waste container (e.g. Rx Destroyer), witnessed")]
+INFUSION_FIELDS = ("patient_id", "prescriber_dea_number", "weight_kg", "ordered_mg_per_kg", "ml_given", "waste_ml",
+                   "waste_method", "started_at", "ended_at", "late_reason", "form_key")
+INFUSION_ERROR_NAMES = {"waste.ml": "waste_ml", "waste.method": "waste_method", "witness": "witness_username",
+                        "draws": "draws"}
+
+
+def _infusion_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200,
+                   patient: dict | None = None) -> Response:
+    ledger = page.request.app.state.ledger
+    vials = queries.usable_vials(ledger, page.dea, page.local_now().date())
+    known = [*INFUSION_FIELDS, "witness_username", "witness_password", "witness_totp", "draws"]
+    known += [f"vials-{i}-ml" for i in range(len(vials))] + [f"vials-{i}-use" for i in range(len(vials))]
+    return page.render("infusion.html", status=status, active="infusion", values=values, errors=errors or Errors(),
+                       vials=vials, waste_methods=WASTE_METHODS, known=known, patient=patient)
+
+
+@router.get("/ui/{dea}/infusions/new", name="web_infusion")
+async def infusion_form(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "infusion")
+    if _clinical() is None:
+        return _pending(page, "infusion", "Record an infusion")
+    ended = local_input(page.local_now(), page.tz)
+    # The suggested start is 40 minutes before the end in elapsed time (UTC), not on the wall
+    # clock: on the spring-forward morning 03:20 - 40 min on the wall is 02:40, an hour that
+    # does not exist, read back as 03:40, after the end, and the suggested times were refused.
+    # Counted back from the end as the form reads it back (in the repeated hour after fall-back,
+    # "01:20" is the first 01:20), so the two stay 40 minutes apart then too.
+    end_read = parse_local_time(ended, page.tz, field="ended_at", errors=Errors())
+    values = {"form_key": new_form_key(), "ended_at": ended,
+              "started_at": local_input(end_read.astimezone(UTC) - timedelta(minutes=40), page.tz),
+              "waste_method": WASTE_METHODS[0][0]}
+    return await run_in_threadpool(_infusion_page, page, values=values)
+
+
+def _patient_keys(page: Page):
+    from api.http import routes_clinical
+
+    return routes_clinical.patient_keys(page.request)
+
+
+def _record_infusion(page: Page, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from api.web.witness import witness_from_form
+    from ledger.domain.commands import AdministerDose, DrawInput, WasteInput
+    from ledger.services.reference import _request
+
+    values: dict[str, Any] = {k: form.get(k, "") for k in INFUSION_FIELDS}
+    values["form_key"] = values["form_key"] or new_form_key()
+    values["witness_username"] = form.text("witness_username")  # kept on an error; passwords never are
+    vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
+    used: list[int] = []  # the page row of each draw sent to the service
+    draws = []
+    moved: list[tuple[int, str]] = []  # ticked rows whose vial is not the one the page showed there
+    for i in range(len(vials)):
+        values[f"vials-{i}-use"] = form.get(f"vials-{i}-use", "")
+        values[f"vials-{i}-ml"] = form.get(f"vials-{i}-ml", "")
+        if values[f"vials-{i}-use"]:
+            if form.get(f"vials-{i}-id", "") != vials[i]["vial_id"]:
+                moved.append((i, form.get(f"vials-{i}-id", "")))
+                continue
+            used.append(i)
+            draws.append(DrawInput(vials[i]["vial_id"], values[f"vials-{i}-ml"].strip()))
+    errors = Errors()
+    if form.get("action") == "lookup":
+        patient = None
+        if not values["patient_id"].strip():
+            errors.add("patient_id", "enter the patient's id from the chart")
+        else:
+            try:
+                patient = clinical.read_patient(page.request.app.state.ledger, page.principal,
+                                                values["patient_id"].strip(), keys=_patient_keys(page))
+            except LedgerError as exc:
+                errors.add("patient_id", exc.reason)
+        return _infusion_page(page, values=values, errors=errors, patient=patient, status=422 if errors else 200)
+    started = parse_local_time(values["started_at"], page.tz, field="started_at", errors=errors)
+    ended = parse_local_time(values["ended_at"], page.tz, field="ended_at", errors=errors)
+    for i, sent in moved:
+        # The list changed since the page was opened (or the id was altered): refused, where the
+        # ticked row used to be dropped silently and the dose recorded without it.
+        errors.add(f"vials-{i}-use", f"vial {sent or '(none)'} is no longer in this row; check the ticked vials "
+                                     "and send again")
+    if not draws:
+        errors.add("draws", "tick the vial(s) drawn from and give the mL drawn from each")
+    waste = None
+    if values["waste_ml"].strip() and values["waste_ml"].strip() not in ("0", "0.0", "0.00"):
+        waste = WasteInput(values["waste_ml"].strip(), values["waste_method"])
+        if values["waste_method"] not in dict(WASTE_METHODS):  # the page offers these; no other text is recorded
+            errors.add("waste_method", "choose how it was wasted")
+    if errors:
+        return _infusion_page(page, values=values, errors=errors, status=422)
+    cmd = AdministerDose(values["patient_id"].strip(), values["prescriber_dea_number"].strip(),
+                         values["weight_kg"].strip(), values["ordered_mg_per_kg"].strip(), tuple(draws),
+                         values["ml_given"].strip(), started, ended, waste=waste,
+                         late_reason=values["late_reason"].strip() or None)
+    witness = None
+    if waste is not None:
+        witness = witness_from_form(page, form, _request(cmd), errors, idempotency_key=values["form_key"])
+        if witness is None:
+            return _infusion_page(page, values=values, errors=errors, status=422)
+    try:
+        res = clinical.administer_dose(page.request.app.state.ledger, page.principal, cmd,
+                                       witness=witness.principal if witness else None,
+                                       idempotency_key=values["form_key"])
+    except LedgerError as exc:
+        name, msg = error_of(exc, INFUSION_ERROR_NAMES)
+        if name.startswith("draws-"):
+            k = int(name.split("-")[1])
+            row = used[k] if k < len(used) else 0
+            name = f"vials-{row}-ml" if name.endswith("-ml") else f"vials-{row}-use"
+        errors.add(name, msg)
+        return _infusion_page(page, values=values, errors=errors, status=exc.status)
+    from api.web.routes_pages import saved_redirect
+
+    return saved_redirect(page, res)
+
+
+@router.post("/ui/{dea}/infusions/new", name="web_infusion_post")
+async def record_infusion(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "infusion")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "infusion", "Record an infusion")
+    return await run_in_threadpool(_record_infusion, page, form)
+
+
+# --- destruction (Form 41) -------------------------------------------------------------------------
+
+DESTROY_FIELDS = ("method", "place", "reason", "occurred_at", "late_reason", "form_key",
+                  "witness1_username", "witness2_username")
+
+
+def _destroy_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200) -> Response:
+    vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
+    vials = [v for v in vials if v["state"] != "quarantined"]
+    return page.render("destroy.html", status=status, active="destroy", values=values, errors=errors or Errors(),
+                       vials=vials)
+
+
+@router.get("/ui/{dea}/destructions/new", name="web_destroy")
+async def destroy_form(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "destroy")
+    if _clinical() is None:
+        return _pending(page, "destroy", "Destroy stock")
+    values = {"form_key": new_form_key(), "occurred_at": local_input(page.local_now(), page.tz),
+              "place": page.location["name"], "method": "chemical digestion (Rx Destroyer), non-retrievable"}
+    return await run_in_threadpool(_destroy_page, page, values=values)
+
+
+def _destroy(page: Page, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from api.web.witness import witness_from_form
+    from ledger.domain.commands import DestroyStock
+    from ledger.services.reference import _request
+
+    values: dict[str, Any] = {k: form.get(k, "") for k in DESTROY_FIELDS}
+    values["form_key"] = values["form_key"] or new_form_key()
+    chosen = [v for v in form.all("vial_ids") if v]
+    values["vial_ids"] = chosen
+    errors = Errors()
+    occurred = parse_local_time(values["occurred_at"], page.tz, field="occurred_at", errors=errors)
+    if not chosen:
+        errors.add("vial_ids", "tick the vials destroyed")
+    if errors:
+        return _destroy_page(page, values=values, errors=errors, status=422)
+    cmd = DestroyStock(tuple(chosen), values["method"], values["place"], values["reason"], occurred,
+                       late_reason=form.optional("late_reason"))
+    request = _request(cmd)
+    w1 = witness_from_form(page, form, request, errors, prefix="witness1", idempotency_key=values["form_key"] + "-1")
+    w2 = witness_from_form(page, form, request, errors, prefix="witness2", idempotency_key=values["form_key"] + "-2")
+    if w1 is None or w2 is None:
+        return _destroy_page(page, values=values, errors=errors, status=422)
+    try:
+        res = clinical.destroy_stock(page.request.app.state.ledger, page.principal, cmd,
+                                     witnesses=[w1.principal, w2.principal], idempotency_key=values["form_key"])
+    except LedgerError as exc:
+        name, msg = error_of(exc, {"witnesses": "witness2_username", "witnesses-0-": "witness1_username",
+                                   "vial_ids": "vial_ids"})
+        if name.startswith("witnesses-"):
+            name = "witness1_username" if name.startswith("witnesses-0") else "witness2_username"
+        if name.startswith("vial_ids-"):
+            name = "vial_ids"
+        errors.add(name, msg)
+        return _destroy_page(page, values=values, errors=errors, status=exc.status)
+    from api.web.routes_pages import saved_redirect
+
+    return saved_redirect(page, res)
+
+
+@router.post("/ui/{dea}/destructions/new", name="web_destroy_post")
+async def destroy(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "destroy")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "destroy", "Destroy stock")
+    return await run_in_threadpool(_destroy, page, form)
+
+
+# --- transfer to another practitioner, theft or loss ----------------------------------------------
+
+TRANSFER_FIELDS = ("receiver_dea_number", "receiver_name", "street", "city", "state", "postal_code",
+                   "invoice_number", "occurred_at", "late_reason", "form_key")
+LOSS_FIELDS = ("discovered_at", "loss_type", "police_notified", "police_department", "police_report_number",
+               "losses_past_24_months", "purchase_value_usd", "covers_seqs", "form_key")
+
+
+def _vial_choices(page: Page) -> list[dict[str, Any]]:
+    return queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
+
+
+def _transfer_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200) -> Response:
+    return page.render("transfer.html", status=status, active="transfer", values=values, errors=errors or Errors(),
+                       vials=[v for v in _vial_choices(page) if v["state"] == "sealed"])
+
+
+@router.get("/ui/{dea}/transfers/new", name="web_transfer")
+async def transfer_form(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "transfer")
+    if _clinical() is None:
+        return _pending(page, "transfer", "Transfer stock")
+    values = {"form_key": new_form_key(), "occurred_at": local_input(page.local_now(), page.tz)}
+    return await run_in_threadpool(_transfer_page, page, values=values)
+
+
+def _transfer(page: Page, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from ledger.domain.commands import AddressInput, TransferStock
+
+    values: dict[str, Any] = {k: form.get(k, "") for k in TRANSFER_FIELDS}
+    values["form_key"] = values["form_key"] or new_form_key()
+    values["vial_ids"] = [v for v in form.all("vial_ids") if v]
+    errors = Errors()
+    occurred = parse_local_time(values["occurred_at"], page.tz, field="occurred_at", errors=errors)
+    if errors:
+        return _transfer_page(page, values=values, errors=errors, status=422)
+    cmd = TransferStock(tuple(values["vial_ids"]), values["receiver_dea_number"], values["receiver_name"],
+                        AddressInput(values["street"], values["city"], values["state"], values["postal_code"]),
+                        values["invoice_number"], occurred, late_reason=form.optional("late_reason"))
+    try:
+        res = clinical.transfer_stock(page.request.app.state.ledger, page.principal, cmd,
+                                      idempotency_key=values["form_key"])
+    except LedgerError as exc:
+        name, _msg = error_of(exc)
+        name = name.replace("receiver_address-", "")
+        if name.startswith("vial_ids"):
+            name = "vial_ids"
+        errors.add(name, exc.reason)
+        return _transfer_page(page, values=values, errors=errors, status=exc.status)
+    from api.web.routes_pages import saved_redirect
+
+    return saved_redirect(page, res)
+
+
+@router.post("/ui/{dea}/transfers/new", name="web_transfer_post")
+async def transfer(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "transfer")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "transfer", "Transfer stock")
+    return await run_in_threadpool(_transfer, page, form)
+
+
+def _loss_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200) -> Response:
+    clinical, _ = _clinical()
+    return page.render("loss.html", status=status, active="loss", values=values, errors=errors or Errors(),
+                       vials=_vial_choices(page), loss_types=[(t, t.replace("_", " ")) for t in clinical.LOSS_TYPES])
+
+
+@router.get("/ui/{dea}/losses/new", name="web_loss")
+async def loss_form(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "loss")
+    if _clinical() is None:
+        return _pending(page, "loss", "Report theft or loss")
+    values = {"form_key": new_form_key(), "discovered_at": local_input(page.local_now(), page.tz),
+              "losses_past_24_months": "0", "purchase_value_usd": ""}
+    return await run_in_threadpool(_loss_page, page, values=values)
+
+
+def _loss(page: Page, form: Form) -> Response:
+    clinical, _ = _clinical()
+    from ledger.domain.commands import LostVialInput, ReportTheftOrLoss
+
+    values: dict[str, Any] = {k: form.get(k, "") for k in LOSS_FIELDS}
+    values["form_key"] = values["form_key"] or new_form_key()
+    values["vial_ids"] = [v for v in form.all("vial_ids") if v]
+    errors = Errors()
+    discovered = parse_local_time(values["discovered_at"], page.tz, field="discovered_at", errors=errors)
+    past = whole_number(values["losses_past_24_months"].strip())
+    if past is None:
+        errors.add("losses_past_24_months", "enter a whole number (0 if none)")
+    covers = [whole_number(c) for c in values["covers_seqs"].replace(",", " ").split() if c]
+    if any(c is None for c in covers):
+        errors.add("covers_seqs", "entry numbers, separated by spaces")
+    if values["police_notified"] not in ("yes", "no"):  # anything else was read as "no"
+        errors.add("police_notified", "choose yes or no")
+    if not values["purchase_value_usd"].strip():  # was recorded as 0.00 though the field is required
+        errors.add("purchase_value_usd", "enter the purchase value (0.00 if none)")
+    if errors:
+        return _loss_page(page, values=values, errors=errors, status=422)
+    cmd = ReportTheftOrLoss(discovered, values["loss_type"], values["police_notified"] == "yes", past,
+                            values["purchase_value_usd"].strip(),
+                            lost=tuple(LostVialInput(v) for v in values["vial_ids"]),
+                            covers_seqs=tuple(c for c in covers if c is not None),
+                            police_department=form.optional("police_department"),
+                            police_report_number=form.optional("police_report_number"))
+    try:
+        res = clinical.report_theft_or_loss(page.request.app.state.ledger, page.principal, cmd,
+                                            idempotency_key=values["form_key"])
+    except LedgerError as exc:
+        name, _msg = error_of(exc, {"lost": "vial_ids"})
+        if name.startswith("lost-"):
+            name = "vial_ids"
+        if name.startswith("covers_seqs"):
+            name = "covers_seqs"
+        errors.add(name, exc.reason)
+        return _loss_page(page, values=values, errors=errors, status=exc.status)
+    from api.web.routes_pages import saved_redirect
+
+    return saved_redirect(page, res)
+
+
+@router.post("/ui/{dea}/losses/new", name="web_loss_post")
+async def loss(request: Request, dea: Dea) -> Response:
+    page = await open_page(request, dea, "loss")
+    form = await read_form(request)
+    check_session_csrf(request, form, page.token)
+    if _clinical() is None:
+        return _pending(page, "loss", "Report theft or loss")
+    return await run_in_threadpool(_loss, page, form)

@@ -1,0 +1,356 @@
+"""Projections: the tables that are caches of the entries.
+
+One pure implementation, applied two ways: inside the append transaction against the database
+(``store.SqlStateView``) and by ``verify --deep`` against memory (``MemoryStateView``), which
+rebuilds every projection from the canonical bytes and compares. A projection row is a plain
+dict; its key is the tuple of the table's primary-key columns.
+
+``movements`` gives the stock movements (mL per vial, signed) an entry implies; the store keeps
+them as copied columns beside the bytes so the audit can sum them, and ``verify --deep`` proves
+them equal to what the bytes say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any, Protocol
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "registrants": ("dea_number",),
+    "products": ("registrant", "ndc_key"),
+    "suppliers": ("registrant", "supplier_id"),
+    "staff": ("registrant", "staff_id"),
+    "staff_roles": ("registrant", "staff_id", "role"),
+    "vials": ("registrant", "vial_id"),
+    "invoices": ("registrant", "supplier_id", "invoice_number"),
+    "alerts": ("registrant", "alert_id"),  # issue 7
+}
+
+
+#: Entry kinds whose projection lives in ``alerts.apply_alert_entry`` (issue 7).
+ALERT_KINDS = frozenset({"alert_raised", "alert_acknowledged", "alert_resolved", "registration_expiry_recorded"})
+
+
+class StateView(Protocol):
+    def get(self, table: str, key: tuple) -> dict[str, Any] | None: ...
+    def put(self, table: str, row: dict[str, Any]) -> None: ...
+    def delete(self, table: str, key: tuple) -> None: ...
+
+
+def key_of(table: str, row: dict[str, Any]) -> tuple:
+    return tuple(row[c] for c in PRIMARY_KEYS[table])
+
+
+class MemoryStateView:
+    """Projections held in dicts; used by ``verify --deep`` and by pure unit tests."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[tuple, dict[str, Any]]] = {t: {} for t in PRIMARY_KEYS}
+
+    def get(self, table: str, key: tuple) -> dict[str, Any] | None:
+        row = self.tables[table].get(key)
+        return dict(row) if row is not None else None
+
+    def put(self, table: str, row: dict[str, Any]) -> None:
+        self.tables[table][key_of(table, row)] = dict(row)
+
+    def delete(self, table: str, key: tuple) -> None:
+        self.tables[table].pop(key, None)
+
+
+def _dec(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def _vial_row(registrant: str, seq: int, vial_id: str, product: dict, lot: str, expiry: str,
+              state: str, ml: Decimal, *, gtin: str | None = None, serial: str | None = None) -> dict[str, Any]:
+    # Every column, every time: ``verify --deep`` compares whole rows with their rebuild.
+    return {
+        "gtin": gtin,
+        "serial": serial,
+        "opened_at": None,
+        "opened_by": None,
+        "beyond_use_date": None,
+        "registrant": registrant,
+        "vial_id": vial_id,
+        "ndc_key": product["ndc_key"],
+        "lot": lot,
+        "expiry": expiry,
+        "state": state,
+        "ml_left": ml,
+        "strength_mg_per_ml": _dec(product["strength_mg_per_ml"]),
+        "container_ml": _dec(product["container_ml"]),
+        "added_seq": seq,
+        "last_seq": seq,
+    }
+
+
+def movements(entry: dict[str, Any]) -> Iterator[tuple[str, str, Decimal]]:
+    """(vial_id, ndc_key, signed mL) for every stock movement the entry records, in order."""
+    kind = entry["kind"]
+    if kind == "inventory_taken":
+        if entry["inventory_type"] != "initial":
+            return  # a biennial inventory records what is on hand; it moves nothing
+        for item in entry["items"]:
+            yield item["vial_id"], item["product"]["ndc_key"], _dec(item["ml"])
+    elif kind == "stock_received":
+        for line in entry["lines"]:
+            ml = _dec(line["product"]["container_ml"])
+            for vial_id in line["vial_ids"]:
+                yield vial_id, line["product"]["ndc_key"], ml
+    else:
+        yield from _clinical_movements(entry)
+
+
+def apply(entry: dict[str, Any], view: StateView) -> None:
+    """Update the projections for one entry (already validated when it was appended)."""
+    reg = entry["registrant"]
+    seq = entry["seq"]
+    kind = entry["kind"]
+    if kind in CLINICAL_KINDS:
+        _apply_clinical(entry, view)
+        return
+    if kind == "registrant_registered":
+        a = entry["address"]
+        view.put("registrants", {
+            "dea_number": entry["dea_number"], "name": entry["name"], "street": a["street"],
+            "city": a["city"], "state": a["state"], "postal_code": a["postal_code"],
+            "time_zone": entry["time_zone"], "log_id": entry["log_id"], "registered_seq": seq,
+        })
+    elif kind == "product_added":
+        p = entry["product"]
+        view.put("products", {
+            "registrant": reg, "ndc_key": p["ndc_key"], "ndc": p["ndc"], "name": p["name"],
+            "drug_code": p["drug_code"], "schedule": p["schedule"], "form": p["form"],
+            "strength_mg_per_ml": _dec(p["strength_mg_per_ml"]),
+            "container_ml": _dec(p["container_ml"]), "added_seq": seq,
+        })
+    elif kind == "supplier_added":
+        a = entry["address"]
+        view.put("suppliers", {
+            "registrant": reg, "supplier_id": entry["supplier_id"], "name": entry["name"],
+            "street": a["street"], "city": a["city"], "state": a["state"],
+            "postal_code": a["postal_code"], "dea_number": entry["dea_number"], "added_seq": seq,
+        })
+    elif kind == "staff_enrolled":
+        view.put("staff", {
+            "registrant": reg, "staff_id": entry["staff_id"], "printed_name": entry["printed_name"],
+            "username": entry["username"], "enrolled_seq": seq,
+        })
+    elif kind == "role_granted":
+        view.put("staff_roles", {
+            "registrant": reg, "staff_id": entry["staff_id"], "role": entry["role"],
+            "granted_seq": seq,
+        })
+    elif kind == "role_revoked":
+        view.delete("staff_roles", (reg, entry["staff_id"], entry["role"]))
+    elif kind == "inventory_taken":
+        if entry["inventory_type"] != "initial":
+            return  # biennial: a record of what was on hand; the book is unchanged
+        for item in entry["items"]:
+            view.put("vials", _vial_row(reg, seq, item["vial_id"], item["product"], item["lot"],
+                                        item["expiry"], "sealed" if item["sealed"] else "open",
+                                        _dec(item["ml"])))
+    elif kind == "stock_received":
+        view.put("invoices", {
+            "registrant": reg, "supplier_id": entry["supplier"]["supplier_id"],
+            "invoice_number": entry["invoice_number"], "seq": seq,
+        })
+        for line in entry["lines"]:
+            serials = line.get("serials") or [None] * len(line["vial_ids"])
+            for vial_id, serial in zip(line["vial_ids"], serials, strict=True):
+                view.put("vials", _vial_row(reg, seq, vial_id, line["product"], line["lot"],
+                                            line["expiry"], "quarantined" if line.get("quarantined") else "sealed",
+                                            _dec(line["product"]["container_ml"]),
+                                            gtin=line.get("gtin"), serial=serial))
+    elif kind in ALERT_KINDS:  # issue 7
+        from ledger.domain.alert_rules import apply_alert_entry
+
+        apply_alert_entry(entry, view)
+    else:
+        raise ValueError(f"no projection for entry kind {kind!r}")
+
+
+# --- clinic operations (issue 3) ----------------------------------------------------------------
+# Same one implementation: the append path and ``verify --deep`` both run ``_apply_clinical``.
+
+PRIMARY_KEYS.update({
+    "policies": ("registrant",),
+    "patients": ("registrant", "patient_id"),
+    "administrations": ("registrant", "administration_id"),
+    "count_sessions": ("registrant", "session_id"),
+    "discrepancies": ("registrant", "discrepancy_id"),
+    "documents": ("registrant", "sha256"),
+})
+
+#: Vial states that are physically on hand (counted, audited as inventory).
+ON_HAND = frozenset({"sealed", "open", "quarantined"})
+
+CLINICAL_KINDS = frozenset({
+    "policy_set", "patient_registered", "patient_details_changed", "dose_administered", "dose_wasted",
+    "count_started", "stock_counted", "discrepancy_resolved", "loss_adjusted", "stock_destroyed",
+    "stock_transferred", "stock_returned", "theft_or_loss_reported", "entry_corrected",
+    "stock_quarantined", "quarantine_released", "document_stored",
+})
+
+
+def _clinical_movements(entry: dict[str, Any]) -> Iterator[tuple[str, str, Decimal]]:
+    kind = entry["kind"]
+    if kind == "dose_administered":
+        for d in entry["draws"]:
+            yield d["vial_id"], d["product"]["ndc_key"], -_dec(d["ml"])
+    elif kind == "loss_adjusted":
+        for a in entry["adjustments"]:
+            yield a["vial_id"], a["product"]["ndc_key"], -_dec(a["ml"])
+    elif kind == "theft_or_loss_reported":
+        for a in entry["lost"]:
+            yield a["vial_id"], a["product"]["ndc_key"], -_dec(a["ml"])
+    elif kind == "stock_destroyed":
+        for i in entry["items"]:
+            yield i["vial_id"], i["product"]["ndc_key"], -_dec(i["ml"])
+    elif kind in ("stock_transferred", "stock_returned"):
+        for v in entry["vials"]:
+            yield v["vial_id"], v["product"]["ndc_key"], -_dec(v["ml"])
+    elif kind == "entry_corrected":
+        for ln in entry["lines"]:
+            ml = _dec(ln["ml"])
+            yield ln["vial_id"], ln["product"]["ndc_key"], ml if ln["direction"] == "add" else -ml
+    # dose_wasted moves nothing: the waste left the vial with the draw, and is counted once, here.
+
+
+def _vial(view: StateView, reg: str, vial_id: str) -> dict[str, Any]:
+    row = view.get("vials", (reg, vial_id))
+    if row is None:
+        raise ValueError(f"entry names unknown vial {vial_id!r}")
+    return row
+
+
+def _take(view: StateView, reg: str, seq: int, vial_id: str, ml: Decimal, gone_state: str) -> None:
+    """Take ``ml`` out of a vial; at zero it is ``gone_state`` (empty, lost, destroyed ...)."""
+    v = _vial(view, reg, vial_id)
+    v["ml_left"] = v["ml_left"] - ml
+    if v["ml_left"] == 0:
+        v["state"] = gone_state
+    v["last_seq"] = seq
+    view.put("vials", v)
+
+
+def _administration_status(row: dict[str, Any]) -> str:
+    return "reconciled" if row["ml_drawn"] == row["ml_given"] + row["ml_wasted"] else "unreconciled"
+
+
+def _apply_clinical(entry: dict[str, Any], view: StateView) -> None:
+    import json
+
+    reg, seq, kind = entry["registrant"], entry["seq"], entry["kind"]
+    actor = entry["signatures"][0]["staff_id"] if entry["signatures"] else None
+    if kind == "policy_set":
+        view.put("policies", {
+            "registrant": reg, "beyond_use_days": entry["beyond_use_days"],
+            "late_entry_limit_hours": entry["late_entry_limit_hours"],
+            "variance_threshold_percent": _dec(entry["variance_threshold_percent"]),
+            "count_schedule": entry["count_schedule"],
+            "clinic_hours": json.dumps(entry["clinic_hours"], sort_keys=True, separators=(",", ":")),
+            "dosage_unit": entry["dosage_unit"], "set_seq": seq,
+        })
+    elif kind == "patient_registered":
+        view.put("patients", {"registrant": reg, "patient_id": entry["patient_id"],
+                              "commitment": entry["commitment"], "registered_seq": seq, "last_seq": seq})
+    elif kind == "patient_details_changed":
+        row = view.get("patients", (reg, entry["patient_id"]))
+        if row is None:
+            raise ValueError(f"unknown patient {entry['patient_id']!r}")
+        row.update(commitment=entry["commitment"], last_seq=seq)
+        view.put("patients", row)
+    elif kind == "dose_administered":
+        for d in entry["draws"]:
+            v = _vial(view, reg, d["vial_id"])
+            if d["opened_vial"]:
+                v.update(state="open", opened_at=entry["occurred_at"], opened_by=actor,
+                         beyond_use_date=d["beyond_use_date"])
+            v["ml_left"] = v["ml_left"] - _dec(d["ml"])
+            if v["ml_left"] == 0:
+                v["state"] = "empty"
+            v["last_seq"] = seq
+            view.put("vials", v)
+        first = entry["draws"][0]["product"]
+        row = {
+            "registrant": reg, "administration_id": entry["administration_id"], "seq": seq,
+            "patient_id": entry["patient_id"], "performed_by": actor, "ndc_key": first["ndc_key"],
+            "strength_mg_per_ml": _dec(first["strength_mg_per_ml"]), "ml_drawn": _dec(entry["ml_drawn"]),
+            "ml_given": _dec(entry["ml_given"]), "ml_wasted": Decimal("0.00"),
+            "occurred_at": entry["occurred_at"], "status": "",
+        }
+        row["status"] = _administration_status(row)
+        view.put("administrations", row)
+    elif kind == "dose_wasted":
+        row = view.get("administrations", (reg, entry["administration_id"]))
+        if row is None:
+            raise ValueError(f"unknown administration {entry['administration_id']!r}")
+        row["ml_wasted"] = row["ml_wasted"] + _dec(entry["ml"])
+        row["status"] = _administration_status(row)
+        view.put("administrations", row)
+    elif kind == "count_started":
+        view.put("count_sessions", {
+            "registrant": reg, "session_id": entry["session_id"], "blind": entry["blind"],
+            "ndc_keys": json.dumps([p["ndc_key"] for p in entry["products"]]), "status": "open",
+            "started_seq": seq, "started_by": actor, "submitted_seq": None,
+        })
+    elif kind == "stock_counted":
+        s = view.get("count_sessions", (reg, entry["session_id"]))
+        if s is None:
+            raise ValueError(f"unknown count session {entry['session_id']!r}")
+        s.update(status="submitted", submitted_seq=seq)
+        view.put("count_sessions", s)
+        counters = json.dumps([sig["staff_id"] for sig in entry["signatures"]])
+        for ln in entry["lines"]:
+            if ln["discrepancy_id"] is None:
+                continue
+            view.put("discrepancies", {
+                "registrant": reg, "discrepancy_id": ln["discrepancy_id"], "count_seq": seq,
+                "ndc_key": ln["product"]["ndc_key"], "expected_ml": _dec(ln["expected_ml"]),
+                "counted_ml": _dec(ln["counted_ml"]), "difference_ml": _dec(ln["difference_ml"]),
+                "expected_sealed_containers": ln["expected_sealed_containers"],
+                "counted_sealed_containers": ln["sealed_containers"], "counters": counters,
+                "status": "open", "category": None, "resolved_seq": None,
+            })
+    elif kind == "discrepancy_resolved":
+        row = view.get("discrepancies", (reg, entry["discrepancy_id"]))
+        if row is None:
+            raise ValueError(f"unknown discrepancy {entry['discrepancy_id']!r}")
+        row.update(status="resolved", category=entry["category"], resolved_seq=seq)
+        view.put("discrepancies", row)
+    elif kind in ("loss_adjusted", "theft_or_loss_reported"):
+        for a in entry["adjustments" if kind == "loss_adjusted" else "lost"]:
+            _take(view, reg, seq, a["vial_id"], _dec(a["ml"]), "lost")
+    elif kind == "stock_destroyed":
+        for i in entry["items"]:
+            _take(view, reg, seq, i["vial_id"], _dec(i["ml"]), "destroyed")
+    elif kind in ("stock_transferred", "stock_returned"):
+        gone = "transferred" if kind == "stock_transferred" else "returned"
+        for v in entry["vials"]:
+            _take(view, reg, seq, v["vial_id"], _dec(v["ml"]), gone)
+    elif kind == "entry_corrected":
+        for ln in entry["lines"]:
+            v = _vial(view, reg, ln["vial_id"])
+            ml = _dec(ln["ml"])
+            v["ml_left"] = v["ml_left"] + ml if ln["direction"] == "add" else v["ml_left"] - ml
+            if v["ml_left"] == 0 and v["state"] in ON_HAND:
+                v["state"] = "empty"
+            elif v["ml_left"] > 0 and v["state"] not in ON_HAND:
+                v["state"] = "open" if v["opened_at"] else "sealed"
+            v["last_seq"] = seq
+            view.put("vials", v)
+    elif kind in ("stock_quarantined", "quarantine_released"):
+        for vial_id in entry["vial_ids"]:
+            v = _vial(view, reg, vial_id)
+            if kind == "stock_quarantined":
+                v["state"] = "quarantined"
+            else:
+                v["state"] = "open" if v["opened_at"] else "sealed"
+            v["last_seq"] = seq
+            view.put("vials", v)
+    elif kind == "document_stored":
+        view.put("documents", {"registrant": reg, "sha256": entry["sha256"], "media_type": entry["media_type"],
+                               "title": entry["title"], "size_bytes": entry["size_bytes"], "seq": seq})

@@ -1,0 +1,281 @@
+"""The DEA-style accountability audit (DOMAIN.md), per NDC and in total, in mg, mL and containers:
+
+    beginning inventory + receipts                                  = total to account for
+    administered + wasted + destroyed + transferred/returned
+      + reported losses + corrections + ending inventory            = total accounted for
+    difference = accounted for - to account for;  variance % = difference / to account for
+
+``accountability`` is pure: it reads only decoded entries (the dicts of the canonical bytes, in
+``seq`` order), so a report or the offline bundle verifier recomputes every figure from the
+entries alone; ``audit`` is the wrapper that reads them from the store. Decimal only.
+
+Periods and boundaries (per NDC). An entry belongs to the period when its event time
+``occurred_at`` is after ``start`` and at or before the period's effective end:
+- **Ending inventory** is the latest physical count of the product (a ``stock_counted`` line or
+  an ``inventory_taken``) after ``start`` and at or before ``end``; the period's activity then
+  ends at that count (entries ordered by event time, then ``seq``). With no such count the
+  ending figure is the book at ``end``, labelled ``book``. An initial inventory inside the
+  period is never the ending count: it begins the records (see below).
+- **Beginning inventory** is the book at ``start``; it is labelled ``counted`` when the latest
+  physical count at or before ``start`` is followed by no movement of the product up to ``start``
+  (then the counted figure is used), else ``book``. An initial inventory taken inside the period
+  brings stock under account and is added to the beginning inventory.
+- Administered is what was **given** (from the administration); wasted comes from the
+  ``dose_wasted`` entries only (counted once). A dose drawn but neither given nor wasted is
+  therefore unaccounted for and shows in the difference, as it should.
+- Corrections: mL removed by a correction are accounted for; mL added back reduce that line.
+So for a period ending in a count with every dose reconciled, the difference is exactly the
+count's counted minus the book at the count.
+
+Besides the lines, each product names where its figures came from (for a report to print):
+``beginning_source`` (the count or inventory the beginning rests on, or the initial inventory
+taken inside the period; ``None`` for a book figure) and ``ending_source`` (the count that ends
+the period, ``None`` for the book), ``unreconciled`` (mL/mg/containers drawn in the period but
+neither given nor wasted: part of the difference) and ``form``. With ``series=True`` each
+product also carries ``series``: the book balance in mL after each movement across the period,
+``[(occurred_at, ml), ...]`` after each entry that moves it, in event-time order, starting with
+the book at ``start`` (time ``start``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from ledger.domain.projections import movements
+from ledger.integrity.canonical import format_time
+
+ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
+_LAST = 1 << 62  # a seq after every real one: "everything at this instant"
+
+LINES = ("beginning", "receipts", "to_account_for", "administered", "wasted", "destroyed", "transferred",
+         "losses", "corrections", "ending", "accounted_for", "difference")
+OUT_LINES = ("administered", "wasted", "destroyed", "transferred", "losses", "corrections")
+#: Entry kind -> audit line (the book-side movements of these kinds are what the lines explain).
+CATEGORY = {
+    "stock_received": "receipts",
+    "dose_wasted": "wasted",
+    "stock_destroyed": "destroyed",
+    "stock_transferred": "transferred",
+    "stock_returned": "transferred",
+    "loss_adjusted": "losses",
+    "theft_or_loss_reported": "losses",
+}
+DEFAULT_VARIANCE_THRESHOLD = Decimal("1.00")
+
+
+@dataclass
+class _Product:
+    ndc: str
+    ndc_key: str
+    name: str
+    strength: Decimal
+    container_ml: Decimal
+    ml: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(LINES, ZERO))
+    form: str = ""
+    beginning_basis: str = "book"
+    ending_basis: str = "book"
+    ending_as_of: str = ""
+    drawn: Decimal = ZERO
+    opening: dict[str, Any] | None = None  # an initial inventory taken inside the period
+
+
+@dataclass(frozen=True)
+class _Count:
+    key: tuple[str, int]
+    #: ndc_key -> counted mL (a product absent from an inventory counts as 0 mL)
+    counted: dict[str, Decimal]
+    scope: frozenset[str] | None  # None: every product (an inventory)
+    source: dict[str, Any] = field(default_factory=dict)  # which entry (see ``_source``)
+
+
+def _source(e: dict[str, Any]) -> dict[str, Any]:
+    """The entry a physical figure came from: seq, kind, event time (and for an inventory its
+    type and opening/close of business)."""
+    out = {"seq": e["seq"], "kind": e["kind"], "occurred_at": e["occurred_at"]}
+    if e["kind"] == "inventory_taken":
+        out.update(inventory_type=e["inventory_type"], taken_at=e["taken_at"])
+    return out
+
+
+def _pct(diff: Decimal, base: Decimal) -> Decimal:
+    if base == 0:
+        return ZERO
+    return (diff * 100 / base).quantize(CENT, ROUND_HALF_EVEN)
+
+
+def _counts(entries: list[dict[str, Any]]) -> list[_Count]:
+    out = []
+    for e in entries:
+        key = (e["occurred_at"], e["seq"])
+        if e["kind"] == "stock_counted":
+            counted = {ln["product"]["ndc_key"]: Decimal(ln["counted_ml"]) for ln in e["lines"]}
+            out.append(_Count(key, counted, frozenset(counted), _source(e)))
+        elif e["kind"] == "inventory_taken":
+            counted: dict[str, Decimal] = {}
+            for it in e["items"]:
+                k = it["product"]["ndc_key"]
+                counted[k] = counted.get(k, ZERO) + Decimal(it["ml"])
+            out.append(_Count(key, counted, None, _source(e)))
+    return sorted(out, key=lambda c: c.key)
+
+
+def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: datetime, *,
+                   variance_threshold: Decimal | None = None, series: bool = False) -> dict[str, Any]:
+    """Every audit figure for ``start`` < event time <= ``end``, per NDC and in total, from
+    decoded entries of one registrant (pure; see the module docstring for the boundaries).
+    ``series=True`` adds each product's book balance across the period (for a stock chart)."""
+    entries = sorted(entries, key=lambda e: e["seq"])
+    start_key = (format_time(start), _LAST)
+    end_key = (format_time(end), _LAST)
+    products: dict[str, _Product] = {}
+    threshold = variance_threshold
+    for e in entries:
+        if e["kind"] == "product_added":
+            p = e["product"]
+            products[p["ndc_key"]] = _Product(p["ndc"], p["ndc_key"], p["name"], Decimal(p["strength_mg_per_ml"]),
+                                              Decimal(p["container_ml"]), form=p.get("form", ""))
+    if threshold is None:
+        policies = [e for e in entries if e["kind"] == "policy_set" and e["recorded_at"] <= end_key[0]]
+        threshold = Decimal(policies[-1]["variance_threshold_percent"]) if policies else DEFAULT_VARIANCE_THRESHOLD
+    counts = _counts(entries)
+
+    # Per NDC: the count that ends the period (if any) and the one the beginning may rest on.
+    ending: dict[str, _Count] = {}
+    begin_count: dict[str, _Count] = {}
+    for c in counts:
+        for k in products:
+            if c.scope is not None and k not in c.scope:
+                continue
+            if start_key < c.key <= end_key:
+                if c.source.get("inventory_type") == "initial":
+                    continue  # it begins the records (added to the beginning), it cannot also end them
+                ending[k] = c
+            elif c.key <= start_key:
+                begin_count[k] = c
+    for k, p in products.items():
+        c = ending.get(k)
+        p.ending_basis = "counted" if c else "book"
+        p.ending_as_of = c.key[0] if c else end_key[0]
+
+    book_at_start: dict[str, Decimal] = dict.fromkeys(products, ZERO)
+    book_at_end: dict[str, Decimal] = dict.fromkeys(products, ZERO)
+    moved_after_begin_count: set[str] = set()
+    points: dict[str, list[tuple[tuple[str, int], Decimal]]] = {k: [] for k in products}
+
+    def end_of(k: str) -> tuple[str, int]:
+        c = ending.get(k)
+        return c.key if c else end_key
+
+    for e in entries:
+        key = (e["occurred_at"], e["seq"])
+        kind = e["kind"]
+        for _vial, k, ml in movements(e):
+            if k not in products:
+                continue
+            if key <= start_key:
+                book_at_start[k] += ml
+                bc = begin_count.get(k)
+                if bc is not None and key > bc.key:
+                    moved_after_begin_count.add(k)
+            if key <= end_of(k):
+                book_at_end[k] += ml
+            if start_key < key <= end_key:
+                points[k].append((key, ml))
+            if not (start_key < key <= end_of(k)):
+                continue
+            p = products[k]
+            if kind == "inventory_taken":
+                p.ml["beginning"] += ml  # an initial inventory inside the period brings stock under account
+                if p.opening is None:
+                    p.opening = _source(e)
+            elif kind == "dose_administered":
+                p.drawn -= ml  # the draw; what it explains is counted from ml_given and the waste entries
+            elif kind == "entry_corrected":
+                p.ml["corrections"] -= ml  # removed (ml < 0) is accounted for
+            elif kind in CATEGORY:
+                line = CATEGORY[kind]
+                p.ml[line] += ml if line == "receipts" else -ml
+            else:  # a kind that moves stock and has no line would be a silent hole: refuse
+                raise ValueError(f"entry kind {kind!r} moves stock but has no audit line")
+        if kind == "dose_administered":
+            k = e["draws"][0]["product"]["ndc_key"]
+            if k in products and start_key < key <= end_of(k):
+                products[k].ml["administered"] += Decimal(e["ml_given"])
+        elif kind == "dose_wasted":
+            k = e["product"]["ndc_key"]
+            if k in products and start_key < key <= end_of(k):
+                products[k].ml["wasted"] += Decimal(e["ml"])
+
+    lines_out = []
+    totals = {u: dict.fromkeys(LINES, ZERO) for u in ("ml", "mg", "containers")}
+    for k in sorted(products):
+        p = products[k]
+        bc = begin_count.get(k)
+        if bc is not None and k not in moved_after_begin_count:
+            p.ml["beginning"] += bc.counted.get(k, ZERO)
+            p.beginning_basis = "counted"
+        else:
+            p.ml["beginning"] += book_at_start[k]
+        c = ending.get(k)
+        p.ml["ending"] = c.counted.get(k, ZERO) if c else book_at_end[k]
+        p.ml["to_account_for"] = p.ml["beginning"] + p.ml["receipts"]
+        p.ml["accounted_for"] = sum((p.ml[x] for x in OUT_LINES), ZERO) + p.ml["ending"]
+        p.ml["difference"] = p.ml["accounted_for"] - p.ml["to_account_for"]
+        if all(v == 0 for v in p.ml.values()):
+            continue  # a product never stocked in or before the period
+        mg = {x: (v * p.strength).quantize(CENT) for x, v in p.ml.items()}
+        containers = {x: (v / p.container_ml).quantize(CENT, ROUND_HALF_EVEN) for x, v in p.ml.items()}
+        variance = _pct(p.ml["difference"], p.ml["to_account_for"])
+        for x in LINES:
+            totals["ml"][x] += p.ml[x]
+            totals["mg"][x] += mg[x]
+            totals["containers"][x] += containers[x]
+        unreconciled = p.drawn - p.ml["administered"] - p.ml["wasted"]
+        out = {
+            "ndc": p.ndc, "ndc_key": p.ndc_key, "name": p.name, "strength_mg_per_ml": p.strength,
+            "container_ml": p.container_ml, "ml": dict(p.ml), "mg": mg, "containers": containers,
+            "variance_percent": variance, "flagged": abs(variance) > threshold,
+            "beginning_basis": p.beginning_basis, "ending_basis": p.ending_basis, "ending_as_of": p.ending_as_of,
+            "book_at_end_ml": book_at_end[k],
+            "form": p.form,
+            "beginning_source": bc.source if p.beginning_basis == "counted" else p.opening,
+            "ending_source": c.source if c else None,
+            "unreconciled": {"ml": unreconciled, "mg": (unreconciled * p.strength).quantize(CENT),
+                             "containers": (unreconciled / p.container_ml).quantize(CENT, ROUND_HALF_EVEN)},
+        }
+        if series:
+            balance = book_at_start[k]
+            pts = [(start_key[0], balance)]
+            last = None
+            for key, ml in sorted(points[k]):  # one point per entry (its vials summed)
+                balance += ml
+                if key == last:
+                    pts[-1] = (key[0], balance)
+                else:
+                    pts.append((key[0], balance))
+                last = key
+            out["series"] = pts
+        lines_out.append(out)
+    total_variance = _pct(totals["mg"]["difference"], totals["mg"]["to_account_for"])
+    return {
+        "start": format_time(start), "end": format_time(end), "variance_threshold_percent": threshold,
+        "products": lines_out,
+        "total": {**totals, "variance_percent": total_variance, "flagged": abs(total_variance) > threshold},
+    }
+
+
+def audit(ledger: Any, registrant: str, start: datetime, end: datetime, *,
+          variance_threshold: Decimal | None = None, series: bool = False) -> dict[str, Any]:
+    """The audit of one registrant over a period, from its stored entries (read-only)."""
+    from ledger.integrity.canonical import decode
+    from ledger.storage.store import raw
+
+    with ledger.reading() as conn:
+        rows = raw(conn).rows(conn, "SELECT canonical FROM entries WHERE registrant = :r ORDER BY seq", {"r": registrant})
+    return accountability((decode(bytes(r["canonical"])) for r in rows), start, end,
+                          variance_threshold=variance_threshold, series=series)

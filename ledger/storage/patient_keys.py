@@ -1,0 +1,149 @@
+"""The encrypted patient registry.
+
+Name and address are health data and are required on the administration record (21 CFR
+1304.22(c)). They live only here, encrypted at rest with AES-GCM (``cryptography``), bound by the
+associated data to (registrant, patient id) so a row cannot be moved to another patient. Entries
+hold the patient id and a keyed commitment (HMAC-SHA256) of the name and address: a registry row
+changed without a ``patient_details_changed`` entry no longer matches its commitment
+(``check_registry``).
+
+The key is 32 random bytes (base64) from ``CSLEDGER_PATIENT_KEY`` or a 0600 key file, never the
+database. Encryption and commitment keys are derived from it with HKDF, so neither is the other.
+A key-check value (an HMAC of a fixed label under a third derived key, revealing nothing) is
+stored at first use; a different key is refused before anything is written or read with it.
+
+Nothing here puts a name or an address into a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ledger.domain.errors import LedgerError
+
+KEY_CHECK_NAME = "patient-key-v1"
+
+
+class PatientKeyError(LedgerError):
+    """The patient key is missing, malformed, or not the key the registry was written with."""
+
+    status = 500
+    type = "patient-key"
+
+
+def _derive(master: bytes, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"csledger/patients/" + label).derive(master)
+
+
+@dataclass(frozen=True)
+class PatientDetails:
+    name: str
+    street: str
+    city: str
+    state: str
+    postal_code: str
+
+    def __repr__(self) -> str:  # never print health data by accident
+        return "PatientDetails(<redacted>)"
+
+    def canonical(self) -> bytes:
+        return json.dumps({"name": self.name, "street": self.street, "city": self.city, "state": self.state,
+                           "postal_code": self.postal_code}, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+
+
+class PatientKeys:
+    """The derived keys; build with ``from_settings`` or ``from_base64``."""
+
+    def __init__(self, master: bytes):
+        if len(master) != 32:
+            raise PatientKeyError("the patient key must be 32 bytes (base64 of 32 random bytes)", field="patient_key")
+        self._aead = AESGCM(_derive(master, b"aes-gcm"))
+        self._mac = _derive(master, b"commitment")
+        self._kcv = _derive(master, b"key-check")
+
+    def __repr__(self) -> str:
+        return "PatientKeys(<secret>)"
+
+    @classmethod
+    def from_base64(cls, text: str) -> PatientKeys:
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except (ValueError, TypeError):
+            raise PatientKeyError("the patient key is not valid base64", field="patient_key") from None
+        return cls(raw)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PatientKeys:
+        """From ``CSLEDGER_PATIENT_KEY`` when set, else the key file."""
+        if settings.patient_key:
+            return cls.from_base64(settings.patient_key)
+        path = Path(settings.patient_key_file)
+        if not path.exists():
+            raise PatientKeyError(f"no patient key: set CSLEDGER_PATIENT_KEY or create {path} "
+                                  "(csledger patient-key generate)", field="patient_key_file")
+        try:
+            text = path.read_bytes().decode("ascii")
+        except UnicodeDecodeError:
+            raise PatientKeyError(f"{path} is not a patient key file (not base64 text)",
+                                  field="patient_key_file") from None
+        except OSError as exc:
+            raise PatientKeyError(f"cannot read the patient key file {path} ({exc.strerror or exc})",
+                                  field="patient_key_file") from None
+        return cls.from_base64(text)
+
+    def commitment(self, registrant: str, patient_id: str, details: PatientDetails) -> str:
+        msg = registrant.encode() + b"\x00" + patient_id.encode() + b"\x00" + details.canonical()
+        return hmac.new(self._mac, msg, hashlib.sha256).hexdigest()
+
+    def seal(self, registrant: str, patient_id: str, details: PatientDetails) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, details.canonical(), f"{registrant}/{patient_id}".encode())
+
+    def open(self, registrant: str, patient_id: str, sealed: bytes) -> PatientDetails:
+        try:
+            plain = self._aead.decrypt(sealed[:12], sealed[12:], f"{registrant}/{patient_id}".encode())
+        except InvalidTag:
+            raise PatientKeyError(f"registry row of patient {patient_id} does not decrypt (wrong key or altered row)",
+                                  field="patient_id") from None
+        return PatientDetails(**json.loads(plain))
+
+    def check_value(self) -> str:
+        return hmac.new(self._kcv, b"csledger patient key check", hashlib.sha256).hexdigest()
+
+    def registry_row_problem(self, registrant: str, patient_id: str, sealed: Any, commitment: str | None) -> str | None:
+        """Why a registry row does not hold what the ledger committed to, or None when it does:
+        it must decrypt under this key bound to (registrant, patient id), and the name and address
+        must have the commitment of the patient's latest entry. The reason never holds health data."""
+        if not isinstance(sealed, bytes | bytearray | memoryview) or len(sealed) < 12 + 16:
+            return "is not a sealed record"
+        try:
+            details = self.open(registrant, patient_id, bytes(sealed))
+        except PatientKeyError:
+            return (f"does not decrypt under the patient key as {registrant}/{patient_id} "
+                    "(the ciphertext was altered or moved from another patient)")
+        if commitment is None or self.commitment(registrant, patient_id, details) != commitment:
+            return ("no longer matches the commitment recorded in the ledger (name or address changed "
+                    "without a patient_details_changed entry)")
+        return None
+
+
+def generate_key_file(path: Path) -> None:
+    """Write a new random key (base64) with mode 0600; refuses to overwrite an existing key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")

@@ -1,0 +1,570 @@
+"""Persistence: engine, migrations, the unit of work and the append path.
+
+The one way anything is written is ``Ledger.execute``: it opens one transaction, takes the
+registrant's write lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``pg_advisory_xact_lock``),
+checks the idempotency key, lets the service validate against the projections and append its
+entries, updates projections, Merkle nodes and the checkpoint, records the idempotency key with
+the response, and commits. Anything raised rolls everything back: a command writes all of its
+entries or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ledger.domain import projections
+from ledger.domain.entries import ENVELOPE_FIELDS, Event
+from ledger.domain.errors import Conflict, IdempotencyConflict, InvalidInput, LedgerError, NotFound
+from ledger.domain.principal import Meaning, Principal
+from ledger.integrity import canonical as canon
+from ledger.integrity import merkle
+from ledger.storage.tables import (
+    PROJECTION_MODELS,
+    Entry,
+    EntryMovement,
+    ExactDecimal,
+    IdempotencyRecord,
+    MerkleNode,
+)
+
+
+def _migrations_dir() -> Path:
+    """The Alembic folder: the top-level ``migrations`` package, found by name without importing
+    it (the core never imports the migrations; they import the core's tables)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the csledger migrations package is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+MIGRATIONS_DIR = _migrations_dir()
+
+entries_t = Entry.__table__
+movements_t = EntryMovement.__table__
+idem_t = IdempotencyRecord.__table__
+nodes_t = MerkleNode.__table__
+projection_tables = {name: model.__table__ for name, model in PROJECTION_MODELS.items()}
+
+
+class RawSql:
+    """Hand-written SQL for the append path, run with ``exec_driver_sql``.
+
+    Why: building and compiling a SQLAlchemy statement costs more than the database work of a
+    one-row insert, and an append runs a dozen of them under the registrant's lock. Statements
+    here are plain SQL written once with ``:name`` parameters (sqlite3's own style), rewritten to
+    ``%(name)s`` for psycopg, cached per dialect. ``ExactDecimal`` columns are converted by hand:
+    fixed-scale text on SQLite, NUMERIC on PostgreSQL, always ``Decimal`` in Python.
+    """
+
+    _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+    def __init__(self, dialect: str):
+        self.sqlite = dialect == "sqlite"
+        self._cache: dict[str, str] = {}
+
+    def sql(self, text: str) -> str:
+        out = self._cache.get(text)
+        if out is None:
+            out = text if self.sqlite else self._PARAM.sub(r"%(\1)s", text)
+            self._cache[text] = out
+        return out
+
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.sqlite:
+            return params
+        return {k: (format(v.quantize(_CENT), "f") if isinstance(v, Decimal) else v) for k, v in params.items()}
+
+    def _cursor(self, conn: Connection, text: str, params: dict[str, Any] | None):
+        # The DBAPI connection under SQLAlchemy's, inside the same transaction: no statement
+        # objects, no result processing. Driver errors are mapped in ``Ledger.execute``.
+        cur = conn.connection.driver_connection.cursor()
+        cur.execute(self.sql(text), self.bind(params or {}))
+        return cur
+
+    def run(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> None:
+        self._cursor(conn, text, params).close()
+
+    def rows(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        cur = self._cursor(conn, text, params)
+        names = [d[0] for d in cur.description]
+        out = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        cur.close()
+        return out
+
+    def one(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        rows = self.rows(conn, text, params)
+        return rows[0] if rows else None
+
+    def scalar(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> Any:
+        cur = self._cursor(conn, text, params)
+        row = cur.fetchone()
+        cur.close()
+        return None if row is None else row[0]
+
+
+_CENT = Decimal("0.01")
+_RAW = {"sqlite": RawSql("sqlite"), "postgresql": RawSql("postgresql")}
+
+
+def raw(conn: Connection) -> RawSql:
+    return _RAW[conn.dialect.name]
+
+
+def _decimal_columns(table: sa.Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if isinstance(c.type, ExactDecimal))
+
+
+_DECIMALS = {name: _decimal_columns(t) for name, t in projection_tables.items()}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver for them."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for durability and for the registrant write lock.
+
+    SQLite: WAL, ``synchronous=FULL``, foreign keys on, and the driver's own transaction
+    handling turned off so that every write transaction starts with ``BEGIN IMMEDIATE`` (the
+    SQLAlchemy documentation's recipe; the stock driver delays BEGIN, so two writers could both
+    read the same head). Read-only transactions start with a plain deferred ``BEGIN``.
+    PostgreSQL: ``synchronous_commit=on`` on every connection; read-only transactions are
+    ``REPEATABLE READ, READ ONLY`` so that every statement of one read sees one snapshot.
+    """
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            raise InvalidInput("an in-memory SQLite database cannot hold a ledger; give a file", field="database_url")
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=20, max_overflow=20
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            read_only = conn.get_execution_options().get("csledger_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"options": "-c synchronous_commit=on"},
+            pool_size=20,
+            max_overflow=20,
+            pool_pre_ping=True,
+        )
+
+        @event.listens_for(engine, "begin")
+        def _postgres_begin(conn):
+            # A read is one snapshot, as it is on SQLite: under the default READ COMMITTED each
+            # statement sees what committed before it, so a proof could pair the entry count from
+            # before an append with the checkpoint signed after it, or an audit mix two states.
+            # Read-only snapshots never fail serialization; writers keep READ COMMITTED and the
+            # registrant's advisory lock.
+            if conn.get_execution_options().get("csledger_read_only", False):
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+        return engine
+    raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
+
+
+def alembic_config():
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the Alembic migrations (never ``create_all``)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def durability_settings(engine: Engine) -> dict[str, str]:
+    """What the database says about durability, for tests and ``csledger verify``."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return {
+                "journal_mode": str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()),
+                "synchronous": str(conn.exec_driver_sql("PRAGMA synchronous").scalar()),
+                "foreign_keys": str(conn.exec_driver_sql("PRAGMA foreign_keys").scalar()),
+            }
+        return {"synchronous_commit": str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())}
+
+
+# --- projections in SQL ------------------------------------------------------------------------
+
+
+class SqlStateView:
+    """``projections.StateView`` over the database, inside the append transaction."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.raw = raw(conn)
+
+    def _row(self, table: str, mapping) -> dict[str, Any]:
+        row = dict(mapping)
+        if self.raw.sqlite:
+            for c in _DECIMALS[table]:
+                if row.get(c) is not None:
+                    row[c] = Decimal(row[c]).quantize(_CENT)
+        return row
+
+    @staticmethod
+    def _where(table: str, cols) -> str:
+        return " AND ".join(f"{c} = :k_{c}" for c in cols)
+
+    def get(self, table: str, key: tuple) -> dict[str, Any] | None:
+        cols = projections.PRIMARY_KEYS[table]
+        row = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
+                           {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
+        return self._row(table, row) if row is not None else None
+
+    def put(self, table: str, row: dict[str, Any]) -> None:
+        """Insert or replace the row (one statement: INSERT .. ON CONFLICT DO UPDATE, on both)."""
+        pk = projections.PRIMARY_KEYS[table]
+        cols = list(row)
+        others = [c for c in cols if c not in pk]
+        update = ", ".join(f"{c} = excluded.{c}" for c in others) if others else None
+        sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+               f"ON CONFLICT ({', '.join(pk)}) DO " + (f"UPDATE SET {update}" if update else "NOTHING"))
+        self.raw.run(self.conn, sql, row)
+
+    def delete(self, table: str, key: tuple) -> None:
+        cols = projections.PRIMARY_KEYS[table]
+        self.raw.run(self.conn, f"DELETE FROM {table} WHERE {self._where(table, cols)}",
+                     {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
+
+    def select(self, table: str, **where: Any) -> list[dict[str, Any]]:
+        cond = " AND ".join(f"{c} = :k_{c}" for c in where) or "1 = 1"
+        rows = self.raw.rows(self.conn, f"SELECT * FROM {table} WHERE {cond}", {f"k_{c}": v for c, v in where.items()})
+        return [self._row(table, r) for r in rows]
+
+
+# --- the append path ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppendedEntry:
+    registrant: str
+    seq: int
+    kind: str
+    leaf_hash: str
+
+
+@dataclass
+class CommandContext:
+    """What a service sees while its command runs: the projections, the clock, and ``append``."""
+
+    conn: Connection
+    registrant: str
+    command_id: str
+    now: datetime
+    view: SqlStateView
+    next_seq: int
+    head_hash: str
+    appended: list[AppendedEntry] = field(default_factory=list)
+    after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
+
+    def signature(self, principal: Principal, meaning: Meaning, *, roles: frozenset[str] | None = None) -> dict:
+        """A signature for ``principal``: checks enrollment and roles, takes the printed name
+        from the staff projection (never from the caller)."""
+        if principal.registrant != self.registrant:
+            raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
+        staff = self.view.get("staff", (self.registrant, principal.staff_id))
+        if staff is None:
+            raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
+        if roles is not None:
+            held = {r["role"] for r in self.view.select("staff_roles", registrant=self.registrant, staff_id=principal.staff_id)}
+            if not held & roles:
+                from ledger.domain.errors import Forbidden
+
+                raise Forbidden(
+                    f"{staff['printed_name']} holds none of the roles this needs ({', '.join(sorted(roles))})",
+                    field="principal",
+                )
+        return {
+            "staff_id": principal.staff_id,
+            "printed_name": staff["printed_name"],
+            "meaning": meaning.value,
+            "signed_at": canon.format_time(self.now),
+            "auth_method": principal.auth_method.value,
+        }
+
+    def append(self, event: Event, *, signatures: list[dict], occurred_at: datetime) -> AppendedEntry:
+        """Hash and insert one entry at the next sequence number, and update the projections."""
+        seq = self.next_seq
+        body = canon.to_json_value(event)
+        clash = ENVELOPE_FIELDS & body.keys()
+        if clash:
+            raise TypeError(f"event {event.kind} reuses envelope fields {sorted(clash)}")
+        obj = {
+            "registrant": self.registrant,
+            "seq": seq,
+            "kind": event.kind,
+            "schema_version": event.schema_version,
+            "occurred_at": canon.format_time(occurred_at),
+            "recorded_at": canon.format_time(self.now),
+            "signatures": signatures,
+            "prev": self.head_hash,
+            **body,
+        }
+        data = canon.canonical_bytes(obj)
+        leaf = canon.leaf_hash(data)
+        r = self.view.raw
+        r.run(self.conn,
+              "INSERT INTO entries (registrant, seq, kind, schema_version, occurred_at, recorded_at, prev_hash, "
+              "leaf_hash, canonical, command_id) VALUES (:registrant, :seq, :kind, :schema_version, :occurred_at, "
+              ":recorded_at, :prev_hash, :leaf_hash, :canonical, :command_id)",
+              {"registrant": self.registrant, "seq": seq, "kind": event.kind, "schema_version": event.schema_version,
+               "occurred_at": obj["occurred_at"], "recorded_at": obj["recorded_at"], "prev_hash": self.head_hash,
+               "leaf_hash": leaf.hex(), "canonical": data, "command_id": self.command_id})
+        for i, (v, n, ml) in enumerate(projections.movements(obj)):
+            r.run(self.conn,
+                  "INSERT INTO entry_movements (registrant, seq, line, vial_id, ndc_key, ml) "
+                  "VALUES (:registrant, :seq, :line, :vial_id, :ndc_key, :ml)",
+                  {"registrant": self.registrant, "seq": seq, "line": i, "vial_id": v, "ndc_key": n, "ml": ml})
+        projections.apply(obj, self.view)
+        appended = AppendedEntry(self.registrant, seq, event.kind, leaf.hex())
+        for hook in self.after_append:
+            hook(self, appended, leaf)
+        self.appended.append(appended)
+        self.next_seq = seq + 1
+        self.head_hash = leaf.hex()
+        return appended
+
+
+def node_reader(conn: Connection, registrant: str) -> merkle.NodeReader:
+    """Read stored perfect Merkle nodes of one registrant (O(log n) per root or proof)."""
+
+    r = raw(conn)
+
+    def get(level: int, index: int) -> bytes:
+        h = r.scalar(conn, "SELECT hash FROM merkle_nodes WHERE registrant = :r AND level = :l AND idx = :i",
+                     {"r": registrant, "l": level, "i": index})
+        if h is None:
+            raise KeyError((level, index))
+        return bytes(h)
+
+    return get
+
+
+def write_merkle_nodes(ctx: CommandContext, appended: AppendedEntry, leaf: bytes) -> None:
+    """Store the perfect nodes the new leaf completes, in the append transaction."""
+    r = raw(ctx.conn)
+    for lv, i, h in merkle.nodes_created_by_append(appended.seq, leaf, node_reader(ctx.conn, ctx.registrant)):
+        r.run(ctx.conn, "INSERT INTO merkle_nodes (registrant, level, idx, hash) VALUES (:r, :l, :i, :h)",
+              {"r": ctx.registrant, "l": lv, "i": i, "h": h})
+
+
+def has_entry_of_kind(conn: Connection, kind: str, registrant: str | None = None) -> bool:
+    """Whether any entry of ``kind`` exists (at ``registrant``, or anywhere)."""
+    q = sa.select(entries_t.c.seq).where(entries_t.c.kind == kind)
+    if registrant is not None:
+        q = q.where(entries_t.c.registrant == registrant)
+    return conn.execute(q.limit(1)).first() is not None
+
+
+def registrants_with_entries(conn: Connection) -> list[str]:
+    """DEA numbers of every registrant that has a chain here, sorted."""
+    return sorted(conn.execute(sa.select(entries_t.c.registrant).distinct()).scalars())
+
+
+def entries_of_kind(conn: Connection, kind: str) -> list[tuple[str, bytes]]:
+    """``(registrant, canonical bytes)`` of every entry of ``kind``, in chain order."""
+    q = (sa.select(entries_t.c.registrant, entries_t.c.canonical).where(entries_t.c.kind == kind)
+         .order_by(entries_t.c.registrant, entries_t.c.seq))
+    return [(r, bytes(c)) for r, c in conn.execute(q)]
+
+
+def registrant_row(conn: Connection, registrant: str) -> dict[str, Any] | None:
+    """The registrant's projection row (name, address, time zone), or None."""
+    t = projection_tables["registrants"]
+    row = conn.execute(t.select().where(t.c.dea_number == registrant)).mappings().first()
+    return dict(row) if row else None
+
+
+def entry_count(conn: Connection) -> int:
+    """Entries in the whole database (for progress bars)."""
+    return conn.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
+
+
+def tree_size(conn: Connection, registrant: str) -> int:
+    n = conn.execute(sa.select(sa.func.max(entries_t.c.seq)).where(entries_t.c.registrant == registrant)).scalar()
+    return 0 if n is None else int(n) + 1
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """Refuse an idempotency key the ledger cannot store: 1 to 128 printable characters."""
+    if key is not None and not (1 <= len(key) <= 128 and key.isprintable()):
+        raise InvalidInput("must be 1 to 128 printable characters", field="idempotency_key")
+
+
+def request_hash(command: str, principal_id: str | None, request: dict[str, Any]) -> str:
+    payload = {"command": command, "principal": principal_id, "request": canon.to_json_value(request)}
+    return hashlib.sha256(canon.canonical_bytes(payload)).hexdigest()
+
+
+def _advisory_key(registrant: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"csledger-registrant:" + registrant.encode()).digest()[:8], "big", signed=True)
+
+
+class Ledger:
+    """The ledger over one database. Thread-safe: each command gets its own connection."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow):
+        self.engine = engine
+        self.clock = clock
+        #: Called after every entry is inserted, inside the transaction (Merkle nodes).
+        self.after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = [write_merkle_nodes]
+        #: Called once per command before commit, inside the transaction (checkpoint signing).
+        self.before_commit: list[Callable[[CommandContext], None]] = []
+
+    @property
+    def _dbapi(self):
+        return self.engine.dialect.dbapi
+
+    @classmethod
+    def open(cls, url: str, **kw) -> Ledger:
+        return cls(make_engine(url), **kw)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def execute(
+        self,
+        registrant: str,
+        command: str,
+        request: dict[str, Any],
+        build: Callable[[CommandContext], dict[str, Any]],
+        *,
+        principal_id: str | None,
+        idempotency_key: str | None = None,
+        creates_registrant: bool = False,
+    ) -> dict[str, Any]:
+        """Run one command in one transaction and return its response (JSON-ready dict).
+
+        With an ``idempotency_key``: a retry with the same request returns the first response
+        and writes nothing; the same key with a different request raises ``IdempotencyConflict``.
+        """
+        check_idempotency_key(idempotency_key)
+        rhash = request_hash(command, principal_id, request)
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(registrant)})
+                if idempotency_key is not None:
+                    prior = raw(conn).one(
+                        conn, "SELECT request_hash, response, command FROM idempotency_keys "
+                        "WHERE registrant = :r AND key = :k", {"r": registrant, "k": idempotency_key})
+                    if prior is not None:
+                        if prior["request_hash"] != rhash:
+                            raise IdempotencyConflict(
+                                f"this key was already used for a different {prior['command']} request",
+                                field="idempotency_key",
+                            )
+                        response = json.loads(prior["response"])
+                        response["replayed"] = True
+                        return response
+                head = raw(conn).one(
+                    conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
+                    {"r": registrant})
+                if head is None and not creates_registrant:
+                    raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
+                if head is not None and creates_registrant:
+                    raise Conflict(f"registrant {registrant} is already registered", field="dea_number")
+                ctx = CommandContext(
+                    conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
+                    view=SqlStateView(conn), next_seq=0 if head is None else head["seq"] + 1,
+                    head_hash=canon.ZERO_HASH if head is None else head["leaf_hash"],
+                    after_append=list(self.after_append),
+                )
+                result = build(ctx)
+                if not ctx.appended:
+                    raise InvalidInput("the command recorded nothing")
+                for hook in self.before_commit:
+                    hook(ctx)
+                response = {
+                    "command": command,
+                    "registrant": registrant,
+                    "entries": [{"seq": a.seq, "kind": a.kind, "leaf_hash": a.leaf_hash} for a in ctx.appended],
+                    **result,
+                }
+                if idempotency_key is not None:
+                    raw(conn).run(
+                        conn, "INSERT INTO idempotency_keys (registrant, key, command, request_hash, response, created_at) "
+                        "VALUES (:registrant, :key, :command, :request_hash, :response, :created_at)",
+                        {"registrant": registrant, "key": idempotency_key, "command": command, "request_hash": rhash,
+                         "response": json.dumps(response, sort_keys=True), "created_at": canon.format_time(ctx.now)})
+                return response
+        except LedgerError:
+            raise
+        except (IntegrityError, self._dbapi.IntegrityError) as exc:
+            # The primary keys are the last line of defence: a second writer at the same seq,
+            # or the same idempotency key racing in, lands here and nothing is written.
+            raise Conflict(f"the ledger changed while this command ran; nothing was recorded, retry ({type(exc).__name__})") from None
+        except (OperationalError, self._dbapi.OperationalError) as exc:
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                raise Conflict("the ledger is busy; nothing was recorded, retry") from None
+            raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction (deferred BEGIN on SQLite: does not block writers in WAL)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(csledger_read_only=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = [
+    "AppendedEntry", "CommandContext", "Ledger", "LedgerError", "SqlStateView", "make_engine", "migrate",
+]

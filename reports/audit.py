@@ -1,0 +1,179 @@
+"""The accountability audit report (DOMAIN.md), per NDC and in total, in mg, mL and containers.
+
+Every figure is ``ledger.services.audit.accountability``'s: the same pure computation the HTTP
+API's audit JSON and ``verify-bundle --audit-from/--audit-to`` use, run on the snapshot's
+entries for the period's local days (``start_utc`` included, ``end_utc`` excluded). This module
+only turns those figures into report data (Decimal strings) and draws them; ``verify-report``
+recomputes them through the same ``compute``.
+
+Boundaries are the core's: the ending inventory is the last physical count at or before the
+period end (its activity ends there), else the book figure at the period end, labelled "book";
+the beginning inventory is the count or inventory it rests on, or the book.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from reportlab.graphics.charts.lineplots import LinePlot
+from reportlab.graphics.shapes import Drawing, String
+from reportlab.lib import colors
+
+from ledger.integrity.canonical import parse_time
+from ledger.services.audit import LINES, accountability
+from reports import layout
+from reports.base import ReportKind, register
+from reports.errors import ReportError
+from reports.fmt import Period, amount, dec, local, num
+from reports.source import Snapshot
+
+#: One microsecond: entry times are microsecond text, so ``(start - 1 us, end - 1 us]`` is
+#: exactly the report's ``[start_utc, end_utc)``.
+_US = timedelta(microseconds=1)
+LINE_LABELS = {
+    "beginning": "Beginning inventory", "receipts": "Receipts", "to_account_for": "Total to account for",
+    "administered": "Administered (given)", "wasted": "Wasted (with the administration, witnessed)",
+    "destroyed": "Destroyed (Form 41)", "transferred": "Transferred and returned",
+    "losses": "Reported losses (adjusted and Form 106)", "corrections": "Corrections (net out of stock)",
+    "ending": "Ending inventory", "accounted_for": "Total accounted for", "difference": "Difference",
+    "unreconciled": "of which drawn but not yet given or wasted (unreconciled)",
+}
+
+
+def _jsonable(v: Any) -> Any:
+    """Core figures as report data: Decimals as scale-2 strings, tuples as lists."""
+    if isinstance(v, Decimal):
+        return amount(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def core_figures(snap: Snapshot, period: Period, *, series: bool = False) -> dict[str, Any]:
+    """``ledger.audit.accountability`` over the snapshot for the period's local days (Decimals)."""
+    start = parse_time(period.start_utc) - _US
+    end = parse_time(period.end_utc) - _US
+    try:
+        return accountability(snap.entries, start, end, series=series)
+    except ValueError as exc:  # a kind that moves stock with no audit line: never printed silently
+        raise ReportError(str(exc), field="from/to") from None
+
+
+def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
+    """The report data: the core audit's figures (as strings) plus a daily stock series per
+    product for the charts (``charts``, keyed by NDC key)."""
+    a = core_figures(snap, period, series=True)
+    if not a["products"]:
+        raise ReportError("no stock to audit in the period", field="from/to")
+    charts = {p["ndc_key"]: [[t, amount(b)] for t, b in _daily(p.pop("series"), period.tz)] for p in a["products"]}
+    out = _jsonable(a)
+    out["charts"] = charts
+    return out
+
+
+ORDER = LINES
+
+
+def _daily(points: list[tuple[str, Decimal]], tz: str) -> list[tuple[str, Decimal]]:
+    """The balance at the end of each local day that had a movement (keeps charts and the
+    embedded data small for a year of entries)."""
+    out: dict[str, tuple[str, Decimal]] = {}
+    for t, b in points:
+        out[local(t, tz)[:10]] = (t, b)
+    return list(out.values())
+
+
+def _chart(row: dict[str, Any], pts: list[list[str]], tz: str, width: float = 480, height: float = 150) -> Drawing:
+    d = Drawing(width, height)
+    if not pts:
+        return d
+    t0 = parse_time(pts[0][0])
+    # Floats only as drawing coordinates (days since the first point, mL on the y axis); every
+    # figure printed comes from the Decimal strings, never from these.
+    data = [((parse_time(t) - t0).total_seconds() / 86400.0, float(dec(b))) for t, b in pts]
+    if len(data) == 1:
+        data.append((data[0][0] + 1.0, data[0][1]))
+    lp = LinePlot()
+    lp.x, lp.y, lp.width, lp.height = 45, 25, width - 60, height - 45
+    lp.data = [data]
+    lp.lines[0].strokeColor = colors.HexColor("#1f4e79")
+    lp.lines[0].strokeWidth = 1.2
+    lp.xValueAxis.valueMin = 0
+    lp.yValueAxis.valueMin = 0
+    lp.xValueAxis.labels.fontSize = 6.5
+    lp.yValueAxis.labels.fontSize = 6.5
+    lp.xValueAxis.labelTextFormat = "%d"
+    lp.yValueAxis.labelTextFormat = "%d"
+    d.add(lp)
+    d.add(String(lp.x, height - 12, f"Stock of {row['ndc']} (mL, book balance at the end of each day with a movement)",
+                 fontSize=7, fontName=layout.FONT))
+    d.add(String(lp.x + lp.width / 2, 4, f"days since {local(pts[0][0], tz)[:10]}", fontSize=6.5,
+                 fontName=layout.FONT, textAnchor="middle"))
+    return d
+
+
+def _what(src: dict[str, Any], tz: str) -> str:
+    what = (f"{src['inventory_type']} inventory taken at {src['taken_at'].replace('_', ' ')}"
+            if src["kind"] == "inventory_taken" else "count")
+    return f"the {what} of {local(src['occurred_at'], tz)} (ledger entry {src['seq']})"
+
+
+def _sources(r: dict[str, Any], tz: str) -> str:
+    b, e = r["beginning_source"], r["ending_source"]
+    begin = (_what(b, tz) + ("" if r["beginning_basis"] == "counted" else ", taken inside the period")
+             if b else "the BOOK figure at the period start (labelled book)")
+    end = (_what(e, tz) + "; the period's movements for this product end at that count"
+           if e else "no physical count in the period, so the BOOK figure at the period end (labelled book)")
+    return f"{r['ndc']}: beginning inventory from {begin}. Ending inventory: {end}."
+
+
+def blocks(data: dict[str, Any]) -> list[layout.Block]:
+    """What the audit prints, drawn only from the report data."""
+    f = data["figures"]
+    tz = data["registrant"]["time_zone"]
+    out: list[layout.Block] = [layout.Para(
+        "Figures per DOMAIN.md's accountability audit (the ledger's own audit computation). Ending inventory is "
+        "the last physical count at or before the period end, else the book figure, labelled book. "
+        f"Lines whose variance exceeds {num(f['variance_threshold_percent'], '%')} are flagged (shaded).")]
+    cols = [layout.Column("Line", 30), layout.Column("mg", 16, "R"), layout.Column("mL", 14, "R"),
+            layout.Column("Containers", 12, "R")]
+    for r in f["products"]:
+        out.append(layout.Para(_sources(r, tz)))
+        rows, strong, flagged = [], set(), set()
+        for name in (*ORDER, "unreconciled"):
+            label = LINE_LABELS[name]
+            if name == "ending":
+                label += f" ({r['ending_basis']})"
+            if name in ("to_account_for", "accounted_for", "difference"):
+                strong.add(len(rows))
+            if name == "difference" and r["flagged"]:
+                flagged.add(len(rows))
+            v = r["unreconciled"] if name == "unreconciled" else {u: r[u][name] for u in ("mg", "ml", "containers")}
+            rows.append([label, num(v["mg"], "mg"), num(v["ml"], "mL"), num(v["containers"])])
+        rows.append(["Variance", num(r["variance_percent"], "%"), "", ""])
+        if r["flagged"]:
+            flagged.add(len(rows) - 1)
+        form = f"{r['form']}, " if r["form"] else ""
+        out.append(layout.Table(cols, rows, strong=frozenset(strong), flagged=frozenset(flagged),
+                                title=f"{r['ndc']}  {r['name']}  ({form}{num(r['strength_mg_per_ml'], 'mg/mL')}, "
+                                      f"{num(r['container_ml'], 'mL')} container)"))
+        out.append(layout.Chart(_chart(r, f["charts"].get(r["ndc_key"], []), tz)))
+    t = f["total"]
+    trows, strong = [], set()
+    for name in ORDER:
+        if name in ("to_account_for", "accounted_for", "difference"):
+            strong.add(len(trows))
+        trows.append([LINE_LABELS[name], num(t["mg"][name], "mg"), num(t["ml"][name], "mL"),
+                      num(t["containers"][name])])
+    trows.append(["Variance (of mg)", num(t["variance_percent"], "%"), "", ""])
+    n = len(trows)
+    out.append(layout.Table(cols, trows, title="Total, all products", strong=frozenset(strong),
+                            flagged=frozenset({n - 2, n - 1}) if t["flagged"] else frozenset()))
+    return out
+
+
+KIND = register(ReportKind("audit", "Accountability audit", "portrait", compute, blocks))

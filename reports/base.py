@@ -1,0 +1,212 @@
+"""The report framework: one function builds any report kind from a ledger snapshot, and the
+same pieces let ``verify-report`` recompute it.
+
+A report kind is a module-level ``ReportKind``: ``compute(snapshot, period) -> figures`` (pure,
+JSON-ready: decimals as canonical strings) and ``blocks(data) -> [Block]`` (what is printed,
+drawn only from ``data``). The report data embedded in the PDF is the figures plus the request
+(kind, period, who and when) and the ledger state; ``verify-report`` recomputes the figures from
+the entries up to that state's tree size and re-draws the pages from them, so both the embedded
+figures and the printed text are checked against the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.integrity.canonical import format_time, parse_time
+from ledger.storage.store import Ledger, utcnow
+from reports import layout
+from reports.errors import ReportError
+from reports.fmt import Period, local, parse_period
+from reports.source import LedgerState, Snapshot, load_snapshot
+
+FORMAT = "csledger-report/1"
+#: Who made a report from the command line: it has no authenticated staff member.
+CLI_OPERATOR = "csledger CLI (operator)"
+
+
+@dataclass(frozen=True)
+class ReportKind:
+    name: str  # as on the command line: "receiving"
+    title: str
+    orientation: str  # "portrait" | "landscape"
+    compute: Callable[[Snapshot, Period], dict[str, Any]]
+    blocks: Callable[[dict[str, Any]], list[layout.Block]]
+    #: Meanings of the wet-signature lines printed at the end (e.g. "reviewed").
+    wet_signatures: tuple[str, ...] = ("reviewed",)
+    #: Extra request parameters the kind needs (e.g. ``("vial",)``); with any, ``compute`` is
+    #: called as ``compute(snapshot, period, params)``. They are embedded with the data.
+    params: tuple[str, ...] = ()
+    #: Data from outside the entries printed beside the figures (patient names from the encrypted
+    #: registry): ``annotate(ledger, registrant, figures) -> dict``, embedded as ``annotations``.
+    annotate: Callable[[Any, str, dict[str, Any]], dict[str, Any]] | None = None
+
+
+KINDS: dict[str, ReportKind] = {}
+
+
+def register(kind: ReportKind) -> ReportKind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+def kind_named(name: str) -> ReportKind:
+    import importlib
+
+    from reports import administrations, audit, counts, form106, inventory, receiving, vial, waste  # noqa: F401  (registers the kinds)
+
+    if name not in KINDS and name.isidentifier():
+        # Kinds defined in other modules of this package (e.g. ``alerts_pdf``) register when
+        # imported; a kind named on the command line or in a PDF is looked up by module name.
+        for module in (f"{name}_pdf", name):
+            try:
+                importlib.import_module(f"{__package__}.{module}")
+            except ModuleNotFoundError:
+                continue
+            if name in KINDS:
+                break
+    if name not in KINDS:
+        raise ReportError(f"no report kind {name!r}; one of {', '.join(sorted(KINDS))}", field="kind")
+    return KINDS[name]
+
+
+def registrant_of(snap: Snapshot) -> dict[str, Any]:
+    e = snap.registrant_entry
+    return {"dea_number": e["dea_number"], "name": e["name"], "address": e["address"], "time_zone": e["time_zone"]}
+
+
+def address_text(a: dict[str, str]) -> str:
+    return f"{a['street']}, {a['city']}, {a['state']} {a['postal_code']}"
+
+
+def first_inventory_at(snap: Snapshot) -> str | None:
+    times = [e["occurred_at"] for e in snap.entries if e["kind"] == "inventory_taken"]
+    return min(times) if times else None
+
+
+def check_period(snap: Snapshot, period: Period) -> None:
+    """Records start with the initial inventory (21 CFR 1304.11(b)): a period that ends before
+    it, or a ledger without one, has nothing a report could vouch for."""
+    first = first_inventory_at(snap)
+    if first is None:
+        raise ReportError(f"{snap.state.registrant} has no initial inventory yet; take it before reporting",
+                          field="registrant")
+    if period.end_utc <= first:
+        raise ReportError(f"the period ends before the first inventory ({local(first, period.tz)}); "
+                          "choose a period from that day on", field="to")
+
+
+def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_at: str, generated_by: str,
+                 paper: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+    """The whole report data (what is embedded and what ``verify-report`` recomputes)."""
+    check_period(snap, period)
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    missing = [p for p in kind.params if not params.get(p)]
+    if missing:
+        raise ReportError(f"the {kind.name} report needs --{missing[0]}", field=missing[0])
+    extra = sorted(set(params) - set(kind.params))
+    if extra:
+        raise ReportError(f"the {kind.name} report takes no --{extra[0]}", field=extra[0])
+    figures = kind.compute(snap, period, params) if kind.params else kind.compute(snap, period)
+    return {
+        "format": FORMAT,
+        "kind": kind.name,
+        "title": kind.title,
+        "registrant": registrant_of(snap),
+        "period": period.to_json(),
+        "generated": {"at": generated_at, "by": generated_by},
+        "paper": paper,
+        "state": snap.state.to_json(),
+        "params": params,
+        "figures": figures,
+    }
+
+
+def state_lines(state: dict[str, Any]) -> tuple[str, ...]:
+    """The ledger state as printed in every page footer."""
+    lines = [
+        f"Built from the ledger of {state['registrant']} at tree size {state['tree_size']:,} (entries 0 to "
+        f"{state['tree_size'] - 1:,}).",
+        f"Merkle root (RFC 9162, SHA-256): {state['root']}",
+    ]
+    if state.get("checkpoint"):
+        from reports.checkpoint import describe
+
+        lines.extend(describe(state))
+    else:
+        lines.append("Checkpoint: none signed at this tree size; the root above is recomputed from the entries.")
+    lines.append("Check this report against the ledger: csledger verify-report FILE.pdf "
+                 "(recomputes every figure from the entries).")
+    return tuple(lines)
+
+
+def frame_of(kind: ReportKind, data: dict[str, Any]) -> layout.Frame:
+    reg = data["registrant"]
+    period = data["period"]
+    gen = data["generated"]
+    st = data["state"]
+    state = LedgerState(st["registrant"], st["tree_size"], st["root"], st.get("checkpoint"))
+    return layout.Frame(
+        title=kind.title,
+        registrant_name=reg["name"],
+        address=address_text(reg["address"]),
+        dea=reg["dea_number"],
+        period=f"{period['from']} to {period['to']} ({period['time_zone']})",
+        generated=f"{local(gen['at'], reg['time_zone'])} by {gen['by']}",
+        state_lines=state_lines(data["state"]),
+        qr_text=state.qr_text(),
+    )
+
+
+def metadata_of(kind: ReportKind, data: dict[str, Any]) -> layout.Metadata:
+    s = data["state"]
+    line = f"csledger-state/1 {s['registrant']} {s['tree_size']} {s['root']}"
+    created = parse_time(data["generated"]["at"]).strftime("D:%Y%m%d%H%M%SZ")
+    return layout.Metadata(
+        title=f"{kind.title}, {data['registrant']['dea_number']}, {data['period']['from']} to {data['period']['to']}",
+        author=data["generated"]["by"],
+        subject=f"csledger {kind.name} report built from ledger {s['registrant']} at tree size {s['tree_size']}, "
+                f"root {s['root']}",
+        keywords=f"csledger, {kind.name}, {line}",
+        state_line=line,
+        created=created,
+    )
+
+
+def render_data(data: dict[str, Any]) -> bytes:
+    """Draw a report from its data alone (the build and ``verify-report`` both call this)."""
+    kind = kind_named(data["kind"])
+    blocks = list(kind.blocks(data))
+    gen = data["generated"]
+    blocks.append(layout.Signatures(
+        signed=[(gen["by"], local(gen["at"], data["registrant"]["time_zone"], seconds=True),
+                 "prepared (generated from the ledger state printed below)")],
+        wet=list(kind.wet_signatures),
+    ))
+    return layout.render(frame_of(kind, data), blocks, paper=data["paper"], orientation=kind.orientation,
+                         metadata=metadata_of(kind, data), data=data)
+
+
+def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *,
+                 generated_by: str = CLI_OPERATOR, paper: str = "letter", params: dict[str, str] | None = None,
+                 now: datetime | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Build one report from the ledger as it is now; return the PDF bytes and its data.
+
+    Raises ``ReportError`` with a clear message for an unknown registrant or kind, an empty or
+    inverted period, a period before the first inventory, or nothing to report.
+    """
+    kind = kind_named(kind_name)
+    if paper not in layout.PAPERS:
+        raise ReportError(f"paper must be one of {', '.join(layout.PAPERS)}", field="paper")
+    with ledger.reading() as conn:
+        snap = load_snapshot(conn, registrant)
+    period = parse_period(start, end, snap.registrant_entry["time_zone"])
+    data = compute_data(kind, snap, period, generated_at=format_time(now or utcnow()), generated_by=generated_by,
+                        paper=paper, params=params)
+    del snap  # the decoded entries are not needed to draw: free them before the pages are built
+    if kind.annotate is not None:
+        data["annotations"] = kind.annotate(ledger, registrant, data["figures"])
+    return render_data(data), data
