@@ -31,6 +31,7 @@ from rich.table import Table
 from api.http.auth import Authenticator
 from api.http.auth_store import AuthStore
 from bench.loadtest import ServerProcess, percentile
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -41,7 +42,6 @@ from ledger.domain.commands import (
     RegisterRegistrant,
 )
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.services import reference as services
 from ledger.settings import get_settings
 from ledger.storage.store import Ledger, migrate, utcnow
 
@@ -119,11 +119,10 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
     patient_id = None
     if command == "infusion":
         from ledger.domain.commands import AdministerDose, DrawInput, RegisterPatient, WasteInput
-        from ledger.services import clinical
         from ledger.storage.patient_keys import PatientKeys
 
         keys = PatientKeys.from_base64(patient_key)
-        patient_id = clinical.register_patient(ledger, nurses[0], RegisterPatient(
+        patient_id = services.register_patient(ledger, nurses[0], RegisterPatient(
             "Bench Patient", AddressInput("1 Main St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
         per_vial = 9  # 1.00 mL drawn per infusion from a 10 mL vial
         need = (per_client + per_vial - 1) // per_vial
@@ -157,7 +156,7 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
                                      datetime.fromisoformat(b["started_at"]), datetime.fromisoformat(b["ended_at"]),
                                      WasteInput("0.20", "sharps container"))
                 t = time.perf_counter()
-                clinical.administer_dose(ledger, nurses[c], cmd, witness=nurses[c + 1], idempotency_key=f"s{n}-{c}-{i}")
+                services.administer_dose(ledger, nurses[c], cmd, witness=nurses[c + 1], idempotency_key=f"s{n}-{c}-{i}")
                 return (time.perf_counter() - t) * 1000
             b = body(f"S{n}", c, i)
             cmd = ReceiveStock(b["supplier_id"], b["invoice_number"], datetime.fromisoformat(b["occurred_at"]),

@@ -110,7 +110,7 @@ def bench_signing(workdir: Path, appends: int) -> tuple[float, float]:
     from types import SimpleNamespace
 
     from api.cli.bench import _receipt, _seed
-    from ledger.services import reference as services
+    from ledger import services
     from ledger.storage.log import attach
 
     out = []

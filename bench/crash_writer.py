@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 
+from ledger import services
 from ledger.domain.commands import ReceivedLineInput, ReceiveStock
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.services import reference as services
 from ledger.storage.store import Ledger
 
 

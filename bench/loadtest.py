@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -54,8 +55,6 @@ from ledger.domain.commands import (
 )
 from ledger.domain.identifiers import dea_check_digit
 from ledger.domain.principal import AuthMethod, Principal, Role
-from ledger.services import clinical
-from ledger.services import reference as services
 from ledger.settings import get_settings
 from ledger.storage.patient_keys import PatientKeys
 from ledger.storage.store import Ledger, migrate, utcnow
@@ -141,7 +140,7 @@ def build_network(url: str, folder: Path, *, clinics: int, workstations: int) ->
                 sid = services.enroll_staff(ledger, admin, EnrollStaff(printed, username, roles))["staff_id"]
                 auth.set_password(auth.store.staff_by_username(dea, username), PASSWORD, must_change=False)
                 first = first or Principal(dea, sid, printed, AuthMethod.PASSWORD)
-            patient = clinical.register_patient(ledger, first, RegisterPatient(
+            patient = services.register_patient(ledger, first, RegisterPatient(
                 f"Load Patient {i:02d}", AddressInput("9 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
             net.clinics.append(Clinic(dea, supplier, patient, workstations))
     finally:

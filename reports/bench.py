@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -29,7 +30,6 @@ from ledger.domain.commands import (
     TakeInventory,
 )
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.services import reference as services
 from ledger.storage.store import Ledger, migrate
 
 DEA = "AB1234563"

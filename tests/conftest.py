@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -24,7 +25,6 @@ from ledger.domain.commands import (
     RegisterRegistrant,
 )
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.services import reference as services
 from ledger.storage.store import Ledger, make_engine, migrate, normalize_url
 
 PG_ENV = "CSLEDGER_TEST_POSTGRES_URL"

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -27,7 +28,6 @@ from ledger.domain.commands import (
     RegisterRegistrant,
 )
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.services import reference as services
 from ledger.services.verify import verify
 from ledger.storage.store import Ledger, entries_t, migrate
 

@@ -40,7 +40,7 @@ def patient_key_generate(
 @patient_key.command("check")
 def patient_key_check(db: DbOption = None) -> None:
     """Check the configured patient key against the registry's key-check value."""
-    from ledger.services.clinical import verify_patient_key
+    from ledger.services import verify_patient_key
     from ledger.storage.patient_keys import PatientKeys
 
     settings, ledger = _open(db)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ledger import services
 from ledger.domain import gs1
 from ledger.domain.commands import (
     AddProduct,
@@ -51,8 +52,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.services import clinical, stock
-from ledger.services import reference as services
+from ledger.services import stock
 from ledger.services.verify import verify
 from ledger.settings import Settings
 from ledger.storage.log import WitnessEntry, attach, log_keys
@@ -125,7 +125,7 @@ class _Location:
         self.supplier = services.add_supplier(ledger, admin, AddSupplier(
             "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
         weekdays = {d: ("08:00", "18:00") for d in ("mon", "tue", "wed", "thu", "fri")}
-        clinical.set_policy(ledger, p["morgan"], SetPolicy(clinic_hours=weekdays, reason="opening policy"))
+        services.set_policy(ledger, p["morgan"], SetPolicy(clinic_hours=weekdays, reason="opening policy"))
         self.clock.now = self.at(self.start, 7, 40)
         services.take_inventory(ledger, p["pia"], TakeInventory(
             "initial", "opening_of_business", self.at(self.start, 7, 30), items=(
@@ -139,7 +139,7 @@ class _Location:
             addr = AddressInput(f"{self.rng.randint(10, 9999)} {self.rng.choice(STREETS)}", "Austin" if self.dea == LOCATIONS[0][0]
                                 else "Denver", "TX" if self.dea == LOCATIONS[0][0] else "CO",
                                 "78704" if self.dea == LOCATIONS[0][0] else "80206")
-            pid = clinical.register_patient(ledger, p["nora"], RegisterPatient(f"{first} {last}", addr),
+            pid = services.register_patient(ledger, p["nora"], RegisterPatient(f"{first} {last}", addr),
                                             keys=self.keys)["patient_id"]
             weight = self.rng.randint(52, 118)
             begin = self.start + timedelta(days=1 + self.rng.randint(0, 7 * (WEEKS - 3)))
@@ -196,11 +196,11 @@ class _Location:
                 self.pending_late.append((end, cmd))
                 continue
             self.clock.now = end + timedelta(minutes=rng.randint(2, 12))
-            res = clinical.administer_dose(self.ledger, nurse, cmd, witness=witness if waste_now else None)
+            res = services.administer_dose(self.ledger, nurse, cmd, witness=witness if waste_now else None)
             self.stats["infusions"] += 1
             if not waste_now:  # waste recorded a little later, still witnessed
                 self.clock.now += timedelta(minutes=15)
-                clinical.record_waste(self.ledger, nurse, RecordWaste(res["administration_id"], str(drawn - given),
+                services.record_waste(self.ledger, nurse, RecordWaste(res["administration_id"], str(drawn - given),
                                                                       "expelled into drug disposal container",
                                                                       end + timedelta(minutes=10)), witness=p["pia"])
 
@@ -208,7 +208,7 @@ class _Location:
         """Opening count, blind, by the two nurses: they find the physical truth."""
         p = self.people
         self.clock.now = self.at(day, 8, 5)
-        s = clinical.start_count(self.ledger, p["nora"], StartCount())
+        s = services.start_count(self.ledger, p["nora"], StartCount())
         by_key = {g["ndc_key"]: g for g in stock.stock_by_product(self.ledger, self.dea)}
         lines = []
         for ndc, key in ((K50, "42023011310"), (K10, "00409205105")):
@@ -226,7 +226,7 @@ class _Location:
             open_ml += delta
             lines.append(CountLineInput(ndc, sealed, opened if open_ml > 0 else 0, str(open_ml) if open_ml > 0 else "0.00"))
         self.clock.now = self.at(day, 8, 20)
-        res = clinical.submit_count(self.ledger, p["nora"], SubmitCount(s["session_id"], tuple(lines), self.at(day, 8, 15)),
+        res = services.submit_count(self.ledger, p["nora"], SubmitCount(s["session_id"], tuple(lines), self.at(day, 8, 15)),
                                     second_counter=p["ned"])
         self.stats["counts"] += 1
         self.stats["discrepancies"] += len(res["discrepancy_ids"])
@@ -241,23 +241,23 @@ class _Location:
                 end, cmd = self.pending_late.pop()
                 self.clock.now = end + timedelta(hours=26)
                 late = AdministerDose(**{**cmd.__dict__, "late_reason": "EHR downtime; charted on the paper downtime log"})
-                res = clinical.administer_dose(self.ledger, p["nora"], late, witness=p["ned"] if cmd.waste else None)
+                res = services.administer_dose(self.ledger, p["nora"], late, witness=p["ned"] if cmd.waste else None)
                 self.stats["late_entries"] += 1
                 self.unrecorded[K50] = Decimal(0)
                 self.clock.now += timedelta(minutes=10)
-                clinical.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
+                services.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
                     d, "documentation_error", "infusion given during EHR downtime was entered late from the paper log",
                     fixed_by_seq=res["entries"][0]["seq"]))
             elif self.incident == "spill":
-                clinical.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
+                services.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
                     d, "spill", "0.5 mL spilled when a syringe disconnected during the draw; reported same day"))
                 self.unrecorded[K50] = Decimal(0)
             elif self.incident == "missing":
-                out = clinical.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
+                out = services.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
                     d, "theft_or_loss", "a sealed vial is missing from the locked cabinet; police notified"))
                 self.unrecorded[K50] = Decimal(0)
                 self.clock.now = self.at(day, 11, 0)
-                clinical.report_theft_or_loss(self.ledger, p["morgan"], ReportTheftOrLoss(
+                services.report_theft_or_loss(self.ledger, p["morgan"], ReportTheftOrLoss(
                     discovered_at=self.at(day, 8, 20), loss_type="other", police_notified=True,
                     losses_past_24_months=0, purchase_value_usd="18.75", covers_seqs=(out["loss_adjustment_seq"],),
                     police_department="Denver Police Department", police_report_number=f"DPD-{day:%y%m%d}-17"))
@@ -293,7 +293,7 @@ class _Location:
         if not expired:
             return
         self.clock.now = self.at(day, 16, 30)
-        clinical.destroy_stock(self.ledger, p["pia"], DestroyStock(
+        services.destroy_stock(self.ledger, p["pia"], DestroyStock(
             tuple(expired), "chemical digestion (non-retrievable)", "medication room", "expired / past beyond-use date",
             self.at(day, 16, 0)), witnesses=(p["nora"], p["morgan"]))
 
@@ -340,7 +340,7 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
             if tree_size(c, dea):
                 raise Conflict(f"the database already holds {dea}; run the demo on a fresh database (--db)", field="database_url")
     keys = _patient_key(settings)
-    clinical.verify_patient_key(ledger, keys)
+    services.verify_patient_key(ledger, keys)
     summary = {}
     stats = {}
     for dea, name, addr, tz in LOCATIONS:

@@ -152,7 +152,7 @@ def init(
     db: DbOption = None,
 ) -> None:
     """Migrate to head and register a registrant with its first administrator."""
-    from ledger.services import reference as services
+    from ledger import services
 
     _, ledger = _open(db, migrate_first=True)
     try:
@@ -241,7 +241,7 @@ def _patient_keys_for_verify(settings):
 def _check_patient_key_at_start(settings, ledger) -> None:
     """A wrong patient-data key is refused at start, not on the first infusion; a missing key is
     refused when the registry already holds patients (their names could not be read)."""
-    from ledger.services.clinical import verify_patient_key
+    from ledger.services import verify_patient_key
     from ledger.storage.patient_keys import PatientKeyError, PatientKeys
     from ledger.storage.store import has_entry_of_kind
 

@@ -51,7 +51,7 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "list_entries": RECORD_READERS,
     "get_entry": RECORD_READERS,
     "patient_access_log": frozenset({C}),
-    # clinic operations (services in ledger/clinical.py; the same role sets)
+    # clinic operations (services in ledger/services.py; the same role sets)
     "set_policy": frozenset({M, AD}),
     "register_patient": CLINICIANS,
     "change_patient_details": CLINICIANS,

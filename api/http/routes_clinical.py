@@ -40,6 +40,7 @@ from api.http.schemas_clinical import (
     TransferCreate,
     WasteRecordCreate,
 )
+from ledger import services
 from ledger.domain.commands import (
     AddressInput,
     AdministerDose,
@@ -64,7 +65,6 @@ from ledger.domain.commands import (
     WasteInput,
 )
 from ledger.domain.principal import Principal
-from ledger.services import clinical
 
 router = APIRouter(prefix="/v1/registrants/{dea}", tags=["clinic operations"], responses=PROBLEM_RESPONSES)
 CREATED = status.HTTP_201_CREATED
@@ -100,7 +100,7 @@ def set_policy(body: PolicyCreate, ledger: LedgerDep, who: Annotated[Principal, 
     cmd = SetPolicy(body.beyond_use_days, body.late_entry_limit_hours, body.variance_threshold_percent,
                     body.count_schedule, {k: tuple(v) for k, v in body.clinic_hours.items()}, body.dosage_unit,
                     body.reason)
-    return clinical.set_policy(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.set_policy(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/patients", status_code=CREATED, response_model=ClinicalResultPublic, name="register_patient")
@@ -108,7 +108,7 @@ def register_patient(body: PatientCreate, ledger: LedgerDep, keys: Keys,
                      who: Annotated[Principal, actor("register_patient")], idempotency_key: IdempotencyKey = None) -> dict:
     """Add a patient: name and address go to the encrypted registry; the entry holds the id and a
     commitment. Answers the ``patient_id`` to use everywhere else."""
-    return clinical.register_patient(ledger, who, RegisterPatient(body.name, _addr(body.address)), keys=keys,
+    return services.register_patient(ledger, who, RegisterPatient(body.name, _addr(body.address)), keys=keys,
                                      idempotency_key=idempotency_key)
 
 
@@ -119,7 +119,7 @@ def change_patient_details(patient_id: Id, body: PatientDetailsChangeCreate, led
                            idempotency_key: IdempotencyKey = None) -> dict:
     """A new name or address for a patient, with the reason."""
     cmd = ChangePatientDetails(patient_id, body.name, _addr(body.address), body.reason)
-    return clinical.change_patient_details(ledger, who, cmd, keys=keys, idempotency_key=idempotency_key)
+    return services.change_patient_details(ledger, who, cmd, keys=keys, idempotency_key=idempotency_key)
 
 
 @router.get("/patients/{patient_id}", response_model=PatientPublic, name="read_patient")
@@ -127,7 +127,7 @@ def read_patient(patient_id: Id, ledger: LedgerDep, keys: Keys,
                  who: Annotated[Principal, actor("read_patient")]) -> dict:
     """A patient's name and address, for the roles allowed to see them; every read is written to
     the append-only patient access log (``GET .../patient-access-log``)."""
-    return clinical.read_patient(ledger, who, patient_id, keys=keys)
+    return services.read_patient(ledger, who, patient_id, keys=keys)
 
 
 @router.post("/administrations", status_code=CREATED, response_model=ClinicalResultPublic, name="administer_dose")
@@ -140,7 +140,7 @@ def administer_dose(body: AdministrationCreate, ledger: LedgerDep,
         body.patient_id, body.prescriber_dea_number, body.weight_kg, body.ordered_mg_per_kg,
         tuple(DrawInput(d.vial_id, d.ml) for d in body.draws), body.ml_given, body.started_at, body.ended_at,
         WasteInput(body.waste.ml, body.waste.method) if body.waste else None, body.late_reason)
-    return clinical.administer_dose(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
+    return services.administer_dose(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
 @router.post("/wastes", status_code=CREATED, response_model=ClinicalResultPublic, name="record_waste")
@@ -148,14 +148,14 @@ def record_waste(body: WasteRecordCreate, ledger: LedgerDep, who: Annotated[Prin
                  witness: WitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
     """Waste the remainder of an earlier administration, witnessed."""
     cmd = RecordWaste(body.administration_id, body.ml, body.method, body.occurred_at, body.late_reason)
-    return clinical.record_waste(ledger, who, cmd, witness=witness.principal, idempotency_key=idempotency_key)
+    return services.record_waste(ledger, who, cmd, witness=witness.principal, idempotency_key=idempotency_key)
 
 
 @router.post("/counts", status_code=CREATED, response_model=ClinicalResultPublic, name="start_count")
 def start_count(body: CountCreate, ledger: LedgerDep, who: Annotated[Principal, actor("start_count")],
                 idempotency_key: IdempotencyKey = None) -> dict:
     """Open a count session (blind by default: the expected quantities stay hidden until submitted)."""
-    return clinical.start_count(ledger, who, StartCount(tuple(body.ndcs), body.blind), idempotency_key=idempotency_key)
+    return services.start_count(ledger, who, StartCount(tuple(body.ndcs), body.blind), idempotency_key=idempotency_key)
 
 
 @router.post("/counts/{session_id}/submissions", status_code=CREATED, response_model=ClinicalResultPublic,
@@ -167,7 +167,7 @@ def submit_count(session_id: Id, body: CountSubmissionCreate, ledger: LedgerDep,
     Differences become discrepancies to resolve."""
     cmd = SubmitCount(session_id, tuple(CountLineInput(ln.ndc, ln.sealed_containers, ln.open_containers, ln.open_ml)
                                         for ln in body.lines), body.occurred_at, body.late_reason)
-    return clinical.submit_count(ledger, who, cmd, second_counter=second.principal, idempotency_key=idempotency_key)
+    return services.submit_count(ledger, who, cmd, second_counter=second.principal, idempotency_key=idempotency_key)
 
 
 @router.post("/discrepancies/{discrepancy_id}/resolutions", status_code=CREATED, response_model=ClinicalResultPublic,
@@ -177,7 +177,7 @@ def resolve_discrepancy(discrepancy_id: Id, body: ResolutionCreate, ledger: Ledg
                         idempotency_key: IdempotencyKey = None) -> dict:
     """Explain, categorize and approve a count discrepancy."""
     cmd = ResolveDiscrepancy(discrepancy_id, body.category, body.explanation, body.fixed_by_seq)
-    return clinical.resolve_discrepancy(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.resolve_discrepancy(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/destructions", status_code=CREATED, response_model=ClinicalResultPublic, name="destroy_stock")
@@ -187,7 +187,7 @@ def destroy_stock(body: DestructionCreate, ledger: LedgerDep, who: Annotated[Pri
     ``Witness-Assertion`` tokens."""
     cmd = DestroyStock(tuple(body.vial_ids), body.method, body.place, body.reason, body.occurred_at, body.late_reason,
                        tuple(body.documents))
-    return clinical.destroy_stock(ledger, who, cmd, witnesses=[w.principal for w in witnesses],
+    return services.destroy_stock(ledger, who, cmd, witnesses=[w.principal for w in witnesses],
                                   idempotency_key=idempotency_key)
 
 
@@ -197,7 +197,7 @@ def transfer_stock(body: TransferCreate, ledger: LedgerDep, who: Annotated[Princ
     """Transfer vials to another registered practitioner (21 CFR 1307.11, within the 5% limit)."""
     cmd = TransferStock(tuple(body.vial_ids), body.receiver_dea_number, body.receiver_name, _addr(body.receiver_address),
                         body.invoice_number, body.occurred_at, body.late_reason)
-    return clinical.transfer_stock(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.transfer_stock(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/returns", status_code=CREATED, response_model=ClinicalResultPublic, name="return_stock")
@@ -206,7 +206,7 @@ def return_stock(body: ReturnCreate, ledger: LedgerDep, who: Annotated[Principal
     """Return vials to the supplier or a reverse distributor, on an invoice."""
     cmd = ReturnStock(tuple(body.vial_ids), body.recipient_type, body.recipient_name, _addr(body.recipient_address),
                       body.recipient_dea_number, body.invoice_number, body.occurred_at, body.late_reason)
-    return clinical.return_stock(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.return_stock(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/loss-reports", status_code=CREATED, response_model=ClinicalResultPublic, name="report_theft_or_loss")
@@ -218,7 +218,7 @@ def report_theft_or_loss(body: LossReportCreate, ledger: LedgerDep,
                             body.purchase_value_usd, tuple(LostVialInput(v.vial_id, v.ml) for v in body.lost),
                             tuple(body.covers_seqs), body.police_department, body.police_report_number,
                             tuple(body.documents))
-    return clinical.report_theft_or_loss(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.report_theft_or_loss(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/corrections", status_code=CREATED, response_model=ClinicalResultPublic, name="correct_entry")
@@ -227,14 +227,14 @@ def correct_entry(body: CorrectionCreate, ledger: LedgerDep, who: Annotated[Prin
     """Correct an earlier entry by a later, signed one that names it and says why (never an edit)."""
     cmd = CorrectEntry(body.corrects_seq, body.reason,
                        tuple(CorrectionLineInput(ln.vial_id, ln.direction, ln.ml) for ln in body.lines))
-    return clinical.correct_entry(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.correct_entry(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/quarantines", status_code=CREATED, response_model=ClinicalResultPublic, name="quarantine_stock")
 def quarantine_stock(body: QuarantineCreate, ledger: LedgerDep, who: Annotated[Principal, actor("quarantine_stock")],
                      idempotency_key: IdempotencyKey = None) -> dict:
     """Put suspect vials in quarantine: nothing may be drawn from them."""
-    return clinical.quarantine_stock(ledger, who, QuarantineStock(tuple(body.vial_ids), body.reason),
+    return services.quarantine_stock(ledger, who, QuarantineStock(tuple(body.vial_ids), body.reason),
                                      idempotency_key=idempotency_key)
 
 
@@ -244,7 +244,7 @@ def release_quarantine(body: QuarantineCreate, ledger: LedgerDep,
                        who: Annotated[Principal, actor("release_quarantine")],
                        idempotency_key: IdempotencyKey = None) -> dict:
     """Release vials from quarantine, with the reason."""
-    return clinical.release_quarantine(ledger, who, ReleaseQuarantine(tuple(body.vial_ids), body.reason),
+    return services.release_quarantine(ledger, who, ReleaseQuarantine(tuple(body.vial_ids), body.reason),
                                        idempotency_key=idempotency_key)
 
 

@@ -24,6 +24,7 @@ from api.http.schemas import (
     SupplierCreate,
     SupplierPublic,
 )
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -33,7 +34,6 @@ from ledger.domain.commands import (
     RevokeRole,
 )
 from ledger.domain.principal import Principal
-from ledger.services import reference as services
 
 router = APIRouter(prefix="/v1/registrants/{dea}", responses=PROBLEM_RESPONSES)
 CREATED = status.HTTP_201_CREATED

@@ -17,6 +17,7 @@ from api.http.schemas import (
     VialPage,
     VialPublic,
 )
+from ledger import services
 from ledger.domain.commands import (
     InventoryItemInput,
     ReceivedLineInput,
@@ -25,7 +26,6 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import NotFound
 from ledger.domain.principal import Principal
-from ledger.services import reference as services
 
 router = APIRouter(prefix="/v1/registrants/{dea}", tags=["stock"], responses=PROBLEM_RESPONSES)
 

@@ -24,7 +24,9 @@ from api.web.core import (
 )
 from api.web.forms import Errors, Form, read_form, whole_number
 from api.web.security import check_session_csrf, location_path
+from ledger import services
 from ledger.domain.errors import LedgerError
+from ledger.services import stock
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Dea = Annotated[str, Path(pattern=DEA_PATTERN)]
@@ -94,11 +96,8 @@ def evidence_links(a: dict[str, Any]) -> list[int]:
 
 
 def _clinical():
-    """``(clinical, stock)`` service modules, or None while issue 3 has not landed."""
-    clinical, stock = integrations.module("clinical"), integrations.module("stock")
-    if clinical is None or stock is None or not hasattr(clinical, "submit_count"):
-        return None
-    return clinical, stock
+    """``(services, stock)``: the clinical services and stock reads the pages call."""
+    return services, stock
 
 
 def _pending(page: Page, active: str, title: str) -> Response:
@@ -117,11 +116,10 @@ async def count_start_form(request: Request, dea: Dea) -> Response:
 
 
 def _start_count(page: Page, form: Form) -> Response:
-    clinical, _ = _clinical()
     from ledger.domain.commands import StartCount
 
     try:
-        res = clinical.start_count(page.request.app.state.ledger, page.principal, StartCount(blind=True),
+        res = services.start_count(page.request.app.state.ledger, page.principal, StartCount(blind=True),
                                    idempotency_key=form.text("form_key") or None)
     except LedgerError as exc:
         errors = Errors()
@@ -177,7 +175,6 @@ async def count_session(request: Request, dea: Dea, session_id: SessionId) -> Re
 
 
 def _submit_count(page: Page, session_id: str, form: Form) -> Response:
-    clinical, _ = _clinical()
     from api.web.witness import witness_from_form
     from ledger.domain.commands import CountLineInput, SubmitCount
 
@@ -200,13 +197,13 @@ def _submit_count(page: Page, session_id: str, form: Form) -> Response:
     key = form.text("form_key") or None
     second = None
     if not errors:
-        from ledger.services.reference import _request
+        from ledger.services import request_fields
 
-        second = witness_from_form(page, form, _request(cmd), errors, prefix="counter2", idempotency_key=key)
+        second = witness_from_form(page, form, request_fields(cmd), errors, prefix="counter2", idempotency_key=key)
     if errors or second is None:
         return _count_page(page, session_id, values=values, errors=errors, status=422)
     try:
-        res = clinical.submit_count(page.request.app.state.ledger, page.principal, cmd,
+        res = services.submit_count(page.request.app.state.ledger, page.principal, cmd,
                                     second_counter=second.principal, idempotency_key=key)
     except LedgerError as exc:
         name, msg = error_of(exc, {"second_counter": "counter2_username"})
@@ -232,12 +229,12 @@ async def count_submit(request: Request, dea: Dea, session_id: SessionId) -> Res
 
 def _discrepancies_page(page: Page, *, errors: Errors | None = None, values: dict | None = None,
                         status: int = 200, done: str | None = None) -> Response:
-    clinical, stock = _clinical()
+    _, stock = _clinical()
     rows = stock.discrepancies(page.request.app.state.ledger, page.dea, status="open")
     prods = {p["ndc_key"]: p for p in api_queries.products(page.request.app.state.ledger, page.dea)}
     return page.render("discrepancies.html", status=status, active="discrepancies", rows=rows, products=prods,
                        names=_staff_names(page), errors=errors or Errors(), values=values or {}, done=done,
-                       categories=[(c, c.replace("_", " ")) for c in clinical.DISCREPANCY_CATEGORIES],
+                       categories=[(c, c.replace("_", " ")) for c in services.DISCREPANCY_CATEGORIES],
                        form_key=new_form_key(), can_resolve=page.may("resolve_discrepancy"))
 
 
@@ -251,7 +248,6 @@ async def discrepancies(request: Request, dea: Dea, done: str | None = None) -> 
 
 
 def _resolve(page: Page, form: Form) -> Response:
-    clinical, _ = _clinical()
     from ledger.domain.commands import ResolveDiscrepancy
 
     did = form.text("discrepancy_id")
@@ -265,7 +261,7 @@ def _resolve(page: Page, form: Form) -> Response:
             errors.add(f"{did}-fixed_by_seq", "enter the entry number (digits)")
     if not errors:
         try:
-            clinical.resolve_discrepancy(page.request.app.state.ledger, page.principal,
+            services.resolve_discrepancy(page.request.app.state.ledger, page.principal,
                                          ResolveDiscrepancy(did, values["category"], values["explanation"], fixed),
                                          idempotency_key=form.text("form_key") or None)
             return RedirectResponse(f"{location_path(page.dea)}discrepancies?done={did}", status_code=303)
@@ -334,10 +330,9 @@ def _patient_keys(page: Page):
 
 
 def _record_infusion(page: Page, form: Form) -> Response:
-    clinical, _ = _clinical()
     from api.web.witness import witness_from_form
     from ledger.domain.commands import AdministerDose, DrawInput, WasteInput
-    from ledger.services.reference import _request
+    from ledger.services import request_fields
 
     values: dict[str, Any] = {k: form.get(k, "") for k in INFUSION_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
@@ -362,7 +357,7 @@ def _record_infusion(page: Page, form: Form) -> Response:
             errors.add("patient_id", "enter the patient's id from the chart")
         else:
             try:
-                patient = clinical.read_patient(page.request.app.state.ledger, page.principal,
+                patient = services.read_patient(page.request.app.state.ledger, page.principal,
                                                 values["patient_id"].strip(), keys=_patient_keys(page))
             except LedgerError as exc:
                 errors.add("patient_id", exc.reason)
@@ -389,11 +384,11 @@ def _record_infusion(page: Page, form: Form) -> Response:
                          late_reason=values["late_reason"].strip() or None)
     witness = None
     if waste is not None:
-        witness = witness_from_form(page, form, _request(cmd), errors, idempotency_key=values["form_key"])
+        witness = witness_from_form(page, form, request_fields(cmd), errors, idempotency_key=values["form_key"])
         if witness is None:
             return _infusion_page(page, values=values, errors=errors, status=422)
     try:
-        res = clinical.administer_dose(page.request.app.state.ledger, page.principal, cmd,
+        res = services.administer_dose(page.request.app.state.ledger, page.principal, cmd,
                                        witness=witness.principal if witness else None,
                                        idempotency_key=values["form_key"])
     except LedgerError as exc:
@@ -443,10 +438,9 @@ async def destroy_form(request: Request, dea: Dea) -> Response:
 
 
 def _destroy(page: Page, form: Form) -> Response:
-    clinical, _ = _clinical()
     from api.web.witness import witness_from_form
     from ledger.domain.commands import DestroyStock
-    from ledger.services.reference import _request
+    from ledger.services import request_fields
 
     values: dict[str, Any] = {k: form.get(k, "") for k in DESTROY_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
@@ -460,13 +454,13 @@ def _destroy(page: Page, form: Form) -> Response:
         return _destroy_page(page, values=values, errors=errors, status=422)
     cmd = DestroyStock(tuple(chosen), values["method"], values["place"], values["reason"], occurred,
                        late_reason=form.optional("late_reason"))
-    request = _request(cmd)
+    request = request_fields(cmd)
     w1 = witness_from_form(page, form, request, errors, prefix="witness1", idempotency_key=values["form_key"] + "-1")
     w2 = witness_from_form(page, form, request, errors, prefix="witness2", idempotency_key=values["form_key"] + "-2")
     if w1 is None or w2 is None:
         return _destroy_page(page, values=values, errors=errors, status=422)
     try:
-        res = clinical.destroy_stock(page.request.app.state.ledger, page.principal, cmd,
+        res = services.destroy_stock(page.request.app.state.ledger, page.principal, cmd,
                                      witnesses=[w1.principal, w2.principal], idempotency_key=values["form_key"])
     except LedgerError as exc:
         name, msg = error_of(exc, {"witnesses": "witness2_username", "witnesses-0-": "witness1_username",
@@ -519,7 +513,6 @@ async def transfer_form(request: Request, dea: Dea) -> Response:
 
 
 def _transfer(page: Page, form: Form) -> Response:
-    clinical, _ = _clinical()
     from ledger.domain.commands import AddressInput, TransferStock
 
     values: dict[str, Any] = {k: form.get(k, "") for k in TRANSFER_FIELDS}
@@ -533,7 +526,7 @@ def _transfer(page: Page, form: Form) -> Response:
                         AddressInput(values["street"], values["city"], values["state"], values["postal_code"]),
                         values["invoice_number"], occurred, late_reason=form.optional("late_reason"))
     try:
-        res = clinical.transfer_stock(page.request.app.state.ledger, page.principal, cmd,
+        res = services.transfer_stock(page.request.app.state.ledger, page.principal, cmd,
                                       idempotency_key=values["form_key"])
     except LedgerError as exc:
         name, _msg = error_of(exc)
@@ -558,9 +551,8 @@ async def transfer(request: Request, dea: Dea) -> Response:
 
 
 def _loss_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200) -> Response:
-    clinical, _ = _clinical()
     return page.render("loss.html", status=status, active="loss", values=values, errors=errors or Errors(),
-                       vials=_vial_choices(page), loss_types=[(t, t.replace("_", " ")) for t in clinical.LOSS_TYPES])
+                       vials=_vial_choices(page), loss_types=[(t, t.replace("_", " ")) for t in services.LOSS_TYPES])
 
 
 @router.get("/ui/{dea}/losses/new", name="web_loss")
@@ -574,7 +566,6 @@ async def loss_form(request: Request, dea: Dea) -> Response:
 
 
 def _loss(page: Page, form: Form) -> Response:
-    clinical, _ = _clinical()
     from ledger.domain.commands import LostVialInput, ReportTheftOrLoss
 
     values: dict[str, Any] = {k: form.get(k, "") for k in LOSS_FIELDS}
@@ -601,7 +592,7 @@ def _loss(page: Page, form: Form) -> Response:
                             police_department=form.optional("police_department"),
                             police_report_number=form.optional("police_report_number"))
     try:
-        res = clinical.report_theft_or_loss(page.request.app.state.ledger, page.principal, cmd,
+        res = services.report_theft_or_loss(page.request.app.state.ledger, page.principal, cmd,
                                             idempotency_key=values["form_key"])
     except LedgerError as exc:
         name, _msg = error_of(exc, {"lost": "vial_ids"})

@@ -26,10 +26,10 @@ from api.web.core import (
 from api.web.forms import Errors, Form, read_form, whole_number
 from api.web.gs1 import parse_scan
 from api.web.security import check_session_csrf, location_path
+from ledger import services
 from ledger.domain.commands import ReceivedLineInput, ReceiveStock
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.integrity.canonical import format_time
-from ledger.services import reference as services
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Dea = Annotated[str, Path(pattern=DEA_PATTERN)]

@@ -1,3 +1,108 @@
-"""Use cases: one function per command (validate every field, then append through
-``Ledger.execute`` in one transaction), and the reads built on the ledger: stock, the
-accountability audit, alerts, verify, offline bundles, backup."""
+"""Use cases: one function per command. Each takes the ledger, the authenticated principal(s),
+the command and an optional idempotency key; validates every field up front (errors name the
+field); appends its entries through ``Ledger.execute`` in one transaction; returns the response.
+Nothing here commits by hand or trusts a typed name.
+
+One module per area of the clinic's work; this package re-exports each command so the
+interfaces call ``services.<command>``:
+
+- ``reference``       the registrant, products, suppliers, staff, roles, policy
+- ``receiving``       receipts on invoices, initial and biennial inventories
+- ``patients``        the encrypted patient registry
+- ``administration``  doses drawn, given and wasted (witnessed)
+- ``counts``          blind counts, discrepancies and their resolution
+- ``disposal``        destruction (Form 41), transfers, returns, theft or loss (Form 106)
+- ``corrections``     corrections that reference the corrected entry
+- ``quarantine``      stock held back and released
+- ``documents``       stored documents (invoices, form copies), by SHA-256
+- ``common``          the checks every command shares, and ``run`` (one command, one transaction)
+
+Reads built on the ledger live beside them: ``stock``, ``audit`` (the accountability audit),
+``alerts`` and ``notify``, ``verify``, ``bundle`` (offline proofs), ``backup``.
+"""
+
+from __future__ import annotations
+
+from ledger.services.administration import administer_dose, record_waste
+from ledger.services.common import product_copy, request_fields
+from ledger.services.corrections import correct_entry
+from ledger.services.counts import (
+    DISCREPANCY_CATEGORIES,
+    resolve_discrepancy,
+    start_count,
+    submit_count,
+)
+from ledger.services.disposal import (
+    LOSS_TYPES,
+    destroy_stock,
+    next_business_day,
+    notice_deadlines,
+    report_theft_or_loss,
+    return_stock,
+    transfer_stock,
+)
+from ledger.services.documents import (
+    DOCUMENT_TYPES,
+    MAX_DOCUMENT_BYTES,
+    read_document,
+    store_document,
+)
+from ledger.services.patients import (
+    change_patient_details,
+    check_patient_key,
+    check_registry,
+    read_patient,
+    register_patient,
+    verify_patient_key,
+)
+from ledger.services.quarantine import quarantine_stock, release_quarantine
+from ledger.services.receiving import receive_stock, take_inventory
+from ledger.services.reference import (
+    add_product,
+    add_supplier,
+    enroll_staff,
+    grant_role,
+    register_registrant,
+    revoke_role,
+    set_policy,
+)
+
+__all__ = [
+    "DISCREPANCY_CATEGORIES",
+    "DOCUMENT_TYPES",
+    "LOSS_TYPES",
+    "MAX_DOCUMENT_BYTES",
+    "add_product",
+    "add_supplier",
+    "administer_dose",
+    "change_patient_details",
+    "check_patient_key",
+    "check_registry",
+    "correct_entry",
+    "destroy_stock",
+    "enroll_staff",
+    "grant_role",
+    "next_business_day",
+    "notice_deadlines",
+    "product_copy",
+    "quarantine_stock",
+    "read_document",
+    "read_patient",
+    "receive_stock",
+    "record_waste",
+    "register_patient",
+    "register_registrant",
+    "release_quarantine",
+    "report_theft_or_loss",
+    "request_fields",
+    "resolve_discrepancy",
+    "return_stock",
+    "revoke_role",
+    "set_policy",
+    "start_count",
+    "store_document",
+    "submit_count",
+    "take_inventory",
+    "transfer_stock",
+    "verify_patient_key",
+]

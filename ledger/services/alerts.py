@@ -32,7 +32,7 @@ from ledger.domain import entries as ev
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity import canonical as canon
-from ledger.services.reference import text
+from ledger.services.common import text
 from ledger.storage.store import CommandContext, Ledger, entries_t, raw, utcnow
 from ledger.storage.tables import Alert, AlertNotification
 

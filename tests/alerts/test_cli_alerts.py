@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from pypdf import PdfReader
 
+from ledger import services
 from ledger.domain.commands import ReceivedLineInput, ReceiveStock, TakeInventory
-from ledger.services import reference as services
 from ledger.services.alerts import attach_alert_rules
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.alerts.conftest import AlertClinic

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ledger import services
 from ledger.domain.commands import (  # noqa: E402
     CountLineInput,
     ResolveDiscrepancy,
@@ -19,7 +20,6 @@ from ledger.domain.commands import (  # noqa: E402
 )
 from ledger.domain.errors import Conflict  # noqa: E402
 from ledger.services import alerts as alert_service  # noqa: E402
-from ledger.services import clinical  # noqa: E402
 from ledger.services.verify import verify  # noqa: E402
 from ledger.storage.store import Ledger, make_engine, migrate  # noqa: E402
 from tests.clinical.conftest import Ops  # noqa: E402
@@ -49,7 +49,7 @@ def test_clinic_day_raises_what_it_should(ledger):
     # Open only on a day that is not today (local), so today's dose is outside clinic hours.
     today = datetime.now(UTC).astimezone(__import__("zoneinfo").ZoneInfo("America/Chicago")).weekday()
     other = DAYS[(today + 3) % 7]
-    clinical.set_policy(ledger, ops.manager, SetPolicy(clinic_hours={other: ("08:00", "18:00")}, reason="hours"))
+    services.set_policy(ledger, ops.manager, SetPolicy(clinic_hours={other: ("08:00", "18:00")}, reason="hours"))
     first = ops.dose(vials[0], drawn="0.70", given="0.70")  # 35 mg = 0.5 mg/kg x 70 kg: as ordered
     assert kinds(first) == ["dose_administered"]  # outside hours, but that is the scan's, once the day is over
     above = ops.dose(vials[0], drawn="0.80", given="0.80")  # 40 mg > 35 mg ordered
@@ -77,8 +77,8 @@ def test_clinic_day_raises_what_it_should(ledger):
     assert sum(int(a["figures"]["entries"]) for a in outside) == 4  # the receipt and the three doses
     assert {k for a in outside for k in a["figures"]["kinds"].split()} == {"dose_administered", "stock_received"}
 
-    session = clinical.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))["session_id"]
-    clinical.submit_count(ledger, ops.nurse, SubmitCount(session, (CountLineInput(KETAMINE_50, 2, 2, "6.00"),),
+    session = services.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))["session_id"]
+    services.submit_count(ledger, ops.nurse, SubmitCount(session, (CountLineInput(KETAMINE_50, 2, 2, "6.00"),),
                                                          occurred_at=datetime.now(UTC) - timedelta(minutes=1)),
                           second_counter=ops.nurse2)
     [disc] = alert_service.list_alerts(ledger, ops.dea, rule="count_discrepancy")
@@ -87,7 +87,7 @@ def test_clinic_day_raises_what_it_should(ledger):
         alert_service.resolve_alert(ledger, ops.manager, disc["alert_id"], "explained", "trying to close the view")
     # Book 37.50 mL (2 sealed + 8.50 + 9.00 mL opened); counted 26.00 mL.
     assert disc["figures"]["difference_ml"] == "-11.50" and disc["severity"] == "high"
-    res = clinical.resolve_discrepancy(ledger, ops.manager, ResolveDiscrepancy(
+    res = services.resolve_discrepancy(ledger, ops.manager, ResolveDiscrepancy(
         disc["alert_id"], "theft_or_loss", "vial content missing, no explanation"))
     assert "alert_raised" in kinds(res)
     [loss] = alert_service.list_alerts(ledger, ops.dea, rule="suspected_significant_loss")

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
+from ledger import services
 from ledger.domain.commands import ReceivedLineInput, ReceiveStock
-from ledger.services import reference as services
 from ledger.services.alerts import attach_alert_rules
 from ledger.services.verify import verify
 from ledger.settings import Settings

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
+from ledger import services
 from ledger.domain.commands import ReceivedLineInput, ReceiveStock
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.services import alerts as alert_service
-from ledger.services import reference as services
 from ledger.services.verify import verify
 from tests.conftest import BACKENDS, KETAMINE_50, entry_count
 

@@ -14,8 +14,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from api.http.roles import ALL_ROLES, ENDPOINT_ROLES, markdown_table
+from ledger import services
 from ledger.domain.commands import EnrollStaff
-from ledger.services import reference as services
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import PASSWORD, ROLE_USERS, build_api, second_clinic
 from tests.conftest import DEA2, KETAMINE_50, an_hour_ago

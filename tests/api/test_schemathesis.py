@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from schemathesis.specs.openapi import checks as oc
 
+from ledger import services
 from ledger.domain.commands import EnrollStaff
-from ledger.services import reference as services
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import build_api
 from tests.api.roles_all import ALL

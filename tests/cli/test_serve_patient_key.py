@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import os
 
+from ledger import services
 from ledger.domain.commands import AddressInput, RegisterPatient
-from ledger.services import clinical
 from ledger.storage.patient_keys import PatientKeys
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.cli.test_cli import run
@@ -24,7 +24,7 @@ def test_wrong_or_missing_patient_key_is_refused_at_start(tmp_path):
     migrate(lg.engine)
     c = Clinic(lg)
     right = _key()
-    clinical.register_patient(lg, c.nurse, RegisterPatient("Jordan Example", AddressInput("12 Elm St", "Austin", "TX", "78702")),
+    services.register_patient(lg, c.nurse, RegisterPatient("Jordan Example", AddressInput("12 Elm St", "Austin", "TX", "78702")),
                               keys=PatientKeys.from_base64(right))
     lg.dispose()
     wrong = run(["serve", "--db", url, "--port", "1"], tmp_path, {"CSLEDGER_PATIENT_KEY": _key()}, check=False)

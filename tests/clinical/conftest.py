@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ledger import services
 from ledger.domain.commands import (
     AddressInput,
     AdministerDose,
@@ -18,8 +19,6 @@ from ledger.domain.commands import (
     RegisterPatient,
     WasteInput,
 )
-from ledger.services import clinical
-from ledger.services import reference as services
 from ledger.storage.patient_keys import PatientKeys
 from tests.conftest import KETAMINE_50, Clinic, an_hour_ago
 
@@ -36,7 +35,7 @@ class Ops(Clinic):
         self.compliance = self.enroll("Cora Compliance", "cora", "compliance_officer")
         self.prescriber = self.enroll("Dr. Dee Prescriber", "dee", "prescriber")
         self.keys = PatientKeys(secrets.token_bytes(32))
-        self.patient_id = clinical.register_patient(ledger, self.nurse, RegisterPatient(
+        self.patient_id = services.register_patient(ledger, self.nurse, RegisterPatient(
             "Pat Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=self.keys)["patient_id"]
 
     def receive(self, containers: int = 4, ndc: str = KETAMINE_50, invoice: str | None = None, **line_kw) -> list[str]:
@@ -54,7 +53,7 @@ class Ops(Clinic):
             weight_kg="70.00", ordered_mg_per_kg="0.50", draws=(DrawInput(vial_id, drawn),), ml_given=given,
             started_at=at, ended_at=at + timedelta(minutes=40),
             waste=WasteInput(waste, "syringe into drug disposal container") if waste else None, **kw)
-        return clinical.administer_dose(self.ledger, self.nurse, cmd, witness=witness)
+        return services.administer_dose(self.ledger, self.nurse, cmd, witness=witness)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from ledger import services
 from ledger.domain.commands import (
     AdministerDose,
     CountLineInput,
@@ -20,8 +21,7 @@ from ledger.domain.commands import (
     TakeInventory,
     WasteInput,
 )
-from ledger.services import audit, clinical
-from ledger.services import reference as services
+from ledger.services import audit
 from ledger.services.verify import verify
 from tests.clinical.conftest import PRESCRIBER_DEA, Ops
 from tests.conftest import KETAMINE_50
@@ -55,11 +55,11 @@ def worked_example(ledger) -> tuple[Ops, datetime, datetime]:
                 need -= take
         given, wasted = ("4.60", "0.40") if i == 22 else ("4.70", "0.30")
         at = t0 + timedelta(hours=2, minutes=10 * i)
-        clinical.administer_dose(ledger, ops.nurse, AdministerDose(
+        services.administer_dose(ledger, ops.nurse, AdministerDose(
             ops.patient_id, PRESCRIBER_DEA, "94.00", "0.50", tuple(draws), given, at, at + timedelta(minutes=5),
             waste=WasteInput(wasted, "syringe to disposal container")), witness=ops.nurse2)
-    s = clinical.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
-    clinical.submit_count(ledger, ops.nurse, SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),),
+    s = services.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
+    services.submit_count(ledger, ops.nurse, SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),),
                                                          t0 + timedelta(hours=8)), second_counter=ops.nurse2)
     return ops, t0, datetime.now(UTC)
 

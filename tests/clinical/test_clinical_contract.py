@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from ledger import services
 from ledger.domain import gs1
 from ledger.domain.commands import (
     AddressInput,
@@ -43,8 +44,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from ledger.integrity.canonical import decode
-from ledger.services import clinical, stock
-from ledger.services import reference as services
+from ledger.services import stock
 from ledger.services.verify import verify
 from ledger.storage.patient_keys import PatientKeyError, PatientKeys
 from ledger.storage.store import entries_t
@@ -84,7 +84,7 @@ class ClinicalContract:
         p = stock.policy(ops.ledger, ops.dea)
         assert p["is_default"] and p["beyond_use_days"] == 28 and p["late_entry_limit_hours"] == 24
         assert p["dosage_unit"] == "container"
-        clinical.set_policy(ops.ledger, ops.manager, SetPolicy(
+        services.set_policy(ops.ledger, ops.manager, SetPolicy(
             beyond_use_days=14, late_entry_limit_hours=12, variance_threshold_percent="2.50",
             count_schedule="each_shift", clinic_hours={"mon": ("08:00", "18:00")}, dosage_unit="ml", reason="stricter"))
         p = stock.policy(ops.ledger, ops.dea)
@@ -109,10 +109,10 @@ class ClinicalContract:
         (dict(clinic_hours={"monday": ("08:00", "18:00")}), "clinic_hours"),
     ])
     def test_bad_policy_refused(self, ops, kw, field):
-        refused(ops, InvalidInput, field, clinical.set_policy, ops.ledger, ops.manager, SetPolicy(**kw))
+        refused(ops, InvalidInput, field, services.set_policy, ops.ledger, ops.manager, SetPolicy(**kw))
 
     def test_policy_late_limit_applies_to_receipts_and_doses(self, ops):
-        clinical.set_policy(ops.ledger, ops.manager, SetPolicy(late_entry_limit_hours=3))
+        services.set_policy(ops.ledger, ops.manager, SetPolicy(late_entry_limit_hours=3))
         four_hours_ago = datetime.now(UTC) - timedelta(hours=4)
         refused(ops, InvalidInput, "late_reason", services.receive_stock, ops.ledger, ops.nurse, ReceiveStock(
             ops.supplier_id, "INV-LATE", four_hours_ago, (ReceivedLineInput(KETAMINE_50, 1, "L", "2028-06-30"),)))
@@ -122,7 +122,7 @@ class ClinicalContract:
         ops.dose(v, at=four_hours_ago, late_reason="charted on paper during downtime")
 
     def test_policy_needs_a_manager(self, ops):
-        refused(ops, Forbidden, "principal", clinical.set_policy, ops.ledger, ops.nurse, SetPolicy())
+        refused(ops, Forbidden, "principal", services.set_policy, ops.ledger, ops.nurse, SetPolicy())
 
     # --- patients --------------------------------------------------------------------------------
 
@@ -134,51 +134,51 @@ class ClinicalContract:
         assert b"Pat Example" not in canon and b"Elm" not in canon
         e = [x for x in last_entries(ops.ledger, 50) if x["kind"] == "patient_registered"][0]
         assert len(e["commitment"]) == 64
-        p = clinical.read_patient(ops.ledger, ops.nurse, ops.patient_id, keys=ops.keys)
+        p = services.read_patient(ops.ledger, ops.nurse, ops.patient_id, keys=ops.keys)
         assert p["name"] == "Pat Example" and p["address"]["city"] == "Austin" and p["matches_commitment"]
         with ops.ledger.reading() as c:
             assert c.execute(sa.text("SELECT count(*) FROM patient_access_log")).scalar() == 1
-        assert clinical.check_registry(ops.ledger, ops.dea, keys=ops.keys) == []
+        assert services.check_registry(ops.ledger, ops.dea, keys=ops.keys) == []
 
     def test_registry_change_without_entry_is_detected(self, ops):
-        other = clinical.register_patient(ops.ledger, ops.nurse, RegisterPatient("Sam Other", ADDR), keys=ops.keys)
+        other = services.register_patient(ops.ledger, ops.nurse, RegisterPatient("Sam Other", ADDR), keys=ops.keys)
         # someone at the SQL prompt swaps two patients' sealed rows: the AAD binding refuses it
         with ops.ledger.engine.begin() as c:
             c.execute(sa.text("UPDATE patient_registry SET sealed = (SELECT sealed FROM patient_registry "
                               "WHERE patient_id = :o) WHERE patient_id = :p"), {"o": other["patient_id"], "p": ops.patient_id})
-        assert clinical.check_registry(ops.ledger, ops.dea, keys=ops.keys) == [ops.patient_id]
+        assert services.check_registry(ops.ledger, ops.dea, keys=ops.keys) == [ops.patient_id]
         # a re-sealed row with a different address (valid encryption) no longer matches its commitment
         from ledger.storage.patient_keys import PatientDetails
 
         fake = ops.keys.seal(ops.dea, ops.patient_id, PatientDetails("Pat Example", "2 Elm St", "Austin", "TX", "78701"))
         with ops.ledger.engine.begin() as c:
             c.execute(sa.text("UPDATE patient_registry SET sealed = :s WHERE patient_id = :p"), {"s": fake, "p": ops.patient_id})
-        assert clinical.check_registry(ops.ledger, ops.dea, keys=ops.keys) == [ops.patient_id]
+        assert services.check_registry(ops.ledger, ops.dea, keys=ops.keys) == [ops.patient_id]
         # the recorded change restores agreement
-        clinical.change_patient_details(ops.ledger, ops.nurse, ChangePatientDetails(
+        services.change_patient_details(ops.ledger, ops.nurse, ChangePatientDetails(
             ops.patient_id, "Pat Example", AddressInput("2 Elm St", "Austin", "TX", "78701"), "moved"), keys=ops.keys)
-        assert clinical.check_registry(ops.ledger, ops.dea, keys=ops.keys) == []
+        assert services.check_registry(ops.ledger, ops.dea, keys=ops.keys) == []
 
     def test_wrong_patient_key_is_refused_before_anything_is_written(self, ops):
         wrong = PatientKeys(b"\x01" * 32)
         with pytest.raises(PatientKeyError) as exc:
-            clinical.verify_patient_key(ops.ledger, wrong)
+            services.verify_patient_key(ops.ledger, wrong)
         assert exc.value.field == "patient_key"
-        refused(ops, PatientKeyError, "patient_key", clinical.register_patient, ops.ledger, ops.nurse,
+        refused(ops, PatientKeyError, "patient_key", services.register_patient, ops.ledger, ops.nurse,
                 RegisterPatient("Sam Other", ADDR), keys=wrong)
-        clinical.verify_patient_key(ops.ledger, ops.keys)
+        services.verify_patient_key(ops.ledger, ops.keys)
 
     def test_patient_errors_never_echo_health_data(self, ops):
         secret = "Zelda Q. Secretname"
-        e = refused(ops, InvalidInput, "address.state", clinical.register_patient, ops.ledger, ops.nurse,
+        e = refused(ops, InvalidInput, "address.state", services.register_patient, ops.ledger, ops.nurse,
                     RegisterPatient(secret, AddressInput("77 Hidden Ln", "Austin", "ZZ", "78701")), keys=ops.keys)
         assert "Zelda" not in str(e) and "Hidden" not in str(e) and "ZZ" not in str(e)
-        e = refused(ops, InvalidInput, "address.postal_code", clinical.register_patient, ops.ledger, ops.nurse,
+        e = refused(ops, InvalidInput, "address.postal_code", services.register_patient, ops.ledger, ops.nurse,
                     RegisterPatient(secret, AddressInput("77 Hidden Ln", "Austin", "TX", "7870")), keys=ops.keys)
         assert "7870" not in str(e)
-        assert "Secretname" not in repr(clinical.read_patient.__doc__)
+        assert "Secretname" not in repr(services.read_patient.__doc__)
         # the idempotency record holds no name either
-        clinical.register_patient(ops.ledger, ops.nurse, RegisterPatient(secret, ADDR), keys=ops.keys,
+        services.register_patient(ops.ledger, ops.nurse, RegisterPatient(secret, ADDR), keys=ops.keys,
                                   idempotency_key="k1")
         with ops.ledger.reading() as c:
             blob = " ".join(str(x) for r in c.execute(sa.text("SELECT * FROM idempotency_keys")).all() for x in r)
@@ -231,13 +231,13 @@ class ClinicalContract:
         assert not res["reconciled"]
         un = stock.unreconciled_administrations(ops.ledger, ops.dea)
         assert [(u["administration_id"], u["ml_unaccounted"]) for u in un] == [(res["administration_id"], Decimal("1.50"))]
-        refused(ops, Conflict, "ml", clinical.record_waste, ops.ledger, ops.nurse,
+        refused(ops, Conflict, "ml", services.record_waste, ops.ledger, ops.nurse,
                 RecordWaste(res["administration_id"], "1.60", "sink", an_hour_ago()), witness=ops.nurse2)
-        refused(ops, Conflict, "witness", clinical.record_waste, ops.ledger, ops.nurse,
+        refused(ops, Conflict, "witness", services.record_waste, ops.ledger, ops.nurse,
                 RecordWaste(res["administration_id"], "1.50", "sink", an_hour_ago()), witness=ops.nurse)
-        refused(ops, NotFound, "administration_id", clinical.record_waste, ops.ledger, ops.nurse,
+        refused(ops, NotFound, "administration_id", services.record_waste, ops.ledger, ops.nurse,
                 RecordWaste("A999", "1.50", "sink", an_hour_ago()), witness=ops.nurse2)
-        out = clinical.record_waste(ops.ledger, ops.nurse, RecordWaste(res["administration_id"], "1.50", "sink",
+        out = services.record_waste(ops.ledger, ops.nurse, RecordWaste(res["administration_id"], "1.50", "sink",
                                                                      an_hour_ago()), witness=ops.pharmacist)
         assert out["reconciled"] and stock.unreconciled_administrations(ops.ledger, ops.dea) == []
         assert verify(ops.ledger, deep=True).ok
@@ -272,7 +272,7 @@ class ClinicalContract:
         v = ops.receive(1)[0]
         if "draws" in kw:
             kw["draws"] = tuple(DrawInput(v if d.vial_id == "@V" else d.vial_id, d.ml) for d in kw["draws"])
-        refused(ops, exc_type, field, clinical.administer_dose, ops.ledger, ops.nurse, self._dose_cmd(ops, v, **kw))
+        refused(ops, exc_type, field, services.administer_dose, ops.ledger, ops.nurse, self._dose_cmd(ops, v, **kw))
 
     def test_witness_must_be_another_person(self, ops):
         v = ops.receive(1)[0]
@@ -281,19 +281,19 @@ class ClinicalContract:
 
     def test_only_clinicians_administer(self, ops):
         v = ops.receive(1)[0]
-        refused(ops, Forbidden, "principal", clinical.administer_dose, ops.ledger, ops.auditor, self._dose_cmd(ops, v))
+        refused(ops, Forbidden, "principal", services.administer_dose, ops.ledger, ops.auditor, self._dose_cmd(ops, v))
 
     def test_no_draw_from_quarantine_expired_or_past_bud(self, ops):
         v1, v2 = ops.receive(2)
-        clinical.quarantine_stock(ops.ledger, ops.pharmacist, QuarantineStock((v1,), "suspect: torn seal"))
+        services.quarantine_stock(ops.ledger, ops.pharmacist, QuarantineStock((v1,), "suspect: torn seal"))
         assert vial(ops, v1)["state"] == "quarantined"
         e = refused(ops, Conflict, "draws[0].vial_id", ops.dose, v1)
         assert "quarantine" in e.reason
-        refused(ops, Conflict, "vial_ids[0]", clinical.quarantine_stock, ops.ledger, ops.pharmacist,
+        refused(ops, Conflict, "vial_ids[0]", services.quarantine_stock, ops.ledger, ops.pharmacist,
                 QuarantineStock((v1,), "again"))
-        refused(ops, Forbidden, "principal", clinical.release_quarantine, ops.ledger, ops.nurse,
+        refused(ops, Forbidden, "principal", services.release_quarantine, ops.ledger, ops.nurse,
                 ReleaseQuarantine((v1,), "verified"))
-        clinical.release_quarantine(ops.ledger, ops.pharmacist, ReleaseQuarantine((v1,), "verified with supplier"))
+        services.release_quarantine(ops.ledger, ops.pharmacist, ReleaseQuarantine((v1,), "verified with supplier"))
         assert vial(ops, v1)["state"] == "sealed"
         ops.dose(v1)
         # past its beyond-use date: a dose 29 days after the first puncture is refused
@@ -311,7 +311,7 @@ class ClinicalContract:
         e = refused(ops, Conflict, "draws[0].vial_id", ops.dose, v)
         assert "expired" in e.reason
         # the expired remainder leaves by destruction with two witnesses (Form 41), never as waste
-        clinical.destroy_stock(ops.ledger, ops.pharmacist, DestroyStock((v,), "chemical digestion (Rx Destroyer)",
+        services.destroy_stock(ops.ledger, ops.pharmacist, DestroyStock((v,), "chemical digestion (Rx Destroyer)",
                                                                           "med room", "expired", an_hour_ago()),
                                witnesses=(ops.nurse, ops.nurse2))
         assert vial(ops, v)["state"] == "destroyed"
@@ -320,44 +320,44 @@ class ClinicalContract:
 
     def test_blind_count_hides_expected_until_submitted(self, ops):
         ops.receive(3)
-        s = clinical.start_count(ops.ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
+        s = services.start_count(ops.ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
         assert "expected" not in str(s) and "on_hand" not in stock.count_session(ops.ledger, ops.dea, s["session_id"])
         started = last_entries(ops.ledger)[0]
         assert started["kind"] == "count_started" and "expected" not in str(started)
-        res = clinical.submit_count(ops.ledger, ops.nurse, SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),),
+        res = services.submit_count(ops.ledger, ops.nurse, SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),),
                                                                      an_hour_ago()), second_counter=ops.nurse2)
         assert res["discrepancy_ids"] == [] and res["lines"][0]["difference_ml"] == "0.00"
         e = last_entries(ops.ledger)[0]
         assert [s["meaning"] for s in e["signatures"]] == ["counted", "counted"]
         assert e["lines"][0]["expected_ml"] == "30.00" and e["blind"] is True  # a JSON boolean on both backends
         assert "on_hand" in stock.count_session(ops.ledger, ops.dea, s["session_id"])
-        refused(ops, Conflict, "session_id", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, Conflict, "session_id", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(s["session_id"], (CountLineInput(KETAMINE_50, 3),), an_hour_ago()), second_counter=ops.nurse2)
 
     def test_count_refusals(self, ops):
         ops.receive(3)
-        s = clinical.start_count(ops.ledger, ops.nurse, StartCount())
+        s = services.start_count(ops.ledger, ops.nurse, StartCount())
         sid = s["session_id"]
         good = (CountLineInput(KETAMINE_50, 3), CountLineInput(KETAMINE_10, 0))
-        refused(ops, Conflict, "second_counter", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, Conflict, "second_counter", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(sid, good, an_hour_ago()), second_counter=ops.nurse)
-        refused(ops, Forbidden, "second_counter", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, Forbidden, "second_counter", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(sid, good, an_hour_ago()), second_counter=ops.auditor)
-        refused(ops, InvalidInput, "lines", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, InvalidInput, "lines", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(sid, good[:1], an_hour_ago()), second_counter=ops.nurse2)
-        refused(ops, InvalidInput, "lines[1].ndc", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, InvalidInput, "lines[1].ndc", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(sid, (good[0], good[0]), an_hour_ago()), second_counter=ops.nurse2)
-        refused(ops, InvalidInput, "lines[0].sealed_containers", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, InvalidInput, "lines[0].sealed_containers", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(sid, (CountLineInput(KETAMINE_50, -1), good[1]), an_hour_ago()), second_counter=ops.nurse2)
-        refused(ops, InvalidInput, "lines[0].open_ml", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, InvalidInput, "lines[0].open_ml", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount(sid, (CountLineInput(KETAMINE_50, 3, 1, "10.01"), good[1]), an_hour_ago()),
                 second_counter=ops.nurse2)
-        refused(ops, NotFound, "session_id", clinical.submit_count, ops.ledger, ops.nurse,
+        refused(ops, NotFound, "session_id", services.submit_count, ops.ledger, ops.nurse,
                 SubmitCount("C9999", good, an_hour_ago()), second_counter=ops.nurse2)
 
     def _short_count(self, ops, sealed=3, open_containers=0, open_ml="0.00"):
-        s = clinical.start_count(ops.ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
-        return clinical.submit_count(ops.ledger, ops.nurse, SubmitCount(
+        s = services.start_count(ops.ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))
+        return services.submit_count(ops.ledger, ops.nurse, SubmitCount(
             s["session_id"], (CountLineInput(KETAMINE_50, sealed, open_containers, open_ml),), an_hour_ago()),
             second_counter=ops.nurse2)
 
@@ -370,19 +370,19 @@ class ClinicalContract:
         assert row["difference_ml"] == Decimal("-10.00") and row["status"] == "open"
         # the book stays as computed until resolution
         assert sum(v["ml_left"] for v in stock.vials(ops.ledger, ops.dea)) == Decimal("40.00")
-        refused(ops, Forbidden, "principal", clinical.resolve_discrepancy, ops.ledger, ops.nurse,
+        refused(ops, Forbidden, "principal", services.resolve_discrepancy, ops.ledger, ops.nurse,
                 ResolveDiscrepancy(d, "breakage", "dropped"))
         counter_manager = ops.manager
-        s = clinical.start_count(ops.ledger, counter_manager, StartCount(ndcs=(KETAMINE_50,)))
-        r2 = clinical.submit_count(ops.ledger, counter_manager, SubmitCount(
+        s = services.start_count(ops.ledger, counter_manager, StartCount(ndcs=(KETAMINE_50,)))
+        r2 = services.submit_count(ops.ledger, counter_manager, SubmitCount(
             s["session_id"], (CountLineInput(KETAMINE_50, 3),), an_hour_ago()), second_counter=ops.nurse2)
-        refused(ops, Forbidden, "principal", clinical.resolve_discrepancy, ops.ledger, counter_manager,
+        refused(ops, Forbidden, "principal", services.resolve_discrepancy, ops.ledger, counter_manager,
                 ResolveDiscrepancy(r2["discrepancy_ids"][0], "breakage", "dropped"))
-        refused(ops, InvalidInput, "category", clinical.resolve_discrepancy, ops.ledger, ops.manager2,
+        refused(ops, InvalidInput, "category", services.resolve_discrepancy, ops.ledger, ops.manager2,
                 ResolveDiscrepancy(d, "gremlins", "?"))
-        refused(ops, InvalidInput, "explanation", clinical.resolve_discrepancy, ops.ledger, ops.manager2,
+        refused(ops, InvalidInput, "explanation", services.resolve_discrepancy, ops.ledger, ops.manager2,
                 ResolveDiscrepancy(d, "breakage", " "))
-        out = clinical.resolve_discrepancy(ops.ledger, ops.manager2, ResolveDiscrepancy(
+        out = services.resolve_discrepancy(ops.ledger, ops.manager2, ResolveDiscrepancy(
             d, "breakage", "vial dropped during restock; glass swept up"))
         res_e, adj = last_entries(ops.ledger, 2)
         assert res_e["kind"] == "discrepancy_resolved" and adj["kind"] == "loss_adjusted"
@@ -390,7 +390,7 @@ class ClinicalContract:
         assert [a["whole_vial"] for a in adj["adjustments"]] == [True]
         lost = [v for v in stock.vials(ops.ledger, ops.dea) if v["state"] == "lost"]
         assert len(lost) == 1 and lost[0]["vial_id"] in vids
-        refused(ops, Conflict, "discrepancy_id", clinical.resolve_discrepancy, ops.ledger, ops.manager2,
+        refused(ops, Conflict, "discrepancy_id", services.resolve_discrepancy, ops.ledger, ops.manager2,
                 ResolveDiscrepancy(d, "breakage", "again"))
         assert verify(ops.ledger, deep=True).ok
 
@@ -399,13 +399,13 @@ class ClinicalContract:
         # a dose given during downtime was not entered: the count finds 3.50 mL less than the book
         res = self._short_count(ops, sealed=1, open_containers=1, open_ml="6.50")
         (d,) = res["discrepancy_ids"]
-        refused(ops, InvalidInput, "fixed_by_seq", clinical.resolve_discrepancy, ops.ledger, ops.manager,
+        refused(ops, InvalidInput, "fixed_by_seq", services.resolve_discrepancy, ops.ledger, ops.manager,
                 ResolveDiscrepancy(d, "documentation_error", "dose missing"))
         late = ops.dose(v, at=datetime.now(UTC) - timedelta(hours=30), late_reason="downtime; on the paper log")
         seq = late["entries"][0]["seq"]
-        refused(ops, NotFound, "fixed_by_seq", clinical.resolve_discrepancy, ops.ledger, ops.manager,
+        refused(ops, NotFound, "fixed_by_seq", services.resolve_discrepancy, ops.ledger, ops.manager,
                 ResolveDiscrepancy(d, "documentation_error", "dose missing", fixed_by_seq=10_000))
-        clinical.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(
+        services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(
             d, "documentation_error", "dose given during downtime entered late", fixed_by_seq=seq))
         assert last_entries(ops.ledger)[0]["fixed_by_seq"] == seq
         assert stock.discrepancies(ops.ledger, ops.dea) == []
@@ -415,9 +415,9 @@ class ClinicalContract:
     def test_overage_is_not_a_loss(self, ops):
         ops.receive(2)
         (d,) = self._short_count(ops, sealed=3)["discrepancy_ids"]
-        refused(ops, Conflict, "category", clinical.resolve_discrepancy, ops.ledger, ops.manager,
+        refused(ops, Conflict, "category", services.resolve_discrepancy, ops.ledger, ops.manager,
                 ResolveDiscrepancy(d, "spill", "?"))
-        clinical.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(d, "other", "miscounted shelf"))
+        services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(d, "other", "miscounted shelf"))
 
     # --- destruction, transfer, return, theft/loss --------------------------------------------------
 
@@ -426,45 +426,45 @@ class ClinicalContract:
         ops.dose(v1, drawn="6.00", given="6.00")
         args = (ops.ledger, ops.pharmacist, DestroyStock((v1, v2), "chemical digestion", "med room", "unwanted",
                                                             an_hour_ago()))
-        refused(ops, InvalidInput, "witnesses", clinical.destroy_stock, *args, witnesses=(ops.nurse,))
-        refused(ops, Conflict, "witnesses", clinical.destroy_stock, *args, witnesses=(ops.nurse, ops.nurse))
-        refused(ops, Conflict, "witnesses[1]", clinical.destroy_stock, *args, witnesses=(ops.nurse, ops.pharmacist))
-        refused(ops, NotFound, "vial_ids[0]", clinical.destroy_stock, ops.ledger, ops.pharmacist,
+        refused(ops, InvalidInput, "witnesses", services.destroy_stock, *args, witnesses=(ops.nurse,))
+        refused(ops, Conflict, "witnesses", services.destroy_stock, *args, witnesses=(ops.nurse, ops.nurse))
+        refused(ops, Conflict, "witnesses[1]", services.destroy_stock, *args, witnesses=(ops.nurse, ops.pharmacist))
+        refused(ops, NotFound, "vial_ids[0]", services.destroy_stock, ops.ledger, ops.pharmacist,
                 DestroyStock(("nope",), "m", "p", "r", an_hour_ago()), witnesses=(ops.nurse, ops.nurse2))
-        clinical.destroy_stock(*args, witnesses=(ops.nurse, ops.nurse2))
+        services.destroy_stock(*args, witnesses=(ops.nurse, ops.nurse2))
         e = last_entries(ops.ledger)[0]
         assert e["kind"] == "stock_destroyed" and e["registrant_copy"]["dea_number"] == ops.dea
         assert [(i["full_package"], i["ml"], i["mg"]) for i in e["items"]] == [(False, "4.00", "200.00"),
                                                                                 (True, "10.00", "500.00")]
         assert [s["meaning"] for s in e["signatures"]] == ["performed", "witnessed", "witnessed"]
         assert {vial(ops, v1)["state"], vial(ops, v2)["state"]} == {"destroyed"}
-        refused(ops, Conflict, "vial_ids[0]", clinical.destroy_stock, *args, witnesses=(ops.nurse, ops.nurse2))
+        refused(ops, Conflict, "vial_ids[0]", services.destroy_stock, *args, witnesses=(ops.nurse, ops.nurse2))
         assert verify(ops.ledger, deep=True).ok
 
     def test_transfer_five_percent_rule(self, ops):
         vids = ops.receive(30)
         at = an_hour_ago()  # the doses and the transfer in one (local) calendar year, even at New Year
         cmd = TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", at)
-        e = refused(ops, Conflict, "vial_ids", clinical.transfer_stock, ops.ledger, ops.pharmacist, cmd)
+        e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist, cmd)
         assert "5%" in e.reason
         # dispense 19 containers' worth (19 x 10 mL): 1 container transferred is 1/20 = 5%, allowed
         for v in vids[1:20]:
             ops.dose(v, drawn="10.00", given="10.00", at=at)
-        clinical.transfer_stock(ops.ledger, ops.pharmacist, cmd)
+        services.transfer_stock(ops.ledger, ops.pharmacist, cmd)
         e = last_entries(ops.ledger)[0]
         assert (e["year_transfer_units"], e["year_total_units"]) == ("1.00", "20.00")
         assert vial(ops, vids[0])["state"] == "transferred"
-        refused(ops, Conflict, "vial_ids", clinical.transfer_stock, ops.ledger, ops.pharmacist,
+        refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist,
                 TransferStock((vids[20],), DEA2, "Other Clinic", ADDR, "TR-2", an_hour_ago()))
-        refused(ops, Conflict, "receiver_dea_number", clinical.transfer_stock, ops.ledger, ops.pharmacist,
+        refused(ops, Conflict, "receiver_dea_number", services.transfer_stock, ops.ledger, ops.pharmacist,
                 TransferStock((vids[20],), ops.dea, "Self", ADDR, "TR-3", an_hour_ago()))
-        refused(ops, Conflict, "vial_ids[0]", clinical.transfer_stock, ops.ledger, ops.pharmacist,
+        refused(ops, Conflict, "vial_ids[0]", services.transfer_stock, ops.ledger, ops.pharmacist,
                 TransferStock((vids[1],), DEA2, "Other Clinic", ADDR, "TR-4", an_hour_ago()))
         # returns are not counted in the 5%
-        clinical.return_stock(ops.ledger, ops.pharmacist, ReturnStock(
+        services.return_stock(ops.ledger, ops.pharmacist, ReturnStock(
             tuple(vids[20:25]), "reverse_distributor", "Safe Returns Inc", ADDR, "RB1234563", "RD-1", an_hour_ago()))
         assert {vial(ops, v)["state"] for v in vids[20:25]} == {"returned"}
-        refused(ops, InvalidInput, "recipient_type", clinical.return_stock, ops.ledger, ops.pharmacist, ReturnStock(
+        refused(ops, InvalidInput, "recipient_type", services.return_stock, ops.ledger, ops.pharmacist, ReturnStock(
             (vids[25],), "friend", "X", ADDR, "RB1234563", "RD-2", an_hour_ago()))
         assert verify(ops.ledger, deep=True).ok
 
@@ -475,16 +475,16 @@ class ClinicalContract:
         cmd = ReportTheftOrLoss(discovered_at=discovered, loss_type="night_break_in", police_notified=True,
                                 losses_past_24_months=0, purchase_value_usd="24.50", lost=(LostVialInput(v1),),
                                 police_department="Austin PD", police_report_number="APD-26-1")
-        refused(ops, InvalidInput, "police_department", clinical.report_theft_or_loss, ops.ledger, ops.manager,
+        refused(ops, InvalidInput, "police_department", services.report_theft_or_loss, ops.ledger, ops.manager,
                 dataclasses.replace(cmd, police_department=None))
-        refused(ops, InvalidInput, "loss_type", clinical.report_theft_or_loss, ops.ledger, ops.manager,
+        refused(ops, InvalidInput, "loss_type", services.report_theft_or_loss, ops.ledger, ops.manager,
                 dataclasses.replace(cmd, loss_type="aliens"))
-        refused(ops, InvalidInput, "lost", clinical.report_theft_or_loss, ops.ledger, ops.manager,
+        refused(ops, InvalidInput, "lost", services.report_theft_or_loss, ops.ledger, ops.manager,
                 dataclasses.replace(cmd, lost=()))
-        refused(ops, Conflict, "lost[0].ml", clinical.report_theft_or_loss, ops.ledger, ops.manager,
+        refused(ops, Conflict, "lost[0].ml", services.report_theft_or_loss, ops.ledger, ops.manager,
                 dataclasses.replace(cmd, lost=(LostVialInput(v1, "10.01"),)))
-        refused(ops, Forbidden, "principal", clinical.report_theft_or_loss, ops.ledger, ops.nurse, cmd)
-        res = clinical.report_theft_or_loss(ops.ledger, ops.manager, cmd)
+        refused(ops, Forbidden, "principal", services.report_theft_or_loss, ops.ledger, ops.nurse, cmd)
+        res = services.report_theft_or_loss(ops.ledger, ops.manager, cmd)
         assert res["notice_due_at"].startswith("2026-07-07T04:59:59")  # end of Mon 6 July, Chicago (CDT)
         e = last_entries(ops.ledger)[0]
         assert e["kind"] == "theft_or_loss_reported" and e["lost"][0]["ml"] == "10.00"
@@ -492,8 +492,8 @@ class ClinicalContract:
         assert vial(ops, v1)["state"] == "lost"
 
     def test_next_business_day(self):
-        assert clinical.next_business_day(date(2026, 11, 25)) == date(2026, 11, 27)  # Thanksgiving skipped
-        assert clinical.next_business_day(date(2026, 11, 27)) == date(2026, 11, 30)  # weekend skipped
+        assert services.next_business_day(date(2026, 11, 25)) == date(2026, 11, 27)  # Thanksgiving skipped
+        assert services.next_business_day(date(2026, 11, 27)) == date(2026, 11, 30)  # weekend skipped
 
     # --- corrections, documents, receipts with scans, inventories --------------------------------------
 
@@ -501,15 +501,15 @@ class ClinicalContract:
         v = ops.receive(1)[0]
         res = ops.dose(v, drawn="3.00", given="3.00")
         seq = res["entries"][0]["seq"]
-        refused(ops, NotFound, "corrects_seq", clinical.correct_entry, ops.ledger, ops.nurse,
+        refused(ops, NotFound, "corrects_seq", services.correct_entry, ops.ledger, ops.nurse,
                 CorrectEntry(9999, "typo"))
-        refused(ops, Conflict, "lines[0].ml", clinical.correct_entry, ops.ledger, ops.nurse,
+        refused(ops, Conflict, "lines[0].ml", services.correct_entry, ops.ledger, ops.nurse,
                 CorrectEntry(seq, "typo", (CorrectionLineInput(v, "add", "3.01"),)))
-        refused(ops, Conflict, "lines[0].ml", clinical.correct_entry, ops.ledger, ops.nurse,
+        refused(ops, Conflict, "lines[0].ml", services.correct_entry, ops.ledger, ops.nurse,
                 CorrectEntry(seq, "typo", (CorrectionLineInput(v, "remove", "7.01"),)))
-        refused(ops, InvalidInput, "lines[0].direction", clinical.correct_entry, ops.ledger, ops.nurse,
+        refused(ops, InvalidInput, "lines[0].direction", services.correct_entry, ops.ledger, ops.nurse,
                 CorrectEntry(seq, "typo", (CorrectionLineInput(v, "sideways", "1.00"),)))
-        clinical.correct_entry(ops.ledger, ops.nurse, CorrectEntry(seq, "drew 2.50 mL, typed 3.00",
+        services.correct_entry(ops.ledger, ops.nurse, CorrectEntry(seq, "drew 2.50 mL, typed 3.00",
                                                                    (CorrectionLineInput(v, "add", "0.50"),)))
         e = last_entries(ops.ledger)[0]
         assert (e["corrects_seq"], e["corrects_kind"]) == (seq, "dose_administered")
@@ -518,22 +518,22 @@ class ClinicalContract:
 
     def test_documents_content_addressed(self, ops):
         pdf = b"%PDF-1.4 police report"
-        res = clinical.store_document(ops.ledger, ops.manager, StoreDocument(pdf, "application/pdf", "Police report"))
+        res = services.store_document(ops.ledger, ops.manager, StoreDocument(pdf, "application/pdf", "Police report"))
         import hashlib
 
         assert res["sha256"] == hashlib.sha256(pdf).hexdigest()
-        assert clinical.read_document(ops.ledger, ops.dea, res["sha256"]) == pdf
-        refused(ops, Conflict, "content", clinical.store_document, ops.ledger, ops.manager,
+        assert services.read_document(ops.ledger, ops.dea, res["sha256"]) == pdf
+        refused(ops, Conflict, "content", services.store_document, ops.ledger, ops.manager,
                 StoreDocument(pdf, "application/pdf", "again"))
-        refused(ops, InvalidInput, "media_type", clinical.store_document, ops.ledger, ops.manager,
+        refused(ops, InvalidInput, "media_type", services.store_document, ops.ledger, ops.manager,
                 StoreDocument(b"x", "application/x-exe", "bad"))
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             with ops.ledger.engine.begin() as c:
                 c.execute(sa.text("UPDATE document_blobs SET content = :c"), {"c": b"forged"})
         v = ops.receive(1)[0]
-        refused(ops, NotFound, "documents[0]", clinical.report_theft_or_loss, ops.ledger, ops.manager, ReportTheftOrLoss(
+        refused(ops, NotFound, "documents[0]", services.report_theft_or_loss, ops.ledger, ops.manager, ReportTheftOrLoss(
             an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=("0" * 64,)))
-        clinical.report_theft_or_loss(ops.ledger, ops.manager, ReportTheftOrLoss(
+        services.report_theft_or_loss(ops.ledger, ops.manager, ReportTheftOrLoss(
             an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=(res["sha256"],)))
 
     def test_receipt_with_gs1_scans(self, ops):
@@ -573,7 +573,7 @@ class ClinicalContract:
         )))
         e = last_entries(ops.ledger)[0]
         assert e["inventory_type"] == "biennial" and [i["estimated"] for i in e["items"]] == [True, False]
-        signed = clinical.store_document(ops.ledger, ops.pharmacist, StoreDocument(
+        signed = services.store_document(ops.ledger, ops.pharmacist, StoreDocument(
             b"%PDF signed biennial inventory", "application/pdf", "Biennial inventory, signed"))["sha256"]
         services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory(
             "biennial", "close_of_business", an_hour_ago(),
@@ -598,24 +598,24 @@ class ClinicalContract:
         at = an_hour_ago()
         cmd = self._dose_cmd(ops, v, draws=(DrawInput(v, "4.00"),), started_at=at, ended_at=at + timedelta(minutes=40),
                              waste=WasteInput("0.50", "sink"))
-        first = clinical.administer_dose(ops.ledger, ops.nurse, cmd, witness=ops.nurse2, idempotency_key="inf-1")
+        first = services.administer_dose(ops.ledger, ops.nurse, cmd, witness=ops.nurse2, idempotency_key="inf-1")
         n = entry_count(ops.ledger)
-        again = clinical.administer_dose(ops.ledger, ops.nurse, cmd, witness=ops.nurse2, idempotency_key="inf-1")
+        again = services.administer_dose(ops.ledger, ops.nurse, cmd, witness=ops.nurse2, idempotency_key="inf-1")
         assert again["replayed"] and again["entries"] == first["entries"] and entry_count(ops.ledger) == n
         assert len(first["entries"]) == 2  # the infusion and its waste, one transaction
         from ledger.domain.errors import IdempotencyConflict
 
-        refused(ops, IdempotencyConflict, "idempotency_key", clinical.administer_dose, ops.ledger, ops.nurse, cmd,
+        refused(ops, IdempotencyConflict, "idempotency_key", services.administer_dose, ops.ledger, ops.nurse, cmd,
                 witness=ops.pharmacist, idempotency_key="inf-1")
         refused(ops, Conflict, "witness", services.take_inventory, ops.ledger, ops.pharmacist, TakeInventory(
             "biennial", "close_of_business", an_hour_ago(), ()), witness=ops.pharmacist)
 
     def test_transfer_counts_ml_when_policy_says_so(self, ops):
-        clinical.set_policy(ops.ledger, ops.manager, SetPolicy(dosage_unit="ml"))
+        services.set_policy(ops.ledger, ops.manager, SetPolicy(dosage_unit="ml"))
         vids = ops.receive(3)
         for v in (vids[1], vids[1], vids[2], vids[2]):  # 20 mL dispensed; a 10 mL vial would be 10/30 = 33%
             ops.dose(v, drawn="5.00", given="5.00")
-        e = refused(ops, Conflict, "vial_ids", clinical.transfer_stock, ops.ledger, ops.pharmacist,
+        e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist,
                     TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", an_hour_ago()))
         assert "33.33%" in e.reason
 
@@ -623,7 +623,7 @@ class ClinicalContract:
         v = ops.receive(3)
         ops.receive(1, ndc=KETAMINE_10)
         ops.dose(v[0], drawn="2.50", given="2.50")
-        clinical.quarantine_stock(ops.ledger, ops.nurse, QuarantineStock((v[2],), "suspect"))
+        services.quarantine_stock(ops.ledger, ops.nurse, QuarantineStock((v[2],), "suspect"))
         by_product = {g["ndc_key"]: g for g in stock.stock_by_product(ops.ledger, ops.dea)}
         k50 = by_product["42023011310"]
         assert (k50["sealed_containers"], k50["open_containers"], k50["quarantined_containers"]) == (1, 1, 1)

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from api.cli.demo import run_demo
-from ledger.services import clinical, stock
+from ledger import services
+from ledger.services import stock
 from ledger.settings import Settings
 from ledger.storage.patient_keys import PatientKeys
 from ledger.storage.store import Ledger, entries_t
@@ -40,6 +41,6 @@ def test_demo_builds_the_clinic_data_set(tmp_path):
         assert sum(b'"late_reason":"EHR downtime' in b for b in blobs) >= 1
         assert any(v["serial"] for v in stock.vials(lg, "AB1234563"))
         keys = PatientKeys.from_settings(settings)
-        assert clinical.check_registry(lg, "AB1234563", keys=keys) == []
+        assert services.check_registry(lg, "AB1234563", keys=keys) == []
     finally:
         lg.dispose()

@@ -17,6 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import services
 from ledger.domain.commands import (
     CorrectEntry,
     CorrectionLineInput,
@@ -29,7 +30,7 @@ from ledger.domain.commands import (
     SubmitCount,
 )
 from ledger.domain.errors import LedgerError
-from ledger.services import audit, clinical, stock
+from ledger.services import audit, stock
 from ledger.services.verify import verify
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.clinical.conftest import Ops
@@ -74,7 +75,7 @@ def _run(ops: Ops, s: tuple) -> None:
             res = ops.dose(v["vial_id"], drawn=str(drawn), given=str(drawn), at=datetime.now(UTC) - timedelta(minutes=45))
             assert res["reconciled"]
     elif kind == "count":
-        sess = clinical.start_count(ops.ledger, ops.nurse, StartCount())
+        sess = services.start_count(ops.ledger, ops.nurse, StartCount())
         lines = []
         for g in stock.stock_by_product(ops.ledger, ops.dea):
             sealed = g["sealed_containers"] + g["quarantined_containers"]
@@ -91,18 +92,18 @@ def _run(ops: Ops, s: tuple) -> None:
                 v["opened_at"] is None and v["ml_left"] == v["container_ml"])), Decimal("0.00"))
             cmd_lines.append(CountLineInput(ndc, max(0, sl + s[1]), op, str(open_ml) if op else "0.00"))
         try:
-            res = clinical.submit_count(ops.ledger, ops.nurse, SubmitCount(sess["session_id"], tuple(cmd_lines),
+            res = services.submit_count(ops.ledger, ops.nurse, SubmitCount(sess["session_id"], tuple(cmd_lines),
                                                                            datetime.now(UTC)), second_counter=ops.nurse2)
         except LedgerError:
             return
         for ln in res["lines"]:
             if ln["discrepancy_id"]:
                 cat = "breakage" if Decimal(ln["difference_ml"]) < 0 else "other"
-                clinical.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(ln["discrepancy_id"], cat, "found"))
+                services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(ln["discrepancy_id"], cat, "found"))
     elif kind == "destroy":
         v = _pick(vials, s[1])
         if v is not None:
-            clinical.destroy_stock(ops.ledger, ops.pharmacist, DestroyStock((v["vial_id"],), "digestion", "med room",
+            services.destroy_stock(ops.ledger, ops.pharmacist, DestroyStock((v["vial_id"],), "digestion", "med room",
                                                                              "expired", datetime.now(UTC)),
                                    witnesses=(ops.nurse, ops.nurse2))
     elif kind == "quarantine":
@@ -110,13 +111,13 @@ def _run(ops: Ops, s: tuple) -> None:
         if v is None:
             return
         if v["state"] == "quarantined":
-            clinical.release_quarantine(ops.ledger, ops.pharmacist, ReleaseQuarantine((v["vial_id"],), "ok"))
+            services.release_quarantine(ops.ledger, ops.pharmacist, ReleaseQuarantine((v["vial_id"],), "ok"))
         else:
-            clinical.quarantine_stock(ops.ledger, ops.nurse, QuarantineStock((v["vial_id"],), "suspect"))
+            services.quarantine_stock(ops.ledger, ops.nurse, QuarantineStock((v["vial_id"],), "suspect"))
     elif kind == "correct":
         v = _pick(vials, s[1])
         if v is not None:
-            clinical.correct_entry(ops.ledger, ops.nurse, CorrectEntry(v["added_seq"], "recount",
+            services.correct_entry(ops.ledger, ops.nurse, CorrectEntry(v["added_seq"], "recount",
                                                                        (CorrectionLineInput(v["vial_id"], s[2], str(s[3])),)))
 
 
@@ -144,13 +145,13 @@ def test_random_sequences_keep_the_invariants(steps, final):
             report = verify(lg, deep=True)
             assert report.ok, report.problems
             # end the period with a count (sealed shifted by final[0]) and check the audit identity
-            sess = clinical.start_count(lg, ops.nurse, StartCount())
+            sess = services.start_count(lg, ops.nurse, StartCount())
             lines = []
             for ndc, key in ((KETAMINE_50, "42023011310"), (KETAMINE_10, "00409205105")):
                 g = next((x for x in stock.stock_by_product(lg, ops.dea) if x["ndc_key"] == key), None)
                 sealed = (g["sealed_containers"] + g["quarantined_containers"]) if g else 0
                 lines.append(CountLineInput(ndc, max(0, sealed + final[0])))
-            res = clinical.submit_count(lg, ops.nurse, SubmitCount(sess["session_id"], tuple(lines), datetime.now(UTC)),
+            res = services.submit_count(lg, ops.nurse, SubmitCount(sess["session_id"], tuple(lines), datetime.now(UTC)),
                                         second_counter=ops.nurse2)
             a = audit.audit(lg, ops.dea, start, datetime.now(UTC) + timedelta(seconds=1))
             by_ndc = {p["ndc"]: p for p in a["products"]}

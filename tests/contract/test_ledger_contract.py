@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -35,7 +36,6 @@ from ledger.domain.errors import (
 )
 from ledger.domain.principal import AuthMethod, Principal
 from ledger.integrity.canonical import ZERO_HASH, decode
-from ledger.services import reference as services
 from ledger.services.verify import verify
 from ledger.storage.store import (
     Ledger,

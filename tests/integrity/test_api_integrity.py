@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.http.app import create_app
+from ledger import services
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import Verifier, open_checkpoint
-from ledger.services import reference as services
 from ledger.settings import Settings
 from tests.conftest import DEA
 from tests.contract.test_ledger_contract import receipt

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from ledger.services import reference as services
+from ledger import services
 from ledger.services.bundle import (
     export_bundle,
     export_entry_proof,

@@ -60,7 +60,7 @@ def test_serve_serves_cosigned_checkpoints_and_warns_about_a_restored_backup(tmp
 
     import httpx
 
-    from ledger.services import reference as services
+    from ledger import services
     from ledger.storage.log import attach
     from ledger.storage.store import Ledger
     from tests.cli.test_cli import CSLEDGER, _free_port

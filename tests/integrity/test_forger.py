@@ -17,10 +17,10 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
+from ledger import services
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import Checkpoint, Signer, sign_checkpoint
-from ledger.services import reference as services
 from ledger.services.bundle import export_bundle, verify_bundle
 from ledger.storage import log as tl
 from ledger.storage.log import WitnessEntry, attach

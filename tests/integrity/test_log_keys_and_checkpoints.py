@@ -8,10 +8,10 @@ import stat
 import pytest
 import sqlalchemy as sa
 
+from ledger import services
 from ledger.domain.errors import IntegrityFailure, InvalidInput
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import Checkpoint, open_checkpoint, sign_checkpoint
-from ledger.services import reference as services
 from ledger.services.verify import verify
 from ledger.storage import log as tl
 from ledger.storage.store import node_reader, tree_size

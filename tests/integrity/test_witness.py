@@ -8,6 +8,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
+from ledger import services
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import (
     Checkpoint,
@@ -16,7 +17,6 @@ from ledger.integrity.checkpoints import (
     open_checkpoint,
     sign_checkpoint,
 )
-from ledger.services import reference as services
 from ledger.storage import log as tl
 from ledger.storage.log import RollbackDetected, WitnessEntry, attach
 from ledger.storage.store import Ledger, make_engine

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from pypdf import PdfReader, PdfWriter
 
+from ledger import services
 from ledger.domain.commands import (
     InventoryItemInput,
     ReceivedLineInput,
@@ -25,7 +26,6 @@ from ledger.domain.commands import (
 from ledger.integrity import canonical as canon
 from ledger.integrity import checkpoints as cp
 from ledger.integrity import merkle
-from ledger.services import reference as services
 from ledger.settings import Settings
 from ledger.storage.log import WitnessEntry, attach
 from ledger.storage.store import Ledger, make_engine, migrate

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ledger.services import reference as services
+from ledger import services
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.cli.test_cli import run
 from tests.conftest import Clinic, fresh_database_url

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import services
 from ledger.domain.commands import (
     AddProduct,
     AddressInput,
@@ -17,7 +18,6 @@ from ledger.domain.commands import (
     ReceiveStock,
 )
 from ledger.domain.errors import LedgerError
-from ledger.services import reference as services
 from tests.conftest import KETAMINE_50, entry_count
 
 QUANTITY_TEXT = st.one_of(

@@ -32,8 +32,8 @@ from urllib.parse import quote
 
 import pytest
 
+from ledger import services
 from ledger.domain.commands import EnrollStaff
-from ledger.services import reference as services
 from ledger.settings import Settings
 from ledger.storage.store import entry_count
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api

@@ -74,6 +74,7 @@ from api.web import queries
 from api.web.forms import MAX_FIELDS
 from api.web.security import csrf_for_token
 from api.web.settings import WebSettings
+from ledger import services
 from ledger.domain.alert_rules import Candidate
 from ledger.domain.commands import (
     AddressInput,
@@ -92,8 +93,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.principal import AuthMethod, Principal
 from ledger.services import alerts as alert_service
-from ledger.services import clinical, stock
-from ledger.services import reference as services
+from ledger.services import stock
 from ledger.settings import Settings
 from ledger.storage.store import entry_count
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api, second_clinic
@@ -120,8 +120,8 @@ TRACE = re.compile(r"Traceback|File \"|\b(ValueError|TypeError|KeyError|IndexErr
 
 def open_discrepancy(ledger, clinic: Clinic) -> str:
     """A blind count by two nurses finding nothing: a discrepancy for a manager who did not count."""
-    sid = clinical.start_count(ledger, clinic.nurse, StartCount(blind=True))["session_id"]
-    clinical.submit_count(ledger, clinic.nurse, SubmitCount(sid, (CountLineInput(KETAMINE_50, 0), CountLineInput(
+    sid = services.start_count(ledger, clinic.nurse, StartCount(blind=True))["session_id"]
+    services.submit_count(ledger, clinic.nurse, SubmitCount(sid, (CountLineInput(KETAMINE_50, 0), CountLineInput(
         KETAMINE_10, 0)), datetime.now(UTC) - timedelta(minutes=5)), second_counter=clinic.nurse2)
     return stock.discrepancies(ledger, clinic.dea)[-1]["discrepancy_id"]
 
@@ -151,7 +151,7 @@ class World:
         vials = services.receive_stock(ledger, c.nurse, ReceiveStock(c.supplier_id, "GMS-FUZZ-1", start, (
             ReceivedLineInput(KETAMINE_50, 300, "KA2610", "2028-06-30"),)))["vial_ids"]
         for k in range(12):  # 240 vials dispensed: the year's transfers may reach 12 vials; 60 are left
-            clinical.administer_dose(ledger, c.nurse, AdministerDose(
+            services.administer_dose(ledger, c.nurse, AdministerDose(
                 self.patient, DEA, "80.00", "0.50", tuple(DrawInput(v, "10.00") for v in vials[20 * k:20 * k + 20]),
                 "200.00", start + 5 * step, start + 30 * step))
         self.alerts = iter(range(1, 10_000))  # evidence seqs: each alert its own key
@@ -163,11 +163,11 @@ class World:
         services.take_inventory(ledger, o.pharmacist, TakeInventory("initial", "opening_of_business", start, items=(
             InventoryItemInput(KETAMINE_50, "KB2601", "2028-03-31", sealed=True, containers=2),)))
         self.other_vial = queries.usable_vials(ledger, DEA2, datetime.now(UTC).date())[0]["vial_id"]
-        self.other_patient = clinical.register_patient(ledger, o.nurse, RegisterPatient(
+        self.other_patient = services.register_patient(ledger, o.nurse, RegisterPatient(
             "Olga Other", AddressInput("9 Oak St", "Dallas", "TX", "75201")),
             keys=api.client.app.state.patient_keys)["patient_id"]
         self.other_discrepancy = open_discrepancy(ledger, o)
-        self.other_session = clinical.start_count(ledger, o.nurse, StartCount(blind=True))["session_id"]
+        self.other_session = services.start_count(ledger, o.nurse, StartCount(blind=True))["session_id"]
         self.other_alert = alert_service.raise_alerts(ledger, DEA2, [Candidate(
             alert_key="web-fuzz:other", rule="late_entry", severity="medium", subjects=(o.nurse.staff_id,),
             summary="entry 1 was recorded 30.00 h after the event", parameters={"late_entry_hours": "24"},
@@ -202,7 +202,7 @@ class World:
         self.alert = raise_test_alert(self.ledger, self.clinic.nurse.staff_id, evidence=next(self.alerts))
 
     def new_session(self) -> None:
-        self.session = clinical.start_count(self.ledger, self.me, StartCount(blind=True))["session_id"]
+        self.session = services.start_count(self.ledger, self.me, StartCount(blind=True))["session_id"]
 
     def new_discrepancy(self) -> None:
         self.discrepancy = open_discrepancy(self.ledger, self.clinic)

@@ -13,10 +13,10 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from ledger import services
 from ledger.domain.errors import LedgerError
 from ledger.domain.identifiers import dea_check_digit
 from ledger.integrity.canonical import decode
-from ledger.services import reference as services
 from ledger.services.verify import verify
 from ledger.storage.store import entries_t
 from tests.conftest import BACKENDS, Clinic

@@ -33,10 +33,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ledger import services
 from ledger.domain.commands import AddressInput, RegisterPatient, TakeInventory
 from ledger.integrity.checkpoints import Checkpoint, Signer, sign_checkpoint
-from ledger.services import clinical
-from ledger.services import reference as services
 from ledger.services.verify import verify
 from ledger.storage import log as tl
 from ledger.storage.log import WitnessEntry, attach
@@ -125,7 +124,7 @@ def tampered(ledger, db_url, tmp_path) -> Iterator[Tampered]:
     keys = PatientKeys.from_base64(PATIENT_KEY)
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory(  # reports need one
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=3), items=()))
-    patients = [clinical.register_patient(ledger, clinic.nurse, RegisterPatient(
+    patients = [services.register_patient(ledger, clinic.nurse, RegisterPatient(
         name, AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
         for name in ("Pat Example", "Sam Other")]
     for i in range(4):

@@ -81,13 +81,13 @@ def seed(tmp: Path) -> Seeded:
     checkpoints (log key in ``tmp/keys``)."""
     from api.http.auth import Authenticator, fast_test_hasher
     from api.http.auth_store import AuthStore
+    from ledger import services
     from ledger.domain.commands import (
         InventoryItemInput,
         ReceivedLineInput,
         ReceiveStock,
         TakeInventory,
     )
-    from ledger.services import reference as services
     from ledger.settings import Settings
     from ledger.storage.log import attach
     from ledger.storage.store import Ledger, migrate
@@ -122,13 +122,13 @@ def seed(tmp: Path) -> Seeded:
     from api.web import integrations, routes_clinic
 
     if routes_clinic._clinical() is not None:  # issue 3: a patient for the infusion
+        from ledger import services
         from ledger.domain.commands import AddressInput, RegisterPatient
-        from ledger.services import clinical
         from ledger.storage.patient_keys import PatientKeys
 
         keys = PatientKeys.from_base64(out.patient_key)
         clock.now = now - timedelta(days=1)
-        out.patient_id = clinical.register_patient(ledger, clinic.nurse, RegisterPatient(
+        out.patient_id = services.register_patient(ledger, clinic.nurse, RegisterPatient(
             "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
     if integrations.alert_service() is not None:  # issue 7: an alert for the manager to resolve
         from tests.web.test_pages_http import raise_test_alert

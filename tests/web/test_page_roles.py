@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 
 from api.web.security import SESSION_COOKIE, csrf_for_token
 from api.web.settings import WebSettings
+from ledger import services
 from ledger.domain.commands import (
     EnrollStaff,
     InventoryItemInput,
@@ -33,7 +34,6 @@ from ledger.domain.commands import (
     ReceiveStock,
     TakeInventory,
 )
-from ledger.services import reference as services
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import ROLE_USERS, Api, build_api, second_clinic
 from tests.api.roles_all import ALL

@@ -225,8 +225,8 @@ def test_stock_page_lists_vials_with_whether_they_can_be_used(web):
 def _stock_up(web):
     from datetime import UTC, datetime, timedelta
 
+    from ledger import services
     from ledger.domain.commands import InventoryItemInput, TakeInventory
-    from ledger.services import reference as services
 
     services.take_inventory(web.ledger, web.clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=1), items=(
@@ -284,13 +284,13 @@ def _patient(web) -> str:
     import base64
     import secrets
 
+    from ledger import services
     from ledger.domain.commands import AddressInput, RegisterPatient
-    from ledger.services import clinical
     from ledger.storage.patient_keys import PatientKeys
 
     keys = PatientKeys.from_base64(base64.b64encode(secrets.token_bytes(32)).decode())
     web.client.app.state.patient_keys = keys
-    res = clinical.register_patient(web.ledger, web.clinic.nurse, RegisterPatient(
+    res = services.register_patient(web.ledger, web.clinic.nurse, RegisterPatient(
         "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)
     return res["patient_id"]
 
@@ -352,8 +352,8 @@ def test_infusion_form_submits_with_hundreds_of_vials_on_hand(web):
     from datetime import UTC, datetime, timedelta
 
     from api.web import routes_clinic
+    from ledger import services
     from ledger.domain.commands import InventoryItemInput, TakeInventory
-    from ledger.services import reference as services
 
     if routes_clinic._clinical() is None:
         pytest.skip("the clinical services (issue 3) are not in this tree")

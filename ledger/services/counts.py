@@ -1,0 +1,235 @@
+"""Blind counts by two counters, the discrepancies they open, and their resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from ledger.domain import entries as ev
+from ledger.domain.commands import (
+    ResolveDiscrepancy,
+    StartCount,
+    SubmitCount,
+)
+from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from ledger.domain.principal import Meaning, Principal, Role
+from ledger.domain.projections import ON_HAND
+from ledger.domain.quantities import parse_amount, parse_count, q2
+from ledger.services.common import (
+    ZERO,
+    entry_at,
+    event_time,
+    product_copy,
+    product_of_vial,
+    request_fields,
+    run,
+    text,
+)
+from ledger.storage.store import CommandContext, Ledger
+
+COUNTERS = frozenset({Role.NURSE, Role.PHARMACIST, Role.MANAGER})
+
+
+RESOLVERS = frozenset({Role.MANAGER})
+
+
+DISCREPANCY_CATEGORIES = ("documentation_error", "breakage", "spill", "theft_or_loss", "other")
+
+
+#: Categories whose acceptance writes a loss adjustment (the stock is gone).
+LOSS_CATEGORIES = frozenset({"breakage", "spill", "theft_or_loss"})
+
+
+def _book(ctx: CommandContext, ndc_key: str) -> tuple[int, int, Decimal]:
+    """(sealed containers, opened containers, mL) on hand for one product, from the vials."""
+    sealed = opened = 0
+    ml = ZERO
+    for v in ctx.view.select("vials", registrant=ctx.registrant, ndc_key=ndc_key):
+        if v["state"] not in ON_HAND:
+            continue
+        if v["opened_at"] is None and v["ml_left"] == v["container_ml"]:
+            sealed += 1
+        else:
+            opened += 1
+        ml += v["ml_left"]
+    return sealed, opened, ml
+
+
+def start_count(ledger: Ledger, principal: Principal, cmd: StartCount, *, idempotency_key: str | None = None) -> dict:
+    """Open a count session. Blind by default: the answer names what to count, never how much
+    the book holds."""
+    if not isinstance(cmd.ndcs, list | tuple):
+        raise InvalidInput("must be a list of NDCs", field="ndcs")
+    if not isinstance(cmd.blind, bool):
+        raise InvalidInput("must be true or false", field="blind")
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.COUNTED, roles=COUNTERS)
+        if cmd.ndcs:
+            products = [product_copy(ctx, n, field=f"ndcs[{i}]") for i, n in enumerate(cmd.ndcs)]
+        else:
+            products = [product_copy(ctx, p["ndc"], field="ndcs")
+                        for p in sorted(ctx.view.select("products", registrant=ctx.registrant), key=lambda r: r["ndc_key"])]
+        if not products:
+            raise Conflict("there is no product to count; add a product first", field="ndcs")
+        if len({p.ndc_key for p in products}) != len(products):
+            raise InvalidInput("a product is named twice", field="ndcs")
+        session_id = f"C{ctx.next_seq}"
+        ctx.append(ev.CountStarted(session_id=session_id, blind=cmd.blind, products=tuple(products)),
+                   signatures=[sig], occurred_at=ctx.now)
+        items = []
+        for p in products:
+            item = {"ndc": p.ndc, "name": p.name, "form": p.form, "strength_mg_per_ml": str(p.strength_mg_per_ml),
+                    "container_ml": str(p.container_ml)}
+            if not cmd.blind:
+                s, o, ml = _book(ctx, p.ndc_key)
+                item.update(expected_sealed_containers=s, expected_open_containers=o, expected_ml=str(ml))
+            items.append(item)
+        return {"session_id": session_id, "blind": cmd.blind, "products": items}
+
+    return run(ledger, principal, "start_count", cmd, build, idempotency_key)
+
+
+def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, second_counter: Principal,
+                 idempotency_key: str | None = None) -> dict:
+    """Two counters submit what they found; the expected quantity is taken now, and every
+    difference opens a discrepancy (the book is not changed)."""
+    if not isinstance(cmd.session_id, str) or not cmd.session_id:
+        raise InvalidInput("must be a count session id", field="session_id")
+    if not isinstance(cmd.lines, list | tuple) or not cmd.lines:
+        raise InvalidInput("give one line per product counted", field="lines")
+    parsed = []
+    for i, ln in enumerate(cmd.lines):
+        f = f"lines[{i}]"
+        sealed = parse_count(ln.sealed_containers, field=f"{f}.sealed_containers")
+        opened = parse_count(ln.open_containers, field=f"{f}.open_containers")
+        open_ml = parse_amount(ln.open_ml, field=f"{f}.open_ml", allow_zero=True)
+        if opened == 0 and open_ml != 0:
+            raise InvalidInput("mL in opened vials needs the number of opened vials", field=f"{f}.open_containers")
+        parsed.append((ln.ndc, sealed, opened, open_ml))
+
+    def build(ctx: CommandContext) -> dict:
+        sig1 = ctx.signature(principal, Meaning.COUNTED, roles=COUNTERS)
+        if not isinstance(second_counter, Principal):
+            raise InvalidInput("a second, authenticated counter is required", field="second_counter")
+        if second_counter.staff_id == principal.staff_id:
+            raise Conflict("a count needs two different people", field="second_counter")
+        try:
+            sig2 = ctx.signature(second_counter, Meaning.COUNTED, roles=COUNTERS)
+        except (NotFound, Forbidden) as exc:
+            raise type(exc)(exc.reason, field="second_counter") from None
+        occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
+        s = ctx.view.get("count_sessions", (ctx.registrant, cmd.session_id))
+        if s is None:
+            raise NotFound(f"no count session {cmd.session_id!r} at {ctx.registrant}", field="session_id")
+        if s["status"] != "open":
+            raise Conflict(f"count session {cmd.session_id} was already submitted", field="session_id")
+        scope = json.loads(s["ndc_keys"])
+        lines: list[ev.CountedLine] = []
+        seen: set[str] = set()
+        for i, (ndc, sealed, opened, open_ml) in enumerate(parsed):
+            f = f"lines[{i}]"
+            p = product_copy(ctx, ndc, field=f"{f}.ndc")
+            if p.ndc_key not in scope:
+                raise InvalidInput(f"NDC {p.ndc} is not in this count session", field=f"{f}.ndc")
+            if p.ndc_key in seen:
+                raise InvalidInput(f"NDC {p.ndc} is counted twice", field=f"{f}.ndc")
+            seen.add(p.ndc_key)
+            if open_ml > opened * p.container_ml:
+                raise InvalidInput(f"{opened} opened vial(s) cannot hold {open_ml} mL", field=f"{f}.open_ml")
+            counted = q2(sealed * p.container_ml + open_ml)
+            es, eo, eml = _book(ctx, p.ndc_key)
+            diff = counted - eml
+            disc = f"D{ctx.next_seq}-{i}" if (diff != 0 or sealed != es) else None
+            lines.append(ev.CountedLine(product=p, sealed_containers=sealed, open_containers=opened, open_ml=open_ml,
+                                        counted_ml=counted, expected_sealed_containers=es, expected_open_containers=eo,
+                                        expected_ml=eml, difference_ml=q2(diff), discrepancy_id=disc))
+        missing = [k for k in scope if k not in seen]
+        if missing:
+            raise InvalidInput(f"the session also counts NDC key(s) {', '.join(missing)}; give a line for each",
+                               field="lines")
+        # bool(): the SQLite driver answers 0/1, and the entry's JSON must say true/false on both
+        ctx.append(ev.StockCounted(session_id=cmd.session_id, blind=bool(s["blind"]), lines=tuple(lines),
+                                   late_reason=late), signatures=[sig1, sig2], occurred_at=occurred)
+        return {"session_id": cmd.session_id, "lines": [
+            {"ndc": ln.product.ndc, "counted_ml": str(ln.counted_ml), "expected_ml": str(ln.expected_ml),
+             "difference_ml": str(ln.difference_ml), "discrepancy_id": ln.discrepancy_id} for ln in lines],
+            "discrepancy_ids": [ln.discrepancy_id for ln in lines if ln.discrepancy_id]}
+
+    return run(ledger, principal, "submit_count", cmd, build, idempotency_key,
+                {**request_fields(cmd), "second_counter": getattr(second_counter, "staff_id", None)})
+
+
+def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal) -> list[ev.VialAdjustment]:
+    """Which vials a counted loss came out of: missing sealed vials whole first, then opened
+    vials (fullest first), then sealed vials. The book per vial never goes below zero."""
+    vials = [v for v in ctx.view.select("vials", registrant=ctx.registrant, ndc_key=d["ndc_key"])
+             if v["state"] in ON_HAND and v["ml_left"] > 0]
+    sealed = sorted((v for v in vials if v["opened_at"] is None and v["ml_left"] == v["container_ml"]),
+                    key=lambda v: (v["expiry"], v["vial_id"]), reverse=True)
+    opened = sorted((v for v in vials if v not in sealed), key=lambda v: (-v["ml_left"], v["vial_id"]))
+    out: list[ev.VialAdjustment] = []
+    left = loss
+    missing_sealed = max(0, d["expected_sealed_containers"] - d["counted_sealed_containers"])
+    for v in sealed[:missing_sealed]:
+        if v["ml_left"] <= left:
+            out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True))
+            left -= v["ml_left"]
+    used = {a.vial_id for a in out}
+    for v in opened + [v for v in sealed if v["vial_id"] not in used]:
+        if left <= 0:
+            break
+        take = min(left, v["ml_left"])
+        out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), take, take == v["ml_left"]))
+        left -= take
+    if left > 0:
+        raise Conflict(f"the vials on hand no longer hold the {loss} mL this loss takes off the book; "
+                       "count again", field="discrepancy_id")
+    return out
+
+
+def resolve_discrepancy(ledger: Ledger, principal: Principal, cmd: ResolveDiscrepancy, *,
+                        idempotency_key: str | None = None) -> dict:
+    """A manager who did not count categorises and explains a difference. A documentation error
+    names the late entry that was missing; breakage, spill or theft/loss writes a loss adjustment;
+    until then the book stays as computed and the count stands beside it."""
+    if cmd.category not in DISCREPANCY_CATEGORIES:
+        raise InvalidInput(f"must be one of {', '.join(DISCREPANCY_CATEGORIES)}", field="category")
+    explanation = text(cmd.explanation, field="explanation", max_len=2000)
+    if cmd.category == "documentation_error" and cmd.fixed_by_seq is None:
+        raise InvalidInput("a documentation error is fixed by the late entry that was missing; give its seq",
+                           field="fixed_by_seq")
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.APPROVED, roles=RESOLVERS)
+        d = ctx.view.get("discrepancies", (ctx.registrant, cmd.discrepancy_id))
+        if d is None:
+            raise NotFound(f"no discrepancy {cmd.discrepancy_id!r} at {ctx.registrant}", field="discrepancy_id")
+        if d["status"] != "open":
+            raise Conflict(f"discrepancy {cmd.discrepancy_id} is already resolved", field="discrepancy_id")
+        if principal.staff_id in json.loads(d["counters"]):
+            raise Forbidden("the manager approving a discrepancy must not be one of its counters", field="principal")
+        fixed = None
+        if cmd.fixed_by_seq is not None:
+            e = entry_at(ctx, cmd.fixed_by_seq, field="fixed_by_seq")
+            if e["seq"] <= d["count_seq"]:
+                raise Conflict("the fixing entry must be recorded after the count it explains", field="fixed_by_seq")
+            fixed = e["seq"]
+        loss = -d["difference_ml"]
+        if cmd.category in LOSS_CATEGORIES and loss <= 0:
+            raise Conflict(f"the count found {d['difference_ml']} mL against the book: that is not a loss",
+                           field="category")
+        ctx.append(ev.DiscrepancyResolved(discrepancy_id=cmd.discrepancy_id, count_seq=d["count_seq"],
+                                          category=cmd.category, explanation=explanation, fixed_by_seq=fixed),
+                   signatures=[sig], occurred_at=ctx.now)
+        out: dict[str, Any] = {"discrepancy_id": cmd.discrepancy_id}
+        if cmd.category in LOSS_CATEGORIES:
+            adjustments = _allocate_loss(ctx, d, loss)
+            a = ctx.append(ev.LossAdjusted(discrepancy_id=cmd.discrepancy_id, category=cmd.category,
+                                           adjustments=tuple(adjustments)), signatures=[sig], occurred_at=ctx.now)
+            out["loss_adjustment_seq"] = a.seq
+        return out
+
+    return run(ledger, principal, "resolve_discrepancy", cmd, build, idempotency_key)

@@ -1,0 +1,52 @@
+"""Quarantine: stock held back from use (recalls, damage, suspicion) and its release.
+"""
+
+from __future__ import annotations
+
+from ledger.domain import entries as ev
+from ledger.domain.commands import (
+    QuarantineStock,
+    ReleaseQuarantine,
+)
+from ledger.domain.errors import Conflict
+from ledger.domain.principal import Meaning, Principal
+from ledger.services.administration import CLINICIANS
+from ledger.services.common import run, text, vial_for_use, vial_ids
+from ledger.services.disposal import STOCK_HANDLERS
+from ledger.storage.store import CommandContext, Ledger
+
+
+def quarantine_stock(ledger: Ledger, principal: Principal, cmd: QuarantineStock, *,
+                     idempotency_key: str | None = None) -> dict:
+    """Set suspect product aside (DSCSA): nothing can be drawn from it until released."""
+    ids = vial_ids(cmd.vial_ids)
+    reason = text(cmd.reason, field="reason", max_len=500)
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.PERFORMED, roles=CLINICIANS)
+        for i, vial_id in enumerate(ids):
+            v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]")
+            if v["state"] == "quarantined":
+                raise Conflict(f"vial {vial_id} is already in quarantine", field=f"vial_ids[{i}]")
+        ctx.append(ev.StockQuarantined(vial_ids=ids, reason=reason), signatures=[sig], occurred_at=ctx.now)
+        return {}
+
+    return run(ledger, principal, "quarantine_stock", cmd, build, idempotency_key)
+
+
+def release_quarantine(ledger: Ledger, principal: Principal, cmd: ReleaseQuarantine, *,
+                       idempotency_key: str | None = None) -> dict:
+    """Release product found not suspect; a pharmacist or manager decides."""
+    ids = vial_ids(cmd.vial_ids)
+    reason = text(cmd.reason, field="reason", max_len=500)
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.APPROVED, roles=STOCK_HANDLERS)
+        for i, vial_id in enumerate(ids):
+            v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]")
+            if v["state"] != "quarantined":
+                raise Conflict(f"vial {vial_id} is not in quarantine", field=f"vial_ids[{i}]")
+        ctx.append(ev.QuarantineReleased(vial_ids=ids, reason=reason), signatures=[sig], occurred_at=ctx.now)
+        return {}
+
+    return run(ledger, principal, "release_quarantine", cmd, build, idempotency_key)

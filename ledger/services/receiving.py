@@ -1,0 +1,261 @@
+"""Stock coming in and stock on the shelf: receipts on invoices (21 CFR 1304.22(c)) and the
+initial and biennial inventories (21 CFR 1304.11).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from ledger.domain import entries as ev
+from ledger.domain import gs1
+from ledger.domain.commands import (
+    ReceiveStock,
+    TakeInventory,
+)
+from ledger.domain.errors import Conflict, InvalidInput, NotFound
+from ledger.domain.principal import Meaning, Principal, Role
+from ledger.domain.quantities import parse_amount, parse_count
+from ledger.services.common import (
+    event_time,
+    expiry_date,
+    product_copy,
+    registrant_tz,
+    request_fields,
+    sign_witness,
+    text,
+)
+from ledger.services.documents import stored_documents
+from ledger.storage.store import CommandContext, Ledger, has_entry_of_kind
+
+RECEIVERS = frozenset({Role.NURSE, Role.PHARMACIST, Role.MANAGER})
+
+
+INVENTORY_TAKERS = frozenset({Role.PHARMACIST, Role.MANAGER, Role.NURSE})
+
+
+def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, idempotency_key: str | None = None,
+                   witness: Principal | None = None) -> dict:
+    """An initial (possibly empty) or biennial inventory; every container gets an identity.
+    ``witness`` (issue 3), a different authenticated person, signs it as witnessed."""
+    if cmd.inventory_type not in ("initial", "biennial"):
+        raise InvalidInput("must be 'initial' or 'biennial'", field="inventory_type")
+    if cmd.taken_at not in ("opening_of_business", "close_of_business"):
+        raise InvalidInput("must be 'opening_of_business' or 'close_of_business'", field="taken_at")
+
+    def build(ctx: CommandContext) -> dict:
+        sigs = [ctx.signature(principal, Meaning.PERFORMED, roles=INVENTORY_TAKERS)]
+        occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
+        if witness is not None:
+            sigs.append(sign_witness(ctx, principal, witness))
+        prior = [r for r in ctx.view.select("vials", registrant=ctx.registrant)]
+        if cmd.inventory_type == "initial" and (prior or _has_initial_inventory(ctx)):
+            raise Conflict("this registrant already has stock or an initial inventory; take a biennial inventory", field="inventory_type")
+        if cmd.inventory_type == "biennial":
+            items = _biennial_items(ctx, cmd)
+            ctx.append(ev.InventoryTaken(inventory_type="biennial", taken_at=cmd.taken_at, items=items, late_reason=late,
+                                         documents=_inventory_documents(ctx, cmd)),
+                       signatures=sigs, occurred_at=occurred)
+            return {"vial_ids": [i.vial_id for i in items]}
+        items: list[ev.InventoryItem] = []
+        n = 0
+        for i, item in enumerate(cmd.items):
+            f = f"items[{i}]"
+            product = product_copy(ctx, item.ndc, field=f"{f}.ndc")
+            lot = text(item.lot, field=f"{f}.lot", max_len=64)
+            expiry = expiry_date(item.expiry, field=f"{f}.expiry")
+            if item.sealed:
+                if item.ml is not None:
+                    raise InvalidInput("a sealed container is counted exactly; give no mL estimate", field=f"{f}.ml")
+                count = parse_count(item.containers, field=f"{f}.containers", allow_zero=False)
+                for _ in range(count):
+                    n += 1
+                    items.append(ev.InventoryItem(
+                        vial_id=f"V{ctx.next_seq}-{n}", product=product, lot=lot, expiry=expiry,
+                        sealed=True, ml=product.container_ml, estimated=False))
+            else:
+                if item.containers != 1:
+                    raise InvalidInput("give one line per opened vial", field=f"{f}.containers")
+                if item.ml is None:
+                    raise InvalidInput("an opened vial needs its estimated mL left", field=f"{f}.ml")
+                ml = parse_amount(item.ml, field=f"{f}.ml")
+                if ml > product.container_ml:
+                    raise InvalidInput(f"{ml} mL is more than the {product.container_ml} mL container holds", field=f"{f}.ml")
+                n += 1
+                items.append(ev.InventoryItem(
+                    vial_id=f"V{ctx.next_seq}-{n}", product=product, lot=lot, expiry=expiry,
+                    sealed=False, ml=ml, estimated=True))
+        ctx.append(ev.InventoryTaken(inventory_type=cmd.inventory_type, taken_at=cmd.taken_at,
+                                     items=tuple(items), late_reason=late, documents=_inventory_documents(ctx, cmd)),
+                   signatures=sigs, occurred_at=occurred)
+        return {"vial_ids": [i.vial_id for i in items]}
+
+    request = request_fields(cmd) if witness is None else {**request_fields(cmd), "witness": witness.staff_id}
+    return ledger.execute(principal.registrant, "take_inventory", request, build,
+                          principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def _has_initial_inventory(ctx: CommandContext) -> bool:
+    return has_entry_of_kind(ctx.conn, "inventory_taken", ctx.registrant)
+
+
+def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, idempotency_key: str | None = None) -> dict:
+    """A receipt on an invoice (Schedule III moves on invoices, not Form 222). Each container
+    gets its own identity; the supplier and product are copied into the entry."""
+    invoice = text(cmd.invoice_number, field="invoice_number", max_len=64)
+    notes = text(cmd.notes, field="notes", max_len=1000, allow_empty=True)
+    if not cmd.lines:
+        raise InvalidInput("a receipt needs at least one line", field="lines")
+    if len(cmd.lines) > 200:
+        raise InvalidInput("at most 200 lines per receipt", field="lines")
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.RECEIVED, roles=RECEIVERS)
+        occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
+        sup = ctx.view.get("suppliers", (ctx.registrant, cmd.supplier_id))
+        if sup is None:
+            raise NotFound(f"no supplier {cmd.supplier_id!r} at {ctx.registrant}; add the supplier first", field="supplier_id")
+        if ctx.view.get("invoices", (ctx.registrant, cmd.supplier_id, invoice)) is not None:
+            raise Conflict(f"invoice {invoice} from {sup['name']} is already received", field="invoice_number")
+        lines: list[ev.ReceivedLine] = []
+        n = 0
+        seen_ids: set[str] = set()
+        # A lot's expiry is a calendar date at the clinic: compare it with the receipt's local
+        # day, not the date in whatever offset the client sent (an evening receipt sent in UTC
+        # fell on the next day and its lot, expiring that day, was refused as expired).
+        local_day = occurred.astimezone(registrant_tz(ctx)).date()
+        for i, line in enumerate(cmd.lines):
+            f = f"lines[{i}]"
+            product = product_copy(ctx, line.ndc, field=f"{f}.ndc")
+            containers = parse_count(line.containers, field=f"{f}.containers", allow_zero=False)
+            if containers > 1000:
+                raise InvalidInput("at most 1000 containers per line", field=f"{f}.containers")
+            expiry = expiry_date(line.expiry, field=f"{f}.expiry")
+            if expiry < local_day:
+                raise InvalidInput(f"lot expired on {expiry}; expired stock cannot be received into use", field=f"{f}.expiry")
+            lot = text(line.lot, field=f"{f}.lot", max_len=64)
+            # issue 3: DSCSA product identifiers; a serialized vial is identified by GTIN + serial.
+            gtin, serials = _product_identifiers(ctx, line, product, lot, expiry, containers, field=f)
+            invoiced = None
+            if getattr(line, "invoiced_containers", None) is not None:
+                invoiced = parse_count(line.invoiced_containers, field=f"{f}.invoiced_containers")
+            ids = []
+            for k in range(containers):
+                if serials:
+                    vid = gs1.vial_id(gtin, serials[k])
+                    if vid in seen_ids or ctx.view.get("vials", (ctx.registrant, vid)) is not None:
+                        raise Conflict(f"a vial with GTIN {gtin} and serial {serials[k]} is already on record "
+                                       "(suspect product: quarantine and verify it)", field=f"{f}.serials[{k}]")
+                    seen_ids.add(vid)
+                    ids.append(vid)
+                else:
+                    n += 1
+                    ids.append(f"V{ctx.next_seq}-{n}")
+            lines.append(ev.ReceivedLine(product=product, containers=containers, lot=lot,
+                                         expiry=expiry, vial_ids=tuple(ids), gtin=gtin, serials=serials,
+                                         invoiced_containers=invoiced,
+                                         quarantined=bool(getattr(line, "quarantine", False))))
+        supplier = ev.SupplierCopy(
+            supplier_id=sup["supplier_id"], name=sup["name"],
+            address=ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]),
+            dea_number=sup["dea_number"],
+        )
+        dscsa = (text(cmd.dscsa_reference, field="dscsa_reference", max_len=200)
+                 if getattr(cmd, "dscsa_reference", None) is not None else None)
+        docs = stored_documents(ctx, getattr(cmd, "documents", ()))
+        ctx.append(ev.StockReceived(invoice_number=invoice, supplier=supplier, lines=tuple(lines),
+                                    late_reason=late, notes=notes, dscsa_reference=dscsa, documents=docs),
+                   signatures=[sig], occurred_at=occurred)
+        return {"vial_ids": [v for ln in lines for v in ln.vial_ids],
+                "invoice_mismatches": [i for i, ln in enumerate(lines)
+                                       if ln.invoiced_containers is not None and ln.invoiced_containers != ln.containers],
+                "total_ml": str(sum((ln.product.container_ml * ln.containers for ln in lines), Decimal("0.00")))}
+
+    return ledger.execute(principal.registrant, "receive_stock", request_fields(cmd), build,
+                          principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def _product_identifiers(ctx: CommandContext, line: Any, product: ev.ProductDescription, lot: str, expiry: date,
+                         containers: int, *, field: str) -> tuple[str | None, tuple[str, ...]]:
+    """(GTIN, serials) of a receipt line from raw GS1 scans (parsed by ``biip``) or from an
+    already-parsed GTIN and serials; each must match the line's product, lot and expiry."""
+    scans = tuple(getattr(line, "scans", ()) or ())
+    gtin = getattr(line, "gtin", None)
+    serials = tuple(getattr(line, "serials", ()) or ())
+    if scans:
+        if gtin is not None or serials:
+            raise InvalidInput("give raw scans or a parsed GTIN with serials, not both", field=f"{field}.scans")
+        gtins = set()
+        parsed_serials = []
+        for k, raw_scan in enumerate(scans):
+            pid = gs1.parse_scan(raw_scan, field=f"{field}.scans[{k}]")
+            if pid.serial is None:
+                raise InvalidInput("the scan carries no serial (21)", field=f"{field}.scans[{k}]")
+            if pid.lot is not None and pid.lot != lot:
+                raise InvalidInput(f"the carton's lot {pid.lot} is not the line's lot {lot}", field=f"{field}.scans[{k}]")
+            if pid.expiry is not None and pid.expiry != expiry:
+                raise InvalidInput(f"the carton's expiry {pid.expiry} is not the line's {expiry}", field=f"{field}.scans[{k}]")
+            gtins.add(pid.gtin)
+            parsed_serials.append(pid.serial)
+        if len(gtins) != 1:
+            raise InvalidInput("one line holds cartons of one GTIN", field=f"{field}.scans")
+        gtin, serials = gtins.pop(), tuple(parsed_serials)
+    if gtin is None and not serials:
+        return None, ()
+    if gtin is None or not isinstance(gtin, str) or len(gtin.zfill(14)) != 14 or not gtin.isdigit():
+        raise InvalidInput("must be a GTIN of up to 14 digits", field=f"{field}.gtin")
+    gtin = gtin.zfill(14)
+    if gs1.gtin_check_digit(gtin[:13]) != int(gtin[13]):
+        raise InvalidInput(f"GTIN {gtin} does not check", field=f"{field}.gtin")
+    if product.ndc_key not in gs1.ndc_keys_of_gtin(gtin):
+        raise InvalidInput(f"GTIN {gtin} is not the GTIN of NDC {product.ndc}", field=f"{field}.gtin")
+    for k, s in enumerate(serials):
+        gs1.check_serial(s, field=f"{field}.serials[{k}]")
+    if len(set(serials)) != len(serials):
+        raise InvalidInput("a serial is scanned twice", field=f"{field}.serials")
+    if len(serials) != containers:
+        raise InvalidInput(f"{containers} containers need {containers} scanned serials, not {len(serials)}",
+                           field=f"{field}.containers")
+    return gtin, serials
+
+
+def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.InventoryItem, ...]:
+    """A biennial inventory (issue 3) counts the vials on the book, each named: sealed ones
+    exactly, opened ones as an estimate in mL. It records what was on hand; it moves nothing."""
+    from ledger.domain.projections import ON_HAND
+
+    items = []
+    seen = set()
+    for i, item in enumerate(cmd.items):
+        f = f"items[{i}]"
+        if not isinstance(item.vial_id, str) or not item.vial_id:
+            raise InvalidInput("a biennial inventory names each vial on hand", field=f"{f}.vial_id")
+        if item.vial_id in seen:
+            raise InvalidInput(f"vial {item.vial_id} is listed twice", field=f"{f}.vial_id")
+        seen.add(item.vial_id)
+        v = ctx.view.get("vials", (ctx.registrant, item.vial_id))
+        if v is None or v["state"] not in ON_HAND:
+            raise NotFound(f"vial {item.vial_id} is not on hand at {ctx.registrant}", field=f"{f}.vial_id")
+        product = product_copy(ctx, item.ndc, field=f"{f}.ndc")
+        if product.ndc_key != v["ndc_key"]:
+            raise InvalidInput(f"vial {item.vial_id} is NDC key {v['ndc_key']}, not {product.ndc}", field=f"{f}.ndc")
+        if item.sealed:
+            if item.ml is not None:
+                raise InvalidInput("a sealed container is counted exactly; give no mL estimate", field=f"{f}.ml")
+            ml = product.container_ml
+        else:
+            if item.ml is None:
+                raise InvalidInput("an opened vial needs its estimated mL left", field=f"{f}.ml")
+            ml = parse_amount(item.ml, field=f"{f}.ml", allow_zero=True)
+            if ml > product.container_ml:
+                raise InvalidInput(f"{ml} mL is more than the {product.container_ml} mL container holds", field=f"{f}.ml")
+        items.append(ev.InventoryItem(vial_id=item.vial_id, product=product, lot=v["lot"],
+                                      expiry=date.fromisoformat(v["expiry"]), sealed=item.sealed, ml=ml,
+                                      estimated=not item.sealed))
+    return tuple(items)
+
+
+def _inventory_documents(ctx: CommandContext, cmd: TakeInventory) -> tuple[str, ...]:
+    """SHA-256 of stored documents (the signed printed inventory), checked to exist (issue 3)."""
+    return stored_documents(ctx, getattr(cmd, "documents", ()))
