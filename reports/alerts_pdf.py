@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ledger.domain.alert_rules import discrepancy_alerts
+from ledger.domain.alerts import discrepancy_alerts
 from reports import layout
 from reports.base import ReportKind, register
 from reports.fmt import Period, count, local

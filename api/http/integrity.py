@@ -1,4 +1,4 @@
-"""HTTP endpoints of the verifiable ledger (ARCHITECTURE.md contracts, under ``/v1``).
+"""HTTP endpoints of the verifiable ledger (the integrity contracts of docs/architecture.md, under ``/v1``).
 
 Public: the signed checkpoint with its cosignatures, the verifier keys, inclusion and
 consistency proofs. One entry's canonical bytes (``GET .../entries/{seq}``) are role-gated and

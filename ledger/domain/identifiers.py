@@ -5,7 +5,7 @@ offending field and a reason a person at the front desk can act on. Inputs are c
 explicit ASCII character sets: fullwidth digits, Cyrillic or Greek look-alike letters and other
 Unicode confusables are refused, never silently folded into ASCII.
 
-DEA number (DOMAIN.md, "Identifiers")::
+DEA number (docs/compliance.md, "Identifiers")::
 
     letter 1   registrant type (A, B, F, G practitioners/hospitals/clinics; M mid-level; ...)
     letter 2   registrant's last-name initial, or the digit 9 for a business name

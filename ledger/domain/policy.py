@@ -1,7 +1,7 @@
 """The registrant's policy: the values the rules read, with defaults when none is set.
 
 Pure: the policy in force is the latest ``policy_set`` entry (projected into ``policies``); with
-none, ``DEFAULT_POLICY`` applies. Defaults follow DOMAIN.md: USP <797> discards an opened
+none, ``DEFAULT_POLICY`` applies. Defaults follow clinic practice (docs/compliance.md): USP <797> discards an opened
 multiple-dose vial 28 days after first puncture; an entry typed more than 24 h after its event is
 a late entry (21 CFR 1304.21(a)); a dosage unit is a container for the 5% transfer rule.
 """

@@ -165,7 +165,7 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
                                             _dec(line["product"]["container_ml"]),
                                             gtin=line.get("gtin"), serial=serial))
     elif kind in ALERT_KINDS:  # issue 7
-        from ledger.domain.alert_rules import apply_alert_entry
+        from ledger.domain.alerts import apply_alert_entry
 
         apply_alert_entry(entry, view)
     else:

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ledger.domain import alert_rules as rules
+from ledger.domain import alerts as rules
 from ledger.domain import entries as ev
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from ledger.domain.principal import Meaning, Principal

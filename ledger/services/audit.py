@@ -1,4 +1,4 @@
-"""The DEA-style accountability audit (DOMAIN.md), per NDC and in total, in mg, mL and containers:
+"""The DEA-style accountability audit (docs/compliance.md), per NDC and in total, in mg, mL and containers:
 
     beginning inventory + receipts                                  = total to account for
     administered + wasted + destroyed + transferred/returned

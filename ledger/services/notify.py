@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ledger.domain.alert_rules import local_time
+from ledger.domain.alerts import local_time
 
 
 class NotifySettings(BaseSettings):

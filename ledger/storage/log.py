@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -45,255 +44,50 @@ from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import (
     SIG_COSIGNATURE_V1,
-    SIG_ED25519,
     Checkpoint,
     NoteError,
     Signer,
-    Verifier,
-    add_signature_lines,
     open_checkpoint,
     parse_signature_line,
     sign_checkpoint,
     verify_cosignature,
 )
+from ledger.storage.checkpoint_store import (  # noqa: F401  (re-exported)
+    LogKeyRow,
+    StoredCheckpoint,
+    WitnessEntry,
+    WitnessPolicyRow,
+    checkpoint_at,
+    cosignature_lines,
+    latest_checkpoint,
+    log_keys,
+    memo_reader,
+    registrant_log_id,
+    signed_checkpoint_with_cosignatures,
+    witness_policy,
+)
+from ledger.storage.key_store import KeyStore, LogKeyError, _Pair
 from ledger.storage.store import (
     CommandContext,
     Ledger,
     _advisory_key,
-    node_reader,
     raw,
     registrants_with_entries,
     utcnow,
 )
+from ledger.storage.witness_pusher import WitnessPusher  # noqa: F401  (re-exported)
 
 _log = logging.getLogger("csledger.log")
 
+
 #: Bytes of an add-checkpoint response we are willing to read from a witness.
 _MAX_WITNESS_RESPONSE = 64 * 1024
-
-
-class LogKeyError(IntegrityFailure):
-    """The log key is missing, unreadable, or not the key the database says is current."""
 
 
 class RollbackDetected(Conflict):
     """The database is behind (or forked from) what a witness already cosigned."""
 
     type = "rollback-detected"
-
-
-# --------------------------------------------------------------------------- queries
-
-
-@dataclass(frozen=True)
-class LogKeyRow:
-    """One generation of a registrant's log key (public half)."""
-
-    generation: int
-    origin: str
-    verifier_key: str
-    first_size: int
-    created_at: str
-    reason: str
-
-    @property
-    def verifier(self) -> Verifier:
-        return Verifier.from_string(self.verifier_key)
-
-
-def log_keys(conn: Connection, registrant: str) -> list[LogKeyRow]:
-    """All key generations of a registrant's log, current (highest generation) first."""
-    rows = raw(conn).rows(conn, "SELECT generation, origin, verifier_key, first_size, created_at, reason "
-                                "FROM log_keys WHERE registrant = :r ORDER BY generation DESC", {"r": registrant})
-    return [LogKeyRow(**r) for r in rows]
-
-
-def registrant_of_origin(conn: Connection, origin: str) -> str | None:
-    """The registrant whose log (any key generation) has this checkpoint origin, or None."""
-    rows = raw(conn).rows(conn, "SELECT DISTINCT registrant FROM log_keys WHERE origin = :o", {"o": origin})
-    return rows[0]["registrant"] if rows else None
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    registrant: str
-    tree_size: int
-    root_hash: str
-    note: str
-    signed_at: str
-
-
-def latest_checkpoint(conn: Connection, registrant: str) -> StoredCheckpoint | None:
-    """The last checkpoint the log signed for ``registrant`` (log signature only)."""
-    row = raw(conn).one(conn, "SELECT registrant, tree_size, root_hash, note, signed_at FROM checkpoints "
-                              "WHERE registrant = :r ORDER BY tree_size DESC LIMIT 1", {"r": registrant})
-    return StoredCheckpoint(**row) if row else None
-
-
-def checkpoint_at(conn: Connection, registrant: str, size: int) -> StoredCheckpoint | None:
-    row = raw(conn).one(conn, "SELECT registrant, tree_size, root_hash, note, signed_at FROM checkpoints "
-                              "WHERE registrant = :r AND tree_size = :s", {"r": registrant, "s": size})
-    return StoredCheckpoint(**row) if row else None
-
-
-def cosignature_lines(conn: Connection, registrant: str, size: int) -> list[str]:
-    rows = raw(conn).rows(conn, "SELECT line FROM cosignatures WHERE registrant = :r AND tree_size = :s "
-                                "ORDER BY witness, key_id", {"r": registrant, "s": size})
-    return [r["line"] for r in rows]
-
-
-@dataclass(frozen=True)
-class WitnessEntry:
-    """One witness of a registrant: its cosignature verifier key and add-checkpoint URL prefix."""
-
-    verifier_key: str
-    url: str
-
-    @property
-    def verifier(self) -> Verifier:
-        return Verifier.from_string(self.verifier_key)
-
-    @property
-    def name(self) -> str:
-        return self.verifier.name
-
-
-@dataclass(frozen=True)
-class WitnessPolicyRow:
-    version: int
-    threshold: int
-    witnesses: tuple[WitnessEntry, ...]
-
-
-def witness_policy(conn: Connection, registrant: str) -> WitnessPolicyRow | None:
-    """The witness policy in force (highest version), or None when none was ever set."""
-    row = raw(conn).one(conn, "SELECT version, threshold, witnesses FROM witness_policies WHERE registrant = :r "
-                              "ORDER BY version DESC LIMIT 1", {"r": registrant})
-    if row is None:
-        return None
-    ws = tuple(WitnessEntry(w["verifier_key"], w["url"]) for w in json.loads(row["witnesses"]))
-    return WitnessPolicyRow(row["version"], row["threshold"], ws)
-
-
-def registrant_log_id(conn: Connection, registrant: str) -> str | None:
-    return raw(conn).scalar(conn, "SELECT log_id FROM registrants WHERE dea_number = :r", {"r": registrant})
-
-
-def signed_checkpoint_with_cosignatures(conn: Connection, registrant: str,
-                                        size: int | None = None) -> tuple[StoredCheckpoint, bytes] | None:
-    """The stored checkpoint (latest, or at ``size``) as a note carrying its cosignatures."""
-    cp = latest_checkpoint(conn, registrant) if size is None else checkpoint_at(conn, registrant, size)
-    if cp is None:
-        return None
-    lines = cosignature_lines(conn, registrant, cp.tree_size)
-    note = add_signature_lines(cp.note, lines) if lines else cp.note.encode()
-    return cp, note
-
-
-def memo_reader(conn: Connection, registrant: str) -> merkle.NodeReader:
-    """``node_reader`` with a per-call cache: root and proof of one command share their reads."""
-    get = node_reader(conn, registrant)
-    cache: dict[tuple[int, int], bytes] = {}
-
-    def read(level: int, index: int) -> bytes:
-        key = (level, index)
-        h = cache.get(key)
-        if h is None:
-            h = cache[key] = get(level, index)
-        return h
-
-    return read
-
-
-# --------------------------------------------------------------------------- keys on disk
-
-
-class KeyStore:
-    """Private log keys: files under ``key_dir`` (mode 0600) or signer strings from settings."""
-
-    def __init__(self, key_dir: Path, env_keys: str = ""):
-        self.key_dir = Path(key_dir)
-        self._env: dict[str, Signer] = {}
-        for text in env_keys.split():
-            try:
-                s = Signer.from_string(text)
-            except NoteError as exc:
-                raise LogKeyError(f"CSLEDGER_LOG_KEYS holds a malformed signer key ({exc})") from None
-            self._env[s.name] = s
-
-    def path(self, registrant: str, log_id: str) -> Path:
-        return self.key_dir / f"{registrant}-{log_id}.key"
-
-    @staticmethod
-    def _write_private(path: Path, text: str, *, exclusive: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-        # Created 0600 from the first byte: no window where another user could read it.
-        fd = os.open(path, flags, 0o600)
-        try:
-            os.write(fd, (text + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def create(self, registrant: str, log_id: str, origin: str) -> Signer:
-        """Make a new log key for a registrant; refuse to overwrite an existing one."""
-        signer = Signer.generate(origin, SIG_ED25519)
-        try:
-            self._write_private(self.path(registrant, log_id), signer.to_string(), exclusive=True)
-        except FileExistsError:
-            raise LogKeyError(f"a log key for {registrant} already exists at {self.path(registrant, log_id)}") from None
-        return signer
-
-    def load(self, registrant: str, log_id: str, origin: str) -> Signer | None:
-        """The private key for ``origin``, from the environment or the key file; None if absent."""
-        if origin in self._env:
-            return self._env[origin]
-        path = self.path(registrant, log_id)
-        pending = path.with_suffix(".key.next")
-        try:
-            text = path.read_text().strip()
-        except FileNotFoundError:
-            text = None
-        except OSError as exc:
-            raise LogKeyError(f"cannot read the log key {path}: {exc}") from None
-        if text is None and not pending.exists():
-            return None
-        signers = []
-        for t in ([text] if text else []) + ([pending.read_text().strip()] if pending.exists() else []):
-            try:
-                signers.append(Signer.from_string(t))
-            except NoteError as exc:
-                raise LogKeyError(f"the log key file of {registrant} is malformed ({exc})") from None
-        for s in signers:
-            if s.name != origin:
-                raise LogKeyError(f"the log key of {registrant} is named {s.name!r}, not the origin {origin!r}")
-        # With a rotation interrupted between database commit and file rename, both files
-        # exist; the caller picks the one whose verifier key is current (see TransparencyLog).
-        return signers[-1] if len(signers) == 1 else _Pair(signers[0], signers[1])  # type: ignore[return-value]
-
-    def stage_rotation(self, registrant: str, log_id: str, origin: str) -> Signer:
-        """Write a new key beside the current one (``.key.next``) before the database knows it."""
-        signer = Signer.generate(origin, SIG_ED25519)
-        path = self.path(registrant, log_id).with_suffix(".key.next")
-        self._write_private(path, signer.to_string(), exclusive=False)
-        return signer
-
-    def finish_rotation(self, registrant: str, log_id: str) -> None:
-        """Move the new key over the old one: the retired private key is destroyed."""
-        path = self.path(registrant, log_id)
-        os.replace(path.with_suffix(".key.next"), path)
-
-
-@dataclass(frozen=True)
-class _Pair:
-    """Old and staged key while a rotation is half done; resolved against ``log_keys``."""
-
-    current_file: Signer
-    staged: Signer
-
-
-# --------------------------------------------------------------------------- the log
 
 
 @dataclass
@@ -611,89 +405,6 @@ def _insert_key(conn: Connection, registrant: str, row: LogKeyRow) -> None:
                         "VALUES (:r, :g, :o, :v, :f, :c, :why)",
                   {"r": registrant, "g": row.generation, "o": row.origin, "v": row.verifier_key, "f": row.first_size,
                    "c": row.created_at, "why": row.reason})
-
-
-class WitnessPusher:
-    """Background thread: after commits, push the latest checkpoints to the witnesses.
-
-    Pushing inside the append transaction would hold the registrant's lock across HTTP calls;
-    instead the signing hook marks the registrant dirty and this thread pushes the latest
-    checkpoint a moment later (coalescing bursts: only the newest checkpoint is sent).
-    """
-
-    def __init__(self, log: TransparencyLog, *, delay: float = 0.2, catch_up_tries: int = 50):
-        self.log, self.delay, self.catch_up_tries = log, delay, catch_up_tries
-        self._dirty: dict[str, int] = {}  # registrant -> the tree size its last command commits
-        self._pushed: dict[str, int] = {}  # registrant -> the committed size when last pushed
-        self._rounds: dict[str, int] = {}  # registrant -> rounds its size was not yet committed
-        self._cv = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="witness-pusher", daemon=True)
-
-    def start(self) -> WitnessPusher:
-        self._thread.start()
-        return self
-
-    def notify(self, ctx: CommandContext) -> None:
-        """A ``before_commit`` hook that only marks the registrant dirty, with the tree size its
-        checkpoint has once the command commits."""
-        with self._cv:
-            self._dirty[ctx.registrant] = max(ctx.next_seq, self._dirty.get(ctx.registrant, 0))
-            self._cv.notify()
-
-    def stop(self) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        self._thread.join(timeout=10)
-
-    def _committed_size(self, registrant: str) -> int:
-        with self.log.ledger.reading() as conn:
-            cp = latest_checkpoint(conn, registrant)
-        return cp.tree_size if cp is not None else 0
-
-    def _run(self) -> None:
-        import time
-
-        while True:
-            with self._cv:
-                while not self._dirty and not self._stop:
-                    self._cv.wait()
-                if self._stop:
-                    return
-            time.sleep(self.delay)
-            with self._cv:
-                dirty, self._dirty = self._dirty, {}
-            again: dict[str, int] = {}
-            failed = False
-            for reg, size in dirty.items():
-                try:
-                    # The hook runs before the commit: when the commit lands later than
-                    # ``delay`` (a loaded machine), the latest committed checkpoint is still the
-                    # previous one and the new one would wait for the next append. Push what is
-                    # new, and come back for the rest for a while (a command that rolled back
-                    # never reaches its size).
-                    committed = self._committed_size(reg)
-                    behind = committed < size and self._rounds.get(reg, 0) + 1 < self.catch_up_tries
-                    if committed > self._pushed.get(reg, 0) or not behind:
-                        self.log.push(reg)
-                        self._pushed[reg] = committed
-                    if behind:
-                        self._rounds[reg] = self._rounds.get(reg, 0) + 1
-                        again[reg] = size
-                    else:
-                        self._rounds.pop(reg, None)
-                except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
-                    # The database restarting must not end witnessing for the rest of the
-                    # server's life: keep the registrant dirty and try again after a pause.
-                    _log.warning("witness push for %s failed (%s); retrying", reg, type(exc).__name__)
-                    again[reg], failed = size, True
-            if again:
-                with self._cv:
-                    for reg, size in again.items():
-                        self._dirty[reg] = max(size, self._dirty.get(reg, 0))
-                    if failed:
-                        self._cv.wait(timeout=min(5.0, 10 * self.delay))
 
 
 def attach(ledger: Ledger, settings: Any) -> TransparencyLog:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.domain import alert_rules as rules
+from ledger.domain import alerts as rules
 from ledger.integrity.canonical import format_time
 
 TZ = "America/Chicago"

@@ -75,7 +75,7 @@ from api.web.forms import MAX_FIELDS
 from api.web.security import csrf_for_token
 from api.web.settings import WebSettings
 from ledger import services
-from ledger.domain.alert_rules import Candidate
+from ledger.domain.alerts import Candidate
 from ledger.domain.commands import (
     AddressInput,
     AddSupplier,

@@ -177,7 +177,7 @@ def test_totp_helper_is_real(web):
 
 
 def raise_test_alert(ledger, subject: str, evidence: int = 3) -> str:
-    from ledger.domain.alert_rules import Candidate
+    from ledger.domain.alerts import Candidate
     from ledger.services import alerts as alert_service
 
     ids = alert_service.raise_alerts(ledger, DEA, [Candidate(
