@@ -2,7 +2,7 @@
 invoice number only after its command committed (flushed), so the parent knows exactly what
 was acknowledged before it sends SIGKILL.
 
-usage: python bench/crash_writer.py DB_URL DEA PREFIX
+usage: python bench/crash_writer.py DB_URL DEA PREFIX NURSE_ID SUPPLIER_ID NDC
 """
 
 from __future__ import annotations

@@ -8,6 +8,6 @@ Layers, each importing only those below it (checked by ``lint-imports``; see doc
 - ``ledger.integrity`` the formats a third party checks: canonical bytes, RFC 9162 Merkle tree,
                        C2SP signed notes and checkpoints (no other csledger import)
 
-``ledger.settings`` is read by every layer above the domain. Nothing here imports FastAPI or
-ReportLab.
+``ledger.settings`` (pydantic-settings) is read by the interfaces and the reports; the domain and
+the integrity formats never read it. Nothing here imports FastAPI or ReportLab.
 """

@@ -1,4 +1,4 @@
-"""The accountability audit report (DOMAIN.md), per NDC and in total, in mg, mL and containers.
+"""The accountability audit report (docs/compliance.md), per NDC and in total, in mg, mL and containers.
 
 Every figure is ``ledger.services.audit.accountability``'s: the same pure computation the HTTP
 API's audit JSON and ``verify-bundle --audit-from/--audit-to`` use, run on the snapshot's
@@ -136,7 +136,10 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     f = data["figures"]
     tz = data["registrant"]["time_zone"]
     out: list[layout.Block] = [layout.Para(
-        "Figures per DOMAIN.md's accountability audit (the ledger's own audit computation). Ending inventory is "
+        "Figures per the DEA-style accountability audit (beginning inventory + receipts = total to account for; "
+        "administered + wasted + destroyed + transferred and returned + reported losses + corrections + ending "
+        "inventory = total accounted for; difference = accounted for - to account for), the ledger's own audit "
+        "computation. Ending inventory is "
         "the last physical count at or before the period end, else the book figure, labelled book. "
         f"Lines whose variance exceeds {num(f['variance_threshold_percent'], '%')} are flagged (shaded).")]
     cols = [layout.Column("Line", 30), layout.Column("mg", 16, "R"), layout.Column("mL", 14, "R"),

@@ -1,7 +1,7 @@
 """A small page-by-page layout engine on the ReportLab canvas.
 
 Why not Platypus ``LongTable``: ReportLab splits one huge table across pages in superlinear time
-(ARCHITECTURE.md: 27 s for 20,000 rows against 6.6 s as a table per page). Here every row is
+(docs/architecture.md: 27 s for 20,000 rows against 6.6 s as a table per page). Here every row is
 wrapped once, placed on the current page or the next, and drawn: cost is linear in the rows.
 It also gives "page N of M" without rendering twice: pass 1 paginates (measures only), pass 2
 draws with M known.

@@ -313,9 +313,6 @@ def demo(
         _fail(str(exc))
 
 
-if __name__ == "__main__":
-    app()
-
 
 @app.command()
 def backup(

@@ -2,7 +2,7 @@
 
 Public: the signed checkpoint with its cosignatures, the verifier keys, inclusion and
 consistency proofs. One entry's canonical bytes (``GET .../entries/{seq}``) are role-gated and
-served by ``api/routes_records`` (issue 5); with them and these proofs a client checks an entry.
+served by ``api/http/routes_records`` (issue 5); with them and these proofs a client checks an entry.
 
 Every proof is built from the stored perfect Merkle nodes: O(log n) reads, never a scan. Bad
 sizes are the caller's error (422), sizes the log has not reached are 404, both problem+json

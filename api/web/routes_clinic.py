@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from api.http import queries as api_queries
-from api.web import integrations, queries
+from api.web import queries
 from api.web.core import (
     DEA_PATTERN,
     Page,
@@ -25,7 +25,9 @@ from api.web.core import (
 from api.web.forms import Errors, Form, read_form, whole_number
 from api.web.security import check_session_csrf, location_path
 from ledger import services
+from ledger.domain import alerts as rules
 from ledger.domain.errors import LedgerError
+from ledger.services import alerts as alert_service
 from ledger.services import stock
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -41,13 +43,8 @@ def _staff_names(page: Page) -> dict[str, str]:
 
 def _alerts_page(page: Page, *, show: str, errors: Errors | None = None, values: dict | None = None,
                  status: int = 200, done: str | None = None) -> Response:
-    svc = integrations.alert_service()
-    if svc is None:
-        return page.render("alerts.html", status=status, available=False, active="alerts")
-    from ledger.domain import alerts as rules
-
-    rows = svc.list_alerts(page.request.app.state.ledger, page.dea, status=None if show == "all" else "open")
-    return page.render("alerts.html", status=status, available=True, alerts=rows, show=show, names=_staff_names(page),
+    rows = alert_service.list_alerts(page.request.app.state.ledger, page.dea, status=None if show == "all" else "open")
+    return page.render("alerts.html", status=status, alerts=rows, show=show, names=_staff_names(page),
                        categories=[(c, c.replace("_", " ")) for c in rules.CATEGORIES], errors=errors or Errors(),
                        values=values or {}, done=done, form_key=new_form_key(), active="alerts")
 
@@ -60,13 +57,10 @@ async def alerts(request: Request, dea: Dea, show: str = "open", done: str | Non
 
 
 def _close_alert(page: Page, form: Form) -> Response:
-    svc = integrations.alert_service()
-    if svc is None:
-        return _alerts_page(page, show="open", status=404)
     alert_id = form.text("alert_id")
     values = {"alert_id": alert_id, "category": form.text("category"), "explanation": form.get("explanation", ""),
               "action": form.text("action")}
-    fn = svc.acknowledge_alert if values["action"] == "acknowledge" else svc.resolve_alert
+    fn = alert_service.acknowledge_alert if values["action"] == "acknowledge" else alert_service.resolve_alert
     try:
         fn(page.request.app.state.ledger, page.principal, alert_id, values["category"], values["explanation"],
            idempotency_key=form.text("form_key") or None)
@@ -91,20 +85,13 @@ def evidence_links(a: dict[str, Any]) -> list[int]:
     return list(a.get("evidence_seqs") or [])
 
 
-def _clinical():
-    """``(services, stock)``: the clinical services and stock reads the pages call."""
-    return services, stock
 
 
-def _pending(page: Page, active: str, title: str) -> Response:
-    return page.render("pending.html", active=active, title=title)
 
 
 @router.get("/ui/{dea}/counts/new", name="web_count")
 async def count_start_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "count")
-    if _clinical() is None:
-        return _pending(page, "count", "Count")
     return page.render("count_start.html", active="count", form_key=new_form_key())
 
 
@@ -127,8 +114,6 @@ async def count_start(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "count")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "count", "Count")
     return await run_in_threadpool(_start_count, page, form)
 
 
@@ -144,7 +129,6 @@ def _count_products(page: Page, session: dict) -> list[dict[str, Any]]:
 
 def _count_page(page: Page, session_id: str, *, values: dict | None = None, errors: Errors | None = None,
                 status: int = 200) -> Response:
-    _, stock = _clinical()
     s = stock.count_session(page.request.app.state.ledger, page.dea, session_id)
     if s["status"] != "open":
         return RedirectResponse(f"{location_path(page.dea)}entries/{_submitted_seq(page, session_id)}",
@@ -162,8 +146,6 @@ def _submitted_seq(page: Page, session_id: str) -> int:
 @router.get("/ui/{dea}/counts/{session_id}", name="web_count_session")
 async def count_session(request: Request, dea: Dea, session_id: SessionId) -> Response:
     page = await open_page(request, dea, "count")
-    if _clinical() is None:
-        return _pending(page, "count", "Count")
     return await run_in_threadpool(_count_page, page, session_id)
 
 
@@ -212,14 +194,11 @@ async def count_submit(request: Request, dea: Dea, session_id: SessionId) -> Res
     page = await open_page(request, dea, "count")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "count", "Count")
     return await run_in_threadpool(_submit_count, page, session_id, form)
 
 
 def _discrepancies_page(page: Page, *, errors: Errors | None = None, values: dict | None = None,
                         status: int = 200, done: str | None = None) -> Response:
-    _, stock = _clinical()
     rows = stock.discrepancies(page.request.app.state.ledger, page.dea, status="open")
     prods = {p["ndc_key"]: p for p in api_queries.products(page.request.app.state.ledger, page.dea)}
     return page.render("discrepancies.html", status=status, active="discrepancies", rows=rows, products=prods,
@@ -231,8 +210,6 @@ def _discrepancies_page(page: Page, *, errors: Errors | None = None, values: dic
 @router.get("/ui/{dea}/discrepancies", name="web_discrepancies")
 async def discrepancies(request: Request, dea: Dea, done: str | None = None) -> Response:
     page = await open_page(request, dea, "discrepancies")
-    if _clinical() is None:
-        return _pending(page, "discrepancies", "Discrepancies")
     return await run_in_threadpool(_discrepancies_page, page,
                                    done=done if done and len(done) < 40 and done.replace("-", "").isalnum() else None)
 
@@ -270,8 +247,6 @@ async def resolve_discrepancy(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "resolve_discrepancy")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "discrepancies", "Discrepancies")
     return await run_in_threadpool(_resolve, page, form)
 
 
@@ -300,8 +275,6 @@ def _infusion_page(page: Page, *, values: dict, errors: Errors | None = None, st
 @router.get("/ui/{dea}/infusions/new", name="web_infusion")
 async def infusion_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "infusion")
-    if _clinical() is None:
-        return _pending(page, "infusion", "Record an infusion")
     ended = local_input(page.local_now(), page.tz)
     # The suggested start is 40 minutes before the end in elapsed time (UTC), not on the wall
     # clock: on the spring-forward morning 03:20 - 40 min on the wall is 02:40, an hour that
@@ -401,6 +374,4 @@ async def record_infusion(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "infusion")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "infusion", "Record an infusion")
     return await run_in_threadpool(_record_infusion, page, form)

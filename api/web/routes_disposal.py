@@ -21,7 +21,7 @@ from api.web.core import (
     parse_local_time,
 )
 from api.web.forms import Errors, Form, read_form, whole_number
-from api.web.routes_clinic import Dea, _clinical, _pending
+from api.web.routes_clinic import Dea
 from api.web.security import check_session_csrf
 from ledger import services
 from ledger.domain.errors import LedgerError
@@ -43,8 +43,6 @@ def _destroy_page(page: Page, *, values: dict, errors: Errors | None = None, sta
 @router.get("/ui/{dea}/destructions/new", name="web_destroy")
 async def destroy_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "destroy")
-    if _clinical() is None:
-        return _pending(page, "destroy", "Destroy stock")
     values = {"form_key": new_form_key(), "occurred_at": local_input(page.local_now(), page.tz),
               "place": page.location["name"], "method": "chemical digestion (Rx Destroyer), non-retrievable"}
     return await run_in_threadpool(_destroy_page, page, values=values)
@@ -94,8 +92,6 @@ async def destroy(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "destroy")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "destroy", "Destroy stock")
     return await run_in_threadpool(_destroy, page, form)
 
 
@@ -119,8 +115,6 @@ def _transfer_page(page: Page, *, values: dict, errors: Errors | None = None, st
 @router.get("/ui/{dea}/transfers/new", name="web_transfer")
 async def transfer_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "transfer")
-    if _clinical() is None:
-        return _pending(page, "transfer", "Transfer stock")
     values = {"form_key": new_form_key(), "occurred_at": local_input(page.local_now(), page.tz)}
     return await run_in_threadpool(_transfer_page, page, values=values)
 
@@ -158,8 +152,6 @@ async def transfer(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "transfer")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "transfer", "Transfer stock")
     return await run_in_threadpool(_transfer, page, form)
 
 
@@ -171,8 +163,6 @@ def _loss_page(page: Page, *, values: dict, errors: Errors | None = None, status
 @router.get("/ui/{dea}/losses/new", name="web_loss")
 async def loss_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "loss")
-    if _clinical() is None:
-        return _pending(page, "loss", "Report theft or loss")
     values = {"form_key": new_form_key(), "discovered_at": local_input(page.local_now(), page.tz),
               "losses_past_24_months": "0", "purchase_value_usd": ""}
     return await run_in_threadpool(_loss_page, page, values=values)
@@ -225,6 +215,4 @@ async def loss(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "loss")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    if _clinical() is None:
-        return _pending(page, "loss", "Report theft or loss")
     return await run_in_threadpool(_loss, page, form)

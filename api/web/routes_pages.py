@@ -70,12 +70,12 @@ def _today(page: Page) -> dict[str, Any]:
 
 
 def _open_alerts(page: Page) -> list[dict[str, Any]] | None:
-    """Open alerts for a manager or compliance officer, once the alerts module exists (issue 7)."""
+    """Open alerts for a manager or compliance officer (None: this login may not see alerts)."""
     if not page.may("alerts"):
         return None
-    from api.web import integrations
+    from ledger.services import alerts as alert_service
 
-    return integrations.open_alerts(page.request.app.state.ledger, page.dea)
+    return alert_service.list_alerts(page.request.app.state.ledger, page.dea, status="open")
 
 
 @router.get("/ui/{dea}/", name="web_home")

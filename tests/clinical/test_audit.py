@@ -1,4 +1,4 @@
-"""The accountability audit: DOMAIN.md's worked example through the services on both backends,
+"""The accountability audit: the worked example of docs/compliance.md through the services on both backends,
 and the pure function over entries alone."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.conftest import KETAMINE_50
 
 
 def worked_example(ledger) -> tuple[Ops, datetime, datetime]:
-    """DOMAIN.md: beginning 4 sealed vials + one open vial estimated at 6 mL (2,300 mg), receipts
+    """docs/compliance.md's worked example: beginning 4 sealed vials + one open vial estimated at 6 mL (2,300 mg), receipts
     10 vials (5,000 mg), administered 5,400 mg, wasted 350 mg, ending 3 sealed vials (1,500 mg)."""
     ops = Ops(ledger)
     t0 = datetime.now(UTC) - timedelta(hours=20)

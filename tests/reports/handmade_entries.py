@@ -1,4 +1,4 @@
-"""Hand-made entries in their canonical shape (DOMAIN.md's worked example), for report tests."""
+"""Hand-made entries in their canonical shape (the worked example of docs/compliance.md), for report tests."""
 
 from __future__ import annotations
 

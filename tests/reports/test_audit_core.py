@@ -1,4 +1,4 @@
-"""The audit PDF is the core audit: DOMAIN.md's worked example recorded with the real services,
+"""The audit PDF is the core audit: the worked example of docs/compliance.md recorded with the real services,
 ``csledger report audit`` and ``csledger verify-report`` run as subprocesses, and the PDF's
 embedded figures compared with ``ledger.services.audit`` for the same period."""
 
@@ -58,7 +58,7 @@ def test_pdf_figures_are_the_core_audit(built):
     expected = core_for(built["url"], built["first"], built["last"])
     assert figures == report_audit._jsonable(expected)
     (p,) = figures["products"]
-    # DOMAIN.md's worked example, through the PDF path
+    # the worked example of docs/compliance.md, through the PDF path
     assert p["mg"]["beginning"] == "2300.00" and p["mg"]["receipts"] == "5000.00"
     assert p["mg"]["to_account_for"] == "7300.00" and p["mg"]["administered"] == "5400.00"
     assert p["mg"]["wasted"] == "350.00" and p["mg"]["ending"] == "1500.00" and p["ending_basis"] == "counted"

@@ -1,5 +1,5 @@
 """Reports as a user meets them: ``csledger report`` and ``csledger verify-report`` run as
-subprocesses on a hand-computed scenario (DOMAIN.md's worked example for the beginning
+subprocesses on a hand-computed scenario (the worked example of docs/compliance.md for the beginning
 inventory and receipts), the PDF read back with pypdf, page 1 rendered to PNG."""
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def test_forged_checkpoint_fails_verify_report(scenario):
 
 
 def test_accountability_audit_figures_match_the_worked_example(scenario):
-    """DOMAIN.md's worked example up to 'to account for': beginning 4 sealed vials (2,000 mg) + an
+    """the worked example of docs/compliance.md up to 'to account for': beginning 4 sealed vials (2,000 mg) + an
     opened vial estimated at 6 mL (300 mg) = 2,300 mg; receipts 10 vials = 5,000 mg; 7,300 mg.
     The 10 mg/mL product: nothing at the beginning, 3 x 20 mL received = 600 mg. No dispositions
     are recorded yet (issue 3), so the ending inventory is the book figure, labelled book."""

@@ -1,5 +1,5 @@
 """Bad input on every command that takes a file, an identifier or a database URL, run as a user
-runs it: ``python -m csledger`` in a subprocess.
+runs it: ``python -m api.cli`` in a subprocess.
 
 Files: empty, random bytes, a real file cut in half (a bundle, a single-entry proof, a report
 PDF, a backup exported from a small ledger), 10 MB of garbage, a path that does not exist, a

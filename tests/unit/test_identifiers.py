@@ -207,7 +207,7 @@ def test_property_only_the_computed_check_digit_is_valid(first, second, six):
 @pytest.mark.parametrize(
     "printed,key,hyph",
     [
-        # DOMAIN.md examples, one per 10-digit layout
+        # the NDC examples of docs/compliance.md, one per 10-digit layout
         ("0002-7597-01", "00002759701", "00002-7597-01"),  # 4-4-2
         ("50242-040-62", "50242004062", "50242-0040-62"),  # 5-3-2
         ("60575-4112-1", "60575411201", "60575-4112-01"),  # 5-4-1

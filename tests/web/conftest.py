@@ -119,21 +119,16 @@ def seed(tmp: Path) -> Seeded:
     receipt = services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         clinic.supplier_id, "GMS-0001", clock.now - timedelta(minutes=5),
         (ReceivedLineInput(KETAMINE_50, 4, "KA2610", "2028-06-30"),)))
-    from api.web import integrations, routes_clinic
+    # A patient for the infusion, and an alert for the manager to resolve.
+    from ledger.domain.commands import AddressInput, RegisterPatient
+    from ledger.storage.patient_keys import PatientKeys
+    from tests.web.test_pages_http import raise_test_alert
 
-    if routes_clinic._clinical() is not None:  # issue 3: a patient for the infusion
-        from ledger import services
-        from ledger.domain.commands import AddressInput, RegisterPatient
-        from ledger.storage.patient_keys import PatientKeys
-
-        keys = PatientKeys.from_base64(out.patient_key)
-        clock.now = now - timedelta(days=1)
-        out.patient_id = services.register_patient(ledger, clinic.nurse, RegisterPatient(
-            "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
-    if integrations.alert_service() is not None:  # issue 7: an alert for the manager to resolve
-        from tests.web.test_pages_http import raise_test_alert
-
-        out.alert_id = raise_test_alert(ledger, clinic.nurse.staff_id, evidence=receipt["entries"][0]["seq"])
+    keys = PatientKeys.from_base64(out.patient_key)
+    clock.now = now - timedelta(days=1)
+    out.patient_id = services.register_patient(ledger, clinic.nurse, RegisterPatient(
+        "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
+    out.alert_id = raise_test_alert(ledger, clinic.nurse.staff_id, evidence=receipt["entries"][0]["seq"])
     ledger.dispose()
     return out
 

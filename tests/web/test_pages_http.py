@@ -188,10 +188,6 @@ def raise_test_alert(ledger, subject: str, evidence: int = 3) -> str:
 
 
 def test_alerts_show_evidence_and_a_manager_resolves(web):
-    from api.web import integrations
-
-    if integrations.alert_service() is None:
-        pytest.skip("the alerts module (issue 7) is not in this tree")
     alert_id = raise_test_alert(web.ledger, web.clinic.nurse.staff_id)
     login(web, "nora")
     assert web.client.get(UI + "alerts").status_code == 403  # a nurse does not close alerts
@@ -234,10 +230,6 @@ def _stock_up(web):
 
 
 def test_blind_count_never_shows_the_book_and_a_manager_resolves_the_discrepancy(web):
-    from api.web import routes_clinic
-
-    if routes_clinic._clinical() is None:
-        pytest.skip("the clinical services (issue 3) are not in this tree")
     _stock_up(web)
     login(web, "nora")
     start = web.client.get(UI + "counts/new")
@@ -299,10 +291,6 @@ def test_infusion_with_its_witness_on_the_same_screen(web):
     from datetime import UTC, timedelta
     from zoneinfo import ZoneInfo
 
-    from api.web import routes_clinic
-
-    if routes_clinic._clinical() is None:
-        pytest.skip("the clinical services (issue 3) are not in this tree")
     _stock_up(web)
     pid = _patient(web)
     login(web, "nora")
@@ -351,12 +339,9 @@ def test_infusion_form_submits_with_hundreds_of_vials_on_hand(web):
     field limit once stopped it at about 190 vials with "the form could not be read")."""
     from datetime import UTC, datetime, timedelta
 
-    from api.web import routes_clinic
     from ledger import services
     from ledger.domain.commands import InventoryItemInput, TakeInventory
 
-    if routes_clinic._clinical() is None:
-        pytest.skip("the clinical services (issue 3) are not in this tree")
     services.take_inventory(web.ledger, web.clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=1), items=(
             InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=300),)))
@@ -405,12 +390,9 @@ def test_infusion_form_suggests_times_it_accepts_on_dst_changes(web, now, starte
     from datetime import UTC, datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from api.web import routes_clinic
     from api.web.core import parse_local_time
     from api.web.forms import Errors
 
-    if routes_clinic._clinical() is None:
-        pytest.skip("the clinical services (issue 3) are not in this tree")
     web.clock.offset = datetime.fromisoformat(now) - datetime.now(UTC)  # the pages' clock only
     login(web, "nora")
     page = web.client.get(UI + "infusions/new")
@@ -425,10 +407,6 @@ def test_infusion_form_suggests_times_it_accepts_on_dst_changes(web, now, starte
 def test_destruction_needs_two_witnesses_signing_on_the_same_screen(web):
     from zoneinfo import ZoneInfo
 
-    from api.web import routes_clinic
-
-    if routes_clinic._clinical() is None:
-        pytest.skip("the clinical services (issue 3) are not in this tree")
     _stock_up(web)
     login(web, "nora")
     page = web.client.get(UI + "destructions/new")
@@ -451,10 +429,6 @@ def test_destruction_needs_two_witnesses_signing_on_the_same_screen(web):
 def test_transfer_and_loss_pages_record_through_the_services(web):
     from zoneinfo import ZoneInfo
 
-    from api.web import routes_clinic
-
-    if routes_clinic._clinical() is None:
-        pytest.skip("the clinical services (issue 3) are not in this tree")
     _stock_up(web)
     now = web.clock().astimezone(ZoneInfo("America/Chicago")).strftime("%Y-%m-%dT%H:%M")
     login(web, "pia")
