@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 from ledger import services
 from ledger.domain.commands import (
@@ -26,6 +27,13 @@ from ledger.domain.commands import (
 )
 from ledger.domain.principal import AuthMethod, Principal
 from ledger.storage.store import Ledger, make_engine, migrate, normalize_url
+
+# Hypothesis, reproducibly: under CI (CI=true) every property test is derandomized (the same
+# examples on every run and machine, a seed derived from the test); elsewhere examples vary per run
+# and a failure prints the blob that replays it (@reproduce_failure). HYPOTHESIS_PROFILE overrides.
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 PG_ENV = "CSLEDGER_TEST_POSTGRES_URL"
 DEA = "AB1234563"
@@ -120,3 +128,39 @@ def entry_count(ledger: Ledger) -> int:
 
     with ledger.reading() as c:
         return c.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
+
+
+# --- no silent skips in CI --------------------------------------------------------------------------
+# With CSLEDGER_FAIL_ON_SKIP=1 (set by .ci/run) a skipped test fails the run unless its node id
+# matches a line of tests/skips_allowed.txt (fnmatch patterns, one per line, each with a comment
+# saying why). An expected failure (xfail) is not a skip.
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append((report.nodeid, reason))
+
+
+def _allowed_skips() -> list[str]:
+    path = Path(__file__).with_name("skips_allowed.txt")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CSLEDGER_FAIL_ON_SKIP") != "1":
+        return
+    import fnmatch
+
+    allowed = _allowed_skips()
+    unexpected = [(n, r) for n, r in _SKIPPED if not any(fnmatch.fnmatchcase(n, pat) for pat in allowed)]
+    if unexpected:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"{len(unexpected)} test(s) skipped that tests/skips_allowed.txt does not allow "
+                 "(CSLEDGER_FAIL_ON_SKIP=1):"] + [f"  {n}: {r}" for n, r in unexpected]
+        if tr is not None:
+            tr.ensure_newline()
+            tr.write_line("\n".join(lines), red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

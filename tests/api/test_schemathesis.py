@@ -6,9 +6,10 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import zlib
 
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, seed, settings
 from schemathesis import checks
 from schemathesis.specs.openapi import checks as oc
 
@@ -41,11 +42,17 @@ API = _build()
 schema = schemathesis.openapi.from_asgi("/openapi.json", API.client.app)
 
 
+#: Seeded explicitly so a failure reproduces: the same generated requests on every run and machine.
+SEED = 20261206
+
+
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@seed(SEED)
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 def test_api_conforms_to_its_schema(case):
     api = API
-    if "dea" in (case.path_parameters or {}) and hash(str(case.path_parameters)) % 4:
+    # crc32, not hash(): str hashes change with PYTHONHASHSEED, so the choice would differ per run.
+    if "dea" in (case.path_parameters or {}) and zlib.crc32(str(case.path_parameters).encode()) % 4:
         case.path_parameters["dea"] = api.dea  # mostly the real registrant, sometimes a random one
     token = api.token("allroles", fresh=True)  # a fresh session: a generated logout or reset may end it
     response = case.call(headers={"Authorization": f"Bearer {token}"})
