@@ -63,6 +63,7 @@ from ledger.storage.checkpoint_store import (  # noqa: F401  (re-exported)
     log_keys,
     memo_reader,
     registrant_log_id,
+    registrant_of_origin,
     signed_checkpoint_with_cosignatures,
     witness_policy,
 )
@@ -432,6 +433,6 @@ def fingerprint_lines(keys: Iterable[LogKeyRow]) -> list[str]:
 __all__ = [
     "KeyStore", "LogKeyError", "LogKeyRow", "PushResult", "RollbackDetected", "StoredCheckpoint", "TransparencyLog",
     "WitnessEntry", "WitnessPolicyRow", "WitnessPusher", "attach", "checkpoint_at", "cosignature_lines",
-    "fingerprint_lines", "latest_checkpoint", "log_keys", "memo_reader", "signed_checkpoint_with_cosignatures",
+    "fingerprint_lines", "latest_checkpoint", "log_keys", "memo_reader", "registrant_log_id", "registrant_of_origin", "signed_checkpoint_with_cosignatures",
     "witness_policy",
 ]
