@@ -298,6 +298,8 @@ def get_audit(ledger: LedgerDep, who: Annotated[Principal, actor("get_audit")],
     from ledger.domain.errors import InvalidInput
     from ledger.services import audit
 
+    if start > ledger.clock():
+        raise InvalidInput("is in the future; an audit covers a period that has begun", field="start")
     if end <= start:
         raise InvalidInput("must be after start", field="end")
     return _json_safe(audit.audit(ledger, who.registrant, start, end))

@@ -71,16 +71,30 @@ def canonical_bytes(obj: dict[str, Any]) -> bytes:
 
     Uses the C JSON encoder, which produces exactly the JCS bytes for the values entries may
     hold: no floats (``to_json_value`` and ``decode`` refuse them), integers well inside 2^53,
-    keys that are ASCII field names (so code-point and UTF-16 key order agree), and strings,
-    which both escape the same way (``\\b \\f \\n \\r \\t``, other controls as lowercase
-    ``\\u00xx``, everything else literal). ``tests/unit/test_canonical.py`` proves it equal to
-    the ``rfc8785`` package on entries and on random JSON. A string the C encoder cannot encode
-    (a lone surrogate) falls back to ``rfc8785``, which refuses it.
+    and strings, which both escape the same way (``\\b \\f \\n \\r \\t``, other controls as
+    lowercase ``\\u00xx``, everything else literal). The C encoder sorts keys by code point and
+    RFC 8785 by UTF-16 code unit; the two orders differ only between keys in U+E000..U+FFFF and
+    astral ones, so an object with any non-ASCII key is encoded by ``rfc8785`` itself (entries'
+    keys are ASCII field names, so the fast path is the one taken). A string the C encoder cannot
+    encode (a lone surrogate) also falls back to ``rfc8785``, which refuses it.
+    ``tests/unit/test_canonical.py`` proves it equal to the ``rfc8785`` package.
     """
     try:
-        return _fast_encoder.encode(obj).encode("utf-8")
+        text = _fast_encoder.encode(obj)
+        data = text.encode("utf-8")
     except UnicodeEncodeError:
         return rfc8785.dumps(obj)
+    if not text.isascii() and _has_non_ascii_key(obj):
+        return rfc8785.dumps(obj)
+    return data
+
+
+def _has_non_ascii_key(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(not str(k).isascii() or _has_non_ascii_key(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_non_ascii_key(v) for v in value)
+    return False
 
 
 def canonical_bytes_reference(obj: dict[str, Any]) -> bytes:

@@ -83,8 +83,6 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
         raise InvalidInput(f"{given} mL given is more than the {drawn} mL drawn", field="ml_given")
     started = aware(cmd.started_at, field="started_at")
     ended = aware(cmd.ended_at, field="ended_at")
-    if ended < started:
-        raise InvalidInput("must not be before started_at", field="ended_at")
     if ended - started > timedelta(hours=12):
         raise InvalidInput("an infusion longer than 12 hours is not plausible", field="ended_at")
     waste_ml = waste_method = None
@@ -100,6 +98,10 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=ADMINISTERERS)
         occurred, late = event_time(ctx, started, cmd.late_reason, field="started_at")
+        # After the start's own checks, so a start in the future is named as such, not as an end
+        # before it.
+        if ended < started:
+            raise InvalidInput("must not be before started_at", field="ended_at")
         if ended > ctx.now + FUTURE_TOLERANCE:
             raise InvalidInput("is in the future; record the infusion when it has ended", field="ended_at")
         patient = ctx.view.get("patients", (ctx.registrant, cmd.patient_id))

@@ -162,6 +162,11 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
         p.ending_basis = "counted" if c else "book"
         p.ending_as_of = c.key[0] if c else end_key[0]
 
+    # Which count raised each discrepancy: a loss adjusted in the period for a discrepancy of the
+    # count the beginning rests on (or of an earlier one) is already out of the counted beginning.
+    raised_by = {ln["discrepancy_id"]: (e["occurred_at"], e["seq"]) for e in entries if e["kind"] == "stock_counted"
+                 for ln in e["lines"] if ln.get("discrepancy_id")}
+    counted_out: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     book_at_start: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     book_at_end: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     moved_after_begin_count: set[str] = set()
@@ -200,6 +205,10 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             elif kind in CATEGORY:
                 line = CATEGORY[kind]
                 p.ml[line] += ml if line == "receipts" else -ml
+                bc = begin_count.get(k)
+                raised = raised_by.get(e.get("discrepancy_id")) if kind == "loss_adjusted" else None
+                if raised is not None and bc is not None and raised <= bc.key:
+                    counted_out[k] += ml
             else:  # a kind that moves stock and has no line would be a silent hole: refuse
                 raise ValueError(f"entry kind {kind!r} moves stock but has no audit line")
         if kind == "dose_administered":
@@ -219,6 +228,7 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
         if bc is not None and k not in moved_after_begin_count:
             p.ml["beginning"] += bc.counted.get(k, ZERO)
             p.beginning_basis = "counted"
+            p.ml["losses"] += counted_out[k]  # the count already found it gone: not a loss twice
         else:
             p.ml["beginning"] += book_at_start[k]
         c = ending.get(k)

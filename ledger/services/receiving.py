@@ -43,6 +43,11 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
         raise InvalidInput("must be 'initial' or 'biennial'", field="inventory_type")
     if cmd.taken_at not in ("opening_of_business", "close_of_business"):
         raise InvalidInput("must be 'opening_of_business' or 'close_of_business'", field="taken_at")
+    if cmd.inventory_type == "initial":
+        for i, item in enumerate(cmd.items):
+            if getattr(item, "vial_id", None) is not None:  # never dropped silently: say it is not used
+                raise InvalidInput("an initial inventory gives every container a new identity; vial_id names a vial "
+                                   "already on the book (biennial inventories only)", field=f"items[{i}].vial_id")
 
     def build(ctx: CommandContext) -> dict:
         sigs = [ctx.signature(principal, Meaning.PERFORMED, roles=INVENTORY_TAKERS)]

@@ -173,6 +173,8 @@ def revoke_role(ledger: Ledger, principal: Principal, cmd: RevokeRole, *, idempo
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.APPROVED, roles=STAFF_ADMIN)
+        if ctx.view.get("staff", (ctx.registrant, cmd.staff_id)) is None:
+            raise NotFound(f"no staff member {str(cmd.staff_id)[:40]!r} at {ctx.registrant}", field="staff_id")
         if ctx.view.get("staff_roles", (ctx.registrant, cmd.staff_id, r.value)) is None:
             raise NotFound(f"{cmd.staff_id!r} does not hold the role {r.value}", field="role")
         _check_can_grant(ctx, principal, r)

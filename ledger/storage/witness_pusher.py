@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # an annotation only: the log starts the pusher
 _log = logging.getLogger("csledger.log")
 
 
+class _NotCosigned(Exception):
+    """A push reached the pusher's end without every witness cosigning (one was down, or refused)."""
+
+
 class WitnessPusher:
     """Background thread: after commits, push the latest checkpoints to the witnesses.
 
@@ -32,6 +36,7 @@ class WitnessPusher:
         self._dirty: dict[str, int] = {}  # registrant -> the tree size its last command commits
         self._pushed: dict[str, int] = {}  # registrant -> the committed size when last pushed
         self._rounds: dict[str, int] = {}  # registrant -> rounds its size was not yet committed
+        self._failures: dict[str, int] = {}  # registrant -> failed pushes in a row (the back-off)
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="witness-pusher", daemon=True)
@@ -82,21 +87,30 @@ class WitnessPusher:
                     committed = self._committed_size(reg)
                     behind = committed < size and self._rounds.get(reg, 0) + 1 < self.catch_up_tries
                     if committed > self._pushed.get(reg, 0) or not behind:
-                        self.log.push(reg)
+                        # push() catches a witness being down and answers ok=False: that is a
+                        # failure to retry too, or the checkpoint would wait for the next append.
+                        refused = [r for r in self.log.push(reg) if not r.ok]
+                        if refused:
+                            raise _NotCosigned("; ".join(f"{r.witness}: {r.detail}" for r in refused))
                         self._pushed[reg] = committed
+                        self._failures.pop(reg, None)
                     if behind:
                         self._rounds[reg] = self._rounds.get(reg, 0) + 1
                         again[reg] = size
                     else:
                         self._rounds.pop(reg, None)
                 except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
-                    # The database restarting must not end witnessing for the rest of the
-                    # server's life: keep the registrant dirty and try again after a pause.
-                    _log.warning("witness push for %s failed (%s); retrying", reg, type(exc).__name__)
+                    # The database restarting, or a witness being down, must not end witnessing
+                    # for the rest of the server's life: keep the registrant dirty and try again
+                    # after a pause that doubles with each failure in a row (at most 10 s).
+                    self._failures[reg] = self._failures.get(reg, 0) + 1
+                    detail = str(exc) if isinstance(exc, _NotCosigned) else type(exc).__name__
+                    _log.warning("witness push for %s failed (%s); retrying", reg, detail[:300])
                     again[reg], failed = size, True
             if again:
                 with self._cv:
                     for reg, size in again.items():
                         self._dirty[reg] = max(size, self._dirty.get(reg, 0))
                     if failed:
-                        self._cv.wait(timeout=min(5.0, 10 * self.delay))
+                        streak = max((self._failures.get(reg, 0) for reg in again), default=1)
+                        self._cv.wait(timeout=min(10.0, 10 * self.delay * 2 ** min(streak - 1, 8)))

@@ -103,3 +103,57 @@ def test_serve_answers_healthz_over_http(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_verify_bundle_recomputes_the_accountability_audit(tmp_path):
+    """``verify-bundle --audit-from/--audit-to`` exits 0 and prints, per product, the audit
+    recomputed from the bundle, equal to the one the database gives for the same period.
+
+    Replaces ``returncode == 0 and "..." in stdout or "audit" in stderr`` in
+    ``tests/integrity/test_cli_integrity.py``, which ``and`` binds tighter than ``or``, so it
+    passed whenever stderr named the audit: a failed audit passed it.
+
+    Deliberate break tried (reverted at once): ``verify_bundle`` in ``ledger/services/bundle.py``
+    raising in place of ``accountability(...)``, so the CLI prints "FAIL audit: the
+    accountability audit could not be computed" and exits 1. This test failed on the exit code;
+    ``test_cli_integrity.py::test_keys_export_verify_bundle_and_entry_proof`` still passed.
+    """
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from ledger import services
+    from ledger.services.audit import audit
+    from ledger.storage.log import attach
+    from ledger.storage.store import Ledger, make_engine, migrate
+    from tests.conftest import Clinic
+    from tests.contract.test_ledger_contract import receipt
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {"CSLEDGER_DATABASE_URL": db, "CSLEDGER_KEY_DIR": str(tmp_path / "keys"),
+           "CSLEDGER_ORIGIN_PREFIX": "ledger.calmwaters.test"}
+    engine = make_engine(db)
+    migrate(engine)
+    ledger = Ledger(engine)
+    attach(ledger, SimpleNamespace(key_dir=tmp_path / "keys", origin_prefix="ledger.calmwaters.test", log_keys=""))
+    clinic = Clinic(ledger)
+    for i in range(2):
+        services.receive_stock(ledger, clinic.nurse, receipt(clinic, invoice=f"AUD-{i}"))
+    start, end = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(hours=1)
+    expected = audit(ledger, clinic.dea, start, end)
+    ledger.dispose()
+    assert expected["products"], "the period should hold the receipts"
+
+    vkey = run(["keys", "show", "--registrant", clinic.dea], tmp_path, env).stdout.splitlines()[1].strip()
+    run(["export", "--registrant", clinic.dea, "--out", "ab.bundle"], tmp_path, env)
+    p = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", start.isoformat(),
+             "--audit-to", end.isoformat()], tmp_path, env, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "FAIL" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    out = p.stdout.splitlines()
+    header = f"accountability audit {start:%Y-%m-%dT%H:%M:%S.%fZ} .. {end:%Y-%m-%dT%H:%M:%S.%fZ} (recomputed from the bundle):"
+    assert header in out, p.stdout
+    printed = out[out.index(header) + 1:]
+    want = [f"  {q['ndc']} {q['name']}: to account for {q['ml']['to_account_for']} mL, accounted for "
+            f"{q['ml']['accounted_for']} mL, difference {q['ml']['difference']} mL ({q['variance_percent']} %)"
+            f"{' FLAGGED' if q['flagged'] else ''}" for q in expected["products"]]
+    assert printed[:len(want)] == want, (printed, want)

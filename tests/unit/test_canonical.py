@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 import rfc8785
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain import entries as ev
@@ -35,14 +35,72 @@ def test_fast_encoder_equals_rfc8785(obj):
     assert canonical_bytes(obj) == rfc8785.dumps(obj)
 
 
+# Non-ASCII keys. RFC 8785 sorts keys by their UTF-16 code units; Python's ``sort_keys`` by code
+# points. The two orders agree unless two keys first differ where one has an astral character
+# (U+10000 and up, a surrogate pair D800-DBFF in UTF-16) and the other a character in
+# U+E000-U+FFFF: by code point the BMP one sorts first, by UTF-16 code unit the astral one.
+ANY_CHAR = st.characters(blacklist_categories=("Cs",))  # every code point but lone surrogates
+ASTRAL = st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF, blacklist_categories=("Cs",))
+HIGH_BMP = st.characters(min_codepoint=0xE000, max_codepoint=0xFFFF, blacklist_categories=("Cs",))
+NON_ASCII_CHAR = st.one_of(st.characters(min_codepoint=0x80, blacklist_categories=("Cs",)), ASTRAL, HIGH_BMP,
+                           st.characters(min_codepoint=0x20, max_codepoint=0x7E))
+UNICODE_KEY = st.text(alphabet=NON_ASCII_CHAR, min_size=1, max_size=6)
+UNICODE_TEXT = st.text(alphabet=st.one_of(ANY_CHAR, ASTRAL), max_size=20)
+#: Keys whose characters avoid U+E000-U+FFFF: code-point and UTF-16 order agree on them.
+SAFE_KEY = st.text(alphabet=st.one_of(st.characters(min_codepoint=0x20, max_codepoint=0xD7FF, blacklist_categories=("Cs",)),
+                                      ASTRAL), min_size=1, max_size=6)
+
+
+def unicode_json(keys):
+    return st.recursive(
+        st.none() | st.booleans() | SAFE_INT | UNICODE_TEXT,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=5),
+        max_leaves=25,
+    )
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(KEY, unicode_json(KEY), max_size=6))
+def test_fast_encoder_equals_rfc8785_on_non_ascii_values(obj):
+    """Values anywhere in Unicode (controls, U+2028, astral characters) encode as rfc8785 does."""
+    assert canonical_bytes(obj) == rfc8785.dumps(obj)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(SAFE_KEY, unicode_json(SAFE_KEY), min_size=1, max_size=6))
+def test_fast_encoder_equals_rfc8785_on_non_ascii_keys_outside_e000_ffff(obj):
+    """Non-ASCII and astral keys sort as RFC 8785 says while no key holds U+E000-U+FFFF."""
+    assert canonical_bytes(obj) == rfc8785.dumps(obj)
+
+
+@settings(max_examples=300)
+@example({"\ue000": 1, "\U00010000": 2})
+@given(st.dictionaries(UNICODE_KEY, unicode_json(UNICODE_KEY), min_size=1, max_size=6))
+def test_fast_encoder_equals_rfc8785_on_any_keys(obj):
+    """Any keys, astral ones and U+E000-U+FFFF included, as the architecture's contract says
+    ("the C encoder ... is proven byte-equal to the rfc8785 package")."""
+    assert canonical_bytes(obj) == rfc8785.dumps(obj)
+
+
 @pytest.mark.parametrize("s", ["\x00\x1f\x7f", "\u2028\u2029", "é漢字", "😀 \U0001F9EA", '"\\/\b\f\n\r\t'])
 def test_string_escapes_equal_rfc8785(s):
     assert canonical_bytes({"v": s}) == rfc8785.dumps({"v": s})
 
 
 def test_lone_surrogate_is_refused():
-    with pytest.raises(Exception):  # noqa: B017 - rfc8785 raises its own error type
+    """Exact types, not ``Exception``: a value falls back to rfc8785, which raises its
+    ``CanonicalizationError``; a key fails in rfc8785's UTF-16 key sort (``UnicodeEncodeError``).
+
+    Deliberate break tried (reverted at once): the fallback in ``canonical_bytes``
+    (``ledger/integrity/canonical.py``) calling ``rfc8785.dump(obj)`` (a typo) instead of
+    ``rfc8785.dumps(obj)``: this test failed with ``TypeError: dump() missing 1 required
+    positional argument``; the old ``pytest.raises(Exception)`` version passed.
+    """
+    with pytest.raises(rfc8785.CanonicalizationError) as value:
         canonical_bytes({"v": "\ud800"})
+    assert value.type is rfc8785.CanonicalizationError  # not a subclass such as FloatDomainError
+    with pytest.raises(UnicodeEncodeError):
+        canonical_bytes({"\udc00": "v"})
 
 
 def test_entry_round_trip_is_byte_identical():
