@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from ledger import services
-from ledger.domain.errors import IntegrityFailure, InvalidInput
+from ledger.domain.errors import IntegrityFailure, InvalidInput, NotFound
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import Checkpoint, open_checkpoint, sign_checkpoint
 from ledger.services.verify import verify
@@ -106,7 +106,7 @@ def test_rotation_keeps_retired_keys_and_old_checkpoints_verify(signed_clinic, t
 def test_rotation_needs_a_reason_and_a_registrant(signed_clinic, tlog):
     with pytest.raises(InvalidInput):
         tlog.rotate(DEA, reason=" ")
-    with pytest.raises(Exception, match="no registrant"):
+    with pytest.raises(NotFound, match="no registrant"):
         tlog.rotate("FB7654329", reason="x")
 
 
