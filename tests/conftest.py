@@ -35,6 +35,17 @@ settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None
 settings.register_profile("dev", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
+#: The test clinics' time zone: their calendar days (expiry, counts, years) are the clinic's.
+CLINIC_TZ = "America/Chicago"
+
+
+def clinic_today(now: datetime | None = None):
+    """The clinic's local date now (not the machine's, not UTC's): what expiry and usability use."""
+    from zoneinfo import ZoneInfo
+
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(CLINIC_TZ)).date()
+
+
 PG_ENV = "CSLEDGER_TEST_POSTGRES_URL"
 DEA = "AB1234563"
 DEA2 = "FB7654329"  # a second valid practitioner number
@@ -95,7 +106,7 @@ class Clinic:
         self.dea = dea
         res = services.register_registrant(ledger, RegisterRegistrant(
             dea_number=dea, name="Calm Waters Ketamine Clinic",
-            address=AddressInput("100 Harbor Way", "Austin", "TX", "78701"), time_zone="America/Chicago",
+            address=AddressInput("100 Harbor Way", "Austin", "TX", "78701"), time_zone=CLINIC_TZ,
             admin_printed_name="Avery Admin", admin_username="avery"))
         self.admin = Principal(dea, res["admin_staff_id"], "Avery Admin", AuthMethod.CONSOLE_BOOTSTRAP)
         self.nurse = self.enroll("Nora Nurse", "nora", "nurse")

@@ -49,7 +49,7 @@ from ledger.services.verify import verify
 from ledger.storage.patient_keys import PatientKeyError, PatientKeys
 from ledger.storage.store import entries_t
 from tests.clinical.conftest import PRESCRIBER_DEA, Ops
-from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, an_hour_ago, entry_count
+from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, an_hour_ago, clinic_today, entry_count
 
 ADDR = AddressInput("9 Oak Ave", "Austin", "TX", "78702")
 
@@ -306,7 +306,7 @@ class ClinicalContract:
         # a lot that expired yesterday (received, late, before it expired)
         v = services.receive_stock(ops.ledger, ops.nurse, ReceiveStock(
             ops.supplier_id, "INV-EXP", datetime.now(UTC) - timedelta(days=10),
-            (ReceivedLineInput(KETAMINE_50, 1, "OLD", (date.today() - timedelta(days=2)).isoformat()),),
+            (ReceivedLineInput(KETAMINE_50, 1, "OLD", (clinic_today() - timedelta(days=2)).isoformat()),),
             late_reason="found the packing slip"))["vial_ids"][0]
         e = refused(ops, Conflict, "draws[0].vial_id", ops.dose, v)
         assert "expired" in e.reason

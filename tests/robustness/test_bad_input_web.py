@@ -98,7 +98,7 @@ from ledger.settings import Settings
 from ledger.storage.store import entry_count
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api, second_clinic
 from tests.api.roles_all import ALL
-from tests.conftest import BACKENDS, DEA, DEA2, KETAMINE_10, KETAMINE_50, Clinic
+from tests.conftest import BACKENDS, DEA, DEA2, KETAMINE_10, KETAMINE_50, Clinic, clinic_today
 from tests.web.test_page_roles import page_routes
 from tests.web.test_pages_http import _patient, _stock_up, login, raise_test_alert
 
@@ -162,7 +162,7 @@ class World:
             "Other Supply", AddressInput("1 Dock St", "Dallas", "TX", "75201"), "PB1234563"))["supplier_id"]
         services.take_inventory(ledger, o.pharmacist, TakeInventory("initial", "opening_of_business", start, items=(
             InventoryItemInput(KETAMINE_50, "KB2601", "2028-03-31", sealed=True, containers=2),)))
-        self.other_vial = queries.usable_vials(ledger, DEA2, datetime.now(UTC).date())[0]["vial_id"]
+        self.other_vial = queries.usable_vials(ledger, DEA2, clinic_today())[0]["vial_id"]
         self.other_patient = services.register_patient(ledger, o.nurse, RegisterPatient(
             "Olga Other", AddressInput("9 Oak St", "Dallas", "TX", "75201")),
             keys=api.client.app.state.patient_keys)["patient_id"]
@@ -178,7 +178,7 @@ class World:
         # Ids are numbered by each registrant's entries: make sure the other's are not ids of things
         # here too (those made here later have higher numbers).
         here = {s["supplier_id"] for s in api_queries.suppliers(ledger, DEA)} | {self.patient}
-        here |= {v["vial_id"] for v in queries.usable_vials(ledger, DEA, datetime.now(UTC).date())}
+        here |= {v["vial_id"] for v in queries.usable_vials(ledger, DEA, clinic_today())}
         here |= {a["alert_id"] for a in alert_service.list_alerts(ledger, DEA, status=None)}
         here |= {d["discrepancy_id"] for d in stock.discrepancies(ledger, DEA, status=None)}
         clash = here & {other_supplier, self.other_vial, self.other_alert, self.other_discrepancy, self.other_patient}
