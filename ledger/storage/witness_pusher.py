@@ -102,7 +102,7 @@ class WitnessPusher:
                 except Exception as exc:  # noqa: BLE001 - the thread must outlive a database outage
                     # The database restarting, or a witness being down, must not end witnessing
                     # for the rest of the server's life: keep the registrant dirty and try again
-                    # after a pause that doubles with each failure in a row (at most 10 s).
+                    # after a pause that doubles with each failure in a row (at most 5 s).
                     self._failures[reg] = self._failures.get(reg, 0) + 1
                     detail = str(exc) if isinstance(exc, _NotCosigned) else type(exc).__name__
                     _log.warning("witness push for %s failed (%s); retrying", reg, detail[:300])
@@ -113,4 +113,4 @@ class WitnessPusher:
                         self._dirty[reg] = max(size, self._dirty.get(reg, 0))
                     if failed:
                         streak = max((self._failures.get(reg, 0) for reg in again), default=1)
-                        self._cv.wait(timeout=min(10.0, 10 * self.delay * 2 ** min(streak - 1, 8)))
+                        self._cv.wait(timeout=min(5.0, 10 * self.delay * 2 ** min(streak - 1, 8)))
