@@ -1,0 +1,123 @@
+"""The database engine: URLs (SQLite by default, PostgreSQL for clinic networks), the engine's
+durability and isolation settings on each backend, and the Alembic migrations (never
+``create_all``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from ledger.domain.errors import InvalidInput
+
+
+def _migrations_dir() -> Path:
+    """The Alembic folder: the top-level ``migrations`` package, found by name without importing
+    it (the core never imports the migrations; they import the core's tables)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the csledger migrations package is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+MIGRATIONS_DIR = _migrations_dir()
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver for them."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine configured for durability and for the registrant write lock.
+
+    SQLite: WAL, ``synchronous=FULL``, foreign keys on, and the driver's own transaction
+    handling turned off so that every write transaction starts with ``BEGIN IMMEDIATE`` (the
+    SQLAlchemy documentation's recipe; the stock driver delays BEGIN, so two writers could both
+    read the same head). Read-only transactions start with a plain deferred ``BEGIN``.
+    PostgreSQL: ``synchronous_commit=on`` on every connection; read-only transactions are
+    ``REPEATABLE READ, READ ONLY`` so that every statement of one read sees one snapshot.
+    """
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            raise InvalidInput("an in-memory SQLite database cannot hold a ledger; give a file", field="database_url")
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=20, max_overflow=20
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            read_only = conn.get_execution_options().get("csledger_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"options": "-c synchronous_commit=on"},
+            pool_size=20,
+            max_overflow=20,
+            pool_pre_ping=True,
+        )
+
+        @event.listens_for(engine, "begin")
+        def _postgres_begin(conn):
+            # A read is one snapshot, as it is on SQLite: under the default READ COMMITTED each
+            # statement sees what committed before it, so a proof could pair the entry count from
+            # before an append with the checkpoint signed after it, or an audit mix two states.
+            # Read-only snapshots never fail serialization; writers keep READ COMMITTED and the
+            # registrant's advisory lock.
+            if conn.get_execution_options().get("csledger_read_only", False):
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+        return engine
+    raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
+
+
+def alembic_config():
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the Alembic migrations (never ``create_all``)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def durability_settings(engine: Engine) -> dict[str, str]:
+    """What the database says about durability, for tests and ``csledger verify``."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return {
+                "journal_mode": str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()),
+                "synchronous": str(conn.exec_driver_sql("PRAGMA synchronous").scalar()),
+                "foreign_keys": str(conn.exec_driver_sql("PRAGMA foreign_keys").scalar()),
+            }
+        return {"synchronous_commit": str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())}
