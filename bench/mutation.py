@@ -3,6 +3,7 @@
     python bench/mutation.py                      # every module below
     python bench/mutation.py --module audit --module verify
     python bench/mutation.py --report             # print the last results again, run nothing
+    python bench/mutation.py --baseline --sample 150 --work mutants/baseline   # before the new tests
 
 For each module it makes a private copy of the project in ``mutants/<module>/`` (never mutating
 the work tree, where others run their tests), writes that copy's ``[tool.mutmut]`` from the one in
@@ -413,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--module", action="append", choices=sorted(MODULES), help="one module (repeatable); default all")
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
-    ap.add_argument("--keep", action="store_true", help="reuse mutants/<module>/ and mutmut's cached results")
+    ap.add_argument("--keep", action="store_true",
+                    help="reuse mutants/<module>/ (its copy of the project is not refreshed) and mutmut's cached results")
     ap.add_argument("--report", action="store_true", help="print the last results, run nothing")
     ap.add_argument("--baseline", action="store_true",
                     help="without the tests written to kill mutants (tests/**/test_mutants_*.py): the score before them")
