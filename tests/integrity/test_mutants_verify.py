@@ -797,22 +797,12 @@ def _signer(p: Path) -> Signer | None:
 # --- checkpoints held outside the database ------------------------------------------------------------
 
 
-@pytest.fixture
-def held(monkeypatch):
-    """verify's held checkpoints look the registrant up by ``ledger.storage.log.registrant_of_origin``,
-    which log does not re-export from checkpoint_store on main (the CLI's ``verify --checkpoint``
-    fails with an AttributeError there; reported with issue 14). Supplied here so the checks after it
-    are tested."""
-    if not hasattr(tl, "registrant_of_origin"):
-        monkeypatch.setattr(tl, "registrant_of_origin", checkpoint_store.registrant_of_origin, raising=False)
-
-
 def _note(t: T, size: int, root: bytes | None = None, signer: Signer | None = None, origin: str | None = None) -> bytes:
     return sign_checkpoint(Checkpoint(origin or t.base.origin, size, root if root is not None else _true_root(t, size)),
                            signer or t.signer())
 
 
-def test_held_checkpoints_reached(t, held):
+def test_held_checkpoints_reached(t):
     n = t.n
     r = verify(t.ledger, held_checkpoints=[("latest", _latest(t).note), ("older", _note(t, n - 4)),
                                            ("older-again", _note(t, n - 4).decode())])
@@ -822,7 +812,7 @@ def test_held_checkpoints_reached(t, held):
     assert r.ok and r.held == {"older": f"{DEA} size {n - 4}"}
 
 
-def test_held_checkpoint_of_a_rewritten_history(t, held):
+def test_held_checkpoint_of_a_rewritten_history(t):
     size = t.n - 4
     root = hashlib.sha256(STOLEN.encode()).digest()
     assert t.run(held_checkpoints=[("held", _note(t, size, root))]) == [
@@ -830,7 +820,7 @@ def test_held_checkpoint_of_a_rewritten_history(t, held):
         f"of size {size} signed {root.hex()[:16]}...: history was rewritten"]
 
 
-def test_held_checkpoint_beyond_the_log(t, held):
+def test_held_checkpoint_beyond_the_log(t):
     size = t.n + 3
     root = hashlib.sha256(STOLEN.encode()).digest()
     assert t.run(held_checkpoints=[("held", _note(t, size, root)), ("held-2", _note(t, size + 1, root))]) == [
@@ -838,7 +828,7 @@ def test_held_checkpoint_beyond_the_log(t, held):
         "removed or an older backup restored"]
 
 
-def test_held_checkpoint_of_another_log(t, held):
+def test_held_checkpoint_of_another_log(t):
     r = verify(t.ledger, held_checkpoints=[("held", _note(t, 2, origin="elsewhere/x")), ("good", _note(t, 3))])
     assert [str(p) for p in r.problems] == [
         "held: no registrant in this database has the log origin 'elsewhere/x' (another log's checkpoint, or the "
@@ -846,7 +836,7 @@ def test_held_checkpoint_of_another_log(t, held):
     assert r.held == {"good": f"{DEA} size 3"}  # the next held checkpoint is still checked
 
 
-def test_held_checkpoint_signed_by_another_key(t, held):
+def test_held_checkpoint_signed_by_another_key(t):
     r = verify(t.ledger, held_checkpoints=[("held", _note(t, 2, signer=Signer.generate(t.base.origin))),
                                            ("good", _note(t, 3))])
     (p,) = [str(p) for p in r.problems]
@@ -855,7 +845,7 @@ def test_held_checkpoint_signed_by_another_key(t, held):
     assert r.held == {"good": f"{DEA} size 3"}
 
 
-def test_held_checkpoint_refused(t, held):
+def test_held_checkpoint_refused(t):
     with pytest.raises(InvalidInput) as e:
         verify(t.ledger, held_checkpoints=[("held", b"not a note")])
     assert e.value.field == "checkpoint" and e.value.reason.startswith("held: not a signed checkpoint note (")

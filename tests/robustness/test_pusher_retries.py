@@ -99,11 +99,10 @@ def db(request, tmp_path) -> Iterator[str]:
 
 
 def test_pusher_retries_until_a_witness_that_was_down_cosigns(db, tmp_path, serving):
-    """Deliberate break tried, the other way round (a temporary fix, reverted at once):
-    ``WitnessPusher._run`` treating a push whose results are not all ok like a push that raised
-    (``if not all(r.ok for r in self.log.push(reg)): raise RuntimeError``): the checkpoint was
-    cosigned within the wait after the witness came back, on both backends, and this xfail became
-    XPASS(strict), a failure."""
+    """The witness is down when the command commits, then comes back: the pusher must cosign the
+    checkpoint on its own. Written while the pusher still ignored a push answered ``ok=False``
+    (it retried only when ``push`` raised): then this failed on both backends; it passes since
+    ``WitnessPusher._run`` treats a push with a refused witness as a failure to retry."""
     s = set_up(db, tmp_path)
     pusher = s.log.start_pusher()
     try:
