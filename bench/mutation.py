@@ -80,12 +80,12 @@ MODULES: dict[str, Module] = {
     # destruction needs two different witnesses (destroy_stock).
     "two_person": Module(
         ("ledger/services/common.py", "ledger/services/administration.py", "ledger/services/counts.py",
-         "ledger/services/disposal.py"),
+         "ledger/services/discrepancies.py", "ledger/services/disposal.py"),
         ("ledger.services.common.x_sign_witness__mutmut_*",
          "ledger.services.administration.x_administer_dose__mutmut_*",
          "ledger.services.administration.x_record_waste__mutmut_*",
          "ledger.services.counts.x_submit_count__mutmut_*",
-         "ledger.services.counts.x_resolve_discrepancy__mutmut_*",
+         "ledger.services.discrepancies.x_resolve_discrepancy__mutmut_*",
          "ledger.services.disposal.x_destroy_stock__mutmut_*"),
         ("tests/clinical/test_mutants_two_person.py", "tests/clinical/test_clinical_contract.py",
          "tests/api/test_witness.py"),
@@ -94,7 +94,7 @@ MODULES: dict[str, Module] = {
             ("ledger.services.administration.x_administer_dose__mutmut_*",
              "ledger.services.administration.x_record_waste__mutmut_*",
              "ledger.services.counts.x_submit_count__mutmut_*",
-             "ledger.services.counts.x_resolve_discrepancy__mutmut_*",
+             "ledger.services.discrepancies.x_resolve_discrepancy__mutmut_*",
              "ledger.services.disposal.x_destroy_stock__mutmut_*"),
             r"witness|wsig|second_counter|\bsig[12]\b|counters|COUNTERS")),
 }

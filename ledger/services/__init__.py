@@ -10,7 +10,8 @@ interfaces call ``services.<command>``:
 - ``receiving``       receipts on invoices, initial and biennial inventories
 - ``patients``        the encrypted patient registry
 - ``administration``  doses drawn, given and wasted (witnessed)
-- ``counts``          blind counts, discrepancies and their resolution
+- ``counts``          blind counts by two counters
+- ``discrepancies``   count discrepancies and their resolution
 - ``disposal``        destruction (Form 41), transfers, returns, theft or loss (Form 106)
 - ``corrections``     corrections that reference the corrected entry
 - ``quarantine``      stock held back and released
@@ -26,12 +27,8 @@ from __future__ import annotations
 from ledger.services.administration import administer_dose, record_waste
 from ledger.services.common import product_copy, request_fields
 from ledger.services.corrections import correct_entry
-from ledger.services.counts import (
-    DISCREPANCY_CATEGORIES,
-    resolve_discrepancy,
-    start_count,
-    submit_count,
-)
+from ledger.services.counts import start_count, submit_count
+from ledger.services.discrepancies import DISCREPANCY_CATEGORIES, resolve_discrepancy
 from ledger.services.disposal import (
     LOSS_TYPES,
     destroy_stock,
