@@ -38,8 +38,19 @@ class Settings(BaseSettings):
     # --- HTTP API (issue 5) ---
     session_idle_minutes: int = Field(default=15, ge=1, description="A bearer token unused this long expires.")
     session_max_minutes: int = Field(default=480, ge=1, description="A bearer token expires this long after login.")
-    lockout_after_failures: int = Field(default=5, ge=1, description="Consecutive failed logins that lock a login.")
-    lockout_minutes: int = Field(default=15, ge=1, description="How long a locked login stays locked.")
+    lockout_after_failures: int = Field(
+        default=5, ge=1,
+        description="Consecutive failed sign-ins (logins, witness sign-offs, password changes) after which the "
+                    "login is throttled: each further attempt waits for a delay and is refused (429) before "
+                    "any password is checked.")
+    throttle_delay_seconds: int = Field(
+        default=30, ge=1, le=3600,
+        description="The wait after the failure that throttles a login; it doubles with each further failed "
+                    "attempt (one is checked per delay) up to throttle_max_delay_seconds.")
+    throttle_max_delay_seconds: int = Field(
+        default=900, ge=1, le=86400,
+        description="The longest wait between two checked attempts of a throttled login. A manager or "
+                    "administrator can clear the throttle at once.")
     password_hash_slots: int = Field(
         default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256,
         description="Password checks (argon2id, 64 MiB each) run at once; more wait. Default: the CPU count.")

@@ -36,10 +36,17 @@ LINE_LABELS = {
     "beginning": "Beginning inventory", "receipts": "Receipts", "to_account_for": "Total to account for",
     "administered": "Administered (given)", "wasted": "Wasted (with the administration, witnessed)",
     "destroyed": "Destroyed (Form 41)", "transferred": "Transferred and returned",
-    "losses": "Reported losses (adjusted and Form 106)", "corrections": "Corrections (net out of stock)",
-    "ending": "Ending inventory", "accounted_for": "Total accounted for", "difference": "Difference",
+    "breakage": "Breakage and spills recorded at the time (two people)",
+    "theft_or_loss": "Theft or loss (Form 106)",
+    "ending": "Ending inventory", "accounted_for": "Total accounted for",
+    "difference": "Difference (before adjustments)",
+    "adjustments": "Adjustments after the difference (net out of stock, listed below)",
+    "difference_after_adjustments": "Difference after adjustments",
     "unreconciled": "of which drawn but not yet given or wasted (unreconciled)",
 }
+#: Lines printed bold (the sums and the differences).
+STRONG = ("to_account_for", "accounted_for", "difference", "difference_after_adjustments")
+MEANINGS = {"performed": "recorded", "approved": "approved", "witnessed": "second person", "counted": "counted"}
 
 
 def _jsonable(v: Any) -> Any:
@@ -122,6 +129,28 @@ def _what(src: dict[str, Any], tz: str) -> str:
     return f"the {what} of {local(src['occurred_at'], tz)} (ledger entry {src['seq']})"
 
 
+def _signed(sigs: list[dict[str, Any]]) -> str:
+    """Who signed an adjustment, each with what the signature means."""
+    return "; ".join(f"{MEANINGS.get(x['meaning'], x['meaning'])}: {x['printed_name']}" for x in sigs) or "unsigned"
+
+
+def _adjustments_table(r: dict[str, Any], tz: str) -> layout.Table:
+    """Every adjustment after the difference: the entry, when, what it refers to, mL and mg
+    taken off the book (negative: put back), and who approved it and who was the second person."""
+    cols = [layout.Column("Entry", 6, "R"), layout.Column("When (local)", 13), layout.Column("What", 33),
+            layout.Column("mL", 9, "R"), layout.Column("mg", 11, "R"), layout.Column("Signed by", 28)]
+    rows, flagged = [], set()
+    for a in r["adjustment_entries"]:
+        what = a["description"] + (" (already out of the counted beginning: not in the sum)"
+                                   if a["in_counted_beginning"] else "")
+        if a["in_counted_beginning"]:
+            flagged.add(len(rows))
+        rows.append([str(a["seq"]), local(a["occurred_at"], tz), what, num(a["ml"], "mL"), num(a["mg"], "mg"),
+                     _signed(a["signatures"])])
+    return layout.Table(cols, rows, flagged=frozenset(flagged),
+                        title=f"{r['ndc']}: adjustments after the difference, each with who signed it")
+
+
 def _sources(r: dict[str, Any], tz: str) -> str:
     b, e = r["beginning_source"], r["ending_source"]
     begin = (_what(b, tz) + ("" if r["beginning_basis"] == "counted" else ", taken inside the period")
@@ -137,45 +166,57 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     tz = data["registrant"]["time_zone"]
     out: list[layout.Block] = [layout.Para(
         "Figures per the DEA-style accountability audit (beginning inventory + receipts = total to account for; "
-        "administered + wasted + destroyed + transferred and returned + reported losses + corrections + ending "
-        "inventory = total accounted for; difference = accounted for - to account for), the ledger's own audit "
-        "computation. Ending inventory is "
+        "administered + wasted + destroyed + transferred and returned + breakage and spills recorded at the time + "
+        "theft or loss + ending inventory = total accounted for; difference = accounted for - to account for), "
+        "the ledger's own audit computation. The difference is taken BEFORE adjustments: loss adjustments that "
+        "resolve count discrepancies, corrections and breakage recorded after a count that was taken after it "
+        "are listed after the difference, each with who signed it, and never reduce the difference or its "
+        "variance. Ending inventory is "
         "the last physical count at or before the period end, else the book figure, labelled book. "
-        f"Lines whose variance exceeds {num(f['variance_threshold_percent'], '%')} are flagged (shaded).")]
+        f"Lines whose variance (before adjustments) exceeds {num(f['variance_threshold_percent'], '%')} are "
+        "flagged (shaded).")]
     cols = [layout.Column("Line", 30), layout.Column("mg", 16, "R"), layout.Column("mL", 14, "R"),
             layout.Column("Containers", 12, "R")]
     for r in f["products"]:
         out.append(layout.Para(_sources(r, tz)))
         rows, strong, flagged = [], set(), set()
-        for name in (*ORDER, "unreconciled"):
+        order = [*ORDER[:ORDER.index("difference") + 1], "unreconciled", *ORDER[ORDER.index("difference") + 1:]]
+        for name in order:
             label = LINE_LABELS[name]
             if name == "ending":
                 label += f" ({r['ending_basis']})"
-            if name in ("to_account_for", "accounted_for", "difference"):
+            if name in STRONG:
                 strong.add(len(rows))
             if name == "difference" and r["flagged"]:
                 flagged.add(len(rows))
             v = r["unreconciled"] if name == "unreconciled" else {u: r[u][name] for u in ("mg", "ml", "containers")}
             rows.append([label, num(v["mg"], "mg"), num(v["ml"], "mL"), num(v["containers"])])
-        rows.append(["Variance", num(r["variance_percent"], "%"), "", ""])
-        if r["flagged"]:
-            flagged.add(len(rows) - 1)
+            if name == "unreconciled":
+                rows.append(["Variance (before adjustments)", num(r["variance_percent"], "%"), "", ""])
+                if r["flagged"]:
+                    flagged.add(len(rows) - 1)
+        rows.append(["Variance after adjustments", num(r["variance_after_adjustments_percent"], "%"), "", ""])
         form = f"{r['form']}, " if r["form"] else ""
         out.append(layout.Table(cols, rows, strong=frozenset(strong), flagged=frozenset(flagged),
                                 title=f"{r['ndc']}  {r['name']}  ({form}{num(r['strength_mg_per_ml'], 'mg/mL')}, "
                                       f"{num(r['container_ml'], 'mL')} container)"))
+        if r["adjustment_entries"]:
+            out.append(_adjustments_table(r, tz))
         out.append(layout.Chart(_chart(r, f["charts"].get(r["ndc_key"], []), tz)))
     t = f["total"]
-    trows, strong = [], set()
+    trows, strong, tflagged = [], set(), set()
     for name in ORDER:
-        if name in ("to_account_for", "accounted_for", "difference"):
+        if name in STRONG:
             strong.add(len(trows))
         trows.append([LINE_LABELS[name], num(t["mg"][name], "mg"), num(t["ml"][name], "mL"),
                       num(t["containers"][name])])
-    trows.append(["Variance (of mg)", num(t["variance_percent"], "%"), "", ""])
-    n = len(trows)
+        if name == "difference":
+            trows.append(["Variance (of mg, before adjustments)", num(t["variance_percent"], "%"), "", ""])
+            if t["flagged"]:
+                tflagged |= {len(trows) - 2, len(trows) - 1}
+    trows.append(["Variance after adjustments (of mg)", num(t["variance_after_adjustments_percent"], "%"), "", ""])
     out.append(layout.Table(cols, trows, title="Total, all products", strong=frozenset(strong),
-                            flagged=frozenset({n - 2, n - 1}) if t["flagged"] else frozenset()))
+                            flagged=frozenset(tflagged)))
     return out
 
 

@@ -56,6 +56,16 @@ def _events(e: dict[str, Any], vial: str) -> list[tuple[str, Decimal, str, str |
         what = "loss taken off the book" if k == "loss_adjusted" else "theft or loss reported (Form 106)"
         out += [(what, -dec(a["ml"]), e.get("category") or e.get("loss_type", ""), "lost" if a["whole_vial"] else None)
                 for a in e[key] if a["vial_id"] == vial]
+    elif k == "breakage_recorded":  # issue 15: at the time, two people who saw it
+        for a in e["lines"]:
+            if a["vial_id"] != vial:
+                continue
+            if e["recoverable"]:
+                out.append((f"{e['what']}, recoverable: set aside for destruction", ZERO, e["description"],
+                            "quarantined"))
+            else:
+                out.append((f"{e['what']}, not recoverable", -dec(a["ml"]), e["description"],
+                            "lost" if a["whole_vial"] else None))
     elif k == "entry_corrected":
         for ln in e["lines"]:
             if ln["vial_id"] == vial:

@@ -109,6 +109,8 @@ class Clinic:
             address=AddressInput("100 Harbor Way", "Austin", "TX", "78701"), time_zone=CLINIC_TZ,
             admin_printed_name="Avery Admin", admin_username="avery"))
         self.admin = Principal(dea, res["admin_staff_id"], "Avery Admin", AuthMethod.CONSOLE_BOOTSTRAP)
+        #: Who holds manager or administrator, in order of enrolment: the approvers available.
+        self.staff_admins: list[Principal] = [self.admin]
         self.nurse = self.enroll("Nora Nurse", "nora", "nurse")
         self.nurse2 = self.enroll("Ned Nurse", "ned", "nurse")
         self.pharmacist = self.enroll("Pia Pharmacist", "pia", "pharmacist")
@@ -120,9 +122,21 @@ class Clinic:
         self.supplier_id = services.add_supplier(ledger, self.admin, AddSupplier(
             "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
 
-    def enroll(self, name: str, username: str, *roles: str) -> Principal:
-        res = services.enroll_staff(self.ledger, self.admin, EnrollStaff(name, username, roles))
-        return Principal(self.dea, res["staff_id"], name, AuthMethod.PASSWORD)
+    def approver_for(self, actor: Principal, grantee: str | None = None) -> Principal | None:
+        """A second manager or administrator to approve an enrolment or grant by ``actor`` (None
+        while the administrator is the registrant's only one: they enrol alone)."""
+        return next((p for p in self.staff_admins if p.staff_id not in (actor.staff_id, grantee)), None)
+
+    def enroll(self, name: str, username: str, *roles: str, by: Principal | None = None) -> Principal:
+        """Enrol through the service as ``by`` (the administrator), approved by the first other
+        manager or administrator once there is one (separation of duties)."""
+        by = by or self.admin
+        res = services.enroll_staff(self.ledger, by, EnrollStaff(name, username, roles),
+                                    approver=self.approver_for(by))
+        who = Principal(self.dea, res["staff_id"], name, AuthMethod.PASSWORD)
+        if {"manager", "administrator"} & set(roles):
+            self.staff_admins.append(who)
+        return who
 
 
 @pytest.fixture

@@ -97,7 +97,17 @@ def audit(
                 label += f" ({p['ending_basis']})"
             table.add_row(label, str(p["mg"][line]), str(p["ml"][line]), str(p["containers"][line]))
         table.add_row("variance %", str(p["variance_percent"]) + (" FLAGGED" if p["flagged"] else ""), "", "")
+        table.add_row("variance after adjustments %", str(p["variance_after_adjustments_percent"]), "", "")
         out.print(table)
+        if p.get("adjustment_entries"):  # issue 15: each adjustment after the difference, with who signed it
+            adj = Table(title=f"{p['ndc']} adjustments after the difference", show_lines=False)
+            for col in ("entry", "what", "mL", "mg", "signed by"):
+                adj.add_column(col, justify="right" if col in ("entry", "mL", "mg") else "left")
+            for a in p["adjustment_entries"]:
+                signed = "; ".join(f"{s['meaning']}: {s['printed_name']}" for s in a["signatures"])
+                what = a["description"] + (" (in the counted beginning: not summed)" if a["in_counted_beginning"] else "")
+                adj.add_row(str(a["seq"]), what, str(a["ml"]), str(a["mg"]), signed)
+            out.print(adj)
 
 
 @app.command("stock")

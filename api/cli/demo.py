@@ -32,6 +32,7 @@ from ledger.domain.commands import (
     AddressInput,
     AddSupplier,
     AdministerDose,
+    BreakageLineInput,
     CountLineInput,
     DestroyStock,
     DrawInput,
@@ -39,6 +40,7 @@ from ledger.domain.commands import (
     InventoryItemInput,
     ReceivedLineInput,
     ReceiveStock,
+    RecordBreakage,
     RecordWaste,
     RegisterPatient,
     RegisterRegistrant,
@@ -64,9 +66,14 @@ LOCATIONS = [
     ("AB1234563", "Calm Waters Ketamine Clinic - Austin", AddressInput("100 Harbor Way", "Austin", "TX", "78701"), "America/Chicago"),
     ("FB7654329", "Calm Waters Ketamine Clinic - Denver", AddressInput("2200 Larimer St", "Denver", "CO", "80205"), "America/Denver"),
 ]
-STAFF = [("Morgan Manager", "morgan", ("manager",)), ("Nora Nurse", "nora", ("nurse",)),
-         ("Ned Nurse", "ned", ("nurse",)), ("Pia Pharmacist", "pia", ("pharmacist",)),
-         ("Casey Compliance", "casey", ("compliance_officer",)), ("Dr. Dana Prescriber", "dana", ("prescriber",))]
+#: In order of enrolment: Avery, the only administrator, enrols the staff alone, the manager last
+#: (issue 15: once a second manager or administrator exists, every enrolment and role grant needs
+#: their approval). Had the manager come first and approved the others, every entry the manager
+#: co-signs with them in the demo's eight weeks would raise ``witness_enrolled_by_actor``: a
+#: manager enrolled alone by the administrator is no independent approver.
+STAFF = [("Nora Nurse", "nora", ("nurse",)), ("Ned Nurse", "ned", ("nurse",)), ("Pia Pharmacist", "pia", ("pharmacist",)),
+         ("Casey Compliance", "casey", ("compliance_officer",)), ("Dr. Dana Prescriber", "dana", ("prescriber",)),
+         ("Morgan Manager", "morgan", ("manager",))]
 PRODUCTS = [("42023-0113-10", "Ketamine HCl injection 50 mg/mL", "50.00", "10.00"),
             ("0409-2051-05", "Ketamine HCl injection 10 mg/mL", "10.00", "20.00")]
 K50, K10 = PRODUCTS[0][0], PRODUCTS[1][0]
@@ -117,7 +124,9 @@ class _Location:
         ledger, admin = self.ledger, self.admin
         self.clock.now = self.at(self.start, 7, 0)
         for printed, user, roles in STAFF:
-            sid = services.enroll_staff(ledger, admin, EnrollStaff(printed, user, roles))["staff_id"]
+            # Two people once there is a second manager (none here before the last one: see STAFF).
+            approver = self.people.get("morgan")
+            sid = services.enroll_staff(ledger, admin, EnrollStaff(printed, user, roles), approver=approver)["staff_id"]
             self.people[user] = Principal(self.dea, sid, printed, AuthMethod.DEMO_SEED)
         p = self.people
         for ndc, pname, strength, container in PRODUCTS:
@@ -247,14 +256,26 @@ class _Location:
                 self.clock.now += timedelta(minutes=10)
                 services.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
                     d, "documentation_error", "infusion given during EHR downtime was entered late from the paper log",
-                    fixed_by_seq=res["entries"][0]["seq"]))
+                    fixed_by_seq=res["entries"][0]["seq"]), witness=p["pia"])
             elif self.incident == "spill":
+                # issue 15: the spill (before the count) is recorded by the two nurses who saw it,
+                # then the resolution points at it; the second person is Pia (not a counter)
+                vials = [v for v in stock.vials(self.ledger, self.dea, ndc_key="42023011310")
+                         if v["state"] in ("sealed", "open") and v["ml_left"] >= Decimal("0.50")]
+                spilled = max(vials, key=lambda v: (v["opened_at"] is not None, v["ml_left"]))
+                self.clock.now = self.at(day, 8, 40)
+                b = services.record_breakage(self.ledger, p["nora"], RecordBreakage(
+                    "spill", "0.5 mL spilled when a syringe disconnected during the draw", False,
+                    (BreakageLineInput(spilled["vial_id"], "0.50"),), self.at(day, 7, 50)), witness=p["ned"])
+                self.clock.now = self.at(day, 8, 45)
                 services.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
-                    d, "spill", "0.5 mL spilled when a syringe disconnected during the draw; reported same day"))
+                    d, "spill", "0.5 mL spilled when a syringe disconnected during the draw; reported same day",
+                    breakage_seq=b["breakage_seq"]), witness=p["pia"])
                 self.unrecorded[K50] = Decimal(0)
             elif self.incident == "missing":
                 out = services.resolve_discrepancy(self.ledger, p["morgan"], ResolveDiscrepancy(
-                    d, "theft_or_loss", "a sealed vial is missing from the locked cabinet; police notified"))
+                    d, "theft_or_loss", "a sealed vial is missing from the locked cabinet; police notified"),
+                    witness=p["pia"])
                 self.unrecorded[K50] = Decimal(0)
                 self.clock.now = self.at(day, 11, 0)
                 services.report_theft_or_loss(self.ledger, p["morgan"], ReportTheftOrLoss(

@@ -1,6 +1,13 @@
 """Authentication: argon2 passwords (pwdlib), password rules, bearer sessions with idle and
-absolute expiry, lock-out after repeated failures, TOTP (pyotp) for administrators and managers,
-and single-use witness assertions bound to one command body.
+absolute expiry, sign-in throttling after repeated failures, TOTP (pyotp) for administrators and
+managers, and single-use witness assertions bound to one command body.
+
+Throttling: every sign-in attempt (login, witness sign-off, password change) on an existing login
+is counted as a failure in one conditional UPDATE *before* its password is checked, and a success
+resets the count. After ``lockout_after_failures`` failures the login is throttled: attempts are
+refused (429, ``Retry-After``) unchecked until a delay has passed, then one attempt is checked
+per delay, the delay doubling with each failure up to a cap. A manager or administrator can clear
+it. A burst of concurrent guesses therefore gets at most the threshold's worth of checks.
 
 Bearer tokens and witness assertions are random (``secrets``), handed out once and stored only as
 their SHA-256. Who a request acts as is the staff member of the session; the roles it may use are
@@ -12,22 +19,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyotp
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from api.http.auth_store import AuthStore, StaffMember
-from api.http.problems import AccessDenied, Unauthorized
-from ledger.domain.errors import InvalidInput
+from api.http.problems import AccessDenied, SignInThrottled, Unauthorized
+from ledger.domain.alerts import Candidate
+from ledger.domain.errors import InvalidInput, LedgerError, NotFound
 from ledger.domain.principal import AuthMethod, Principal, Role
-from ledger.integrity.canonical import format_time
+from ledger.integrity.canonical import format_time, parse_time
+from ledger.services.alerts import raise_alerts
 from ledger.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Roles whose logins need a second factor (TOTP): they change who may do what.
 TOTP_ROLES = frozenset({Role.ADMINISTRATOR.value, Role.MANAGER.value})
@@ -57,6 +71,14 @@ def default_hasher() -> PasswordHash:
 def fast_test_hasher() -> PasswordHash:
     """argon2id with tiny parameters: for tests only, never for a deployment."""
     return PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+
+
+def wait_words(seconds: int) -> str:
+    """A wait in plain words, rounded up: "30 seconds", "1 minute", "15 minutes"."""
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def check_password_rules(password: str, *, username: str, printed_name: str, field: str = "password") -> None:
@@ -164,44 +186,128 @@ class Authenticator:
         """Verify a username, password and (where needed) TOTP code at ``registrant``.
 
         Every failure is a 401 with one message, so a caller cannot tell a wrong username from a
-        wrong password; failures count toward the lock-out of an existing login.
+        wrong password. Each attempt on an existing login is counted as a failure *before* its
+        password is checked (a success resets the count); once the login is throttled an attempt
+        is refused with 429 (:class:`SignInThrottled`) without checking anything.
         """
+        member, method, _cred = self._check(registrant, username, password, totp, field_prefix=field_prefix)
+        return member, method
+
+    def _check(self, registrant: str, username: str, password: str, totp: str | None,
+               *, field_prefix: str = "") -> tuple[StaffMember, AuthMethod, dict[str, Any]]:
         now = self.now()
         member = self.store.staff_by_username(registrant, username.strip().lower()) if isinstance(username, str) else None
         cred = self.store.credential(registrant, member.staff_id) if member is not None else None
         if member is None or cred is None:
             self.hasher.verify(password, self._dummy)  # same work as a real check
             raise Unauthorized("wrong username or password", type_="login-failed")
-        if cred["locked_until"] is not None and cred["locked_until"] > format_time(now):
-            raise Unauthorized(f"too many failed attempts; this login is locked until {cred['locked_until']}",
-                               type_="login-locked")
+        count, until = self._claim(member, now, field=field_prefix + "username")
         ok, new_hash = self.hasher.verify_and_update(password, cred["password_hash"])
         if not ok:
-            self._failed(member)
+            self._failed(member, count, until)
             raise Unauthorized("wrong username or password", type_="login-failed")
         method = AuthMethod.PASSWORD
         needs_totp = bool(member.roles & TOTP_ROLES) or cred["totp_secret"] is not None
         if needs_totp:
+            # The password was right, but the attempt stays counted until the whole sign-in
+            # succeeds: "TOTP code needed" tells a guesser the password, so it costs a try.
             if cred["totp_secret"] is None:
+                self._failed(member, count, until)
                 raise Unauthorized("this login needs a second factor but has no TOTP enrolled; ask an "
                                    "administrator to reset the credential", type_="totp-not-enrolled")
             if not totp:
+                self._failed(member, count, until)
                 raise Unauthorized("this login needs its TOTP code", type_="totp-required", field=field_prefix + "totp")
             if not (isinstance(totp, str) and totp.isdigit() and len(totp) == 6
                     and pyotp.TOTP(cred["totp_secret"]).verify(totp, for_time=now, valid_window=1)):
-                self._failed(member)
+                self._failed(member, count, until)
                 raise Unauthorized("wrong TOTP code", type_="login-failed", field=field_prefix + "totp")
             method = AuthMethod.PASSWORD_TOTP
         self.store.record_success(registrant, member.staff_id, format_time(now))
         if new_hash is not None:
             self.store.rehash(registrant, member.staff_id, new_hash, format_time(now))
-        return member, method
+        return member, method, cred
 
-    def _failed(self, member: StaffMember) -> None:
-        now = self.now()
-        until = now + timedelta(minutes=self.settings.lockout_minutes)
-        self.store.record_failure(member.registrant, member.staff_id, threshold=self.settings.lockout_after_failures,
-                                  lock_until=format_time(until), now=format_time(now))
+    # --- sign-in throttle -----------------------------------------------------------------------
+
+    def throttle_untils(self, now: datetime) -> list[str]:
+        """``locked_until`` for the failure that makes the count ``lockout_after_failures + k``,
+        k = 0, 1, ...: the first delay, doubling, up to the cap (the last serves every later k)."""
+        delay = self.settings.throttle_delay_seconds
+        cap = self.settings.throttle_max_delay_seconds
+        out = []
+        while True:
+            wait = min(delay, cap)
+            out.append(format_time(now + timedelta(seconds=wait)))
+            if wait >= cap:
+                return out
+            delay *= 2
+
+    def _claim(self, member: StaffMember, now: datetime, *, field: str) -> tuple[int, str | None]:
+        """Count this attempt before any password is checked, or refuse it (429) if throttled."""
+        claim = self.store.claim_attempt(member.registrant, member.staff_id, now=format_time(now),
+                                         threshold=self.settings.lockout_after_failures,
+                                         untils=self.throttle_untils(now))
+        if claim is None:
+            raise self._throttled(member, now, field=field)
+        return claim
+
+    def _throttled(self, member: StaffMember, now: datetime, *, field: str) -> SignInThrottled:
+        cred = self.store.credential(member.registrant, member.staff_id)
+        until = cred["locked_until"] if cred is not None else None
+        # The delay may have ended since the claim was refused (a race): "retry in 1 second".
+        wait = max(1, math.ceil((parse_time(until) - now).total_seconds())) if until else 1
+        until = until if until and until > format_time(now) else format_time(now + timedelta(seconds=wait))
+        return SignInThrottled(f"too many failed sign-ins for this login; try again in {wait_words(wait)}, "
+                               "or ask a manager to clear the sign-in throttle", retry_after=wait, until=until,
+                               field=field)
+
+    def _failed(self, member: StaffMember, count: int, until: str | None) -> None:
+        """The claimed attempt failed (it is counted already). The failure that throttles the
+        login raises the ``sign_in_throttled`` alert: one per throttle episode, since only one
+        attempt can bring the count to the threshold before a success or a clearing resets it."""
+        if count != self.settings.lockout_after_failures or until is None:
+            return
+        s = self.settings
+        self._raise_alert(member.registrant, Candidate(
+            alert_key=f"sign_in_throttled:{member.staff_id}:{until}", rule="sign_in_throttled", severity="medium",
+            subjects=(member.staff_id,),
+            summary=f"{count} failed sign-ins in a row for staff member {member.staff_id}; further attempts are "
+                    f"refused unchecked until {until}, then one per growing delay, until a sign-in succeeds or a "
+                    "manager clears the throttle",
+            parameters={"after_failures": str(s.lockout_after_failures),
+                        "first_delay_seconds": str(s.throttle_delay_seconds),
+                        "max_delay_seconds": str(s.throttle_max_delay_seconds)},
+            evidence_seqs=(), figures={"failures": str(count), "until": until}))
+
+    def _raise_alert(self, registrant: str, candidate: Candidate) -> None:
+        try:
+            raise_alerts(self.store.ledger, registrant, [candidate], raised_by="sign_in")
+        except LedgerError as exc:  # the throttle holds regardless; the refusal must still go out
+            log.warning("could not raise alert %s: %s", candidate.rule, type(exc).__name__)
+
+    def clear_throttle(self, who: Principal, staff_id: str) -> tuple[int, str | None] | None:
+        """A manager or administrator clears a login's failure count and throttle; recorded as a
+        ``sign_in_throttle_cleared`` alert naming who cleared it and when. Returns the prior
+        (failures, until), or None when there was nothing to clear (nothing is recorded then)."""
+        if self.store.staff(who.registrant, staff_id) is None:
+            raise NotFound(f"no staff member {staff_id} at {who.registrant}", field="staff_id")
+        if staff_id == who.staff_id:
+            raise AccessDenied("a second person clears your own sign-in throttle", type_="own-sign-in-throttle",
+                               field="staff_id")
+        now = format_time(self.now())
+        prior = self.store.clear_throttle(who.registrant, staff_id, now)
+        if prior is not None:
+            failures, until = prior
+            self._raise_alert(who.registrant, Candidate(
+                alert_key=f"sign_in_throttle_cleared:{staff_id}:{now}", rule="sign_in_throttle_cleared",
+                severity="low", subjects=(staff_id,),
+                summary=f"the sign-in failures of staff member {staff_id} ({failures}) were cleared by "
+                        f"{who.printed_name} ({who.staff_id})",
+                parameters={}, evidence_seqs=(),
+                figures={"failures": str(failures), "until": until or "", "cleared_by": who.staff_id,
+                         "cleared_at": now}))
+        return prior
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -248,10 +354,15 @@ class Authenticator:
         """Change one's own password after checking the current one; ends every session."""
         cred = self.store.credential(principal.registrant, principal.staff_id)
         member = self.store.staff(principal.registrant, principal.staff_id)
-        if cred is None or member is None or not self.hasher.verify(current, cred["password_hash"]):
-            if member is not None and cred is not None:
-                self._failed(member)
+        if cred is None or member is None:
             raise Unauthorized("the current password is wrong", type_="login-failed", field="current_password")
+        # A stolen session must not become a password oracle: counted and throttled like a login.
+        now = self.now()
+        count, until = self._claim(member, now, field="current_password")
+        if not self.hasher.verify(current, cred["password_hash"]):
+            self._failed(member, count, until)
+            raise Unauthorized("the current password is wrong", type_="login-failed", field="current_password")
+        self.store.record_success(principal.registrant, principal.staff_id, format_time(now))
         if current == new:
             raise InvalidInput("must differ from the current password", field="new_password")
         self.set_password(member, new, must_change=False, enroll_totp=False)
@@ -272,10 +383,16 @@ class Authenticator:
         body = body_sha256.lower() if isinstance(body_sha256, str) else ""
         if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):
             raise InvalidInput("must be the SHA-256 of the command body, 64 hex digits", field="body_sha256")
-        witness, method = self.check_credentials(reg, username, password, totp)
+        witness, method, cred = self._check(reg, username, password, totp)
         if witness.staff_id == actor.principal.staff_id:
             raise Unauthorized("a witness must be a second person, not the one recording", type_="witness-is-actor",
                                field="username")
+        if cred["must_change_password"]:
+            # A temporary password was set by someone else (an administrator, the console): until
+            # its owner replaces it, whoever set it could sign as them.
+            raise AccessDenied(f"{witness.printed_name} must first replace their temporary password (log in and "
+                               "change it) before they can witness, count or approve",
+                               type_="witness-temporary-password", field="username")
         token = ASSERTION_PREFIX + secrets.token_urlsafe(32)
         now = self.now()
         expires = format_time(now + timedelta(seconds=self.settings.witness_assertion_seconds))

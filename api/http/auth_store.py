@@ -8,6 +8,7 @@ The staff and role projections are read here too (they are the ledger's, built f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ class AuthStore:
 
     def set_credential(self, registrant: str, staff_id: str, *, password_hash: str, must_change: bool,
                        totp_secret: str | None, keep_totp: bool, now: str) -> None:
-        """Insert or replace the credential, clear the lock-out and revoke every open session."""
+        """Insert or replace the credential, clear the sign-in throttle and revoke every open session."""
         with self.engine.begin() as conn:
             prior = conn.execute(sa.select(cred_t.c.totp_secret).where(
                 cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)).first()
@@ -99,18 +100,42 @@ class AuthStore:
             conn.execute(cred_t.update().where(cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)
                          .values(password_hash=password_hash, updated_at=now))
 
-    def record_failure(self, registrant: str, staff_id: str, *, threshold: int, lock_until: str, now: str) -> bool:
-        """Count a failed login; lock when the count reaches ``threshold``. True if now locked."""
+    def claim_attempt(self, registrant: str, staff_id: str, *, now: str, threshold: int,
+                      untils: Sequence[str]) -> tuple[int, str | None] | None:
+        """Count one sign-in attempt as failed *before* its password is checked (a success then
+        resets the count), in one conditional UPDATE. None, with nothing changed, while the login
+        is throttled (``locked_until`` after ``now``) or has no credential: the caller refuses the
+        attempt unchecked. Otherwise the new count and ``locked_until``.
+
+        The attempt that brings the count to ``threshold + k`` sets ``locked_until`` to
+        ``untils[k]`` (the last one for every later ``k``) in the same statement, so no other
+        attempt gets past the WHERE until then: PostgreSQL re-evaluates the WHERE of an UPDATE
+        that waited for the row's lock (READ COMMITTED), SQLite runs one writer at a time.
+        A read followed by a separate count (as before) let 104 guesses through in one burst."""
+        count = cred_t.c.failed_logins + 1
+        as_text = cred_t.c.locked_until.type
+        whens = [(count < threshold, sa.null())]
+        whens += [(count == threshold + k, sa.cast(sa.literal(u), as_text)) for k, u in enumerate(untils[:-1])]
+        lock = sa.case(*whens, else_=sa.cast(sa.literal(untils[-1]), as_text))
+        stmt = (cred_t.update()
+                .where(cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id,
+                       sa.or_(cred_t.c.locked_until.is_(None), cred_t.c.locked_until <= now))
+                .values(failed_logins=count, locked_until=lock, updated_at=now)
+                .returning(cred_t.c.failed_logins, cred_t.c.locked_until))
         with self.engine.begin() as conn:
-            conn.execute(cred_t.update().where(cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)
-                         .values(failed_logins=cred_t.c.failed_logins + 1, updated_at=now))
-            n = conn.execute(sa.select(cred_t.c.failed_logins).where(
-                cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)).scalar()
-            if n is not None and n >= threshold:
-                conn.execute(cred_t.update().where(cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)
-                             .values(locked_until=lock_until, failed_logins=0))
-                return True
-            return False
+            row = conn.execute(stmt).first()
+        return (row.failed_logins, row.locked_until) if row is not None else None
+
+    def clear_throttle(self, registrant: str, staff_id: str, now: str) -> tuple[int, str | None] | None:
+        """Reset the failure count and the throttle; the prior (count, locked_until), or None
+        when there was nothing to clear (no credential, no failures)."""
+        where = (cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)
+        with self.engine.begin() as conn:
+            prior = conn.execute(sa.select(cred_t.c.failed_logins, cred_t.c.locked_until).where(*where)).first()
+            if prior is None or (prior.failed_logins == 0 and prior.locked_until is None):
+                return None
+            conn.execute(cred_t.update().where(*where).values(failed_logins=0, locked_until=None, updated_at=now))
+            return prior.failed_logins, prior.locked_until
 
     def record_success(self, registrant: str, staff_id: str, now: str) -> None:
         with self.engine.begin() as conn:

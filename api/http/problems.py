@@ -32,6 +32,22 @@ class AccessDenied(LedgerError):
             self.type = type_
 
 
+class SignInThrottled(LedgerError):
+    """Too many failed sign-ins: this attempt was refused without checking any password (429).
+
+    ``retry_after`` (whole seconds) goes out as the ``Retry-After`` header, ``until`` (UTC) in
+    the problem body; ``field`` names the username (or the current password) that is throttled."""
+
+    status = 429
+    type = "sign-in-throttled"
+
+    def __init__(self, reason: str, *, retry_after: int, until: str, field: str | None = "username"):
+        super().__init__(reason, field=field)
+        self.retry_after = retry_after
+        self.until = until
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class PayloadTooLarge(LedgerError):
     status = 413
     type = "payload-too-large"

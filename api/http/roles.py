@@ -28,7 +28,10 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "whoami": ANY_LOGIN,
     "logout": ANY_LOGIN,
     "change_own_password": ANY_LOGIN,
-    "create_witness_assertion": frozenset({N, PH, PR, M}),
+    # The recording person's device asks for it: clinicians for a waste, count or destruction;
+    # managers and administrators for the approver of an enrolment or role grant; the compliance
+    # officer for the second person on a theft or loss report that takes vials off the book.
+    "create_witness_assertion": frozenset({N, PH, PR, M, C, AD}),
     # staff and roles (services: administrator or manager)
     "list_staff": frozenset({M, C, A, AD}),
     "enroll_staff": frozenset({M, AD}),
@@ -36,6 +39,7 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "revoke_role": frozenset({M, AD}),
     "set_staff_password": frozenset({AD}),
     "revoke_staff_sessions": frozenset({M, AD}),
+    "clear_sign_in_throttle": frozenset({M, AD}),
     # reference data (services: administrator, manager, pharmacist)
     "list_products": EVERYONE,
     "add_product": frozenset({PH, M, AD}),
@@ -61,6 +65,7 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "start_count": frozenset({N, PH, M}),
     "submit_count": frozenset({N, PH, M}),
     "resolve_discrepancy": frozenset({M}),
+    "record_breakage": CLINICIANS,
     "destroy_stock": CLINICIANS,
     "transfer_stock": frozenset({PH, M}),
     "return_stock": frozenset({PH, M}),

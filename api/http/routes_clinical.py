@@ -24,6 +24,7 @@ from api.http.deps import (
 from api.http.schemas import PROBLEM_RESPONSES, When
 from api.http.schemas_clinical import (
     AdministrationCreate,
+    BreakageCreate,
     ClinicalResultPublic,
     CorrectionCreate,
     CountCreate,
@@ -44,6 +45,7 @@ from ledger import services
 from ledger.domain.commands import (
     AddressInput,
     AdministerDose,
+    BreakageLineInput,
     ChangePatientDetails,
     CorrectEntry,
     CorrectionLineInput,
@@ -52,6 +54,7 @@ from ledger.domain.commands import (
     DrawInput,
     LostVialInput,
     QuarantineStock,
+    RecordBreakage,
     RecordWaste,
     RegisterPatient,
     ReleaseQuarantine,
@@ -173,11 +176,25 @@ def submit_count(session_id: Id, body: CountSubmissionCreate, ledger: LedgerDep,
 @router.post("/discrepancies/{discrepancy_id}/resolutions", status_code=CREATED, response_model=ClinicalResultPublic,
              name="resolve_discrepancy")
 def resolve_discrepancy(discrepancy_id: Id, body: ResolutionCreate, ledger: LedgerDep,
-                        who: Annotated[Principal, actor("resolve_discrepancy")],
+                        who: Annotated[Principal, actor("resolve_discrepancy")], second: OptionalWitnessDep,
                         idempotency_key: IdempotencyKey = None) -> dict:
-    """Explain, categorize and approve a count discrepancy."""
-    cmd = ResolveDiscrepancy(discrepancy_id, body.category, body.explanation, body.fixed_by_seq)
-    return services.resolve_discrepancy(ledger, who, cmd, idempotency_key=idempotency_key)
+    """Explain, categorize and approve a count discrepancy, with a second person who is neither
+    the manager nor a counter (``Witness-Assertion``). A spill or breakage names the breakage
+    recorded when it happened (``breakage_seq``); theft or loss takes the loss off the book."""
+    cmd = ResolveDiscrepancy(discrepancy_id, body.category, body.explanation, body.fixed_by_seq, body.breakage_seq)
+    return services.resolve_discrepancy(ledger, who, cmd, witness=_p(second), idempotency_key=idempotency_key)
+
+
+@router.post("/breakages", status_code=CREATED, response_model=ClinicalResultPublic, name="record_breakage")
+def record_breakage(body: BreakageCreate, ledger: LedgerDep, who: Annotated[Principal, actor("record_breakage")],
+                    witness: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
+    """Record a breakage or spill when it happens, with a second person who saw it
+    (``Witness-Assertion``). Not recoverable: the mL leave the book now. Recoverable: the vials
+    are set aside (never drawn from) until destroyed (Form 41)."""
+    cmd = RecordBreakage(body.what, body.description, body.recoverable,
+                         tuple(BreakageLineInput(ln.vial_id, ln.ml) for ln in body.lines), body.occurred_at,
+                         body.late_reason)
+    return services.record_breakage(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
 @router.post("/destructions", status_code=CREATED, response_model=ClinicalResultPublic, name="destroy_stock")
@@ -211,23 +228,26 @@ def return_stock(body: ReturnCreate, ledger: LedgerDep, who: Annotated[Principal
 
 @router.post("/loss-reports", status_code=CREATED, response_model=ClinicalResultPublic, name="report_theft_or_loss")
 def report_theft_or_loss(body: LossReportCreate, ledger: LedgerDep,
-                         who: Annotated[Principal, actor("report_theft_or_loss")],
+                         who: Annotated[Principal, actor("report_theft_or_loss")], witness: OptionalWitnessDep,
                          idempotency_key: IdempotencyKey = None) -> dict:
-    """Report a theft or significant loss (DEA Form 106 data); answers the notice deadlines."""
+    """Report a theft or significant loss (DEA Form 106 data); answers the notice deadlines.
+    Vials taken off the book (``lost``) need a second person (``Witness-Assertion``)."""
     cmd = ReportTheftOrLoss(body.discovered_at, body.loss_type, body.police_notified, body.losses_past_24_months,
                             body.purchase_value_usd, tuple(LostVialInput(v.vial_id, v.ml) for v in body.lost),
                             tuple(body.covers_seqs), body.police_department, body.police_report_number,
                             tuple(body.documents))
-    return services.report_theft_or_loss(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.report_theft_or_loss(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
 @router.post("/corrections", status_code=CREATED, response_model=ClinicalResultPublic, name="correct_entry")
 def correct_entry(body: CorrectionCreate, ledger: LedgerDep, who: Annotated[Principal, actor("correct_entry")],
-                  idempotency_key: IdempotencyKey = None) -> dict:
-    """Correct an earlier entry by a later, signed one that names it and says why (never an edit)."""
+                  approver: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
+    """Correct an earlier entry by a later, signed one that names it and says why (never an edit).
+    Lines may only touch the vials the corrected entry moved; a line that removes stock needs a
+    second person, a manager or pharmacist, who approves on this device (``Witness-Assertion``)."""
     cmd = CorrectEntry(body.corrects_seq, body.reason,
                        tuple(CorrectionLineInput(ln.vial_id, ln.direction, ln.ml) for ln in body.lines))
-    return services.correct_entry(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.correct_entry(ledger, who, cmd, approver=_p(approver), idempotency_key=idempotency_key)
 
 
 @router.post("/quarantines", status_code=CREATED, response_model=ClinicalResultPublic, name="quarantine_stock")

@@ -1,4 +1,10 @@
-"""Staff, roles, products and suppliers: reads, and the commands that record them as entries."""
+"""Staff, roles, products and suppliers: reads, and the commands that record them as entries.
+
+Enrolling staff and granting roles take two people (separation of duties): the manager or
+administrator sending the request, and a second one who approves it on the same device with a
+``Witness-Assertion`` (``POST .../witness-assertions``, bound to this very body), as witnesses
+sign a waste. Only a registrant with no other manager or administrator may leave it out.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, status
 
 from api.http import queries
-from api.http.deps import AuthDep, IdempotencyKey, LedgerDep, actor
+from api.http.auth import Witness
+from api.http.deps import AuthDep, IdempotencyKey, LedgerDep, OptionalWitnessDep, actor
 from api.http.schemas import (
     PROBLEM_RESPONSES,
     CommandResultPublic,
@@ -15,6 +22,7 @@ from api.http.schemas import (
     ProductCreate,
     ProductPublic,
     RoleGrantCreate,
+    RoleGrantedPublic,
     RoleRevokeCreate,
     StaffCreate,
     StaffEnrolledPublic,
@@ -45,20 +53,31 @@ def list_staff(ledger: LedgerDep, auth: AuthDep, who: Annotated[Principal, actor
     return queries.staff(ledger, who.registrant, auth.store.has_credentials(who.registrant))
 
 
+def _p(w: Witness | None) -> Principal | None:
+    return w.principal if w is not None else None
+
+
 @router.post("/staff", status_code=CREATED, response_model=StaffEnrolledPublic, tags=["staff"], name="enroll_staff")
 def enroll_staff(body: StaffCreate, ledger: LedgerDep, who: Annotated[Principal, actor("enroll_staff")],
-                 idempotency_key: IdempotencyKey = None) -> dict:
-    """Enroll a staff member (entry ``staff_enrolled``) with initial roles (``role_granted``)."""
+                 approver: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
+    """Enroll a staff member (entry ``staff_enrolled``) with initial roles (``role_granted``),
+    approved by a second manager or administrator (``Witness-Assertion`` header). A printed name
+    in two scripts, or one that looks like an existing staff member's, is refused (add a visible
+    suffix such as "(2)")."""
     return services.enroll_staff(ledger, who, EnrollStaff(body.printed_name, body.username, tuple(body.roles)),
-                                 idempotency_key=idempotency_key)
+                                 approver=_p(approver), idempotency_key=idempotency_key)
 
 
-@router.post("/staff/{staff_id}/roles", status_code=CREATED, response_model=CommandResultPublic, tags=["staff"],
+@router.post("/staff/{staff_id}/roles", status_code=CREATED, response_model=RoleGrantedPublic, tags=["staff"],
              name="grant_role")
 def grant_role(staff_id: StaffId, body: RoleGrantCreate, ledger: LedgerDep,
-               who: Annotated[Principal, actor("grant_role")], idempotency_key: IdempotencyKey = None) -> dict:
-    """Grant a role (entry ``role_granted``); only an administrator grants ``administrator``."""
-    return services.grant_role(ledger, who, GrantRole(staff_id, body.role), idempotency_key=idempotency_key)
+               who: Annotated[Principal, actor("grant_role")], approver: OptionalWitnessDep,
+               idempotency_key: IdempotencyKey = None) -> dict:
+    """Grant a role to someone else (entry ``role_granted``), approved by a second manager or
+    administrator who is not the grantee (``Witness-Assertion`` header); only an administrator
+    grants ``administrator``."""
+    return services.grant_role(ledger, who, GrantRole(staff_id, body.role), approver=_p(approver),
+                               idempotency_key=idempotency_key)
 
 
 @router.post("/staff/{staff_id}/role-revocations", status_code=CREATED, response_model=CommandResultPublic,

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
+from fastapi.routing import APIRoute
+from pydantic import Field
 
 from api.http.auth import require_role
 from api.http.deps import AuthDep, Dea, SessionDep, actor
+from api.http.problems import SignInThrottled
 from api.http.roles import roles_for
 from api.http.schemas import (
     PROBLEM_RESPONSES,
     CredentialPublic,
     LoginCreate,
     PasswordChangeCreate,
+    Problem,
+    PublicModel,
     SessionPublic,
     SessionsRevokedPublic,
     StaffId,
@@ -25,11 +31,43 @@ from api.http.schemas import (
 from ledger.domain.errors import NotFound
 from ledger.domain.principal import Principal
 
-router = APIRouter(prefix="/v1/registrants/{dea}", tags=["sessions"], responses=PROBLEM_RESPONSES)
+
+class SignInRoute(APIRoute):
+    """A throttled sign-in (login, witness sign-off, password change) is a 429 problem with a
+    ``Retry-After`` header and the end of the wait in the body (``until``, UTC)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInThrottled as exc:
+                from api.http.app import problem  # the app module builds every problem response
+
+                return problem(exc.status, exc.type, "Sign-in throttled", str(exc), headers=exc.headers,
+                               errors=[{"field": exc.field, "reason": exc.reason}], retry_after=exc.retry_after,
+                               until=exc.until)
+
+        return route
+
+
+THROTTLED = {429: {"description": "Too many failed sign-ins for this login: refused without checking the "
+                                  "password; retry after the Retry-After header's seconds",
+                   "content": {"application/problem+json": {"schema": Problem.model_json_schema()}}}}
+router = APIRouter(prefix="/v1/registrants/{dea}", tags=["sessions"], responses=PROBLEM_RESPONSES,
+                   route_class=SignInRoute)
+
+
+class SignInThrottlePublic(PublicModel):
+    staff_id: str
+    cleared: bool = Field(description="False when the login had no failed sign-ins to clear.")
+    failed_attempts: int = Field(description="Consecutive failed sign-ins before clearing.")
+    throttled_until: str | None = Field(default=None, description="Where the throttle would have ended (UTC).")
 
 
 @router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionPublic, name="login",
-             openapi_extra={"security": []})
+             openapi_extra={"security": []}, responses=THROTTLED)
 def login(dea: Dea, body: LoginCreate, auth: AuthDep) -> SessionPublic:
     """Log in with username, password and (administrators, managers) a TOTP code; answers a
     short-lived bearer token. Not idempotent: every login opens a new session."""
@@ -58,7 +96,8 @@ def whoami(dea: Dea, session: SessionDep) -> WhoAmIPublic:
                         password_change_required=session.must_change_password)
 
 
-@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, name="change_own_password")
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, name="change_own_password",
+             responses=THROTTLED)
 def change_own_password(dea: Dea, body: PasswordChangeCreate, session: SessionDep, auth: AuthDep) -> Response:
     """Change your own password (needs the current one). Every session of yours ends; log in again."""
     p = require_role(session, dea, roles_for("change_own_password"), password_change_ok=True)
@@ -89,8 +128,21 @@ def revoke_staff_sessions(staff_id: StaffId, auth: AuthDep,
     return SessionsRevokedPublic(staff_id=staff_id, revoked=n)
 
 
+@router.delete("/staff/{staff_id}/sign-in-throttle", response_model=SignInThrottlePublic,
+               name="clear_sign_in_throttle")
+def clear_sign_in_throttle(staff_id: StaffId, auth: AuthDep,
+                           who: Annotated[Principal, actor("clear_sign_in_throttle")]) -> SignInThrottlePublic:
+    """Clear a staff member's failed sign-ins and throttle at once (they forgot their password,
+    or someone guessed at it and they must witness now). Recorded as a
+    ``sign_in_throttle_cleared`` alert naming who cleared it; no one clears their own."""
+    prior = auth.clear_throttle(who, staff_id)
+    failures, until = prior if prior is not None else (0, None)
+    return SignInThrottlePublic(staff_id=staff_id, cleared=prior is not None, failed_attempts=failures,
+                                throttled_until=until)
+
+
 @router.post("/witness-assertions", status_code=status.HTTP_201_CREATED, response_model=WitnessAssertionPublic,
-             name="create_witness_assertion")
+             name="create_witness_assertion", responses=THROTTLED)
 def create_witness_assertion(body: WitnessAssertionCreate, session: SessionDep, auth: AuthDep,
                              _: Annotated[Principal, actor("create_witness_assertion")]) -> WitnessAssertionPublic:
     """The witness enters their own credentials on the recording person's device; the answer is a

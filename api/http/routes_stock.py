@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 
 from api.http import queries
 from api.http.deps import IdempotencyKey, LedgerDep, actor
@@ -26,8 +26,15 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import NotFound
 from ledger.domain.principal import Principal
+from ledger.integrity.canonical import format_time
+from ledger.storage.stock_reads import record_stock_read
 
 router = APIRouter(prefix="/v1/registrants/{dea}", tags=["stock"], responses=PROBLEM_RESPONSES)
+
+
+def note_stock_read(request: Request, ledger, who: Principal, what: str) -> None:
+    """Record that ``who`` read the book (a blind count lists its counters' reads)."""
+    record_stock_read(ledger.engine, who.registrant, who.staff_id, what, format_time(request.app.state.auth.now()))
 
 
 @router.post("/inventories", status_code=status.HTTP_201_CREATED, response_model=StockRecordedPublic,
@@ -60,22 +67,24 @@ VialState = Literal["sealed", "open", "quarantined", "empty", "lost", "destroyed
 
 
 @router.get("/vials", response_model=VialPage, name="list_vials")
-def list_vials(ledger: LedgerDep, who: Annotated[Principal, actor("list_vials")],
+def list_vials(request: Request, ledger: LedgerDep, who: Annotated[Principal, actor("list_vials")],
                state: Annotated[VialState | None, Query()] = None,
                ndc_key: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]{11,12}$")] = None,
                lot: Annotated[str | None, Query(max_length=64)] = None,
                cursor: Annotated[str | None, Query(max_length=200)] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> VialPage:
     """Vials one by one (state, mL and mg left), filtered by state, product or lot."""
+    note_stock_read(request, ledger, who, "GET /vials")
     items, nxt = queries.vials(ledger, who.registrant, state=state, ndc_key=ndc_key, lot=lot, cursor=cursor,
                                limit=limit)
     return VialPage(items=[VialPublic(**i) for i in items], next_cursor=nxt)
 
 
 @router.get("/vials/{vial_id}", response_model=VialPublic, name="get_vial")
-def get_vial(vial_id: Annotated[str, Path(max_length=128)], ledger: LedgerDep,
+def get_vial(request: Request, vial_id: Annotated[str, Path(max_length=128)], ledger: LedgerDep,
              who: Annotated[Principal, actor("get_vial")]) -> dict:
     """One vial."""
+    note_stock_read(request, ledger, who, "GET /vials/{vial_id}")
     v = queries.vial(ledger, who.registrant, vial_id)
     if v is None:
         raise NotFound(f"no vial {vial_id[:40]!r} at {who.registrant}", field="vial_id")
@@ -83,6 +92,7 @@ def get_vial(vial_id: Annotated[str, Path(max_length=128)], ledger: LedgerDep,
 
 
 @router.get("/stock", response_model=StockPublic, name="stock_on_hand")
-def stock_on_hand(ledger: LedgerDep, who: Annotated[Principal, actor("stock_on_hand")]) -> dict:
+def stock_on_hand(request: Request, ledger: LedgerDep, who: Annotated[Principal, actor("stock_on_hand")]) -> dict:
     """Stock on hand per product and lot, in containers, mL and mg, and mg per DEA drug code."""
+    note_stock_read(request, ledger, who, "GET /stock")
     return queries.stock(ledger, who.registrant)

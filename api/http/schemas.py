@@ -369,6 +369,15 @@ class SupplierAddedPublic(CommandResultPublic):
 
 class StaffEnrolledPublic(CommandResultPublic):
     staff_id: str
+    #: Who signed ``approved``: a second manager or administrator, or the actor when they are the
+    #: registrant's only one (``enrolled_alone``).
+    approved_by: str
+    enrolled_alone: bool
+
+
+class RoleGrantedPublic(CommandResultPublic):
+    approved_by: str
+    granted_alone: bool
 
 
 class StockRecordedPublic(CommandResultPublic):

@@ -136,7 +136,10 @@ class ResolutionCreate(Body):
     category: Literal["documentation_error", "breakage", "spill", "theft_or_loss", "other"]
     explanation: Reason
     fixed_by_seq: Annotated[StrictInt, Field(ge=0, le=2**62)] | None = None
-    model_config = _ex({"category": "breakage", "explanation": "vial dropped during setup, seen by both counters"})
+    breakage_seq: Annotated[StrictInt, Field(ge=0, le=2**62, description=(
+        "spill | breakage: the breakage_recorded entry (two people who saw it) that happened before the count "
+        "and was recorded after it"))] | None = None
+    model_config = _ex({"category": "theft_or_loss", "explanation": "vial not found after a search of the med room"})
 
 
 class DestructionCreate(Body):
@@ -222,3 +225,22 @@ class QuarantineCreate(Body):
     vial_ids: VialIds
     reason: Reason
     model_config = _ex({"vial_ids": ["V14-5"], "reason": "carton seal broken on arrival (DSCSA suspect product)"})
+
+
+class BreakageLineCreate(Body):
+    vial_id: VialId
+    ml: Quantity | None = None  # None: all the vial holds
+
+
+class BreakageCreate(Body):
+    """A breakage or spill, recorded when it happened, witnessed by a second person who saw it."""
+
+    what: Literal["breakage", "spill"]
+    description: Annotated[str, Field(min_length=1, max_length=1000)]
+    recoverable: StrictBool
+    lines: Annotated[list[BreakageLineCreate], Field(min_length=1, max_length=50)]
+    occurred_at: When
+    late_reason: LateReason = None
+    model_config = _ex({"what": "spill", "description": "syringe knocked off the tray while drawing up",
+                        "recoverable": False, "lines": [{"vial_id": "V14-1", "ml": "1.50"}],
+                        "occurred_at": "2026-11-25T09:40:00-06:00"})

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from api.http import queries as api_queries
+from api.http.routes_stock import note_stock_read
 from api.web import queries
 from api.web.core import (
     DEA_PATTERN,
@@ -215,27 +216,47 @@ async def discrepancies(request: Request, dea: Dea, done: str | None = None) -> 
 
 
 def _resolve(page: Page, form: Form) -> Response:
+    from api.web.witness import witness_from_form
     from ledger.domain.commands import ResolveDiscrepancy
+    from ledger.services import request_fields
 
     did = form.text("discrepancy_id")
     values = {"discrepancy_id": did, "category": form.text("category"), "explanation": form.get("explanation", ""),
-              "fixed_by_seq": form.text("fixed_by_seq")}
+              "fixed_by_seq": form.text("fixed_by_seq"), "breakage_seq": form.text("breakage_seq"),
+              "second_username": form.text("second_username")}
     errors = Errors()
-    fixed = None
-    if values["fixed_by_seq"]:
-        fixed = whole_number(values["fixed_by_seq"])
-        if fixed is None:
-            errors.add(f"{did}-fixed_by_seq", "enter the entry number (digits)")
+    numbers: dict[str, int | None] = {"fixed_by_seq": None, "breakage_seq": None}
+    for name in numbers:
+        if values[name]:
+            numbers[name] = whole_number(values[name])
+            if numbers[name] is None:
+                errors.add(f"{did}-{name}", "enter the entry number (digits)")
     if not errors:
+        key = form.text("form_key") or None
+        cmd = ResolveDiscrepancy(did, values["category"], values["explanation"], numbers["fixed_by_seq"],
+                                 numbers["breakage_seq"])
+        witness = None
+        if values["second_username"] or form.get("second_password", ""):
+            # the second person (issue 15) signs on this screen; their errors go next to this
+            # discrepancy's fields (one form per discrepancy on the page)
+            found = Errors()
+            witness = witness_from_form(page, form, request_fields(cmd), found, prefix="second", idempotency_key=key)
+            for name, msg in found.items():
+                errors.add(f"{did}-{name}" if name.startswith("second_") else name, msg)
+            if witness is None:
+                return _discrepancies_page(page, errors=errors, values=values, status=422)
         try:
-            services.resolve_discrepancy(page.request.app.state.ledger, page.principal,
-                                         ResolveDiscrepancy(did, values["category"], values["explanation"], fixed),
-                                         idempotency_key=form.text("form_key") or None)
+            # without a second person the service still names what else is wrong first (the
+            # explanation, the category, the breakage record), then the missing second person
+            services.resolve_discrepancy(page.request.app.state.ledger, page.principal, cmd,
+                                         witness=witness.principal if witness else None, idempotency_key=key)
             return RedirectResponse(f"{location_path(page.dea)}discrepancies?done={did}", status_code=303)
         except LedgerError as exc:
             name, msg = error_of(exc)
-            if name in ("category", "explanation", "fixed_by_seq"):
+            if name in ("category", "explanation", "fixed_by_seq", "breakage_seq"):
                 errors.add(f"{did}-{name}", msg)
+            elif name == "witness":
+                errors.add(f"{did}-second_username", msg)
             else:
                 errors.add("form", f"{did}: {msg}")
             return _discrepancies_page(page, errors=errors, values=values, status=exc.status)
@@ -275,6 +296,8 @@ def _infusion_page(page: Page, *, values: dict, errors: Errors | None = None, st
 @router.get("/ui/{dea}/infusions/new", name="web_infusion")
 async def infusion_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "infusion")
+    # The form lists each usable vial with its mL left: that is the book, for a blind count.
+    await run_in_threadpool(note_stock_read, request, request.app.state.ledger, page.principal, "infusion form")
     ended = local_input(page.local_now(), page.tz)
     # The suggested start is 40 minutes before the end in elapsed time (UTC), not on the wall
     # clock: on the spring-forward morning 03:20 - 40 min on the wall is 02:40, an hour that

@@ -100,7 +100,7 @@ TRANSFER_FIELDS = ("receiver_dea_number", "receiver_name", "street", "city", "st
 
 
 LOSS_FIELDS = ("discovered_at", "loss_type", "police_notified", "police_department", "police_report_number",
-               "losses_past_24_months", "purchase_value_usd", "covers_seqs", "form_key")
+               "losses_past_24_months", "purchase_value_usd", "covers_seqs", "form_key", "witness_username")
 
 
 def _vial_choices(page: Page) -> list[dict[str, Any]]:
@@ -194,8 +194,18 @@ def _loss(page: Page, form: Form) -> Response:
                             covers_seqs=tuple(c for c in covers if c is not None),
                             police_department=form.optional("police_department"),
                             police_report_number=form.optional("police_report_number"))
+    # issue 15: vials taken off the book need a second person, who signs on this screen
+    witness = None
+    if cmd.lost and (values["witness_username"] or form.get("witness_password", "")):
+        from api.web.witness import witness_from_form
+        from ledger.services import request_fields
+
+        witness = witness_from_form(page, form, request_fields(cmd), errors, idempotency_key=values["form_key"])
+        if witness is None:
+            return _loss_page(page, values=values, errors=errors, status=422)
     try:
         res = services.report_theft_or_loss(page.request.app.state.ledger, page.principal, cmd,
+                                            witness=witness.principal if witness else None,
                                             idempotency_key=values["form_key"])
     except LedgerError as exc:
         name, _msg = error_of(exc, {"lost": "vial_ids"})
@@ -203,6 +213,8 @@ def _loss(page: Page, form: Form) -> Response:
             name = "vial_ids"
         if name.startswith("covers_seqs"):
             name = "covers_seqs"
+        if name == "witness":
+            name = "witness_username"
         errors.add(name, exc.reason)
         return _loss_page(page, values=values, errors=errors, status=exc.status)
     from api.web.routes_pages import saved_redirect

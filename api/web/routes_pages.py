@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from api.http import queries as api_queries
+from api.http.routes_stock import note_stock_read
 from api.web import queries
 from api.web.core import (
     DEA_PATTERN,
@@ -234,6 +235,7 @@ def saved_redirect(page: Page, res: dict[str, Any]) -> Response:
 async def stock(request: Request, dea: Dea, received: int | None = None) -> Response:
     page = await open_page(request, dea, "stock")
     ledger = request.app.state.ledger
+    await run_in_threadpool(note_stock_read, request, ledger, page.principal, "stock page")
     vials = await run_in_threadpool(queries.usable_vials, ledger, dea, page.local_now().date())
     totals = await run_in_threadpool(api_queries.stock, ledger, dea)
     return page.render("stock.html", vials=vials, totals=totals, received=received)

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from api.http.problems import Unauthorized
+from api.http.auth import wait_words
+from api.http.problems import SignInThrottled, Unauthorized
 from api.web import queries
 from api.web.core import (
     DEA_PATTERN,
@@ -92,6 +93,13 @@ async def login(request: Request, dea: Dea) -> Response:
     try:
         token, session = await run_in_threadpool(auth.login, dea, values["username"], form["password"],
                                                  form.optional("totp"))
+    except SignInThrottled as exc:
+        # Said in plain words, with the wait; the password was not checked, so no field is wrong.
+        errors.add("form", "Too many failed sign-ins for this login. Try again in "
+                           f"{wait_words(exc.retry_after)}, or ask a manager to clear your sign-in throttle.")
+        r = _login_page(request, dea, loc, errors=errors, values=values, status=429)
+        r.headers.update(exc.headers)
+        return r
     except LedgerError as exc:
         field = exc.field if exc.field in ("totp",) else ("password" if isinstance(exc, Unauthorized) else "form")
         if getattr(exc, "type", "") == "totp-required":

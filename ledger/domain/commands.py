@@ -213,6 +213,7 @@ class ResolveDiscrepancy:
     category: str  # documentation_error | breakage | spill | theft_or_loss | other
     explanation: str
     fixed_by_seq: int | None = None  # documentation_error: the late entry that was missing
+    breakage_seq: int | None = None  # spill | breakage: the breakage recorded when it happened
 
 
 @dataclass(frozen=True)
@@ -300,3 +301,19 @@ class StoreDocument:
     content: bytes
     media_type: str
     title: str
+
+
+@dataclass(frozen=True)
+class BreakageLineInput:
+    vial_id: str
+    ml: str | None = None  # None: the whole vial (all mL left)
+
+
+@dataclass(frozen=True)
+class RecordBreakage:
+    what: str  # "breakage" | "spill"
+    description: str
+    recoverable: bool
+    lines: tuple[BreakageLineInput, ...]
+    occurred_at: datetime
+    late_reason: str | None = None

@@ -297,15 +297,27 @@ class CountedLine:
 
 
 @dataclass(frozen=True)
+class BookRead:
+    """A counter read stock figures while their blind count was open (the count is not blind)."""
+
+    staff_id: str
+    read_at: str  # UTC text
+    what: str  # the endpoint or page that showed the figures
+
+
+@dataclass(frozen=True)
 class StockCounted(Event):
     """A two-person count, submitted: counted, expected and the difference per product; a
-    difference opens a discrepancy (the book stays as computed until it is resolved)."""
+    difference opens a discrepancy (the book stays as computed until it is resolved). A blind
+    count whose counters read the book while it was open lists those reads, and every line opens
+    a discrepancy: a count taken after looking cannot confirm the book."""
 
     kind: ClassVar[str] = "stock_counted"
     session_id: str
     blind: bool
     lines: tuple[CountedLine, ...]
     late_reason: str | None = None
+    book_reads: tuple[BookRead, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +339,8 @@ class DiscrepancyResolved(Event):
     explanation: str
     #: For a documentation error: the (late) entry that was missing and now explains the difference.
     fixed_by_seq: int | None
+    #: For a spill or breakage: the ``breakage_recorded`` entry (two people who saw it) that explains it.
+    breakage_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +351,9 @@ class LossAdjusted(Event):
     discrepancy_id: str
     category: str
     adjustments: tuple[VialAdjustment, ...]
+    #: The count that found the loss and the resolution that accepted it (the entry reads alone).
+    count_seq: int | None = None
+    resolution_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -561,3 +578,27 @@ class RegistrationExpiryRecorded(Event):
 
 
 EVENT_TYPES.update({t.kind: t for t in (AlertRaised, AlertAcknowledged, AlertResolved, RegistrationExpiryRecorded)})
+
+
+# --- breakage and spills at the time (issue 15) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class BreakageRecorded(Event):
+    """A vial broken or a spill, recorded when it happened and signed by two people who saw it.
+    Not recoverable: the mL in ``lines`` leave the book with this entry. Recoverable (the drug
+    can be collected): the vials stay on hand, set aside (never drawn from), and leave later by
+    destruction (Form 41). ``after_counts`` names the counts of these products that had already
+    been recorded when this entry was, though they were taken after the event (so they could not
+    see it): such an entry explains a count's difference after the fact."""
+
+    kind: ClassVar[str] = "breakage_recorded"
+    what: str  # "breakage" | "spill"
+    description: str
+    recoverable: bool
+    lines: tuple[VialAdjustment, ...]
+    after_counts: tuple[int, ...] = ()
+    late_reason: str | None = None
+
+
+EVENT_TYPES.update({BreakageRecorded.kind: BreakageRecorded})

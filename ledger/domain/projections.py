@@ -192,6 +192,7 @@ CLINICAL_KINDS = frozenset({
     "count_started", "stock_counted", "discrepancy_resolved", "loss_adjusted", "stock_destroyed",
     "stock_transferred", "stock_returned", "theft_or_loss_reported", "entry_corrected",
     "stock_quarantined", "quarantine_released", "document_stored",
+    "breakage_recorded",  # issue 15
 })
 
 
@@ -206,6 +207,10 @@ def _clinical_movements(entry: dict[str, Any]) -> Iterator[tuple[str, str, Decim
     elif kind == "theft_or_loss_reported":
         for a in entry["lost"]:
             yield a["vial_id"], a["product"]["ndc_key"], -_dec(a["ml"])
+    elif kind == "breakage_recorded":
+        if not entry["recoverable"]:  # recoverable stock stays on the book until it is destroyed
+            for a in entry["lines"]:
+                yield a["vial_id"], a["product"]["ndc_key"], -_dec(a["ml"])
     elif kind == "stock_destroyed":
         for i in entry["items"]:
             yield i["vial_id"], i["product"]["ndc_key"], -_dec(i["ml"])
@@ -351,6 +356,16 @@ def _apply_clinical(entry: dict[str, Any], view: StateView) -> None:
                 v["state"] = "open" if v["opened_at"] else "sealed"
             v["last_seq"] = seq
             view.put("vials", v)
+    elif kind == "breakage_recorded":
+        for a in entry["lines"]:
+            if entry["recoverable"]:
+                # Collected, still on hand, set aside like suspect product: never drawn from; it
+                # leaves the book when it is destroyed (Form 41).
+                v = _vial(view, reg, a["vial_id"])
+                v.update(state="quarantined", last_seq=seq)
+                view.put("vials", v)
+            else:
+                _take(view, reg, seq, a["vial_id"], _dec(a["ml"]), "lost")
     elif kind == "document_stored":
         view.put("documents", {"registrant": reg, "sha256": entry["sha256"], "media_type": entry["media_type"],
                                "title": entry["title"], "size_bytes": entry["size_bytes"], "seq": seq})

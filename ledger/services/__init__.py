@@ -11,7 +11,8 @@ interfaces call ``services.<command>``:
 - ``patients``        the encrypted patient registry
 - ``administration``  doses drawn, given and wasted (witnessed)
 - ``counts``          blind counts by two counters
-- ``discrepancies``   count discrepancies and their resolution
+- ``discrepancies``   count discrepancies and their resolution (two people)
+- ``breakage``        breakage and spills recorded at the time (two people who saw it)
 - ``disposal``        destruction (Form 41), transfers, returns, theft or loss (Form 106)
 - ``corrections``     corrections that reference the corrected entry
 - ``quarantine``      stock held back and released
@@ -25,6 +26,7 @@ Reads built on the ledger live beside them: ``stock``, ``audit`` (the accountabi
 from __future__ import annotations
 
 from ledger.services.administration import administer_dose, record_waste
+from ledger.services.breakage import record_breakage
 from ledger.services.common import product_copy, request_fields
 from ledger.services.corrections import correct_entry
 from ledger.services.counts import start_count, submit_count
@@ -86,6 +88,7 @@ __all__ = [
     "read_document",
     "read_patient",
     "receive_stock",
+    "record_breakage",
     "record_waste",
     "register_patient",
     "register_registrant",

@@ -89,9 +89,16 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
     if cmd.waste is not None:
         waste_ml = parse_amount(cmd.waste.ml, field="waste.ml")
         waste_method = text(cmd.waste.method, field="waste.method", max_len=200)
-        if given + waste_ml > drawn:
-            raise InvalidInput(f"given {given} mL + wasted {waste_ml} mL is more than the {drawn} mL drawn",
-                               field="waste.ml")
+        # Waste recorded with the dose closes the dose: every mL drawn is either given or wasted
+        # before the witness, or the difference would leave the record unexplained (a
+        # half-reconciled dose is how drawn-but-unwasted drug goes missing).
+        if given + waste_ml != drawn:
+            gap = drawn - given - waste_ml
+            raise InvalidInput(
+                f"drawn {drawn} mL must equal given {given} mL + wasted {waste_ml} mL; "
+                + (f"{gap} mL is unaccounted for" if gap > 0 else f"that is {-gap} mL more than was drawn")
+                + " (check ml_given, waste.ml and draws[].ml; to waste later, leave waste out)",
+                field="waste.ml")
         if witness is None:
             raise InvalidInput("waste needs a second, authenticated person as witness", field="witness")
 

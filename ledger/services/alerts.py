@@ -3,7 +3,9 @@
 Where each rule runs:
 - **In the transaction of the triggering entry** (``attach_alert_rules``): the per-entry rules
   of ``alerts.per_entry_rules`` (late entry, outside clinic hours, ...). They read only the new
-  entries and the policy, so they add one short read per command under the registrant's lock.
+  entries and the policy, so they add one short read per command under the registrant's lock;
+  ``witness_enrolled_by_actor`` reads, for an entry with two signers or more, their enrolment
+  entries (by the seq the staff projection points at).
   The hook runs *before* the checkpoint hook, so the alerts it appends are inside the signed
   tree of the same command.
 - **In ``csledger alerts scan``**: everything, including weeks-long statistics. The entries are
@@ -33,6 +35,7 @@ from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError,
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity import canonical as canon
 from ledger.services.common import text
+from ledger.services.reference import enrolment_reader
 from ledger.storage.store import CommandContext, Ledger, entries_t, raw, utcnow
 from ledger.storage.tables import Alert, AlertNotification
 
@@ -197,10 +200,13 @@ def alert_hook(policy: rules.AlertPolicy | None = None) -> Callable[[CommandCont
         pol = policy or _latest_policy(ctx.conn, ctx.registrant, schema["policies"])
         tz = time_zone(ctx.conn, ctx.registrant)
         found: list[rules.Candidate] = []
+        enrolment_of = enrolment_reader(ctx)
         for a in new:
             data = r.scalar(ctx.conn, "SELECT canonical FROM entries WHERE registrant = :r AND seq = :s",
                             {"r": ctx.registrant, "s": a.seq})
-            found.extend(rules.per_entry_rules(canon.decode(bytes(data)), pol, tz))
+            entry = canon.decode(bytes(data))
+            found.extend(rules.per_entry_rules(entry, pol, tz))
+            found.extend(rules.witness_enrolled_by_actor(entry, enrolment_of))
         if found:
             _append(ctx, found, "in_transaction")
 
@@ -298,7 +304,9 @@ def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
     pol = policy or rules.policy_from_entries(entries)
     out: list[rules.Candidate] = []
     reported = _reported_discrepancies(entries)
+    enrolled = {e["staff_id"]: e for e in entries if e["kind"] == "staff_enrolled"}
     for e in entries:
+        out.extend(rules.witness_enrolled_by_actor(e, enrolled.get))
         if e["kind"] == "discrepancy_resolved" and e["discrepancy_id"] in reported:
             continue  # its loss is already in a theft/loss report: that report's alert carries the deadlines
         out.extend(rules.per_entry_rules(e, pol, tz))

@@ -2,8 +2,19 @@
 
     beginning inventory + receipts                                  = total to account for
     administered + wasted + destroyed + transferred/returned
-      + reported losses + corrections + ending inventory            = total accounted for
+      + breakage recorded at the time + theft or loss (Form 106)
+      + ending inventory                                            = total accounted for
     difference = accounted for - to account for;  variance % = difference / to account for
+    adjustments (loss adjustments, corrections, breakage recorded after a count)
+    difference after adjustments = difference + adjustments
+
+The **difference is taken before adjustments** (issue 15): a record that takes stock off the book
+after a count found it short (a loss adjustment resolving a discrepancy, a correction, a
+breakage recorded after a count that was taken after it) is listed after the difference, each
+with who signed it, and never makes the shortage disappear from the difference or the variance
+(which is what ``flagged`` judges). For a period ending in a count with every dose reconciled,
+the difference is the count's counted figure minus the book at the count as it would be
+without those adjustments, and the difference after adjustments is counted minus the book.
 
 ``accountability`` is pure: it reads only decoded entries (the dicts of the canonical bytes, in
 ``seq`` order), so a report or the offline bundle verifier recomputes every figure from the
@@ -23,9 +34,17 @@ Periods and boundaries (per NDC). An entry belongs to the period when its event 
 - Administered is what was **given** (from the administration); wasted comes from the
   ``dose_wasted`` entries only (counted once). A dose drawn but neither given nor wasted is
   therefore unaccounted for and shows in the difference, as it should.
-- Corrections: mL removed by a correction are accounted for; mL added back reduce that line.
-So for a period ending in a count with every dose reconciled, the difference is exactly the
-count's counted minus the book at the count.
+- **Breakage** is the mL a ``breakage_recorded`` entry took off the book (not recoverable) when
+  it was recorded at the time: before every count of the product taken after it. Recoverable
+  breakage moves nothing until it is destroyed (then it is on the destroyed line). One recorded
+  after a count that was taken after it (in the period) is an adjustment.
+- **Theft or loss** is the mL a Form 106 report (``theft_or_loss_reported``) took off the book.
+- **Adjustments** (positive: taken off the book): every ``loss_adjusted`` (a discrepancy
+  accepted as a loss), every correction (mL removed, less mL added back) and every late
+  breakage. ``adjustment_entries`` lists each one (seq, times, mL, what it refers to, every
+  signature: who approved and who was the second person). A loss adjusted for a discrepancy of
+  the count the beginning rests on (or an earlier one) is listed with ``in_counted_beginning``
+  and left out of the sum: the counted beginning already found it gone.
 
 Besides the lines, each product names where its figures came from (for a report to print):
 ``beginning_source`` (the count or inventory the beginning rests on, or the initial inventory
@@ -53,8 +72,9 @@ CENT = Decimal("0.01")
 _LAST = 1 << 62  # a seq after every real one: "everything at this instant"
 
 LINES = ("beginning", "receipts", "to_account_for", "administered", "wasted", "destroyed", "transferred",
-         "losses", "corrections", "ending", "accounted_for", "difference")
-OUT_LINES = ("administered", "wasted", "destroyed", "transferred", "losses", "corrections")
+         "breakage", "theft_or_loss", "ending", "accounted_for", "difference", "adjustments",
+         "difference_after_adjustments")
+OUT_LINES = ("administered", "wasted", "destroyed", "transferred", "breakage", "theft_or_loss")
 #: Entry kind -> audit line (the book-side movements of these kinds are what the lines explain).
 CATEGORY = {
     "stock_received": "receipts",
@@ -62,9 +82,12 @@ CATEGORY = {
     "stock_destroyed": "destroyed",
     "stock_transferred": "transferred",
     "stock_returned": "transferred",
-    "loss_adjusted": "losses",
-    "theft_or_loss_reported": "losses",
+    "theft_or_loss_reported": "theft_or_loss",
+    "breakage_recorded": "breakage",
 }
+#: Entry kinds whose movements are adjustments, listed after the difference (a breakage is one
+#: only when recorded after a count that was taken after it).
+ADJUSTMENT_KINDS = frozenset({"loss_adjusted", "entry_corrected"})
 DEFAULT_VARIANCE_THRESHOLD = Decimal("1.00")
 
 
@@ -82,6 +105,8 @@ class _Product:
     ending_as_of: str = ""
     drawn: Decimal = ZERO
     opening: dict[str, Any] | None = None  # an initial inventory taken inside the period
+    #: seq -> the adjustment entry's item (see ``_adjustment``), its mL summed over the entry's vials
+    adjustments: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,34 @@ def _source(e: dict[str, Any]) -> dict[str, Any]:
     if e["kind"] == "inventory_taken":
         out.update(inventory_type=e["inventory_type"], taken_at=e["taken_at"])
     return out
+
+
+def _signers(e: dict[str, Any]) -> list[dict[str, str]]:
+    """Who signed an entry and what each signature means (performed, approved, witnessed ...)."""
+    return [{"staff_id": s["staff_id"], "printed_name": s["printed_name"], "meaning": s["meaning"]}
+            for s in e.get("signatures", ())]
+
+
+def _adjustment(e: dict[str, Any], late_after: tuple[int, ...] = ()) -> dict[str, Any]:
+    """An adjustment listed after the difference: the entry, what it refers to, who signed it."""
+    item: dict[str, Any] = {"seq": e["seq"], "kind": e["kind"], "occurred_at": e["occurred_at"],
+                            "recorded_at": e["recorded_at"], "ml": ZERO, "signatures": _signers(e),
+                            "in_counted_beginning": False}
+    if e["kind"] == "loss_adjusted":
+        item.update(category=e["category"], discrepancy_id=e["discrepancy_id"], count_seq=e.get("count_seq"),
+                    resolution_seq=e.get("resolution_seq"))
+        item["description"] = (f"loss adjustment for discrepancy {e['discrepancy_id']}"
+                               + (f" of count entry {e['count_seq']}" if e.get("count_seq") is not None else "")
+                               + f", resolved as {e['category'].replace('_', ' ')}"
+                               + (f" (entry {e['resolution_seq']})" if e.get("resolution_seq") is not None else ""))
+    elif e["kind"] == "entry_corrected":
+        item.update(corrects_seq=e["corrects_seq"], corrects_kind=e["corrects_kind"], reason=e["reason"])
+        item["description"] = f"correction of entry {e['corrects_seq']} ({e['corrects_kind']}): {e['reason']}"
+    else:  # a breakage recorded after a count that was taken after it
+        item.update(what=e["what"], after_counts=list(late_after), reason=e["description"])
+        item["description"] = (f"{e['what']} recorded after count entr{'y' if len(late_after) == 1 else 'ies'} "
+                               f"{', '.join(str(c) for c in late_after)}, taken after it: {e['description']}")
+    return item
 
 
 def _pct(diff: Decimal, base: Decimal) -> Decimal:
@@ -166,7 +219,6 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
     # count the beginning rests on (or of an earlier one) is already out of the counted beginning.
     raised_by = {ln["discrepancy_id"]: (e["occurred_at"], e["seq"]) for e in entries if e["kind"] == "stock_counted"
                  for ln in e["lines"] if ln.get("discrepancy_id")}
-    counted_out: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     book_at_start: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     book_at_end: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     moved_after_begin_count: set[str] = set()
@@ -175,6 +227,12 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
     def end_of(k: str) -> tuple[str, int]:
         c = ending.get(k)
         return c.key if c else end_key
+
+    def late_after(e: dict[str, Any], k: str) -> tuple[int, ...]:
+        """The counts of ``k`` in the period's activity that were taken at or after the event of
+        ``e`` but recorded before it: they could not see it (empty: recorded at the time)."""
+        return tuple(c.key[1] for c in counts if (c.scope is None or k in c.scope) and c.key[1] < e["seq"]
+                     and e["occurred_at"] <= c.key[0] and c.key <= end_of(k))
 
     for e in entries:
         key = (e["occurred_at"], e["seq"])
@@ -200,15 +258,19 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
                     p.opening = _source(e)
             elif kind == "dose_administered":
                 p.drawn -= ml  # the draw; what it explains is counted from ml_given and the waste entries
-            elif kind == "entry_corrected":
-                p.ml["corrections"] -= ml  # removed (ml < 0) is accounted for
-            elif kind in CATEGORY:
-                line = CATEGORY[kind]
-                p.ml[line] += ml if line == "receipts" else -ml
+            elif kind in ADJUSTMENT_KINDS or (kind == "breakage_recorded" and late_after(e, k)):
+                # After the difference: taken off the book (ml < 0) counts positive
+                item = p.adjustments.get(e["seq"])
+                if item is None:
+                    item = p.adjustments[e["seq"]] = _adjustment(e, late_after(e, k))
+                item["ml"] -= ml
                 bc = begin_count.get(k)
                 raised = raised_by.get(e.get("discrepancy_id")) if kind == "loss_adjusted" else None
                 if raised is not None and bc is not None and raised <= bc.key:
-                    counted_out[k] += ml
+                    item["in_counted_beginning"] = True  # the count already found it gone: not a loss twice
+            elif kind in CATEGORY:
+                line = CATEGORY[kind]
+                p.ml[line] += ml if line == "receipts" else -ml
             else:  # a kind that moves stock and has no line would be a silent hole: refuse
                 raise ValueError(f"entry kind {kind!r} moves stock but has no audit line")
         if kind == "dose_administered":
@@ -228,19 +290,25 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
         if bc is not None and k not in moved_after_begin_count:
             p.ml["beginning"] += bc.counted.get(k, ZERO)
             p.beginning_basis = "counted"
-            p.ml["losses"] += counted_out[k]  # the count already found it gone: not a loss twice
         else:
+            for item in p.adjustments.values():
+                item["in_counted_beginning"] = False  # a book beginning still holds what the loss took
             p.ml["beginning"] += book_at_start[k]
         c = ending.get(k)
         p.ml["ending"] = c.counted.get(k, ZERO) if c else book_at_end[k]
         p.ml["to_account_for"] = p.ml["beginning"] + p.ml["receipts"]
         p.ml["accounted_for"] = sum((p.ml[x] for x in OUT_LINES), ZERO) + p.ml["ending"]
         p.ml["difference"] = p.ml["accounted_for"] - p.ml["to_account_for"]
+        items = [p.adjustments[s] for s in sorted(p.adjustments, key=lambda s: (p.adjustments[s]["occurred_at"], s))]
+        p.ml["adjustments"] = sum((i["ml"] for i in items if not i["in_counted_beginning"]), ZERO)
+        p.ml["difference_after_adjustments"] = p.ml["difference"] + p.ml["adjustments"]
         if all(v == 0 for v in p.ml.values()):
             continue  # a product never stocked in or before the period
         mg = {x: (v * p.strength).quantize(CENT) for x, v in p.ml.items()}
         containers = {x: (v / p.container_ml).quantize(CENT, ROUND_HALF_EVEN) for x, v in p.ml.items()}
         variance = _pct(p.ml["difference"], p.ml["to_account_for"])
+        for i in items:
+            i["mg"] = (i["ml"] * p.strength).quantize(CENT)
         for x in LINES:
             totals["ml"][x] += p.ml[x]
             totals["mg"][x] += mg[x]
@@ -250,6 +318,8 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             "ndc": p.ndc, "ndc_key": p.ndc_key, "name": p.name, "strength_mg_per_ml": p.strength,
             "container_ml": p.container_ml, "ml": dict(p.ml), "mg": mg, "containers": containers,
             "variance_percent": variance, "flagged": abs(variance) > threshold,
+            "variance_after_adjustments_percent": _pct(p.ml["difference_after_adjustments"], p.ml["to_account_for"]),
+            "adjustment_entries": items,
             "beginning_basis": p.beginning_basis, "ending_basis": p.ending_basis, "ending_as_of": p.ending_as_of,
             "book_at_end_ml": book_at_end[k],
             "form": p.form,
@@ -275,7 +345,9 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
     return {
         "start": format_time(start), "end": format_time(end), "variance_threshold_percent": threshold,
         "products": lines_out,
-        "total": {**totals, "variance_percent": total_variance, "flagged": abs(total_variance) > threshold},
+        "total": {**totals, "variance_percent": total_variance, "flagged": abs(total_variance) > threshold,
+                  "variance_after_adjustments_percent": _pct(totals["mg"]["difference_after_adjustments"],
+                                                             totals["mg"]["to_account_for"])},
     }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 from ledger.domain import entries as ev
@@ -15,6 +16,7 @@ from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.projections import ON_HAND
 from ledger.domain.quantities import parse_amount, parse_count, q2
+from ledger.integrity.canonical import format_time, parse_time
 from ledger.services.common import (
     ZERO,
     event_time,
@@ -22,9 +24,14 @@ from ledger.services.common import (
     request_fields,
     run,
 )
+from ledger.storage.stock_reads import stock_reads_during
 from ledger.storage.store import CommandContext, Ledger
 
 COUNTERS = frozenset({Role.NURSE, Role.PHARMACIST, Role.MANAGER})
+
+#: How long a count session stays open: long enough to count a safe, short enough that a
+#: session cannot be left open to read the book first (reads while open are listed in the count).
+COUNT_SESSION_OPEN_FOR = timedelta(minutes=30)
 
 
 def _book(ctx: CommandContext, ndc_key: str) -> tuple[int, int, Decimal]:
@@ -111,6 +118,19 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
             raise NotFound(f"no count session {cmd.session_id!r} at {ctx.registrant}", field="session_id")
         if s["status"] != "open":
             raise Conflict(f"count session {cmd.session_id} was already submitted", field="session_id")
+        opened_at = ctx.view.raw.scalar(ctx.conn, "SELECT recorded_at FROM entries WHERE registrant = :r AND seq = :s",
+                                        {"r": ctx.registrant, "s": s["started_seq"]})
+        if ctx.now - parse_time(opened_at) > COUNT_SESSION_OPEN_FOR:
+            raise Conflict(f"count session {cmd.session_id} was opened at {opened_at} and closed after "
+                           f"{COUNT_SESSION_OPEN_FOR.total_seconds() / 60:.0f} minutes; start a new count",
+                           field="session_id")
+        # Blind means blind: any read of the book by either counter while the session was open
+        # goes into the entry, and the count then confirms nothing (every line opens a discrepancy).
+        reads = ()
+        if s["blind"]:
+            reads = tuple(ev.BookRead(r["staff_id"], r["read_at"], r["what"]) for r in stock_reads_during(
+                ctx.conn, ctx.registrant, sorted({principal.staff_id, second_counter.staff_id}), opened_at,
+                format_time(ctx.now)))
         scope = json.loads(s["ndc_keys"])
         lines: list[ev.CountedLine] = []
         seen: set[str] = set()
@@ -127,7 +147,7 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
             counted = q2(sealed * p.container_ml + open_ml)
             es, eo, eml = _book(ctx, p.ndc_key)
             diff = counted - eml
-            disc = f"D{ctx.next_seq}-{i}" if (diff != 0 or sealed != es) else None
+            disc = f"D{ctx.next_seq}-{i}" if (diff != 0 or sealed != es or reads) else None
             lines.append(ev.CountedLine(product=p, sealed_containers=sealed, open_containers=opened, open_ml=open_ml,
                                         counted_ml=counted, expected_sealed_containers=es, expected_open_containers=eo,
                                         expected_ml=eml, difference_ml=q2(diff), discrepancy_id=disc))
@@ -137,11 +157,12 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
                                field="lines")
         # bool(): the SQLite driver answers 0/1, and the entry's JSON must say true/false on both
         ctx.append(ev.StockCounted(session_id=cmd.session_id, blind=bool(s["blind"]), lines=tuple(lines),
-                                   late_reason=late), signatures=[sig1, sig2], occurred_at=occurred)
+                                   late_reason=late, book_reads=reads), signatures=[sig1, sig2], occurred_at=occurred)
         return {"session_id": cmd.session_id, "lines": [
             {"ndc": ln.product.ndc, "counted_ml": str(ln.counted_ml), "expected_ml": str(ln.expected_ml),
              "difference_ml": str(ln.difference_ml), "discrepancy_id": ln.discrepancy_id} for ln in lines],
-            "discrepancy_ids": [ln.discrepancy_id for ln in lines if ln.discrepancy_id]}
+            "discrepancy_ids": [ln.discrepancy_id for ln in lines if ln.discrepancy_id],
+            "book_read_during_count": [{"staff_id": r.staff_id, "read_at": r.read_at, "what": r.what} for r in reads]}
 
     return run(ledger, principal, "submit_count", cmd, build, idempotency_key,
                 {**request_fields(cmd), "second_counter": getattr(second_counter, "staff_id", None)})

@@ -1,5 +1,19 @@
 """Count discrepancies and their resolution: a manager who did not count categorises and
-explains a difference; an accepted loss comes off the book vial by vial.
+explains a difference, and a second authenticated person (not a counter) signs with them; an
+accepted loss comes off the book vial by vial and is put in front of someone who follows alerts up.
+
+A spill or breakage is never asserted after the fact by the resolution itself: it must be the
+``breakage_recorded`` entry that two people who saw it signed (``services.breakage``). Counts take
+their expected figures from the book when they are submitted, so a breakage recorded before the
+count is already in them and explains none of its difference; the one that can explain it
+happened before the count and was recorded after it. Its mL are already off the book, so the
+resolution takes nothing further for them:
+
+- the breakage took exactly the shortage: nothing is adjusted;
+- it took less: the rest (shortage - breakage) comes off the book by a loss adjustment, signed
+  by both, like any other accepted loss;
+- it took more: refused, the record would then be below what was counted (correct the
+  breakage or the count instead).
 """
 
 from __future__ import annotations
@@ -13,7 +27,15 @@ from ledger.domain.commands import ResolveDiscrepancy
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.projections import ON_HAND
-from ledger.services.common import entry_at, product_of_vial, run, text
+from ledger.integrity.canonical import decode
+from ledger.services.common import (
+    entry_at,
+    product_of_vial,
+    request_fields,
+    run,
+    sign_witness,
+    text,
+)
 from ledger.storage.store import CommandContext, Ledger
 
 RESOLVERS = frozenset({Role.MANAGER})
@@ -26,9 +48,10 @@ DISCREPANCY_CATEGORIES = ("documentation_error", "breakage", "spill", "theft_or_
 LOSS_CATEGORIES = frozenset({"breakage", "spill", "theft_or_loss"})
 
 
-def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal) -> list[ev.VialAdjustment]:
-    """Which vials a counted loss came out of: missing sealed vials whole first, then opened
-    vials (fullest first), then sealed vials. The book per vial never goes below zero."""
+def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal, *, sealed_explained: int = 0) -> list[ev.VialAdjustment]:
+    """Which vials a counted loss came out of: missing sealed vials whole first (less those a
+    breakage already took off), then opened vials (fullest first), then sealed vials. The book
+    per vial never goes below zero."""
     vials = [v for v in ctx.view.select("vials", registrant=ctx.registrant, ndc_key=d["ndc_key"])
              if v["state"] in ON_HAND and v["ml_left"] > 0]
     sealed = sorted((v for v in vials if v["opened_at"] is None and v["ml_left"] == v["container_ml"]),
@@ -36,7 +59,7 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal) -> list[ev.VialA
     opened = sorted((v for v in vials if v not in sealed), key=lambda v: (-v["ml_left"], v["vial_id"]))
     out: list[ev.VialAdjustment] = []
     left = loss
-    missing_sealed = max(0, d["expected_sealed_containers"] - d["counted_sealed_containers"])
+    missing_sealed = max(0, d["expected_sealed_containers"] - d["counted_sealed_containers"] - sealed_explained)
     for v in sealed[:missing_sealed]:
         if v["ml_left"] <= left:
             out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True))
@@ -54,17 +77,63 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal) -> list[ev.VialA
     return out
 
 
+#: Categories that name the breakage recorded at the time (``breakage_seq``).
+BREAKAGE_CATEGORIES = frozenset({"breakage", "spill"})
+
+
+def _breakage(ctx: CommandContext, d: dict, count: dict, category: str, seq: Any) -> tuple[dict, Decimal, int]:
+    """The breakage a spill or breakage resolution points at, checked: (entry, mL of the
+    discrepancy's product it took off the book, sealed vials of that product it took whole)."""
+    f = "breakage_seq"
+    e = entry_at(ctx, seq, field=f)
+    if e["kind"] != "breakage_recorded":
+        raise Conflict(f"entry {e['seq']} is a {e['kind']}, not a breakage or spill recorded at the time", field=f)
+    if e["what"] != category:
+        raise Conflict(f"entry {e['seq']} records a {e['what']}, not a {category}", field=f)
+    if e["recoverable"]:
+        raise Conflict(f"entry {e['seq']} set recoverable stock aside: it is still on the book and counted, so it "
+                       "cannot explain a shortage", field=f)
+    if e["occurred_at"] > count["occurred_at"]:
+        raise Conflict(f"the {category} of entry {e['seq']} happened after the count (entry {count['seq']}) was "
+                       "taken; it cannot explain what the count found", field=f)
+    if e["seq"] < count["seq"]:
+        raise Conflict(f"entry {e['seq']} was recorded before the count (entry {count['seq']}) was submitted: its mL "
+                       "were already off the book in the count's expected figures, so it explains none of "
+                       "this difference", field=f)
+    mine = [a for a in e["lines"] if a["product"]["ndc_key"] == d["ndc_key"]]
+    if not mine:
+        raise Conflict(f"entry {e['seq']} names no vial of the product this discrepancy is about", field=f)
+    for row in ctx.view.raw.rows(ctx.conn, "SELECT canonical FROM entries WHERE registrant = :r AND kind = "
+                                           "'discrepancy_resolved'", {"r": ctx.registrant}):
+        other = decode(bytes(row["canonical"]))
+        if other.get("breakage_seq") == e["seq"]:
+            raise Conflict(f"entry {e['seq']} already explains discrepancy {other['discrepancy_id']}", field=f)
+    ml = sum((Decimal(a["ml"]) for a in mine), Decimal("0.00"))
+    sealed = sum(1 for a in mine if a["whole_vial"] and Decimal(a["ml"]) == Decimal(a["product"]["container_ml"]))
+    return e, ml, sealed
+
+
 def resolve_discrepancy(ledger: Ledger, principal: Principal, cmd: ResolveDiscrepancy, *,
-                        idempotency_key: str | None = None) -> dict:
-    """A manager who did not count categorises and explains a difference. A documentation error
-    names the late entry that was missing; breakage, spill or theft/loss writes a loss adjustment;
-    until then the book stays as computed and the count stands beside it."""
+                        witness: Principal | None = None, idempotency_key: str | None = None) -> dict:
+    """A manager who did not count categorises and explains a difference, with ``witness``: a
+    second, authenticated person, neither the manager nor a counter, who signs the resolution and
+    any loss adjustment with them. A documentation error names the late entry that was missing;
+    a spill or breakage names the breakage recorded at the time (``breakage_seq``, see the module
+    docstring); theft or loss writes a loss adjustment; until then the book stays as computed and
+    the count stands beside it."""
     if cmd.category not in DISCREPANCY_CATEGORIES:
         raise InvalidInput(f"must be one of {', '.join(DISCREPANCY_CATEGORIES)}", field="category")
     explanation = text(cmd.explanation, field="explanation", max_len=2000)
     if cmd.category == "documentation_error" and cmd.fixed_by_seq is None:
         raise InvalidInput("a documentation error is fixed by the late entry that was missing; give its seq",
                            field="fixed_by_seq")
+    if cmd.category in BREAKAGE_CATEGORIES and cmd.breakage_seq is None:
+        raise InvalidInput(f"a {cmd.category} explains a difference only as the breakage or spill recorded when it "
+                           "happened, signed by two people who saw it; give that entry's seq", field="breakage_seq")
+    if cmd.category not in BREAKAGE_CATEGORIES and cmd.breakage_seq is not None:
+        raise InvalidInput("only a spill or breakage resolution names a breakage record", field="breakage_seq")
+    if witness is not None and not isinstance(witness, Principal):
+        raise InvalidInput("must be an authenticated staff member", field="witness")
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.APPROVED, roles=RESOLVERS)
@@ -73,27 +142,49 @@ def resolve_discrepancy(ledger: Ledger, principal: Principal, cmd: ResolveDiscre
             raise NotFound(f"no discrepancy {cmd.discrepancy_id!r} at {ctx.registrant}", field="discrepancy_id")
         if d["status"] != "open":
             raise Conflict(f"discrepancy {cmd.discrepancy_id} is already resolved", field="discrepancy_id")
-        if principal.staff_id in json.loads(d["counters"]):
+        counters = json.loads(d["counters"])
+        if principal.staff_id in counters:
             raise Forbidden("the manager approving a discrepancy must not be one of its counters", field="principal")
+        wsig = sign_witness(ctx, principal, witness)
+        if witness.staff_id in counters:
+            raise Conflict("the second person on a resolution must not be one of the counters whose count it "
+                           "resolves", field="witness")
         fixed = None
         if cmd.fixed_by_seq is not None:
             e = entry_at(ctx, cmd.fixed_by_seq, field="fixed_by_seq")
             if e["seq"] <= d["count_seq"]:
                 raise Conflict("the fixing entry must be recorded after the count it explains", field="fixed_by_seq")
+            if e["kind"] == "breakage_recorded":
+                raise Conflict("a breakage or spill explains a difference only as a breakage or spill resolution "
+                               "(breakage_seq)", field="fixed_by_seq")
             fixed = e["seq"]
         loss = -d["difference_ml"]
         if cmd.category in LOSS_CATEGORIES and loss <= 0:
             raise Conflict(f"the count found {d['difference_ml']} mL against the book: that is not a loss",
                            field="category")
-        ctx.append(ev.DiscrepancyResolved(discrepancy_id=cmd.discrepancy_id, count_seq=d["count_seq"],
-                                          category=cmd.category, explanation=explanation, fixed_by_seq=fixed),
-                   signatures=[sig], occurred_at=ctx.now)
+        to_adjust, sealed_explained, breakage_seq = (loss if cmd.category in LOSS_CATEGORIES else Decimal(0)), 0, None
+        if cmd.category in BREAKAGE_CATEGORIES:
+            count = entry_at(ctx, d["count_seq"], field="discrepancy_id")
+            b, explained, sealed_explained = _breakage(ctx, d, count, cmd.category, cmd.breakage_seq)
+            if explained > loss:
+                raise Conflict(f"the {cmd.category} of entry {b['seq']} took {explained} mL off the book, more than "
+                               f"the {loss} mL this count found missing; correct the {cmd.category} or the count "
+                               "instead", field="breakage_seq")
+            to_adjust, breakage_seq = loss - explained, b["seq"]
+        signatures = [sig, wsig]
+        r = ctx.append(ev.DiscrepancyResolved(discrepancy_id=cmd.discrepancy_id, count_seq=d["count_seq"],
+                                              category=cmd.category, explanation=explanation, fixed_by_seq=fixed,
+                                              breakage_seq=breakage_seq),
+                       signatures=signatures, occurred_at=ctx.now)
         out: dict[str, Any] = {"discrepancy_id": cmd.discrepancy_id}
-        if cmd.category in LOSS_CATEGORIES:
-            adjustments = _allocate_loss(ctx, d, loss)
+        if to_adjust > 0:
+            adjustments = _allocate_loss(ctx, d, to_adjust, sealed_explained=sealed_explained)
             a = ctx.append(ev.LossAdjusted(discrepancy_id=cmd.discrepancy_id, category=cmd.category,
-                                           adjustments=tuple(adjustments)), signatures=[sig], occurred_at=ctx.now)
+                                           adjustments=tuple(adjustments), count_seq=d["count_seq"],
+                                           resolution_seq=r.seq), signatures=signatures, occurred_at=ctx.now)
             out["loss_adjustment_seq"] = a.seq
+            out["adjusted_ml"] = str(to_adjust)
         return out
 
-    return run(ledger, principal, "resolve_discrepancy", cmd, build, idempotency_key)
+    return run(ledger, principal, "resolve_discrepancy", cmd, build, idempotency_key,
+               {**request_fields(cmd), "witness": getattr(witness, "staff_id", None)})

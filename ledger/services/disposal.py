@@ -217,9 +217,11 @@ def notice_deadlines(discovered_at: datetime, tz: zoneinfo.ZoneInfo) -> tuple[st
 
 
 def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftOrLoss, *,
-                         idempotency_key: str | None = None) -> dict:
+                         witness: Principal | None = None, idempotency_key: str | None = None) -> dict:
     """Theft or significant loss with every Form 106 field; vials lost now leave the book here,
-    losses already adjusted (``covers_seqs``) are referenced, not moved again."""
+    losses already adjusted (``covers_seqs``) are referenced, not moved again. A report that
+    takes vials off the book (``lost``) is signed by a second, authenticated person
+    (``witness``), not the reporter: two people on every record that reduces stock."""
     discovered = aware(cmd.discovered_at, field="discovered_at")
     if cmd.loss_type not in LOSS_TYPES:
         raise InvalidInput(f"must be one of {', '.join(LOSS_TYPES)}", field="loss_type")
@@ -239,8 +241,14 @@ def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftO
         ml = parse_amount(ln.ml, field=f"lost[{i}].ml") if ln.ml is not None else None
         lost_in.append((ln.vial_id, ml))
 
+    if witness is not None and not isinstance(witness, Principal):
+        raise InvalidInput("must be an authenticated staff member", field="witness")
+
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=LOSS_REPORTERS)
+        signatures = [sig]
+        if lost_in:
+            signatures.append(sign_witness(ctx, principal, witness))
         if discovered > ctx.now + FUTURE_TOLERANCE:
             raise InvalidInput("is in the future", field="discovered_at")
         docs = stored_documents(ctx, cmd.documents)
@@ -261,7 +269,8 @@ def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftO
             police_notified=cmd.police_notified, police_department=dept, police_report_number=report_no,
             losses_past_24_months=past, purchase_value_usd=value, lost=tuple(lost),
             covers_seqs=tuple(cmd.covers_seqs), notice_due_at=notice_due, form_106_due_at=form_due, documents=docs,
-        ), signatures=[sig], occurred_at=discovered)
+        ), signatures=signatures, occurred_at=discovered)
         return {"notice_due_at": notice_due, "form_106_due_at": form_due}
 
-    return run(ledger, principal, "report_theft_or_loss", cmd, build, idempotency_key)
+    return run(ledger, principal, "report_theft_or_loss", cmd, build, idempotency_key,
+               {**request_fields(cmd), "witness": getattr(witness, "staff_id", None)})

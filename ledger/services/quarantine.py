@@ -46,6 +46,13 @@ def release_quarantine(ledger: Ledger, principal: Principal, cmd: ReleaseQuarant
             v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]")
             if v["state"] != "quarantined":
                 raise Conflict(f"vial {vial_id} is not in quarantine", field=f"vial_ids[{i}]")
+            # A vial set aside by a recoverable breakage or spill was attested broken by two
+            # people: it leaves by destruction (Form 41), never back into use by one person.
+            last = ctx.view.raw.scalar(ctx.conn, "SELECT kind FROM entries WHERE registrant = :r AND seq = :s",
+                                       {"r": ctx.registrant, "s": v["last_seq"]})
+            if last == "breakage_recorded":
+                raise Conflict(f"vial {vial_id} was set aside by a breakage or spill (entry {v['last_seq']}); "
+                               "destroy it (Form 41) instead of releasing it", field=f"vial_ids[{i}]")
         ctx.append(ev.QuarantineReleased(vial_ids=ids, reason=reason), signatures=[sig], occurred_at=ctx.now)
         return {}
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import secrets
 import zoneinfo
+from collections.abc import Callable
 from datetime import time
 
 from ledger.domain import entries as ev
+from ledger.domain import names
 from ledger.domain.commands import (
     AddProduct,
     AddSupplier,
@@ -24,10 +26,14 @@ from ledger.domain.identifiers import parse_dea_number, parse_ndc
 from ledger.domain.policy import COUNT_SCHEDULES, DOSAGE_UNITS, WEEKDAYS
 from ledger.domain.principal import AuthMethod, Meaning, Principal, Role
 from ledger.domain.quantities import parse_amount, parse_count
+from ledger.integrity import canonical as canon
 from ledger.integrity.canonical import format_time
 from ledger.services.common import address, request_fields, role, run, text
 from ledger.storage.store import CommandContext, Ledger
 
+#: Who enrols staff and grants roles; two of them, neither the grantee, sign each such entry
+#: (compare 21 CFR 1311.125: setting who may sign controlled-substance prescriptions takes two
+#: individuals; the same two-person control over who may sign this ledger's records).
 STAFF_ADMIN = frozenset({Role.ADMINISTRATOR, Role.MANAGER})
 
 
@@ -49,7 +55,7 @@ def register_registrant(ledger: Ledger, cmd: RegisterRegistrant, *, idempotency_
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(f"{tz!r} is not an IANA time zone (e.g. America/New_York)", field="time_zone") from None
-    admin_name = text(cmd.admin_printed_name, field="admin_printed_name", max_len=100)
+    admin_name = printed_name(cmd.admin_printed_name, field="admin_printed_name")
     admin_user = _username(cmd.admin_username, field="admin_username")
 
     def build(ctx: CommandContext) -> dict:
@@ -79,6 +85,63 @@ def _username(value: str, *, field: str) -> str:
     if not _USERNAME.fullmatch(u):
         raise InvalidInput("must be 2-64 characters: letters, digits, '.', '_' or '-'", field=field)
     return u
+
+
+def printed_name(value: str, *, field: str = "printed_name") -> str:
+    """A printed name as signatures will show it: text in one script (``names.mixed_scripts``)."""
+    name = text(value, field=field, max_len=100)
+    mixed = names.mixed_scripts(name)
+    if mixed is not None:
+        raise InvalidInput(f"mixes the scripts {' and '.join(sorted(s.title() for s in mixed))}; write the name "
+                           "in one script, as it is printed", field=field)
+    return name
+
+
+def _distinct_names(ctx: CommandContext, printed: str, username: str) -> None:
+    """Refuse a printed name or username that looks like an existing staff member's (former
+    staff included: their names are on old signatures). Same name with a visible suffix is fine."""
+    staff = ctx.view.select("staff", registrant=ctx.registrant)
+    if any(s["username"] == username for s in staff):
+        raise Conflict(f"username {username!r} is taken at {ctx.registrant}", field="username")
+    existing = [(s["staff_id"], s["printed_name"]) for s in staff]
+    same = names.look_alike(printed, existing)
+    if same is not None:
+        raise Conflict(f"looks like {same.name!r} ({same.staff_id}); add a distinguishing suffix such as "
+                       f"{names.suffixed(printed, existing)!r}", field="printed_name")
+    same = names.look_alike(username, [(s["staff_id"], s["username"]) for s in staff])
+    if same is not None:
+        raise Conflict(f"looks like the username {same.name!r} ({same.staff_id}); choose another", field="username")
+
+
+def _second_person(ctx: CommandContext, principal: Principal, approver: Principal | None, *,
+                   grantee: str | None, what: str) -> dict:
+    """The approver's signature (``approved``) on an enrolment or role grant: a second manager
+    or administrator, neither the one acting nor the grantee, roles checked in this transaction.
+
+    Without an approver the command may go ahead only where nobody else could approve: no one
+    but the actor (and the grantee) holds manager or administrator at the registrant. The actor
+    then signs ``approved`` as well, so the entry shows it was done alone, and for 90 days any
+    entry signed by both the actor and the person enrolled raises ``witness_enrolled_by_actor``.
+    """
+    if approver is None:
+        holders = {r["staff_id"] for r in ctx.view.select("staff_roles", registrant=ctx.registrant)
+                   if r["role"] in STAFF_ADMIN}
+        others = sorted(holders - {principal.staff_id, grantee})
+        if others:
+            who = ", ".join(f"{ctx.view.get('staff', (ctx.registrant, o))['printed_name']} ({o})" for o in others[:5])
+            raise InvalidInput(f"{what} needs a second manager or administrator to approve (one of: {who})",
+                               field="approver")
+        return ctx.signature(principal, Meaning.APPROVED, roles=STAFF_ADMIN)
+    if not isinstance(approver, Principal):
+        raise InvalidInput("must be an authenticated staff member", field="approver")
+    if approver.staff_id == principal.staff_id:
+        raise Conflict("the approver must be a second person, not the one acting", field="approver")
+    if grantee is not None and approver.staff_id == grantee:
+        raise Conflict("the approver may not be the person who receives the role", field="approver")
+    try:
+        return ctx.signature(approver, Meaning.APPROVED, roles=STAFF_ADMIN)
+    except (NotFound, Forbidden) as exc:
+        raise type(exc)(exc.reason, field="approver") from None
 
 
 def add_product(ledger: Ledger, principal: Principal, cmd: AddProduct, *, idempotency_key: str | None = None) -> dict:
@@ -124,25 +187,48 @@ def add_supplier(ledger: Ledger, principal: Principal, cmd: AddSupplier, *, idem
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
 
 
-def enroll_staff(ledger: Ledger, principal: Principal, cmd: EnrollStaff, *, idempotency_key: str | None = None) -> dict:
-    printed = text(cmd.printed_name, field="printed_name", max_len=100)
+def enroll_staff(ledger: Ledger, principal: Principal, cmd: EnrollStaff, *, approver: Principal | None = None,
+                 idempotency_key: str | None = None) -> dict:
+    """Enrol a staff member with their first roles: performed by a manager or administrator and
+    approved by a second one (``approver``), unless the actor is the registrant's only one."""
+    printed = printed_name(cmd.printed_name)
     username = _username(cmd.username, field="username")
     roles = [role(r, field="roles") for r in cmd.roles]
 
     def build(ctx: CommandContext) -> dict:
-        sig = ctx.signature(principal, Meaning.APPROVED, roles=STAFF_ADMIN)
-        if any(s["username"] == username for s in ctx.view.select("staff", registrant=ctx.registrant)):
-            raise Conflict(f"username {username!r} is taken at {ctx.registrant}", field="username")
-        staff_id = f"S{ctx.next_seq}"
-        ctx.append(ev.StaffEnrolled(staff_id=staff_id, printed_name=printed, username=username),
-                   signatures=[sig], occurred_at=ctx.now)
+        sig = ctx.signature(principal, Meaning.PERFORMED, roles=STAFF_ADMIN)
+        _distinct_names(ctx, printed, username)
         for r in dict.fromkeys(roles):
             _check_can_grant(ctx, principal, r)
-            ctx.append(ev.RoleGranted(staff_id=staff_id, role=r.value), signatures=[sig], occurred_at=ctx.now)
-        return {"staff_id": staff_id}
+        second = _second_person(ctx, principal, approver, grantee=None, what="enrolling staff")
+        staff_id = f"S{ctx.next_seq}"
+        sigs = [sig, second]
+        ctx.append(ev.StaffEnrolled(staff_id=staff_id, printed_name=printed, username=username),
+                   signatures=sigs, occurred_at=ctx.now)
+        for r in dict.fromkeys(roles):
+            ctx.append(ev.RoleGranted(staff_id=staff_id, role=r.value), signatures=sigs, occurred_at=ctx.now)
+        return {"staff_id": staff_id, "approved_by": second["staff_id"],
+                "enrolled_alone": second["staff_id"] == principal.staff_id}
 
     return ledger.execute(principal.registrant, "enroll_staff", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def enrolment_reader(ctx: CommandContext) -> Callable[[str], dict | None]:
+    """``staff_id`` -> that person's ``staff_enrolled`` entry, decoded from the chain (the staff
+    projection only says at which seq); cached for the command. For the enrolment alert rule."""
+    cache: dict[str, dict | None] = {}
+
+    def read(staff_id: str) -> dict | None:
+        if staff_id not in cache:
+            row = ctx.view.get("staff", (ctx.registrant, staff_id))
+            data = None if row is None else ctx.view.raw.scalar(
+                ctx.conn, "SELECT canonical FROM entries WHERE registrant = :r AND seq = :s",
+                {"r": ctx.registrant, "s": row["enrolled_seq"]})
+            cache[staff_id] = None if data is None else canon.decode(bytes(data))
+        return cache[staff_id]
+
+    return read
 
 
 def _check_can_grant(ctx: CommandContext, principal: Principal, r: Role) -> None:
@@ -150,18 +236,26 @@ def _check_can_grant(ctx: CommandContext, principal: Principal, r: Role) -> None
         raise Forbidden("only an administrator may grant or revoke the administrator role", field="role")
 
 
-def grant_role(ledger: Ledger, principal: Principal, cmd: GrantRole, *, idempotency_key: str | None = None) -> dict:
+def grant_role(ledger: Ledger, principal: Principal, cmd: GrantRole, *, approver: Principal | None = None,
+               idempotency_key: str | None = None) -> dict:
+    """Grant a role to someone else, approved by a second manager or administrator who is not
+    the grantee (``approver``), unless nobody else could approve."""
     r = role(cmd.role)
 
     def build(ctx: CommandContext) -> dict:
-        sig = ctx.signature(principal, Meaning.APPROVED, roles=STAFF_ADMIN)
+        sig = ctx.signature(principal, Meaning.PERFORMED, roles=STAFF_ADMIN)
         if ctx.view.get("staff", (ctx.registrant, cmd.staff_id)) is None:
             raise NotFound(f"no staff member {cmd.staff_id!r} at {ctx.registrant}", field="staff_id")
+        if cmd.staff_id == principal.staff_id:
+            raise Forbidden("no one grants a role to themself; another manager or administrator must",
+                            field="staff_id")
         _check_can_grant(ctx, principal, r)
         if ctx.view.get("staff_roles", (ctx.registrant, cmd.staff_id, r.value)) is not None:
             raise Conflict(f"{cmd.staff_id} already holds the role {r.value}", field="role")
-        ctx.append(ev.RoleGranted(staff_id=cmd.staff_id, role=r.value), signatures=[sig], occurred_at=ctx.now)
-        return {}
+        second = _second_person(ctx, principal, approver, grantee=cmd.staff_id, what="granting a role")
+        ctx.append(ev.RoleGranted(staff_id=cmd.staff_id, role=r.value), signatures=[sig, second],
+                   occurred_at=ctx.now)
+        return {"approved_by": second["staff_id"], "granted_alone": second["staff_id"] == principal.staff_id}
 
     return ledger.execute(principal.registrant, "grant_role", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)

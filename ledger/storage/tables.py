@@ -452,6 +452,19 @@ class PatientAccessRecord(SQLModel, table=True):
     accessed_at: str = Field(max_length=TIME)
 
 
+class StockRead(SQLModel, table=True):
+    """Append-only: who read stock figures (the book), when and where. A blind count lists the
+    reads its counters made while it was open (issue 15)."""
+
+    __tablename__ = "stock_reads"
+    __table_args__ = (sa.Index("ix_stock_reads_registrant_staff_at", "registrant", "staff_id", "read_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    registrant: str = Field(max_length=9)
+    staff_id: str = Field(max_length=64)
+    read_at: str = Field(max_length=TIME)
+    what: str = Field(max_length=64)
+
+
 # --- alerts (issue 7) ---------------------------------------------------------------------------
 
 

@@ -88,8 +88,12 @@ def test_clinic_day_raises_what_it_should(ledger):
     # Book 37.50 mL (2 sealed + 8.50 + 9.00 mL opened); counted 26.00 mL.
     assert disc["figures"]["difference_ml"] == "-11.50" and disc["severity"] == "high"
     res = services.resolve_discrepancy(ledger, ops.manager, ResolveDiscrepancy(
-        disc["alert_id"], "theft_or_loss", "vial content missing, no explanation"))
+        disc["alert_id"], "theft_or_loss", "vial content missing, no explanation"), witness=ops.pharmacist)
     assert "alert_raised" in kinds(res)
+    # issue 15: the loss adjustment is in front of someone too, with the count, resolution and mL
+    [off] = alert_service.list_alerts(ledger, ops.dea, rule="stock_off_book_by_loss_adjustment")
+    assert off["evidence_seqs"] == [disc["raised_seq"], res["entries"][0]["seq"], res["loss_adjustment_seq"]]
+    assert off["figures"]["ml_off_book"] == "11.50"
     [loss] = alert_service.list_alerts(ledger, ops.dea, rule="suspected_significant_loss")
     assert set(loss["deadlines"]) == {"dea_notice", "form_106"}
     assert loss["evidence_seqs"] == [disc["raised_seq"], res["entries"][0]["seq"]]

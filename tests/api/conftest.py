@@ -99,9 +99,12 @@ class Api:
 
 def build_api(ledger: Ledger, settings: Settings | None = None) -> Api:
     clinic = Clinic(ledger)
+    # Avery, the only administrator so far, enrols everyone alone; the manager last, so no
+    # enrolment here is "approved" by someone Avery enrolled alone (issue 15: from then on,
+    # enrolments and role grants need Morgan's approval, see Clinic.enroll).
     clinic.enroll("Dr. Dana Prescriber", "dana", "prescriber")
-    clinic.enroll("Morgan Manager", "morgan", "manager")
     clinic.enroll("Casey Compliance", "casey", "compliance_officer")
+    clinic.enroll("Morgan Manager", "morgan", "manager")
     clock = Clock()
     settings = settings or Settings(patient_key=PATIENT_KEY)
     app = create_app(ledger, settings, clock=clock, password_hasher=fast_test_hasher())

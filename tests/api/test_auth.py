@@ -1,4 +1,4 @@
-"""Logins as staff meet them: passwords, TOTP, lock-out, idle timeout, logout, revocation."""
+"""Logins as staff meet them: passwords, TOTP, sign-in throttle, idle timeout, logout, revocation."""
 
 from __future__ import annotations
 
@@ -47,13 +47,23 @@ def test_wrong_password_and_unknown_user_look_the_same(api):
     assert a.headers["www-authenticate"] == "Bearer"
 
 
-def test_lockout_after_repeated_failures_then_unlocks(api):
+def test_throttle_after_repeated_failures_then_one_attempt_per_delay(api):
+    """5 failures throttle the login: the right password is refused (429, unchecked) until the
+    30-second delay has passed; each further failure doubles the delay; a success resets it."""
     for _ in range(5):
         assert api.login("nora", "wrong password here").status_code == 401
-    locked = api.login("nora")
-    assert locked.status_code == 401 and ptype(locked) == "login-locked"
-    api.clock.advance(minutes=16)
+    throttled = api.login("nora")
+    assert throttled.status_code == 429 and ptype(throttled) == "sign-in-throttled"
+    assert 1 <= int(throttled.headers["retry-after"]) <= 30
+    assert throttled.json()["errors"][0]["field"] == "username" and "30 seconds" in throttled.json()["detail"]
+    api.clock.advance(seconds=31)
+    assert api.login("nora", "wrong password again").status_code == 401  # one attempt checked ...
+    again = api.login("nora")
+    assert again.status_code == 429 and 30 < int(again.headers["retry-after"]) <= 60  # ... and the delay doubled
+    api.clock.advance(seconds=61)
     assert api.login("nora").status_code == 201
+    cred = api.auth.store.credential(api.dea, api.clinic.nurse.staff_id)
+    assert cred["failed_logins"] == 0 and cred["locked_until"] is None
 
 
 def test_manager_and_administrator_need_totp(api):

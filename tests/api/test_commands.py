@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.api.test_auth import ptype
+from tests.api.test_separation_of_duties import send
 from tests.conftest import KETAMINE_50, an_hour_ago, entry_count
 
 PRODUCT = {"ndc": "0143-9508-01", "name": "Ketamine HCl injection 100 mg/mL", "drug_code": "7285",
@@ -172,11 +173,12 @@ def test_entries_filters_and_cursor_pagination(api):
 
 def test_staff_enrol_grant_revoke(api):
     h = api.headers("morgan")
-    r = api.client.post(api.url("/staff"), json={"printed_name": "Rita Nurse", "username": "rita", "roles": ["nurse"]},
-                        headers=h)
+    # Enrolling and granting are approved by a second manager or administrator (issue 15).
+    r = send(api, "morgan", "/staff", {"printed_name": "Rita Nurse", "username": "rita", "roles": ["nurse"]},
+             approver="avery")
     assert r.status_code == 201, r.text
     sid = r.json()["staff_id"]
-    assert api.client.post(api.url(f"/staff/{sid}/roles"), json={"role": "pharmacist"}, headers=h).status_code == 201
+    assert send(api, "morgan", f"/staff/{sid}/roles", {"role": "pharmacist"}, approver="avery").status_code == 201
     again = api.client.post(api.url(f"/staff/{sid}/roles"), json={"role": "pharmacist"}, headers=h)
     assert again.status_code == 409
     admin = api.client.post(api.url(f"/staff/{sid}/roles"), json={"role": "administrator"}, headers=h)

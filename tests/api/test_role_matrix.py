@@ -32,8 +32,6 @@ import pytest
 from fastapi.routing import APIRoute
 
 from api.http.roles import markdown_table  # only to check that docs/api.md is regenerated
-from ledger import services
-from ledger.domain.commands import EnrollStaff
 from ledger.domain.principal import Role
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import PASSWORD, ROLE_USERS, build_api, second_clinic
@@ -48,8 +46,10 @@ ROLES = ("nurse", "pharmacist", "prescriber", "manager", "compliance_officer", "
 #: Who may call what. ``Y`` allowed, ``-`` refused with 403. Sources, per row group:
 #: - own session: docs/api.md "Logging in" (any login, even one holding no role); witness
 #:   assertions are asked for by the *recording* person's device (docs/api.md "Witnesses"), so by
-#:   the roles that record witnessed commands (waste, destruction, counts): not the compliance
-#:   officer, auditor or administrator, who record none;
+#:   the roles that record witnessed commands (waste, destruction, counts, breakage) and the
+#:   compliance officer, whose theft or loss report that takes vials off the book is signed by a
+#:   second person (issue 15), and the manager or administrator who enrols staff or grants a role,
+#:   which a second one approves the same way (issue 15); not the auditor, who records none;
 #: - staff: docs/compliance.md (manager: "staff and roles"; administrator: "staff, roles,
 #:   passwords"), docs/api.md "Logging in" (an administrator gives passwords; an administrator or
 #:   manager ends someone's sessions); the staff list per docs/api.md's table;
@@ -66,13 +66,14 @@ endpoint                  nurse pharm presc manag compl audit admin
 whoami                      Y     Y     Y     Y     Y     Y     Y
 logout                      Y     Y     Y     Y     Y     Y     Y
 change_own_password         Y     Y     Y     Y     Y     Y     Y
-create_witness_assertion    Y     Y     Y     Y     -     -     -
+create_witness_assertion    Y     Y     Y     Y     Y     -     Y
 list_staff                  -     -     -     Y     Y     Y     Y
 enroll_staff                -     -     -     Y     -     -     Y
 grant_role                  -     -     -     Y     -     -     Y
 revoke_role                 -     -     -     Y     -     -     Y
 set_staff_password          -     -     -     -     -     -     Y
 revoke_staff_sessions       -     -     -     Y     -     -     Y
+clear_sign_in_throttle      -     -     -     Y     -     -     Y
 list_products               Y     Y     Y     Y     Y     Y     Y
 add_product                 -     Y     -     Y     -     -     Y
 list_suppliers              Y     Y     Y     Y     Y     Y     Y
@@ -94,6 +95,7 @@ record_waste                Y     Y     Y     Y     -     -     -
 start_count                 Y     Y     -     Y     -     -     -
 submit_count                Y     Y     -     Y     -     -     -
 resolve_discrepancy         -     -     -     Y     -     -     -
+record_breakage             Y     Y     Y     Y     -     -     -
 destroy_stock               Y     Y     Y     Y     -     -     -
 transfer_stock              -     Y     -     Y     -     -     -
 return_stock                -     Y     -     Y     -     -     -
@@ -143,7 +145,7 @@ def fresh_staff(api, *roles: str, password: bool = False) -> tuple[str, str]:
     """A throwaway staff member (for endpoints that change or end someone's login)."""
     i = next(n)
     username = f"tmp{i}"
-    sid = services.enroll_staff(api.ledger, api.clinic.admin, EnrollStaff(f"Temp Person {i}", username, roles))["staff_id"]
+    sid = api.clinic.enroll(f"Temp Person {i}", username, *roles).staff_id  # approved by a second manager
     if password:
         api.set_password(username)
     return username, sid
@@ -174,6 +176,8 @@ def request_for(api, name: str, user: str):
         return "POST", f"/staff/{fresh_staff(api)[1]}/password", {"password": "temporary harbor 42"}, user
     if name == "revoke_staff_sessions":
         return "DELETE", f"/staff/{fresh_staff(api)[1]}/sessions", None, user
+    if name == "clear_sign_in_throttle":
+        return "DELETE", f"/staff/{fresh_staff(api, password=True)[1]}/sign-in-throttle", None, user
     if name == "list_products":
         return "GET", "/products", None, user
     if name == "add_product":
@@ -231,6 +235,9 @@ CLINICAL_REQUESTS = {
         "lines": [{"ndc": KETAMINE_50, "sealed_containers": 1}], "occurred_at": AN_HOUR_AGO}),
     "resolve_discrepancy": lambda i: ("POST", "/discrepancies/D1/resolutions",
                                       {"category": "other", "explanation": "miscount"}),
+    "record_breakage": lambda i: ("POST", "/breakages", {
+        "what": "spill", "description": "role matrix probe", "recoverable": False,
+        "lines": [{"vial_id": "V1-1", "ml": "0.10"}], "occurred_at": AN_HOUR_AGO}),
     "destroy_stock": lambda i: ("POST", "/destructions", {"vial_ids": ["V1-1"], "method": "digestion", "place": "med room",
                                                           "reason": "expired", "occurred_at": AN_HOUR_AGO}),
     "transfer_stock": lambda i: ("POST", "/transfers", {
@@ -257,8 +264,11 @@ CLINICAL_REQUESTS = {
     "get_audit": lambda i: ("GET", "/audit?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z", None),
 }
 #: Commands a second person signs for: how many assertions they carry.
-WITNESSED = {"record_waste": 1, "submit_count": 1, "destroy_stock": 2}
+WITNESSED = {"record_waste": 1, "submit_count": 1, "destroy_stock": 2, "record_breakage": 1, "enroll_staff": 1,
+             "grant_role": 1}
 WITNESS_POOL = ("ned", "casey", "pia", "morgan")
+#: Enrolments and role grants are approved by a second manager or administrator.
+APPROVER_POOL = ("morgan", "avery")
 
 
 def witness_header(api, name: str, user: str, content: bytes) -> dict[str, str]:
@@ -266,7 +276,8 @@ def witness_header(api, name: str, user: str, content: bytes) -> dict[str, str]:
     if name not in WITNESSED or user not in {ROLE_USERS[r] for r in EXPECTED["create_witness_assertion"]}:
         return {}
     tokens = []
-    for w in [w for w in WITNESS_POOL if w != user][:WITNESSED[name]]:
+    pool = APPROVER_POOL if name in ("enroll_staff", "grant_role") else WITNESS_POOL
+    for w in [w for w in pool if w != user][:WITNESSED[name]]:
         body = {"username": w, "password": PASSWORD, "body_sha256": hashlib.sha256(content).hexdigest()}
         if api.totp(w):
             body["totp"] = api.totp(w)

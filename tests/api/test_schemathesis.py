@@ -13,8 +13,6 @@ from hypothesis import HealthCheck, seed, settings
 from schemathesis import checks
 from schemathesis.specs.openapi import checks as oc
 
-from ledger import services
-from ledger.domain.commands import EnrollStaff
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import build_api
 from tests.api.roles_all import ALL
@@ -32,7 +30,7 @@ def _build():
     ledger = Ledger(engine)
     atexit.register(ledger.dispose)
     api = build_api(ledger)
-    services.enroll_staff(ledger, api.clinic.admin, EnrollStaff("Everyone Everything", "allroles", ROLES))
+    api.clinic.enroll("Everyone Everything", "allroles", *ROLES)  # approved by a second manager
     api.set_password("allroles")
     return api
 

@@ -3,8 +3,9 @@ and the pure function over entries alone.
 
 Every expected figure here is written by hand (``WORKED_EXAMPLE`` and ``BOOK_ENDED`` below, the
 arithmetic in comments), never taken from ``ledger.services.audit`` itself (issue 14). The lines
-the worked example leaves at zero (destroyed, transferred, losses, corrections) are asserted to be
-zero; ``tests/clinical/test_audit_lines.py`` gives every line a distinct non-zero figure."""
+the worked example leaves at zero (destroyed, transferred, breakage, theft or loss, and the
+adjustments after the difference) are asserted to be zero; ``tests/clinical/test_audit_lines.py``
+gives every line a distinct non-zero figure."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from tests.clinical.conftest import PRESCRIBER_DEA, Ops
 from tests.conftest import KETAMINE_50
 
 D = Decimal
-ZERO_LINES = {"destroyed": D("0.00"), "transferred": D("0.00"), "losses": D("0.00"), "corrections": D("0.00")}
+ZERO_LINES = {"destroyed": D("0.00"), "transferred": D("0.00"), "breakage": D("0.00"), "theft_or_loss": D("0.00"),
+              "adjustments": D("0.00")}
 #: The worked example by hand (ketamine 50 mg/mL, 10 mL vials; mg = mL x 50, containers = mL / 10):
 #: beginning 4 x 10 + 6.00 = 46.00 mL; receipts 10 x 10 = 100.00; to account for 146.00;
 #: administered 22 x 4.70 + 4.60 = 108.00; wasted 22 x 0.30 + 0.40 = 7.00; ending counted 3 x 10
@@ -40,21 +42,26 @@ ZERO_LINES = {"destroyed": D("0.00"), "transferred": D("0.00"), "losses": D("0.0
 WORKED_EXAMPLE = {
     "ml": {"beginning": D("46.00"), "receipts": D("100.00"), "to_account_for": D("146.00"),
            "administered": D("108.00"), "wasted": D("7.00"), **ZERO_LINES, "ending": D("30.00"),
-           "accounted_for": D("145.00"), "difference": D("-1.00")},
+           "accounted_for": D("145.00"), "difference": D("-1.00"),
+           "difference_after_adjustments": D("-1.00")},
     "mg": {"beginning": D("2300.00"), "receipts": D("5000.00"), "to_account_for": D("7300.00"),
            "administered": D("5400.00"), "wasted": D("350.00"), **ZERO_LINES, "ending": D("1500.00"),
-           "accounted_for": D("7250.00"), "difference": D("-50.00")},
+           "accounted_for": D("7250.00"), "difference": D("-50.00"),
+           "difference_after_adjustments": D("-50.00")},
     "containers": {"beginning": D("4.60"), "receipts": D("10.00"), "to_account_for": D("14.60"),
                    "administered": D("10.80"), "wasted": D("0.70"), **ZERO_LINES, "ending": D("3.00"),
-                   "accounted_for": D("14.50"), "difference": D("-0.10")},
+                   "accounted_for": D("14.50"), "difference": D("-0.10"),
+                   "difference_after_adjustments": D("-0.10")},
 }
 #: The same period ended before the count (t0 + 7 h): the ending is the book, 146 - 23 x 5.00 drawn
 #: = 31.00 mL, every draw given or wasted, so accounted for 108 + 7 + 31 = 146.00 and no difference.
 BOOK_ENDED = {
-    "ml": {**WORKED_EXAMPLE["ml"], "ending": D("31.00"), "accounted_for": D("146.00"), "difference": D("0.00")},
-    "mg": {**WORKED_EXAMPLE["mg"], "ending": D("1550.00"), "accounted_for": D("7300.00"), "difference": D("0.00")},
+    "ml": {**WORKED_EXAMPLE["ml"], "ending": D("31.00"), "accounted_for": D("146.00"), "difference": D("0.00"),
+           "difference_after_adjustments": D("0.00")},
+    "mg": {**WORKED_EXAMPLE["mg"], "ending": D("1550.00"), "accounted_for": D("7300.00"), "difference": D("0.00"),
+           "difference_after_adjustments": D("0.00")},
     "containers": {**WORKED_EXAMPLE["containers"], "ending": D("3.10"), "accounted_for": D("14.60"),
-                   "difference": D("0.00")},
+                   "difference": D("0.00"), "difference_after_adjustments": D("0.00")},
 }
 
 
@@ -105,7 +112,8 @@ class AuditContract:
 
     def test_worked_example(self, ledger):
         """Every line, per unit, equals the hand figures of docs/compliance.md (the zero lines
-        included: nothing may leak into destroyed, transferred, losses or corrections). Catches
+        included: nothing may leak into destroyed, transferred, breakage, theft or loss or the
+        adjustments; with no adjustment the difference after them is the difference). Catches
         administered taken from the draw, the ending taken from the book, the variance over the
         wrong base and the total mg summed from mL."""
         ops, t0, end = worked_example(ledger)

@@ -371,19 +371,27 @@ class ClinicalContract:
         # the book stays as computed until resolution
         assert sum(v["ml_left"] for v in stock.vials(ops.ledger, ops.dea)) == Decimal("40.00")
         refused(ops, Forbidden, "principal", services.resolve_discrepancy, ops.ledger, ops.nurse,
-                ResolveDiscrepancy(d, "breakage", "dropped"))
+                ResolveDiscrepancy(d, "theft_or_loss", "dropped"), witness=ops.pharmacist)
         counter_manager = ops.manager
         s = services.start_count(ops.ledger, counter_manager, StartCount(ndcs=(KETAMINE_50,)))
         r2 = services.submit_count(ops.ledger, counter_manager, SubmitCount(
             s["session_id"], (CountLineInput(KETAMINE_50, 3),), an_hour_ago()), second_counter=ops.nurse2)
         refused(ops, Forbidden, "principal", services.resolve_discrepancy, ops.ledger, counter_manager,
-                ResolveDiscrepancy(r2["discrepancy_ids"][0], "breakage", "dropped"))
+                ResolveDiscrepancy(r2["discrepancy_ids"][0], "theft_or_loss", "dropped"), witness=ops.pharmacist)
+        # issue 15: a second person, not the manager and not a counter, signs with the manager
+        refused(ops, InvalidInput, "witness", services.resolve_discrepancy, ops.ledger, ops.manager2,
+                ResolveDiscrepancy(d, "theft_or_loss", "vial missing"))
+        refused(ops, Conflict, "witness", services.resolve_discrepancy, ops.ledger, ops.manager2,
+                ResolveDiscrepancy(d, "theft_or_loss", "vial missing"), witness=ops.nurse2)
+        # a breakage is resolved only by pointing at the breakage recorded when it happened
+        refused(ops, InvalidInput, "breakage_seq", services.resolve_discrepancy, ops.ledger, ops.manager2,
+                ResolveDiscrepancy(d, "breakage", "dropped"), witness=ops.pharmacist)
         refused(ops, InvalidInput, "category", services.resolve_discrepancy, ops.ledger, ops.manager2,
                 ResolveDiscrepancy(d, "gremlins", "?"))
         refused(ops, InvalidInput, "explanation", services.resolve_discrepancy, ops.ledger, ops.manager2,
-                ResolveDiscrepancy(d, "breakage", " "))
+                ResolveDiscrepancy(d, "theft_or_loss", " "), witness=ops.pharmacist)
         out = services.resolve_discrepancy(ops.ledger, ops.manager2, ResolveDiscrepancy(
-            d, "breakage", "vial dropped during restock; glass swept up"))
+            d, "theft_or_loss", "vial not found after a search of the medication room"), witness=ops.pharmacist)
         res_e, adj = last_entries(ops.ledger, 2)
         assert res_e["kind"] == "discrepancy_resolved" and adj["kind"] == "loss_adjusted"
         assert out["loss_adjustment_seq"] == adj["seq"]
@@ -391,7 +399,7 @@ class ClinicalContract:
         lost = [v for v in stock.vials(ops.ledger, ops.dea) if v["state"] == "lost"]
         assert len(lost) == 1 and lost[0]["vial_id"] in vids
         refused(ops, Conflict, "discrepancy_id", services.resolve_discrepancy, ops.ledger, ops.manager2,
-                ResolveDiscrepancy(d, "breakage", "again"))
+                ResolveDiscrepancy(d, "theft_or_loss", "again"), witness=ops.pharmacist)
         assert verify(ops.ledger, deep=True).ok
 
     def test_documentation_error_fixed_by_late_entry(self, ops):
@@ -404,9 +412,11 @@ class ClinicalContract:
         late = ops.dose(v, at=datetime.now(UTC) - timedelta(hours=30), late_reason="downtime; on the paper log")
         seq = late["entries"][0]["seq"]
         refused(ops, NotFound, "fixed_by_seq", services.resolve_discrepancy, ops.ledger, ops.manager,
-                ResolveDiscrepancy(d, "documentation_error", "dose missing", fixed_by_seq=10_000))
+                ResolveDiscrepancy(d, "documentation_error", "dose missing", fixed_by_seq=10_000),
+                witness=ops.pharmacist)
         services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(
-            d, "documentation_error", "dose given during downtime entered late", fixed_by_seq=seq))
+            d, "documentation_error", "dose given during downtime entered late", fixed_by_seq=seq),
+            witness=ops.pharmacist)
         assert last_entries(ops.ledger)[0]["fixed_by_seq"] == seq
         assert stock.discrepancies(ops.ledger, ops.dea) == []
         # with the late entry, a new count matches the book
@@ -416,8 +426,9 @@ class ClinicalContract:
         ops.receive(2)
         (d,) = self._short_count(ops, sealed=3)["discrepancy_ids"]
         refused(ops, Conflict, "category", services.resolve_discrepancy, ops.ledger, ops.manager,
-                ResolveDiscrepancy(d, "spill", "?"))
-        services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(d, "other", "miscounted shelf"))
+                ResolveDiscrepancy(d, "theft_or_loss", "?"), witness=ops.pharmacist)
+        services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(d, "other", "miscounted shelf"),
+                                     witness=ops.pharmacist)
 
     # --- destruction, transfer, return, theft/loss --------------------------------------------------
 
@@ -482,9 +493,14 @@ class ClinicalContract:
         refused(ops, InvalidInput, "lost", services.report_theft_or_loss, ops.ledger, ops.manager,
                 dataclasses.replace(cmd, lost=()))
         refused(ops, Conflict, "lost[0].ml", services.report_theft_or_loss, ops.ledger, ops.manager,
-                dataclasses.replace(cmd, lost=(LostVialInput(v1, "10.01"),)))
-        refused(ops, Forbidden, "principal", services.report_theft_or_loss, ops.ledger, ops.nurse, cmd)
-        res = services.report_theft_or_loss(ops.ledger, ops.manager, cmd)
+                dataclasses.replace(cmd, lost=(LostVialInput(v1, "10.01"),)), witness=ops.pharmacist)
+        refused(ops, Forbidden, "principal", services.report_theft_or_loss, ops.ledger, ops.nurse, cmd,
+                witness=ops.pharmacist)
+        # issue 15: vials taken off the book need a second person, not the reporter
+        refused(ops, InvalidInput, "witness", services.report_theft_or_loss, ops.ledger, ops.manager, cmd)
+        refused(ops, Conflict, "witness", services.report_theft_or_loss, ops.ledger, ops.manager, cmd,
+                witness=ops.manager)
+        res = services.report_theft_or_loss(ops.ledger, ops.manager, cmd, witness=ops.pharmacist)
         assert res["notice_due_at"].startswith("2026-07-07T04:59:59")  # end of Mon 6 July, Chicago (CDT)
         e = last_entries(ops.ledger)[0]
         assert e["kind"] == "theft_or_loss_reported" and e["lost"][0]["ml"] == "10.00"
@@ -505,8 +521,10 @@ class ClinicalContract:
                 CorrectEntry(9999, "typo"))
         refused(ops, Conflict, "lines[0].ml", services.correct_entry, ops.ledger, ops.nurse,
                 CorrectEntry(seq, "typo", (CorrectionLineInput(v, "add", "3.01"),)))
+        refused(ops, InvalidInput, "approver", services.correct_entry, ops.ledger, ops.nurse,
+                CorrectEntry(seq, "typo", (CorrectionLineInput(v, "remove", "0.50"),)))
         refused(ops, Conflict, "lines[0].ml", services.correct_entry, ops.ledger, ops.nurse,
-                CorrectEntry(seq, "typo", (CorrectionLineInput(v, "remove", "7.01"),)))
+                CorrectEntry(seq, "typo", (CorrectionLineInput(v, "remove", "3.01"),)), approver=ops.pharmacist)
         refused(ops, InvalidInput, "lines[0].direction", services.correct_entry, ops.ledger, ops.nurse,
                 CorrectEntry(seq, "typo", (CorrectionLineInput(v, "sideways", "1.00"),)))
         services.correct_entry(ops.ledger, ops.nurse, CorrectEntry(seq, "drew 2.50 mL, typed 3.00",
@@ -532,9 +550,11 @@ class ClinicalContract:
                 c.execute(sa.text("UPDATE document_blobs SET content = :c"), {"c": b"forged"})
         v = ops.receive(1)[0]
         refused(ops, NotFound, "documents[0]", services.report_theft_or_loss, ops.ledger, ops.manager, ReportTheftOrLoss(
-            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=("0" * 64,)))
+            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=("0" * 64,)),
+            witness=ops.pharmacist)
         services.report_theft_or_loss(ops.ledger, ops.manager, ReportTheftOrLoss(
-            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=(res["sha256"],)))
+            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=(res["sha256"],)),
+            witness=ops.pharmacist)
 
     def test_receipt_with_gs1_scans(self, ops):
         gtin = gs1.gtin_for_ndc10("4202311310")

@@ -25,7 +25,8 @@ K10 = {"ndc": "0409-2051-05", "ndc_key": "0409205105", "name": "Ketamine 10", "d
 K99 = {"ndc": "1111-2222-33", "ndc_key": "11112222033", "name": "Never stocked", "drug_code": "7285",
        "schedule": "III", "strength_mg_per_ml": "5.00", "container_ml": "1.00"}  # no "form": read as ""
 LINES = ("beginning", "receipts", "to_account_for", "administered", "wasted", "destroyed", "transferred",
-         "losses", "corrections", "ending", "accounted_for", "difference")
+         "breakage", "theft_or_loss", "ending", "accounted_for", "difference", "adjustments",
+         "difference_after_adjustments")
 START = datetime(2026, 9, 10, tzinfo=UTC)
 END = datetime(2026, 9, 20, tzinfo=UTC)
 
@@ -67,12 +68,18 @@ def received(p: dict, *vials: str) -> dict:
 
 
 def lines(**ml: str) -> dict[str, Decimal]:
+    """Audit lines, zero unless given; the difference after adjustments, unless given, is by
+    definition the difference plus the adjustments (issue 15)."""
     out = dict.fromkeys(LINES, D("0.00"))
     out.update({k: D(v) for k, v in ml.items()})
+    if "difference_after_adjustments" not in ml:
+        out["difference_after_adjustments"] = out["difference"] + out["adjustments"]
     return out
 
 
 def product_out(p: dict, ml: dict, mg: dict, containers: dict, **rest) -> dict:
+    rest.setdefault("variance_after_adjustments_percent", rest.get("variance_percent"))
+    rest.setdefault("adjustment_entries", [])
     return {"ndc": p["ndc"], "ndc_key": p["ndc_key"], "name": p["name"],
             "strength_mg_per_ml": D(p["strength_mg_per_ml"]), "container_ml": D(p["container_ml"]),
             "ml": ml, "mg": mg, "containers": containers, "form": p.get("form", ""), **rest}
@@ -101,10 +108,13 @@ def main_period() -> tuple[Log, dict]:
     log.add("stock_destroyed", t(13), items=[item("V3", K50, "10.00")])
     log.add("stock_transferred", t(14), vials=[item("V4", K50, "10.00")])
     log.add("stock_returned", t(14, 1), vials=[item("W2", K10, "20.00")])
-    log.add("loss_adjusted", t(15), adjustments=[item("V5", K50, "1.00")])
+    adjusted = log.add("loss_adjusted", t(15), discrepancy_id="D0", category="theft_or_loss",
+                       adjustments=[item("V5", K50, "1.00")])
     log.add("theft_or_loss_reported", t(15, 1), lost=[item("V5", K50, "2.00")])
-    log.add("entry_corrected", t(16), lines=[{**item("V1", K50, "0.30"), "direction": "remove"},
-                                            {**item("V2", K50, "0.10"), "direction": "add"}])
+    corrected = log.add("entry_corrected", t(16), corrects_seq=12, corrects_kind="dose_administered",
+                        reason="drawn 0.30 mL more from V1, 0.10 mL less from V2",
+                        lines=[{**item("V1", K50, "0.30"), "direction": "remove"},
+                               {**item("V2", K50, "0.10"), "direction": "add"}])
     log.add("dose_administered", t(16, 2), draws=[item("W1", K10, "3.00")], ml_drawn="3.00", ml_given="3.00")
     k10_end = log.add("stock_counted", t(17), session_id="C2", blind=True,
                       lines=[{"product": K10, "counted_ml": "14.50"}])
@@ -117,29 +127,45 @@ def main_period() -> tuple[Log, dict]:
     log.add("stock_received", t(25), invoice_number="I2", supplier={}, lines=[received(K50, "V6")])
     log.add("dose_administered", t(25, 1), draws=[item("W1", K10, "1.00")], ml_drawn="1.00", ml_given="1.00")
     log.add("policy_set", t(26), variance_threshold_percent="0.10")
-    return log, {"k50_begin": k50_begin, "k10_end": k10_end, "k50_end": k50_end}
+    return log, {"k50_begin": k50_begin, "k10_end": k10_end, "k50_end": k50_end, "adjusted": adjusted,
+                 "corrected": corrected}
 
 
 def test_every_line_of_two_products_by_hand():
     log, at = main_period()
     a = accountability(log.entries, START, END)
     # K50: beginning counted 29 (no movement after the count); receipts 2 x 10 = 20; to account for 49.
-    # Administered 5 (given, not the 6 drawn); wasted 0.50; destroyed 10; transferred 10; losses
-    # 1 + 2 = 3; corrections 0.30 removed - 0.10 added back = 0.20; ending counted 18.
-    # Accounted for 5 + 0.5 + 10 + 10 + 3 + 0.2 + 18 = 46.70; difference -2.30; -230/49 = -4.69 %.
+    # Administered 5 (given, not the 6 drawn); wasted 0.50; destroyed 10; transferred 10; theft or
+    # loss (Form 106) 2; ending counted 18. Accounted for 5 + 0.5 + 10 + 10 + 2 + 18 = 45.50;
+    # difference before adjustments -3.50; -350/49 = -7.1428 -> -7.14 % (> 2.50: flagged).
+    # Adjustments after it: the loss adjusted 1 + the correction's 0.30 removed - 0.10 added back
+    # = 1.20; difference after them -2.30; -230/49 = -4.6938 -> -4.69 %.
     # mg = mL x 50; containers = mL / 10. Book at the count: 30 + 20 - 6 - 10 - 10 - 3 - 0.2 = 20.80.
     k50 = product_out(
         K50,
         lines(beginning="29.00", receipts="20.00", to_account_for="49.00", administered="5.00", wasted="0.50",
-              destroyed="10.00", transferred="10.00", losses="3.00", corrections="0.20", ending="18.00",
-              accounted_for="46.70", difference="-2.30"),
+              destroyed="10.00", transferred="10.00", theft_or_loss="2.00", ending="18.00",
+              accounted_for="45.50", difference="-3.50", adjustments="1.20", difference_after_adjustments="-2.30"),
         lines(beginning="1450.00", receipts="1000.00", to_account_for="2450.00", administered="250.00",
-              wasted="25.00", destroyed="500.00", transferred="500.00", losses="150.00", corrections="10.00",
-              ending="900.00", accounted_for="2335.00", difference="-115.00"),
+              wasted="25.00", destroyed="500.00", transferred="500.00", theft_or_loss="100.00",
+              ending="900.00", accounted_for="2275.00", difference="-175.00", adjustments="60.00",
+              difference_after_adjustments="-115.00"),
         lines(beginning="2.90", receipts="2.00", to_account_for="4.90", administered="0.50", wasted="0.05",
-              destroyed="1.00", transferred="1.00", losses="0.30", corrections="0.02", ending="1.80",
-              accounted_for="4.67", difference="-0.23"),
-        variance_percent=D("-4.69"), flagged=True, beginning_basis="counted", ending_basis="counted",
+              destroyed="1.00", transferred="1.00", theft_or_loss="0.20", ending="1.80",
+              accounted_for="4.55", difference="-0.35", adjustments="0.12", difference_after_adjustments="-0.23"),
+        variance_percent=D("-7.14"), variance_after_adjustments_percent=D("-4.69"),
+        adjustment_entries=[
+            {"seq": at["adjusted"]["seq"], "kind": "loss_adjusted", "occurred_at": t(15), "recorded_at": t(15),
+             "ml": D("1.00"), "mg": D("50.00"), "signatures": [], "in_counted_beginning": False,
+             "category": "theft_or_loss", "discrepancy_id": "D0", "count_seq": None, "resolution_seq": None,
+             "description": "loss adjustment for discrepancy D0, resolved as theft or loss"},
+            {"seq": at["corrected"]["seq"], "kind": "entry_corrected", "occurred_at": t(16), "recorded_at": t(16),
+             "ml": D("0.20"), "mg": D("10.00"), "signatures": [], "in_counted_beginning": False,
+             "corrects_seq": 12, "corrects_kind": "dose_administered",
+             "reason": "drawn 0.30 mL more from V1, 0.10 mL less from V2",
+             "description": "correction of entry 12 (dose_administered): drawn 0.30 mL more from V1, 0.10 mL "
+                            "less from V2"}],
+        flagged=True, beginning_basis="counted", ending_basis="counted",
         ending_as_of=t(18), book_at_end_ml=D("20.80"),
         beginning_source=log.source(at["k50_begin"]), ending_source=log.source(at["k50_end"]),
         # drawn 6 - given 5 - wasted 0.50 (the waste after the count is not in the period)
@@ -170,10 +196,12 @@ def test_every_line_of_two_products_by_hand():
     assert total["ml"] == {x: k50["ml"][x] + k10["ml"][x] for x in LINES}
     assert total["mg"] == {x: k50["mg"][x] + k10["mg"][x] for x in LINES}
     assert total["containers"] == {x: k50["containers"][x] + k10["containers"][x] for x in LINES}
-    assert total["ml"]["difference"] == D("-2.80") and total["containers"]["ending"] == D("2.52")
-    # in mg: -120 / 2,830 = -4.2402 -> -4.24 %
-    assert total["variance_percent"] == D("-4.24") and total["flagged"] is True
-    assert set(total) == {"ml", "mg", "containers", "variance_percent", "flagged"}
+    assert total["ml"]["difference"] == D("-4.00") and total["containers"]["ending"] == D("2.52")
+    assert total["ml"]["difference_after_adjustments"] == D("-2.80")
+    # in mg: before adjustments -180 / 2,830 = -6.3604 -> -6.36 %; after -120 / 2,830 = -4.2402 -> -4.24 %
+    assert total["variance_percent"] == D("-6.36") and total["flagged"] is True
+    assert total["variance_after_adjustments_percent"] == D("-4.24")
+    assert set(total) == {"ml", "mg", "containers", "variance_percent", "flagged", "variance_after_adjustments_percent"}
     assert set(a) == {"start", "end", "variance_threshold_percent", "products", "total"}
 
 
@@ -406,19 +434,28 @@ def test_losses_already_counted_out_of_the_beginning_are_not_counted_twice():
             lines=[{"product": K50, "counted_ml": "29.00", "discrepancy_id": "D1"}])
     log.add("stock_counted", t(4), session_id="C2", blind=True,
             lines=[{"product": K50, "counted_ml": "27.00", "discrepancy_id": "D2"}])
-    log.add("loss_adjusted", t(11), discrepancy_id="D1", adjustments=[item("V1", K50, "1.00")])
-    log.add("loss_adjusted", t(12), discrepancy_id="D2", adjustments=[item("V2", K50, "3.00")])
+    log.add("loss_adjusted", t(11), discrepancy_id="D1", category="theft_or_loss",
+            adjustments=[item("V1", K50, "1.00")])
+    log.add("loss_adjusted", t(12), discrepancy_id="D2", category="theft_or_loss",
+            adjustments=[item("V2", K50, "3.00")])
     (p,) = accountability(log.entries, START, END)["products"]
-    # beginning counted 27; losses 1 + 3 - (1 + 3) already out of the count = 0; ending the book
-    # 30 - 4 = 26; accounted for 26; difference -1 (the two counts overlap by 1 mL)
+    # beginning counted 27; both losses listed as adjustments but already out of the count, so
+    # not summed: adjustments 0; ending the book 30 - 4 = 26; accounted for 26; difference -1
+    # before and after adjustments (the two counts overlap by 1 mL)
     assert p["ml"] == lines(beginning="27.00", to_account_for="27.00", ending="26.00", accounted_for="26.00",
-                            difference="-1.00")
+                            difference="-1.00", difference_after_adjustments="-1.00")
+    assert [(x["discrepancy_id"], x["ml"], x["in_counted_beginning"]) for x in p["adjustment_entries"]] == [
+        ("D1", D("1.00"), True), ("D2", D("3.00"), True)]
     log.add("stock_counted", t(13), session_id="C3", blind=True,
             lines=[{"product": K50, "counted_ml": "25.00", "discrepancy_id": "D3"}])
-    log.add("loss_adjusted", t(14), discrepancy_id="D3", adjustments=[item("V3", K50, "1.00")])
+    log.add("loss_adjusted", t(14), discrepancy_id="D3", category="theft_or_loss",
+            adjustments=[item("V3", K50, "1.00")])
     log.add("stock_counted", t(15), session_id="C4", blind=True, lines=[{"product": K50, "counted_ml": "24.00"}])
     (p,) = accountability(log.entries, START, END)["products"]
-    # D3 was raised inside the period (after the beginning's count): its 1 mL is a loss of the period;
-    # the period ends at C4 (counted 24): accounted for 1 + 24 = 25, difference -2
-    assert p["ml"] == lines(beginning="27.00", to_account_for="27.00", losses="1.00", ending="24.00",
-                            accounted_for="25.00", difference="-2.00")
+    # D3 was raised inside the period (after the beginning's count): its 1 mL is an adjustment of
+    # the period; the period ends at C4 (counted 24): accounted for 24, difference 24 - 27 = -3
+    # before adjustments, -3 + 1 = -2 after
+    assert p["ml"] == lines(beginning="27.00", to_account_for="27.00", ending="24.00", accounted_for="24.00",
+                            difference="-3.00", adjustments="1.00", difference_after_adjustments="-2.00")
+    assert [(x["discrepancy_id"], x["in_counted_beginning"]) for x in p["adjustment_entries"]] == [
+        ("D1", True), ("D2", True), ("D3", False)]

@@ -123,7 +123,8 @@ def test_discrepancies_in_count_order_with_their_counters(two):
 def services_resolve(ops, d):
     from ledger.domain.commands import ResolveDiscrepancy
 
-    services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(d, "breakage", "dropped"))
+    services.resolve_discrepancy(ops.ledger, ops.manager, ResolveDiscrepancy(d, "theft_or_loss", "not found"),
+                                 witness=ops.compliance)
 
 
 def test_a_blind_count_session_shows_no_book_until_submitted(two):

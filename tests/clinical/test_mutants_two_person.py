@@ -248,10 +248,13 @@ def test_a_manager_who_counted_does_not_approve(ops):
     with ops.ledger.reading() as c:
         counters = c.exec_driver_sql("SELECT counters FROM discrepancies WHERE discrepancy_id = ?", (d,)).scalar()
     assert set(json.loads(counters)) == {ops.manager.staff_id, ops.nurse2.staff_id}
-    cmd = ResolveDiscrepancy(d, "breakage", "dropped on the floor")
+    cmd = ResolveDiscrepancy(d, "theft_or_loss", "not found after a search")
     refuses(ops, Forbidden, "principal", "the manager approving a discrepancy must not be one of its counters",
-            services.resolve_discrepancy, ops.ledger, ops.manager, cmd)
-    out = services.resolve_discrepancy(ops.ledger, ops.manager2, cmd)
+            services.resolve_discrepancy, ops.ledger, ops.manager, cmd, witness=ops.pharmacist)
+    # issue 15: the second person is not a counter either
+    refuses(ops, Conflict, "witness", "the second person on a resolution must not be one of the counters whose "
+            "count it resolves", services.resolve_discrepancy, ops.ledger, ops.manager2, cmd, witness=ops.nurse2)
+    out = services.resolve_discrepancy(ops.ledger, ops.manager2, cmd, witness=ops.pharmacist)
     assert out["discrepancy_id"] == d
 
 

@@ -130,6 +130,12 @@ from tests.robustness.http_bodies import (
 USER = "allroles"
 NEW_PASSWORD = "seven calm river stones"
 WITNESSES = ("wanda", "wes")  # sign the witness assertions; nurse + pharmacist, never the actor
+#: Enrolments and role grants are approved by a second manager (issue 15): build_api's Morgan.
+APPROVED = frozenset({"enroll_staff", "grant_role"})
+APPROVERS = ("morgan",)
+#: A second person signs these on the recorder's device (issue 15), read as an optional witness:
+#: left out, the service refuses naming ``witness`` (the Form 106 example takes a vial off the book).
+SECOND_PERSON = frozenset({"resolve_discrepancy", "record_breakage", "report_theft_or_loss"})
 BIG = 10 * 1024 * 1024
 JSON = "application/json"
 
@@ -153,7 +159,7 @@ class World:
         self.clinic = c = api.clinic
         app = api.client.app  # the registry key the routes use (they load it on first use otherwise)
         self.patient_keys = app.state.patient_keys = PatientKeys.from_settings(app.state.settings)
-        services.enroll_staff(led, c.admin, EnrollStaff("Everyone Everything", USER, ALL))
+        c.enroll("Everyone Everything", USER, *ALL)  # approved by a second manager (issue 15)
         api.set_password(USER)
         for w in WITNESSES:
             c.enroll(w.title() + " Witness", w, "nurse", "pharmacist")
@@ -248,7 +254,8 @@ class World:
             evidence_seqs=(1,), figures={"hours_late": "30.00"})])[0]
 
     def staff(self, *roles: str) -> str:
-        return self.clinic.enroll("Sam Spare", self.unique("spare"), *roles).staff_id
+        u = self.unique("spare")  # a printed name like an existing one is refused: each its own
+        return self.clinic.enroll(f"Sam Spare {u}", u, *roles).staff_id
 
     def registrant(self) -> str:
         """A new registrant without stock (for an initial inventory), with our login."""
@@ -275,6 +282,10 @@ class Prep:
     dea: str = DEA
 
 
+def _newcomer(username: str) -> Prep:
+    return Prep(body={"username": username, "printed_name": f"New Comer {username}"})
+
+
 def _correction(w: World) -> Prep:
     _, seq, vial = w.administration("2.00", "2.00")  # 8.00 mL left: room to add the example's 1.80
     return Prep(body={"corrects_seq": seq, "vial_id": vial})
@@ -288,8 +299,9 @@ PREPARE: dict[str, Callable[[World], Prep]] = {
     "change_own_password": lambda w: Prep(body={"new_password": NEW_PASSWORD}),  # the example's is ours
     "set_staff_password": lambda w: Prep(path={"staff_id": w.tess}),
     "revoke_staff_sessions": lambda w: Prep(path={"staff_id": w.tess}),
+    "clear_sign_in_throttle": lambda w: Prep(path={"staff_id": w.tess}),
     "create_witness_assertion": lambda w: Prep(),  # the example's own witness (ned)
-    "enroll_staff": lambda w: Prep(body={"username": w.unique("newcomer")}),  # "nora" is taken
+    "enroll_staff": lambda w: _newcomer(w.unique("newcomer")),  # "nora" and "Nora Nurse" are taken
     "grant_role": lambda w: Prep(path={"staff_id": w.staff("nurse")}),
     "revoke_role": lambda w: Prep(path={"staff_id": w.staff("nurse", "pharmacist")}),
     "add_product": lambda w: Prep(body={"ndc": f"42023-{2000 + next(w.serial):04d}-10"}),  # the example's is added
@@ -304,6 +316,7 @@ PREPARE: dict[str, Callable[[World], Prep]] = {
     "start_count": lambda w: Prep(),
     "submit_count": lambda w: Prep(path={"session_id": w.count_session()}),
     "resolve_discrepancy": lambda w: Prep(path={"discrepancy_id": w.discrepancy()}),
+    "record_breakage": lambda w: Prep(body={"vial_id": w.vials(1)[0]}),  # the example spills 1.50 mL of it
     "destroy_stock": lambda w: Prep(body={"vial_ids": w.vials(1)}),
     "transfer_stock": lambda w: Prep(body={"vial_ids": w.transferable()}),
     "return_stock": lambda w: Prep(body={"vial_ids": w.vials(1)}),
@@ -428,7 +441,8 @@ class Run:
         tokens = []
         for w in who:
             r = self.api.client.post(self.api.url("/witness-assertions", dea), headers=self.world.headers(dea),
-                                     json={"username": w, "password": PASSWORD, "body_sha256": digest})
+                                     json={"username": w, "password": PASSWORD, "body_sha256": digest,
+                                           **({"totp": self.api.totp(w, dea)} if self.api.totp(w, dea) else {})})
             self.requests += 1
             assert r.status_code == 201, r.text
             tokens.append(r.json()["assertion"])
@@ -564,7 +578,7 @@ class Sweep:
         name = route.name
         self.write_routes.append(name)
         n_witnesses = witnesses_needed(route)
-        who = WITNESSES[:n_witnesses]
+        who = APPROVERS if name in APPROVED else WITNESSES[:n_witnesses]
         has_body = "requestBody" in op
         example = example_of(self.doc, op) if has_body else None
         schema = op["requestBody"]["content"][JSON]["schema"] if has_body else None
@@ -717,7 +731,15 @@ class Sweep:
             cases = []
         for label, token, expect in cases:
             attempt(f"Witness-Assertion {label}", content, expect, sign=False, extra={wa: token})
-        if n_witnesses and name != "administer_dose":
+        if name in APPROVED:  # the approver is optional where no second manager exists; here one does
+            attempt("Witness-Assertion left out", content, Expect({422: "approver"}), sign=False)
+        elif name in SECOND_PERSON:
+            attempt("Witness-Assertion left out", content, Expect({422: "witness"}), sign=False)
+        elif name == "correct_entry":  # the approver is needed only where stock comes off the book
+            removal = dumps({**state["base"], "lines": [
+                {"vial_id": state["base"]["lines"][0]["vial_id"], "direction": "remove", "ml": "0.50"}]})
+            attempt("Witness-Assertion left out, stock removed", removal, Expect({422: "approver"}), sign=False)
+        elif n_witnesses and name != "administer_dose":
             attempt("Witness-Assertion left out", content, Expect({401: wa}), sign=False)
         if name == "administer_dose":  # the witness is optional: needed for the waste in the body
             attempt("Witness-Assertion left out, waste given", content, Expect({422: "witness"}), sign=False)

@@ -82,7 +82,6 @@ from ledger.domain.commands import (
     AdministerDose,
     CountLineInput,
     DrawInput,
-    EnrollStaff,
     InventoryItemInput,
     ReceivedLineInput,
     ReceiveStock,
@@ -91,7 +90,6 @@ from ledger.domain.commands import (
     SubmitCount,
     TakeInventory,
 )
-from ledger.domain.principal import AuthMethod, Principal
 from ledger.services import alerts as alert_service
 from ledger.services import stock
 from ledger.settings import Settings
@@ -136,8 +134,7 @@ class World:
         self.api: Api = api
         self.ledger = ledger
         c = self.clinic = api.clinic
-        me = services.enroll_staff(ledger, c.admin, EnrollStaff("Everyone Everything", USER, ALL))
-        self.me = Principal(DEA, me["staff_id"], "Everyone Everything", AuthMethod.PASSWORD)
+        self.me = c.enroll("Everyone Everything", USER, *ALL)  # approved by a second manager
         api.set_password(USER)
         _stock_up(api)
         self.patient = _patient(api)
@@ -490,7 +487,9 @@ FORMS = [
     Spec("/ui/{dea}/counts/{session_id}", lambda w: f"counts/{w.session}", fill=_count, prepare=World.new_session),
     Spec("/ui/{dea}/discrepancies", lambda w: "discrepancies", prepare=World.new_discrepancy,
          key=lambda w: w.discrepancy,
-         fill=lambda w, f: {"category": "other", "explanation": "Counted again next morning; the vial was in the fridge."}),
+         fill=lambda w, f: {"category": "other", "explanation": "Counted again next morning; the vial was in the fridge.",
+                            # issue 15: a second person who did not count (Nora and Ned did)
+                            "second_username": "pia", "second_password": PASSWORD}),
     Spec("/ui/{dea}/infusions/new", lambda w: "infusions/new", fill=_infusion),
     Spec("/ui/{dea}/destructions/new", lambda w: "destructions/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "reason": "damaged vial", "witness1_username": "ned",
@@ -500,7 +499,7 @@ FORMS = [
                             "street": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701"}),
     Spec("/ui/{dea}/losses/new", lambda w: "losses/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "loss_type": "other", "police_notified": "no",
-                            "purchase_value_usd": "12.50"}),
+                            "purchase_value_usd": "12.50", "witness_username": "pia", "witness_password": PASSWORD}),
     Spec("/ui/{dea}/receipts/new", lambda w: "receipts/new",
          fill=lambda w, f: {"supplier_id": w.clinic.supplier_id, "lines-0-ndc": KETAMINE_50, "lines-0-containers": "2",
                             "lines-0-lot": "KA2700", "lines-0-expiry": "2028-06-30", "action": "record"}),

@@ -213,8 +213,11 @@ def test_blind_count_then_a_manager_resolves_the_discrepancy(server, context, sh
     assert "difference -" in panel.inner_text()
     shots(p2, "14-discrepancy")
     did = panel.get_attribute("id").removeprefix("disc-")
-    panel.get_by_label("Category").select_option("breakage")
-    panel.get_by_label("Explanation").fill("Opened vial broke at the end of yesterday's shift; glass and label found.")
+    panel.get_by_label("Category").select_option("theft_or_loss")
+    panel.get_by_label("Explanation").fill("Two vials not found after a search of the medication room.")
+    # issue 15: a second person who did not count signs with the manager
+    panel.get_by_label("Second person username").fill("ned")
+    panel.get_by_label("Second person password").fill(PASSWORD)
     panel.get_by_role("button", name=f"Resolve {did}").click()
     p2.wait_for_url("**/discrepancies?done=*")
     assert f"Discrepancy {did} resolved" in p2.inner_text("#saved")

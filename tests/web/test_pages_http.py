@@ -261,14 +261,23 @@ def test_blind_count_never_shows_the_book_and_a_manager_resolves_the_discrepancy
     did = re.search(r'name="discrepancy_id" value="([^"]+)"', page.text).group(1)
     assert "-10.00 mL" in page.text
     r = web.client.post(UI + "discrepancies", data={"csrf_token": csrf_of(page.text), "discrepancy_id": did,
-                                                     "category": "breakage", "explanation": "",
+                                                     "category": "theft_or_loss", "explanation": "",
                                                      "form_key": "d1"})
     assert r.status_code == 422 and f'id="f-{did}-explanation-error"' in r.text
-    r = web.client.post(UI + "discrepancies", data={"csrf_token": csrf_of(page.text), "discrepancy_id": did,
-                                                     "category": "breakage", "form_key": "d2",
-                                                     "explanation": "Vial dropped during the count; glass found."},
-                        follow_redirects=False)
-    assert r.status_code == 303
+    # issue 15: a breakage is only the one recorded when it happened; a second person signs
+    resolution = {"csrf_token": csrf_of(page.text), "discrepancy_id": did, "category": "breakage", "form_key": "d2",
+                  "explanation": "Vial dropped during the count; glass found."}
+    r = web.client.post(UI + "discrepancies", data=resolution)
+    assert r.status_code == 422 and f'id="f-{did}-breakage_seq-error"' in r.text
+    resolution.update(category="theft_or_loss", explanation="Vial not found after a search.")
+    r = web.client.post(UI + "discrepancies", data=resolution)
+    assert r.status_code == 422 and f'id="f-{did}-second_username-error"' in r.text
+    r = web.client.post(UI + "discrepancies", data={**resolution, "second_username": "ned",
+                                                     "second_password": PASSWORD})
+    assert r.status_code == 409 and f'id="f-{did}-second_username-error"' in r.text  # Ned counted
+    r = web.client.post(UI + "discrepancies", data={**resolution, "form_key": "d3", "second_username": "pia",
+                                                     "second_password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 303, r.text
     assert "resolved" in web.client.get(r.headers["location"]).text
 
 
@@ -446,10 +455,14 @@ def test_transfer_and_loss_pages_record_through_the_services(web):
     login(web, "morgan")
     page = web.client.get(UI + "losses/new")
     vial = re.search(r'name="vial_ids" value="([^"]+)"', page.text).group(1)
-    r = web.client.post(UI + "losses/new", data={
-        "csrf_token": csrf_of(page.text), "form_key": "l1", "vial_ids": vial, "discovered_at": now,
-        "loss_type": "employee_pilferage", "police_notified": "yes", "police_department": "Austin PD",
-        "losses_past_24_months": "0", "purchase_value_usd": "12.50"}, follow_redirects=False)
+    loss = {"csrf_token": csrf_of(page.text), "form_key": "l1", "vial_ids": vial, "discovered_at": now,
+            "loss_type": "employee_pilferage", "police_notified": "yes", "police_department": "Austin PD",
+            "losses_past_24_months": "0", "purchase_value_usd": "12.50"}
+    # issue 15: a vial off the book needs a second person, who signs on the same screen
+    r = web.client.post(UI + "losses/new", data=loss)
+    assert r.status_code == 422 and 'id="f-witness_username-error"' in r.text
+    r = web.client.post(UI + "losses/new", data={**loss, "form_key": "l2", "witness_username": "pia",
+                                                  "witness_password": PASSWORD}, follow_redirects=False)
     assert r.status_code == 303, r.text
     entry = web.client.get(r.headers["location"])
     assert "theft or loss reported" in entry.text and "notice due at" in entry.text

@@ -17,7 +17,8 @@ Statistics use ``Decimal`` throughout (EWMA, mean, standard deviation via ``Deci
 no binary float enters a figure that is hashed into an ``alert_raised`` entry.
 
 Modules: ``candidates`` (the Candidate, the alert projection, the thresholds, helpers over
-entries), ``per_entry``, ``state``, ``deadlines``, ``statistics``; this package re-exports them.
+entries), ``per_entry``, ``enrolment`` (signatures shared with someone one enrolled alone),
+``state``, ``deadlines``, ``statistics``; this package re-exports them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ledger.domain.alerts.deadlines import (
     loss_deadlines,
     registration_expiry,
 )
+from ledger.domain.alerts.enrolment import alone_enrolment, witness_enrolled_by_actor
 from ledger.domain.alerts.per_entry import (
     HANDLING_KINDS,
     dose_above_order,
@@ -93,6 +95,7 @@ __all__ = [
     "SEVERITIES",
     "Waste",
     "administrations",
+    "alone_enrolment",
     "apply_alert_entry",
     "biennial_inventory",
     "business_days_after",
@@ -123,5 +126,6 @@ __all__ = [
     "unreconciled",
     "waste_trend",
     "witness",
+    "witness_enrolled_by_actor",
     "witness_pairs",
 ]

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from ledger.domain.alerts.blind_counts import book_read_during_blind_count
 from ledger.domain.alerts.candidates import (
     _DAYS,
     NON_EVENT_KINDS,
@@ -23,6 +24,8 @@ from ledger.domain.alerts.candidates import (
     signers,
 )
 from ledger.domain.alerts.deadlines import loss_deadlines
+from ledger.domain.alerts.losses import breakage_recorded, stock_off_by_loss_adjustment
+from ledger.domain.alerts.stock_removed import stock_removed_by_correction
 from ledger.integrity.canonical import parse_time
 
 
@@ -199,7 +202,9 @@ def per_entry_rules(entry: dict[str, Any], policy: AlertPolicy, tz: str) -> list
     """Every cheap rule over one entry (what the in-transaction hook and the scan both run)."""
     out = []
     for c in (late_entry(entry, policy), dose_above_order(entry),
-              quarantined(entry), loss_reported(entry), suspected_loss(entry, tz)):
+              quarantined(entry), loss_reported(entry), suspected_loss(entry, tz),
+              stock_removed_by_correction(entry), book_read_during_blind_count(entry),
+              stock_off_by_loss_adjustment(entry), breakage_recorded(entry)):
         if c is not None:
             out.append(c)
     return out
