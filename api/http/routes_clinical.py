@@ -210,20 +210,22 @@ def destroy_stock(body: DestructionCreate, ledger: LedgerDep, who: Annotated[Pri
 
 @router.post("/transfers", status_code=CREATED, response_model=ClinicalResultPublic, name="transfer_stock")
 def transfer_stock(body: TransferCreate, ledger: LedgerDep, who: Annotated[Principal, actor("transfer_stock")],
-                   idempotency_key: IdempotencyKey = None) -> dict:
-    """Transfer vials to another registered practitioner (21 CFR 1307.11, within the 5% limit)."""
+                   witness: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
+    """Transfer vials to another registered practitioner (21 CFR 1307.11, within the 5% limit),
+    with a second person who checks them against the invoice (``Witness-Assertion``)."""
     cmd = TransferStock(tuple(body.vial_ids), body.receiver_dea_number, body.receiver_name, _addr(body.receiver_address),
                         body.invoice_number, body.occurred_at, body.late_reason)
-    return services.transfer_stock(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.transfer_stock(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
 @router.post("/returns", status_code=CREATED, response_model=ClinicalResultPublic, name="return_stock")
 def return_stock(body: ReturnCreate, ledger: LedgerDep, who: Annotated[Principal, actor("return_stock")],
-                 idempotency_key: IdempotencyKey = None) -> dict:
-    """Return vials to the supplier or a reverse distributor, on an invoice."""
+                 witness: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
+    """Return vials to the supplier or a reverse distributor, on an invoice, with a second person
+    who checks them (``Witness-Assertion``)."""
     cmd = ReturnStock(tuple(body.vial_ids), body.recipient_type, body.recipient_name, _addr(body.recipient_address),
                       body.recipient_dea_number, body.invoice_number, body.occurred_at, body.late_reason)
-    return services.return_stock(ledger, who, cmd, idempotency_key=idempotency_key)
+    return services.return_stock(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
 @router.post("/loss-reports", status_code=CREATED, response_model=ClinicalResultPublic, name="report_theft_or_loss")

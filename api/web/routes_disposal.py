@@ -96,7 +96,7 @@ async def destroy(request: Request, dea: Dea) -> Response:
 
 
 TRANSFER_FIELDS = ("receiver_dea_number", "receiver_name", "street", "city", "state", "postal_code",
-                   "invoice_number", "occurred_at", "late_reason", "form_key")
+                   "invoice_number", "occurred_at", "late_reason", "form_key", "witness_username")
 
 
 LOSS_FIELDS = ("discovered_at", "loss_type", "police_notified", "police_department", "police_report_number",
@@ -132,14 +132,23 @@ def _transfer(page: Page, form: Form) -> Response:
     cmd = TransferStock(tuple(values["vial_ids"]), values["receiver_dea_number"], values["receiver_name"],
                         AddressInput(values["street"], values["city"], values["state"], values["postal_code"]),
                         values["invoice_number"], occurred, late_reason=form.optional("late_reason"))
+    # Stock leaves the registrant: a second person checks it against the invoice and signs here.
+    from api.web.witness import witness_from_form
+    from ledger.services import request_fields
+
+    witness = witness_from_form(page, form, request_fields(cmd), errors, idempotency_key=values["form_key"])
+    if witness is None:
+        return _transfer_page(page, values=values, errors=errors, status=422)
     try:
-        res = services.transfer_stock(page.request.app.state.ledger, page.principal, cmd,
+        res = services.transfer_stock(page.request.app.state.ledger, page.principal, cmd, witness=witness.principal,
                                       idempotency_key=values["form_key"])
     except LedgerError as exc:
         name, _msg = error_of(exc)
         name = name.replace("receiver_address-", "")
         if name.startswith("vial_ids"):
             name = "vial_ids"
+        if name == "witness":
+            name = "witness_username"
         errors.add(name, exc.reason)
         return _transfer_page(page, values=values, errors=errors, status=exc.status)
     from api.web.routes_pages import saved_redirect

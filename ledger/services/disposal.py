@@ -135,9 +135,12 @@ def _units(ml: Decimal, container_ml: Decimal, unit: str) -> Decimal:
         return ml / container_ml
 
 
-def transfer_stock(ledger: Ledger, principal: Principal, cmd: TransferStock, *, idempotency_key: str | None = None) -> dict:
+def transfer_stock(ledger: Ledger, principal: Principal, cmd: TransferStock, *, witness: Principal | None = None,
+                   idempotency_key: str | None = None) -> dict:
     """Transfer sealed vials to another registered practitioner on an invoice, refused when the
-    year's practitioner transfers would pass 5% of the dosage units distributed and dispensed."""
+    year's practitioner transfers would pass 5% of the dosage units distributed and dispensed.
+    Stock leaves the registrant: ``witness``, a second authenticated person, checks the vials
+    packed against the invoice and signs (two people on every record that reduces stock)."""
     ids = vial_ids(cmd.vial_ids)
     receiver = parse_dea_number(cmd.receiver_dea_number, field="receiver_dea_number")
     name = text(cmd.receiver_name, field="receiver_name")
@@ -146,6 +149,7 @@ def transfer_stock(ledger: Ledger, principal: Principal, cmd: TransferStock, *, 
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=STOCK_HANDLERS)
+        wsig = sign_witness(ctx, principal, witness)
         occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
         if receiver == ctx.registrant:
             raise Conflict("a registrant cannot transfer to itself", field="receiver_dea_number")
@@ -166,15 +170,18 @@ def transfer_stock(ledger: Ledger, principal: Principal, cmd: TransferStock, *, 
         ctx.append(ev.StockTransferred(receiver_dea_number=receiver, receiver_name=name, receiver_address=addr,
                                        invoice_number=invoice, vials=tuple(vials),
                                        year_transfer_units=q2(transfers), year_total_units=q2(total),
-                                       late_reason=late), signatures=[sig], occurred_at=occurred)
+                                       late_reason=late), signatures=[sig, wsig], occurred_at=occurred)
         return {"transferred_ml": str(sum((v.ml for v in vials), ZERO))}
 
-    return run(ledger, principal, "transfer_stock", cmd, build, idempotency_key)
+    return run(ledger, principal, "transfer_stock", cmd, build, idempotency_key,
+               {**request_fields(cmd), "witness": getattr(witness, "staff_id", None)})
 
 
-def return_stock(ledger: Ledger, principal: Principal, cmd: ReturnStock, *, idempotency_key: str | None = None) -> dict:
+def return_stock(ledger: Ledger, principal: Principal, cmd: ReturnStock, *, witness: Principal | None = None,
+                 idempotency_key: str | None = None) -> dict:
     """Return vials to the supplier or hand them to a reverse distributor (Part 1317), on an
-    invoice; not counted toward the 5% transfer limit."""
+    invoice; not counted toward the 5% transfer limit. Signed by a second person (``witness``)
+    who checks what leaves against the invoice."""
     ids = vial_ids(cmd.vial_ids)
     if cmd.recipient_type not in ("supplier", "reverse_distributor"):
         raise InvalidInput("must be 'supplier' or 'reverse_distributor'", field="recipient_type")
@@ -185,14 +192,16 @@ def return_stock(ledger: Ledger, principal: Principal, cmd: ReturnStock, *, idem
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=STOCK_HANDLERS)
+        wsig = sign_witness(ctx, principal, witness)
         occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
         vials = _moved(ctx, ids, sealed_only=False)
         ctx.append(ev.StockReturned(recipient_type=cmd.recipient_type, recipient_name=name, recipient_address=addr,
                                     recipient_dea_number=dea, invoice_number=invoice, vials=tuple(vials),
-                                    late_reason=late), signatures=[sig], occurred_at=occurred)
+                                    late_reason=late), signatures=[sig, wsig], occurred_at=occurred)
         return {"returned_ml": str(sum((v.ml for v in vials), ZERO))}
 
-    return run(ledger, principal, "return_stock", cmd, build, idempotency_key)
+    return run(ledger, principal, "return_stock", cmd, build, idempotency_key,
+               {**request_fields(cmd), "witness": getattr(witness, "staff_id", None)})
 
 
 def next_business_day(d: date) -> date:

@@ -215,6 +215,10 @@ def test_recoverable_stock_is_set_aside_and_leaves_by_destruction(api):
             "started_at": ago(minutes=20), "ended_at": ago(minutes=10)}
     refused = post(api, "nora", "/administrations", draw)
     assert refused.status_code == 409 and field_of(refused) == "draws[0].vial_id", refused.text
+    # Two people attested it broken: one pharmacist cannot release it back into use.
+    release = post(api, "pia", "/quarantine-releases", {"vial_ids": [vials[1]], "reason": "looks fine"})
+    assert release.status_code == 409 and field_of(release) == "vial_ids[0]", release.text
+    assert "destroy it" in release.text and vial(api, vials[1])["state"] == "quarantined"
     destroy = {"vial_ids": [vials[1]], "method": "chemical digestion", "place": "med room",
                "reason": "recovered from a cracked vial", "occurred_at": ago(minutes=5)}
     gone, _ = witnessed(api, "pia", "/destructions", destroy, "ned", "nora")

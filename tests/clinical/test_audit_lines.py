@@ -289,11 +289,11 @@ def record_period(ledger: Ledger) -> Recorded:
     # a sealed 50 mg/mL vial to another practitioner (within the 5 % rule: 21.10 containers dispensed)
     services.transfer_stock(ledger, ops.pharmacist, TransferStock(
         (r50[17],), DEA2, "Harbor Ketamine Partners", AddressInput("9 Bay St", "Austin", "TX", "78702"), "TR-1",
-        at(8.5)))
+        at(8.5)), witness=ops.nurse)
     # two sealed 10 mg/mL vials back to the supplier
     services.return_stock(ledger, ops.pharmacist, ReturnStock(
         (q10[0], q10[1]), "supplier", "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"),
-        "PB1234563", "RET-1", at(9)))
+        "PB1234563", "RET-1", at(9)), witness=ops.nurse)
     # a sealed 50 mg/mL vial cracked, contents recoverable: set aside (nothing leaves the book),
     # then destroyed before two witnesses (10.00 mL on the destroyed line)
     breakage("breakage", r50[18], None, at(9.4), recoverable=True)

@@ -456,27 +456,36 @@ class ClinicalContract:
         vids = ops.receive(30)
         at = an_hour_ago()  # the doses and the transfer in one (local) calendar year, even at New Year
         cmd = TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", at)
-        e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist, cmd)
+        e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist, cmd,
+                    witness=ops.nurse)
         assert "5%" in e.reason
+        # stock leaving the registrant needs a second person (issue 15)
+        refused(ops, InvalidInput, "witness", services.transfer_stock, ops.ledger, ops.pharmacist, cmd)
+        refused(ops, Conflict, "witness", services.transfer_stock, ops.ledger, ops.pharmacist, cmd,
+                witness=ops.pharmacist)
         # dispense 19 containers' worth (19 x 10 mL): 1 container transferred is 1/20 = 5%, allowed
         for v in vids[1:20]:
             ops.dose(v, drawn="10.00", given="10.00", at=at)
-        services.transfer_stock(ops.ledger, ops.pharmacist, cmd)
+        refused(ops, InvalidInput, "witness", services.transfer_stock, ops.ledger, ops.pharmacist, cmd)
+        services.transfer_stock(ops.ledger, ops.pharmacist, cmd, witness=ops.nurse)
         e = last_entries(ops.ledger)[0]
+        assert {(s["staff_id"], s["meaning"]) for s in e["signatures"]} == {
+            (ops.pharmacist.staff_id, "performed"), (ops.nurse.staff_id, "witnessed")}
         assert (e["year_transfer_units"], e["year_total_units"]) == ("1.00", "20.00")
         assert vial(ops, vids[0])["state"] == "transferred"
         refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist,
-                TransferStock((vids[20],), DEA2, "Other Clinic", ADDR, "TR-2", an_hour_ago()))
+                TransferStock((vids[20],), DEA2, "Other Clinic", ADDR, "TR-2", an_hour_ago()), witness=ops.nurse)
         refused(ops, Conflict, "receiver_dea_number", services.transfer_stock, ops.ledger, ops.pharmacist,
-                TransferStock((vids[20],), ops.dea, "Self", ADDR, "TR-3", an_hour_ago()))
+                TransferStock((vids[20],), ops.dea, "Self", ADDR, "TR-3", an_hour_ago()), witness=ops.nurse)
         refused(ops, Conflict, "vial_ids[0]", services.transfer_stock, ops.ledger, ops.pharmacist,
-                TransferStock((vids[1],), DEA2, "Other Clinic", ADDR, "TR-4", an_hour_ago()))
+                TransferStock((vids[1],), DEA2, "Other Clinic", ADDR, "TR-4", an_hour_ago()), witness=ops.nurse)
         # returns are not counted in the 5%
         services.return_stock(ops.ledger, ops.pharmacist, ReturnStock(
-            tuple(vids[20:25]), "reverse_distributor", "Safe Returns Inc", ADDR, "RB1234563", "RD-1", an_hour_ago()))
+            tuple(vids[20:25]), "reverse_distributor", "Safe Returns Inc", ADDR, "RB1234563", "RD-1", an_hour_ago()),
+            witness=ops.nurse)
         assert {vial(ops, v)["state"] for v in vids[20:25]} == {"returned"}
         refused(ops, InvalidInput, "recipient_type", services.return_stock, ops.ledger, ops.pharmacist, ReturnStock(
-            (vids[25],), "friend", "X", ADDR, "RB1234563", "RD-2", an_hour_ago()))
+            (vids[25],), "friend", "X", ADDR, "RB1234563", "RD-2", an_hour_ago()), witness=ops.nurse)
         assert verify(ops.ledger, deep=True).ok
 
     def test_theft_or_loss_report_and_deadline(self, ops):
@@ -636,7 +645,7 @@ class ClinicalContract:
         for v in (vids[1], vids[1], vids[2], vids[2]):  # 20 mL dispensed; a 10 mL vial would be 10/30 = 33%
             ops.dose(v, drawn="5.00", given="5.00")
         e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist,
-                    TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", an_hour_ago()))
+                    TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", an_hour_ago()), witness=ops.nurse)
         assert "33.33%" in e.reason
 
     def test_stock_read_models(self, ops):

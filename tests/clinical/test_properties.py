@@ -225,10 +225,12 @@ def _run(ops: Ops, s: tuple, model: Model) -> None:
             return
         if kind == "return":
             services.return_stock(ops.ledger, ops.pharmacist, ReturnStock(
-                (v["vial_id"],), "supplier", "Gulf Medical Supply", ADDRESS, "PB1234563", "RET", datetime.now(UTC)))
+                (v["vial_id"],), "supplier", "Gulf Medical Supply", ADDRESS, "PB1234563", "RET", datetime.now(UTC)),
+                witness=ops.nurse)
         else:
             services.transfer_stock(ops.ledger, ops.pharmacist, TransferStock(
-                (v["vial_id"],), DEA2, "Harbor Ketamine Partners", ADDRESS, "TR", datetime.now(UTC)))
+                (v["vial_id"],), DEA2, "Harbor Ketamine Partners", ADDRESS, "TR", datetime.now(UTC)),
+                witness=ops.nurse)
         left = model.vials[v["vial_id"]][1]
         model.lines[model.take(v["vial_id"], left)]["transferred"] += left
     elif kind == "theft":

@@ -135,7 +135,8 @@ APPROVED = frozenset({"enroll_staff", "grant_role"})
 APPROVERS = ("morgan",)
 #: A second person signs these on the recorder's device (issue 15), read as an optional witness:
 #: left out, the service refuses naming ``witness`` (the Form 106 example takes a vial off the book).
-SECOND_PERSON = frozenset({"resolve_discrepancy", "record_breakage", "report_theft_or_loss"})
+SECOND_PERSON = frozenset({"resolve_discrepancy", "record_breakage", "report_theft_or_loss", "transfer_stock",
+                           "return_stock"})
 BIG = 10 * 1024 * 1024
 JSON = "application/json"
 

@@ -496,7 +496,9 @@ FORMS = [
                             "witness1_password": PASSWORD, "witness2_username": "pia", "witness2_password": PASSWORD}),
     Spec("/ui/{dea}/transfers/new", lambda w: "transfers/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "receiver_dea_number": DEA2, "receiver_name": "Dr. Other",
-                            "street": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701"}),
+                            "street": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701",
+                            # issue 15: stock leaving the registrant is signed by a second person
+                            "witness_username": "ned", "witness_password": PASSWORD}),
     Spec("/ui/{dea}/losses/new", lambda w: "losses/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "loss_type": "other", "police_notified": "no",
                             "purchase_value_usd": "12.50", "witness_username": "pia", "witness_password": PASSWORD}),

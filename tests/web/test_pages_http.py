@@ -446,6 +446,10 @@ def test_transfer_and_loss_pages_record_through_the_services(web):
     form = {"csrf_token": csrf_of(page.text), "form_key": "t1", "vial_ids": vial, "receiver_dea_number": "FB7654329",
             "receiver_name": "Dr. Other", "street": "1 Main St", "city": "Austin", "state": "TX",
             "postal_code": "787", "invoice_number": "T-1", "occurred_at": now}
+    # stock leaving the registrant: a second person signs on this screen (issue 15)
+    r = web.client.post(UI + "transfers/new", data=form)
+    assert r.status_code == 422 and 'id="f-witness_username-error"' in r.text and 'value="Dr. Other"' in r.text
+    form.update(witness_username="ned", witness_password=PASSWORD)
     r = web.client.post(UI + "transfers/new", data=form)
     assert r.status_code == 422 and 'id="f-postal_code-error"' in r.text and 'value="Dr. Other"' in r.text
     r = web.client.post(UI + "transfers/new", data={**form, "postal_code": "78701"})
