@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     witness_assertion_seconds: int = Field(default=120, ge=1, le=120, description="Witness assertion lifetime (at most 2 minutes).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none by default.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")
+    # --- trust from outside the database, checks before writing (issue 16) ---
+    pinned_keys_file: Path | None = Field(
+        default=None,
+        description="File of the log verifier keys kept outside the database (the output of `csledger keys "
+                    "show`): `verify` and the server's chain checks accept checkpoints signed by these keys only.")
+    verify_interval_minutes: int = Field(
+        default=60, ge=0, le=10080,
+        description="The server re-verifies every chain (hash chain, Merkle root, latest checkpoint) this often "
+                    "and refuses appends (503 chain-unverified) to a chain that fails; 0 turns it off.")
     # --- patients (issue 3): the registry's key never touches the database ---
     patient_key: str = Field(
         default="",
@@ -68,6 +77,16 @@ class Settings(BaseSettings):
         default=Path("csledger-keys/patient.key"),
         description="File holding the patient registry key (base64, mode 0600). Back it up: without it "
                     "the patient names and addresses the law requires are lost.",
+    )
+    # --- TOTP secrets at rest (issue 16): sealed with a key that never touches the database ---
+    totp_key: str = Field(
+        default="",
+        description="Key sealing the TOTP secrets (32 bytes, base64), CSLEDGER_TOTP_KEY; used instead of the file when set.",
+    )
+    totp_key_file: Path | None = Field(
+        default=None,
+        description="File holding the TOTP key (base64, mode 0600); default <key_dir>/totp.key, created at first "
+                    "use. Without it managers and administrators must be given new TOTP secrets.",
     )
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.integrity.canonical import format_time, parse_time
+from ledger.storage.patient_access import cli_reader, log_report_access
 from ledger.storage.store import Ledger, utcnow
 from reports import layout
 from reports.errors import ReportError
@@ -190,10 +191,29 @@ def render_data(data: dict[str, Any]) -> bytes:
                          metadata=metadata_of(kind, data), data=data)
 
 
+def log_patient_reads(ledger: Ledger, registrant: str, data: dict[str, Any], reader: str | None, *,
+                      action: str) -> None:
+    """One patient-access-log row for a report whose annotations decrypted patients' names and
+    addresses (issue 16): ``reader`` (a staff id; None for the command line, which has no login:
+    ``cli:<operating-system user>``), the report (kind, period, tree size) and every patient
+    included. Written before the names leave this process; nothing when none were decrypted."""
+    patients = (data.get("annotations") or {}).get("patients") or {}
+    if not patients:
+        return
+    p = data["period"]
+    report = (f"{data['kind']} {p['from']} to {p['to']} ({p['time_zone']}), "
+              f"ledger tree size {data['state']['tree_size']}")
+    log_report_access(ledger.engine, registrant, reader or cli_reader(), action=action, report=report,
+                      patient_ids=patients, now=format_time(ledger.clock()))
+
+
 def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *,
                  generated_by: str = CLI_OPERATOR, paper: str = "letter", params: dict[str, str] | None = None,
-                 now: datetime | None = None) -> tuple[bytes, dict[str, Any]]:
+                 now: datetime | None = None, reader: str | None = None) -> tuple[bytes, dict[str, Any]]:
     """Build one report from the ledger as it is now; return the PDF bytes and its data.
+
+    ``reader`` is who the patient access log names when the report decrypts patient names (the
+    signed-in staff id; None for the command line's operator, see ``log_patient_reads``).
 
     Raises ``ReportError`` with a clear message for an unknown registrant or kind, an empty or
     inverted period, a period before the first inventory, or nothing to report.
@@ -209,4 +229,5 @@ def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, en
     del snap  # the decoded entries are not needed to draw: free them before the pages are built
     if kind.annotate is not None:
         data["annotations"] = kind.annotate(ledger, registrant, data["figures"])
+        log_patient_reads(ledger, registrant, data, reader, action="report")
     return render_data(data), data

@@ -22,7 +22,7 @@ from typing import Any
 
 from ledger.storage.store import Ledger
 from reports import checkpoint, layout
-from reports.base import FORMAT, compute_data, kind_named, render_data
+from reports.base import FORMAT, compute_data, kind_named, log_patient_reads, render_data
 from reports.errors import ReportError
 from reports.fmt import Period, parse_period
 from reports.source import load_snapshot
@@ -132,10 +132,11 @@ def compare_pages(expected: bytes, actual: bytes) -> list[str]:
     return problems
 
 
-def verify_report(ledger: Ledger, pdf: bytes) -> ReportCheck:
+def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> ReportCheck:
     """Check a report PDF against the ledger (see the module docstring). Never raises for a
     report that fails; raises ``ReportError`` only when the file is not a csledger report or
-    the ledger cannot be read."""
+    the ledger cannot be read. Re-reading patient names from the registry writes one access-log
+    row naming ``reader`` (None: the command line's operator)."""
     data, info_line = read_report_data(pdf)
     problems: list[str] = []
     state = data.get("state") or {}
@@ -179,6 +180,7 @@ def verify_report(ledger: Ledger, pdf: bytes) -> ReportCheck:
         # this machine can, and compare; the page text is then checked against the PDF's own.
         ours["annotations"] = data["annotations"]
         fresh = kind.annotate(ledger, registrant, ours["figures"]) if kind.annotate else {}
+        log_patient_reads(ledger, registrant, {**ours, "annotations": fresh}, reader, action="verify-report")
         if fresh:
             problems.extend(diff_values(fresh, data["annotations"], "annotations"))
             cp_summary += "; patient names and addresses checked against the registry"

@@ -239,3 +239,43 @@ def verify_bundle_cmd(
             out.print(f"  {p['ndc']} {p['name']}: to account for {ml['to_account_for']} mL, accounted for "
                       f"{ml['accounted_for']} mL, difference {ml['difference']} mL ({p['variance_percent']} %)"
                       f"{' FLAGGED' if p['flagged'] else ''}", highlight=False)
+
+
+# --- trust from outside the database (issue 16): `verify --pinned-keys` ------------------------
+
+
+def pinned_keys_for_verify(path):
+    """``verify``'s pinned keys (``--pinned-keys``, else ``CSLEDGER_PINNED_KEYS_FILE``), or None.
+    A file that cannot be read, or holds anything but verifier keys, ends the command (exit 2)."""
+    if path is None:
+        return None
+    from ledger.services.trust import load_pinned_keys
+
+    try:
+        return load_pinned_keys(path)
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+def check_pinned_for_verify(ledger, pinned, report) -> None:
+    """Hold each registrant that passed ``verify`` against the pinned keys; add what fails to
+    ``report.problems``. No pinned keys: nothing to do."""
+    if pinned is None:
+        return
+    from ledger.services.trust import check_pinned
+
+    failed = {p.registrant for p in report.problems}
+    passed = {reg: n for reg, n in report.registrants.items() if reg not in failed}
+    report.problems.extend(check_pinned(ledger, pinned, passed, report.roots))
+
+
+def trust_line(pinned, report) -> str:
+    """The last line of a passing ``verify``: whose keys the result rests on."""
+    if pinned is not None:
+        return (f"trust: every checkpoint is signed by a key pinned in {pinned.source} ({len(pinned.keys)} key(s)), "
+                "the latest covering every entry")
+    held = ("; the entries up to each --checkpoint are held against that file, the rest are not"
+            if report.held else "")
+    return ("self-attested: the log keys came from this database itself, so a history re-signed with a key "
+            f"written into it would pass too{held}; pass --pinned-keys FILE (the output of `csledger keys show`, "
+            "kept outside the database) to verify against keys you trust")

@@ -175,6 +175,9 @@ def verify(
     checkpoint: Annotated[list[Path] | None, typer.Option(
         help="A signed checkpoint kept outside this database (e.g. `csledger witness latest`, or one saved "
              "from GET /checkpoint) that the entries must reach (repeatable).")] = None,
+    pinned_keys: Annotated[Path | None, typer.Option(
+        "--pinned-keys", help="The log's verifier keys kept outside this database (the output of `csledger keys "
+                              "show`): every checkpoint must be signed by one. Default: CSLEDGER_PINNED_KEYS_FILE.")] = None,
     db: DbOption = None,
 ) -> None:
     """Check the hash chain and Merkle tree (and with --deep everything derived from it).
@@ -200,6 +203,9 @@ def verify(
         except OSError as exc:
             ledger.dispose()
             _fail(f"--checkpoint {path}: cannot read: {exc.strerror or exc}")
+    from api.cli.integrity import check_pinned_for_verify, pinned_keys_for_verify, trust_line
+
+    pinned = pinned_keys_for_verify(pinned_keys or settings.pinned_keys_file)
     keys = _patient_keys_for_verify(settings) if deep else None
     if registrant is not None:
         _require_registrant(ledger, registrant)
@@ -211,6 +217,7 @@ def verify(
         except InvalidInput as exc:
             ledger.dispose()
             _fail(str(exc))
+    check_pinned_for_verify(ledger, pinned, report)
     ledger.dispose()
     if not report.ok:
         for p in report.problems:
@@ -221,6 +228,7 @@ def verify(
     for label, where in report.held.items():
         out.print(f"ok {label}: the entries reach its root ({where})", highlight=False)
     out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
+    out.print(trust_line(pinned, report), highlight=False)  # last: on whose keys the result rests
 
 
 def _patient_keys_for_verify(settings):
@@ -279,6 +287,9 @@ def serve(
         for r in results:
             if not r.ok:
                 err.print(f"[yellow]witness[/] {reg} {r.witness}: {r.detail}", highlight=False)
+    from ledger.services.startup_check import start_chain_checks  # issue 16: check before writing
+
+    start_chain_checks(ledger, settings, say=lambda m: err.print(f"[bold red]chain[/] {m}", highlight=False))
     log.start_pusher()
     uvicorn.run(create_app(ledger, settings), host=host or settings.host, port=port or settings.port,
                 log_level="info", access_log=False)  # the app writes its own structured access log

@@ -3,7 +3,8 @@
 ``csledger report KIND --registrant DEA --from DATE --to DATE --out FILE.pdf`` builds a report
 from the ledger as it is now; ``csledger verify-report FILE.pdf`` checks one against the ledger.
 The command line has no authenticated staff member, so reports made here say they were made by
-"csledger CLI (operator)".
+"csledger CLI (operator)", and the patient access log names their reader ``cli:<user>``, the
+operating-system user who ran the command.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def report(
 
     Kinds: receiving, inventory, audit, waste (with Form 41 worksheets), counts, form106,
     vial (needs --vial), administrations."""
+    from ledger.storage.patient_access import cli_reader
     from reports.base import build_report
 
     _, ledger = _open(db)
     t0 = time.perf_counter()
     try:
         pdf, data = build_report(ledger, kind, registrant.strip().upper(), start, end, paper=paper.lower(),
-                                 params={"vial": vial} if vial else None)
+                                 params={"vial": vial} if vial else None, reader=cli_reader())
     except LedgerError as exc:
         _fail(str(exc))
     finally:
@@ -59,13 +61,14 @@ def verify_report(
 ) -> None:
     """Check a report against the ledger: its ledger state, every figure recomputed from the
     entries, and the printed text. Exits 1 naming each figure that differs."""
+    from ledger.storage.patient_access import cli_reader
     from reports.verify import verify_report as run
 
     if not pdf_path.is_file():
         _fail(f"no such file: {pdf_path}")
     _, ledger = _open(db)
     try:
-        result = run(ledger, pdf_path.read_bytes())
+        result = run(ledger, pdf_path.read_bytes(), reader=cli_reader())
     except LedgerError as exc:
         _fail(str(exc))
     finally:

@@ -120,7 +120,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     async def ledger_error(_: Request, exc: LedgerError):
         fields = [{"field": exc.field, "reason": exc.reason}] if exc.field else []
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if exc.status >= 500:
+        if exc.status >= 500 and not getattr(exc, "expose", False):
             log.error("ledger error %s", type(exc).__name__)
             return problem(500, exc.type, "Internal error", "the server could not complete the request", errors=[])
         return problem(exc.status, exc.type, type(exc).__name__, str(exc), headers=headers, errors=fields)
@@ -171,8 +171,12 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
-        """Liveness and durability: the database answers and runs with durable commits."""
-        return {"status": "ok", "database": ledger.dialect, "durability": durability_settings(ledger.engine)}
+        """Liveness and durability: the database answers and runs with durable commits. ``refused``
+        names each registrant whose appends are refused (chain unverified, rollback) and why."""
+        tlog = getattr(ledger, "transparency_log", None)
+        refused = tlog.refused() if tlog is not None else {}
+        return {"status": "degraded" if refused else "ok", "database": ledger.dialect,
+                "durability": durability_settings(ledger.engine), "refused": refused}
 
     for module in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts):
         app.include_router(module.router)

@@ -11,8 +11,12 @@ it. A burst of concurrent guesses therefore gets at most the threshold's worth o
 
 Bearer tokens and witness assertions are random (``secrets``), handed out once and stored only as
 their SHA-256. Who a request acts as is the staff member of the session; the roles it may use are
-read from the ``staff_roles`` projection on every request, so a ``role_revoked`` entry takes
-effect at once.
+read on every request from the role entries of the chain (``ledger.storage.authority``, cached by
+chain head), never from the ``staff_roles`` projection, so a ``role_revoked`` entry takes effect
+at once and a role row written into the database by hand grants nothing.
+
+TOTP secrets are stored sealed (``TotpKey``, AES-GCM, key outside the database, bound to the
+login); the secret is shown once, in the clear, when it is created.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import pyotp
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from api.http.auth_store import AuthStore, StaffMember
+from api.http.auth_store import AuthStore, StaffMember, TotpKey, TotpKeyError
 from api.http.problems import AccessDenied, SignInThrottled, Unauthorized
 from ledger.domain.alerts import Candidate
 from ledger.domain.errors import InvalidInput, LedgerError, NotFound
@@ -155,6 +159,41 @@ class Authenticator:
         self.clock = clock
         self.hasher = BoundedHasher(hasher or default_hasher(), getattr(settings, "password_hash_slots", 2))
         self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        self._totp_key: TotpKey | None = None
+        self._totp_lock = threading.Lock()
+
+    @property
+    def totp_key(self) -> TotpKey:
+        """The key sealing TOTP secrets, loaded at first use. The process that creates the key
+        file (the first start of a deployment with sealed secrets) seals, in place, every secret
+        an earlier version stored in plaintext; from then on a plaintext secret is refused."""
+        with self._totp_lock:
+            if self._totp_key is None:
+                key, created = TotpKey.load(self.settings)
+                if created:
+                    sealed = self.store.seal_plaintext_totp(key.seal)
+                    if sealed:
+                        log.warning("sealed %d TOTP secrets stored in plaintext by an earlier version", sealed)
+                self._totp_key = key
+            return self._totp_key
+
+    def _totp_secret(self, member: StaffMember, stored: str) -> str:
+        """The base32 secret behind a stored (sealed) one; 401 when it is not sealed for this
+        login under this server's key (plaintext written into the row, or moved from another)."""
+        key = self.totp_key
+        if not TotpKey.is_sealed(stored):
+            # Sealed just now, if loading the key created it; else written in the clear by hand.
+            cred = self.store.credential(member.registrant, member.staff_id)
+            stored = (cred or {}).get("totp_secret") or stored
+        if TotpKey.is_sealed(stored):
+            try:
+                return key.open(member.registrant, member.staff_id, stored)
+            except TotpKeyError:
+                pass
+        log.error("the stored TOTP secret of staff member %s is not sealed for it under this server's TOTP key",
+                  member.staff_id)
+        raise Unauthorized("the TOTP secret of this login cannot be used (not sealed with this server's TOTP key); "
+                           "ask an administrator to reset the credential", type_="totp-not-enrolled")
 
     def now(self) -> datetime:
         return self.clock()
@@ -172,8 +211,9 @@ class Authenticator:
         new_secret = None
         if enroll_totp or (enroll_totp is None and member.roles & TOTP_ROLES and not has_totp):
             new_secret = pyotp.random_base32()
+        sealed = self.totp_key.seal(member.registrant, member.staff_id, new_secret) if new_secret else None
         self.store.set_credential(member.registrant, member.staff_id, password_hash=self.hasher.hash(password),
-                                  must_change=must_change, totp_secret=new_secret, keep_totp=new_secret is None,
+                                  must_change=must_change, totp_secret=sealed, keep_totp=new_secret is None,
                                   now=format_time(self.now()))
         return new_secret
 
@@ -218,8 +258,13 @@ class Authenticator:
             if not totp:
                 self._failed(member, count, until)
                 raise Unauthorized("this login needs its TOTP code", type_="totp-required", field=field_prefix + "totp")
+            try:
+                secret = self._totp_secret(member, cred["totp_secret"])
+            except Unauthorized:
+                self._failed(member, count, until)
+                raise
             if not (isinstance(totp, str) and totp.isdigit() and len(totp) == 6
-                    and pyotp.TOTP(cred["totp_secret"]).verify(totp, for_time=now, valid_window=1)):
+                    and pyotp.TOTP(secret).verify(totp, for_time=now, valid_window=1)):
                 self._failed(member, count, until)
                 raise Unauthorized("wrong TOTP code", type_="login-failed", field=field_prefix + "totp")
             method = AuthMethod.PASSWORD_TOTP

@@ -2,25 +2,38 @@
 access log. These are not ledger entries (secrets are mutable and never hashed into the chain),
 so each change here is its own small transaction; nothing here touches the entries.
 
-The staff and role projections are read here too (they are the ledger's, built from
-``staff_enrolled`` / ``role_granted`` / ``role_revoked`` entries), so routes never query.
+Who a login is and which roles it holds are read from the chain itself (the ``staff_enrolled`` /
+``role_granted`` / ``role_revoked`` entries, ``ledger.storage.authority``), never from the
+``staff`` / ``staff_roles`` projections: those are plain rows a database writer could edit.
+
+TOTP secrets are stored sealed (``TotpKey``: AES-GCM under a key kept outside the database).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ledger.domain.errors import LedgerError
+from ledger.storage.authority import Authority, authority_at
+from ledger.storage.patient_keys import generate_key_file
 from ledger.storage.store import Ledger
 from ledger.storage.tables import (
     ApiSession,
     PatientAccessRecord,
-    Staff,
     StaffCredential,
-    StaffRole,
     WitnessAssertionRecord,
 )
 
@@ -28,8 +41,6 @@ cred_t = StaffCredential.__table__
 session_t = ApiSession.__table__
 assert_t = WitnessAssertionRecord.__table__
 access_t = PatientAccessRecord.__table__
-staff_t = Staff.__table__
-roles_t = StaffRole.__table__
 
 
 @dataclass(frozen=True)
@@ -48,24 +59,23 @@ class AuthStore:
         self.ledger = ledger
         self.engine = ledger.engine
 
-    # --- staff (ledger projections, read-only) ------------------------------------------------
+    # --- staff and roles: from the role entries of the chain (read-only) -----------------------
 
-    def _member(self, conn, row) -> StaffMember:
-        roles = conn.execute(sa.select(roles_t.c.role).where(
-            roles_t.c.registrant == row.registrant, roles_t.c.staff_id == row.staff_id)).scalars().all()
-        return StaffMember(row.registrant, row.staff_id, row.printed_name, row.username, frozenset(roles))
+    @staticmethod
+    def _member(authority: Authority, staff_id: str | None = None, *, username: str | None = None) -> StaffMember | None:
+        rec = authority.member(staff_id) if staff_id is not None else authority.by_username(username or "")
+        if rec is None:
+            return None
+        return StaffMember(authority.registrant, rec.staff_id, rec.printed_name, rec.username,
+                           authority.roles(rec.staff_id))
 
     def staff_by_username(self, registrant: str, username: str) -> StaffMember | None:
         with self.ledger.reading() as conn:
-            row = conn.execute(sa.select(staff_t).where(
-                staff_t.c.registrant == registrant, staff_t.c.username == username)).first()
-            return self._member(conn, row) if row is not None else None
+            return self._member(authority_at(conn, registrant), username=username)
 
     def staff(self, registrant: str, staff_id: str) -> StaffMember | None:
         with self.ledger.reading() as conn:
-            row = conn.execute(sa.select(staff_t).where(
-                staff_t.c.registrant == registrant, staff_t.c.staff_id == staff_id)).first()
-            return self._member(conn, row) if row is not None else None
+            return self._member(authority_at(conn, registrant), staff_id)
 
     # --- credentials ----------------------------------------------------------------------------
 
@@ -83,7 +93,7 @@ class AuthStore:
                        totp_secret: str | None, keep_totp: bool, now: str) -> None:
         """Insert or replace the credential, clear the sign-in throttle and revoke every open session."""
         with self.engine.begin() as conn:
-            prior = conn.execute(sa.select(cred_t.c.totp_secret).where(
+            prior = conn.execute(sa.select(cred_t.c.totp_secret).where(  # kept sealed as it is
                 cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)).first()
             secret = (prior.totp_secret if prior is not None else None) if keep_totp else totp_secret
             values = {"password_hash": password_hash, "password_set_at": now, "must_change_password": must_change,
@@ -94,6 +104,25 @@ class AuthStore:
                 conn.execute(cred_t.update().where(cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)
                              .values(**values))
             self._revoke_all(conn, registrant, staff_id, now, "credential changed")
+
+    def seal_plaintext_totp(self, seal: Callable[[str, str, str], str]) -> int:
+        """Seal every TOTP secret still stored in plaintext (written before secrets were sealed),
+        each by a conditional UPDATE (a concurrent reset wins); returns how many were sealed."""
+        done = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(cred_t.c.registrant, cred_t.c.staff_id, cred_t.c.totp_secret)
+                                .where(cred_t.c.totp_secret.is_not(None))).all()
+            for reg, sid, stored in rows:
+                if TotpKey.is_sealed(stored):
+                    continue
+                try:
+                    sealed = seal(reg, sid, stored)
+                except (ValueError, TotpKeyError):  # not a base32 secret at all: left, refused at sign-in
+                    continue
+                done += conn.execute(cred_t.update().where(
+                    cred_t.c.registrant == reg, cred_t.c.staff_id == sid, cred_t.c.totp_secret == stored,
+                ).values(totp_secret=sealed)).rowcount
+        return done
 
     def rehash(self, registrant: str, staff_id: str, password_hash: str, now: str) -> None:
         with self.engine.begin() as conn:
@@ -159,15 +188,14 @@ class AuthStore:
             return dict(row) if row is not None else None
 
     def session_context(self, token_hash: str) -> tuple[dict[str, Any], StaffMember | None, bool] | None:
-        """A session with its staff member (and roles) and whether a password change is pending,
-        read in one transaction (the per-request authentication path)."""
+        """A session with its staff member (and roles, from the role entries at the chain head)
+        and whether a password change is pending, read in one transaction (the per-request
+        authentication path)."""
         with self.ledger.reading() as conn:
             row = conn.execute(sa.select(session_t).where(session_t.c.token_hash == token_hash)).mappings().first()
             if row is None:
                 return None
-            srow = conn.execute(sa.select(staff_t).where(
-                staff_t.c.registrant == row["registrant"], staff_t.c.staff_id == row["staff_id"])).first()
-            member = self._member(conn, srow) if srow is not None else None
+            member = self._member(authority_at(conn, row["registrant"]), row["staff_id"])
             must_change = conn.execute(sa.select(cred_t.c.must_change_password).where(
                 cred_t.c.registrant == row["registrant"], cred_t.c.staff_id == row["staff_id"])).scalar()
             return dict(row), member, bool(must_change)
@@ -235,3 +263,101 @@ class AuthStore:
             q = q.where(access_t.c.patient_id == patient_id)
         with self.ledger.reading() as conn:
             return [dict(r) for r in conn.execute(q.order_by(access_t.c.id).limit(limit)).mappings()]
+
+
+# --- TOTP secrets at rest ---------------------------------------------------------------------------
+
+_BASE32_TEXT = re.compile(r"[A-Z2-7]+=*")
+#: Longest stored text (the column is VARCHAR(64)): nonce 12 + a 20-byte secret + tag 16 = 48 bytes,
+#: 64 characters of unpadded base64url.
+SEALED_TOTP_MAX = 64
+
+
+class TotpKeyError(LedgerError):
+    """The TOTP key is missing or malformed, or a stored secret does not open under it."""
+
+    status = 500
+    type = "totp-key"
+
+
+class TotpKey:
+    """AES-GCM over the TOTP secrets, with a key that never touches the database.
+
+    The key is 32 random bytes (base64) from ``CSLEDGER_TOTP_KEY`` or a 0600 key file (default
+    ``<key_dir>/totp.key``, created at first use, like the log signing keys beside it); the
+    AES key is derived from it with HKDF. Each sealed secret is bound by the associated data to
+    (registrant, staff id), so a database writer can neither read a secret nor move one to
+    another login. A stored plaintext secret (base32, written before secrets were sealed) is
+    told apart by its alphabet: a sealed one is unpadded base64url and always holds a character
+    base32 does not use."""
+
+    def __init__(self, master: bytes):
+        if len(master) != 32:
+            raise TotpKeyError("the TOTP key must be 32 bytes (base64 of 32 random bytes)", field="totp_key")
+        self._aead = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                                 info=b"csledger/totp/aes-gcm").derive(master))
+
+    def __repr__(self) -> str:
+        return "TotpKey(<secret>)"
+
+    @classmethod
+    def from_base64(cls, text: str) -> TotpKey:
+        try:
+            return cls(base64.b64decode(text.strip(), validate=True))
+        except (ValueError, TypeError):
+            raise TotpKeyError("the TOTP key is not valid base64", field="totp_key") from None
+
+    @classmethod
+    def load(cls, settings: Any) -> tuple[TotpKey, bool]:
+        """From ``CSLEDGER_TOTP_KEY`` when set, else the key file (``totp_key_file``, default
+        ``<key_dir>/totp.key``), written (0600) if missing; and whether this call created it."""
+        if getattr(settings, "totp_key", ""):
+            return cls.from_base64(settings.totp_key), False
+        path = Path(getattr(settings, "totp_key_file", None) or Path(settings.key_dir) / "totp.key")
+        created = False
+        for _ in range(50):
+            if not path.exists():
+                try:
+                    generate_key_file(path)
+                    created = True
+                except FileExistsError:
+                    pass  # another process wrote it first: read theirs
+            try:
+                text = path.read_bytes().decode("ascii").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise TotpKeyError(f"cannot read the TOTP key file {path} ({type(exc).__name__})",
+                                   field="totp_key_file") from None
+            if text:
+                return cls.from_base64(text), created
+            time.sleep(0.01)  # being written by another process this very moment
+        raise TotpKeyError(f"the TOTP key file {path} is empty", field="totp_key_file")
+
+    @staticmethod
+    def is_sealed(stored: str) -> bool:
+        return _BASE32_TEXT.fullmatch(stored) is None
+
+    @staticmethod
+    def _aad(registrant: str, staff_id: str) -> bytes:
+        return f"csledger/totp/{registrant}/{staff_id}".encode()
+
+    def seal(self, registrant: str, staff_id: str, secret: str) -> str:
+        """The text stored for ``secret`` (base32) of this login."""
+        raw = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+        while True:
+            nonce = secrets.token_bytes(12)
+            out = base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, raw, self._aad(registrant, staff_id)))
+            text = out.decode().rstrip("=")
+            if len(text) > SEALED_TOTP_MAX:
+                raise TotpKeyError("a TOTP secret longer than 20 bytes cannot be stored", field="totp_secret")
+            if self.is_sealed(text):  # all-base32 text has odds 2**-64; a new nonce then
+                return text
+
+    def open(self, registrant: str, staff_id: str, stored: str) -> str:
+        """The base32 secret sealed in ``stored`` for this login; TotpKeyError if it does not open."""
+        try:
+            blob = base64.urlsafe_b64decode(stored + "=" * (-len(stored) % 4))
+            raw = self._aead.decrypt(blob[:12], blob[12:], self._aad(registrant, staff_id))
+        except (ValueError, InvalidTag):
+            raise TotpKeyError(f"the TOTP secret of staff member {staff_id} does not open under the TOTP key "
+                               "(another key, or a row altered or moved)", field="totp") from None
+        return base64.b32encode(raw).decode().rstrip("=")

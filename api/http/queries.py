@@ -26,21 +26,60 @@ vials_t = projection_tables["vials"]
 SCAN_LIMIT = 2000
 
 
+#: The largest value a database integer column holds (signed 64 bits): a cursor beyond it
+#: would reach the driver and fail there (a 500; SQLite cannot even bind it) instead of here.
+MAX_DB_INT = 2**63 - 1
+#: The longest id a cursor may carry (a vial id's own limit on ``/vials/{vial_id}``).
+MAX_CURSOR_ID = 128
+NOT_OURS = "not a cursor this list gave out"
+
+
 def encode_cursor(kind: str, value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps([kind, value]).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str | None, kind: str) -> Any:
+    """The value inside a cursor of ``kind`` (None without a cursor). Whatever else a client
+    sends (not base64, not JSON, another list's cursor, a null inside) is a 422 naming
+    ``cursor``; the callers check the value's shape and range (``cursor_seq``, ``cursor_vial``)."""
     if cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         k, value = json.loads(raw)
-        if k != kind:
+        if k != kind or value is None:
             raise ValueError
         return value
-    except (ValueError, TypeError, UnicodeDecodeError):
-        raise BadCursor("not a cursor this list gave out", field="cursor") from None
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        raise BadCursor(NOT_OURS, field="cursor") from None
+
+
+def _seq_in_range(value: Any) -> int:
+    # bool is an int in Python: ``true`` in a cursor is not a position.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DB_INT:
+        raise BadCursor(f"{NOT_OURS}: its position must be a whole number from 0 to {MAX_DB_INT}", field="cursor")
+    return value
+
+
+def cursor_seq(cursor: str | None, kind: str) -> int | None:
+    """The position (an entry's ``seq``, an access-log row's id) a cursor of ``kind`` carries."""
+    value = decode_cursor(cursor, kind)
+    return None if value is None else _seq_in_range(value)
+
+
+def cursor_vial(cursor: str | None) -> tuple[int, str] | None:
+    """The (``added_seq``, ``vial_id``) a ``/vials`` cursor carries."""
+    value = decode_cursor(cursor, "vial")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise BadCursor(NOT_OURS, field="cursor")
+    seq, vial_id = _seq_in_range(value[0]), value[1]
+    # Not printable covers NUL (PostgreSQL refuses it in text) and a lone surrogate (no UTF-8
+    # for it): either would fail in the driver, a 500.
+    if not isinstance(vial_id, str) or not 0 < len(vial_id) <= MAX_CURSOR_ID or not vial_id.isprintable():
+        raise BadCursor(f"{NOT_OURS}: its vial id is not one", field="cursor")
+    return seq, vial_id
 
 
 def products(ledger: Ledger, registrant: str) -> list[dict[str, Any]]:
@@ -82,7 +121,7 @@ def _vial(r) -> dict[str, Any]:
 
 def vials(ledger: Ledger, registrant: str, *, state: str | None, ndc_key: str | None, lot: str | None,
           cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    after = decode_cursor(cursor, "vial")
+    after = cursor_vial(cursor)
     q = sa.select(vials_t).where(vials_t.c.registrant == registrant)
     if state is not None:
         q = q.where(vials_t.c.state == state)
@@ -91,8 +130,6 @@ def vials(ledger: Ledger, registrant: str, *, state: str | None, ndc_key: str | 
     if lot is not None:
         q = q.where(vials_t.c.lot == lot)
     if after is not None:
-        if not isinstance(after, list) or len(after) != 2 or not all(isinstance(x, int | str) for x in after):
-            raise BadCursor("not a cursor this list gave out", field="cursor")
         q = q.where(sa.tuple_(vials_t.c.added_seq, vials_t.c.vial_id) > sa.tuple_(after[0], after[1]))
     q = q.order_by(vials_t.c.added_seq, vials_t.c.vial_id).limit(limit + 1)
     with ledger.reading() as c:
@@ -168,9 +205,7 @@ def entries(ledger: Ledger, registrant: str, f: EntryFilter, *, cursor: str | No
     """A page of entries in ``seq`` order. Kind, period and vial filter in SQL; staff (a signer
     or the subject of a staff entry) and patient filter on the decoded entry, scanning at most
     ``SCAN_LIMIT`` entries per page (a page may then be short but still carry a cursor)."""
-    after = decode_cursor(cursor, "entry")
-    if after is not None and not isinstance(after, int):
-        raise BadCursor("not a cursor this list gave out", field="cursor")
+    after = cursor_seq(cursor, "entry")
     q = sa.select(entries_t).where(entries_t.c.registrant == registrant)
     if after is not None:
         q = q.where(entries_t.c.seq > after)

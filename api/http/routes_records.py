@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -56,13 +57,19 @@ def get_entry(seq: Annotated[int, Path(ge=0, le=2**62)], ledger: LedgerDep,
 def patient_access_log(auth: AuthDep, who: Annotated[Principal, actor("patient_access_log")],
                    cursor: Annotated[str | None, Query(max_length=200)] = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 100) -> PatientAccessPage:
-    """Who read which patient's identifying data, when (append-only; for compliance)."""
-    after = queries.decode_cursor(cursor, "access") if cursor else 0
-    if not isinstance(after, int):
-        after = 0
+    """Who read which patient's identifying data, when (append-only; for compliance). A report
+    that decrypted many patients' names is one row: ``patient_id`` ``*``, the ``report`` and
+    every patient it included in ``patient_ids``."""
+    # A cursor that is not one this list gave out is refused (422), never read as "from the start".
+    after = queries.cursor_seq(cursor, "access") or 0
     rows = auth.store.patient_access(who.registrant, after_id=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return PatientAccessPage(items=[PatientAccessPublic(**{k: r[k] for k in PatientAccessPublic.model_fields})
-                                for r in rows],
+    return PatientAccessPage(items=[_access_row(r) for r in rows],
                          next_cursor=queries.encode_cursor("access", rows[-1]["id"]) if more else None)
+
+
+def _access_row(r: dict) -> PatientAccessPublic:
+    ids = r.get("patient_ids")
+    return PatientAccessPublic(**{k: r.get(k) for k in PatientAccessPublic.model_fields if k != "patient_ids"},
+                               patient_ids=json.loads(ids) if ids else None)

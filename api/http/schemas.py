@@ -410,9 +410,12 @@ class EntryCanonicalPublic(PublicModel):
 class PatientAccessPublic(PublicModel):
     id: int
     staff_id: str
-    patient_id: str
+    patient_id: str = Field(description="The patient read; `*` for a report's row (see `patient_ids`).")
     action: str
     accessed_at: str
+    report: str | None = Field(default=None, description="A report's row: the report (kind, period, tree size).")
+    patient_ids: list[str] | None = Field(
+        default=None, description="A report's row: every patient whose name and address it decrypted.")
 
 
 class PatientAccessPage(PublicModel):

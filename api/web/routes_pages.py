@@ -273,7 +273,8 @@ async def report_download(request: Request, dea: Dea) -> Response:
     try:
         pdf, data = await run_in_threadpool(
             build_report, request.app.state.ledger, values["kind"], dea, values["start"], values["end"],
-            generated_by=f"{page.principal.printed_name} ({page.principal.staff_id})", paper=values["paper"] or "letter")
+            generated_by=f"{page.principal.printed_name} ({page.principal.staff_id})", paper=values["paper"] or "letter",
+            reader=page.principal.staff_id)  # the patient access log names who downloaded patient names
     except LedgerError as exc:
         name, msg = error_of(exc, {"period": "start", "from": "start", "to": "end", "registrant": "form"})
         errors = Errors()

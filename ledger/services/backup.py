@@ -2,7 +2,8 @@
 snapshot while the clinic keeps recording) and ``pg_dump``/``pg_restore`` for PostgreSQL.
 
 A restore goes only into an empty database, so a backup can never overwrite a ledger, and is
-verified before it is reported as restored. Restoring an OLD backup produces a ledger that is
+verified before it is reported as restored. Backups and restored SQLite databases are created
+0600 (owner only) before a byte is written into them. Restoring an OLD backup produces a ledger that is
 behind what witnesses have cosigned; the verifiable-ledger layer detects that at start.
 """
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 
 from ledger.domain.errors import Conflict, InvalidInput, NotFound
 from ledger.services.verify import verify
+from ledger.storage.engine import create_private_file, keep_private
 from ledger.storage.store import Ledger, normalize_url
 
 
@@ -60,6 +62,17 @@ def _supported(url: str) -> str:
     return url
 
 
+def _new_backup_file(out: Path) -> None:
+    """Create the backup file empty, 0600, before anything is written into it (SQLite's backup
+    and ``pg_dump`` would create it with the umask's mode, often readable by everyone)."""
+    try:
+        made = create_private_file(out)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}", field="out") from None
+    if not made:
+        raise Conflict(f"{out} exists; a backup never overwrites a file", field="out")
+
+
 def backup_database(url: str, out: Path) -> dict[str, tuple[int, str]]:
     """Write a consistent backup of the database at ``url`` to ``out``; return its roots."""
     url = _supported(url)
@@ -71,6 +84,7 @@ def backup_database(url: str, out: Path) -> dict[str, tuple[int, str]]:
         source = _sqlite_path(url)
         if not source.is_file():
             raise NotFound(f"no database file {source}", field="database_url")
+        _new_backup_file(out)
         src = sqlite3.connect(source)
         dst = sqlite3.connect(out)
         try:
@@ -83,8 +97,10 @@ def backup_database(url: str, out: Path) -> dict[str, tuple[int, str]]:
             dst.close()
             src.close()
         return roots(f"sqlite:///{out}")
+    pg_dump = _pg_tool("pg_dump")
+    _new_backup_file(out)  # pg_dump writes into it (truncating), keeping its mode
     try:
-        subprocess.run([_pg_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(out), _libpq_url(url)],
+        subprocess.run([pg_dump, "--format=custom", "--no-owner", "--file", str(out), _libpq_url(url)],
                        check=True, capture_output=True, timeout=3600)
     except subprocess.CalledProcessError as exc:
         out.unlink(missing_ok=True)
@@ -135,6 +151,11 @@ def restore_database(backup: Path, url: str) -> dict[str, tuple[int, str]]:
         if not path.parent.is_dir():
             raise NotFound(f"no folder {path.parent} for the restored database", field="database_url")
         _check_sqlite_backup(backup)
+        try:
+            if not create_private_file(path):  # the new database is the owner's only, as `init` makes it
+                keep_private(path)
+        except OSError as exc:
+            raise InvalidInput(f"cannot create {path}: {exc.strerror or exc}", field="database_url") from None
         src = sqlite3.connect(backup.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
         dst = sqlite3.connect(path)
         try:

@@ -19,6 +19,7 @@ from ledger.domain.principal import Meaning, Principal, Role
 from ledger.integrity.canonical import format_time
 from ledger.services.administration import CLINICIANS
 from ledger.services.common import US_STATES, address, run, text
+from ledger.storage.authority import authority_at, chain_head
 from ledger.storage.patient_keys import KEY_CHECK_NAME, PatientDetails, PatientKeyError, PatientKeys
 from ledger.storage.store import CommandContext, Ledger, raw
 
@@ -115,8 +116,9 @@ def read_patient(ledger: Ledger, principal: Principal, patient_id: str, *, keys:
     with ledger.engine.begin() as conn:
         check_patient_key(conn, keys, ledger.clock())
         r = raw(conn)
-        staff_roles = {x["role"] for x in r.rows(conn, "SELECT role FROM staff_roles WHERE registrant = :r AND staff_id = :s",
-                                                   {"r": principal.registrant, "s": principal.staff_id})}
+        # Authority from the role entries (issue 16), never the staff_roles projection.
+        staff_roles = authority_at(conn, principal.registrant, chain_head(conn, principal.registrant)).roles(
+            principal.staff_id)
         if not staff_roles & (CLINICIANS | {Role.COMPLIANCE_OFFICER, Role.AUDITOR}):
             raise Forbidden("reading a patient's name and address needs a clinical, compliance or auditor role",
                             field="principal")

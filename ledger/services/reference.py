@@ -124,8 +124,9 @@ def _second_person(ctx: CommandContext, principal: Principal, approver: Principa
     entry signed by both the actor and the person enrolled raises ``witness_enrolled_by_actor``.
     """
     if approver is None:
-        holders = {r["staff_id"] for r in ctx.view.select("staff_roles", registrant=ctx.registrant)
-                   if r["role"] in STAFF_ADMIN}
+        # Authority from the role entries (issue 16), never the staff_roles projection: deleting
+        # the other managers' rows must not let one manager act alone.
+        holders = set(ctx.authority().holders(STAFF_ADMIN))
         others = sorted(holders - {principal.staff_id, grantee})
         if others:
             who = ", ".join(f"{ctx.view.get('staff', (ctx.registrant, o))['printed_name']} ({o})" for o in others[:5])
@@ -232,7 +233,7 @@ def enrolment_reader(ctx: CommandContext) -> Callable[[str], dict | None]:
 
 
 def _check_can_grant(ctx: CommandContext, principal: Principal, r: Role) -> None:
-    if r == Role.ADMINISTRATOR and ctx.view.get("staff_roles", (ctx.registrant, principal.staff_id, Role.ADMINISTRATOR.value)) is None:
+    if r == Role.ADMINISTRATOR and Role.ADMINISTRATOR.value not in ctx.authority().roles(principal.staff_id):
         raise Forbidden("only an administrator may grant or revoke the administrator role", field="role")
 
 
@@ -250,7 +251,7 @@ def grant_role(ledger: Ledger, principal: Principal, cmd: GrantRole, *, approver
             raise Forbidden("no one grants a role to themself; another manager or administrator must",
                             field="staff_id")
         _check_can_grant(ctx, principal, r)
-        if ctx.view.get("staff_roles", (ctx.registrant, cmd.staff_id, r.value)) is not None:
+        if r.value in ctx.authority().roles(cmd.staff_id):
             raise Conflict(f"{cmd.staff_id} already holds the role {r.value}", field="role")
         second = _second_person(ctx, principal, approver, grantee=cmd.staff_id, what="granting a role")
         ctx.append(ev.RoleGranted(staff_id=cmd.staff_id, role=r.value), signatures=[sig, second],
@@ -269,12 +270,10 @@ def revoke_role(ledger: Ledger, principal: Principal, cmd: RevokeRole, *, idempo
         sig = ctx.signature(principal, Meaning.APPROVED, roles=STAFF_ADMIN)
         if ctx.view.get("staff", (ctx.registrant, cmd.staff_id)) is None:
             raise NotFound(f"no staff member {str(cmd.staff_id)[:40]!r} at {ctx.registrant}", field="staff_id")
-        if ctx.view.get("staff_roles", (ctx.registrant, cmd.staff_id, r.value)) is None:
+        if r.value not in ctx.authority().roles(cmd.staff_id):
             raise NotFound(f"{cmd.staff_id!r} does not hold the role {r.value}", field="role")
         _check_can_grant(ctx, principal, r)
-        if r == Role.ADMINISTRATOR and len(
-            [x for x in ctx.view.select("staff_roles", registrant=ctx.registrant, role=r.value)]
-        ) == 1:
+        if r == Role.ADMINISTRATOR and len(ctx.authority().holders({r.value})) == 1:
             raise Conflict("this is the registrant's last administrator; grant the role to someone else first", field="role")
         ctx.append(ev.RoleRevoked(staff_id=cmd.staff_id, role=r.value, reason=reason),
                    signatures=[sig], occurred_at=ctx.now)

@@ -13,10 +13,14 @@ Deep (``verify --deep``), in addition:
   written by that patient's latest entry (its ``updated_at`` is the entry's ``recorded_at``, its
   sealed bytes hash to the entry's ``sealed_sha256``), and, given the patient key, each row
   decrypts (bound to registrant and patient) to the name and address whose commitment that entry
-  recorded.
+  recorded; and the rules are replayed (``rules_replay``, issue 16): at each entry's place, its
+  signers held the roles its command needs, two people signed where the rules demand, no vial
+  went below zero, ``recorded_at`` kept its order and preceded the witness's cosignature. The
+  first entry that breaks a rule is named with the rule.
 
 Memory: the fast pass keeps O(log n) hashes per registrant; the deep pass keeps the rebuilt
-projections (reference data and vials), never the entries.
+projections (reference data and vials) and the replay's staff, roles and vial balances, never
+the entries.
 """
 
 from __future__ import annotations
@@ -220,6 +224,9 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         return query.order_by(movements_t.c.seq, movements_t.c.line).limit(BATCH)
 
     moves = iter(_batched(conn, mq)) if deep else None
+    if deep:  # issue 16: the rules, replayed with the arithmetic (imported here: it imports the services)
+        from ledger.services.rules_replay import RulesReplay
+    replay = RulesReplay(conn, reg) if deep else None
     pending_move = next(moves, None) if deep else None
     levels = _LevelStreams(conn, reg) if deep else None
     frontier: dict[tuple[int, int], bytes] = {}
@@ -240,7 +247,7 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         if prev_hash != prev:
             _fail(report, reg, seq, "chain broken: prev_hash is not the previous entry's leaf hash")
         if deep:
-            pending_move = _deep_entry(report, reg, row, bytes(canonical), prev, state, moves, pending_move)
+            pending_move = _deep_entry(report, reg, row, bytes(canonical), prev, state, moves, pending_move, replay)
             _deep_nodes(report, reg, seq, leaf, frontier, levels)
         # Inline RFC 9162 accumulation (RootAccumulator.push without its argument checks): the
         # stack holds one perfect-subtree root per set bit of the size so far.
@@ -376,7 +383,7 @@ def _verify_all_checkpoints(conn: Connection, reg: str, size: int, report: Verif
         last = rows[-1]["tree_size"]
 
 
-def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move):
+def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move, replay=None):
     seq, kind, schema_version, occurred_at, recorded_at = row[0], row[4], row[5], row[6], row[7]
     try:
         obj = canon.decode(data)
@@ -407,6 +414,9 @@ def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_
         projections.apply(obj, state)
     except Exception as exc:
         _fail(report, reg, seq, f"entry cannot be replayed into the projections ({exc})")
+    broken = replay.check(obj) if replay is not None else None
+    if broken is not None:  # who was allowed to do what, at this place in the chain
+        _fail(report, reg, seq, broken)
     return pending_move
 
 

@@ -5,6 +5,7 @@ durability and isolation settings on each backend, and the Alembic migrations (n
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -36,13 +37,57 @@ def normalize_url(url: str) -> str:
     return url
 
 
+#: The database file, its WAL and shared-memory files and every backup: readable and writable by
+#: their owner only. They hold the whole record (staff, patients' ids, password hashes, sessions).
+PRIVATE_MODE = 0o600
+
+
+def create_private_file(path: Path) -> bool:
+    """Create ``path`` empty with mode 0600, atomically (``O_EXCL``): True if this call made it,
+    False if it already existed. Made with its final mode, so there is no moment, whatever the
+    umask, when it is readable by others; SQLite then gives its WAL and ``-shm`` files the
+    database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # a umask that takes the owner's own bits away cannot either
+    finally:
+        os.close(fd)
+    return True
+
+
+def keep_private(path: Path) -> None:
+    """Tighten ``path`` and its ``-wal``/``-shm``/``-journal`` files to 0600 when they are ours
+    and readable by others (a database left 0644 by an older csledger). A file we do not own
+    is left alone: its owner decides."""
+    for p in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))):
+        try:
+            st = p.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(p, PRIVATE_MODE)
+        except OSError:
+            continue  # no such file (the usual case for -journal), or not ours to change
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///`` URL names; None for memory, ``file:`` URIs and non-SQLite URLs."""
+    u = sa.engine.make_url(url)
+    if not u.drivername.startswith("sqlite") or not u.database or u.database == ":memory:" \
+            or u.database.startswith("file:") or u.query.get("uri"):
+        return None
+    return Path(u.database)
+
+
 def make_engine(url: str) -> Engine:
     """An engine configured for durability and for the registrant write lock.
 
     SQLite: WAL, ``synchronous=FULL``, foreign keys on, and the driver's own transaction
     handling turned off so that every write transaction starts with ``BEGIN IMMEDIATE`` (the
     SQLAlchemy documentation's recipe; the stock driver delays BEGIN, so two writers could both
-    read the same head). Read-only transactions start with a plain deferred ``BEGIN``.
+    read the same head). Read-only transactions start with a plain deferred ``BEGIN``. The
+    database file is created 0600 (owner only), and with it its WAL and ``-shm`` files.
     PostgreSQL: ``synchronous_commit=on`` on every connection; read-only transactions are
     ``REPEATABLE READ, READ ONLY`` so that every statement of one read sees one snapshot.
     """
@@ -53,6 +98,20 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=20, max_overflow=20
         )
+        path = sqlite_file(url)
+        if path is not None:
+
+            @event.listens_for(engine, "do_connect")
+            def _sqlite_private_file(_dialect, _record, _cargs, _cparams):
+                # Before SQLite opens the file, which it would create with the umask's mode
+                # (often 0644, readable by every local user): create it 0600 here, or tighten
+                # one an older csledger left open. Then SQLite connects as usual.
+                try:
+                    if not create_private_file(path):
+                        keep_private(path)
+                except OSError:
+                    pass  # no such folder, or no right to create there: SQLite's own open says so
+
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):

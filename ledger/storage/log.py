@@ -39,7 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ledger.domain.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from ledger.domain.errors import Conflict, IntegrityFailure, InvalidInput, LedgerError, NotFound
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import (
@@ -91,6 +91,17 @@ class RollbackDetected(Conflict):
     type = "rollback-detected"
 
 
+class ChainUnverified(LedgerError):
+    """The registrant's chain failed verification (``serve``'s start-up check or its periodic
+    verify): appends are refused until it verifies again; reads still work. A 503: the server's
+    data, not the request, is at fault (issue 16)."""
+
+    status = 503
+    type = "chain-unverified"
+    #: A 5xx whose detail the client is shown (the app hides the detail of other 5xx).
+    expose = True
+
+
 @dataclass
 class PushResult:
     """What one witness said to one push."""
@@ -117,6 +128,8 @@ class TransparencyLog:
         self.http_timeout = http_timeout
         #: Registrants whose appends are refused, with the reason (rollback or fork detected).
         self.blocked: dict[str, str] = {}
+        #: Registrants whose chain failed verification, with the reason (issue 16): appends refused.
+        self.unverified: dict[str, str] = {}
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[int, str]] = {}  # last checkpoint whose signature we checked
         self._signers: dict[str, tuple[str, Signer]] = {}  # registrant -> (current verifier key, signer)
@@ -167,6 +180,20 @@ class TransparencyLog:
             raise LogKeyError(f"the log key file of {registrant} is not the current key "
                               f"{current.verifier.key_id_hex} recorded in log_keys")
         return signer, keys
+
+    def refuse_unverified(self, ctx: CommandContext, _appended: Any = None, _leaf: Any = None) -> None:
+        """``Ledger.after_append`` hook, run first: no entry joins a chain that failed
+        verification (it would be signed over whatever was slipped in); the transaction rolls back."""
+        reason = self.unverified.get(ctx.registrant)
+        if reason is not None:
+            raise ChainUnverified(f"{ctx.registrant}: appends are refused until its chain verifies again; nothing "
+                                  f"was recorded. {reason}", field="registrant")
+
+    def refused(self) -> dict[str, dict[str, str]]:
+        """Registrants whose appends are refused, with the problem type and the reason (``/healthz``)."""
+        out = {reg: {"problem": RollbackDetected.type, "reason": why} for reg, why in dict(self.blocked).items()}
+        out.update({reg: {"problem": ChainUnverified.type, "reason": why} for reg, why in dict(self.unverified).items()})
+        return dict(sorted(out.items()))
 
     def sign_checkpoint(self, ctx: CommandContext) -> None:
         """``Ledger.before_commit`` hook: prove the new tree consistent with the last signed
@@ -417,6 +444,7 @@ def attach(ledger: Ledger, settings: Any) -> TransparencyLog:
     log = TransparencyLog(ledger, Path(settings.key_dir), origin_prefix=settings.origin_prefix,
                           env_keys=getattr(settings, "log_keys", "") or "")
     ledger.before_commit.append(log.sign_checkpoint)
+    ledger.after_append.insert(0, log.refuse_unverified)  # before the entry's Merkle nodes are written
     ledger.transparency_log = log  # type: ignore[attr-defined]
     return log
 
@@ -431,7 +459,7 @@ def fingerprint_lines(keys: Iterable[LogKeyRow]) -> list[str]:
 
 
 __all__ = [
-    "KeyStore", "LogKeyError", "LogKeyRow", "PushResult", "RollbackDetected", "StoredCheckpoint", "TransparencyLog",
+    "ChainUnverified", "KeyStore", "LogKeyError", "LogKeyRow", "PushResult", "RollbackDetected", "StoredCheckpoint", "TransparencyLog",
     "WitnessEntry", "WitnessPolicyRow", "WitnessPusher", "attach", "checkpoint_at", "cosignature_lines",
     "fingerprint_lines", "latest_checkpoint", "log_keys", "memo_reader", "registrant_log_id", "registrant_of_origin", "signed_checkpoint_with_cosignatures",
     "witness_policy",

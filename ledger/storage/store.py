@@ -31,6 +31,7 @@ from ledger.domain.errors import Conflict, IdempotencyConflict, InvalidInput, Le
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
+from ledger.storage.authority import Authority, authority_at
 from ledger.storage.engine import (  # noqa: F401  (re-exported)
     MIGRATIONS_DIR,
     alembic_config,
@@ -208,26 +209,31 @@ class CommandContext:
     appended: list[AppendedEntry] = field(default_factory=list)
     after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
 
+    def authority(self) -> Authority:
+        """Who is enrolled and holds which roles, from the role entries of this transaction's
+        chain up to its head (entries this command appended included); never the projections."""
+        return authority_at(self.conn, self.registrant, (self.next_seq - 1, self.head_hash) if self.next_seq else None)
+
     def signature(self, principal: Principal, meaning: Meaning, *, roles: frozenset[str] | None = None) -> dict:
-        """A signature for ``principal``: checks enrollment and roles, takes the printed name
-        from the staff projection (never from the caller)."""
+        """A signature for ``principal``: checks enrollment and roles against the role entries
+        (``authority``), takes the printed name from the enrolment entry (never from the caller)."""
         if principal.registrant != self.registrant:
             raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
-        staff = self.view.get("staff", (self.registrant, principal.staff_id))
+        authority = self.authority()
+        staff = authority.member(principal.staff_id)
         if staff is None:
             raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
         if roles is not None:
-            held = {r["role"] for r in self.view.select("staff_roles", registrant=self.registrant, staff_id=principal.staff_id)}
-            if not held & roles:
+            if not authority.roles(principal.staff_id) & roles:
                 from ledger.domain.errors import Forbidden
 
                 raise Forbidden(
-                    f"{staff['printed_name']} holds none of the roles this needs ({', '.join(sorted(roles))})",
+                    f"{staff.printed_name} holds none of the roles this needs ({', '.join(sorted(roles))})",
                     field="principal",
                 )
         return {
             "staff_id": principal.staff_id,
-            "printed_name": staff["printed_name"],
+            "printed_name": staff.printed_name,
             "meaning": meaning.value,
             "signed_at": canon.format_time(self.now),
             "auth_method": principal.auth_method.value,

@@ -450,6 +450,10 @@ class PatientAccessRecord(SQLModel, table=True):
     patient_id: str = Field(max_length=64)
     action: str = Field(max_length=64)
     accessed_at: str = Field(max_length=TIME)
+    #: A report's one row (issue 16; ``patient_id`` is ``*``): the report (kind, period, tree
+    #: size) and every patient whose name it decrypted, a JSON list. Empty for a single read.
+    report: str | None = Field(default=None, max_length=200)
+    patient_ids: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class StockRead(SQLModel, table=True):

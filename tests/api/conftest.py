@@ -23,6 +23,7 @@ from tests.conftest import DEA, DEA2, Clinic
 
 PASSWORD = "four quiet harbor lamps"
 PATIENT_KEY = base64.b64encode(bytes(range(32))).decode()  # a fixed test key for the patient registry
+TOTP_KEY = base64.b64encode(bytes(range(32, 64))).decode()  # a fixed test key sealing TOTP secrets
 ROLE_USERS = {  # one login per role, holding only that role
     "nurse": "nora", "pharmacist": "pia", "prescriber": "dana", "manager": "morgan",
     "compliance_officer": "casey", "auditor": "ari", "administrator": "avery",
@@ -106,7 +107,7 @@ def build_api(ledger: Ledger, settings: Settings | None = None) -> Api:
     clinic.enroll("Casey Compliance", "casey", "compliance_officer")
     clinic.enroll("Morgan Manager", "morgan", "manager")
     clock = Clock()
-    settings = settings or Settings(patient_key=PATIENT_KEY)
+    settings = settings or Settings(patient_key=PATIENT_KEY, totp_key=TOTP_KEY)
     app = create_app(ledger, settings, clock=clock, password_hasher=fast_test_hasher())
     api = Api(TestClient(app, raise_server_exceptions=False), clinic, clock)
     for user in [*ROLE_USERS.values(), "ned"]:

@@ -78,7 +78,8 @@ def test_demo_logins_let_each_demo_role_log_in(tmp_path):
     assert set(secrets_) == {"avery", "morgan"}
     ledger = Ledger.open(db)
     try:
-        client = TestClient(create_app(ledger, Settings(database_url=db)))
+        # The server reads the TOTP key where `staff demo-logins` wrote it (the key folder of its cwd).
+        client = TestClient(create_app(ledger, Settings(database_url=db, key_dir=tmp_path / "csledger-keys")))
         for user in ("avery", "morgan", "nora", "ned", "pia", "casey", "dana"):
             body = {"username": user, "password": "calm waters demo 2026"}
             if user in secrets_:

@@ -146,8 +146,10 @@ class World:
         start = max(now - timedelta(minutes=50), datetime(now.astimezone(tz).year, 1, 1, tzinfo=tz).astimezone(UTC))
         step = (now - start) / 50  # a minute, but for that
         vials = services.receive_stock(ledger, c.nurse, ReceiveStock(c.supplier_id, "GMS-FUZZ-1", start, (
-            ReceivedLineInput(KETAMINE_50, 300, "KA2610", "2028-06-30"),)))["vial_ids"]
-        for k in range(12):  # 240 vials dispensed: the year's transfers may reach 12 vials; 60 are left
+            ReceivedLineInput(KETAMINE_50, 800, "KA2610", "2028-06-30"),)))["vial_ids"]
+        # 640 vials dispensed: the year's transfers may reach 33 vials (the transfer form's variants
+        # that may be right, its second person's code among them, each transfer one); 160 are left
+        for k in range(32):
             services.administer_dose(ledger, c.nurse, AdministerDose(
                 self.patient, DEA, "80.00", "0.50", tuple(DrawInput(v, "10.00") for v in vials[20 * k:20 * k + 20]),
                 "200.00", start + 5 * step, start + 30 * step))

@@ -1,0 +1,208 @@
+"""Who may do what at a registrant, read from the chain alone.
+
+Authority is decided by the ``staff_enrolled``, ``role_granted`` and ``role_revoked`` entries:
+their canonical bytes (the hashed, checkpointed record), never the ``staff`` / ``staff_roles``
+projections, which are plain rows a database writer can edit without breaking any hash.
+(``INSERT INTO staff_roles (..., 'manager')`` once let a nurse's live session set policy.)
+
+Replaying those entries on every request would cost a scan of the chain, so the result is cached
+in memory per database and registrant, keyed by the chain head it was computed at (seq and leaf
+hash). A request first reads the head (one indexed row); the same head is a cache hit; a longer
+chain whose earlier head is unchanged is brought up to date by decoding only the role entries
+appended since; anything else (a rolled-back head, a chain that shrank) is computed again from
+seq 0. So a new grant or revocation takes effect with the next request, in every process.
+
+Inside a command the services pass the head of their own transaction (``CommandContext``), so
+the check sees exactly the chain the new entry will extend.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ledger.integrity import canonical as canon
+from ledger.storage.tables import Entry
+
+entries_t = Entry.__table__
+
+#: The entry kinds authority is computed from.
+AUTHORITY_KINDS = ("staff_enrolled", "role_granted", "role_revoked")
+
+#: Heads remembered per registrant: concurrent requests may sit at a few neighbouring heads.
+_STATES_PER_REGISTRANT = 8
+
+
+@dataclass(frozen=True)
+class StaffRecord:
+    """A staff member as their ``staff_enrolled`` entry records them."""
+
+    staff_id: str
+    printed_name: str
+    username: str
+    enrolled_seq: int
+
+
+@dataclass(frozen=True)
+class Authority:
+    """Staff and roles of one registrant as of the entry at ``head_seq`` (leaf ``head_hash``)."""
+
+    registrant: str
+    head_seq: int
+    head_hash: str
+    staff: Mapping[str, StaffRecord] = field(default_factory=lambda: MappingProxyType({}))
+    _roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    _usernames: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def member(self, staff_id: str) -> StaffRecord | None:
+        """The enrolled staff member ``staff_id``, or None."""
+        return self.staff.get(staff_id)
+
+    def by_username(self, username: str) -> StaffRecord | None:
+        """The enrolled staff member with this username, or None."""
+        sid = self._usernames.get(username)
+        return None if sid is None else self.staff.get(sid)
+
+    def roles(self, staff_id: str) -> frozenset[str]:
+        """The roles ``staff_id`` holds (granted and not revoked since); empty if none."""
+        return self._roles.get(staff_id, frozenset())
+
+    def holders(self, roles: frozenset[str] | set[str]) -> frozenset[str]:
+        """Staff ids holding at least one of ``roles``."""
+        return frozenset(sid for sid, held in self._roles.items() if held & roles)
+
+    def extended(self, head_seq: int, head_hash: str, rows: list[tuple[int, str, bytes]]) -> Authority:
+        """This authority with the role entries ``rows`` (seq, kind, canonical; seq order) applied."""
+        staff = dict(self.staff)
+        roles = {sid: set(held) for sid, held in self._roles.items()}
+        usernames = dict(self._usernames)
+        for seq, kind, data in rows:
+            entry = _decode(self.registrant, seq, kind, data)
+            if entry is None:
+                continue
+            sid = entry["staff_id"]
+            if kind == "staff_enrolled":
+                staff[sid] = StaffRecord(sid, entry["printed_name"], entry["username"], seq)
+                usernames.setdefault(entry["username"], sid)
+            elif kind == "role_granted":
+                roles.setdefault(sid, set()).add(entry["role"])
+            else:  # role_revoked
+                roles.get(sid, set()).discard(entry["role"])
+        return Authority(self.registrant, head_seq, head_hash, MappingProxyType(staff),
+                         MappingProxyType({sid: frozenset(held) for sid, held in roles.items() if held}),
+                         MappingProxyType(usernames))
+
+
+def _decode(registrant: str, seq: int, kind: str, data: bytes) -> dict | None:
+    """The entry, if its own bytes say what its row says (registrant, seq, kind) and carry the
+    fields authority needs. A row whose bytes disagree is not the hashed record: it grants
+    nothing (``verify`` names it)."""
+    try:
+        entry = canon.decode(bytes(data))
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or entry.get("registrant") != registrant or entry.get("seq") != seq \
+            or entry.get("kind") != kind or not isinstance(entry.get("staff_id"), str):
+        return None
+    needs = ("printed_name", "username") if kind == "staff_enrolled" else ("role",)
+    if not all(isinstance(entry.get(k), str) for k in needs):
+        return None
+    return entry
+
+
+class _Cache:
+    """Recent authorities of one database, per registrant (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.states: dict[str, OrderedDict[tuple[int, str], Authority]] = {}
+
+    def exact(self, registrant: str, key: tuple[int, str]) -> Authority | None:
+        with self.lock:
+            states = self.states.get(registrant)
+            return None if states is None else states.get(key)
+
+    def bases(self, registrant: str, head_seq: int) -> list[Authority]:
+        """Cached authorities at an earlier seq, latest first (candidates to extend)."""
+        with self.lock:
+            states = list(self.states.get(registrant, {}).values())
+        return sorted((a for a in states if a.head_seq < head_seq), key=lambda a: a.head_seq, reverse=True)
+
+    def put(self, authority: Authority) -> None:
+        with self.lock:
+            states = self.states.setdefault(authority.registrant, OrderedDict())
+            states[(authority.head_seq, authority.head_hash)] = authority
+            states.move_to_end((authority.head_seq, authority.head_hash))
+            while len(states) > _STATES_PER_REGISTRANT:
+                states.popitem(last=False)
+
+
+_CACHES: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_for(engine: Engine) -> _Cache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(engine)
+        if cache is None:
+            cache = _CACHES[engine] = _Cache()
+        return cache
+
+
+def chain_head(conn: Connection, registrant: str) -> tuple[int, str] | None:
+    """(seq, leaf hash) of the registrant's last entry, or None for no chain."""
+    row = conn.execute(sa.select(entries_t.c.seq, entries_t.c.leaf_hash)
+                       .where(entries_t.c.registrant == registrant)
+                       .order_by(entries_t.c.seq.desc()).limit(1)).first()
+    return None if row is None else (int(row.seq), row.leaf_hash)
+
+
+def _role_rows(conn: Connection, registrant: str, after: int, upto: int) -> list[tuple[int, str, bytes]]:
+    q = (sa.select(entries_t.c.seq, entries_t.c.kind, entries_t.c.canonical)
+         .where(entries_t.c.registrant == registrant, entries_t.c.seq > after, entries_t.c.seq <= upto,
+                entries_t.c.kind.in_(AUTHORITY_KINDS))
+         .order_by(entries_t.c.seq))
+    return [(int(s), k, bytes(c)) for s, k, c in conn.execute(q)]
+
+
+def authority_at(conn: Connection, registrant: str, head: tuple[int, str] | None = None) -> Authority:
+    """The registrant's authority as of ``head`` (seq, leaf hash), read on ``conn`` (and so inside
+    its transaction); without ``head``, as of the chain head this connection sees now."""
+    if head is None:
+        head = chain_head(conn, registrant)
+    if head is None:
+        return Authority(registrant, -1, canon.ZERO_HASH)
+    seq, leaf = head
+    cache = _cache_for(conn.engine)
+    found = cache.exact(registrant, (seq, leaf))
+    if found is not None:
+        return found
+    base = None
+    for candidate in cache.bases(registrant, seq):
+        # Only a state whose head is still in this chain may be extended (a head that was rolled
+        # back, or replaced, is not).
+        at = conn.execute(sa.select(entries_t.c.leaf_hash).where(
+            entries_t.c.registrant == registrant, entries_t.c.seq == candidate.head_seq)).scalar()
+        if at == candidate.head_hash:
+            base = candidate
+            break
+    if base is None:
+        base = Authority(registrant, -1, canon.ZERO_HASH)
+    found = base.extended(seq, leaf, _role_rows(conn, registrant, base.head_seq, seq))
+    cache.put(found)
+    return found
+
+
+def roles_of(conn: Connection, registrant: str, staff_id: str) -> frozenset[str]:
+    """The roles ``staff_id`` holds at the chain head ``conn`` sees (for checks outside a command)."""
+    return authority_at(conn, registrant).roles(staff_id)
+
+
+__all__ = ["AUTHORITY_KINDS", "Authority", "StaffRecord", "authority_at", "chain_head", "roles_of"]
