@@ -21,6 +21,7 @@ from api.http.deps import (
     WitnessesDep,
     actor,
 )
+from api.http.routes_stock import note_stock_read
 from api.http.schemas import PROBLEM_RESPONSES, When
 from api.http.schemas_clinical import (
     AdministrationCreate,
@@ -312,7 +313,7 @@ def list_discrepancies(ledger: LedgerDep, who: Annotated[Principal, actor("list_
 
 
 @router.get("/audit", response_model=dict[str, Any], name="get_audit")
-def get_audit(ledger: LedgerDep, who: Annotated[Principal, actor("get_audit")],
+def get_audit(request: Request, ledger: LedgerDep, who: Annotated[Principal, actor("get_audit")],
               start: Annotated[When, Query(description="Period start (exclusive).")],
               end: Annotated[When, Query(description="Period end (inclusive).")]) -> dict:
     """The DEA-style accountability audit over a period, per NDC and in total, in mL, mg and
@@ -324,4 +325,5 @@ def get_audit(ledger: LedgerDep, who: Annotated[Principal, actor("get_audit")],
         raise InvalidInput("is in the future; an audit covers a period that has begun", field="start")
     if end <= start:
         raise InvalidInput("must be after start", field="end")
+    note_stock_read(request, ledger, who, "GET /audit")  # the audit's ending figures are the book
     return _json_safe(audit.audit(ledger, who.registrant, start, end))

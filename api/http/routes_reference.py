@@ -83,10 +83,13 @@ def grant_role(staff_id: StaffId, body: RoleGrantCreate, ledger: LedgerDep,
 @router.post("/staff/{staff_id}/role-revocations", status_code=CREATED, response_model=CommandResultPublic,
              tags=["staff"], name="revoke_role")
 def revoke_role(staff_id: StaffId, body: RoleRevokeCreate, ledger: LedgerDep,
-                who: Annotated[Principal, actor("revoke_role")], idempotency_key: IdempotencyKey = None) -> dict:
-    """Revoke a role, with the reason (entry ``role_revoked``); it takes effect on the next request."""
+                who: Annotated[Principal, actor("revoke_role")], approver: OptionalWitnessDep,
+                idempotency_key: IdempotencyKey = None) -> dict:
+    """Revoke a role, with the reason (entry ``role_revoked``); it takes effect on the next request.
+    A manager or administrator role needs a second manager or administrator's approval
+    (``Witness-Assertion``) where one exists."""
     return services.revoke_role(ledger, who, RevokeRole(staff_id, body.role, body.reason),
-                                idempotency_key=idempotency_key)
+                                approver=approver.principal if approver else None, idempotency_key=idempotency_key)
 
 
 @router.get("/products", response_model=list[ProductPublic], tags=["products"], name="list_products")

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from api.http.auth import require_role
 from api.http.deps import AuthDep, Dea, SessionDep, actor
-from api.http.problems import SignInThrottled
+from api.http.problems import AccessDenied, SignInThrottled
 from api.http.roles import roles_for
 from api.http.schemas import (
     PROBLEM_RESPONSES,
@@ -28,8 +28,10 @@ from api.http.schemas import (
     WitnessAssertionCreate,
     WitnessAssertionPublic,
 )
+from ledger.domain.alerts import Candidate
 from ledger.domain.errors import NotFound
 from ledger.domain.principal import Principal
+from ledger.integrity.canonical import format_time
 
 
 class SignInRoute(APIRoute):
@@ -113,7 +115,20 @@ def set_staff_password(staff_id: StaffId, body: StaffPasswordCreate, auth: AuthD
     member = auth.store.staff(admin.registrant, staff_id)
     if member is None:
         raise NotFound(f"no staff member {staff_id!r} at {admin.registrant}", field="staff_id")
+    if staff_id == admin.staff_id:
+        raise AccessDenied("change your own password at POST .../me/password", type_="own-password-reset",
+                           field="staff_id")
     secret = auth.set_password(member, body.password, must_change=True, enroll_totp=body.enroll_totp)
+    # Whoever sets a temporary password knows it and could sign in as that person before they
+    # do: every reset is put in front of those who follow alerts up (review of issue 15).
+    now = format_time(auth.now())
+    auth._raise_alert(admin.registrant, Candidate(
+        alert_key=f"staff_password_set:{staff_id}:{now}", rule="staff_password_set", severity="medium",
+        subjects=(admin.staff_id, staff_id),
+        summary=f"{admin.printed_name} ({admin.staff_id}) set a temporary password for {member.printed_name} "
+                f"({staff_id}) at {now}; until {staff_id} replaces it, {admin.staff_id} knows it",
+        parameters={}, evidence_seqs=(), figures={"set_by": admin.staff_id, "staff_id": staff_id, "set_at": now,
+                                                  "totp_enrolled": "yes" if secret else "no"}))
     return CredentialPublic(staff_id=staff_id, password_change_required=True, totp_secret=secret,
                             totp_uri=auth.totp_uri(member, secret) if secret else None)
 

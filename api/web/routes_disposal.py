@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.http.routes_stock import note_stock_read
 from api.web import queries
 from api.web.core import (
     Page,
@@ -104,7 +105,11 @@ LOSS_FIELDS = ("discovered_at", "loss_type", "police_notified", "police_departme
 
 
 def _vial_choices(page: Page) -> list[dict[str, Any]]:
-    return queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
+    """The vials a form may pick, with their mL left: the book, so the read is recorded (a blind
+    count lists its counters' reads)."""
+    ledger = page.request.app.state.ledger
+    note_stock_read(page.request, ledger, page.principal, "destruction, transfer or loss form")
+    return queries.usable_vials(ledger, page.dea, page.local_now().date())
 
 
 def _transfer_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200) -> Response:

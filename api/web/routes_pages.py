@@ -268,6 +268,8 @@ async def report_download(request: Request, dea: Dea) -> Response:
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
     values = {k: form.text(k) for k in ("kind", "start", "end", "paper")}
+    # Reports print the book (the audit's ending figures, the stock chart): a read of the book.
+    await run_in_threadpool(note_stock_read, request, request.app.state.ledger, page.principal, "report download")
     from reports.base import build_report
 
     try:

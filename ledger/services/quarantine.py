@@ -10,6 +10,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict
 from ledger.domain.principal import Meaning, Principal
+from ledger.integrity.canonical import decode
 from ledger.services.administration import CLINICIANS
 from ledger.services.common import run, text, vial_for_use, vial_ids
 from ledger.services.disposal import STOCK_HANDLERS
@@ -34,6 +35,22 @@ def quarantine_stock(ledger: Ledger, principal: Principal, cmd: QuarantineStock,
     return run(ledger, principal, "quarantine_stock", cmd, build, idempotency_key)
 
 
+def _breakage_hold(ctx: CommandContext, vial_id: str) -> int | None:
+    """The seq of the breakage entry that holds ``vial_id`` in quarantine, if the latest hold or
+    release of the vial is a recoverable breakage (breakages are rare: a scan of their entries)."""
+    rows = ctx.view.raw.rows(ctx.conn, "SELECT seq, kind, canonical FROM entries WHERE registrant = :r AND kind IN "
+                             "('breakage_recorded', 'quarantine_released', 'stock_quarantined') ORDER BY seq DESC",
+                             {"r": ctx.registrant})
+    for row in rows:
+        e = decode(bytes(row["canonical"]))
+        if row["kind"] == "breakage_recorded":
+            if any(ln.get("vial_id") == vial_id for ln in e.get("lines", ())):
+                return int(row["seq"]) if e.get("recoverable") else None
+        elif vial_id in e.get("vial_ids", ()):
+            return None
+    return None
+
+
 def release_quarantine(ledger: Ledger, principal: Principal, cmd: ReleaseQuarantine, *,
                        idempotency_key: str | None = None) -> dict:
     """Release product found not suspect; a pharmacist or manager decides."""
@@ -47,11 +64,12 @@ def release_quarantine(ledger: Ledger, principal: Principal, cmd: ReleaseQuarant
             if v["state"] != "quarantined":
                 raise Conflict(f"vial {vial_id} is not in quarantine", field=f"vial_ids[{i}]")
             # A vial set aside by a recoverable breakage or spill was attested broken by two
-            # people: it leaves by destruction (Form 41), never back into use by one person.
-            last = ctx.view.raw.scalar(ctx.conn, "SELECT kind FROM entries WHERE registrant = :r AND seq = :s",
-                                       {"r": ctx.registrant, "s": v["last_seq"]})
-            if last == "breakage_recorded":
-                raise Conflict(f"vial {vial_id} was set aside by a breakage or spill (entry {v['last_seq']}); "
+            # people: it leaves by destruction (Form 41), never back into use by one person. The
+            # latest hold or release of the vial decides (not its last entry: a correction after
+            # the breakage must not unlock it).
+            held_by = _breakage_hold(ctx, vial_id)
+            if held_by is not None:
+                raise Conflict(f"vial {vial_id} was set aside by a breakage or spill (entry {held_by}); "
                                "destroy it (Form 41) instead of releasing it", field=f"vial_ids[{i}]")
         ctx.append(ev.QuarantineReleased(vial_ids=ids, reason=reason), signatures=[sig], occurred_at=ctx.now)
         return {}

@@ -262,7 +262,10 @@ def grant_role(ledger: Ledger, principal: Principal, cmd: GrantRole, *, approver
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
 
 
-def revoke_role(ledger: Ledger, principal: Principal, cmd: RevokeRole, *, idempotency_key: str | None = None) -> dict:
+def revoke_role(ledger: Ledger, principal: Principal, cmd: RevokeRole, *, approver: Principal | None = None,
+                idempotency_key: str | None = None) -> dict:
+    """Revoke a role. A manager or administrator role is revoked with a second manager or
+    administrator's approval (``approver``), unless nobody else could approve."""
     r = role(cmd.role)
     reason = text(cmd.reason, field="reason", max_len=500)
 
@@ -275,9 +278,15 @@ def revoke_role(ledger: Ledger, principal: Principal, cmd: RevokeRole, *, idempo
         _check_can_grant(ctx, principal, r)
         if r == Role.ADMINISTRATOR and len(ctx.authority().holders({r.value})) == 1:
             raise Conflict("this is the registrant's last administrator; grant the role to someone else first", field="role")
+        signatures = [sig]
+        if r.value in STAFF_ADMIN:
+            # Revoking a manager or administrator is how one of them could become the only one,
+            # free to enrol and grant alone: it needs a second one, as enrolment does.
+            signatures.append(_second_person(ctx, principal, approver, grantee=cmd.staff_id,
+                                             what="revoking a manager or administrator role"))
         ctx.append(ev.RoleRevoked(staff_id=cmd.staff_id, role=r.value, reason=reason),
-                   signatures=[sig], occurred_at=ctx.now)
-        return {}
+                   signatures=signatures, occurred_at=ctx.now)
+        return {"approved_by": signatures[-1]["staff_id"]}
 
     return ledger.execute(principal.registrant, "revoke_role", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)

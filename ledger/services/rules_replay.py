@@ -92,7 +92,6 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "supplier_added": ((PERFORMED, REFERENCE_DATA),),
     "staff_enrolled": ((PERFORMED, STAFF_ADMIN), (APPROVED, STAFF_ADMIN)),
     "role_granted": ((PERFORMED, STAFF_ADMIN), (APPROVED, STAFF_ADMIN)),
-    "role_revoked": ((APPROVED, STAFF_ADMIN),),
     "policy_set": ((APPROVED, POLICY_SETTERS),),
     "patient_registered": ((PERFORMED, CLINICIANS),),
     "patient_details_changed": ((PERFORMED, CLINICIANS),),
@@ -120,7 +119,7 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
 ROLES = frozenset(r.value for r in Role)
 
 #: Kinds whose second signature may be the actor's own, when nobody else could approve.
-ALONE_KINDS = frozenset({"staff_enrolled", "role_granted"})
+ALONE_KINDS = frozenset({"staff_enrolled", "role_granted", "role_revoked"})
 
 BOOTSTRAP = ("registrant_registered", "staff_enrolled", "role_granted")
 
@@ -148,6 +147,8 @@ def _slots(e: dict[str, Any], n_signatures: int) -> tuple[Slot, ...] | None:
         return ((PERFORMED, CLINICIANS),) + ((WITNESSED, WITNESSES),) * max(2, n_signatures - 1)
     if kind == "theft_or_loss_reported":  # vials taken off the book now need a second person
         return ((PERFORMED, LOSS_REPORTERS),) + (((WITNESSED, WITNESSES),) if e.get("lost") else ())
+    if kind == "role_revoked":  # a manager or administrator role: a second one approves (issue 15 review)
+        return ((APPROVED, STAFF_ADMIN),) * (2 if e.get("role") in STAFF_ADMIN else 1)
     if kind == "entry_corrected":  # removing stock needs an approver
         removes = any(ln.get("direction") == "remove" for ln in e.get("lines") or ())
         return ((PERFORMED, CLINICIANS),) + (((APPROVED, CORRECTION_APPROVERS),) if removes else ())
@@ -344,7 +345,7 @@ class RulesReplay:
     def _alone(self, e: dict[str, Any], actor: str) -> None:
         """Done alone: allowed only when nobody but the actor and the grantee held manager or
         administrator at that seq (``reference._second_person``)."""
-        grantee = e.get("staff_id") if e["kind"] == "role_granted" else None
+        grantee = e.get("staff_id") if e["kind"] in ("role_granted", "role_revoked") else None
         others = sorted(s for s, held in self.roles.items() if held & STAFF_ADMIN and s not in (actor, grantee))
         if others:
             raise RuleBroken("two-people", f"{e['kind']} was approved by its own actor {actor}, but "

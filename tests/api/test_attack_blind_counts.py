@@ -10,6 +10,7 @@ most 30 minutes.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -105,3 +106,19 @@ def test_the_read_record_cannot_be_erased(api):
         c.execute(sa.text("DELETE FROM stock_reads"))
     with api.ledger.engine.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM stock_reads")).scalar_one() == 1
+
+
+def test_a_counting_manager_who_opens_the_audit_or_a_form_listing_vials_is_listed(api):
+    """The audit's ending figures and the vial pickers of the destruction, transfer and loss forms
+    show the book too."""
+    setup_floor(api)
+    session = start(api, who="morgan")
+    day = an_hour_ago()
+    audit = api.client.get(api.url("/audit"), headers=api.headers("morgan"),
+                           params={"start": (day - timedelta(days=1)).isoformat(), "end": day.isoformat()})
+    assert audit.status_code == 200, audit.text
+    r = submit(api, session, 3, who="morgan")
+    assert r.status_code == 201, r.text
+    assert [(x["staff_id"], x["what"]) for x in r.json()["book_read_during_count"]] == [
+        (api.client.get(api.url("/me"), headers=api.headers("morgan")).json()["staff_id"], "GET /audit")]
+    assert len(r.json()["discrepancy_ids"]) == 1

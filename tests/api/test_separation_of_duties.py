@@ -332,3 +332,41 @@ def test_names_skeletons():
     for distinct in ("Ned Nurse (2)", "Ned Nurse 2", "Ned Nurses", "Nan Smith"):
         assert names.look_alike(distinct, existing) is None, distinct
     assert names.suffixed("Ned Nurse", [*existing, ("S9", "Ned Nurse (2)")]) == "Ned Nurse (3)"
+
+
+@both
+def test_revoking_a_manager_needs_a_second_manager_where_one_exists(api):
+    """Revoking the other managers one by one was a way to become the only one, free to enrol and
+    grant alone (review of issue 15): a manager or administrator role is revoked by two people."""
+    mona = api.clinic.enroll("Mona Manager", "mona", "manager")  # a third manager/administrator
+    before = entry_count(api)
+    alone = send(api, "avery", f"/staff/{mona.staff_id}/role-revocations", {"role": "manager", "reason": "left"})
+    assert alone.status_code == 422 and field(alone) == "approver", alone.text
+    assert entry_count(api) == before
+    by_herself = send(api, "avery", f"/staff/{mona.staff_id}/role-revocations", {"role": "manager", "reason": "left"},
+                      approver="morgan")
+    assert by_herself.status_code == 201, by_herself.text
+    morgan = api.client.get(api.url("/me"), headers=api.headers("morgan")).json()["staff_id"]
+    sigs = entry(api, by_herself.json()["entries"][0]["seq"])["signatures"]
+    assert [(s["staff_id"], s["meaning"]) for s in sigs] == [(api.clinic.admin.staff_id, "approved"),
+                                                            (morgan, "approved")]
+    # a nurse role is still revoked by one manager or administrator
+    nurse = send(api, "avery", f"/staff/{api.clinic.nurse2.staff_id}/role-revocations",
+                 {"role": "nurse", "reason": "moved"})
+    assert nurse.status_code == 201, nurse.text
+
+
+@both
+def test_a_temporary_password_set_by_someone_else_raises_an_alert_naming_both(api):
+    """Whoever sets a temporary password knows it: the reset is put in front of the compliance
+    officer, and nobody resets their own password this way."""
+    nora = api.clinic.nurse.staff_id
+    r = api.client.post(api.url(f"/staff/{nora}/password"), json={"password": "temporary harbor 42"},
+                        headers=api.headers("avery"))
+    assert r.status_code == 200, r.text
+    alerts = api.client.get(api.url("/alerts"), params={"status": "all"}, headers=api.headers("morgan")).json()
+    found = [a for a in alerts["items"] if a["rule"] == "staff_password_set"]
+    assert len(found) == 1 and found[0]["subjects"] == [api.clinic.admin.staff_id, nora], found
+    own = api.client.post(api.url(f"/staff/{api.clinic.admin.staff_id}/password"),
+                          json={"password": "temporary harbor 43"}, headers=api.headers("avery"))
+    assert own.status_code == 403 and field(own) == "staff_id", own.text
