@@ -174,7 +174,12 @@ def crash_rounds(url: str, tmp_path: Path, rng: random.Random, crash: Callable[[
     random moment (0-1 s after the first acknowledgement since the last crash); then let every
     command in flight finish, stop, and check (``check_after``)."""
     net, witness, origins, setup_size = set_up(url, tmp_path)
-    server = ServerProcess(url, net.server_env(), cwd=tmp_path, log_path=tmp_path / "server.log")
+    # Sign-in attempts are counted before the password is checked (issue 15) and reset by the
+    # success: a SIGKILL between the two leaves the attempt counted, and this load has every client
+    # sign off with the same witnesses, so 20 kills would throttle them. This test is about losing
+    # nothing acknowledged; the throttle has its own tests (tests/api/test_throttle.py).
+    env = {**net.server_env(), "CSLEDGER_LOCKOUT_AFTER_FAILURES": "1000"}
+    server = ServerProcess(url, env, cwd=tmp_path, log_path=tmp_path / "server.log")
     stats, stop, acks = Stats(), threading.Event(), []
     try:
         server.start()
