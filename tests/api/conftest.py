@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pyotp
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.http.app import create_app
@@ -96,6 +97,12 @@ class Api:
 
     def key(self) -> dict[str, str]:
         return {"Idempotency-Key": f"k-{next(self.counter)}"}
+
+
+def entry_count(api: Api) -> int:
+    """Entries in the ledger (every registrant): a refused command leaves it unchanged."""
+    with api.ledger.engine.connect() as c:
+        return c.execute(sa.text("SELECT count(*) FROM entries")).scalar_one()
 
 
 def build_api(ledger: Ledger, settings: Settings | None = None) -> Api:

@@ -13,14 +13,13 @@ import hashlib
 import json
 
 import pytest
-import sqlalchemy as sa
 
 from ledger import services
 from ledger.domain.commands import CorrectEntry, CorrectionLineInput
 from ledger.domain.errors import Conflict
 from ledger.domain.principal import AuthMethod, Principal
 from ledger.services.alerts import attach_alert_rules
-from tests.api.conftest import PASSWORD
+from tests.api.conftest import PASSWORD, entry_count
 from tests.api.test_clinical import infusion, setup_floor, witnessed
 from tests.conftest import BACKENDS
 
@@ -31,11 +30,6 @@ pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 def alert_rules(api):
     """The served ledger runs the alert rules in every command (``serve`` attaches them)."""
     attach_alert_rules(api.ledger)
-
-
-def entry_count(api) -> int:
-    with api.ledger.engine.connect() as c:
-        return c.execute(sa.text("SELECT count(*) FROM entries")).scalar_one()
 
 
 def vial(api, vial_id: str) -> dict:

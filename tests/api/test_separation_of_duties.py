@@ -27,17 +27,12 @@ from ledger.domain.alerts import alone_enrolment, witness_enrolled_by_actor
 from ledger.domain.commands import RevokeRole
 from ledger.integrity.canonical import format_time
 from ledger.services.alerts import attach_alert_rules, evaluate, load_entries
-from tests.api.conftest import PASSWORD, second_clinic
+from tests.api.conftest import PASSWORD, entry_count, second_clinic
 from tests.conftest import BACKENDS, CLINIC_TZ, DEA, DEA2, KETAMINE_50
 
 both = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 ADDRESS = {"street": "12 Elm St", "city": "Austin", "state": "TX", "postal_code": "78702"}
 RULE = "witness_enrolled_by_actor"
-
-
-def entry_count(api) -> int:
-    with api.ledger.engine.connect() as c:
-        return c.execute(sa.text("SELECT count(*) FROM entries")).scalar_one()
 
 
 def entry(api, seq: int, dea: str = DEA) -> dict:

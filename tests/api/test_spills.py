@@ -29,10 +29,9 @@ from decimal import Decimal as D
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlalchemy as sa
 
 from ledger.services.alerts import attach_alert_rules
-from tests.api.conftest import PATIENT_KEY
+from tests.api.conftest import PATIENT_KEY, entry_count
 from tests.api.test_clinical import ADDRESS, witnessed
 from tests.conftest import BACKENDS, CLINIC_TZ, KETAMINE_50
 
@@ -43,11 +42,6 @@ pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 def alert_rules(api):
     """The served ledger runs the alert rules in every command (``serve`` attaches them)."""
     attach_alert_rules(api.ledger)
-
-
-def entry_count(api) -> int:
-    with api.ledger.engine.connect() as c:
-        return c.execute(sa.text("SELECT count(*) FROM entries")).scalar_one()
 
 
 def ago(**kw) -> str:

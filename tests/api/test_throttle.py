@@ -23,14 +23,12 @@ import hashlib
 import threading
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.web.settings import WebSettings
 from ledger.integrity.canonical import format_time
 from ledger.settings import Settings
-from ledger.storage.store import entries_t
-from tests.api.conftest import PASSWORD, PATIENT_KEY, build_api
+from tests.api.conftest import PASSWORD, PATIENT_KEY, build_api, entry_count
 from tests.api.test_auth import ptype
 from tests.api.test_concurrency import run_workers
 from tests.conftest import BACKENDS
@@ -73,12 +71,6 @@ def api(ledger):
     api.hasher = CountingHasher(api.auth.hasher)
     api.auth.hasher = api.hasher
     return api
-
-
-def entry_count(api) -> int:
-    with api.ledger.reading() as c:
-        return c.execute(sa.select(sa.func.count()).select_from(entries_t)
-                         .where(entries_t.c.registrant == api.dea)).scalar()
 
 
 def assertion_count(api) -> int:

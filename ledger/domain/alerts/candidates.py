@@ -195,6 +195,12 @@ def signers(entry: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s["staff_id"] for s in entry.get("signatures", ())))
 
 
+def signer_by_meaning(entry: dict[str, Any]) -> dict[str, str]:
+    """Meaning -> staff id of the entry's first signature with that meaning (``performed``,
+    ``approved``, ``witnessed``...)."""
+    return {s["meaning"]: s["staff_id"] for s in reversed(entry.get("signatures", ()))}
+
+
 def local_time(utc_text: str, tz: str) -> datetime:
     return parse_time(utc_text).astimezone(zoneinfo.ZoneInfo(tz))
 

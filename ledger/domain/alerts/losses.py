@@ -12,11 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ledger.domain.alerts.candidates import Candidate
-
-
-def _by_meaning(entry: dict[str, Any]) -> dict[str, str]:
-    return {s["meaning"]: s["staff_id"] for s in reversed(entry.get("signatures", ()))}
+from ledger.domain.alerts.candidates import Candidate, signer_by_meaning
 
 
 def stock_off_by_loss_adjustment(entry: dict[str, Any]) -> Candidate | None:
@@ -24,7 +20,7 @@ def stock_off_by_loss_adjustment(entry: dict[str, Any]) -> Candidate | None:
     if entry["kind"] != "loss_adjusted":
         return None
     total = sum((Decimal(a["ml"]) for a in entry["adjustments"]), Decimal("0.00"))
-    who = _by_meaning(entry)
+    who = signer_by_meaning(entry)
     approver, second = who.get("approved", ""), who.get("witnessed", "")
     count_seq, resolution_seq = entry.get("count_seq"), entry.get("resolution_seq")
     evidence = tuple(s for s in (count_seq, resolution_seq, entry["seq"]) if s is not None)
@@ -49,7 +45,7 @@ def breakage_recorded(entry: dict[str, Any]) -> Candidate | None:
     if entry["kind"] != "breakage_recorded":
         return None
     total = sum((Decimal(a["ml"]) for a in entry["lines"]), Decimal("0.00"))
-    who = _by_meaning(entry)
+    who = signer_by_meaning(entry)
     recorder, witness = who.get("performed", ""), who.get("witnessed", "")
     after = tuple(entry.get("after_counts", ()))
     fate = "set aside for destruction" if entry["recoverable"] else "off the book"

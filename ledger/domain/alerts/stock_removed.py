@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ledger.domain.alerts.candidates import Candidate
+from ledger.domain.alerts.candidates import Candidate, signer_by_meaning
 
 
 def stock_removed_by_correction(entry: dict[str, Any]) -> Candidate | None:
@@ -21,7 +21,7 @@ def stock_removed_by_correction(entry: dict[str, Any]) -> Candidate | None:
     if not removed:
         return None
     total = sum((Decimal(ln["ml"]) for ln in removed), Decimal("0.00"))
-    by_meaning = {s["meaning"]: s["staff_id"] for s in reversed(entry.get("signatures", ()))}
+    by_meaning = signer_by_meaning(entry)
     author, approver = by_meaning.get("performed", ""), by_meaning.get("approved", "")
     vials = " ".join(f"{ln['vial_id']}:{ln['ml']}" for ln in removed)
     return Candidate(
