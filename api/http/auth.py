@@ -314,7 +314,7 @@ class Authenticator:
         if count != self.settings.lockout_after_failures or until is None:
             return
         s = self.settings
-        self._raise_alert(member.registrant, Candidate(
+        self.raise_alert(member.registrant, Candidate(
             alert_key=f"sign_in_throttled:{member.staff_id}:{until}", rule="sign_in_throttled", severity="medium",
             subjects=(member.staff_id,),
             summary=f"{count} failed sign-ins in a row for staff member {member.staff_id}; further attempts are "
@@ -325,7 +325,9 @@ class Authenticator:
                         "max_delay_seconds": str(s.throttle_max_delay_seconds)},
             evidence_seqs=(), figures={"failures": str(count), "until": until}))
 
-    def _raise_alert(self, registrant: str, candidate: Candidate) -> None:
+    def raise_alert(self, registrant: str, candidate: Candidate) -> None:
+        """Record an alert about sign-in or credential events; a failure to record it is logged, never
+        turned into a refusal of the request that triggered it."""
         try:
             raise_alerts(self.store.ledger, registrant, [candidate], raised_by="sign_in")
         except LedgerError as exc:  # the throttle holds regardless; the refusal must still go out
@@ -344,7 +346,7 @@ class Authenticator:
         prior = self.store.clear_throttle(who.registrant, staff_id, now)
         if prior is not None:
             failures, until = prior
-            self._raise_alert(who.registrant, Candidate(
+            self.raise_alert(who.registrant, Candidate(
                 alert_key=f"sign_in_throttle_cleared:{staff_id}:{now}", rule="sign_in_throttle_cleared",
                 severity="low", subjects=(staff_id,),
                 summary=f"the sign-in failures of staff member {staff_id} ({failures}) were cleared by "

@@ -122,7 +122,7 @@ def set_staff_password(staff_id: StaffId, body: StaffPasswordCreate, auth: AuthD
     # Whoever sets a temporary password knows it and could sign in as that person before they
     # do: every reset is put in front of those who follow alerts up (review of issue 15).
     now = format_time(auth.now())
-    auth._raise_alert(admin.registrant, Candidate(
+    auth.raise_alert(admin.registrant, Candidate(
         alert_key=f"staff_password_set:{staff_id}:{now}", rule="staff_password_set", severity="medium",
         subjects=(admin.staff_id, staff_id),
         summary=f"{admin.printed_name} ({admin.staff_id}) set a temporary password for {member.printed_name} "
