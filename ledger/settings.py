@@ -58,6 +58,11 @@ class Settings(BaseSettings):
                                  description="Threads that run API requests at once (queued password checks hold one).")
     witness_assertion_seconds: int = Field(default=120, ge=1, le=120, description="Witness assertion lifetime (at most 2 minutes).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none by default.")
+    webauthn_rp_id: str = Field(default="localhost", description="WebAuthn relying-party id fixed in a registrant's root "
+                                "credential when it is made here (init, or an older database's first signing key): "
+                                "the clinic's DNS name in production, behind HTTPS.")
+    webauthn_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"],
+                                        description="Origins passkey confirmations may come from (fixed with the RP id).")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies are refused (413).")
     # --- trust from outside the database, checks before writing (issue 16) ---
     pinned_keys_file: Path | None = Field(

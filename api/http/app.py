@@ -25,7 +25,7 @@ from api.http.auth import Authenticator
 from api.http.auth_store import AuthStore
 from api.http.deps import refuse_nul
 from api.http.middleware import ApiMiddleware, access_log
-from ledger.domain.errors import LedgerError
+from ledger.domain.errors import LedgerError, SignatureNeeded
 from ledger.settings import Settings
 from ledger.storage.store import Ledger, durability_settings
 
@@ -101,6 +101,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     from api.http import (
         routes_alerts,
         routes_clinical,
+        routes_credentials,
         routes_records,
         routes_reference,
         routes_session,
@@ -123,7 +124,8 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         if exc.status >= 500 and not getattr(exc, "expose", False):
             log.error("ledger error %s", type(exc).__name__)
             return problem(500, exc.type, "Internal error", "the server could not complete the request", errors=[])
-        return problem(exc.status, exc.type, type(exc).__name__, str(exc), headers=headers, errors=fields)
+        extra = {"signature_needed": exc.challenge} if isinstance(exc, SignatureNeeded) else {}
+        return problem(exc.status, exc.type, type(exc).__name__, str(exc), headers=headers, errors=fields, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
@@ -178,7 +180,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         return {"status": "degraded" if refused else "ok", "database": ledger.dialect,
                 "durability": durability_settings(ledger.engine), "refused": refused}
 
-    for module in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts):
+    for module in (routes_session, routes_credentials, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts):
         app.include_router(module.router)
 
     # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that

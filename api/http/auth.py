@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import math
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,7 @@ from api.http.problems import AccessDenied, SignInThrottled, Unauthorized
 from ledger.domain.alerts import Candidate
 from ledger.domain.errors import InvalidInput, LedgerError, NotFound
 from ledger.domain.principal import AuthMethod, Principal, Role
+from ledger.integrity import staff_signatures as ss
 from ledger.integrity.canonical import format_time, parse_time
 from ledger.services.alerts import raise_alerts
 from ledger.settings import Settings
@@ -73,8 +75,11 @@ def default_hasher() -> PasswordHash:
 
 
 def fast_test_hasher() -> PasswordHash:
-    """argon2id with tiny parameters: for tests only, never for a deployment."""
-    return PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    """argon2id with tiny parameters: for tests only, never for a deployment. An authenticator
+    given it derives signing-key wrap keys at the same tiny cost (``staff_signatures.TEST_KDF``)."""
+    hasher = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    hasher.csledger_test = True  # type: ignore[attr-defined]
+    return hasher
 
 
 def wait_words(seconds: int) -> str:
@@ -114,6 +119,8 @@ class Session:
     roles: frozenset[str]
     must_change_password: bool
     expires_at: str
+    #: The bearer token itself, held for this request only: it opens the session's signing key.
+    token: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,10 @@ class BoundedHasher:
         with self._slots:
             return self.inner.hash(password)
 
+    def slot(self) -> threading.BoundedSemaphore:
+        """Hold a slot for other argon2id work (opening a password key)."""
+        return self._slots
+
     def verify(self, password: str, hash_: str) -> bool:
         with self._slots:
             return self.inner.verify(password, hash_)
@@ -153,8 +164,11 @@ class Authenticator:
     """Login, sessions, credentials and witness assertions for the HTTP layer."""
 
     def __init__(self, store: AuthStore, settings: Settings, *, clock: Callable[[], datetime],
-                 hasher: PasswordHash | None = None):
+                 hasher: PasswordHash | None = None, signing_kdf: ss.KdfParams | None = None):
         self.store = store
+        #: argon2id cost of the password keys (issue 17): one run per sign-in checks the password
+        #: and opens the key. Tiny only with the test hasher.
+        self.kdf = signing_kdf or (ss.TEST_KDF if getattr(hasher, "csledger_test", False) else ss.KdfParams())
         self.settings = settings
         self.clock = clock
         self.hasher = BoundedHasher(hasher or default_hasher(), getattr(settings, "password_hash_slots", 2))
@@ -201,9 +215,14 @@ class Authenticator:
     # --- credentials ----------------------------------------------------------------------------
 
     def set_password(self, member: StaffMember, password: str, *, must_change: bool,
-                     enroll_totp: bool | None = None) -> str | None:
+                     enroll_totp: bool | None = None, opened_key: Any = None) -> str | None:
         """Set ``member``'s password (after the rules) and revoke their sessions. A TOTP secret is
-        created when asked, or when their roles need one and none exists; returns it (once)."""
+        created when asked, or when their roles need one and none exists; returns it (once).
+
+        Their signing key (issue 17) is re-wrapped under the new password when its owner, changing
+        their own password, opened it (``opened_key``); kept when it still opens with the new
+        password; otherwise dropped: a password set by someone else must not open the owner's key,
+        so the owner enrols a new one."""
         check_password_rules(password, username=member.username, printed_name=member.printed_name,
                              field="new_password" if not must_change else "password")
         prior = self.store.credential(member.registrant, member.staff_id)
@@ -212,9 +231,22 @@ class Authenticator:
         if enroll_totp or (enroll_totp is None and member.roles & TOTP_ROLES and not has_totp):
             new_secret = pyotp.random_base32()
         sealed = self.totp_key.seal(member.registrant, member.staff_id, new_secret) if new_secret else None
+        record = AuthStore.signing_record(prior)
+        if record is not None:
+            if opened_key is not None:
+                cid = record["credential_id"]
+                record = ss.wrap_key(opened_key, password, bound_to=self._bound(member.registrant, member.staff_id, cid),
+                                     params=self.kdf)
+                record["credential_id"] = cid
+            else:
+                with self.hasher.slot():
+                    if ss.open_key(record, password) is None:
+                        record = None
+        now = format_time(self.now())
         self.store.set_credential(member.registrant, member.staff_id, password_hash=self.hasher.hash(password),
                                   must_change=must_change, totp_secret=sealed, keep_totp=new_secret is None,
-                                  now=format_time(self.now()))
+                                  now=now)
+        self.store.set_signing_key(member.registrant, member.staff_id, record, now)
         return new_secret
 
     def totp_uri(self, member: StaffMember, secret: str) -> str:
@@ -230,11 +262,22 @@ class Authenticator:
         password is checked (a success resets the count); once the login is throttled an attempt
         is refused with 429 (:class:`SignInThrottled`) without checking anything.
         """
-        member, method, _cred = self._check(registrant, username, password, totp, field_prefix=field_prefix)
+        member, method, _cred, _key = self._check(registrant, username, password, totp, field_prefix=field_prefix)
         return member, method
 
+    def _password_ok(self, cred: dict[str, Any], password: str) -> tuple[bool, str | None, Any]:
+        """(right?, a new pwdlib hash to store, the opened signing key). A login with a password
+        key is checked by it: one argon2id run gives the verifier and opens the key."""
+        record = AuthStore.signing_record(cred)
+        if record is None:
+            ok, new_hash = self.hasher.verify_and_update(password, cred["password_hash"])
+            return ok, new_hash, None
+        with self.hasher.slot():
+            key = ss.open_key(record, password) if isinstance(password, str) else None
+        return key is not None, None, key
+
     def _check(self, registrant: str, username: str, password: str, totp: str | None,
-               *, field_prefix: str = "") -> tuple[StaffMember, AuthMethod, dict[str, Any]]:
+               *, field_prefix: str = "") -> tuple[StaffMember, AuthMethod, dict[str, Any], Any]:
         now = self.now()
         member = self.store.staff_by_username(registrant, username.strip().lower()) if isinstance(username, str) else None
         cred = self.store.credential(registrant, member.staff_id) if member is not None else None
@@ -242,7 +285,7 @@ class Authenticator:
             self.hasher.verify(password, self._dummy)  # same work as a real check
             raise Unauthorized("wrong username or password", type_="login-failed")
         count, until = self._claim(member, now, field=field_prefix + "username")
-        ok, new_hash = self.hasher.verify_and_update(password, cred["password_hash"])
+        ok, new_hash, key = self._password_ok(cred, password)
         if not ok:
             self._failed(member, count, until)
             raise Unauthorized("wrong username or password", type_="login-failed")
@@ -271,7 +314,68 @@ class Authenticator:
         self.store.record_success(registrant, member.staff_id, format_time(now))
         if new_hash is not None:
             self.store.rehash(registrant, member.staff_id, new_hash, format_time(now))
-        return member, method, cred
+        return member, method, cred, key
+
+    # --- signing keys (issue 17) ----------------------------------------------------------------
+
+    @staticmethod
+    def _bound(registrant: str, staff_id: str, credential_id: str) -> str:
+        return f"{registrant}|{staff_id}|{credential_id}"
+
+    def _seal(self, key: Any, cred: dict[str, Any], token: str) -> str | None:
+        """The opened key sealed under a token, as stored beside the token's hash."""
+        record = AuthStore.signing_record(cred)
+        if key is None or record is None:
+            return None
+        cid = record["credential_id"]
+        return json.dumps({"credential_id": cid, "sealed": ss.seal_for_token(
+            key, token, bound_to=self._bound(cred["registrant"], cred["staff_id"], cid))}, sort_keys=True)
+
+    def _signer(self, registrant: str, staff_id: str, stored: str | None, token: str) -> ss.PasswordKeySigner | None:
+        if not stored:
+            return None
+        try:
+            data = json.loads(stored)
+            key = ss.open_with_token(data["sealed"], token, bound_to=self._bound(registrant, staff_id,
+                                                                                  data["credential_id"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return None if key is None else ss.PasswordKeySigner(key, data["credential_id"])
+
+    def enrol_signing_key(self, member: StaffMember, principal: Principal, password: str, *,
+                          approver: Principal | None = None, rp_id: str | None = None,
+                          origins: tuple[str, ...] = (), session: Session | None = None) -> dict[str, Any]:
+        """Enrol a password key for ``member`` (their login's current ``password`` wraps it), approved
+        by ``approver`` (a second manager or administrator; none for the registrant's root). An
+        active password key of theirs is replaced (revoked by the same entry). The wrapped key is
+        stored with the login; ``session``, if given, signs with the new key from now on."""
+        from ledger.services.credentials import enrol_password_key
+
+        cred = self.store.credential(member.registrant, member.staff_id)
+        if cred is None:
+            raise NotFound(f"staff member {member.staff_id} has no login", field="staff_id")
+        if cred["must_change_password"]:
+            raise AccessDenied("replace your temporary password first: whoever set it could otherwise open the key",
+                               type_="password-change-required", field="password")
+        ok, _new, _key = self._password_ok(cred, password)
+        if not ok:
+            raise Unauthorized("the password is wrong", type_="login-failed", field="password")
+        prior = AuthStore.signing_record(cred)
+        replaces = None
+        if prior is not None:
+            from ledger.services.credentials import credentials_of
+
+            active = {c["credential_id"] for c in credentials_of(self.store.ledger, member.registrant, member.staff_id)
+                      if c["revoked_seq"] is None}
+            replaces = prior["credential_id"] if prior["credential_id"] in active else None
+        res, record, key = enrol_password_key(self.store.ledger, principal, password, params=self.kdf,
+                                              approver=approver, replaces=replaces, rp_id=rp_id, origins=origins)
+        now = format_time(self.now())
+        self.store.set_signing_key(member.registrant, member.staff_id, record, now)
+        if session is not None and session.token is not None:
+            fresh = self.store.credential(member.registrant, member.staff_id)
+            self.store.set_session_signing_key(session.token_hash, self._seal(key, fresh, session.token))
+        return res
 
     # --- sign-in throttle -----------------------------------------------------------------------
 
@@ -360,16 +464,18 @@ class Authenticator:
 
     def login(self, registrant: str, username: str, password: str, totp: str | None) -> tuple[str, Session]:
         """Check the credentials and open a session; returns the bearer token (shown once)."""
-        member, method = self.check_credentials(registrant, username, password, totp)
+        member, method, cred, key = self._check(registrant, username, password, totp)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.now()
         expires = format_time(now + timedelta(minutes=self.settings.session_max_minutes))
-        cred = self.store.credential(registrant, member.staff_id)
+        sealed = self._seal(key, cred, token)
         self.store.create_session(token_hash=sha256_hex(token), registrant=registrant, staff_id=member.staff_id,
-                                  auth_method=method.value, now=format_time(now), expires_at=expires)
-        principal = Principal(registrant, member.staff_id, member.printed_name, method)
+                                  auth_method=method.value, now=format_time(now), expires_at=expires,
+                                  signing_key=sealed)
+        principal = Principal(registrant, member.staff_id, member.printed_name, method,
+                              signer=self._signer(registrant, member.staff_id, sealed, token))
         return token, Session(sha256_hex(token), principal, member.roles, bool(cred and cred["must_change_password"]),
-                              expires)
+                              expires, token)
 
     def session(self, token: str | None) -> Session:
         """The live session of a bearer token, or 401 (unknown, revoked, expired or idle)."""
@@ -394,8 +500,9 @@ class Authenticator:
             raise Unauthorized("the staff member of this session is not enrolled", type_="token-invalid")
         if row["last_used_at"] < format_time(now - TOUCH_EVERY):
             self.store.touch(th, now_text)
-        principal = Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod(row["auth_method"]))
-        return Session(th, principal, member.roles, must_change, row["expires_at"])
+        principal = Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod(row["auth_method"]),
+                              signer=self._signer(member.registrant, member.staff_id, row.get("signing_key"), token))
+        return Session(th, principal, member.roles, must_change, row["expires_at"], token)
 
     def change_password(self, session: Session, principal: Principal, current: str, new: str) -> None:
         """Change one's own password after checking the current one; ends every session."""
@@ -406,13 +513,14 @@ class Authenticator:
         # A stolen session must not become a password oracle: counted and throttled like a login.
         now = self.now()
         count, until = self._claim(member, now, field="current_password")
-        if not self.hasher.verify(current, cred["password_hash"]):
+        ok, _new_hash, key = self._password_ok(cred, current)
+        if not ok:
             self._failed(member, count, until)
             raise Unauthorized("the current password is wrong", type_="login-failed", field="current_password")
         self.store.record_success(principal.registrant, principal.staff_id, format_time(now))
         if current == new:
             raise InvalidInput("must differ from the current password", field="new_password")
-        self.set_password(member, new, must_change=False, enroll_totp=False)
+        self.set_password(member, new, must_change=False, enroll_totp=False, opened_key=key)
 
     def revoke_all(self, registrant: str, staff_id: str, reason: str) -> int:
         return self.store.revoke_all(registrant, staff_id, format_time(self.now()), reason)
@@ -425,12 +533,11 @@ class Authenticator:
     def issue_assertion(self, actor: Session, username: str, password: str, totp: str | None,
                         body_sha256: str) -> tuple[str, StaffMember, AuthMethod, str]:
         """The witness, on the actor's device, proves who they are; returns a single-use token
-        bound to the SHA-256 of the command body the actor is about to send."""
+        bound to the SHA-256 of the command body the actor is about to send. Their opened signing
+        key is kept sealed under that token: it signs that command, as them, and nothing else."""
         reg = actor.principal.registrant
-        body = body_sha256.lower() if isinstance(body_sha256, str) else ""
-        if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):
-            raise InvalidInput("must be the SHA-256 of the command body, 64 hex digits", field="body_sha256")
-        witness, method, cred = self._check(reg, username, password, totp)
+        body = self._body_hash(body_sha256)
+        witness, method, cred, key = self._check(reg, username, password, totp)
         if witness.staff_id == actor.principal.staff_id:
             raise Unauthorized("a witness must be a second person, not the one recording", type_="witness-is-actor",
                                field="username")
@@ -441,25 +548,73 @@ class Authenticator:
                                "change it) before they can witness, count or approve",
                                type_="witness-temporary-password", field="username")
         token = ASSERTION_PREFIX + secrets.token_urlsafe(32)
+        expires = self._store_assertion(actor, token, witness, method.value, body,
+                                        signing_key=self._seal(key, cred, token), method=ss.PASSWORD_KEY)
+        return token, witness, method, expires
+
+    def issue_passkey_assertion(self, actor: Session, username: str, body_sha256: str) -> tuple[str, StaffMember, str]:
+        """A witness who will confirm with their passkey: names them and binds the command body;
+        proves nothing until their authenticator signs the statement (the command answers 428 with
+        the challenge, then is sent again with ``Passkey-Signature``)."""
+        reg = actor.principal.registrant
+        body = self._body_hash(body_sha256)
+        member = self.store.staff_by_username(reg, username.strip().lower()) if isinstance(username, str) else None
+        if member is None:
+            raise Unauthorized("no such staff member", type_="login-failed", field="username")
+        if member.staff_id == actor.principal.staff_id:
+            raise Unauthorized("a witness must be a second person, not the one recording", type_="witness-is-actor",
+                               field="username")
+        from ledger.services.credentials import credentials_of
+
+        if not any(c["method"] == ss.PASSKEY and c["revoked_seq"] is None
+                   for c in credentials_of(self.store.ledger, reg, member.staff_id)):
+            raise AccessDenied(f"{member.printed_name} has no passkey enrolled; they confirm with their password",
+                               type_="passkey-not-enrolled", field="username")
+        token = ASSERTION_PREFIX + secrets.token_urlsafe(32)
+        expires = self._store_assertion(actor, token, member, "passkey", body, signing_key=None, method=ss.PASSKEY,
+                                        nonce=ss.new_nonce())
+        return token, member, expires
+
+    @staticmethod
+    def _body_hash(body_sha256: Any) -> str:
+        body = body_sha256.lower() if isinstance(body_sha256, str) else ""
+        if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):
+            raise InvalidInput("must be the SHA-256 of the command body, 64 hex digits", field="body_sha256")
+        return body
+
+    def _store_assertion(self, actor: Session, token: str, witness: StaffMember, auth_method: str, body: str, *,
+                         signing_key: str | None, method: str, nonce: str | None = None) -> str:
         now = self.now()
         expires = format_time(now + timedelta(seconds=self.settings.witness_assertion_seconds))
         self.store.create_assertion(
-            token_hash=sha256_hex(token), registrant=reg, witness_staff_id=witness.staff_id,
-            auth_method=method.value, actor_staff_id=actor.principal.staff_id, actor_session_hash=actor.token_hash,
-            body_sha256=body, created_at=format_time(now), expires_at=expires)
-        return token, witness, method, expires
+            token_hash=sha256_hex(token), registrant=actor.principal.registrant, witness_staff_id=witness.staff_id,
+            auth_method=auth_method, actor_staff_id=actor.principal.staff_id, actor_session_hash=actor.token_hash,
+            body_sha256=body, created_at=format_time(now), expires_at=expires, signing_key=signing_key,
+            method=method, nonce=nonce)
+        return expires
 
-    def redeem_assertion(self, actor: Session, token: str | None, body: bytes, idempotency_key: str | None) -> Witness:
+    def redeem_assertion(self, actor: Session, token: str | None, body: bytes, idempotency_key: str | None,
+                         passkey_responses: list[dict] | None = None) -> Witness:
         """Use a witness assertion for this request: it must be unused (or used by this very
-        request's idempotency key), unexpired, issued on this session, for exactly this body."""
+        request's idempotency key), unexpired, issued on this session, for exactly this body.
+        A passkey assertion without the authenticator's answer is not used up: the command will
+        answer 428 with the statement to sign."""
         if not token:
             raise Unauthorized("this command needs a witness: send the Witness-Assertion header",
                                type_="witness-required", field="Witness-Assertion")
         if not token.startswith(ASSERTION_PREFIX) or len(token) > 200:
             raise Unauthorized("not a witness assertion", type_="witness-assertion-invalid", field="Witness-Assertion")
         now = format_time(self.now())
-        row = self.store.consume_assertion(sha256_hex(token), now=now, idempotency_key=idempotency_key)
-        if row is None:
+        th = sha256_hex(token)
+        peek = self.store.assertion(th)
+        response = None
+        if peek is not None and peek.get("method") == ss.PASSKEY:
+            response = self._passkey_response(peek, passkey_responses or [])
+            row = peek if response is None else self.store.consume_assertion(th, now=now, idempotency_key=idempotency_key)
+        else:
+            row = self.store.consume_assertion(th, now=now, idempotency_key=idempotency_key)
+        if row is None or (row is peek and peek.get("used_at") is not None
+                           and peek.get("used_with_key") != idempotency_key):
             raise Unauthorized("this witness assertion is unknown or already used; the witness must sign again",
                                type_="witness-assertion-invalid", field="Witness-Assertion")
         if row["expires_at"] <= now:
@@ -475,8 +630,24 @@ class Authenticator:
         if member is None or member.staff_id == actor.principal.staff_id:
             raise Unauthorized("the witness must be a second enrolled person", type_="witness-assertion-invalid",
                                field="Witness-Assertion")
-        return Witness(Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod(row["auth_method"])),
+        if row.get("method") == ss.PASSKEY:
+            signer: Any = ss.PasskeySigner(row["nonce"], response)
+            auth_method = AuthMethod.PASSWORD  # replaced by "passkey" in the signature itself
+        else:
+            signer = self._signer(member.registrant, member.staff_id, row.get("signing_key"), token)
+            auth_method = AuthMethod(row["auth_method"])
+        return Witness(Principal(member.registrant, member.staff_id, member.printed_name, auth_method, signer=signer),
                        member.roles)
+
+    def _passkey_response(self, row: dict, responses: list[dict]) -> dict | None:
+        """The authenticator answer (from ``Passkey-Signature``) made with one of this witness's passkeys."""
+        if not responses:
+            return None
+        from ledger.services.credentials import credentials_of
+
+        mine = {c["credential_id"] for c in credentials_of(self.store.ledger, row["registrant"], row["witness_staff_id"])
+                if c["method"] == ss.PASSKEY}
+        return next((r for r in responses if isinstance(r, dict) and r.get("id") in mine), None)
 
 
 def require_role(session: Session, registrant: str, allowed: frozenset[str], *, password_change_ok: bool = False) -> Principal:

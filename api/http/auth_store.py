@@ -12,6 +12,7 @@ TOTP secrets are stored sealed (``TotpKey``: AES-GCM under a key kept outside th
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 import time
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ledger.domain.errors import LedgerError
+from ledger.domain.errors import LedgerError, NotFound
 from ledger.storage.authority import Authority, authority_at
 from ledger.storage.patient_keys import generate_key_file
 from ledger.storage.store import Ledger
@@ -105,6 +106,22 @@ class AuthStore:
                              .values(**values))
             self._revoke_all(conn, registrant, staff_id, now, "credential changed")
 
+    def set_signing_key(self, registrant: str, staff_id: str, record: dict[str, Any] | None, now: str) -> None:
+        """Store (or drop, with None) the login's password key record (issue 17). The login must
+        exist: the record is wrapped under its password."""
+        with self.engine.begin() as conn:
+            done = conn.execute(cred_t.update().where(cred_t.c.registrant == registrant, cred_t.c.staff_id == staff_id)
+                                .values(signing_key=None if record is None else json.dumps(record, sort_keys=True),
+                                        updated_at=now)).rowcount
+            if done != 1:
+                raise NotFound(f"staff member {staff_id} has no login at {registrant}", field="staff_id")
+
+    @staticmethod
+    def signing_record(cred: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The password key record of a credential row, or None."""
+        raw = (cred or {}).get("signing_key")
+        return json.loads(raw) if raw else None
+
     def seal_plaintext_totp(self, seal: Callable[[str, str, str], str]) -> int:
         """Seal every TOTP secret still stored in plaintext (written before secrets were sealed),
         each by a conditional UPDATE (a concurrent reset wins); returns how many were sealed."""
@@ -176,11 +193,15 @@ class AuthStore:
     # --- sessions -------------------------------------------------------------------------------
 
     def create_session(self, *, token_hash: str, registrant: str, staff_id: str, auth_method: str,
-                       now: str, expires_at: str) -> None:
+                       now: str, expires_at: str, signing_key: str | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(session_t.insert().values(
                 token_hash=token_hash, registrant=registrant, staff_id=staff_id, auth_method=auth_method,
-                created_at=now, last_used_at=now, expires_at=expires_at))
+                created_at=now, last_used_at=now, expires_at=expires_at, signing_key=signing_key))
+
+    def set_session_signing_key(self, token_hash: str, sealed: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(session_t.update().where(session_t.c.token_hash == token_hash).values(signing_key=sealed))
 
     def session(self, token_hash: str) -> dict[str, Any] | None:
         with self.ledger.reading() as conn:
@@ -225,6 +246,12 @@ class AuthStore:
     def create_assertion(self, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(assert_t.insert().values(**values))
+
+    def assertion(self, token_hash: str) -> dict[str, Any] | None:
+        """An assertion row as it is, without using it up."""
+        with self.ledger.reading() as conn:
+            row = conn.execute(sa.select(assert_t).where(assert_t.c.token_hash == token_hash)).mappings().first()
+            return dict(row) if row is not None else None
 
     def consume_assertion(self, token_hash: str, *, now: str, idempotency_key: str | None) -> dict[str, Any] | None:
         """Mark the assertion used (at most once) and return it; a retry of the same request

@@ -3,6 +3,7 @@ the witness of a witnessed command, and the Idempotency-Key header."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Annotated
 
@@ -24,6 +25,10 @@ IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128,
     description="Retry-safe key: the same key and body give the first answer and record nothing; the same key "
                 "with another body is a 409.", examples=["6f1c2a9e-0d3b-4f7a-9a53-1d2e4b5c6d7e"])]
+PasskeyHeader = Annotated[str | None, Header(
+    alias="Passkey-Signature", max_length=20000,
+    description="A witness's passkey answer (base64url of the WebAuthn AuthenticationResponseJSON) over the "
+                "statement a 428 answer gave; comma-separated for several witnesses.")]
 WitnessHeader = Annotated[str | None, Header(
     alias="Witness-Assertion", max_length=500,
     description="Single-use token from POST .../witness-assertions, bound to the SHA-256 of this body.")]
@@ -110,33 +115,53 @@ def actor(endpoint: str, *, password_change_ok: bool = False):
     return Depends(dependency)
 
 
+def passkey_responses(header: str | None) -> list[dict]:
+    """The WebAuthn answers in a ``Passkey-Signature`` header (422 naming it when unreadable)."""
+    out = []
+    for part in (header or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            value = json.loads(base64.urlsafe_b64decode(part.strip() + "=" * (-len(part.strip()) % 4)))
+        except ValueError:
+            raise InvalidInput("must be base64url of a WebAuthn AuthenticationResponseJSON",
+                               field="Passkey-Signature") from None
+        if not isinstance(value, dict):
+            raise InvalidInput("must be base64url of a JSON object", field="Passkey-Signature")
+        out.append(value)
+    return out
+
+
 async def witness(request: Request, session: SessionDep, auth: AuthDep, idempotency_key: IdempotencyKey = None,
-                  assertion: WitnessHeader = None) -> Witness:
+                  assertion: WitnessHeader = None, passkey: PasskeyHeader = None) -> Witness:
     """The witness of this request, from its ``Witness-Assertion`` header (401 when missing,
     unknown, replayed, expired, given on another login, or signed for another body)."""
     body = await request.body()
-    return await run_in_threadpool(auth.redeem_assertion, session, assertion, body, idempotency_key)
+    return await run_in_threadpool(auth.redeem_assertion, session, assertion, body, idempotency_key,
+                                   passkey_responses(passkey))
 
 
 WitnessDep = Annotated[Witness, Depends(witness)]
 
 
 async def optional_witness(request: Request, session: SessionDep, auth: AuthDep, idempotency_key: IdempotencyKey = None,
-                           assertion: WitnessHeader = None) -> Witness | None:
+                           assertion: WitnessHeader = None, passkey: PasskeyHeader = None) -> Witness | None:
     """The witness when the request carries a ``Witness-Assertion`` (e.g. an infusion with waste)."""
     if not assertion:
         return None
-    return await witness(request, session, auth, idempotency_key, assertion)
+    return await witness(request, session, auth, idempotency_key, assertion, passkey)
 
 
 async def witnesses(request: Request, session: SessionDep, auth: AuthDep, idempotency_key: IdempotencyKey = None,
-                    assertion: WitnessHeader = None) -> list[Witness]:
+                    assertion: WitnessHeader = None, passkey: PasskeyHeader = None) -> list[Witness]:
     """Several witnesses: comma-separated assertions in one ``Witness-Assertion`` header."""
     tokens = [t.strip() for t in (assertion or "").split(",") if t.strip()]
     if not tokens:
         return [await witness(request, session, auth, idempotency_key, None)]
     body = await request.body()
-    return [await run_in_threadpool(auth.redeem_assertion, session, t, body, idempotency_key) for t in tokens]
+    answers = passkey_responses(passkey)
+    return [await run_in_threadpool(auth.redeem_assertion, session, t, body, idempotency_key, answers)
+            for t in tokens]
 
 
 OptionalWitnessDep = Annotated[Witness | None, Depends(optional_witness)]

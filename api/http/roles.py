@@ -28,10 +28,20 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "whoami": ANY_LOGIN,
     "logout": ANY_LOGIN,
     "change_own_password": ANY_LOGIN,
+    # own signing credentials and signatures (issue 17); approvals come as Witness-Assertion
+    "enrol_signing_key": ANY_LOGIN,
+    "passkey_registration_options": ANY_LOGIN,
+    "passkey_registration": ANY_LOGIN,
+    "enrol_passkey": ANY_LOGIN,
+    "my_signatures": ANY_LOGIN,
+    # anyone's credentials (one's own: any login); revocation: the owner or a manager/administrator
+    "list_staff_credentials": frozenset({M, C, A, AD}),
+    "revoke_credential": ANY_LOGIN,
     # The recording person's device asks for it: clinicians for a waste, count or destruction;
     # managers and administrators for the approver of an enrolment or role grant; the compliance
-    # officer for the second person on a theft or loss report that takes vials off the book.
-    "create_witness_assertion": frozenset({N, PH, PR, M, C, AD}),
+    # officer for the second person on a theft or loss report that takes vials off the book; and
+    # anyone (auditors too) making their signing key, which a manager or administrator approves.
+    "create_witness_assertion": EVERYONE,
     # staff and roles (services: administrator or manager)
     "list_staff": frozenset({M, C, A, AD}),
     "enroll_staff": frozenset({M, AD}),

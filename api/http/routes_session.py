@@ -29,7 +29,7 @@ from api.http.schemas import (
     WitnessAssertionPublic,
 )
 from ledger.domain.alerts import Candidate
-from ledger.domain.errors import NotFound
+from ledger.domain.errors import InvalidInput, NotFound
 from ledger.domain.principal import Principal
 from ledger.integrity.canonical import format_time
 
@@ -118,7 +118,17 @@ def set_staff_password(staff_id: StaffId, body: StaffPasswordCreate, auth: AuthD
     if staff_id == admin.staff_id:
         raise AccessDenied("change your own password at POST .../me/password", type_="own-password-reset",
                            field="staff_id")
+    prior = auth.store.signing_record(auth.store.credential(admin.registrant, staff_id))
     secret = auth.set_password(member, body.password, must_change=True, enroll_totp=body.enroll_totp)
+    if prior is not None and auth.store.signing_record(auth.store.credential(admin.registrant, staff_id)) is None:
+        # The key wrapped under the old password is gone with it; its credential must not stay
+        # usable by anyone who kept a copy of the record: revoked, signed by the administrator.
+        from ledger.services.credentials import credentials_of, revoke_credential
+
+        if any(c["credential_id"] == prior["credential_id"] and c["revoked_seq"] is None
+               for c in credentials_of(auth.store.ledger, admin.registrant, staff_id)):
+            revoke_credential(auth.store.ledger, admin, staff_id, prior["credential_id"],
+                              f"password reset by {admin.staff_id}")
     # Whoever sets a temporary password knows it and could sign in as that person before they
     # do: every reset is put in front of those who follow alerts up (review of issue 15).
     now = format_time(auth.now())
@@ -163,7 +173,14 @@ def create_witness_assertion(body: WitnessAssertionCreate, session: SessionDep, 
     """The witness enters their own credentials on the recording person's device; the answer is a
     single-use assertion for exactly the command body whose SHA-256 is given, valid 2 minutes.
     Send it as the ``Witness-Assertion`` header of that command."""
-    token, witness, _method, expires = auth.issue_assertion(session, body.username, body.password, body.totp,
-                                                           body.body_sha256)
+    if body.method == "passkey":
+        if body.password is not None:
+            raise InvalidInput("a passkey confirmation sends no password", field="password")
+        token, witness, expires = auth.issue_passkey_assertion(session, body.username, body.body_sha256)
+    else:
+        if body.password is None:
+            raise InvalidInput("the witness types their password (or uses method passkey)", field="password")
+        token, witness, _method, expires = auth.issue_assertion(session, body.username, body.password, body.totp,
+                                                               body.body_sha256)
     return WitnessAssertionPublic(assertion=token, expires_at=expires, witness_staff_id=witness.staff_id,
                                   witness_printed_name=witness.printed_name, body_sha256=body.body_sha256.lower())

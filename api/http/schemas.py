@@ -136,8 +136,12 @@ class SessionsRevokedPublic(PublicModel):
 
 class WitnessAssertionCreate(Body):
     username: Annotated[str, Field(min_length=1, max_length=64)]
-    password: Password
+    password: Password | None = Field(default=None, description="The witness's password (method `password`).")
     totp: TotpCode | None = None
+    method: Literal["password", "passkey"] = Field(
+        default="password", description="`passkey`: the witness confirms with their passkey; no password is sent. "
+        "The command then answers 428 with the statement and WebAuthn options; send it again with the "
+        "authenticator's answer in `Passkey-Signature`.")
     body_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 (hex) of the exact bytes of "
                                       "the command body the witness is signing for.")]
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [

@@ -103,6 +103,40 @@ class RoleRevoked(Event):
     reason: str
 
 
+@dataclass(frozen=True)
+class StaffCredentialEnrolled(Event):
+    """A credential a staff member signs with from now on (issue 17).
+
+    Signed by the new credential itself (``performed``: proof that its owner holds it) and, except
+    for the registrant's first (root) credential, ``approved`` by an enrolled manager or
+    administrator with a credential of their own. The root is the first administrator's, made at
+    ``init``; its ``fingerprint`` is printed then and pinned beside the verifier keys. For
+    passkeys the root fixes the WebAuthn relying party (``rp_id``, ``origins``) every passkey
+    signature of the registrant is checked against."""
+
+    kind: ClassVar[str] = "staff_credential_enrolled"
+    staff_id: str
+    credential_id: str
+    method: str  # "password_key" | "passkey"
+    public_key: str  # base64url: raw Ed25519 key, or the passkey's COSE key
+    fingerprint: str  # sha256:<hex> of method and public key
+    #: The credential this one replaces (revoked by this entry), if any.
+    replaces: str | None = None
+    #: Root only: the WebAuthn relying party (RP ID and allowed origins) of this registrant.
+    rp_id: str | None = None
+    origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StaffCredentialRevoked(Event):
+    """A credential no longer signs: revoked by its owner or by a manager or administrator."""
+
+    kind: ClassVar[str] = "staff_credential_revoked"
+    staff_id: str
+    credential_id: str
+    reason: str
+
+
 # --- stock ------------------------------------------------------------------------------------
 
 
@@ -602,3 +636,9 @@ class BreakageRecorded(Event):
 
 
 EVENT_TYPES.update({BreakageRecorded.kind: BreakageRecorded})
+
+
+# --- staff credentials (issue 17) -------------------------------------------------------------
+# Registered here (after the classes above) so ``verify --deep`` and ``verify-bundle`` know the
+# kinds; who may sign them is the credential chain's rule (``ledger.integrity.credential_chain``).
+EVENT_TYPES.update({t.kind: t for t in (StaffCredentialEnrolled, StaffCredentialRevoked)})

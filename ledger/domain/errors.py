@@ -11,9 +11,11 @@ class LedgerError(Exception):
     status = 400
     type = "ledger-error"
 
-    def __init__(self, reason: str, *, field: str | None = None):
+    def __init__(self, reason: str, *, field: str | None = None, type_: str | None = None):
         self.reason = reason
         self.field = field
+        if type_ is not None:
+            self.type = type_
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
@@ -65,3 +67,16 @@ class IntegrityFailure(LedgerError):
         else:  # always name the registrant: a database holds many
             where = f"{registrant} seq {seq}: " if seq is not None else f"{registrant}: "
         super().__init__(where + reason)
+
+
+class SignatureNeeded(LedgerError):
+    """A signer confirms with a passkey: nothing was recorded; the answer carries the statement
+    and the WebAuthn options for their authenticator, and the same request is sent again with
+    the assertion (``Passkey-Signature``)."""
+
+    status = 428
+    type = "passkey-signature-needed"
+
+    def __init__(self, reason: str, *, challenge: dict, field: str | None = None):
+        super().__init__(reason, field=field)
+        self.challenge = challenge

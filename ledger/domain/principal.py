@@ -7,7 +7,8 @@ The HTTP layer builds principals from a verified login; the command line builds 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class Role(enum.StrEnum):
@@ -53,3 +54,7 @@ class Principal:
     staff_id: str
     printed_name: str
     auth_method: AuthMethod
+    #: What signs as this person (issue 17): a ``PasswordKeySigner`` opened by their sign-in, or a
+    #: passkey signer carrying their authenticator's assertion; None when nothing can sign for them
+    #: (then, once the registrant has staff credentials, they can sign nothing).
+    signer: Any = field(default=None, compare=False, repr=False)

@@ -145,6 +145,8 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
         })
     elif kind == "role_revoked":
         view.delete("staff_roles", (reg, entry["staff_id"], entry["role"]))
+    elif kind in ("staff_credential_enrolled", "staff_credential_revoked"):
+        return  # read from the chain only (``ledger.storage.authority``): no table to edit
     elif kind == "inventory_taken":
         if entry["inventory_type"] != "initial":
             return  # biennial: a record of what was on hand; the book is unchanged

@@ -22,19 +22,29 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ledger.integrity import canonical as canon
+from ledger.integrity.credential_chain import (
+    APPROVER_ROLES,
+    Credential,
+    RelyingParty,
+    check_enrolment,
+    check_entry,
+)
+from ledger.integrity.staff_signatures import SignatureInvalid
 from ledger.storage.tables import Entry
 
 entries_t = Entry.__table__
 
 #: The entry kinds authority is computed from.
-AUTHORITY_KINDS = ("staff_enrolled", "role_granted", "role_revoked")
+AUTHORITY_KINDS = ("staff_enrolled", "role_granted", "role_revoked", "staff_credential_enrolled",
+                   "staff_credential_revoked")
+ROLE_KINDS = frozenset({"staff_enrolled", "role_granted", "role_revoked"})
 
 #: Heads remembered per registrant: concurrent requests may sit at a few neighbouring heads.
 _STATES_PER_REGISTRANT = 8
@@ -60,6 +70,20 @@ class Authority:
     staff: Mapping[str, StaffRecord] = field(default_factory=lambda: MappingProxyType({}))
     _roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     _usernames: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Staff credentials by id (issue 17), revoked ones included (``Credential.active``).
+    credentials: Mapping[str, Credential] = field(default_factory=lambda: MappingProxyType({}))
+    #: Seq of the root credential: from it on every signature must be a staff signature.
+    root_seq: int | None = None
+    relying_party: RelyingParty | None = None
+
+    @property
+    def signing_required(self) -> bool:
+        """Whether entries appended now must carry staff signatures (the root credential exists)."""
+        return self.root_seq is not None
+
+    def active_credentials(self, staff_id: str) -> list[Credential]:
+        """The credentials ``staff_id`` may sign with now, oldest first."""
+        return [c for c in self.credentials.values() if c.staff_id == staff_id and c.active]
 
     def member(self, staff_id: str) -> StaffRecord | None:
         """The enrolled staff member ``staff_id``, or None."""
@@ -83,11 +107,43 @@ class Authority:
         staff = dict(self.staff)
         roles = {sid: set(held) for sid, held in self._roles.items()}
         usernames = dict(self._usernames)
+        creds = dict(self.credentials)
+        root_seq, rp = self.root_seq, self.relying_party
+
+        def roles_of(sid: object) -> frozenset[str]:
+            return frozenset(roles.get(sid, ())) if isinstance(sid, str) else frozenset()
+
         for seq, kind, data in rows:
             entry = _decode(self.registrant, seq, kind, data)
             if entry is None:
                 continue
             sid = entry["staff_id"]
+            # From the root credential on, an entry that changes who may do what counts only if
+            # its signatures verify: the log key's holder, or a database writer, can append a
+            # well-formed entry, but cannot sign it as a manager (``verify`` names such entries).
+            try:
+                if kind == "staff_credential_enrolled":
+                    new, rp = check_enrolment(entry, creds, rp, roles_of, is_root=root_seq is None)
+                    old = entry.get("replaces")
+                    if isinstance(old, str) and old in creds and creds[old].staff_id == sid:
+                        creds[old] = replace(creds[old], revoked_seq=seq)
+                    creds[new.credential_id] = new
+                    root_seq = seq if root_seq is None else root_seq
+                    continue
+                if root_seq is None:
+                    if kind == "staff_credential_revoked":
+                        continue
+                else:
+                    check_entry(entry, creds, rp)
+                if kind == "staff_credential_revoked":
+                    cred = creds.get(entry.get("credential_id"))
+                    signer = entry["signatures"][0].get("staff_id")
+                    if cred is not None and cred.staff_id == sid and cred.active \
+                            and (signer == sid or roles_of(signer) & APPROVER_ROLES):
+                        creds[cred.credential_id] = replace(cred, revoked_seq=seq)
+                    continue
+            except (SignatureInvalid, KeyError, TypeError, ValueError):
+                continue
             if kind == "staff_enrolled":
                 staff[sid] = StaffRecord(sid, entry["printed_name"], entry["username"], seq)
                 usernames.setdefault(entry["username"], sid)
@@ -97,7 +153,7 @@ class Authority:
                 roles.get(sid, set()).discard(entry["role"])
         return Authority(self.registrant, head_seq, head_hash, MappingProxyType(staff),
                          MappingProxyType({sid: frozenset(held) for sid, held in roles.items() if held}),
-                         MappingProxyType(usernames))
+                         MappingProxyType(usernames), MappingProxyType(creds), root_seq, rp)
 
 
 def _decode(registrant: str, seq: int, kind: str, data: bytes) -> dict | None:
@@ -111,7 +167,8 @@ def _decode(registrant: str, seq: int, kind: str, data: bytes) -> dict | None:
     if not isinstance(entry, dict) or entry.get("registrant") != registrant or entry.get("seq") != seq \
             or entry.get("kind") != kind or not isinstance(entry.get("staff_id"), str):
         return None
-    needs = ("printed_name", "username") if kind == "staff_enrolled" else ("role",)
+    needs = {"staff_enrolled": ("printed_name", "username"), "role_granted": ("role",),
+             "role_revoked": ("role",)}.get(kind, ("credential_id",))
     if not all(isinstance(entry.get(k), str) for k in needs):
         return None
     return entry

@@ -27,10 +27,18 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ledger.domain import projections
 from ledger.domain.entries import ENVELOPE_FIELDS, Event
-from ledger.domain.errors import Conflict, IdempotencyConflict, InvalidInput, LedgerError, NotFound
+from ledger.domain.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidInput,
+    LedgerError,
+    NotFound,
+    SignatureNeeded,
+)
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity import canonical as canon
-from ledger.integrity import merkle
+from ledger.integrity import merkle, staff_signatures
 from ledger.storage.authority import Authority, authority_at
 from ledger.storage.engine import (  # noqa: F401  (re-exported)
     MIGRATIONS_DIR,
@@ -207,6 +215,9 @@ class CommandContext:
     next_seq: int
     head_hash: str
     appended: list[AppendedEntry] = field(default_factory=list)
+    #: The command's name and its fields as submitted: what every staff signature's statement covers.
+    command: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
     after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
 
     def authority(self) -> Authority:
@@ -214,9 +225,14 @@ class CommandContext:
         chain up to its head (entries this command appended included); never the projections."""
         return authority_at(self.conn, self.registrant, (self.next_seq - 1, self.head_hash) if self.next_seq else None)
 
-    def signature(self, principal: Principal, meaning: Meaning, *, roles: frozenset[str] | None = None) -> dict:
+    def signature(self, principal: Principal, meaning: Meaning, *, roles: frozenset[str] | None = None,
+                  credential: Any = None) -> dict:
         """A signature for ``principal``: checks enrollment and roles against the role entries
-        (``authority``), takes the printed name from the enrolment entry (never from the caller)."""
+        (``authority``), takes the printed name from the enrolment entry (never from the caller).
+
+        Once the registrant has staff credentials (issue 17), the person's own signer signs a
+        statement of this command (``staff_signatures``) with a credential enrolled for them and
+        not revoked; ``credential`` is the one being enrolled, signing its own enrolment."""
         if principal.registrant != self.registrant:
             raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
         authority = self.authority()
@@ -225,19 +241,58 @@ class CommandContext:
             raise NotFound(f"staff member {principal.staff_id!r} is not enrolled at {self.registrant}", field="staff_id")
         if roles is not None:
             if not authority.roles(principal.staff_id) & roles:
-                from ledger.domain.errors import Forbidden
-
                 raise Forbidden(
                     f"{staff.printed_name} holds none of the roles this needs ({', '.join(sorted(roles))})",
                     field="principal",
                 )
-        return {
+        sig = {
             "staff_id": principal.staff_id,
             "printed_name": staff.printed_name,
             "meaning": meaning.value,
             "signed_at": canon.format_time(self.now),
             "auth_method": principal.auth_method.value,
         }
+        if credential is None and not authority.signing_required:
+            return sig
+        return self._staff_signed(sig, principal, staff.printed_name, authority, credential)
+
+    def _staff_signed(self, sig: dict, principal: Principal, name: str, authority: Authority, credential: Any) -> dict:
+        signer = principal.signer
+        if signer is None:
+            raise Forbidden(f"{name} cannot sign: this sign-in holds no signing key of theirs (sign in again with "
+                            "their password, or confirm with their passkey)", type_="signature-required",
+                            field="principal")
+        if credential is None and signer.credential_id is None:
+            # A passkey signer before its authenticator answered: any of their passkeys may sign.
+            # Nothing is recorded; the caller gets the statement and the WebAuthn options.
+            keys = [c for c in authority.active_credentials(principal.staff_id) if c.method == signer.method]
+            if not keys:
+                raise Forbidden(f"{name} has no {signer.method} enrolled at {self.registrant}",
+                                type_="credential-not-enrolled", field="principal")
+            st = staff_signatures.statement(self.registrant, self.command, sig["meaning"],
+                                            canon.to_json_value(self.request), signer.nonce)
+            raise SignatureNeeded(f"{name} confirms this {sig['meaning']} with their passkey; send the same request "
+                                  "again with the authenticator's answer", field="principal",
+                                  challenge=signer.challenge(principal.staff_id, st, keys, authority.relying_party))
+        cred = credential if credential is not None else authority.credentials.get(signer.credential_id)
+        if cred is None or cred.staff_id != principal.staff_id:
+            raise Forbidden(f"{name}'s signing key ({signer.credential_id}) is not enrolled at {self.registrant}; "
+                            "they enrol one (with a manager's approval) before they can sign",
+                            type_="credential-not-enrolled", field="principal")
+        if not cred.active:
+            raise Forbidden(f"{name}'s signing key {cred.credential_id} was revoked (entry {cred.revoked_seq})",
+                            type_="credential-revoked", field="principal")
+        st = staff_signatures.statement(self.registrant, self.command, sig["meaning"],
+                                        canon.to_json_value(self.request),
+                                        signer.nonce or staff_signatures.new_nonce())
+        st_bytes = staff_signatures.statement_bytes(st)
+        try:
+            proof = signer.sign(st_bytes, credential=cred, relying_party=authority.relying_party)
+        except staff_signatures.SignatureInvalid as exc:
+            raise InvalidInput(f"{name}'s signature: {exc.reason}", type_="signature-invalid",
+                               field="principal") from None
+        return {**sig, "auth_method": cred.method, "credential_id": cred.credential_id, "statement": st,
+                "proof": proof}
 
     def append(self, event: Event, *, signatures: list[dict], occurred_at: datetime) -> AppendedEntry:
         """Hash and insert one entry at the next sequence number, and update the projections."""
@@ -426,7 +481,7 @@ class Ledger:
                     conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
                     view=SqlStateView(conn), next_seq=0 if head is None else head["seq"] + 1,
                     head_hash=canon.ZERO_HASH if head is None else head["leaf_hash"],
-                    after_append=list(self.after_append),
+                    after_append=list(self.after_append), command=command, request=request,
                 )
                 result = build(ctx)
                 if not ctx.appended:

@@ -404,6 +404,8 @@ class StaffCredential(SQLModel, table=True):
     failed_logins: int = 0
     locked_until: str | None = Field(default=None, max_length=TIME)
     updated_at: str = Field(max_length=TIME)
+    #: The password key record (issue 17): the signing key wrapped under the password, JSON.
+    signing_key: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class ApiSession(SQLModel, table=True):
@@ -419,6 +421,8 @@ class ApiSession(SQLModel, table=True):
     expires_at: str = Field(max_length=TIME)
     revoked_at: str | None = Field(default=None, max_length=TIME)
     revoked_reason: str | None = Field(default=None, max_length=200)
+    #: The opened signing key sealed under the bearer token (useless without the token).
+    signing_key: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class WitnessAssertionRecord(SQLModel, table=True):
@@ -438,6 +442,11 @@ class WitnessAssertionRecord(SQLModel, table=True):
     used_at: str | None = Field(default=None, max_length=TIME)
     #: The idempotency key of the request that used it: a retry of that same request may reuse it.
     used_with_key: str | None = Field(default=None, max_length=128)
+    #: The witness's opened signing key sealed under the assertion token (password confirmations).
+    signing_key: str | None = Field(default=None, sa_type=sa.Text)
+    #: The statement nonce and the method ("password_key" | "passkey") of the confirmation.
+    nonce: str | None = Field(default=None, max_length=64)
+    method: str | None = Field(default=None, max_length=32)
 
 
 class PatientAccessRecord(SQLModel, table=True):
