@@ -103,7 +103,7 @@ def set_policy(body: PolicyCreate, ledger: LedgerDep, who: Annotated[Principal, 
     count schedule, clinic hours, dosage unit)."""
     cmd = SetPolicy(body.beyond_use_days, body.late_entry_limit_hours, body.variance_threshold_percent,
                     body.count_schedule, {k: tuple(v) for k, v in body.clinic_hours.items()}, body.dosage_unit,
-                    body.reason)
+                    body.reason, tuple(body.passkey_required_for))
     return services.set_policy(ledger, who, cmd, idempotency_key=idempotency_key)
 
 

@@ -15,7 +15,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from api.http.auth import Witness, require_role
 from api.http.deps import AuthDep, Dea, LedgerDep, OptionalWitnessDep, SessionDep, actor
@@ -37,6 +37,8 @@ PENDING_SECONDS = 300
 class SigningKeyCreate(Body):
     password: Password = Field(description="Your current password: the new key is wrapped under it.")
     totp: TotpCode | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"password": "correct horse battery staple"}]})
 
 
 class CredentialEnrolledPublic(PublicModel):
@@ -61,10 +63,14 @@ class CredentialPublic(PublicModel):
 
 class CredentialRevocationCreate(Body):
     reason: Text
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "security key lost"}]})
 
 
 class PasskeyRegistrationCreate(Body):
     response: dict[str, Any] = Field(description="navigator.credentials.create()'s answer (RegistrationResponseJSON).")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"response": {
+        "id": "AQID", "rawId": "AQID", "type": "public-key",
+        "response": {"clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0", "attestationObject": "o2NmbXRkbm9uZQ"}}}]})
 
 
 class PasskeyChallengePublic(PublicModel):
@@ -76,6 +82,10 @@ class PasskeyChallengePublic(PublicModel):
 class PasskeyEnrolCreate(Body):
     credential_id: Annotated[str, Field(min_length=1, max_length=1400)]
     assertion: dict[str, Any] = Field(description="navigator.credentials.get()'s answer over the enrolment statement.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"credential_id": "AQID", "assertion": {
+        "id": "AQID", "rawId": "AQID", "type": "public-key",
+        "response": {"clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0", "authenticatorData": "SZYN5YgO",
+                     "signature": "MEUCIQ"}}}]})
 
 
 class SignaturePublic(PublicModel):
@@ -123,12 +133,12 @@ def _approver(w: Witness | None) -> Principal | None:
 @router.post("/me/signing-key", status_code=status.HTTP_201_CREATED, response_model=CredentialEnrolledPublic,
              name="enrol_signing_key")
 def enrol_signing_key(dea: Dea, body: SigningKeyCreate, session: SessionDep, auth: AuthDep,
+                      p: Annotated[Principal, actor("enrol_signing_key")],
                       approver: OptionalWitnessDep = None) -> CredentialEnrolledPublic:
     """Make your password key: an Ed25519 key wrapped under your password, enrolled as an entry
     signed by the key itself and approved by a second manager or administrator (sent as
     ``Witness-Assertion``). Replaces your earlier password key. The registrant's first credential
     is its administrator's, with no approver."""
-    p = require_role(session, dea, roles_for("enrol_signing_key"))
     member = auth.store.staff(dea, p.staff_id)
     if member is None:
         raise NotFound(f"staff member {p.staff_id} is not enrolled", field="staff_id")
@@ -192,13 +202,12 @@ def passkey_registration_options(dea: Dea, session: SessionDep, ledger: LedgerDe
 
 
 @router.post("/me/passkeys/registrations", response_model=PasskeyChallengePublic, name="passkey_registration")
-def passkey_registration(dea: Dea, body: PasskeyRegistrationCreate, session: SessionDep,
-                         ledger: LedgerDep) -> PasskeyChallengePublic:
+def passkey_registration(dea: Dea, body: PasskeyRegistrationCreate, session: SessionDep, ledger: LedgerDep,
+                         p: Annotated[Principal, actor("passkey_registration")]) -> PasskeyChallengePublic:
     """Step 2: the authenticator's registration answer is checked; the answer is the enrolment
     statement for the new passkey to sign (proof you hold it), with options for navigator.credentials.get()."""
     from ledger.integrity import passkeys
 
-    p = require_role(session, dea, roles_for("passkey_registration"))
     authority = _relying_party(ledger, dea)
     pending = PENDING.take(session.token_hash, "registration")
     if pending is None:
@@ -221,10 +230,10 @@ def passkey_registration(dea: Dea, body: PasskeyRegistrationCreate, session: Ses
 @router.post("/me/passkeys", status_code=status.HTTP_201_CREATED, response_model=CredentialEnrolledPublic,
              name="enrol_passkey")
 def enrol_passkey(dea: Dea, body: PasskeyEnrolCreate, session: SessionDep, ledger: LedgerDep,
+                  p: Annotated[Principal, actor("enrol_passkey")],
                   approver: OptionalWitnessDep = None) -> CredentialEnrolledPublic:
     """Step 3: enrol the passkey: its assertion over the enrolment statement, approved by a second
     manager or administrator (``Witness-Assertion``)."""
-    p = require_role(session, dea, roles_for("enrol_passkey"))
     pending = PENDING.take(session.token_hash, "enrolment")
     if pending is None or pending["credential_id"] != body.credential_id:
         raise InvalidInput("no passkey enrolment of this credential is in progress on this session: start again",

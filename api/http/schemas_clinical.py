@@ -46,6 +46,9 @@ class PolicyCreate(Body):
     clinic_hours: dict[Annotated[str, Field(max_length=9)], tuple[HHMM, HHMM]] = Field(default_factory=dict, max_length=7)
     dosage_unit: Annotated[str, Field(min_length=1, max_length=32)] = "container"
     reason: Reason = "initial policy"
+    passkey_required_for: list[Literal["witnessing", "destruction"]] = Field(
+        default_factory=list, max_length=2, description="Where a password key may not sign: the person confirms "
+        "with a passkey (every witnessed signature; every signature on a destruction).")
     model_config = _ex({"beyond_use_days": 28, "late_entry_limit_hours": 24, "variance_threshold_percent": "1.00",
                         "count_schedule": "daily_opening", "clinic_hours": {"mon": ["08:00", "18:00"]},
                         "dosage_unit": "container", "reason": "clinic policy adopted 2026-11-25"})

@@ -131,6 +131,7 @@ class SetPolicy:
     clinic_hours: dict[str, tuple[str, str]] = field(default_factory=dict)
     dosage_unit: str = "container"
     reason: str = "initial policy"
+    passkey_required_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,9 @@ class PolicySet(Event):
     clinic_hours: dict[str, tuple[str, str]]
     dosage_unit: str  # "container" | "ml": what one unit is for the 5% transfer rule
     reason: str
+    #: Where a password key may not sign and the person confirms with a passkey (issue 17):
+    #: "witnessing" (every witnessed signature), "destruction" (every signature on a Form 41).
+    passkey_required_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 COUNT_SCHEDULES = ("daily_opening", "daily_close", "each_shift", "weekly")
 DOSAGE_UNITS = ("container", "ml")
+#: Where a registrant may require passkeys instead of password keys (issue 17).
+PASSKEY_SCOPES = ("witnessing", "destruction")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -26,6 +28,7 @@ class Policy:
     count_schedule: str = "daily_opening"
     clinic_hours: dict[str, tuple[str, str]] = field(default_factory=dict)
     dosage_unit: str = "container"
+    passkey_required_for: tuple[str, ...] = ()
     #: Seq of the ``policy_set`` entry, None for the defaults.
     set_seq: int | None = None
 
@@ -42,6 +45,7 @@ def from_row(row: dict[str, Any] | None) -> Policy:
         beyond_use_days=row["beyond_use_days"], late_entry_limit_hours=row["late_entry_limit_hours"],
         variance_threshold_percent=row["variance_threshold_percent"], count_schedule=row["count_schedule"],
         clinic_hours=hours, dosage_unit=row["dosage_unit"], set_seq=row["set_seq"],
+        passkey_required_for=tuple(json.loads(row.get("passkey_required_for") or "[]")),
     )
 
 
@@ -51,5 +55,6 @@ def as_dict(p: Policy) -> dict[str, Any]:
         "beyond_use_days": p.beyond_use_days, "late_entry_limit_hours": p.late_entry_limit_hours,
         "variance_threshold_percent": format(p.variance_threshold_percent, "f"),
         "count_schedule": p.count_schedule, "clinic_hours": {k: list(v) for k, v in p.clinic_hours.items()},
-        "dosage_unit": p.dosage_unit, "set_seq": p.set_seq, "is_default": p.set_seq is None,
+        "dosage_unit": p.dosage_unit, "passkey_required_for": list(p.passkey_required_for),
+        "set_seq": p.set_seq, "is_default": p.set_seq is None,
     }

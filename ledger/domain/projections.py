@@ -260,6 +260,7 @@ def _apply_clinical(entry: dict[str, Any], view: StateView) -> None:
             "count_schedule": entry["count_schedule"],
             "clinic_hours": json.dumps(entry["clinic_hours"], sort_keys=True, separators=(",", ":")),
             "dosage_unit": entry["dosage_unit"], "set_seq": seq,
+            "passkey_required_for": json.dumps(entry.get("passkey_required_for") or []),
         })
     elif kind == "patient_registered":
         view.put("patients", {"registrant": reg, "patient_id": entry["patient_id"],

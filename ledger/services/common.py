@@ -174,7 +174,7 @@ def sign_witness(ctx: CommandContext, actor: Principal, witness: Principal | Non
     try:
         return ctx.signature(witness, Meaning.WITNESSED, roles=WITNESSES)
     except (NotFound, Forbidden) as exc:
-        raise type(exc)(exc.reason, field=field) from None
+        raise type(exc)(exc.reason, field=field, type_=exc.type) from None
 
 
 def vial_for_use(ctx: CommandContext, vial_id: Any, *, field: str) -> dict:

@@ -111,7 +111,7 @@ def correct_entry(ledger: Ledger, principal: Principal, cmd: CorrectEntry, *, ap
             try:
                 signatures.append(ctx.signature(approver, Meaning.APPROVED, roles=CORRECTION_APPROVERS))
             except (NotFound, Forbidden) as exc:
-                raise type(exc)(exc.reason, field="approver") from None
+                raise type(exc)(exc.reason, field="approver", type_=exc.type) from None
         target = entry_at(ctx, cmd.corrects_seq, field="corrects_seq")
         touched = vials_touched(ctx, target)
         already: dict[tuple[str, str], Decimal] = defaultdict(lambda: Decimal("0.00"))

@@ -111,7 +111,7 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
         try:
             sig2 = ctx.signature(second_counter, Meaning.COUNTED, roles=COUNTERS)
         except (NotFound, Forbidden) as exc:
-            raise type(exc)(exc.reason, field="second_counter") from None
+            raise type(exc)(exc.reason, field="second_counter", type_=exc.type) from None
         occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
         s = ctx.view.get("count_sessions", (ctx.registrant, cmd.session_id))
         if s is None:

@@ -51,7 +51,7 @@ def _approval(ctx: CommandContext, owner: Principal, approver: Principal | None,
     try:
         return [ctx.signature(approver, Meaning.APPROVED, roles=APPROVER_ROLES)]
     except (NotFound, Forbidden) as exc:
-        raise type(exc)(exc.reason, field="approver") from None
+        raise type(exc)(exc.reason, field="approver", type_=exc.type) from None
 
 
 def _enrol(ledger: Ledger, owner: Principal, new_signer: Any, event: ev.StaffCredentialEnrolled, *,

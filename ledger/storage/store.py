@@ -282,6 +282,8 @@ class CommandContext:
         if not cred.active:
             raise Forbidden(f"{name}'s signing key {cred.credential_id} was revoked (entry {cred.revoked_seq})",
                             type_="credential-revoked", field="principal")
+        if cred.method == staff_signatures.PASSWORD_KEY:
+            self._password_key_allowed(name, sig["meaning"])
         st = staff_signatures.statement(self.registrant, self.command, sig["meaning"],
                                         canon.to_json_value(self.request),
                                         signer.nonce or staff_signatures.new_nonce())
@@ -293,6 +295,17 @@ class CommandContext:
                                field="principal") from None
         return {**sig, "auth_method": cred.method, "credential_id": cred.credential_id, "statement": st,
                 "proof": proof}
+
+    def _password_key_allowed(self, name: str, meaning: str) -> None:
+        """The registrant's policy may require passkeys for witnessing and for destruction."""
+        from ledger.domain.policy import from_row
+
+        scopes = from_row(self.view.get("policies", (self.registrant,))).passkey_required_for
+        if (meaning == Meaning.WITNESSED.value and "witnessing" in scopes) or \
+                (self.command == "destroy_stock" and "destruction" in scopes):
+            what = "witness" if meaning == Meaning.WITNESSED.value else "sign a destruction"
+            raise Forbidden(f"this registrant's policy has {name} {what} with their passkey, not a password",
+                            type_="passkey-required", field="principal")
 
     def append(self, event: Event, *, signatures: list[dict], occurred_at: datetime) -> AppendedEntry:
         """Hash and insert one entry at the next sequence number, and update the projections."""

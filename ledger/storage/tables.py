@@ -275,6 +275,7 @@ class Policy(SQLModel, table=True):
     clinic_hours: str  # JSON as in the entry
     dosage_unit: str = Field(max_length=16)
     set_seq: int = Field(sa_type=sa.BigInteger)
+    passkey_required_for: str | None = Field(default=None, max_length=200)  # JSON list (issue 17)
 
 
 class Patient(SQLModel, table=True):

@@ -5,7 +5,8 @@ password verifier, the Ed25519 key wrapped under the password-derived key, its c
 never the key itself. ``api_sessions.signing_key`` and ``witness_assertions.signing_key``: the
 opened key sealed under the bearer token or assertion token, of which the server stores only the
 hash. ``witness_assertions.nonce`` and ``method``: a witness confirming with a passkey signs the
-statement with this nonce.
+statement with this nonce. ``policies.passkey_required_for``: where the registrant's policy
+requires passkeys (JSON list).
 
 Revision ID: 0008
 Revises: 0007
@@ -30,9 +31,11 @@ def upgrade() -> None:
     op.add_column("witness_assertions", sa.Column("signing_key", sa.Text(), nullable=True))
     op.add_column("witness_assertions", sa.Column("nonce", S(length=64), nullable=True))
     op.add_column("witness_assertions", sa.Column("method", S(length=32), nullable=True))
+    op.add_column("policies", sa.Column("passkey_required_for", S(length=200), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("policies", "passkey_required_for")
     op.drop_column("witness_assertions", "method")
     op.drop_column("witness_assertions", "nonce")
     op.drop_column("witness_assertions", "signing_key")

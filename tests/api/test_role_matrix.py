@@ -49,7 +49,10 @@ ROLES = ("nurse", "pharmacist", "prescriber", "manager", "compliance_officer", "
 #:   the roles that record witnessed commands (waste, destruction, counts, breakage) and the
 #:   compliance officer, whose theft or loss report that takes vials off the book is signed by a
 #:   second person (issue 15), and the manager or administrator who enrols staff or grants a role,
-#:   which a second one approves the same way (issue 15); not the auditor, who records none;
+#:   which a second one approves the same way (issue 15); and anyone making their own signing key,
+#:   which a manager or administrator approves on their screen (issue 17), auditors included;
+#: - own signing credentials and signatures (issue 17): any login; anyone's credentials: the
+#:   roles that read staff records; a revocation: its owner or a manager (service);
 #: - staff: docs/compliance.md (manager: "staff and roles"; administrator: "staff, roles,
 #:   passwords"), docs/api.md "Logging in" (an administrator gives passwords; an administrator or
 #:   manager ends someone's sessions); the staff list per docs/api.md's table;
@@ -66,7 +69,14 @@ endpoint                  nurse pharm presc manag compl audit admin
 whoami                      Y     Y     Y     Y     Y     Y     Y
 logout                      Y     Y     Y     Y     Y     Y     Y
 change_own_password         Y     Y     Y     Y     Y     Y     Y
-create_witness_assertion    Y     Y     Y     Y     Y     -     Y
+create_witness_assertion    Y     Y     Y     Y     Y     Y     Y
+enrol_signing_key           Y     Y     Y     Y     Y     Y     Y
+passkey_registration_options Y     Y     Y     Y     Y     Y     Y
+passkey_registration        Y     Y     Y     Y     Y     Y     Y
+enrol_passkey               Y     Y     Y     Y     Y     Y     Y
+my_signatures               Y     Y     Y     Y     Y     Y     Y
+list_staff_credentials      -     -     -     Y     Y     Y     Y
+revoke_credential           Y     Y     Y     Y     Y     Y     Y
 list_staff                  -     -     -     Y     Y     Y     Y
 enroll_staff                -     -     -     Y     -     -     Y
 grant_role                  -     -     -     Y     -     -     Y
@@ -164,6 +174,22 @@ def request_for(api, name: str, user: str):
         return "POST", "/me/password", {"current_password": PASSWORD, "new_password": "seven silver kites fly"}, user
     if name == "create_witness_assertion":
         return "POST", "/witness-assertions", {"username": "ned", "password": PASSWORD, "body_sha256": "a" * 64}, user
+    # issue 17; the module's registrant has no root credential and must keep none (its in-process
+    # enrolments are unsigned), so these probes are shaped to stop after the role check.
+    if name == "enrol_signing_key":
+        return "POST", "/me/signing-key", {"password": ""}, user  # 422: never makes a root here
+    if name == "passkey_registration_options":
+        return "POST", "/me/passkeys/registration-options", None, user  # 409: no root
+    if name == "passkey_registration":
+        return "POST", "/me/passkeys/registrations", {"response": {}}, user  # 409: no root
+    if name == "enrol_passkey":
+        return "POST", "/me/passkeys", {"credential_id": "x", "assertion": {}}, user  # 422: nothing pending
+    if name == "my_signatures":
+        return "GET", "/me/signatures", None, user
+    if name == "list_staff_credentials":
+        return "GET", "/staff/S2/credentials", None, user
+    if name == "revoke_credential":
+        return "POST", "/staff/S2/credentials/pk-none/revocation", {"reason": "role matrix probe"}, user  # 404
     if name == "list_staff":
         return "GET", "/staff", None, user
     if name == "enroll_staff":
@@ -334,13 +360,14 @@ def api_routes() -> list[APIRoute]:
     from api.http import (
         routes_alerts,
         routes_clinical,
+        routes_credentials,
         routes_records,
         routes_reference,
         routes_session,
         routes_stock,
     )
 
-    return [r for m in (routes_session, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts)
+    return [r for m in (routes_session, routes_credentials, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts)
             for r in m.router.routes
             if isinstance(r, APIRoute)]
 

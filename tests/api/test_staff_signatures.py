@@ -217,3 +217,28 @@ def test_passkey_answer_for_another_statement_is_refused(sapi):
     assert bad.status_code == 422, bad.text
     assert bad.json()["type"].endswith("signature-invalid")
     assert entry_count(sapi) == before
+
+
+def test_policy_can_require_passkeys_for_witnessing(sapi):
+    """With ``passkey_required_for: ["witnessing"]`` a witness's password key is refused (403,
+    nothing recorded) and a passkey confirmation is accepted."""
+    r = sapi.client.post(sapi.url("/policies"), headers=sapi.headers("morgan", **sapi.key()), json={
+        "passkey_required_for": ["witnessing"], "reason": "witnesses confirm with passkeys"})
+    assert r.status_code == 201, r.text
+    vials, patient = setup_floor(sapi)
+    before = entry_count(sapi)
+    refused, _ = witnessed(sapi, "nora", "/administrations", infusion(patient, vials[0]), "ned")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("passkey-required")
+    assert entry_count(sapi) == before
+    device = SoftAuthenticator(rp_id="localhost", origin=ORIGIN)
+    enrol_passkey(sapi, "ned", "avery", device)
+    body = json.dumps(infusion(patient, vials[0])).encode()
+    a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
+        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
+    headers = sapi.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
+                                     "Idempotency-Key": "pk-3"})
+    need = sapi.client.post(sapi.url("/administrations"), content=body, headers=headers).json()["signature_needed"]
+    ok = sapi.client.post(sapi.url("/administrations"), content=body,
+                          headers={**headers, "Passkey-Signature": b64json(device.assert_(need["public_key"]))})
+    assert ok.status_code == 201, ok.text
