@@ -36,13 +36,11 @@ def _principal(ledger, settings, dea: str, username: str, password_stdin: bool, 
     """Authenticate a staff member at the console (same checks and lock-out as an HTTP login)."""
     from api.http.auth import Authenticator
     from api.http.auth_store import AuthStore
-    from ledger.domain.principal import Principal
     from ledger.storage.store import utcnow
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else typer.prompt("Password", hide_input=True)
     auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
-    member, method = auth.check_credentials(dea, username, password, totp)
-    return Principal(dea, member.staff_id, member.printed_name, method)
+    return auth.console_principal(dea, username, password, totp)
 
 
 @alerts_app.command("scan")

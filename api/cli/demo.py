@@ -1,5 +1,12 @@
 """``csledger demo``: a deterministic demo data set built through the same services as
-everything else, as the demo's seeded staff (``auth_method: demo_seed``), then ``verify --deep``.
+everything else, as the demo's seeded staff, then ``verify --deep``.
+
+Signatures (issue 17): right after a clinic is registered its administrator enrols the root
+signing key (a password key under ``DEMO_PASSWORD``), every seeded person's password key is
+enrolled with the administrator's approval, and from then on each of them signs with their own
+key (``auth_method: password_key``); only the registration before the root is the console's. The
+demo also gives each of them a login (no TOTP secret yet: ``csledger staff demo-logins`` creates
+and prints those) holding the same wrapped key, so the API signs as them after they sign in.
 
 The demo simulates eight weeks of two clinics (Austin and Denver), so its ledger runs on a
 simulated clock: each command is recorded a few minutes after the event it describes. Per
@@ -19,12 +26,15 @@ from __future__ import annotations
 import math
 import random
 import zoneinfo
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from api.cli.main import DEFAULT_ORIGINS, DEFAULT_RP_ID
 from ledger import services
 from ledger.domain import gs1
 from ledger.domain.commands import (
@@ -54,13 +64,18 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict
 from ledger.domain.principal import AuthMethod, Principal
+from ledger.integrity.staff_signatures import KdfParams, PasswordKeySigner
 from ledger.services import stock
+from ledger.services.credentials import enrol_password_key
 from ledger.services.verify import verify
 from ledger.settings import Settings
 from ledger.storage.log import WitnessEntry, attach, log_keys
 from ledger.storage.patient_keys import PatientKeys, generate_key_file
-from ledger.storage.store import Ledger, migrate, tree_size
+from ledger.storage.store import Ledger, migrate, tree_size, utcnow
 from witness.server import DEFAULT_PORT, Witness, serve_in_thread
+
+if TYPE_CHECKING:
+    from api.http.auth import Authenticator
 
 LOCATIONS = [
     ("AB1234563", "Calm Waters Ketamine Clinic - Austin", AddressInput("100 Harbor Way", "Austin", "TX", "78701"), "America/Chicago"),
@@ -84,6 +99,10 @@ LAST = ["Rivera", "Chen", "Okafor", "Novak", "Haddad", "Silva", "Kowalski", "Ngu
 STREETS = ["Cedar St", "Maple Ave", "Birch Rd", "Willow Ln", "Aspen Ct", "Juniper Dr"]
 WEEKS = 8
 MG_PER_KG = Decimal("0.50")
+#: The password of every demo login and the key it wraps (demo data only).
+DEMO_PASSWORD = "calm waters demo 2026"
+#: argon2id cost of the demo's password keys: production's, as a deployment's would be.
+DEMO_KDF = KdfParams()
 
 
 class SimClock:
@@ -109,13 +128,28 @@ class _Location:
         self.ledger, self.clock, self.keys, self.rng, self.dea = ledger, clock, keys, rng, dea
         self.tz = zoneinfo.ZoneInfo(tz)
         self.start = start
-        res = services.register_registrant(ledger, RegisterRegistrant(dea, name, addr, tz, "Avery Admin", "avery"))
-        self.admin = Principal(dea, res["admin_staff_id"], "Avery Admin", AuthMethod.DEMO_SEED)
+        # Seq 0 signed ``demo_seed``: what marks the registrant as the demo's (``staff demo-logins``,
+        # and the replay's ``recorded-at-order`` rule, which the script's clock does not keep).
+        res = services.register_registrant(ledger, RegisterRegistrant(dea, name, addr, tz, "Avery Admin", "avery"),
+                                           bootstrap_method=AuthMethod.DEMO_SEED)
+        #: Wrapped password-key records by username, stored with the logins (``give_logins``).
+        self.key_records: dict[str, dict] = {}
+        # The root: Avery's own password key, self-signed, before anything else is recorded.
+        self.admin = self._with_key("avery", Principal(dea, res["admin_staff_id"], "Avery Admin", AuthMethod.DEMO_SEED),
+                                    rp_id=DEFAULT_RP_ID, origins=DEFAULT_ORIGINS)
         self.people: dict[str, Principal] = {}
         self.unrecorded: dict[str, Decimal] = {}  # physical minus book, per NDC, until fixed
         self.pending_late: list[tuple[datetime, AdministerDose]] = []
         self.stats = {"infusions": 0, "counts": 0, "discrepancies": 0, "late_entries": 0}
         self.downtime_done = False
+
+    def _with_key(self, username: str, person: Principal, *, approver: Principal | None = None,
+                  rp_id: str | None = None, origins: tuple[str, ...] = ()) -> Principal:
+        """Enrol ``person``'s password key under ``DEMO_PASSWORD``; returns them holding its signer."""
+        res, record, private = enrol_password_key(self.ledger, person, DEMO_PASSWORD, params=DEMO_KDF,
+                                                  approver=approver, rp_id=rp_id, origins=origins)
+        self.key_records[username] = record
+        return replace(person, signer=PasswordKeySigner(private, res["credential_id"]))
 
     def at(self, day: date, hh: int, mm: int = 0) -> datetime:
         return datetime.combine(day, time(hh, mm), self.tz).astimezone(UTC)
@@ -127,7 +161,10 @@ class _Location:
             # Two people once there is a second manager (none here before the last one: see STAFF).
             approver = self.people.get("morgan")
             sid = services.enroll_staff(ledger, admin, EnrollStaff(printed, user, roles), approver=approver)["staff_id"]
-            self.people[user] = Principal(self.dea, sid, printed, AuthMethod.DEMO_SEED)
+            # Their key, approved by Avery (never by its owner: once Morgan holds a key, a new
+            # key needs someone other than its owner, and Avery is that person for everyone).
+            self.people[user] = self._with_key(user, Principal(self.dea, sid, printed, AuthMethod.DEMO_SEED),
+                                               approver=admin)
         p = self.people
         for ndc, pname, strength, container in PRODUCTS:
             services.add_product(ledger, admin, AddProduct(ndc, pname, "7285", "III", "injection", strength, container))
@@ -362,11 +399,16 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
                 raise Conflict(f"the database already holds {dea}; run the demo on a fresh database (--db)", field="database_url")
     keys = _patient_key(settings)
     services.verify_patient_key(ledger, keys)
+    from api.http.auth import Authenticator
+    from api.http.auth_store import AuthStore
+
+    auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
     summary = {}
     stats = {}
     for dea, name, addr, tz in LOCATIONS:
         loc = _Location(ledger, clock, keys, rng, dea, name, addr, tz, start)
         loc.run()
+        give_logins(auth, dea, loc.key_records)
         stats[dea] = loc.stats
         with ledger.reading() as c:
             summary[dea] = tree_size(c, dea)
@@ -381,6 +423,26 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
         raise RuntimeError(f"demo data failed verify --deep: {report.problems[0]}")
     console.print(f"verify --deep: OK ({report.entries} entries)")
     return summary
+
+
+def give_logins(auth: Authenticator, registrant: str, records: dict[str, dict]) -> None:
+    """A login per seeded person: ``DEMO_PASSWORD``, no TOTP secret yet (``staff demo-logins``
+    creates and prints those), and the wrapped password key they signed the demo with.
+
+    One argon2id hash of the shared demo password serves every demo login (each hash costs a
+    quarter of a second at production cost; the demo's password is public anyway)."""
+    from api.http.auth import check_password_rules
+    from ledger.integrity.canonical import format_time
+
+    password_hash = None
+    for username, record in records.items():
+        member = auth.store.staff_by_username(registrant, username)
+        check_password_rules(DEMO_PASSWORD, username=member.username, printed_name=member.printed_name)
+        password_hash = password_hash or auth.hasher.hash(DEMO_PASSWORD)
+        now = format_time(utcnow())
+        auth.store.set_credential(registrant, member.staff_id, password_hash=password_hash, must_change=False,
+                                  totp_secret=None, keep_totp=True, now=now)
+        auth.store.set_signing_key(registrant, member.staff_id, record, now)
 
 
 def run_demo_witness(log, registrants, directory: Path, console) -> None:

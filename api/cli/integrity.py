@@ -26,6 +26,7 @@ def keys_show(registrant: RegistrantOption, db: DbOption = None) -> None:
     try:
         with ledger.reading() as conn:
             keys = log_keys(conn, registrant)
+            root = _staff_root(conn, registrant)
     finally:
         ledger.dispose()
     if not keys:
@@ -34,6 +35,19 @@ def keys_show(registrant: RegistrantOption, db: DbOption = None) -> None:
     for k, line in zip(keys, fingerprint_lines(keys), strict=True):
         out.print(k.verifier_key, highlight=False)
         out.print(f"  {line}; signs tree sizes from {k.first_size}; {k.reason}", highlight=False)
+    if root is not None:  # issue 17: pinned with the keys (`verify --pinned-keys`); compare it with init's
+        out.print(f"staff-root {registrant} {root[1]}", highlight=False)
+        out.print(f"  root staff credential of {root[0]}, enrolled at entry {root[2]}: compare with the line "
+                  "`csledger init` printed", highlight=False)
+
+
+def _staff_root(conn, registrant: str) -> tuple[str, str, int] | None:
+    """(staff id, fingerprint, seq) of the registrant's root staff credential, or None."""
+    from ledger.storage.authority import authority_at
+
+    a = authority_at(conn, registrant)
+    cred = next((c for c in a.credentials.values() if c.enrolled_seq == a.root_seq), None)
+    return None if cred is None else (cred.staff_id, cred.fingerprint, cred.enrolled_seq)
 
 
 @keys_app.command("rotate")
@@ -186,6 +200,9 @@ def verify_bundle_cmd(
     audit_from: Annotated[str | None, typer.Option(help="Also recompute the accountability audit from this UTC time "
                                                         "(ISO 8601, e.g. 2026-09-01T00:00:00Z).")] = None,
     audit_to: Annotated[str | None, typer.Option(help="End of the audit period (default: now).")] = None,
+    staff_root: Annotated[str | None, typer.Option(
+        "--staff-root", help="The root staff credential's fingerprint (sha256:..., as `csledger init` printed it), "
+                             "obtained out of band: the bundle's chain of credentials must start from it.")] = None,
 ) -> None:
     """Check a bundle offline: leaf hashes, chain links, root against the signed checkpoint,
     signatures and cosignatures, stock replay. Exits 1 and names the line of the first problem."""
@@ -215,7 +232,7 @@ def verify_bundle_cmd(
                                  trusted_witness_keys=witness_key or [], threshold=threshold or 0)
     else:
         rep = verify_bundle(path, trusted_log_keys=log_key, trusted_witness_keys=witness_key, threshold=threshold,
-                            against=againsts, audit_between=period)
+                            against=againsts, audit_between=period, trusted_staff_root=staff_root)
     for n in rep.notes:
         err.print(f"[yellow]note[/] {n}", highlight=False)
     if not rep.ok:
@@ -266,14 +283,21 @@ def check_pinned_for_verify(ledger, pinned, report) -> None:
 
     failed = {p.registrant for p in report.problems}
     passed = {reg: n for reg, n in report.registrants.items() if reg not in failed}
-    report.problems.extend(check_pinned(ledger, pinned, passed, report.roots))
+    report.problems.extend(check_pinned(ledger, pinned, passed, report.roots, staff=report.staff))
 
 
 def trust_line(pinned, report) -> str:
     """The last line of a passing ``verify``: whose keys the result rests on."""
     if pinned is not None:
+        rooted = sorted(reg for reg, s in report.staff.items() if s.root_fingerprint is not None)
+        staff = ""
+        if rooted:  # issue 17: the staff credentials rest on the root credential's fingerprint
+            unpinned = [reg for reg in rooted if pinned.staff_root(reg) is None]
+            staff = ("; the root staff credential is pinned too" if not unpinned else
+                     f"; the root staff credential of {', '.join(unpinned)} is not pinned (add the 'staff-root "
+                     "sha256:...' line `csledger init` printed)")
         return (f"trust: every checkpoint is signed by a key pinned in {pinned.source} ({len(pinned.keys)} key(s)), "
-                "the latest covering every entry")
+                f"the latest covering every entry{staff}")
     held = ("; the entries up to each --checkpoint are held against that file, the rest are not"
             if report.held else "")
     return ("self-attested: the log keys came from this database itself, so a history re-signed with a key "

@@ -138,6 +138,45 @@ def migrate(db: DbOption = None) -> None:
     ledger.dispose()
 
 
+#: The WebAuthn relying party a registrant's root fixes unless told otherwise: a server on this
+#: machine (``csledger serve``'s default port). In production: the clinic's DNS name behind HTTPS.
+DEFAULT_RP_ID = "localhost"
+DEFAULT_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
+
+RpIdOption = Annotated[str, typer.Option(
+    "--rp-id", help="WebAuthn relying-party id fixed by the root credential (production: the clinic's DNS name "
+                    "served over HTTPS).")]
+OriginOption = Annotated[list[str] | None, typer.Option(
+    "--origin", help="Origin passkey sign-ins come from (repeatable; default http://localhost:8000 and "
+                     "http://127.0.0.1:8000).")]
+
+
+def read_password_stdin() -> str:
+    """One line of standard input, without its line ending (the password; never echoed)."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def enrol_root_key(auth, member, password: str, *, rp_id: str, origins: tuple[str, ...]) -> dict:
+    """Enrol the registrant's ROOT credential: the administrator's password key under the
+    password their login has now, stored with that login; returns the service's response.
+
+    The console acts as the administrator themself (they typed the password), so the principal is
+    the console's bootstrap one; the enrolment entry is signed by the new key."""
+    from ledger.domain.principal import AuthMethod, Principal
+
+    principal = Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod.CONSOLE_BOOTSTRAP)
+    return auth.enrol_signing_key(member, principal, password, rp_id=rp_id, origins=origins)
+
+
+def print_root(res: dict) -> None:
+    """The root credential's fingerprint and the line to pin it with the verifier keys."""
+    out.print(f"root signing key of {res['staff_id']} enrolled (entry {res['seq']}): {res['fingerprint']}",
+              highlight=False)
+    out.print("keep this line with the pinned verifier keys (`csledger keys show` output, the file passed to "
+              "`verify --pinned-keys`):", highlight=False)
+    out.print(f"staff-root {res['fingerprint']}", highlight=False)
+
+
 @app.command()
 def init(
     dea: Annotated[str, typer.Option(help="The location's DEA registration number, e.g. AB1234563.")],
@@ -149,23 +188,57 @@ def init(
     time_zone: Annotated[str, typer.Option(help="IANA time zone of the clinic, e.g. America/New_York.")],
     admin_name: Annotated[str, typer.Option(help="Printed name of the first administrator.")],
     admin_username: Annotated[str, typer.Option(help="Login name of the first administrator.")],
+    admin_password_stdin: Annotated[bool, typer.Option(
+        "--admin-password-stdin", help="Read the administrator's password from standard input: sets their login "
+                                       "and enrols the registrant's root signing key.")] = False,
+    rp_id: RpIdOption = DEFAULT_RP_ID,
+    origin: OriginOption = None,
     db: DbOption = None,
 ) -> None:
-    """Migrate to head and register a registrant with its first administrator."""
+    """Migrate to head and register a registrant with its first administrator (with
+    --admin-password-stdin: their login and the root signing key too)."""
     from ledger import services
 
-    _, ledger = _open(db, migrate_first=True)
+    password = None
+    if admin_password_stdin:
+        from api.http.auth import check_password_rules
+
+        password = read_password_stdin()
+        try:  # before anything is recorded: a refused password must not leave a registrant without its root
+            check_password_rules(password, username=admin_username.strip().lower(), printed_name=admin_name,
+                                 field="admin_password")
+        except LedgerError as exc:
+            _fail(str(exc))
+    settings, ledger = _open(db, migrate_first=True)
     try:
         res = services.register_registrant(ledger, RegisterRegistrant(
             dea_number=dea, name=name, address=AddressInput(street, city, state, postal_code),
             time_zone=time_zone, admin_printed_name=admin_name, admin_username=admin_username,
         ))
+        out.print(f"registered {res['registrant']}: entries 0..{res['entries'][-1]['seq']}, "
+                  f"administrator {res['admin_staff_id']}")
+        if password is None:
+            out.print(f"next: `csledger staff set-password --dea {res['registrant']} --username "
+                      f"{admin_username.strip().lower()}` sets their login and enrols the root signing key "
+                      "(from it on, every entry is signed by its people's own keys)", highlight=False)
+            return
+        from api.http.auth import Authenticator
+        from api.http.auth_store import AuthStore
+        from ledger.storage.store import utcnow
+
+        auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
+        member = auth.store.staff(res["registrant"], res["admin_staff_id"])
+        secret = auth.set_password(member, password, must_change=False)
+        out.print(f"password set for {member.username} ({member.staff_id})")
+        if secret:
+            out.print(f"TOTP secret (shown once; add it to an authenticator app): {secret}")
+            out.print(f"TOTP URI: {auth.totp_uri(member, secret)}", soft_wrap=True)
+        root = enrol_root_key(auth, member, password, rp_id=rp_id, origins=tuple(origin or DEFAULT_ORIGINS))
+        print_root(root)
     except LedgerError as exc:
         _fail(str(exc))
     finally:
         ledger.dispose()
-    out.print(f"registered {res['registrant']}: entries 0..{res['entries'][-1]['seq']}, "
-              f"administrator {res['admin_staff_id']}")
 
 
 @app.command()
@@ -227,6 +300,8 @@ def verify(
         out.print(f"ok {reg}: {size} entries, root {report.roots.get(reg, '-')}")
     for label, where in report.held.items():
         out.print(f"ok {label}: the entries reach its root ({where})", highlight=False)
+    for line in report.staff_lines():  # issue 17: unsigned history once, signatures, root credential
+        out.print(line, highlight=False)
     out.print(f"verified {report.entries} entries{' (deep)' if deep else ''}: OK")
     out.print(trust_line(pinned, report), highlight=False)  # last: on whose keys the result rests
 
@@ -302,11 +377,14 @@ def bench(
     workdir: Annotated[Path | None, typer.Option(help="Folder for the throwaway databases.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="Benchmark against this (empty) PostgreSQL URL instead of a fresh SQLite file.")] = None,
     production: Annotated[bool, typer.Option("--production/--ledger-only", help="With checkpoint signing and alert rules, as served (default), or the bare ledger path.")] = True,
+    staff_signatures: Annotated[bool, typer.Option("--staff-signatures/--no-staff-signatures", help="Also measure staff signatures (issue 17): signing and verifying costs, and a signed chain beside the unsigned one.")] = True,
 ) -> None:
-    """Measure durable appends/s and verify entries/s against a bare sqlite3+hashlib loop."""
+    """Measure durable appends/s and verify entries/s against a bare sqlite3+hashlib loop,
+    and (by default) what staff signatures cost, on a signed chain beside the unsigned one."""
     from api.cli.bench import run_bench
 
-    run_bench(out, entries=entries, verify_entries=verify_entries, workdir=workdir, pg_url=db, production=production)
+    run_bench(out, entries=entries, verify_entries=verify_entries, workdir=workdir, pg_url=db, production=production,
+              staff_signatures=staff_signatures)
 
 
 @app.command()

@@ -316,6 +316,18 @@ class Authenticator:
             self.store.rehash(registrant, member.staff_id, new_hash, format_time(now))
         return member, method, cred, key
 
+    def console_principal(self, registrant: str, username: str, password: str, totp: str | None) -> Principal:
+        """A staff member signing in at the server's console (``csledger alerts``): the same checks
+        and throttle as an HTTP login, a temporary password refused, and their own signing key
+        opened for the commands they run there."""
+        member, method, cred, key = self._check(registrant, username, password, totp)
+        if cred["must_change_password"]:
+            raise AccessDenied("replace your temporary password first (log in to the API or the pages and change it)",
+                               type_="password-change-required", field="password")
+        record = AuthStore.signing_record(cred)
+        signer = ss.PasswordKeySigner(key, record["credential_id"]) if key is not None and record else None
+        return Principal(registrant, member.staff_id, member.printed_name, method, signer=signer)
+
     # --- signing keys (issue 17) ----------------------------------------------------------------
 
     @staticmethod
@@ -357,9 +369,13 @@ class Authenticator:
         if cred["must_change_password"]:
             raise AccessDenied("replace your temporary password first: whoever set it could otherwise open the key",
                                type_="password-change-required", field="password")
+        # A stolen session must not become a password oracle: counted and throttled like a login.
+        count, until = self._claim(member, self.now(), field="password")
         ok, _new, _key = self._password_ok(cred, password)
         if not ok:
+            self._failed(member, count, until)
             raise Unauthorized("the password is wrong", type_="login-failed", field="password")
+        self.store.record_success(member.registrant, member.staff_id, format_time(self.now()))
         prior = AuthStore.signing_record(cred)
         replaces = None
         if prior is not None:

@@ -152,12 +152,15 @@ def enrol_signing_key(dea: Dea, body: SigningKeyCreate, session: SessionDep, aut
 
 
 @router.get("/staff/{staff_id}/credentials", response_model=list[CredentialPublic], name="list_staff_credentials")
-def list_staff_credentials(dea: Dea, staff_id: StaffId, session: SessionDep, ledger: LedgerDep) -> list[CredentialPublic]:
+def list_staff_credentials(dea: Dea, staff_id: StaffId, session: SessionDep, ledger: LedgerDep,
+                           auth: AuthDep) -> list[CredentialPublic]:
     """A staff member's credentials, active and revoked (yours, or anyone's for managers,
     administrators, compliance officers and auditors)."""
     p = require_role(session, dea, frozenset())
     if staff_id != p.staff_id and not session.roles & roles_for("list_staff_credentials"):
         raise AccessDenied("you may list your own credentials only", type_="role-required", field="staff_id")
+    if auth.store.staff(dea, staff_id) is None:  # a mistyped id must not read as "no credentials"
+        raise NotFound(f"no staff member {staff_id} at {dea}", field="staff_id")
     return [CredentialPublic(**c) for c in creds.credentials_of(ledger, dea, staff_id)]
 
 

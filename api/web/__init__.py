@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.web import routes_clinic, routes_disposal, routes_pages, routes_session
+from api.web import routes_clinic, routes_disposal, routes_me, routes_pages, routes_session
 
 router = APIRouter(include_in_schema=False)
-for _m in (routes_session, routes_pages, routes_clinic, routes_disposal):
+for _m in (routes_session, routes_pages, routes_clinic, routes_disposal, routes_me):
     router.include_router(_m.router)
 
 __all__ = ["router"]

@@ -8,6 +8,7 @@ services validate (and name the bad field), and a page shows their answer next t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -66,6 +67,8 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "alerts": frozenset({M, C}),
     "reports": frozenset({PH, M, C, A}),
     "status": frozenset(),
+    # issue 17: one's own signatures and signing credentials, for every login
+    "me": frozenset(),
 }
 #: The navigation, in the order of the clinic's day.
 NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"),
@@ -73,7 +76,12 @@ NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"
        ("stock", "Stock", "stock"), ("destroy", "Destroy", "destructions/new"),
        ("transfer", "Transfer", "transfers/new"), ("loss", "Theft or loss", "losses/new"),
        ("discrepancies", "Discrepancies", "discrepancies"),
-       ("alerts", "Alerts", "alerts"), ("reports", "Reports", "reports"), ("status", "Ledger status", "status")]
+       ("alerts", "Alerts", "alerts"), ("reports", "Reports", "reports"), ("status", "Ledger status", "status"),
+       ("me_signatures", "My signatures", "me/signatures")]  # "My signing key": beside the name (base.html)
+
+
+#: Navigation keys that are not page keys of their own ("me" pages open for any login).
+NAV_PAGES = {"me_signatures": "me"}
 
 
 class LoginNeeded(Exception):
@@ -171,6 +179,8 @@ class Page:
     token: str
     session: Session
     location: dict[str, Any]
+    #: The witnesses established on this request's form (``api.web.witness``), by form prefix.
+    witnesses: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def principal(self) -> Principal:
@@ -189,7 +199,7 @@ class Page:
         return zoneinfo.ZoneInfo(self.location["time_zone"])
 
     def may(self, page: str) -> bool:
-        allowed = PAGE_ROLES[page]
+        allowed = PAGE_ROLES[NAV_PAGES.get(page, page)]
         return not allowed or bool(self.roles & allowed)
 
     def require(self, page: str) -> Principal:

@@ -151,11 +151,12 @@ async def count_session(request: Request, dea: Dea, session_id: SessionId) -> Re
 
 
 def _submit_count(page: Page, session_id: str, form: Form) -> Response:
-    from api.web.witness import witness_from_form
+    from api.web.witness import keep_witness, passkey_outcome, witness_from_form
     from ledger.domain.commands import CountLineInput, SubmitCount
 
     n = whole_number(form.get("line_count", "0")) or 0
     values: dict[str, str] = {k: v for k, v in form.items() if not k.endswith("_password") and k != "csrf_token"}
+    keep_witness(values, form, "counter2")
     errors = Errors()
     occurred = parse_local_time(form.get("occurred_at", ""), page.tz, field="occurred_at", errors=errors)
     lines = []
@@ -182,6 +183,9 @@ def _submit_count(page: Page, session_id: str, form: Form) -> Response:
         res = services.submit_count(page.request.app.state.ledger, page.principal, cmd,
                                     second_counter=second.principal, idempotency_key=key)
     except LedgerError as exc:
+        status = passkey_outcome(page, exc, values, errors)  # issue 17: the second counter uses a passkey
+        if status is not None:
+            return _count_page(page, session_id, values=values, errors=errors, status=status)
         name, msg = error_of(exc, {"second_counter": "counter2_username"})
         errors.add(name, msg)
         return _count_page(page, session_id, values=values, errors=errors, status=exc.status)
@@ -287,7 +291,7 @@ def _infusion_page(page: Page, *, values: dict, errors: Errors | None = None, st
                    patient: dict | None = None) -> Response:
     ledger = page.request.app.state.ledger
     vials = queries.usable_vials(ledger, page.dea, page.local_now().date())
-    known = [*INFUSION_FIELDS, "witness_username", "witness_password", "witness_totp", "draws"]
+    known = [*INFUSION_FIELDS, "witness_username", "witness_password", "witness_totp", "witness_method", "draws"]
     known += [f"vials-{i}-ml" for i in range(len(vials))] + [f"vials-{i}-use" for i in range(len(vials))]
     return page.render("infusion.html", status=status, active="infusion", values=values, errors=errors or Errors(),
                        vials=vials, waste_methods=WASTE_METHODS, known=known, patient=patient)
@@ -318,13 +322,13 @@ def _patient_keys(page: Page):
 
 
 def _record_infusion(page: Page, form: Form) -> Response:
-    from api.web.witness import witness_from_form
+    from api.web.witness import keep_witness, passkey_outcome, witness_from_form
     from ledger.domain.commands import AdministerDose, DrawInput, WasteInput
     from ledger.services import request_fields
 
     values: dict[str, Any] = {k: form.get(k, "") for k in INFUSION_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
-    values["witness_username"] = form.text("witness_username")  # kept on an error; passwords never are
+    keep_witness(values, form, "witness")  # kept on an error; passwords never are
     vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
     used: list[int] = []  # the page row of each draw sent to the service
     draws = []
@@ -380,6 +384,9 @@ def _record_infusion(page: Page, form: Form) -> Response:
                                        witness=witness.principal if witness else None,
                                        idempotency_key=values["form_key"])
     except LedgerError as exc:
+        status = passkey_outcome(page, exc, values, errors)  # issue 17: the witness confirms with a passkey
+        if status is not None:
+            return _infusion_page(page, values=values, errors=errors, status=status)
         name, msg = error_of(exc, INFUSION_ERROR_NAMES)
         if name.startswith("draws-"):
             k = int(name.split("-")[1])

@@ -50,12 +50,13 @@ async def destroy_form(request: Request, dea: Dea) -> Response:
 
 
 def _destroy(page: Page, form: Form) -> Response:
-    from api.web.witness import witness_from_form
+    from api.web.witness import keep_witness, passkey_outcome, witness_from_form
     from ledger.domain.commands import DestroyStock
     from ledger.services import request_fields
 
     values: dict[str, Any] = {k: form.get(k, "") for k in DESTROY_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
+    keep_witness(values, form, "witness1", "witness2")
     chosen = [v for v in form.all("vial_ids") if v]
     values["vial_ids"] = chosen
     errors = Errors()
@@ -75,6 +76,9 @@ def _destroy(page: Page, form: Form) -> Response:
         res = services.destroy_stock(page.request.app.state.ledger, page.principal, cmd,
                                      witnesses=[w1.principal, w2.principal], idempotency_key=values["form_key"])
     except LedgerError as exc:
+        status = passkey_outcome(page, exc, values, errors)  # issue 17: a witness confirms with a passkey
+        if status is not None:
+            return _destroy_page(page, values=values, errors=errors, status=status)
         name, msg = error_of(exc, {"witnesses": "witness2_username", "witnesses-0-": "witness1_username",
                                    "vial_ids": "vial_ids"})
         if name.startswith("witnesses-"):
@@ -125,10 +129,12 @@ async def transfer_form(request: Request, dea: Dea) -> Response:
 
 
 def _transfer(page: Page, form: Form) -> Response:
+    from api.web.witness import keep_witness, passkey_outcome
     from ledger.domain.commands import AddressInput, TransferStock
 
     values: dict[str, Any] = {k: form.get(k, "") for k in TRANSFER_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
+    keep_witness(values, form, "witness")
     values["vial_ids"] = [v for v in form.all("vial_ids") if v]
     errors = Errors()
     occurred = parse_local_time(values["occurred_at"], page.tz, field="occurred_at", errors=errors)
@@ -148,6 +154,9 @@ def _transfer(page: Page, form: Form) -> Response:
         res = services.transfer_stock(page.request.app.state.ledger, page.principal, cmd, witness=witness.principal,
                                       idempotency_key=values["form_key"])
     except LedgerError as exc:
+        status = passkey_outcome(page, exc, values, errors)  # issue 17: the second person uses a passkey
+        if status is not None:
+            return _transfer_page(page, values=values, errors=errors, status=status)
         name, _msg = error_of(exc)
         name = name.replace("receiver_address-", "")
         if name.startswith("vial_ids"):
@@ -183,10 +192,12 @@ async def loss_form(request: Request, dea: Dea) -> Response:
 
 
 def _loss(page: Page, form: Form) -> Response:
+    from api.web.witness import keep_witness, passkey_outcome
     from ledger.domain.commands import LostVialInput, ReportTheftOrLoss
 
     values: dict[str, Any] = {k: form.get(k, "") for k in LOSS_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
+    keep_witness(values, form, "witness")
     values["vial_ids"] = [v for v in form.all("vial_ids") if v]
     errors = Errors()
     discovered = parse_local_time(values["discovered_at"], page.tz, field="discovered_at", errors=errors)
@@ -222,6 +233,9 @@ def _loss(page: Page, form: Form) -> Response:
                                             witness=witness.principal if witness else None,
                                             idempotency_key=values["form_key"])
     except LedgerError as exc:
+        status = passkey_outcome(page, exc, values, errors)  # issue 17: the second person uses a passkey
+        if status is not None:
+            return _loss_page(page, values=values, errors=errors, status=status)
         name, _msg = error_of(exc, {"lost": "vial_ids"})
         if name.startswith("lost-"):
             name = "vial_ids"

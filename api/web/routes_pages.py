@@ -34,7 +34,7 @@ from ledger.integrity.canonical import format_time
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Dea = Annotated[str, Path(pattern=DEA_PATTERN)]
-STATIC = {"app.css": "text/css", "app.js": "text/javascript"}
+STATIC = {"app.css": "text/css", "app.js": "text/javascript", "passkey.js": "text/javascript"}
 
 
 @router.get("/ui/static/{name}", name="web_static")

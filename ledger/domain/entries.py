@@ -378,6 +378,10 @@ class DiscrepancyResolved(Event):
     fixed_by_seq: int | None
     #: For a spill or breakage: the ``breakage_recorded`` entry (two people who saw it) that explains it.
     breakage_seq: int | None = None
+    #: Whether the same command takes mL off the book in the ``loss_adjusted`` entry right after
+    #: (issue 17): the resolution's signatures cover that entry only when this says so, so no one
+    #: can append a loss adjustment under a resolution that made none.
+    adjusts_stock: bool = False
 
 
 @dataclass(frozen=True)

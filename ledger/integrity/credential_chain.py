@@ -79,7 +79,7 @@ def _verify_proof(sig: dict, st_bytes: bytes, cred: Credential, rp: RelyingParty
 
 
 def check_signature(sig: Any, entry: dict, credentials: Mapping[str, Credential], rp: RelyingParty | None,
-                    *, credential: Credential | None = None) -> dict:
+                    *, credential: Credential | None = None, names: Mapping[str, str] | None = None) -> dict:
     """Check one staff signature of ``entry``; returns its statement. ``credential`` overrides the
     lookup (the new credential signing its own enrolment). Raises :class:`SignatureInvalid`."""
     if not isinstance(sig, dict):
@@ -94,6 +94,9 @@ def check_signature(sig: Any, entry: dict, credentials: Mapping[str, Credential]
         raise SignatureInvalid(f"credential {cid} of {who!r} is not enrolled at this point of the chain")
     if cred.staff_id != who:
         raise SignatureInvalid(f"credential {cid} belongs to {cred.staff_id}, not to {who!r}")
+    if names is not None and names.get(who) != sig.get("printed_name"):
+        raise SignatureInvalid(f"the signature names {sig.get('printed_name')!r}, but {who!r} was enrolled as "
+                               f"{names.get(who)!r}")
     if not cred.active:
         raise SignatureInvalid(f"credential {cid} of {who!r} was revoked at entry {cred.revoked_seq}")
     if sig.get("auth_method") != cred.method:
@@ -111,7 +114,7 @@ def check_signature(sig: Any, entry: dict, credentials: Mapping[str, Credential]
 
 
 def check_entry(entry: dict, credentials: Mapping[str, Credential], rp: RelyingParty | None,
-                *, own: Credential | None = None) -> list[dict]:
+                *, own: Credential | None = None, names: Mapping[str, str] | None = None) -> list[dict]:
     """Check every signature of an entry recorded after the root; returns their statements.
     All of them must have signed one command (same kind and fields): a signature lifted from
     another entry, or a statement whose fields differ, fails here or on its nonce (``verify``
@@ -123,12 +126,44 @@ def check_entry(entry: dict, credentials: Mapping[str, Credential], rp: RelyingP
     for sig in sigs:
         use = own if (own is not None and isinstance(sig, dict) and sig.get("credential_id") == own.credential_id) \
             else None
-        statements.append(check_signature(sig, entry, credentials, rp, credential=use))
+        statements.append(check_signature(sig, entry, credentials, rp, credential=use, names=names))
     first = statements[0]
     for st in statements[1:]:
         if st["kind"] != first["kind"] or st["command"] != first["command"]:
             raise SignatureInvalid("the signers of this entry signed different commands")
     return statements
+
+
+def _text(value: Any) -> str:
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+def check_authority_binding(entry: dict, st: dict, username_of: Callable[[str], str | None]) -> None:
+    """An entry that changes who may do what must be what its signed command writes: the
+    command named in the statement, with the same staff member, role or credential. A
+    signature lifted from another command (a destruction, another grant) fails here.
+    ``username_of`` gives an enrolled staff member's username (an enrolment's role grants name
+    the new staff id, which the command cannot know: its username links them)."""
+    kind, cmd, name = entry.get("kind"), st.get("command") or {}, st.get("kind")
+    sid = entry.get("staff_id")
+    if kind == "staff_enrolled":
+        ok = name == "enroll_staff" and _text(cmd.get("username")) == _text(entry.get("username"))
+    elif kind == "role_granted":
+        ok = (name == "grant_role" and cmd.get("staff_id") == sid and _text(cmd.get("role")) == entry.get("role")) or (
+            name == "enroll_staff" and entry.get("role") in [_text(r) for r in cmd.get("roles") or []]
+            and _text(cmd.get("username")) == _text(username_of(sid)))
+    elif kind == "role_revoked":
+        ok = name == "revoke_role" and cmd.get("staff_id") == sid and _text(cmd.get("role")) == entry.get("role")
+    elif kind == "staff_credential_enrolled":
+        ok = (name == "enrol_credential" and cmd.get("staff_id") == sid
+              and cmd.get("credential_id") == entry.get("credential_id") and cmd.get("public_key") == entry.get("public_key"))
+    elif kind == "staff_credential_revoked":
+        ok = name == "revoke_credential" and cmd.get("staff_id") == sid and cmd.get("credential_id") == entry.get(
+            "credential_id")
+    else:
+        return
+    if not ok:
+        raise SignatureInvalid(f"the signed command ({name}) does not write this {kind} entry")
 
 
 def credential_from_entry(entry: dict) -> Credential:
@@ -147,10 +182,13 @@ def credential_from_entry(entry: dict) -> Credential:
 
 
 def check_enrolment(entry: dict, credentials: Mapping[str, Credential], rp: RelyingParty | None,
-                    roles_of: Callable[[str], frozenset[str]], *, is_root: bool) -> tuple[Credential, RelyingParty | None]:
+                    roles_of: Callable[[str], frozenset[str]], *, is_root: bool,
+                    names: Mapping[str, str] | None = None) -> tuple[Credential, RelyingParty | None]:
     """Check a ``staff_credential_enrolled`` entry against the credentials before it. Returns the
     new credential and the relying party (fixed by the root). Raises :class:`SignatureInvalid`."""
     new = credential_from_entry(entry)
+    if names is not None and new.staff_id not in names:
+        raise SignatureInvalid(f"{new.staff_id} is not enrolled staff: no credential is theirs")
     if new.credential_id in credentials:
         raise SignatureInvalid(f"credential {new.credential_id} is already enrolled")
     if is_root:
@@ -165,7 +203,7 @@ def check_enrolment(entry: dict, credentials: Mapping[str, Credential], rp: Rely
     owner = [s for s in sigs if isinstance(s, dict) and s.get("credential_id") == new.credential_id]
     if len(owner) != 1 or owner[0].get("staff_id") != new.staff_id or owner[0].get("meaning") != "performed":
         raise SignatureInvalid("a credential is enrolled with one signature by itself (performed), by its owner")
-    check_entry(entry, credentials, rp, own=new)
+    check_entry(entry, credentials, rp, own=new, names=names)
     others = [s for s in sigs if s is not owner[0]]
     if is_root:
         if others:
@@ -183,6 +221,6 @@ def check_enrolment(entry: dict, credentials: Mapping[str, Credential], rp: Rely
 
 
 __all__ = [
-    "APPROVER_ROLES", "CREDENTIAL_KINDS", "Credential", "RelyingParty", "check_enrolment", "check_entry",
+    "APPROVER_ROLES", "CREDENTIAL_KINDS", "check_authority_binding", "Credential", "RelyingParty", "check_enrolment", "check_entry",
     "check_signature", "credential_from_entry",
 ]

@@ -17,12 +17,18 @@ canonical JSON, numbered from 0 with no gap, of this registrant, linked to its p
 leaf hash; the RFC 9162 root of the entries equals the root of the checkpoint; the checkpoint
 carries a valid signature of a log key whose name is the origin; at least ``threshold`` valid
 witness cosignatures; every checkpoint given with ``against`` (e.g. a witness's last cosigned
-checkpoint, obtained from the witness) is a prefix of this history. It then replays the entries
-into the projections and reports stock on hand per product.
+checkpoint, obtained from the witness) is a prefix of this history; every staff signature verifies
+against the credential the bundle's own entries enrolled for that person at that point, from the
+registrant's root credential on (``signature_check``, issue 17: the entries are their canonical
+bytes, so this runs offline), naming the entry and the person, and the entries before the root are
+reported once as unsigned history. It then replays the entries into the projections and reports
+stock on hand per product.
 
 Keys: pass the keys you obtained out of band (``trusted_log_keys``, ``trusted_witness_keys``);
 without them the bundle's own keys are used and the report says that this proves only internal
-consistency, not who signed.
+consistency, not who signed. The same holds for staff: pass the root credential's fingerprint
+(``trusted_staff_root``, the ``staff-root`` line ``csledger init`` printed) to hold the chain of
+credentials to it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from ledger.integrity.checkpoints import (
     open_checkpoint,
     split_note,
 )
+from ledger.services.signature_check import StaffSignatureCheck, StaffSignatureSummary
 
 FORMAT = "csledger-bundle/v1"
 TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
@@ -82,6 +89,8 @@ class BundleReport:
     audit: dict[str, Any] | None = None
     problem: BundleError | None = None
     notes: list[str] = field(default_factory=list)
+    #: The staff signatures of the bundle's entries (issue 17): counts, root credential, time.
+    staff: StaffSignatureSummary | None = None
 
 
 # --------------------------------------------------------------------------- export
@@ -213,8 +222,12 @@ def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] | None = None,
                   trusted_witness_keys: list[str] | None = None, threshold: int | None = None,
-                  against: Iterable[str | bytes] = (), audit_between: tuple[Any, Any] | None = None) -> BundleReport:
+                  against: Iterable[str | bytes] = (), audit_between: tuple[Any, Any] | None = None,
+                  trusted_staff_root: str | None = None) -> BundleReport:
     """Verify a bundle offline; never raises for bad input: the report says ok or names where.
+
+    ``trusted_staff_root`` (``sha256:<hex>``, obtained out of band) must be the fingerprint of the
+    registrant's root staff credential in the bundle.
 
     With ``audit_between=(start, end)`` (aware datetimes) the accountability audit of that
     period is recomputed from the verified entries (``ledger.audit``); this keeps the decoded
@@ -225,9 +238,11 @@ def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] |
     try:
         if isinstance(path, (str, Path)):
             with open(path, "rb") as f:
-                _verify_bundle(f, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against), keep)
+                _verify_bundle(f, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against), keep,
+                               trusted_staff_root)
         else:
-            _verify_bundle(path, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against), keep)
+            _verify_bundle(path, rep, trusted_log_keys, trusted_witness_keys, threshold, list(against), keep,
+                           trusted_staff_root)
         if keep is not None:
             try:
                 from ledger.services.audit import (
@@ -248,7 +263,8 @@ def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] |
 
 
 def _verify_bundle(f: IO[bytes], rep: BundleReport, trusted_log: list[str] | None, trusted_wit: list[str] | None,
-                   threshold: int | None, against: list[str | bytes], keep: list[dict] | None = None) -> None:
+                   threshold: int | None, against: list[str | bytes], keep: list[dict] | None = None,
+                   trusted_staff_root: str | None = None) -> None:
     lines = _lines(f)
     first = next(lines, None)
     if first is None:
@@ -296,6 +312,7 @@ def _verify_bundle(f: IO[bytes], rep: BundleReport, trusted_log: list[str] | Non
         targets.setdefault(other.size, []).append((where, other.root))
 
     acc = merkle.RootAccumulator()
+    staff = StaffSignatureCheck(reg)
     state = projections.MemoryStateView()
     prev_hex = canon.ZERO_HASH
     seq = 0
@@ -332,6 +349,9 @@ def _verify_bundle(f: IO[bytes], rep: BundleReport, trusted_log: list[str] | Non
                                      f"one of these two entries was altered" if seq else "prev of seq 0 is not 64 zeros")
         if obj.get("kind") not in EVENT_TYPES:
             raise BundleError(where, f"unknown entry kind {obj.get('kind')!r}")
+        signed = staff.feed(obj, seq=seq)  # issue 17: the person's own signatures, not the log key's
+        if signed is not None:
+            raise BundleError(where, signed.text)
         leaf = hashlib.sha256(b"\x00" + data).digest()
         acc.push(leaf)
         seq += 1
@@ -360,6 +380,12 @@ def _verify_bundle(f: IO[bytes], rep: BundleReport, trusted_log: list[str] | Non
     if rep.cosignatures < rep.threshold:
         raise BundleError("line 1 (header) checkpoint",
                           f"witnessed by {rep.cosignatures} of the {rep.threshold} cosignatures required")
+    rep.staff = staff.summary()
+    if trusted_staff_root is not None and rep.staff.root_fingerprint != trusted_staff_root:
+        raise BundleError("--staff-root", f"the bundle's root staff credential is {rep.staff.root_fingerprint or 'none'} "
+                                          f"(entry {rep.staff.root_seq}), not the pinned {trusted_staff_root}")
+    rep.notes.extend(rep.staff.lines())
+    rep.notes.append(f"staff signatures checked in {rep.staff.seconds:.3f} s")
     rep.stock = _stock(state)
 
 

@@ -174,7 +174,7 @@ def resolve_discrepancy(ledger: Ledger, principal: Principal, cmd: ResolveDiscre
         signatures = [sig, wsig]
         r = ctx.append(ev.DiscrepancyResolved(discrepancy_id=cmd.discrepancy_id, count_seq=d["count_seq"],
                                               category=cmd.category, explanation=explanation, fixed_by_seq=fixed,
-                                              breakage_seq=breakage_seq),
+                                              breakage_seq=breakage_seq, adjusts_stock=to_adjust > 0),
                        signatures=signatures, occurred_at=ctx.now)
         out: dict[str, Any] = {"discrepancy_id": cmd.discrepancy_id}
         if to_adjust > 0:

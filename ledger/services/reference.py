@@ -23,7 +23,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.identifiers import parse_dea_number, parse_ndc
-from ledger.domain.policy import COUNT_SCHEDULES, DOSAGE_UNITS, WEEKDAYS
+from ledger.domain.policy import COUNT_SCHEDULES, DOSAGE_UNITS, PASSKEY_SCOPES, WEEKDAYS
 from ledger.domain.principal import AuthMethod, Meaning, Principal, Role
 from ledger.domain.quantities import parse_amount, parse_count
 from ledger.integrity import canonical as canon
@@ -43,10 +43,14 @@ REFERENCE_DATA = frozenset({Role.ADMINISTRATOR, Role.MANAGER, Role.PHARMACIST})
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 
-def register_registrant(ledger: Ledger, cmd: RegisterRegistrant, *, idempotency_key: str | None = None) -> dict:
+def register_registrant(ledger: Ledger, cmd: RegisterRegistrant, *, idempotency_key: str | None = None,
+                        bootstrap_method: AuthMethod = AuthMethod.CONSOLE_BOOTSTRAP) -> dict:
     """Start a registrant's log: seq 0 registers the location, then its first administrator is
     enrolled and granted the role. Only the console (``csledger init``) and the demo call this;
-    the operator's signature is marked ``console_bootstrap``."""
+    the operator's signature is marked ``console_bootstrap``, or ``demo_seed`` when the demo
+    registers it (``bootstrap_method``: the mark that tells its simulated history apart)."""
+    if bootstrap_method not in (AuthMethod.CONSOLE_BOOTSTRAP, AuthMethod.DEMO_SEED):
+        raise InvalidInput("a registrant is registered from the console or by the demo", field="bootstrap_method")
     dea = parse_dea_number(cmd.dea_number)
     name = text(cmd.name, field="name")
     addr = address(cmd.address, field="address")
@@ -60,7 +64,7 @@ def register_registrant(ledger: Ledger, cmd: RegisterRegistrant, *, idempotency_
 
     def build(ctx: CommandContext) -> dict:
         admin_id = f"S{ctx.next_seq + 1}"
-        bootstrap = Principal(dea, admin_id, admin_name, AuthMethod.CONSOLE_BOOTSTRAP)
+        bootstrap = Principal(dea, admin_id, admin_name, bootstrap_method)
         sig = {
             "staff_id": bootstrap.staff_id, "printed_name": admin_name, "meaning": Meaning.PERFORMED.value,
             "signed_at": format_time(ctx.now), "auth_method": bootstrap.auth_method.value,
@@ -142,7 +146,7 @@ def _second_person(ctx: CommandContext, principal: Principal, approver: Principa
     try:
         return ctx.signature(approver, Meaning.APPROVED, roles=STAFF_ADMIN)
     except (NotFound, Forbidden) as exc:
-        raise type(exc)(exc.reason, field="approver") from None
+        raise type(exc)(exc.reason, field="approver", type_=exc.type) from None
 
 
 def add_product(ledger: Ledger, principal: Principal, cmd: AddProduct, *, idempotency_key: str | None = None) -> dict:
@@ -330,12 +334,17 @@ def set_policy(ledger: Ledger, principal: Principal, cmd: SetPolicy, *, idempote
             raise InvalidInput("closing time must be after opening time", field=f)
         hours[day] = (span[0], span[1])
     reason = text(cmd.reason, field="reason", max_len=500)
+    scopes = tuple(cmd.passkey_required_for or ())
+    for scope in scopes:
+        if scope not in PASSKEY_SCOPES:
+            raise InvalidInput(f"must list only {', '.join(PASSKEY_SCOPES)}", field="passkey_required_for")
+    scopes = tuple(sorted(set(scopes)))
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.APPROVED, roles=POLICY_SETTERS)
         ctx.append(ev.PolicySet(beyond_use_days=bud, late_entry_limit_hours=late, variance_threshold_percent=variance,
                                 count_schedule=cmd.count_schedule, clinic_hours=hours, dosage_unit=cmd.dosage_unit,
-                                reason=reason), signatures=[sig], occurred_at=ctx.now)
+                                reason=reason, passkey_required_for=scopes), signatures=[sig], occurred_at=ctx.now)
         return {}
 
     return run(ledger, principal, "set_policy", cmd, build, idempotency_key)

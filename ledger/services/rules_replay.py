@@ -26,12 +26,19 @@ walks a registrant's chain in ``seq`` order and, for each entry at its place, ch
 - ``alert-closer-not-subject``: nobody acknowledges or resolves an alert about themself;
 - ``stock-never-negative``: no vial's stock goes below zero (from ``projections.movements``);
 - ``recorded-at-order``: ``recorded_at`` never goes backwards along the chain (not applied to
-  ``csledger demo``'s simulated history: see ``SIMULATED``);
+  ``csledger demo``'s simulated history: see ``SIMULATED`` and ``DEMO_REGISTRANT``);
 - ``recorded-before-witnessed``: ``recorded_at`` is no later than the time a witness cosigned the
   first cosigned checkpoint covering the entry (the cosignature's own signed timestamp, verified
   with a witness key of the registrant's witness policies), give or take
   ``common.FUTURE_TOLERANCE`` for the two machines' clocks and the whole-second timestamp.
   Entries no cosigned checkpoint covers yet are not checked against it.
+
+Staff credentials (issue 17): who signs a ``staff_credential_enrolled`` / ``_revoked`` entry is the
+credential chain's rule (``ledger.integrity.credential_chain``), checked by ``signature_check``, not
+repeated here (``CHAIN_RULED``). ``verify --deep`` runs that check on each entry *before* this
+replay and stops at the first entry whose staff signatures fail, so a role entry forced in after
+the root credential without its signers' own signatures is never counted here, as the live
+server's ``Authority`` never counts it.
 
 The first three entries are the console's bootstrap (``reference.register_registrant``): the
 registrant, its first administrator enrolled and granted ``administrator`` by themself.
@@ -64,6 +71,7 @@ from ledger.integrity.checkpoints import (
     parse_signature_line,
     verify_cosignature,
 )
+from ledger.integrity.credential_chain import CREDENTIAL_KINDS
 from ledger.services.administration import ADMINISTERERS, CLINICIANS
 from ledger.services.alerts import REGISTRATION_RECORDERS
 from ledger.services.breakage import RECORDERS
@@ -118,17 +126,22 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
 
 ROLES = frozenset(r.value for r in Role)
 
+#: Kinds whose signers the credential chain rules (``credential_chain``, via ``signature_check``).
+CHAIN_RULED = frozenset(CREDENTIAL_KINDS)
+
 #: Kinds whose second signature may be the actor's own, when nobody else could approve.
 ALONE_KINDS = frozenset({"staff_enrolled", "role_granted", "role_revoked"})
 
 BOOTSTRAP = ("registrant_registered", "staff_enrolled", "role_granted")
 
 #: ``csledger demo`` records eight simulated weeks on a script's clock, which steps back between
-#: scripted commands (``api.cli.demo.SimClock``); its signatures are all ``demo_seed`` (never
-#: used outside the demo data set) after the console's bootstrap. ``recorded-at-order`` is not
-#: applied while every signature of the chain so far is one of these; the first real login's
-#: signature ends that for the rest of the chain.
+#: scripted commands (``api.cli.demo.SimClock``). ``recorded-at-order`` is not applied while every
+#: signature of the chain so far is one of these (the console's bootstrap, older demo data); the
+#: first real login's signature ends that for the rest of the chain. Since issue 17 the demo's
+#: people sign with their own keys (``password_key``), so a registrant the demo registered is
+#: told by its seq 0 instead: signed ``demo_seed`` (``DEMO_REGISTRANT``), never by ``init``.
 SIMULATED = frozenset({AuthMethod.DEMO_SEED.value, AuthMethod.CONSOLE_BOOTSTRAP.value})
+DEMO_REGISTRANT = AuthMethod.DEMO_SEED.value
 
 
 class RuleBroken(Exception):
@@ -141,6 +154,8 @@ def _slots(e: dict[str, Any], n_signatures: int) -> tuple[Slot, ...] | None:
     kind = e["kind"]
     if kind in SIGNATURES:
         return SIGNATURES[kind]
+    if kind in CHAIN_RULED:
+        return None  # checked by ``signature_check`` (the server's own rules) before the replay
     if kind == "inventory_taken":  # the witness is optional
         return ((PERFORMED, INVENTORY_TAKERS),) + (((WITNESSED, WITNESSES),) if n_signatures > 1 else ())
     if kind == "stock_destroyed":  # Form 41: two witnesses at least
@@ -254,6 +269,8 @@ class RulesReplay:
         self.bootstrap_id: str | None = None
         #: Until someone signs with a real login, the chain may be ``csledger demo``'s simulation.
         self.simulated = True
+        #: The registrant was registered by ``csledger demo`` (seq 0 signed ``demo_seed``).
+        self.demo = False
         self.cosigned = _Cosigned(conn, registrant)
 
     def check(self, e: dict[str, Any]) -> str | None:
@@ -277,7 +294,9 @@ class RulesReplay:
         seq = e["seq"]
         at = _time(e.get("recorded_at"), "recorded_at")
         sigs = e.get("signatures")
-        if self.simulated and isinstance(sigs, list):
+        if seq == 0 and isinstance(sigs, list) and sigs and isinstance(sigs[0], dict):
+            self.demo = sigs[0].get("auth_method") == DEMO_REGISTRANT
+        if self.simulated and not self.demo and isinstance(sigs, list):
             self.simulated = all(isinstance(s, dict) and s.get("auth_method") in SIMULATED for s in sigs)
         if self.last is not None and at < self.last[1] and not self.simulated:
             raise RuleBroken("recorded-at-order", f"recorded at {e['recorded_at']}, before entry {self.last[0]} "

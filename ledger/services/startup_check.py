@@ -210,7 +210,7 @@ class ChainGuard:
                 found.setdefault(p.registrant, str(p))
         if self.pinned is not None:
             clean = {r: s for r, s in report.registrants.items() if r not in found}
-            for p in check_pinned(self.ledger, self.pinned, clean, report.roots):
+            for p in check_pinned(self.ledger, self.pinned, clean, report.roots, staff=report.staff):  # + staff root
                 found.setdefault(p.registrant, str(p))
         for reg, why in found.items():
             self._refuse(reg, f"periodic verify: {why}")

@@ -17,8 +17,15 @@ Deep (``verify --deep``), in addition:
   signers held the roles its command needs, two people signed where the rules demand, no vial
   went below zero, ``recorded_at`` kept its order and preceded the witness's cosignature. The
   first entry that breaks a rule is named with the rule.
+Both passes, staff signatures (issue 17, ``signature_check``): from the registrant's root
+  credential on, every signature of every entry must verify against the credential enrolled for
+  that person at that point (fast: the bytes are decoded for it; deep: before the rules are
+  replayed, so an entry whose signatures fail is named for that, and its roles never count);
+  a statement nonce used twice fails; the entries before the root are reported once as unsigned
+  history. The time spent on signatures is kept apart (``signature_seconds``).
 
-Memory: the fast pass keeps O(log n) hashes per registrant; the deep pass keeps the rebuilt
+Memory: the fast pass keeps O(log n) hashes per registrant (and the signature check one nonce
+per signature after the root); the deep pass keeps the rebuilt
 projections (reference data and vials) and the replay's staff, roles and vial balances, never
 the entries.
 """
@@ -26,6 +33,7 @@ the entries.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +46,7 @@ from ledger.domain.entries import EVENT_TYPES
 from ledger.domain.errors import IntegrityFailure, InvalidInput
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
+from ledger.services.signature_check import StaffSignatureCheck, StaffSignatureSummary
 from ledger.storage.store import (
     Ledger,
     entries_t,
@@ -62,10 +71,24 @@ class VerifyReport:
     #: Held checkpoints the entries reached: label -> "registrant size N".
     held: dict[str, str] = field(default_factory=dict)
     problems: list[IntegrityFailure] = field(default_factory=list)
+    #: Staff signatures per registrant (issue 17), for the registrants that passed.
+    staff: dict[str, StaffSignatureSummary] = field(default_factory=dict)
+    #: Seconds spent in the whole verification, and in the staff-signature checks within it.
+    seconds: float = 0.0
+    signature_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def staff_lines(self) -> list[str]:
+        """The staff-signature lines a verifier prints: each registrant's unsigned history (once),
+        its signature counts and root credential fingerprint, then the time apart from the chain's."""
+        lines = [line for reg in sorted(self.staff) for line in self.staff[reg].lines()]
+        if self.staff:
+            lines.append(f"staff signatures checked in {self.signature_seconds:.3f} s of {self.seconds:.3f} s "
+                         f"(chain and the rest: {max(self.seconds - self.signature_seconds, 0.0):.3f} s)")
+        return lines
 
 
 class _Stop(Exception):
@@ -130,6 +153,7 @@ def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
     not parse, or one for a registrant not being verified, raises ``InvalidInput``.
     """
     report = VerifyReport(deep=deep)
+    started = time.perf_counter()
     with ledger.reading() as conn:
         q = sa.select(entries_t.c.registrant).distinct()
         if registrant is not None:
@@ -138,15 +162,20 @@ def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
         held = _held_targets(conn, held_checkpoints, registrants, report)
         state = projections.MemoryStateView() if deep else None
         for reg in registrants:
+            staff = StaffSignatureCheck(reg)
             try:
-                n = _verify_registrant(conn, reg, report, state, progress, held.get(reg, {}))
+                n = _verify_registrant(conn, reg, report, state, progress, held.get(reg, {}), staff)
                 report.registrants[reg] = n
+                report.staff[reg] = staff.summary()
             except _Stop:
                 report.registrants.setdefault(reg, 0)
+            finally:
+                report.signature_seconds += staff.seconds
         if deep and not report.problems:
             _compare_projections(conn, state, report, registrant)
         if deep and not report.problems:
             _verify_patient_registry(conn, state, report, registrant, patient_keys)
+    report.seconds = time.perf_counter() - started
     return report
 
 
@@ -196,8 +225,10 @@ def _held_targets(conn: Connection, held: Sequence[tuple[str, bytes | str]], reg
 
 def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
                        state: projections.MemoryStateView | None, progress,
-                       held: dict[int, list[tuple[str, bytes]]] | None = None) -> int:
+                       held: dict[int, list[tuple[str, bytes]]] | None = None,
+                       staff: StaffSignatureCheck | None = None) -> int:
     deep = state is not None
+    staff = staff if staff is not None else StaffSignatureCheck(reg)  # issue 17: in both passes
     r = raw(conn)
     cols = "seq, prev_hash, leaf_hash, canonical"
     if deep:
@@ -247,8 +278,13 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         if prev_hash != prev:
             _fail(report, reg, seq, "chain broken: prev_hash is not the previous entry's leaf hash")
         if deep:
-            pending_move = _deep_entry(report, reg, row, bytes(canonical), prev, state, moves, pending_move, replay)
+            pending_move = _deep_entry(report, reg, row, bytes(canonical), prev, state, moves, pending_move,
+                                       replay, staff)
             _deep_nodes(report, reg, seq, leaf, frontier, levels)
+        else:
+            signed = staff.feed_bytes(seq, canonical)
+            if signed is not None:
+                _fail(report, reg, seq, signed.text)
         # Inline RFC 9162 accumulation (RootAccumulator.push without its argument checks): the
         # stack holds one perfect-subtree root per set bit of the size so far.
         level = 0
@@ -383,7 +419,7 @@ def _verify_all_checkpoints(conn: Connection, reg: str, size: int, report: Verif
         last = rows[-1]["tree_size"]
 
 
-def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move, replay=None):
+def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_move, replay=None, staff=None):
     seq, kind, schema_version, occurred_at, recorded_at = row[0], row[4], row[5], row[6], row[7]
     try:
         obj = canon.decode(data)
@@ -401,6 +437,10 @@ def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_
             _fail(report, reg, seq, f"copied column {key!r} is {column!r} but the entry says {obj.get(key)!r}")
     if obj["kind"] not in EVENT_TYPES:
         _fail(report, reg, seq, f"unknown entry kind {obj['kind']!r}")
+    if staff is not None:  # issue 17: before the replay, so a forged entry is named for its signatures
+        signed = staff.feed(obj, seq=seq)
+        if signed is not None:
+            _fail(report, reg, seq, signed.text)
     for line, (vial_id, ndc_key, ml) in enumerate(projections.movements(obj)):
         m = pending_move
         if m is None or (m.seq, m.line) != (seq, line):

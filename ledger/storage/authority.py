@@ -33,6 +33,7 @@ from ledger.integrity.credential_chain import (
     APPROVER_ROLES,
     Credential,
     RelyingParty,
+    check_authority_binding,
     check_enrolment,
     check_entry,
 )
@@ -75,6 +76,9 @@ class Authority:
     #: Seq of the root credential: from it on every signature must be a staff signature.
     root_seq: int | None = None
     relying_party: RelyingParty | None = None
+    #: Statement nonces of the signed authority entries -> the last seq carrying each: a nonce is
+    #: single-use, except on the very next entry of the same command (an enrolment's role grants).
+    _nonces: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def signing_required(self) -> bool:
@@ -109,6 +113,19 @@ class Authority:
         usernames = dict(self._usernames)
         creds = dict(self.credentials)
         root_seq, rp = self.root_seq, self.relying_party
+        nonces = dict(self._nonces)
+        last_authority_seq = self.head_seq
+
+        def username_of(sid: str) -> str | None:
+            rec = staff.get(sid)
+            return rec.username if rec is not None else None
+
+        def fresh(statements: list[dict], seq: int) -> None:
+            """Refuse a nonce seen before, unless on the entry right before, of the same command."""
+            for st in statements:
+                at = nonces.get(st["nonce"])
+                if at is not None and not (at == seq - 1 and at == last_authority_seq):
+                    raise SignatureInvalid(f"a signature of entry {at} copied onto entry {seq}")
 
         def roles_of(sid: object) -> frozenset[str]:
             return frozenset(roles.get(sid, ())) if isinstance(sid, str) else frozenset()
@@ -123,7 +140,14 @@ class Authority:
             # well-formed entry, but cannot sign it as a manager (``verify`` names such entries).
             try:
                 if kind == "staff_credential_enrolled":
-                    new, rp = check_enrolment(entry, creds, rp, roles_of, is_root=root_seq is None)
+                    new, rp = check_enrolment(entry, creds, rp, roles_of, is_root=root_seq is None,
+                                              names={k: v.printed_name for k, v in staff.items()})
+                    statements = [s["statement"] for s in entry["signatures"]]
+                    check_authority_binding(entry, statements[0], username_of)
+                    fresh(statements, seq)
+                    for st in statements:
+                        nonces[st["nonce"]] = seq
+                    last_authority_seq = seq
                     old = entry.get("replaces")
                     if isinstance(old, str) and old in creds and creds[old].staff_id == sid:
                         creds[old] = replace(creds[old], revoked_seq=seq)
@@ -134,7 +158,12 @@ class Authority:
                     if kind == "staff_credential_revoked":
                         continue
                 else:
-                    check_entry(entry, creds, rp)
+                    statements = check_entry(entry, creds, rp, names={k: v.printed_name for k, v in staff.items()})
+                    check_authority_binding(entry, statements[0], username_of)
+                    fresh(statements, seq)
+                    for st in statements:
+                        nonces[st["nonce"]] = seq
+                    last_authority_seq = seq
                 if kind == "staff_credential_revoked":
                     cred = creds.get(entry.get("credential_id"))
                     signer = entry["signatures"][0].get("staff_id")
@@ -153,7 +182,7 @@ class Authority:
                 roles.get(sid, set()).discard(entry["role"])
         return Authority(self.registrant, head_seq, head_hash, MappingProxyType(staff),
                          MappingProxyType({sid: frozenset(held) for sid, held in roles.items() if held}),
-                         MappingProxyType(usernames), MappingProxyType(creds), root_seq, rp)
+                         MappingProxyType(usernames), MappingProxyType(creds), root_seq, rp, MappingProxyType(nonces))
 
 
 def _decode(registrant: str, seq: int, kind: str, data: bytes) -> dict | None:

@@ -329,6 +329,20 @@ PREPARE: dict[str, Callable[[World], Prep]] = {
     "resolve_alert": lambda w: Prep(path={"alert_id": w.alert()}),
 }
 
+#: Write routes this sweep does not drive, and why. Their bad input is swept by
+#: ``tests/api/test_staff_signatures.py::test_bad_input_on_the_signing_routes`` instead: the
+#: sweep's clinic signs in process, unsigned (no root credential), and must stay so; the first
+#: signing key made here would be the registrant's root, after which every in-process command of
+#: ``World`` would need staff signers; and the passkey routes take authenticator answers that
+#: only a (software) authenticator can make.
+NOT_SWEPT = {
+    "enrol_signing_key": "would make the sweep's registrant require staff signatures",
+    "passkey_registration_options": "needs a root credential (a signing registrant)",
+    "passkey_registration": "needs an authenticator's registration answer",
+    "enrol_passkey": "needs an authenticator's assertion over the enrolment statement",
+    "revoke_credential": "needs an enrolled credential (a signing registrant)",
+}
+
 #: Fields a login or a witness's sign-in checks against the credentials: a well-formed wrong
 #: value is a 401 (the same for a wrong username and a wrong password, on purpose).
 CREDENTIALS = {"login": {"username", "password", "totp"}, "create_witness_assertion": {"username", "password", "totp"},
@@ -821,7 +835,7 @@ class Sweep:
             for method, op in ops.items():
                 if method == "get":
                     self.read(path, op)
-                else:
+                elif self.routes[(path, method)].name not in NOT_SWEPT:
                     self.write(path, method, op)
 
 
@@ -863,5 +877,6 @@ def test_every_write_route_has_its_preconditions(ledger):
     routes = api_routes(api.client.app)
     writes = [routes[(p, m)].name for p, ops in doc["paths"].items() for m in ops if m != "get"]
     assert len(writes) >= 29
-    assert [n for n in writes if n not in PREPARE] == []
+    assert [n for n in writes if n not in PREPARE and n not in NOT_SWEPT] == []
+    assert set(NOT_SWEPT) <= set(writes), "NOT_SWEPT rows for routes that are gone"
     assert sorted(set(PREPARE) - set(writes)) == [], "rows for routes that are gone"

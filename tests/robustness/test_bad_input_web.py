@@ -206,6 +206,20 @@ class World:
     def new_discrepancy(self) -> None:
         self.discrepancy = open_discrepancy(self.ledger, self.clinic)
 
+    def ensure_root(self) -> None:
+        """The registrant's root credential (this login's password key), made as the signing-key
+        page makes it, unless the signing-key form's valid submission made it already."""
+        from ledger.domain.principal import AuthMethod, Principal
+        from ledger.storage.authority import authority_at
+
+        with self.ledger.reading() as conn:
+            if authority_at(conn, DEA).signing_required:
+                return
+        auth, member = self.api.auth, self.api.auth.store.staff_by_username(DEA, USER)
+        auth.enrol_signing_key(member, Principal(DEA, member.staff_id, member.printed_name, AuthMethod.PASSWORD),
+                               PASSWORD, rp_id=auth.settings.webauthn_rp_id, origins=tuple(auth.settings.webauthn_origins))
+        self.login()  # a sign-in made before the key existed holds none
+
     def reset_password(self) -> None:
         self.api.set_password(USER)
         self.login()
@@ -509,6 +523,13 @@ FORMS = [
                             "lines-0-lot": "KA2700", "lines-0-expiry": "2028-06-30", "action": "record"}),
     Spec("/ui/{dea}/reports", lambda w: "reports", fill=lambda w, f: {"kind": "receiving"}),
     Spec("/ui/{dea}/status", lambda w: "status"),
+    # issue 17, after every form that records stock (the sign-in forms that follow record nothing): the
+    # first valid submission makes the registrant's root credential (this login holds the
+    # administrator role), and from then on every entry needs its signers' own keys
+    Spec("/ui/{dea}/me/signing-key", lambda w: "me/signing-key", fill=lambda w, f: {"password": PASSWORD}),
+    # "Add a passkey" (step 1 of its enrolment; steps 2 and 3 need an authenticator's answers:
+    # tests/web/test_pages_signatures.py), offered once the root exists
+    Spec("/ui/{dea}/me/passkeys", lambda w: "me/signing-key", prepare=World.ensure_root),
     Spec("/ui/{dea}/login", lambda w: "login", fill=lambda w, f: {"username": USER, "password": PASSWORD}),
     Spec("/ui/{dea}/logout", lambda w: "", prepare=World.login),
     Spec("/ui/{dea}/password", lambda w: "password", prepare=World.reset_password,

@@ -14,6 +14,8 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,21 +143,22 @@ class Server:
     ui: str = ""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web")
-    seeded = seed(tmp)
-    port = _free_port()
+@contextmanager
+def serving(tmp: Path, seeded: Seeded, *, port: int | None = None, host: str = "127.0.0.1",
+            env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``csledger serve`` on ``seeded``'s database at http://<host>:<port> until the block ends;
+    afterwards its log must hold no password, token or patient name."""
+    port = port or _free_port()
     env = {**os.environ, "CSLEDGER_KEY_DIR": str(seeded.key_dir), "CSLEDGER_WEB_COOKIE_SECURE": "0",
-           "CSLEDGER_PATIENT_KEY": seeded.patient_key}
+           "CSLEDGER_PATIENT_KEY": seeded.patient_key, **(env or {})}
     log = open(tmp / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(CSLEDGER + ["serve", "--db", seeded.db, "--port", str(port)], cwd=tmp,
                             stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     deadline = time.time() + 60
     while True:
         try:
-            httpx.get(f"{base}/healthz", timeout=2)
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
             break
         except httpx.TransportError:
             if time.time() > deadline or proc.poll() is not None:
@@ -171,6 +174,13 @@ def server(tmp_path_factory):
         text = (tmp / "server.log").read_text()
         assert PASSWORD not in text and "csl_" not in text  # no secrets in the server's log
         assert "Jordan" not in text  # no patient name either
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web")
+    with serving(tmp, seed(tmp)) as s:
+        yield s
 
 
 @pytest.fixture

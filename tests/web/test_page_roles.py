@@ -75,6 +75,11 @@ PAGES: dict[tuple[str, str], frozenset[str]] = {
     # Any login opens the page, but an entry is shown only to its signer (here the nurse who
     # recorded the receipt) and to managers, compliance officers and auditors.
     ("GET", "/ui/{dea}/entries/{seq}"): frozenset({N, M, C, A}),
+    # issue 17: one's own signatures and signing credentials, for every login
+    ("GET", "/ui/{dea}/me/signatures"): ANY,
+    ("GET", "/ui/{dea}/me/signing-key"): ANY,
+    ("POST", "/ui/{dea}/me/signing-key"): ANY,
+    ("POST", "/ui/{dea}/me/passkeys"): ANY,
 }
 #: Refusals that are not the page's role check, with their message.
 REFUSED_BECAUSE = {("GET", "/ui/{dea}/entries/{seq}"): "you may see the entries you signed; this one is not yours"}
