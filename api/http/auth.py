@@ -508,6 +508,7 @@ class Authenticator:
         if row["revoked_at"] is not None:
             raise Unauthorized("this session was ended; log in again", type_="token-revoked")
         if now_text >= row["expires_at"]:
+            self.store.revoke(th, now_text, "expired")  # drops its sealed signing key too
             raise Unauthorized("this session has expired; log in again", type_="token-expired")
         if row["last_used_at"] < format_time(now - timedelta(minutes=self.settings.session_idle_minutes)):
             self.store.revoke(th, now_text, "idle timeout")

@@ -227,9 +227,10 @@ class AuthStore:
 
     def revoke(self, token_hash: str, now: str, reason: str) -> None:
         with self.engine.begin() as conn:
+            # The sealed signing key goes with the session: a token leaked later opens nothing.
             conn.execute(session_t.update().where(session_t.c.token_hash == token_hash,
                                                   session_t.c.revoked_at.is_(None))
-                         .values(revoked_at=now, revoked_reason=reason))
+                         .values(revoked_at=now, revoked_reason=reason, signing_key=None))
 
     def revoke_all(self, registrant: str, staff_id: str, now: str, reason: str) -> int:
         with self.engine.begin() as conn:
@@ -239,7 +240,7 @@ class AuthStore:
     def _revoke_all(conn, registrant: str, staff_id: str, now: str, reason: str) -> int:
         return conn.execute(session_t.update().where(
             session_t.c.registrant == registrant, session_t.c.staff_id == staff_id,
-            session_t.c.revoked_at.is_(None)).values(revoked_at=now, revoked_reason=reason)).rowcount
+            session_t.c.revoked_at.is_(None)).values(revoked_at=now, revoked_reason=reason, signing_key=None)).rowcount
 
     # --- witness assertions ---------------------------------------------------------------------
 

@@ -299,3 +299,16 @@ def test_signing_key_password_guesses_are_throttled(sapi):
         assert r.status_code == 401, r.text
     r = sapi.client.post(sapi.url("/me/signing-key"), json={"password": PASSWORD}, headers=sapi.headers("nora"))
     assert r.status_code == 429, r.text
+
+
+def test_an_ended_session_keeps_no_sealed_key(sapi):
+    """Logging out (or any revocation) drops the session's sealed signing key: a bearer token
+    leaked later, with a copy of the database taken later, opens nothing."""
+    token = sapi.token("nora")
+    th = hashlib.sha256(token.encode()).hexdigest()
+    with sapi.ledger.engine.connect() as c:
+        assert c.execute(sa.text("SELECT signing_key FROM api_sessions WHERE token_hash = :t"), {"t": th}).scalar()
+    r = sapi.client.delete(sapi.url("/sessions/current"), headers=sapi.headers("nora"))
+    assert r.status_code == 204
+    with sapi.ledger.engine.connect() as c:
+        assert c.execute(sa.text("SELECT signing_key FROM api_sessions WHERE token_hash = :t"), {"t": th}).scalar() is None
