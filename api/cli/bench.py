@@ -181,7 +181,7 @@ def _grow(ledger: Ledger, nurse: Principal, supplier_id: str, target: int, start
 
         # The request is a receipt's fields, so a signed fill entry's statement is the size of a
         # real receipt's.
-        ledger.execute(dea, "bench_fill", request_fields(_receipt(supplier_id, i)), build, principal_id=nurse.staff_id)
+        ledger.execute(dea, "receive_stock", request_fields(_receipt(supplier_id, i)), build, principal_id=nurse.staff_id)
         i += batch
 
 

@@ -649,12 +649,30 @@ class Authenticator:
                                field="Witness-Assertion")
         if row.get("method") == ss.PASSKEY:
             signer: Any = ss.PasskeySigner(row["nonce"], response)
+            if response is not None:
+                self._preverify(signer, member)
             auth_method = AuthMethod.PASSWORD  # replaced by "passkey" in the signature itself
         else:
             signer = self._signer(member.registrant, member.staff_id, row.get("signing_key"), token)
             auth_method = AuthMethod(row["auth_method"])
         return Witness(Principal(member.registrant, member.staff_id, member.printed_name, auth_method, signer=signer),
                        member.roles)
+
+    def _preverify(self, signer: ss.PasskeySigner, member: StaffMember) -> None:
+        """The passkey's signature is verified here, before the command takes the registrant's
+        lock; under the lock only its binding to the statement is left (a hash)."""
+        from ledger.storage.authority import authority_at
+
+        with self.store.ledger.reading() as conn:
+            authority = authority_at(conn, member.registrant)
+        cred = authority.credentials.get(signer.credential_id or "")
+        if cred is None or cred.staff_id != member.staff_id or not cred.active:
+            return  # the command refuses it, naming the credential, under the lock
+        try:
+            signer.preverify(cred, authority.relying_party)
+        except ss.SignatureInvalid as exc:
+            raise InvalidInput(f"{member.printed_name}'s signature: {exc.reason}", type_="signature-invalid",
+                               field="Passkey-Signature") from None
 
     def _passkey_response(self, row: dict, responses: list[dict]) -> dict | None:
         """The authenticator answer (from ``Passkey-Signature``) made with one of this witness's passkeys."""

@@ -33,6 +33,35 @@ from ledger.integrity.staff_signatures import (
 )
 
 CREDENTIAL_KINDS = ("staff_credential_enrolled", "staff_credential_revoked")
+
+#: The entries each signed command writes: a statement signs a command (its ``kind``), and an
+#: entry carrying it must be one that command writes. ``CommandContext.append`` refuses any other
+#: pairing, so a new command without its row here fails the first test that runs it.
+COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kinds in {
+    "register_registrant": ("registrant_registered", "staff_enrolled", "role_granted"),
+    "add_product": ("product_added",), "add_supplier": ("supplier_added",),
+    "enroll_staff": ("staff_enrolled", "role_granted"), "grant_role": ("role_granted",),
+    "revoke_role": ("role_revoked",), "set_policy": ("policy_set",),
+    "enrol_credential": ("staff_credential_enrolled",), "revoke_credential": ("staff_credential_revoked",),
+    "take_inventory": ("inventory_taken",), "receive_stock": ("stock_received",),
+    "register_patient": ("patient_registered",), "change_patient_details": ("patient_details_changed",),
+    "administer_dose": ("dose_administered", "dose_wasted"), "record_waste": ("dose_wasted",),
+    "start_count": ("count_started",), "submit_count": ("stock_counted",),
+    "resolve_discrepancy": ("discrepancy_resolved", "loss_adjusted"),
+    "record_breakage": ("breakage_recorded",), "correct_entry": ("entry_corrected",),
+    "destroy_stock": ("stock_destroyed",), "transfer_stock": ("stock_transferred",),
+    "return_stock": ("stock_returned",), "report_theft_or_loss": ("theft_or_loss_reported",),
+    "quarantine_stock": ("stock_quarantined",), "release_quarantine": ("quarantine_released",),
+    "store_document": ("document_stored",),
+    "alert_acknowledged": ("alert_acknowledged",), "alert_resolved": ("alert_resolved",),
+    "record_registration_expiry": ("registration_expiry_recorded",),
+}.items()}
+
+
+def check_command_writes(command: str, kind: str) -> None:
+    """Refuse an entry of ``kind`` under a statement of ``command`` that never writes it."""
+    if kind not in COMMAND_KINDS.get(command, frozenset()):
+        raise SignatureInvalid(f"the signed command ({command}) does not write {kind} entries")
 APPROVER_ROLES = frozenset({"manager", "administrator"})
 
 
@@ -131,6 +160,7 @@ def check_entry(entry: dict, credentials: Mapping[str, Credential], rp: RelyingP
     for st in statements[1:]:
         if st["kind"] != first["kind"] or st["command"] != first["command"]:
             raise SignatureInvalid("the signers of this entry signed different commands")
+    check_command_writes(first["kind"], entry.get("kind"))
     return statements
 
 
@@ -221,6 +251,6 @@ def check_enrolment(entry: dict, credentials: Mapping[str, Credential], rp: Rely
 
 
 __all__ = [
-    "APPROVER_ROLES", "CREDENTIAL_KINDS", "check_authority_binding", "Credential", "RelyingParty", "check_enrolment", "check_entry",
+    "APPROVER_ROLES", "COMMAND_KINDS", "CREDENTIAL_KINDS", "check_authority_binding", "check_command_writes", "Credential", "RelyingParty", "check_enrolment", "check_entry",
     "check_signature", "credential_from_entry",
 ]

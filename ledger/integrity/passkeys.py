@@ -376,6 +376,27 @@ def verify_assertion(proof: dict, *, statement_bytes: bytes, public_key: str, rp
     ``authenticator_data || SHA-256(client_data_json)`` verifies with the COSE ``public_key``.
     The sign counter and attestation are not used. Raises :class:`PasskeyError` naming the check.
     """
+    _verify(proof, challenge_for(statement_bytes), public_key=public_key, rp_id=rp_id, origins=origins)
+
+
+def signed_challenge(proof: dict, *, public_key: str, rp_id: str, origins: list[str]) -> bytes:
+    """Every check of :func:`verify_assertion` but the statement's: returns the challenge the
+    authenticator signed, which the caller compares with ``challenge_for(statement)`` later (a hash
+    and a comparison). Lets the server verify a passkey's signature before it takes the
+    registrant's lock, when the statement's fields are not all known yet."""
+    if not isinstance(proof, dict):
+        raise PasskeyError("proof: not a JSON object")
+    client_data = b64url_decode(proof.get("client_data_json"), "client data")
+    try:
+        claimed = json.loads(client_data.decode("utf-8")).get("challenge")
+        challenge = b64url_decode(claimed, "challenge")
+    except (UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise PasskeyError(f"client data: no challenge ({exc})") from exc
+    _verify(proof, challenge, public_key=public_key, rp_id=rp_id, origins=origins)
+    return challenge
+
+
+def _verify(proof: dict, challenge: bytes, *, public_key: str, rp_id: str, origins: list[str]) -> None:
     if not isinstance(proof, dict):
         raise PasskeyError("proof: not a JSON object")
     extra = set(proof) - set(_PROOF_FIELDS)
@@ -386,7 +407,6 @@ def verify_assertion(proof: dict, *, statement_bytes: bytes, public_key: str, rp
     auth_bytes = b64url_decode(proof.get("authenticator_data"), "authenticator data")
     client_data = b64url_decode(proof.get("client_data_json"), "client data")
     signature = b64url_decode(proof.get("signature"), "signature")
-    challenge = challenge_for(statement_bytes)
 
     _check_client_data(client_data, expected_type="webauthn.get", challenge=challenge,
                        origins=origins)

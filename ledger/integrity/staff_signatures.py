@@ -235,6 +235,23 @@ class PasskeySigner:
         self.response = response
         cid = response.get("id") if isinstance(response, dict) else None
         self.credential_id: str | None = cid if isinstance(cid, str) else None
+        #: (credential id, public key, proof, signed challenge) once ``preverify`` passed.
+        self._checked: tuple[str, str, dict, bytes] | None = None
+
+    def preverify(self, credential: Any, relying_party: Any) -> None:
+        """Verify the authenticator's signature (the costly part) before the registrant's lock is
+        taken; ``sign`` then only checks that the signed challenge is the statement's."""
+        from ledger.integrity import passkeys
+
+        if relying_party is None:
+            raise SignatureInvalid("this registrant fixed no WebAuthn relying party at init")
+        try:
+            proof = passkeys.proof_from_response(self.response)
+            challenge = passkeys.signed_challenge(proof, public_key=credential.public_key,
+                                                  rp_id=relying_party.rp_id, origins=list(relying_party.origins))
+        except passkeys.PasskeyError as exc:
+            raise SignatureInvalid(f"the passkey assertion does not verify: {exc.reason}") from None
+        self._checked = (credential.credential_id, credential.public_key, proof, challenge)
 
     def challenge(self, staff_id: str, st: dict, credentials: list, relying_party: Any) -> dict:
         from ledger.integrity import passkeys
@@ -248,6 +265,14 @@ class PasskeySigner:
     def sign(self, st_bytes: bytes, credential: Any = None, relying_party: Any = None) -> dict:
         from ledger.integrity import passkeys
 
+        checked = self._checked
+        if checked is not None and checked[:2] == (credential.credential_id, credential.public_key):
+            # Verified before the lock; the credential is still this one (the caller checked it is
+            # enrolled and active under the lock): only the statement binding is left.
+            if not hmac.compare_digest(checked[3], passkeys.challenge_for(st_bytes)):
+                raise SignatureInvalid("the passkey assertion does not verify: challenge: the signed statement "
+                                       "differs")
+            return checked[2]
         if relying_party is None:
             raise SignatureInvalid("this registrant fixed no WebAuthn relying party at init")
         try:

@@ -39,6 +39,7 @@ from ledger.domain.errors import (
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle, staff_signatures
+from ledger.integrity.credential_chain import COMMAND_KINDS
 from ledger.storage.authority import Authority, authority_at
 from ledger.storage.engine import (  # noqa: F401  (re-exported)
     MIGRATIONS_DIR,
@@ -218,6 +219,9 @@ class CommandContext:
     #: The command's name and its fields as submitted: what every staff signature's statement covers.
     command: str = ""
     request: dict[str, Any] = field(default_factory=dict)
+    #: Refuse (TypeError) a staff-signed entry its statement's command never writes
+    #: (``COMMAND_KINDS``); only tests playing an attacker who writes entries by hand turn it off.
+    guard_command_kinds: bool = True
     after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
 
     def authority(self) -> Authority:
@@ -325,6 +329,12 @@ class CommandContext:
             "prev": self.head_hash,
             **body,
         }
+        for sig in signatures if self.guard_command_kinds else ():
+            st = sig.get("statement") if isinstance(sig, dict) else None
+            if st is not None and event.kind not in COMMAND_KINDS.get(st["kind"], ()):
+                # A programming error, not bad input: the command is missing from COMMAND_KINDS
+                # (every verifier would refuse the entry).
+                raise TypeError(f"command {st['kind']} is not known to write {event.kind} entries (COMMAND_KINDS)")
         data = canon.canonical_bytes(obj)
         leaf = canon.leaf_hash(data)
         r = self.view.raw

@@ -312,3 +312,25 @@ def test_an_ended_session_keeps_no_sealed_key(sapi):
     assert r.status_code == 204
     with sapi.ledger.engine.connect() as c:
         assert c.execute(sa.text("SELECT signing_key FROM api_sessions WHERE token_hash = :t"), {"t": th}).scalar() is None
+
+
+def test_a_bad_passkey_signature_is_refused_before_the_lock(sapi):
+    """The authenticator's signature is checked when the witness assertion is redeemed, before the
+    command takes the registrant's lock: a tampered one is a 422 naming Passkey-Signature."""
+    device = SoftAuthenticator(rp_id="localhost", origin=ORIGIN)
+    enrol_passkey(sapi, "ned", "avery", device)
+    vials, patient = setup_floor(sapi)
+    body = json.dumps(infusion(patient, vials[0])).encode()
+    a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
+        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
+    headers = sapi.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
+                                     "Idempotency-Key": "pk-9"})
+    need = sapi.client.post(sapi.url("/administrations"), content=body, headers=headers).json()["signature_needed"]
+    answer = device.assert_(need["public_key"])
+    sig = bytearray(base64.urlsafe_b64decode(answer["response"]["signature"] + "=="))
+    sig[-1] ^= 1
+    answer["response"]["signature"] = base64.urlsafe_b64encode(bytes(sig)).rstrip(b"=").decode()
+    before = entry_count(sapi)
+    r = sapi.client.post(sapi.url("/administrations"), content=body, headers={**headers, "Passkey-Signature": b64json(answer)})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Passkey-Signature", r.text
+    assert entry_count(sapi) == before

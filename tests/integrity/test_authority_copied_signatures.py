@@ -38,3 +38,16 @@ def test_copied_signatures_grant_nothing_on_the_server(ledger, tmp_path):
     destruction = entry(ledger, chain.destroy_seq)
     force(ledger, "role_granted", {"staff_id": chain.nurse2.staff_id, "role": "manager"}, destruction["signatures"])
     assert "manager" not in roles(ledger, chain.nurse2.staff_id)
+
+
+def test_signatures_of_another_command_fail_every_checker(ledger, tmp_path):
+    """Genuine signatures of one command (a waste), all alike, on an entry that command never
+    writes (a Form 41): the statement does not describe the entry."""
+    from tests.integrity.test_staff_signatures_verify import assert_all_refuse, forged_destruction_body, key_sig
+
+    chain = signed_clinic(ledger, tmp_path)
+    (pk, pcid), (nk, ncid) = chain.keys["pharmacist"], chain.keys["nurse"]
+    sigs = [key_sig(chain.pharmacist, "performed", pk, pcid, command="record_waste", fields={"type": "RecordWaste"}),
+            key_sig(chain.nurse, "witnessed", nk, ncid, command="record_waste", fields={"type": "RecordWaste"})]
+    seq = force(ledger, "stock_destroyed", forged_destruction_body(chain, chain.vials[2:4]), sigs)
+    assert_all_refuse(chain, seq, "the signed command (record_waste) does not write stock_destroyed entries")
