@@ -58,10 +58,50 @@ COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kin
 }.items()}
 
 
-def check_command_writes(command: str, kind: str) -> None:
-    """Refuse an entry of ``kind`` under a statement of ``command`` that never writes it."""
+#: Entries whose every vial the signed command names itself (not chosen by the server: a receipt
+#: numbers new vials, a waste or a loss adjustment finds its vials from other records).
+NAMES_ITS_VIALS = frozenset({"dose_administered", "stock_destroyed", "stock_transferred", "stock_returned",
+                             "breakage_recorded", "entry_corrected", "stock_quarantined", "quarantine_released"})
+
+
+def _vials(value: Any, out: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "vial_id" and isinstance(v, str):
+                out.add(v)
+            elif k == "vial_ids" and isinstance(v, list):
+                out.update(x for x in v if isinstance(x, str))
+            else:
+                _vials(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _vials(v, out)
+    return out
+
+
+def _strings(value: Any, out: set[str]) -> set[str]:
+    if isinstance(value, str):
+        out.add(value.strip())
+    elif isinstance(value, dict):
+        for v in value.values():
+            _strings(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _strings(v, out)
+    return out
+
+
+def check_command_writes(command: str, kind: str, entry: dict | None = None, fields: Any = None) -> None:
+    """Refuse an entry of ``kind`` under a statement of ``command`` that never writes it, and an
+    entry that moves a vial its signed command does not name (``NAMES_ITS_VIALS``): a signature
+    made for one command cannot stand under an entry that moves other stock."""
     if kind not in COMMAND_KINDS.get(command, frozenset()):
         raise SignatureInvalid(f"the signed command ({command}) does not write {kind} entries")
+    if entry is not None and kind in NAMES_ITS_VIALS:
+        body = {k: v for k, v in entry.items() if k != "signatures"}
+        unnamed = _vials(body, set()) - _strings(fields, set())
+        if unnamed:
+            raise SignatureInvalid(f"the entry moves vials its signed command does not name: {', '.join(sorted(unnamed))}")
 APPROVER_ROLES = frozenset({"manager", "administrator"})
 
 
@@ -160,7 +200,7 @@ def check_entry(entry: dict, credentials: Mapping[str, Credential], rp: RelyingP
     for st in statements[1:]:
         if st["kind"] != first["kind"] or st["command"] != first["command"]:
             raise SignatureInvalid("the signers of this entry signed different commands")
-    check_command_writes(first["kind"], entry.get("kind"))
+    check_command_writes(first["kind"], entry.get("kind"), entry, first["command"])
     return statements
 
 

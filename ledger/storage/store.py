@@ -39,7 +39,7 @@ from ledger.domain.errors import (
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle, staff_signatures
-from ledger.integrity.credential_chain import COMMAND_KINDS
+from ledger.integrity.credential_chain import check_command_writes
 from ledger.storage.authority import Authority, authority_at
 from ledger.storage.engine import (  # noqa: F401  (re-exported)
     MIGRATIONS_DIR,
@@ -331,10 +331,12 @@ class CommandContext:
         }
         for sig in signatures if self.guard_command_kinds else ():
             st = sig.get("statement") if isinstance(sig, dict) else None
-            if st is not None and event.kind not in COMMAND_KINDS.get(st["kind"], ()):
-                # A programming error, not bad input: the command is missing from COMMAND_KINDS
-                # (every verifier would refuse the entry).
-                raise TypeError(f"command {st['kind']} is not known to write {event.kind} entries (COMMAND_KINDS)")
+            if st is not None:
+                try:
+                    check_command_writes(st["kind"], event.kind, obj, st["command"])
+                except staff_signatures.SignatureInvalid as exc:
+                    # A programming error, not bad input: every verifier would refuse the entry.
+                    raise TypeError(f"{st['kind']}: {exc.reason} (COMMAND_KINDS, NAMES_ITS_VIALS)") from None
         data = canon.canonical_bytes(obj)
         leaf = canon.leaf_hash(data)
         r = self.view.raw

@@ -51,3 +51,19 @@ def test_signatures_of_another_command_fail_every_checker(ledger, tmp_path):
             key_sig(chain.nurse, "witnessed", nk, ncid, command="record_waste", fields={"type": "RecordWaste"})]
     seq = force(ledger, "stock_destroyed", forged_destruction_body(chain, chain.vials[2:4]), sigs)
     assert_all_refuse(chain, seq, "the signed command (record_waste) does not write stock_destroyed entries")
+
+
+def test_a_statement_for_other_vials_fails_every_checker(ledger, tmp_path):
+    """Genuine signatures of a destruction whose signed command names one vial, on a Form 41 of
+    two others: every vial an entry moves must be named by the command its signers signed."""
+    from tests.integrity.test_staff_signatures_verify import assert_all_refuse, forged_destruction_body, key_sig
+
+    chain = signed_clinic(ledger, tmp_path)
+    (pk, pcid), (nk, ncid), (n2k, n2cid) = chain.keys["pharmacist"], chain.keys["nurse"], chain.keys["nurse2"]
+    fields = {"type": "DestroyStock", "vial_ids": [chain.vials[1]], "method": "incinerated"}
+    sigs = [key_sig(chain.pharmacist, "performed", pk, pcid, fields=fields),
+            key_sig(chain.nurse, "witnessed", nk, ncid, fields=fields),
+            key_sig(chain.nurse2, "witnessed", n2k, n2cid, fields=fields)]
+    seq = force(ledger, "stock_destroyed", forged_destruction_body(chain, chain.vials[2:4]), sigs)
+    assert_all_refuse(chain, seq, "the entry moves vials its signed command does not name",
+                      chain.vials[2], chain.vials[3])

@@ -297,11 +297,14 @@ def test_a_credential_enrolled_by_the_log_key_holder_alone_fails(chain, approval
 
 @both
 def test_a_signature_copied_from_another_entry_fails_on_its_nonce(chain):
-    """The real destruction's signatures, verbatim, on a new destruction: each verifies on its own."""
+    """The real destruction's signatures, verbatim, on a second destruction of the same vial (so
+    the statement names every vial the copy moves): each verifies on its own; the nonce gives it
+    away. (On other vials the copy is refused first for the vials its command does not name.)"""
     real = entry(chain.ledger, chain.destroy_seq)
-    seq = force(chain.ledger, "stock_destroyed", forged_destruction_body(chain, chain.vials[2:4]), real["signatures"])
+    seq = force(chain.ledger, "stock_destroyed", forged_destruction_body(chain, chain.vials[1:2]), real["signatures"])
     assert_all_refuse(chain, seq, f"reuses the statement nonce of entry {chain.destroy_seq}",
                       "a signature copied from another entry", "Pia Pharmacist")
+
 
 
 @both
