@@ -376,16 +376,8 @@ class Authenticator:
             self._failed(member, count, until)
             raise Unauthorized("the password is wrong", type_="login-failed", field="password")
         self.store.record_success(member.registrant, member.staff_id, format_time(self.now()))
-        prior = AuthStore.signing_record(cred)
-        replaces = None
-        if prior is not None:
-            from ledger.services.credentials import credentials_of
-
-            active = {c["credential_id"] for c in credentials_of(self.store.ledger, member.registrant, member.staff_id)
-                      if c["revoked_seq"] is None}
-            replaces = prior["credential_id"] if prior["credential_id"] in active else None
         res, record, key = enrol_password_key(self.store.ledger, principal, password, params=self.kdf,
-                                              approver=approver, replaces=replaces, rp_id=rp_id, origins=origins)
+                                              approver=approver, replace_active=True, rp_id=rp_id, origins=origins)
         now = format_time(self.now())
         self.store.set_signing_key(member.registrant, member.staff_id, record, now)
         if session is not None and session.token is not None:
@@ -682,7 +674,8 @@ class Authenticator:
 
         mine = {c["credential_id"] for c in credentials_of(self.store.ledger, row["registrant"], row["witness_staff_id"])
                 if c["method"] == ss.PASSKEY}
-        return next((r for r in responses if isinstance(r, dict) and r.get("id") in mine), None)
+        return next((r for r in responses if isinstance(r, dict) and isinstance(r.get("id"), str) and r["id"] in mine),
+                    None)
 
 
 def require_role(session: Session, registrant: str, allowed: frozenset[str], *, password_change_ok: bool = False) -> Principal:

@@ -123,11 +123,12 @@ def passkey_responses(header: str | None) -> list[dict]:
             continue
         try:
             value = json.loads(base64.urlsafe_b64decode(part.strip() + "=" * (-len(part.strip()) % 4)))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidInput("must be base64url of a WebAuthn AuthenticationResponseJSON",
                                field="Passkey-Signature") from None
-        if not isinstance(value, dict):
-            raise InvalidInput("must be base64url of a JSON object", field="Passkey-Signature")
+        if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+            raise InvalidInput("must be base64url of a WebAuthn answer: a JSON object whose id is the credential id",
+                               field="Passkey-Signature")
         out.append(value)
     return out
 

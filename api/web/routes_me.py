@@ -175,7 +175,7 @@ def _json_field(form: Form, name: str, what: str) -> dict:
     text = form.get(name, "").strip()
     try:
         value = json.loads(text) if 0 < len(text) <= MAX_ANSWER else None
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict):
         raise InvalidInput(f"the {what} could not be read; start again with \"Add a passkey\"", field="passkey")

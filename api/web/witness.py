@@ -147,7 +147,7 @@ def _answer(text: str) -> dict:
     """The authenticator's answer sent back in ``<prefix>_passkey`` (AuthenticationResponseJSON)."""
     try:
         value = json.loads(text) if len(text) <= MAX_ANSWER else None
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict):
         raise InvalidInput("the passkey's answer could not be read; confirm with the passkey again", field="username")

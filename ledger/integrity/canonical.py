@@ -108,7 +108,10 @@ def decode(canonical: bytes) -> dict[str, Any]:
     def no_float(text: str) -> Any:
         raise ValueError(f"float {text!r} in canonical entry")
 
-    return json.loads(canonical, parse_float=no_float)
+    try:
+        return json.loads(canonical, parse_float=no_float)
+    except RecursionError:  # nesting deeper than the parser's stack: not an entry, never a crash
+        raise ValueError("nested too deeply to be an entry") from None
 
 
 def leaf_hash(canonical: bytes) -> bytes:

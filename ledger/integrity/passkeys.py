@@ -18,6 +18,7 @@ check (``"challenge: ..."``, ``"origin: ..."``, ``"signature: ..."``).
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -273,6 +274,24 @@ def _verify_signature(alg: int, key: Any, signature: bytes, data: bytes) -> None
 # --- registration ----------------------------------------------------------------------------
 
 
+def _robust(check):
+    """Any malformed input a check meets (bad JSON nesting, wrong types) is a refusal naming it,
+    never an exception of another kind: these run on untrusted answers and on stored proofs a
+    database writer may have forged."""
+
+    @functools.wraps(check)
+    def wrapped(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except PasskeyError:
+            raise
+        except (RecursionError, ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+            raise PasskeyError(f"malformed: {type(exc).__name__}") from None
+
+    return wrapped
+
+
+@_robust
 def verify_registration(response: dict, *, challenge: bytes, rp_id: str, origins: list[str]) -> dict:
     """Verify a ``navigator.credentials.create`` RegistrationResponseJSON dict; UV is required.
 
@@ -339,6 +358,7 @@ def verify_registration(response: dict, *, challenge: bytes, rp_id: str, origins
 # --- assertions ------------------------------------------------------------------------------
 
 
+@_robust
 def proof_from_response(response: dict) -> dict:
     """The stored proof (credential_id, authenticator_data, client_data_json, signature) of a
     browser AuthenticationResponseJSON dict, each re-encoded as canonical unpadded base64url.
@@ -366,6 +386,7 @@ def proof_from_response(response: dict) -> dict:
     }
 
 
+@_robust
 def verify_assertion(proof: dict, *, statement_bytes: bytes, public_key: str, rp_id: str,
                      origins: list[str]) -> None:
     """Check a stored passkey signature of a statement, offline, from the proof alone.
@@ -379,6 +400,7 @@ def verify_assertion(proof: dict, *, statement_bytes: bytes, public_key: str, rp
     _verify(proof, challenge_for(statement_bytes), public_key=public_key, rp_id=rp_id, origins=origins)
 
 
+@_robust
 def signed_challenge(proof: dict, *, public_key: str, rp_id: str, origins: list[str]) -> bytes:
     """Every check of :func:`verify_assertion` but the statement's: returns the challenge the
     authenticator signed, which the caller compares with ``challenge_for(statement)`` later (a hash

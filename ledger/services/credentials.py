@@ -55,11 +55,20 @@ def _approval(ctx: CommandContext, owner: Principal, approver: Principal | None,
 
 
 def _enrol(ledger: Ledger, owner: Principal, new_signer: Any, event: ev.StaffCredentialEnrolled, *,
-           approver: Principal | None, request: dict, idempotency_key: str | None) -> dict:
+           approver: Principal | None, request: dict, idempotency_key: str | None,
+           replace_active: bool = False) -> dict:
     def build(ctx: CommandContext) -> dict:
+        nonlocal event
         authority = ctx.authority()
         if authority.member(owner.staff_id) is None:
             raise NotFound(f"staff member {owner.staff_id} is not enrolled at {ctx.registrant}", field="staff_id")
+        if authority.signing_required and (event.rp_id is not None or event.origins):
+            raise InvalidInput("only the registrant's root credential fixes the WebAuthn relying party",
+                               field="rp_id")
+        if replace_active:
+            # Decided under the registrant's lock: two rotations at once must not both keep a key.
+            same = [c for c in authority.active_credentials(owner.staff_id) if c.method == event.method]
+            event = replace(event, replaces=same[-1].credential_id if same else None)
         if event.credential_id in authority.credentials:
             raise Conflict(f"credential {event.credential_id} is already enrolled", field="credential_id")
         if event.replaces is not None:
@@ -73,6 +82,7 @@ def _enrol(ledger: Ledger, owner: Principal, new_signer: Any, event: ev.StaffCre
         mine = ctx.signature(replace(owner, signer=new_signer), Meaning.PERFORMED, credential=new)
         e = ctx.append(event, signatures=[mine, *approvals], occurred_at=ctx.now)
         return {"staff_id": owner.staff_id, "credential_id": event.credential_id, "method": event.method,
+                "replaces": event.replaces,
                 "fingerprint": event.fingerprint, "seq": e.seq, "root": not authority.signing_required,
                 "approved_by": approvals[0]["staff_id"] if approvals else None}
 
@@ -82,8 +92,8 @@ def _enrol(ledger: Ledger, owner: Principal, new_signer: Any, event: ev.StaffCre
 
 def enrol_password_key(ledger: Ledger, owner: Principal, password: str, *, params: ss.KdfParams,
                        approver: Principal | None = None, replaces: str | None = None, rp_id: str | None = None,
-                       origins: tuple[str, ...] = (), idempotency_key: str | None = None
-                       ) -> tuple[dict, dict, Ed25519PrivateKey]:
+                       origins: tuple[str, ...] = (), idempotency_key: str | None = None,
+                       replace_active: bool = False) -> tuple[dict, dict, Ed25519PrivateKey]:
     """Make and enrol a password key for ``owner``: an Ed25519 key wrapped under their password.
 
     Returns (the command's response, the wrapped-key record to store with their login, the
@@ -99,10 +109,10 @@ def enrol_password_key(ledger: Ledger, owner: Principal, password: str, *, param
                                        public_key=pub, fingerprint=ss.fingerprint(ss.PASSWORD_KEY, pub),
                                        replaces=replaces, rp_id=rp_id, origins=tuple(origins))
     request = {"type": "EnrolCredential", "staff_id": owner.staff_id, "method": ss.PASSWORD_KEY,
-               "credential_id": cid, "public_key": pub, "replaces": replaces, "rp_id": rp_id,
-               "origins": list(origins)}
+               "credential_id": cid, "public_key": pub, "replaces": "active" if replace_active else replaces,
+               "rp_id": rp_id, "origins": list(origins)}
     res = _enrol(ledger, owner, ss.PasswordKeySigner(private, cid), event, approver=approver, request=request,
-                 idempotency_key=idempotency_key)
+                 idempotency_key=idempotency_key, replace_active=replace_active)
     return res, record, private
 
 

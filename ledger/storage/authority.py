@@ -44,7 +44,7 @@ entries_t = Entry.__table__
 
 #: The entry kinds authority is computed from.
 AUTHORITY_KINDS = ("staff_enrolled", "role_granted", "role_revoked", "staff_credential_enrolled",
-                   "staff_credential_revoked")
+                   "staff_credential_revoked", "policy_set")
 ROLE_KINDS = frozenset({"staff_enrolled", "role_granted", "role_revoked"})
 
 #: Heads remembered per registrant: concurrent requests may sit at a few neighbouring heads.
@@ -79,6 +79,9 @@ class Authority:
     #: Statement nonces of the signed authority entries -> the last seq carrying each: a nonce is
     #: single-use, except on the very next entry of the same command (an enrolment's role grants).
     _nonces: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    #: Where the registrant's policy requires passkeys (issue 17), from its latest ``policy_set``
+    #: entry (signed, once the root exists): never the editable ``policies`` row.
+    passkey_required_for: tuple[str, ...] = ()
 
     @property
     def signing_required(self) -> bool:
@@ -115,6 +118,7 @@ class Authority:
         root_seq, rp = self.root_seq, self.relying_party
         nonces = dict(self._nonces)
         last_authority_seq = self.head_seq
+        passkey_policy = self.passkey_required_for
 
         def username_of(sid: str) -> str | None:
             rec = staff.get(sid)
@@ -133,6 +137,15 @@ class Authority:
         for seq, kind, data in rows:
             entry = _decode(self.registrant, seq, kind, data)
             if entry is None:
+                continue
+            if kind == "policy_set":
+                try:
+                    if root_seq is not None:
+                        check_entry(entry, creds, rp, names={k: v.printed_name for k, v in staff.items()})
+                    scopes = entry.get("passkey_required_for") or []
+                    passkey_policy = tuple(s for s in scopes if isinstance(s, str))
+                except (SignatureInvalid, KeyError, TypeError, ValueError, RecursionError):
+                    pass  # an unsigned policy after the root changes nothing (verify names it)
                 continue
             sid = entry["staff_id"]
             # From the root credential on, an entry that changes who may do what counts only if
@@ -171,7 +184,7 @@ class Authority:
                             and (signer == sid or roles_of(signer) & APPROVER_ROLES):
                         creds[cred.credential_id] = replace(cred, revoked_seq=seq)
                     continue
-            except (SignatureInvalid, KeyError, TypeError, ValueError):
+            except (SignatureInvalid, KeyError, TypeError, ValueError, RecursionError):
                 continue
             if kind == "staff_enrolled":
                 staff[sid] = StaffRecord(sid, entry["printed_name"], entry["username"], seq)
@@ -182,7 +195,8 @@ class Authority:
                 roles.get(sid, set()).discard(entry["role"])
         return Authority(self.registrant, head_seq, head_hash, MappingProxyType(staff),
                          MappingProxyType({sid: frozenset(held) for sid, held in roles.items() if held}),
-                         MappingProxyType(usernames), MappingProxyType(creds), root_seq, rp, MappingProxyType(nonces))
+                         MappingProxyType(usernames), MappingProxyType(creds), root_seq, rp, MappingProxyType(nonces),
+                         passkey_policy)
 
 
 def _decode(registrant: str, seq: int, kind: str, data: bytes) -> dict | None:
@@ -194,7 +208,11 @@ def _decode(registrant: str, seq: int, kind: str, data: bytes) -> dict | None:
     except ValueError:
         return None
     if not isinstance(entry, dict) or entry.get("registrant") != registrant or entry.get("seq") != seq \
-            or entry.get("kind") != kind or not isinstance(entry.get("staff_id"), str):
+            or entry.get("kind") != kind:
+        return None
+    if kind == "policy_set":
+        return entry
+    if not isinstance(entry.get("staff_id"), str):
         return None
     needs = {"staff_enrolled": ("printed_name", "username"), "role_granted": ("role",),
              "role_revoked": ("role",)}.get(kind, ("credential_id",))

@@ -222,6 +222,8 @@ class CommandContext:
     #: Refuse (TypeError) a staff-signed entry its statement's command never writes
     #: (``COMMAND_KINDS``); only tests playing an attacker who writes entries by hand turn it off.
     guard_command_kinds: bool = True
+    #: The staff member running the command (``principal_id``); every other signer is a second person.
+    actor_id: str | None = None
     after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
 
     def authority(self) -> Authority:
@@ -287,7 +289,7 @@ class CommandContext:
             raise Forbidden(f"{name}'s signing key {cred.credential_id} was revoked (entry {cred.revoked_seq})",
                             type_="credential-revoked", field="principal")
         if cred.method == staff_signatures.PASSWORD_KEY:
-            self._password_key_allowed(name, sig["meaning"])
+            self._password_key_allowed(name, principal.staff_id, authority.passkey_required_for)
         st = staff_signatures.statement(self.registrant, self.command, sig["meaning"],
                                         canon.to_json_value(self.request),
                                         signer.nonce or staff_signatures.new_nonce())
@@ -300,14 +302,15 @@ class CommandContext:
         return {**sig, "auth_method": cred.method, "credential_id": cred.credential_id, "statement": st,
                 "proof": proof}
 
-    def _password_key_allowed(self, name: str, meaning: str) -> None:
-        """The registrant's policy may require passkeys for witnessing and for destruction."""
-        from ledger.domain.policy import from_row
-
-        scopes = from_row(self.view.get("policies", (self.registrant,))).passkey_required_for
-        if (meaning == Meaning.WITNESSED.value and "witnessing" in scopes) or \
-                (self.command == "destroy_stock" and "destruction" in scopes):
-            what = "witness" if meaning == Meaning.WITNESSED.value else "sign a destruction"
+    def _password_key_allowed(self, name: str, staff_id: str, scopes: tuple[str, ...]) -> None:
+        """The registrant's policy (from its latest signed ``policy_set`` entry, via the authority)
+        may require every second person (witness, second counter, approver) to confirm with a
+        passkey: on every command ("witnessing") or on destructions ("destruction"). The person
+        running the command signs with the key their sign-in opened."""
+        if staff_id == self.actor_id:
+            return
+        if "witnessing" in scopes or (self.command == "destroy_stock" and "destruction" in scopes):
+            what = "sign a destruction as its witness" if self.command == "destroy_stock" else "confirm this"
             raise Forbidden(f"this registrant's policy has {name} {what} with their passkey, not a password",
                             type_="passkey-required", field="principal")
 
@@ -506,7 +509,7 @@ class Ledger:
                     conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
                     view=SqlStateView(conn), next_seq=0 if head is None else head["seq"] + 1,
                     head_hash=canon.ZERO_HASH if head is None else head["leaf_hash"],
-                    after_append=list(self.after_append), command=command, request=request,
+                    after_append=list(self.after_append), command=command, request=request, actor_id=principal_id,
                 )
                 result = build(ctx)
                 if not ctx.appended:

@@ -221,7 +221,10 @@ def test_passkey_answer_for_another_statement_is_refused(sapi):
 
 def test_policy_can_require_passkeys_for_witnessing(sapi):
     """With ``passkey_required_for: ["witnessing"]`` a witness's password key is refused (403,
-    nothing recorded) and a passkey confirmation is accepted."""
+    nothing recorded) and a passkey confirmation is accepted. Every second person is covered, an
+    approver too (so Ned's passkey is enrolled, with Avery's password approval, before)."""
+    device = SoftAuthenticator(rp_id="localhost", origin=ORIGIN)
+    enrol_passkey(sapi, "ned", "avery", device)
     r = sapi.client.post(sapi.url("/policies"), headers=sapi.headers("morgan", **sapi.key()), json={
         "passkey_required_for": ["witnessing"], "reason": "witnesses confirm with passkeys"})
     assert r.status_code == 201, r.text
@@ -231,8 +234,6 @@ def test_policy_can_require_passkeys_for_witnessing(sapi):
     assert refused.status_code == 403, refused.text
     assert refused.json()["type"].endswith("passkey-required")
     assert entry_count(sapi) == before
-    device = SoftAuthenticator(rp_id="localhost", origin=ORIGIN)
-    enrol_passkey(sapi, "ned", "avery", device)
     body = json.dumps(infusion(patient, vials[0])).encode()
     a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
         "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
