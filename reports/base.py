@@ -11,9 +11,13 @@ figures and the printed text are checked against the ledger.
 
 from __future__ import annotations
 
+import functools
+import zlib
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ledger.integrity.canonical import format_time, parse_time
@@ -100,9 +104,47 @@ def check_period(snap: Snapshot, period: Period) -> None:
                           "choose a period from that day on", field="to")
 
 
+def tzdata_version() -> str:
+    """The IANA time zone database release ``zoneinfo`` reads: the system's (``tzdata.zi`` in
+    the first ``TZPATH`` folder that has one, as ``zoneinfo`` itself searches ``TZPATH``
+    first), else the ``tzdata`` package's; local times printed in a report depend on it."""
+    for folder in zoneinfo.TZPATH:
+        zi = Path(folder, "tzdata.zi")
+        if zi.is_file():
+            with zi.open("rb") as f:
+                first = f.readline().decode("ascii", "replace").strip()
+            return first.removeprefix("# version ").strip() or "unknown"
+        if Path(folder, "UTC").is_file():
+            return f"unknown (system zone files in {folder}, no tzdata.zi)"
+    try:
+        import tzdata  # type: ignore[import-not-found]
+    except ImportError:
+        return "none"
+    return str(tzdata.IANA_VERSION)
+
+
+@functools.cache
+def build_versions() -> dict[str, str]:
+    """What, besides the ledger and the request, decides a report's bytes: the ReportLab that
+    draws it, the time zone data its local times come from, the ``holidays`` release (business-day
+    deadlines) and the zlib that compresses its streams. Embedded as ``build``; ``verify-report``
+    refuses to rebuild byte for byte under different ones. Cached: fixed for a process."""
+    import holidays
+    import reportlab
+
+    return {"reportlab": str(reportlab.Version), "tzdata": tzdata_version(),
+            "holidays": str(holidays.__version__), "zlib": zlib.ZLIB_RUNTIME_VERSION}
+
+
 def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_at: str, generated_by: str,
-                 paper: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-    """The whole report data (what is embedded and what ``verify-report`` recomputes)."""
+                 paper: str, params: dict[str, str] | None = None,
+                 build: dict[str, str] | None = None) -> dict[str, Any]:
+    """The whole report data (what is embedded and what ``verify-report`` recomputes).
+
+    Everything a build reads besides the entries is here, so the PDF is a function of (ledger at
+    ``state.tree_size``, this data): the request (kind, period, params, paper), who and when
+    (``generated``), the library versions (``build``, default: this process's), and, added by
+    ``build_report``, the patient annotations."""
     check_period(snap, period)
     params = {k: v for k, v in (params or {}).items() if v is not None}
     missing = [p for p in kind.params if not params.get(p)]
@@ -123,6 +165,7 @@ def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_
         "state": snap.state.to_json(),
         "params": params,
         "figures": figures,
+        "build": dict(build if build is not None else build_versions()),
     }
 
 

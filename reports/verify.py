@@ -1,15 +1,24 @@
-"""``verify-report``: check a report PDF against the ledger.
+"""``verify-report``: rebuild a report PDF from the ledger and require the same bytes.
 
 1. Read the report data embedded in the PDF (``csledger-report.json``) and the state line in
-   its document information; they must agree.
+   its document information; they must agree. The data holds every input of the build besides
+   the entries: the request (kind, period, params, paper), who and when it was made for
+   (``generated``), the ReportLab, tzdata, ``holidays`` and zlib versions (``build``) and the
+   patient annotations.
 2. The ledger state: the entries ``0 .. tree_size-1`` of the registrant, read now, must hash to
    the root the report names (so the ledger was not rewritten under the report), and a signed
    checkpoint embedded in the report must verify and name the same size and root.
 3. Every figure: recomputed from those entries with the report's own period and kind, compared
-   with the embedded figures, naming each one that differs.
-4. The printed text: the report is drawn again from the recomputed data and each page's text is
-   compared with the PDF's, naming the first line that differs, so an edit to the visible page
-   (not only to the embedded data) fails too.
+   with the embedded figures, naming each one that differs (patient names re-read from the
+   registry where the patient key is configured).
+4. The bytes: the PDF is built again (deterministic: ReportLab's invariant mode, same versions,
+   same inputs) and the file must equal it byte for byte. Comparing extracted text is not enough:
+   an annotation drawn over a figure, or a font ``/Encoding /Differences`` that draws the glyph of
+   8 for the code of a 1, leaves the content streams and often the extracted text untouched. On a
+   difference the first differing offset is named, with the page text that differs (the first
+   differing line) or, where the text matches, what in the page's objects changed.
+
+Not yet (issue 18): no signature is checked and there is no offline ``--bundle`` mode.
 """
 
 from __future__ import annotations
@@ -17,12 +26,20 @@ from __future__ import annotations
 import difflib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.storage.store import Ledger
 from reports import checkpoint, layout
-from reports.base import FORMAT, compute_data, kind_named, log_patient_reads, render_data
+from reports.base import (
+    FORMAT,
+    build_versions,
+    compute_data,
+    kind_named,
+    log_patient_reads,
+    render_data,
+)
 from reports.errors import ReportError
 from reports.fmt import Period, parse_period
 from reports.source import load_snapshot
@@ -63,16 +80,17 @@ def read_report_data(pdf: bytes) -> tuple[dict[str, Any], str | None]:
 
 
 def diff_values(ours: Any, theirs: Any, path: str = "figures") -> list[str]:
-    """Paths where two JSON values differ, each with both values."""
+    """Paths where two JSON values differ, each with both values (``path`` "": the top level)."""
     if isinstance(ours, dict) and isinstance(theirs, dict):
         out = []
         for k in sorted(set(ours) | set(theirs), key=str):
+            sub = f"{path}.{k}" if path else str(k)
             if k not in theirs:
-                out.append(f"{path}.{k}: missing from the PDF; the ledger gives {json.dumps(ours[k])[:80]}")
+                out.append(f"{sub}: missing from the PDF; the ledger gives {json.dumps(ours[k])[:80]}")
             elif k not in ours:
-                out.append(f"{path}.{k}: the PDF has {json.dumps(theirs[k])[:80]}, the ledger has no such figure")
+                out.append(f"{sub}: the PDF has {json.dumps(theirs[k])[:80]}, the ledger has no such figure")
             else:
-                out.extend(diff_values(ours[k], theirs[k], f"{path}.{k}"))
+                out.extend(diff_values(ours[k], theirs[k], sub))
         return out
     if isinstance(ours, list) and isinstance(theirs, list):
         out = []
@@ -92,32 +110,16 @@ def _page_texts(pdf: bytes) -> list[str]:
     return [p.extract_text() or "" for p in PdfReader(io.BytesIO(pdf)).pages]
 
 
-def _page_streams(pdf: bytes) -> list[bytes]:
-    from pypdf import PdfReader
-
-    out = []
-    for p in PdfReader(io.BytesIO(pdf)).pages:
-        c = p.get_contents()
-        out.append(c.get_data() if c is not None else b"")
-    return out
-
-
 def compare_pages(expected: bytes, actual: bytes) -> list[str]:
-    """Pages whose drawn content differs, naming the first differing line of text.
-
-    Fast path: the decoded content streams are equal (the same ReportLab draws the same bytes).
-    Where they differ (an edit, or another ReportLab version laying out the same text), the
-    page's extracted text decides."""
-    exp_streams, act_streams = _page_streams(expected), _page_streams(actual)
-    problems = []
-    if len(exp_streams) != len(act_streams):
-        problems.append(f"the PDF has {len(act_streams)} pages; drawn from the ledger the report has {len(exp_streams)}")
-    differing = [i for i, (a, b) in enumerate(zip(exp_streams, act_streams, strict=False)) if a != b]
-    if not differing:
-        return problems
+    """Pages whose extracted text differs, naming the first differing line of each (and a page
+    count that differs). Text extraction applies the fonts' encodings, so a ``/Differences``
+    remap of a glyph shows here as the figure it now draws."""
     exp_text, act_text = _page_texts(expected), _page_texts(actual)
-    for i in differing:
-        a, b = exp_text[i].splitlines(), act_text[i].splitlines()
+    problems = []
+    if len(exp_text) != len(act_text):
+        problems.append(f"the PDF has {len(act_text)} pages; drawn from the ledger the report has {len(exp_text)}")
+    for i, (exp, act) in enumerate(zip(exp_text, act_text, strict=False)):
+        a, b = exp.splitlines(), act.splitlines()
         if a == b:
             continue
         for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
@@ -132,6 +134,143 @@ def compare_pages(expected: bytes, actual: bytes) -> list[str]:
     return problems
 
 
+def first_difference(a: bytes, b: bytes) -> int:
+    """The first offset at which two byte strings differ (the shorter length if one is a prefix)."""
+    n = min(len(a), len(b))
+    lo = 0
+    # Compare in blocks first: reports run to megabytes and usually differ late.
+    step = 1 << 16
+    while lo < n and a[lo:lo + step] == b[lo:lo + step]:
+        lo += step
+    while lo < n and a[lo] == b[lo]:
+        lo += 1
+    return min(lo, n)
+
+
+_OBJ = re.compile(rb"(\d+) (\d+) obj\b")
+
+
+def _object_at(pdf: bytes, offset: int) -> str:
+    """Where ``offset`` falls in ``pdf``: " (in object N)", " (in the file header)" or "" (between
+    objects: the cross-reference table, the trailer)."""
+    last = None
+    for m in _OBJ.finditer(pdf, 0, offset + 1):
+        last = m
+    if last is None:
+        return " (in the file header)"
+    if pdf.find(b"endobj", last.end(), offset) != -1:
+        return ""
+    return f" (in object {int(last.group(1))})"
+
+
+def _plain(obj: Any, depth: int = 0) -> Any:
+    """A pypdf object as plain, comparable values: references resolved (``/Parent`` skipped, a
+    page's resources reach fonts and forms), streams by their decoded bytes."""
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, StreamObject
+
+    if isinstance(obj, IndirectObject):
+        obj = obj.get_object()
+    if depth > 8:
+        return repr(obj)[:200]
+    if isinstance(obj, DictionaryObject):
+        out: dict[str, Any] = {str(k): _plain(v, depth + 1) for k, v in obj.items() if k != "/Parent"}
+        if isinstance(obj, StreamObject):
+            try:
+                out["(stream)"] = obj.get_data()
+            except Exception:  # an undecodable stream: compare its raw bytes
+                out["(stream)"] = bytes(obj._data or b"")
+        return out
+    if isinstance(obj, ArrayObject):
+        return [_plain(v, depth + 1) for v in obj]
+    return repr(obj)
+
+
+def _first_path(a: Any, b: Any, path: str = "") -> str | None:
+    """The first key path at which two ``_plain`` values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}{k} was {'added' if k not in a else 'removed'}"
+            found = _first_path(a[k], b[k], f"{path}{k} " if k != "(stream)" else f"{path}content ")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path.strip()} has {len(b)} items (the rebuilt report has {len(a)})"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_path(x, y, f"{path}[{i}] ")
+            if found:
+                return found
+        return None
+    if a != b:
+        return f"{path.strip() or 'the page dictionary'} differs"
+    return None
+
+
+def _page_object_changes(expected: bytes, actual: bytes) -> list[tuple[int, str]]:
+    """(page number, what differs) for each page whose objects differ from the rebuilt ones:
+    an added ``/Annots``, a font's ``/Encoding``, a content stream."""
+    from pypdf import PdfReader
+
+    exp, act = PdfReader(io.BytesIO(expected)).pages, PdfReader(io.BytesIO(actual)).pages
+    out = []
+    for i, (pe, pa) in enumerate(zip(exp, act, strict=False)):
+        where = _first_path(_plain(pe), _plain(pa))
+        if where:
+            out.append((i + 1, where))
+    return out
+
+
+EDIT_KINDS = "an edit that does not change the extracted text (an annotation, a font encoding, an appended update)"
+
+
+def explain_bytes(rebuilt: bytes, pdf: bytes, *, data_differs: bool) -> list[str]:
+    """Why a PDF that is not the rebuilt report differs from it: an appended update, the page
+    text (first differing line), or, where the text matches, the page objects that changed,
+    always with the first differing byte offset."""
+    off = first_difference(rebuilt, pdf)
+    if len(pdf) > len(rebuilt) and pdf.startswith(rebuilt):
+        return [f"the PDF is the rebuilt report followed by {len(pdf) - len(rebuilt):,} more bytes from offset "
+                f"{off:,} (after its %%EOF): an "
+                "appended (incremental) update, which can add annotations or replace pages without touching the "
+                "report's own bytes"]
+    at = f"offset {off:,}{_object_at(pdf, off)}"
+    if len(pdf) < len(rebuilt) and rebuilt.startswith(pdf):
+        return [f"the PDF ends at offset {len(pdf):,}; the rebuilt report is {len(rebuilt):,} bytes: it was cut short"]
+    try:
+        text = compare_pages(rebuilt, pdf)
+    except Exception as exc:  # a PDF pypdf cannot read back in full: the offset still says it differs
+        text = [f"the PDF's pages cannot be read back ({type(exc).__name__})"]
+    if text:
+        return [*text, f"the PDF bytes differ from the report rebuilt from the ledger from {at}"]
+    if data_differs:
+        return [f"the page text matches but the PDF bytes differ from {at}: the embedded report data "
+                "differs from the ledger (above)"]
+    try:
+        changes = _page_object_changes(rebuilt, pdf)
+    except Exception:
+        changes = []
+    if changes:
+        return [f"page {n}: the text matches but the PDF bytes differ at {at}: in the page's objects {what}: "
+                f"{EDIT_KINDS}" for n, what in changes[:MAX_PROBLEMS]]
+    return [f"the text matches but the PDF bytes differ from the rebuilt report at {at}: {EDIT_KINDS}"]
+
+
+def check_build(built: Any) -> str | None:
+    """Why this verifier cannot rebuild the report byte for byte (other library versions), or None."""
+    here = build_versions()
+    if not isinstance(built, dict):
+        return ("the report embeds no build versions (made before reports recorded them): cannot rebuild it "
+                "byte for byte; make it again with this csledger")
+    names = {"reportlab": "ReportLab", "tzdata": "tzdata", "holidays": "holidays", "zlib": "zlib"}
+    for key, name in names.items():
+        if built.get(key) != here[key]:
+            return (f"built with {name} {built.get(key)}, this verifier has {name} {here[key]}: cannot rebuild "
+                    "byte for byte (install the same version to verify this report)")
+    return None
+
+
 def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> ReportCheck:
     """Check a report PDF against the ledger (see the module docstring). Never raises for a
     report that fails; raises ``ReportError`` only when the file is not a csledger report or
@@ -144,8 +283,15 @@ def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> R
         registrant, size, root = state["registrant"], int(state["tree_size"]), str(state["root"])
         kind = kind_named(data["kind"])
         period_in = data["period"]
+        generated = {"at": str(data["generated"]["at"]), "by": str(data["generated"]["by"])}
     except (KeyError, TypeError, ValueError):
-        raise ReportError("the embedded report data lacks its kind, period or ledger state") from None
+        raise ReportError("the embedded report data lacks its kind, period, who/when or ledger state") from None
+    if data.get("paper", "letter") not in layout.PAPERS:
+        raise ReportError(f"the embedded report data names paper {str(data.get('paper'))[:40]!r}, not one of "
+                          f"{', '.join(layout.PAPERS)}")
+    build_problem = check_build(data.get("build"))
+    if build_problem:
+        problems.append(build_problem)
     expected_line = f"csledger-state/1 {registrant} {size} {root}"
     if info_line != expected_line:
         problems.append(f"document information {layout.STATE_KEY} says {info_line!r}, the embedded data "
@@ -162,32 +308,51 @@ def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> R
     period: Period = parse_period(period_in["from"], period_in["to"], snap.registrant_entry["time_zone"])
     if period_in.get("time_zone") != period.tz:
         problems.append(f"period.time_zone: the PDF says {period_in.get('time_zone')!r}, the ledger gives {period.tz!r}")
+    # The rebuild's inputs besides the entries are the embedded ones (checked above or below).
+    build = data.get("build") if isinstance(data.get("build"), dict) else build_versions()
     try:
-        ours = compute_data(kind, snap, period, generated_at=data["generated"]["at"],
-                            generated_by=data["generated"]["by"], paper=data.get("paper", "letter"),
+        ours = compute_data(kind, snap, period, generated_at=generated["at"], generated_by=generated["by"],
+                            paper=str(data.get("paper", "letter")), build=build,
                             params=data.get("params") if isinstance(data.get("params"), dict) else None)
     except ReportError as exc:
         return ReportCheck(False, problems + [f"the ledger gives no such report: {exc}"], data=data)
     del snap  # free the decoded entries before the pages are drawn again
-    # The state recomputed may carry a checkpoint the report did not (signed later); compare
-    # only what the report claims about the entries.
+    # The state recomputed may carry a checkpoint the report did not (signed later); the
+    # report's own checkpoint and keys were checked above (checkpoint.check): rebuild with them.
     ours["state"] = {**ours["state"], "checkpoint": state.get("checkpoint"),
                      "verifier_keys": state.get("verifier_keys", []), "witness_keys": state.get("witness_keys", [])}
-    for key in ("registrant", "period", "title", "kind", "params", "figures"):
-        problems.extend(diff_values(ours[key], data.get(key), key))
     if "annotations" in data:
         # Not derivable from the entries: re-read them (patient registry, with the key) where
-        # this machine can, and compare; the page text is then checked against the PDF's own.
-        ours["annotations"] = data["annotations"]
-        fresh = kind.annotate(ledger, registrant, ours["figures"]) if kind.annotate else {}
+        # this machine can; without the key the embedded ones are rebuilt with, unchecked.
+        embedded_names = bool((data["annotations"] or {}).get("patients")) if isinstance(data["annotations"], dict) \
+            else True
+        # A report made without the key prints ids only and claims no names: nothing to re-read.
+        fresh = kind.annotate(ledger, registrant, ours["figures"]) if kind.annotate and embedded_names else {}
         log_patient_reads(ledger, registrant, {**ours, "annotations": fresh}, reader, action="verify-report")
         if fresh:
-            problems.extend(diff_values(fresh, data["annotations"], "annotations"))
+            ours["annotations"] = fresh
             cp_summary += "; patient names and addresses checked against the registry"
-        elif data["annotations"]:
-            cp_summary += "; patient names and addresses NOT checked (no patient key here)"
+        else:
+            ours["annotations"] = data["annotations"]
+            if data["annotations"]:
+                cp_summary += "; patient names and addresses NOT checked (no patient key here)"
+    # Every embedded value, figures first (the usual forgery), then the rest of the data.
+    data_problems = diff_values(ours["figures"], data.get("figures"), "figures")
+    data_problems += [p for p in diff_values({k: v for k, v in ours.items() if k != "figures"},
+                                             {k: v for k, v in data.items() if k != "figures"}, "")
+                      if not p.startswith(("build.", "build:"))]
+    problems.extend(data_problems)
     if len(problems) < MAX_PROBLEMS:
-        problems.extend(compare_pages(render_data(ours), pdf))
+        try:
+            rebuilt = render_data(ours)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # an embedded input no build accepts
+            return ReportCheck(False, problems + [f"the report cannot be rebuilt from its embedded inputs: "
+                                                  f"{type(exc).__name__}: {str(exc)[:120]}"], data=data)
+        if build_problem:
+            # Another ReportLab lays out differently: the bytes cannot decide; the text explains.
+            problems.extend(compare_pages(rebuilt, pdf))
+        elif rebuilt != pdf:
+            problems.extend(explain_bytes(rebuilt, pdf, data_differs=bool(data_problems)))
     summary = (f"{kind.title} of {registrant}, {period.start} to {period.end}, built from tree size {size} "
                f"root {root}" + (f" ({cp_summary})" if cp_summary else ""))
     return ReportCheck(not problems, problems[:MAX_PROBLEMS], summary, data)

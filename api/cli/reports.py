@@ -1,7 +1,8 @@
 """Commands of the `csledger` CLI for reports; registered on `cli.app` when `cli` is imported.
 
 ``csledger report KIND --registrant DEA --from DATE --to DATE --out FILE.pdf`` builds a report
-from the ledger as it is now; ``csledger verify-report FILE.pdf`` checks one against the ledger.
+from the ledger as it is now; ``csledger verify-report FILE.pdf`` rebuilds one from the ledger and
+requires the same bytes.
 The command line has no authenticated staff member, so reports made here say they were made by
 "csledger CLI (operator)", and the patient access log names their reader ``cli:<user>``, the
 operating-system user who ran the command.
@@ -60,7 +61,10 @@ def verify_report(
     db: DbOption = None,
 ) -> None:
     """Check a report against the ledger: its ledger state, every figure recomputed from the
-    entries, and the printed text. Exits 1 naming each figure that differs."""
+    entries, and the file itself, rebuilt from the ledger and the inputs the report embeds and
+    compared byte for byte (so an annotation, a font re-encoding or an appended update fails
+    too). Exits 1 naming what differs: a figure, the first differing line of a page, or the
+    first differing byte offset."""
     from ledger.storage.patient_access import cli_reader
     from reports.verify import verify_report as run
 
@@ -77,7 +81,8 @@ def verify_report(
         for p in result.problems:
             err.print(f"[bold red]FAIL[/] {p}", highlight=False)
         raise typer.Exit(1)
-    out.print(f"OK {result.summary}: every figure and every page matches the ledger", highlight=False)
+    out.print(f"OK {result.summary}: rebuilt from the ledger byte for byte; every figure "
+              "and every page matches the ledger", highlight=False)
 
 
 @app.command("report-bench")
