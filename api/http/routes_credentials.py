@@ -9,7 +9,6 @@ administrator makes it here).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from api.http.deps import AuthDep, Dea, LedgerDep, OptionalWitnessDep, SessionDe
 from api.http.problems import AccessDenied
 from api.http.roles import roles_for
 from api.http.schemas import PROBLEM_RESPONSES, Body, Password, PublicModel, StaffId, Text, TotpCode
-from ledger.domain.errors import Conflict, InvalidInput, NotFound
+from ledger.domain.errors import InvalidInput, NotFound
 from ledger.domain.principal import Principal
 from ledger.integrity import staff_signatures as ss
 from ledger.services import credentials as creds
@@ -174,33 +173,14 @@ def revoke_credential(dea: Dea, staff_id: StaffId, credential_id: Annotated[str,
     return creds.revoke_credential(ledger, who, staff_id, credential_id, body.reason)
 
 
-def _relying_party(ledger: Any, dea: str):
-    with ledger.reading() as conn:
-        authority = authority_at(conn, dea)
-    if not authority.signing_required:
-        raise Conflict("this registrant has no staff credentials yet: its administrator enrols the root first",
-                       field="registrant")
-    if authority.relying_party is None:
-        raise Conflict("this registrant fixed no WebAuthn relying party at init (--rp-id); passkeys cannot be used",
-                       field="registrant")
-    return authority
-
-
 @router.post("/me/passkeys/registration-options", response_model=PasskeyChallengePublic,
              name="passkey_registration_options")
 def passkey_registration_options(dea: Dea, session: SessionDep, ledger: LedgerDep) -> PasskeyChallengePublic:
     """Step 1 of enrolling a passkey: options for navigator.credentials.create() (a roaming
     security key or your own phone; never a passkey kept on a shared tablet)."""
-    from ledger.integrity import passkeys
-
     p = require_role(session, dea, roles_for("passkey_registration_options"))
-    authority = _relying_party(ledger, dea)
-    challenge = secrets.token_bytes(32)
-    existing = [ss.unb64u(c.credential_id) for c in authority.active_credentials(p.staff_id) if c.method == ss.PASSKEY]
-    options = passkeys.registration_options(
-        rp_id=authority.relying_party.rp_id, rp_name="csledger", user_id=f"{dea}|{p.staff_id}".encode(),
-        user_name=p.staff_id, display_name=p.printed_name, challenge=challenge, exclude_credential_ids=existing)
-    PENDING.put(session.token_hash, "registration", {"challenge": ss.b64u(challenge)})
+    options, challenge = creds.begin_passkey_registration(ledger, p, field="registrant")
+    PENDING.put(session.token_hash, "registration", {"challenge": challenge})
     return PasskeyChallengePublic(public_key=options)
 
 
@@ -209,25 +189,15 @@ def passkey_registration(dea: Dea, body: PasskeyRegistrationCreate, session: Ses
                          p: Annotated[Principal, actor("passkey_registration")]) -> PasskeyChallengePublic:
     """Step 2: the authenticator's registration answer is checked; the answer is the enrolment
     statement for the new passkey to sign (proof you hold it), with options for navigator.credentials.get()."""
-    from ledger.integrity import passkeys
-
-    authority = _relying_party(ledger, dea)
+    creds.passkey_relying_party(ledger, dea, field="registrant")
     pending = PENDING.take(session.token_hash, "registration")
     if pending is None:
         raise InvalidInput("no passkey registration is in progress on this session (or it expired): start again",
                            field="response")
-    rp = authority.relying_party
-    try:
-        reg = passkeys.verify_registration(body.response, challenge=ss.unb64u(pending["challenge"]), rp_id=rp.rp_id,
-                                           origins=list(rp.origins))
-    except passkeys.PasskeyError as exc:
-        raise InvalidInput(f"the passkey registration does not verify: {exc.reason}", field="response") from None
-    nonce = ss.new_nonce()
-    st = creds.passkey_enrolment_statement(dea, p.staff_id, reg["credential_id"], reg["public_key"], nonce)
-    options = passkeys.authentication_options(rp_id=rp.rp_id, challenge=passkeys.challenge_for(ss.statement_bytes(st)),
-                                              credential_ids=[ss.unb64u(reg["credential_id"])])
-    PENDING.put(session.token_hash, "enrolment", {**reg, "nonce": nonce})
-    return PasskeyChallengePublic(public_key=options, credential_id=reg["credential_id"], statement=st)
+    enrolment = creds.finish_passkey_registration(ledger, p, pending["challenge"], body.response, field="response")
+    st, options = creds.passkey_enrolment_challenge(ledger, p, enrolment, field="registrant")
+    PENDING.put(session.token_hash, "enrolment", enrolment)
+    return PasskeyChallengePublic(public_key=options, credential_id=enrolment["credential_id"], statement=st)
 
 
 @router.post("/me/passkeys", status_code=status.HTTP_201_CREATED, response_model=CredentialEnrolledPublic,

@@ -22,7 +22,6 @@ The ceremony state is the API's (``routes_credentials.PENDING``, per session, fi
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -35,7 +34,7 @@ from api.web.forms import Errors, Form, read_form
 from api.web.readable import command_rows, kind_words, local_time, method_words
 from api.web.routes_clinic import Dea
 from api.web.security import check_session_csrf, location_path
-from ledger.domain.errors import Conflict, InvalidInput, LedgerError, NotFound
+from ledger.domain.errors import InvalidInput, LedgerError, NotFound
 from ledger.integrity import staff_signatures as ss
 from ledger.integrity.credential_chain import APPROVER_ROLES
 from ledger.services import credentials as creds
@@ -182,64 +181,33 @@ def _json_field(form: Form, name: str, what: str) -> dict:
     return value
 
 
-def _relying_party(page: Page):
-    """The registrant's WebAuthn relying party (fixed by its root credential), or a refusal."""
-    with page.request.app.state.ledger.reading() as conn:
-        authority = authority_at(conn, page.dea)
-    if not authority.signing_required:
-        raise Conflict("no one at this location has a signing key yet: its administrator makes the first one",
-                       field="passkey")
-    if authority.relying_party is None:
-        raise Conflict("this location fixed no WebAuthn relying party at its setup; passkeys cannot be used here",
-                       field="passkey")
-    return authority
-
-
 def _registration_options(page: Page) -> dict[str, Any]:
-    """Step 1: options for navigator.credentials.create (a roaming security key or the person's
-    own phone; never a passkey kept on a shared tablet), the challenge kept for step 2."""
-    from ledger.integrity import passkeys
-
-    authority = _relying_party(page)
-    p = page.principal
-    challenge = secrets.token_bytes(32)
-    existing = [ss.unb64u(c.credential_id) for c in authority.active_credentials(p.staff_id) if c.method == ss.PASSKEY]
-    options = passkeys.registration_options(
-        rp_id=authority.relying_party.rp_id, rp_name="csledger", user_id=f"{page.dea}|{p.staff_id}".encode(),
-        user_name=p.staff_id, display_name=p.printed_name, challenge=challenge, exclude_credential_ids=existing)
-    rc.PENDING.put(page.session.token_hash, "registration", {"challenge": ss.b64u(challenge)})
+    """Step 1: options for navigator.credentials.create, the challenge kept for step 2."""
+    options, challenge = creds.begin_passkey_registration(page.request.app.state.ledger, page.principal,
+                                                          field="passkey")
+    rc.PENDING.put(page.session.token_hash, "registration", {"challenge": challenge})
     return {"step": "register", "options": json.dumps(options, separators=(",", ":"))}
 
 
 def _registration(page: Page, answer: dict) -> dict[str, Any]:
     """Step 2: the authenticator's registration answer, checked; the enrolment statement the new
     passkey signs (proof its owner holds it) is kept for step 3."""
-    from ledger.integrity import passkeys
-
-    rp = _relying_party(page).relying_party
+    ledger = page.request.app.state.ledger
+    creds.passkey_relying_party(ledger, page.dea, field="passkey")
     pending = rc.PENDING.take(page.session.token_hash, "registration")
     if pending is None:
         raise InvalidInput("no passkey registration is in progress on this sign-in (or it expired): start again "
                            "with \"Add a passkey\"", field="passkey")
-    try:
-        reg = passkeys.verify_registration(answer, challenge=ss.unb64u(pending["challenge"]), rp_id=rp.rp_id,
-                                           origins=list(rp.origins))
-    except passkeys.PasskeyError as exc:
-        raise InvalidInput(f"the security key's registration does not verify: {exc.reason}", field="passkey") from None
-    enrolment = {**reg, "nonce": ss.new_nonce()}
+    enrolment = creds.finish_passkey_registration(ledger, page.principal, pending["challenge"], answer,
+                                                  field="passkey")
     rc.PENDING.put(page.session.token_hash, "enrolment", enrolment)
     return _enrol_prompt(page, enrolment)
 
 
 def _enrol_prompt(page: Page, pending: dict) -> dict[str, Any]:
     """Step 3's page state: the statement the new passkey signs and the options to sign it."""
-    from ledger.integrity import passkeys
-
-    st = creds.passkey_enrolment_statement(page.dea, page.principal.staff_id, pending["credential_id"],
-                                           pending["public_key"], pending["nonce"])
-    rp = _relying_party(page).relying_party
-    options = passkeys.authentication_options(rp_id=rp.rp_id, challenge=passkeys.challenge_for(ss.statement_bytes(st)),
-                                              credential_ids=[ss.unb64u(pending["credential_id"])])
+    st, options = creds.passkey_enrolment_challenge(page.request.app.state.ledger, page.principal, pending,
+                                                    field="passkey")
     return {"step": "enrol", "options": json.dumps(options, separators=(",", ":")),
             "credential_id": pending["credential_id"], "statement": command_rows(st["command"], page.tz)}
 

@@ -138,6 +138,69 @@ def passkey_enrolment_statement(registrant: str, staff_id: str, credential_id: s
     return ss.statement(registrant, "enrol_credential", Meaning.PERFORMED.value, request, nonce)
 
 
+# --- passkey enrolment ceremony (the API and the pages share these steps) --------------------------
+
+
+def passkey_relying_party(ledger: Ledger, registrant: str, *, field: str) -> Any:
+    """The registrant's authority, once its root credential has fixed a WebAuthn relying party;
+    409 naming ``field`` before that (no passkey can be checked without it)."""
+    from ledger.storage.authority import authority_at
+
+    with ledger.reading() as conn:
+        authority = authority_at(conn, registrant)
+    if not authority.signing_required:
+        raise Conflict("no one at this registrant has a signing key yet: its administrator makes the first one "
+                       "(the root) before anyone enrols a passkey", field=field)
+    if authority.relying_party is None:
+        raise Conflict("this registrant fixed no WebAuthn relying party when its root key was made; passkeys "
+                       "cannot be used", field=field)
+    return authority
+
+
+def begin_passkey_registration(ledger: Ledger, who: Principal, *, field: str) -> tuple[dict, str]:
+    """Step 1: options for navigator.credentials.create (a roaming security key or the person's own
+    phone, never a passkey kept on a shared tablet) and the challenge (base64url) to keep for step 2."""
+    import secrets
+
+    from ledger.integrity import passkeys
+
+    authority = passkey_relying_party(ledger, who.registrant, field=field)
+    challenge = secrets.token_bytes(32)
+    existing = [ss.unb64u(c.credential_id) for c in authority.active_credentials(who.staff_id) if c.method == ss.PASSKEY]
+    options = passkeys.registration_options(
+        rp_id=authority.relying_party.rp_id, rp_name="csledger", user_id=f"{who.registrant}|{who.staff_id}".encode(),
+        user_name=who.staff_id, display_name=who.printed_name, challenge=challenge, exclude_credential_ids=existing)
+    return options, ss.b64u(challenge)
+
+
+def finish_passkey_registration(ledger: Ledger, who: Principal, challenge: str, answer: Any, *,
+                                field: str) -> dict:
+    """Step 2: check the authenticator's registration answer against the kept challenge; returns
+    the enrolment to keep for step 3 (credential id, COSE public key, algorithm, statement nonce)."""
+    from ledger.integrity import passkeys
+
+    rp = passkey_relying_party(ledger, who.registrant, field=field).relying_party
+    try:
+        reg = passkeys.verify_registration(answer, challenge=ss.unb64u(challenge), rp_id=rp.rp_id,
+                                           origins=list(rp.origins))
+    except passkeys.PasskeyError as exc:
+        raise InvalidInput(f"the passkey's registration does not verify: {exc.reason}", field=field) from None
+    return {**reg, "nonce": ss.new_nonce()}
+
+
+def passkey_enrolment_challenge(ledger: Ledger, who: Principal, enrolment: dict, *, field: str) -> tuple[dict, dict]:
+    """Step 3's prompt: the enrolment statement the new passkey signs, and the options for
+    navigator.credentials.get over it."""
+    from ledger.integrity import passkeys
+
+    rp = passkey_relying_party(ledger, who.registrant, field=field).relying_party
+    st = passkey_enrolment_statement(who.registrant, who.staff_id, enrolment["credential_id"],
+                                     enrolment["public_key"], enrolment["nonce"])
+    options = passkeys.authentication_options(rp_id=rp.rp_id, challenge=passkeys.challenge_for(ss.statement_bytes(st)),
+                                              credential_ids=[ss.unb64u(enrolment["credential_id"])])
+    return st, options
+
+
 def revoke_credential(ledger: Ledger, actor: Principal, staff_id: str, credential_id: str, reason: str, *,
                       idempotency_key: str | None = None) -> dict:
     """Revoke a credential: its owner, or a manager or administrator, signs the revocation."""
@@ -208,5 +271,6 @@ def signatures_of(ledger: Ledger, registrant: str, staff_id: str, *, before: int
     return items, None
 
 
-__all__ = ["credentials_of", "signatures_of", "enrol_passkey", "enrol_password_key", "passkey_enrolment_statement",
+__all__ = ["begin_passkey_registration", "credentials_of", "finish_passkey_registration",
+           "passkey_enrolment_challenge", "passkey_relying_party", "signatures_of", "enrol_passkey", "enrol_password_key", "passkey_enrolment_statement",
            "revoke_credential"]

@@ -172,16 +172,21 @@ def enrol_passkey(api: Api, user: str, approver: str, device: SoftAuthenticator)
     return r.json()
 
 
+def passkey_witness_headers(api: Api, body: bytes, key: str) -> dict[str, str]:
+    """Nora's headers for ``body``, with Ned named as a witness who confirms by passkey."""
+    a = api.client.post(api.url("/witness-assertions"), headers=api.headers("nora"), json={
+        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
+    assert a.status_code == 201, a.text
+    return api.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
+                                  "Idempotency-Key": key})
+
+
 def test_witness_confirms_with_a_passkey(sapi):
     device = SoftAuthenticator(rp_id="localhost", origin=ORIGIN)
     enrol_passkey(sapi, "ned", "avery", device)
     vials, patient = setup_floor(sapi)
     body = json.dumps(infusion(patient, vials[0])).encode()
-    a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
-        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
-    assert a.status_code == 201, a.text
-    headers = sapi.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
-                                     "Idempotency-Key": "pk-1"})
+    headers = passkey_witness_headers(sapi, body, "pk-1")
     before = entry_count(sapi)
     first = sapi.client.post(sapi.url("/administrations"), content=body, headers=headers)
     assert first.status_code == 428, first.text
@@ -204,10 +209,7 @@ def test_passkey_answer_for_another_statement_is_refused(sapi):
     enrol_passkey(sapi, "ned", "avery", device)
     vials, patient = setup_floor(sapi)
     body = json.dumps(infusion(patient, vials[0])).encode()
-    a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
-        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
-    headers = sapi.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
-                                     "Idempotency-Key": "pk-2"})
+    headers = passkey_witness_headers(sapi, body, "pk-2")
     first = sapi.client.post(sapi.url("/administrations"), content=body, headers=headers)
     opts = dict(first.json()["signature_needed"]["public_key"])
     opts["challenge"] = base64.urlsafe_b64encode(b"x" * 32).rstrip(b"=").decode()
@@ -235,10 +237,7 @@ def test_policy_can_require_passkeys_for_witnessing(sapi):
     assert refused.json()["type"].endswith("passkey-required")
     assert entry_count(sapi) == before
     body = json.dumps(infusion(patient, vials[0])).encode()
-    a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
-        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
-    headers = sapi.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
-                                     "Idempotency-Key": "pk-3"})
+    headers = passkey_witness_headers(sapi, body, "pk-3")
     need = sapi.client.post(sapi.url("/administrations"), content=body, headers=headers).json()["signature_needed"]
     ok = sapi.client.post(sapi.url("/administrations"), content=body,
                           headers={**headers, "Passkey-Signature": b64json(device.assert_(need["public_key"]))})
@@ -322,10 +321,7 @@ def test_a_bad_passkey_signature_is_refused_before_the_lock(sapi):
     enrol_passkey(sapi, "ned", "avery", device)
     vials, patient = setup_floor(sapi)
     body = json.dumps(infusion(patient, vials[0])).encode()
-    a = sapi.client.post(sapi.url("/witness-assertions"), headers=sapi.headers("nora"), json={
-        "username": "ned", "method": "passkey", "body_sha256": hashlib.sha256(body).hexdigest()})
-    headers = sapi.headers("nora", **{"Content-Type": "application/json", "Witness-Assertion": a.json()["assertion"],
-                                     "Idempotency-Key": "pk-9"})
+    headers = passkey_witness_headers(sapi, body, "pk-9")
     need = sapi.client.post(sapi.url("/administrations"), content=body, headers=headers).json()["signature_needed"]
     answer = device.assert_(need["public_key"])
     sig = bytearray(base64.urlsafe_b64decode(answer["response"]["signature"] + "=="))
