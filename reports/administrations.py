@@ -3,12 +3,13 @@ name and address, quantity, who administered) plus the prescriber, the order (mg
 mg and mg/kg given, the vials drawn from, drawn, given, the waste and its witness; an
 administration whose drawn volume is not yet given or wasted is marked UNRECONCILED.
 
-Patient names and addresses are not in the entries (they hold a patient id and a keyed
-commitment); they come from the encrypted patient registry when the patient key is configured
+Patient names and addresses are not in the entries (they hold a patient id and a commitment);
+they come from the encrypted patient registry when the patient key is configured
 (``CSLEDGER_PATIENT_KEY`` or its key file) and are embedded with the report as an annotation
 beside the figures. ``verify-report`` recomputes every figure from the entries and, with the
-key, re-reads the registry and checks each name and address against the entry's commitment.
-Names never go to a log line.
+key, re-reads the registry and checks each name and address against the entry's commitment;
+without the key, the openings embedded with the names let it check a v2 commitment offline
+(``check_openings``). Names never go to a log line.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                 "witnessed_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "witnessed"],
             })
     rows = []
+    # Which construction each patient commitment is (the entry's schema version, issue 18): an
+    # offline check must know where an opening is owed, so a forger cannot withhold one.
+    schemes: dict[tuple[str, str], int] = {}
     for e in snap.entries:
+        if e["kind"] in ("patient_registered", "patient_details_changed"):
+            schemes[(e["patient_id"], e["commitment"])] = int(e.get("schema_version", 1))
         if e["kind"] != "dose_administered" or not period.contains(e["occurred_at"]):
             continue
         w = waste.get(e["administration_id"], [])
@@ -47,7 +53,9 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
         rows.append({
             "seq": e["seq"], "administration_id": e["administration_id"], "started_at": e["started_at"],
             "ended_at": e["ended_at"], "late_reason": e.get("late_reason"), "patient_id": e["patient_id"],
-            "patient_commitment": e["patient_commitment"], "prescriber_dea_number": e["prescriber_dea_number"],
+            "patient_commitment": e["patient_commitment"],
+            "patient_commitment_openable": schemes.get((e["patient_id"], e["patient_commitment"]), 1) >= 2,
+            "prescriber_dea_number": e["prescriber_dea_number"],
             "administered_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "performed"],
             "witnessed_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "witnessed"],
             "ndc": p["ndc"], "drug": p["name"], "weight_kg": e["weight_kg"],
@@ -110,9 +118,20 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     return out
 
 
+def _address(details: dict[str, str]) -> str:
+    """The address as the log prints it (one formatting for ``annotate`` and ``check_openings``)."""
+    return f"{details['street']}, {details['city']}, {details['state']} {details['postal_code']}"
+
+
 def annotate(ledger: Any, registrant: str, figures: dict[str, Any]) -> dict[str, Any]:
     """Patient names and addresses for the rows, from the encrypted registry, when a patient key
-    is configured; an empty annotation otherwise (the report says so)."""
+    is configured; an empty annotation otherwise (the report says so).
+
+    Beside the printed ``name`` and ``address`` each patient carries the committed ``details``
+    and, when the latest row's commitment is v2 (or matches neither scheme, so that an offline
+    check fails too), its ``opening``: with them an inspector holding no key can check the
+    printed details against the entries (``check_openings``). A v1 commitment cannot be opened
+    without the key: ``opening`` is None."""
     try:
         from ledger.settings import get_settings
         from ledger.storage.patient_keys import PatientKeys
@@ -124,6 +143,7 @@ def annotate(ledger: Any, registrant: str, figures: dict[str, Any]) -> dict[str,
 
     out = {}
     ids = sorted({r["patient_id"] for r in figures["rows"]})
+    # Rows are in entry order: the last one of a patient holds their latest commitment.
     commitments = {r["patient_id"]: r["patient_commitment"] for r in figures["rows"]}
     with ledger.reading() as conn:
         for pid in ids:
@@ -132,10 +152,87 @@ def annotate(ledger: Any, registrant: str, figures: dict[str, Any]) -> dict[str,
             if row is None:
                 continue
             d = keys.open(registrant, pid, bytes(row[0]))
-            out[pid] = {"name": d.name, "address": f"{d.street}, {d.city}, {d.state} {d.postal_code}",
-                        "matches_commitment": keys.commitment(registrant, pid, d) == commitments[pid]}
-    return {"patients": out}
+            version = keys.matched_version(registrant, pid, d, commitments[pid])
+            details = d.as_dict()
+            out[pid] = {"name": d.name, "address": _address(details), "matches_commitment": version is not None,
+                        "details": details, "opening": None if version == 1 else keys.opening(registrant, pid, d)}
+    # The registrant is part of what a commitment binds: an offline check needs it beside the
+    # openings (a wrong one only makes them fail to open).
+    return {"patients": out, "registrant": registrant}
+
+
+def check_openings(annotations: Any, figures: Any, registrant: str | None = None) -> tuple[list[str], int, int]:
+    """Check a report's patient annotation offline, with no key: for each annotated patient the
+    embedded ``details`` must open (``open_commitment``) the commitment of the patient's latest
+    row in ``figures["rows"]`` (the row ``annotate`` compares) with the embedded ``opening``, and
+    the printed ``name`` and ``address`` must be what those details give.
+
+    Returns ``(problems, checked, not_openable)``: ``checked`` counts the patients with an
+    opening, ``not_openable`` those without one (a v1 commitment, or a report made before v2),
+    whose printed details cannot be checked without the key. Problems name the patient id and
+    the entry's seq, never a name or an address (they are printed to logs). ``annotations`` and
+    ``figures`` come from an untrusted file: anything malformed is a problem, not an exception.
+
+    ``registrant`` defaults to the one ``annotate`` embedded: it need not be trusted, since a
+    commitment binds it (another registrant makes the openings fail, it cannot make other
+    details open)."""
+    from ledger.integrity.patient_commitments import DETAIL_FIELDS, open_commitment
+
+    if annotations is None or annotations == {}:
+        return [], 0, 0
+    patients = annotations.get("patients") if isinstance(annotations, dict) else None
+    if not isinstance(patients, dict):
+        return ["the patient annotation is not an object of patients"], 0, 0
+    if registrant is None:
+        registrant = annotations.get("registrant")
+    rows = figures.get("rows") if isinstance(figures, dict) else None
+    if not isinstance(rows, list):
+        return ["the report's figures have no rows to check the patient annotation against"], 0, 0
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if isinstance(r, dict) and isinstance(r.get("patient_id"), str):
+            latest[r["patient_id"]] = r
+    problems: list[str] = []
+    checked = not_openable = 0
+    for pid in sorted(patients, key=str):
+        pt, row = patients[pid], latest.get(pid)
+        if row is None:
+            problems.append(f"patient {str(pid)[:40]!r} is annotated but no administration in the report is theirs")
+            continue
+        seq = row.get("seq")
+        if not isinstance(pt, dict):
+            problems.append(f"patient {pid} (entry {seq}): the annotation is not an object")
+            continue
+        details = pt.get("details")
+        well_formed = (isinstance(details, dict) and set(details) == set(DETAIL_FIELDS)
+                       and all(isinstance(details[k], str) for k in DETAIL_FIELDS))
+        if pt.get("opening") is None and row.get("patient_commitment_openable") is True:
+            # The entries say this commitment can be opened: withholding its opening would let
+            # an edited name pass as "not checkable".
+            problems.append(f"patient {pid} (entry {seq}): the commitment can be opened (a schema 2 patient entry) "
+                            "but the report embeds no opening for it")
+        elif pt.get("opening") is None:
+            not_openable += 1
+        else:
+            checked += 1
+            if not isinstance(registrant, str):
+                problems.append(f"patient {pid}: the annotation names no registrant, the opening of entry {seq}'s "
+                                "commitment cannot be checked")
+            elif not open_commitment(registrant, pid, details, pt["opening"], row.get("patient_commitment")):
+                problems.append(f"patient {pid}: the embedded name and address do not open the commitment of "
+                                f"entry {seq} (the details, the opening or the entry's commitment were changed)")
+        if details is None and pt.get("opening") is None:
+            continue  # a report made before openings were embedded: nothing to compare the print with
+        if not well_formed:
+            problems.append(f"patient {pid} (entry {seq}): the embedded details are not the five text fields "
+                            f"{', '.join(DETAIL_FIELDS)}")
+            continue
+        if pt.get("name") != details["name"]:
+            problems.append(f"patient {pid} (entry {seq}): the printed name is not the one in the embedded details")
+        if pt.get("address") != _address(details):
+            problems.append(f"patient {pid} (entry {seq}): the printed address is not the one in the embedded details")
+    return problems, checked, not_openable
 
 
 KIND = register(ReportKind("administrations", "Administration log (21 CFR 1304.22(c))", "landscape", compute, blocks,
-                           annotate=annotate))
+                           annotate=annotate, check_annotations=check_openings))

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ledger.domain.errors import LedgerError
 from ledger.integrity.canonical import format_time, parse_time
 from ledger.storage.patient_access import cli_reader, log_report_access
 from ledger.storage.store import Ledger, utcnow
@@ -48,6 +49,9 @@ class ReportKind:
     #: Data from outside the entries printed beside the figures (patient names from the encrypted
     #: registry): ``annotate(ledger, registrant, figures) -> dict``, embedded as ``annotations``.
     annotate: Callable[[Any, str, dict[str, Any]], dict[str, Any]] | None = None
+    #: Offline check of embedded annotations against the figures (``verify-report --bundle``):
+    #: ``check_annotations(annotations, figures) -> (problems, checked, not_checkable)``.
+    check_annotations: Callable[[dict[str, Any], dict[str, Any]], tuple[list[str], int, int]] | None = None
 
 
 KINDS: dict[str, ReportKind] = {}
@@ -252,8 +256,13 @@ def log_patient_reads(ledger: Ledger, registrant: str, data: dict[str, Any], rea
 
 def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *,
                  generated_by: str = CLI_OPERATOR, paper: str = "letter", params: dict[str, str] | None = None,
-                 now: datetime | None = None, reader: str | None = None) -> tuple[bytes, dict[str, Any]]:
+                 now: datetime | None = None, reader: str | None = None,
+                 report_key: Any = None) -> tuple[bytes, dict[str, Any]]:
     """Build one report from the ledger as it is now; return the PDF bytes and its data.
+
+    The PDF is signed with the registrant's certified report key (``signing_key``): a PAdES
+    certification signature allowing no changes, appended to the unsigned report as a second
+    revision (``reports.signing``).
 
     ``reader`` is who the patient access log names when the report decrypts patient names (the
     signed-in staff id; None for the command line's operator, see ``log_patient_reads``).
@@ -269,8 +278,39 @@ def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, en
     period = parse_period(start, end, snap.registrant_entry["time_zone"])
     data = compute_data(kind, snap, period, generated_at=format_time(now or utcnow()), generated_by=generated_by,
                         paper=paper, params=params)
+    key = signing_key(ledger, registrant, snap, report_key)
     del snap  # the decoded entries are not needed to draw: free them before the pages are built
     if kind.annotate is not None:
         data["annotations"] = kind.annotate(ledger, registrant, data["figures"])
         log_patient_reads(ledger, registrant, data, reader, action="report")
-    return render_data(data), data
+    pdf = render_data(data)
+    if key is None:
+        return pdf, data
+    from reports.signing import sign_report
+
+    return sign_report(pdf, key, parse_time(data["generated"]["at"])), data
+
+
+def signing_key(ledger: Ledger, registrant: str, snap: Snapshot, report_key: Any = None) -> Any:
+    """The report key a new report is signed with (issue 18): ``report_key`` if given, else the
+    registrant's key file in the ledger's key folder (``ledger.report_key_dir``, set by
+    ``ledger.storage.log.attach`` from the settings' ``key_dir``); None when there is none (the
+    report is then unsigned, and ``verify-report`` refuses it as "not signed"). A key whose
+    certificate no ``report_key_certified`` entry records is refused: it would sign reports no
+    verifier accepts."""
+    from ledger.services.report_key import certified_certificates, load_report_key
+
+    if report_key is None:
+        key_dir = getattr(ledger, "report_key_dir", None)
+        if key_dir is None:
+            return None
+        try:
+            report_key = load_report_key(Path(key_dir), registrant)
+        except LedgerError as exc:
+            raise ReportError(str(exc), field="key_dir") from None
+        if report_key is None:
+            return None
+    if report_key.certificate_der not in {der for _, der in certified_certificates(snap.entries)}:
+        raise ReportError(f"the report key of {registrant} ({report_key.fingerprint}) is not certified in the ledger: "
+                          "an administrator certifies a new one with `csledger keys report-key`", field="key_dir")
+    return report_key

@@ -54,6 +54,10 @@ def seed(url: str, receipts: int) -> tuple[str, str]:
         DEA, "Bench Ketamine Clinic", AddressInput("1 Main St", "Austin", "TX", "78701"), "America/Chicago",
         "Avery Admin", "avery"))
     admin = Principal(DEA, res["admin_staff_id"], "Avery Admin", AuthMethod.DEMO_SEED)
+    # Reports are signed (issue 18): the report key, in the key folder the child processes use.
+    from ledger.services.report_key import certify_report_key
+
+    certify_report_key(ledger, admin, key_dir_of(url))
     sid = services.enroll_staff(ledger, admin, EnrollStaff("Pia Pharmacist", "pia", ("pharmacist",)))["staff_id"]
     pia = Principal(DEA, sid, "Pia Pharmacist", AuthMethod.DEMO_SEED)
     services.add_product(ledger, admin, AddProduct("42023-0113-10", "Ketamine HCl injection 50 mg/mL", "7285", "III",
@@ -72,14 +76,19 @@ def seed(url: str, receipts: int) -> tuple[str, str]:
     return "2025-01-01", "2025-12-31"
 
 
-def _child(args: list[str], cwd: Path) -> tuple[float, float, int]:
+def key_dir_of(url: str) -> Path:
+    """The key folder of a bench database (beside it), passed to the child processes."""
+    return Path(url.removeprefix("sqlite:///")).parent / "csledger-keys"
+
+
+def _child(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + system) and peak RSS in KiB of one child process.
 
     CPU time is reported beside wall time because the machine is shared: wall time moves with
     the load, CPU time much less. Peak RSS comes from ``wait4`` on this child alone."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
     took = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()
@@ -106,12 +115,13 @@ def run_report_bench(console: Console, *, receipts: int, workdir: Path | None, p
         start, end = seed(url, receipts)
         console.print(f"seeded {receipts:,} receipts in {time.perf_counter() - t0:.1f} s ({db})")
     out = tmp / f"receiving-{receipts}.pdf"
+    keys = {"CSLEDGER_KEY_DIR": str(key_dir_of(url))}
     build_s, build_cpu, build_kib = _child(["report", "receiving", "--registrant", DEA, "--from", start, "--to", end,
-                                    "--out", str(out), "--paper", paper, "--db", url], tmp)
+                                    "--out", str(out), "--paper", paper, "--db", url], tmp, keys)
     from pypdf import PdfReader
 
     pages = len(PdfReader(out).pages)
-    verify_s, verify_cpu, verify_kib = _child(["verify-report", str(out), "--db", url], tmp)
+    verify_s, verify_cpu, verify_kib = _child(["verify-report", str(out), "--db", url], tmp, keys)
     figures = {"rows": receipts, "pages": pages, "bytes": out.stat().st_size, "build_s": round(build_s, 1),
                "build_cpu_s": round(build_cpu, 1), "build_peak_mib": round(build_kib / 1024),
                "verify_s": round(verify_s, 1), "verify_cpu_s": round(verify_cpu, 1),

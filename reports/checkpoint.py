@@ -22,7 +22,8 @@ from ledger.integrity import checkpoints as cp
 from ledger.integrity import merkle
 
 
-def _verifiers(keys) -> list[cp.Verifier]:
+def verifiers(keys) -> list[cp.Verifier]:
+    """Verifier keys parsed from their strings; unreadable ones are skipped."""
     out = []
     for k in keys or ():
         try:
@@ -39,8 +40,8 @@ def _when(ts: int) -> str:
 def describe(state: dict[str, Any]) -> list[str]:
     """Footer lines for a state that carries a signed checkpoint note."""
     note = state["checkpoint"]
-    logs = _verifiers(state.get("verifier_keys"))
-    witnesses = _verifiers(state.get("witness_keys"))
+    logs = verifiers(state.get("verifier_keys"))
+    witnesses = verifiers(state.get("witness_keys"))
     try:
         body, sigs = cp.split_note(note)
         parsed = cp.Checkpoint.parse(body)
@@ -66,6 +67,32 @@ def describe(state: dict[str, Any]) -> list[str]:
     return out
 
 
+def check_note(note: str, size: int, root: str, verifiers: list[cp.Verifier],
+               witnesses: dict[tuple[str, int], cp.Verifier]) -> tuple[list[str], str]:
+    """Problems with a report's signed checkpoint ``note`` under the log ``verifiers`` and the
+    ``witnesses`` (by name and key ID), and a one-line summary; the same checks online and
+    offline (``--bundle``), only where the keys come from differs."""
+    try:
+        parsed, opened = cp.open_checkpoint(note, verifiers)
+    except cp.NoteError as exc:
+        return [f"checkpoint: the report's signed checkpoint does not verify under the log keys ({exc})"], ""
+    problems: list[str] = []
+    if parsed.size != size or parsed.root.hex() != root:
+        problems.append(f"checkpoint: it names size {parsed.size} root {parsed.root.hex()}, the report "
+                        f"names size {size} root {root}")
+    good = 0
+    for s in opened.unverified:
+        v = witnesses.get((s.name, s.key_id))
+        if v is None:
+            continue
+        try:
+            cp.verify_cosignature(parsed, s.line(), v)
+            good += 1
+        except cp.NoteError as exc:
+            problems.append(f"checkpoint: the cosignature of witness {s.name} does not verify ({exc})")
+    return problems, f"checkpoint signature OK, {good} witness cosignature(s) OK"
+
+
 def check(conn: Connection, registrant: str, state: dict[str, Any]) -> tuple[list[str], str]:
     """Problems with the report's checkpoint against the ledger, and a one-line summary.
 
@@ -81,26 +108,11 @@ def check(conn: Connection, registrant: str, state: dict[str, Any]) -> tuple[lis
     problems: list[str] = []
     summary = ""
     if note:
-        try:
-            parsed, opened = cp.open_checkpoint(note, verifiers)
-        except cp.NoteError as exc:
-            return [f"checkpoint: the report's signed checkpoint does not verify under the ledger's log keys ({exc})"], ""
-        if parsed.size != size or parsed.root.hex() != root:
-            problems.append(f"checkpoint: it names size {parsed.size} root {parsed.root.hex()}, the report "
-                            f"names size {size} root {root}")
         policy = log.witness_policy(conn, registrant)
         wit = {(w.verifier.name, w.verifier.key_id): w.verifier for w in (policy.witnesses if policy else ())}
-        good = 0
-        for s in opened.unverified:
-            v = wit.get((s.name, s.key_id))
-            if v is None:
-                continue
-            try:
-                cp.verify_cosignature(parsed, s.line(), v)
-                good += 1
-            except cp.NoteError as exc:
-                problems.append(f"checkpoint: the cosignature of witness {s.name} does not verify ({exc})")
-        summary = f"checkpoint signature OK, {good} witness cosignature(s) OK"
+        problems, summary = check_note(note, size, root, verifiers, wit)
+        if not summary:
+            return [p.replace("under the log keys", "under the ledger's log keys") for p in problems], ""
     latest = log.latest_checkpoint(conn, registrant)
     if latest is not None and latest.tree_size >= size:
         try:

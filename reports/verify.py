@@ -18,7 +18,21 @@
    difference the first differing offset is named, with the page text that differs (the first
    differing line) or, where the text matches, what in the page's objects changed.
 
-Not yet (issue 18): no signature is checked and there is no offline ``--bundle`` mode.
+5. The certification signature (``reports.signing``): the report is two revisions, the unsigned
+   report (what step 4 compares: the bytes up to the first ``%%EOF``) and one incremental update
+   adding only a PAdES certification signature allowing no changes (DocMDP P=1) that covers the
+   whole file, so nothing follows it. Its signer certificate must be one a
+   ``report_key_certified`` entry of the registrant recorded at or before the report's tree size
+   (an administrator signed it); a certificate is never trusted from the PDF alone. An unsigned
+   report is refused ("not signed").
+
+6. Offline (``verify_report_offline``, ``csledger verify-report FILE --bundle BUNDLE``): the same
+   checks with no database. The bundle must verify whole (``verify-bundle``: hashes, chain, signed
+   checkpoint, staff signatures; under the keys given out of band, else its own, and then a note
+   says so); the report's entries are the bundle's first ``tree_size`` entries, its checkpoint is
+   checked under the same keys, and the certified report keys are read from those entries. Patient
+   names cannot be re-read (bundles carry none): the report embeds each patient's name and address
+   fields with the opening of the entries' salted commitment, and each must open it.
 """
 
 from __future__ import annotations
@@ -28,12 +42,15 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ledger.integrity.canonical import parse_time
 from ledger.storage.store import Ledger
 from reports import checkpoint, layout
 from reports.base import (
     FORMAT,
+    ReportKind,
     build_versions,
     compute_data,
     kind_named,
@@ -42,7 +59,7 @@ from reports.base import (
 )
 from reports.errors import ReportError
 from reports.fmt import Period, parse_period
-from reports.source import load_snapshot
+from reports.source import LedgerState, Snapshot, load_snapshot
 
 MAX_PROBLEMS = 20
 
@@ -53,6 +70,8 @@ class ReportCheck:
     problems: list[str] = field(default_factory=list)
     summary: str = ""
     data: dict[str, Any] | None = None
+    #: What the reader should know that is not a failure (e.g. keys taken from the bundle itself).
+    notes: list[str] = field(default_factory=list)
 
 
 def read_report_data(pdf: bytes) -> tuple[dict[str, Any], str | None]:
@@ -271,13 +290,134 @@ def check_build(built: Any) -> str | None:
     return None
 
 
+class _Online:
+    """Where ``verify_report`` reads the ledger from: the live database."""
+
+    def __init__(self, ledger: Ledger, reader: str | None):
+        self.ledger, self.reader = ledger, reader
+
+    def load(self, registrant: str, size: int, state: dict[str, Any]) -> tuple[Snapshot | None, list[str], str]:
+        with self.ledger.reading() as conn:
+            snap = load_snapshot(conn, registrant, size)
+            problems, summary = checkpoint.check(conn, registrant, state)
+        return snap, problems, summary
+
+    def annotations(self, kind: ReportKind, registrant: str, data: dict[str, Any],
+                    ours: dict[str, Any]) -> tuple[Any, list[str], str]:
+        # Not derivable from the entries: re-read them (patient registry, with the key) where
+        # this machine can; without the key the embedded ones are rebuilt with, unchecked.
+        embedded_names = bool((data["annotations"] or {}).get("patients")) if isinstance(data["annotations"], dict) \
+            else True
+        # A report made without the key prints ids only and claims no names: nothing to re-read.
+        fresh = kind.annotate(self.ledger, registrant, ours["figures"]) if kind.annotate and embedded_names else {}
+        log_patient_reads(self.ledger, registrant, {**ours, "annotations": fresh}, self.reader, action="verify-report")
+        if fresh:
+            return fresh, [], "patient names and addresses checked against the registry"
+        return data["annotations"], [], ("patient names and addresses NOT checked (no patient key here)"
+                                         if data["annotations"] else "")
+
+
+class _Offline:
+    """Where ``verify_report`` reads the ledger from with ``--bundle``: an exported bundle, which
+    must verify as ``verify-bundle`` checks it (under the keys obtained out of band when given)."""
+
+    def __init__(self, bundle: Path, trusted_log_keys: list[str] | None, trusted_witness_keys: list[str] | None,
+                 trusted_staff_root: str | None):
+        self.bundle, self.log_keys, self.witness_keys = Path(bundle), trusted_log_keys, trusted_witness_keys
+        self.staff_root = trusted_staff_root
+        self.notes: list[str] = []
+
+    def load(self, registrant: str, size: int, state: dict[str, Any]) -> tuple[Snapshot | None, list[str], str]:
+        from ledger.integrity import canonical as canon
+        from ledger.integrity import checkpoints as cp
+        from ledger.integrity import merkle
+        from ledger.services.bundle import BundleError, read_bundle_prefix, verify_bundle
+
+        rep = verify_bundle(self.bundle, trusted_log_keys=self.log_keys, trusted_witness_keys=self.witness_keys,
+                            trusted_staff_root=self.staff_root)
+        self.notes.extend(rep.notes)
+        if not rep.ok:
+            return None, [f"the bundle {self.bundle.name} does not verify: {rep.problem}"], ""
+        if rep.registrant != registrant:
+            return None, [f"the bundle is the ledger of {rep.registrant}; the report is of {registrant}"], ""
+        if size > rep.tree_size:
+            return None, [f"the bundle ends at tree size {rep.tree_size}; the report was built at {size}: export a "
+                          "newer bundle (`csledger export`)"], ""
+        try:
+            header, lines = read_bundle_prefix(self.bundle, size)
+        except (BundleError, OSError) as exc:
+            return None, [f"the bundle cannot be read again: {exc}"], ""
+        acc = merkle.RootAccumulator()
+        entries = []
+        for line in lines:
+            acc.push(canon.leaf_hash(line))
+            entries.append(canon.decode(line))
+        snap = Snapshot(LedgerState(registrant, size, acc.root().hex(), None, tuple(header["log_keys"]),
+                                    tuple(header["witness_keys"])), entries)
+        problems: list[str] = []
+        summary = ""
+        note = state.get("checkpoint")
+        if note:
+            log_vs = checkpoint.verifiers(self.log_keys or header["log_keys"])
+            wit_vs = checkpoint.verifiers(self.witness_keys if self.witness_keys is not None
+                                          else header["witness_keys"])
+            problems, summary = checkpoint.check_note(note, size, str(state.get("root")), log_vs,
+                                                      {(v.name, v.key_id): v for v in wit_vs
+                                                       if v.sig_type == cp.SIG_COSIGNATURE_V1})
+        # The bundle's checkpoint (verified above) covers every one of its entries, and the
+        # report's entries are its first ``size``: the log was not forked after the report.
+        summary += ("; " if summary else "") + (f"the bundle's checkpoint (size {rep.tree_size}, log key "
+                                                f"{'pinned' if rep.keys_trusted else 'from the bundle'}) extends it")
+        return snap, problems, summary
+
+    def annotations(self, kind: ReportKind, registrant: str, data: dict[str, Any],
+                    ours: dict[str, Any]) -> tuple[Any, list[str], str]:
+        annotations = data["annotations"]
+        patients = annotations.get("patients") if isinstance(annotations, dict) else None
+        if not patients:
+            return annotations, [], ""
+        if kind.check_annotations is None:
+            return annotations, [f"{kind.name}: this report kind's annotations cannot be checked offline"], ""
+        problems, checked, unopenable = kind.check_annotations(annotations, ours["figures"])
+        note = f"{checked} patient name(s) and address(es) open the commitments in the entries"
+        if unopenable:
+            note += (f"; {unopenable} NOT checked offline (their commitments were recorded before openable "
+                     "commitments; check online)")
+        return annotations, problems, note
+
+
 def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> ReportCheck:
     """Check a report PDF against the ledger (see the module docstring). Never raises for a
     report that fails; raises ``ReportError`` only when the file is not a csledger report or
     the ledger cannot be read. Re-reading patient names from the registry writes one access-log
     row naming ``reader`` (None: the command line's operator)."""
-    data, info_line = read_report_data(pdf)
-    problems: list[str] = []
+    return _verify(pdf, _Online(ledger, reader))
+
+
+def verify_report_offline(pdf: bytes, bundle: Path, *, trusted_log_keys: list[str] | None = None,
+                          trusted_witness_keys: list[str] | None = None,
+                          trusted_staff_root: str | None = None) -> ReportCheck:
+    """Check a report PDF against an exported bundle, with no database (``--bundle``): the same
+    checks as :func:`verify_report`, the entries, keys and certified report keys read from the
+    bundle (after it verifies whole), patient names checked by opening the entries' commitments.
+    ``trusted_*`` are what the inspector obtained out of band (else the bundle's own keys, and a
+    note says so)."""
+    source = _Offline(bundle, trusted_log_keys, trusted_witness_keys, trusted_staff_root)
+    result = _verify(pdf, source)
+    result.notes = source.notes + result.notes
+    return result
+
+
+def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
+    from ledger.services.report_key import certified_certificates
+    from reports.signing import certificate_summary, inspect_signature
+
+    signature = inspect_signature(pdf)
+    # The report proper is the first revision; an unsigned file is compared whole (so an update
+    # appended to it is named as such), and refused for want of a signature anyway.
+    report_pdf = signature.first_revision if signature.signed else pdf
+    data, info_line = read_report_data(report_pdf)
+    problems: list[str] = list(signature.problems)
     state = data.get("state") or {}
     try:
         registrant, size, root = state["registrant"], int(state["tree_size"]), str(state["root"])
@@ -296,15 +436,33 @@ def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> R
     if info_line != expected_line:
         problems.append(f"document information {layout.STATE_KEY} says {info_line!r}, the embedded data "
                         f"says {expected_line!r}")
-    with ledger.reading() as conn:
-        snap = load_snapshot(conn, registrant, size)
-        cp_problems, cp_summary = checkpoint.check(conn, registrant, state)
+    snap, cp_problems, cp_summary = source.load(registrant, size, state)
+    if snap is None:
+        return ReportCheck(False, problems + cp_problems, data=data)
+    certified = certified_certificates(snap.entries)
     if snap.state.root != root:
         problems.append(f"ledger state: the first {size} entries of {registrant} now hash to root "
                         f"{snap.state.root}, the report names {root}: the ledger was rewritten after the "
                         "report was made, or the report was altered")
         return ReportCheck(False, problems, data=data)
     problems.extend(cp_problems)
+    signer_note = ""
+    if signature.signed and signature.signer_der is not None:
+        seqs = [seq for seq, der in certified if der == signature.signer_der]
+        if seqs:
+            signer_note = f"signed by the report key certified in entry {seqs[-1]}"
+        else:
+            have = ", ".join(f"entry {q}" for q, _ in certified) or "none"
+            problems.append(f"the signature is by {certificate_summary(signature.signer_der)}, not a report key "
+                            f"{registrant} certified at or before tree size {size} (certified: {have})")
+        if signature.signing_time is not None:
+            try:
+                at = parse_time(generated["at"]).replace(microsecond=0)
+                if signature.signing_time.replace(microsecond=0) != at:
+                    problems.append(f"the signature's signing time {signature.signing_time.isoformat()} is not the "
+                                    f"report's generation time {generated['at']}")
+            except ValueError:
+                problems.append(f"generated.at {generated['at'][:40]!r} is not a time")
     period: Period = parse_period(period_in["from"], period_in["to"], snap.registrant_entry["time_zone"])
     if period_in.get("time_zone") != period.tz:
         problems.append(f"period.time_zone: the PDF says {period_in.get('time_zone')!r}, the ledger gives {period.tz!r}")
@@ -322,20 +480,10 @@ def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> R
     ours["state"] = {**ours["state"], "checkpoint": state.get("checkpoint"),
                      "verifier_keys": state.get("verifier_keys", []), "witness_keys": state.get("witness_keys", [])}
     if "annotations" in data:
-        # Not derivable from the entries: re-read them (patient registry, with the key) where
-        # this machine can; without the key the embedded ones are rebuilt with, unchecked.
-        embedded_names = bool((data["annotations"] or {}).get("patients")) if isinstance(data["annotations"], dict) \
-            else True
-        # A report made without the key prints ids only and claims no names: nothing to re-read.
-        fresh = kind.annotate(ledger, registrant, ours["figures"]) if kind.annotate and embedded_names else {}
-        log_patient_reads(ledger, registrant, {**ours, "annotations": fresh}, reader, action="verify-report")
-        if fresh:
-            ours["annotations"] = fresh
-            cp_summary += "; patient names and addresses checked against the registry"
-        else:
-            ours["annotations"] = data["annotations"]
-            if data["annotations"]:
-                cp_summary += "; patient names and addresses NOT checked (no patient key here)"
+        ours["annotations"], ann_problems, ann_note = source.annotations(kind, registrant, data, ours)
+        problems.extend(ann_problems)
+        if ann_note:
+            cp_summary += ("; " if cp_summary else "") + ann_note
     # Every embedded value, figures first (the usual forgery), then the rest of the data.
     data_problems = diff_values(ours["figures"], data.get("figures"), "figures")
     data_problems += [p for p in diff_values({k: v for k, v in ours.items() if k != "figures"},
@@ -350,9 +498,11 @@ def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> R
                                                   f"{type(exc).__name__}: {str(exc)[:120]}"], data=data)
         if build_problem:
             # Another ReportLab lays out differently: the bytes cannot decide; the text explains.
-            problems.extend(compare_pages(rebuilt, pdf))
-        elif rebuilt != pdf:
-            problems.extend(explain_bytes(rebuilt, pdf, data_differs=bool(data_problems)))
+            problems.extend(compare_pages(rebuilt, report_pdf))
+        elif rebuilt != report_pdf:
+            # Signed: ``report_pdf`` is the first revision, so the offsets named are the file's too.
+            problems.extend(explain_bytes(rebuilt, report_pdf, data_differs=bool(data_problems)))
+    notes = "; ".join(x for x in (cp_summary, signer_note) if x)
     summary = (f"{kind.title} of {registrant}, {period.start} to {period.end}, built from tree size {size} "
-               f"root {root}" + (f" ({cp_summary})" if cp_summary else ""))
+               f"root {root}" + (f" ({notes})" if notes else ""))
     return ReportCheck(not problems, problems[:MAX_PROBLEMS], summary, data)

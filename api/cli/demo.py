@@ -67,6 +67,7 @@ from ledger.domain.principal import AuthMethod, Principal
 from ledger.integrity.staff_signatures import KdfParams, PasswordKeySigner
 from ledger.services import stock
 from ledger.services.credentials import enrol_password_key
+from ledger.services.report_key import certify_report_key
 from ledger.services.verify import verify
 from ledger.settings import Settings
 from ledger.storage.log import WitnessEntry, attach, log_keys
@@ -409,6 +410,8 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
         loc = _Location(ledger, clock, keys, rng, dea, name, addr, tz, start)
         loc.run()
         give_logins(auth, dea, loc.key_records)
+        # issue 18: reports are signed by a report key the administrator certified in the ledger.
+        certify_report_key(ledger, loc.admin, Path(settings.key_dir))
         stats[dea] = loc.stats
         with ledger.reading() as c:
             summary[dea] = tree_size(c, dea)

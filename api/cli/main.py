@@ -177,6 +177,25 @@ def print_root(res: dict) -> None:
     out.print(f"staff-root {res['fingerprint']}", highlight=False)
 
 
+def certify_first_report_key(ledger, auth, member, password: str, key_dir: Path) -> None:
+    """The registrant's first report key (issue 18), certified by the administrator just enrolled,
+    so the first report made is signed. Their root key signs the ``report_key_certified`` entry."""
+    from api.http.auth_store import AuthStore
+    from ledger.domain.principal import AuthMethod, Principal
+    from ledger.integrity import staff_signatures as ss
+    from ledger.services.report_key import certify_report_key
+
+    record = AuthStore.signing_record(auth.store.credential(member.registrant, member.staff_id))
+    key = ss.open_key(record, password) if record is not None else None
+    if key is None:  # cannot happen right after the root enrolment; say what to do rather than crash
+        _fail("the administrator's signing key did not open; certify the report key with `csledger keys report-key`")
+    admin = Principal(member.registrant, member.staff_id, member.printed_name, AuthMethod.CONSOLE_BOOTSTRAP,
+                      signer=ss.PasswordKeySigner(key, record["credential_id"]))
+    res = certify_report_key(ledger, admin, Path(key_dir))
+    out.print(f"report key certified (entry {res['seq']}): {res['fingerprint']}; key file {res['path']}",
+              highlight=False)
+
+
 @app.command()
 def init(
     dea: Annotated[str, typer.Option(help="The location's DEA registration number, e.g. AB1234563.")],
@@ -235,6 +254,7 @@ def init(
             out.print(f"TOTP URI: {auth.totp_uri(member, secret)}", soft_wrap=True)
         root = enrol_root_key(auth, member, password, rp_id=rp_id, origins=tuple(origin or DEFAULT_ORIGINS))
         print_root(root)
+        certify_first_report_key(ledger, auth, member, password, settings.key_dir)
     except LedgerError as exc:
         _fail(str(exc))
     finally:

@@ -2,7 +2,10 @@
 
 ``csledger report KIND --registrant DEA --from DATE --to DATE --out FILE.pdf`` builds a report
 from the ledger as it is now; ``csledger verify-report FILE.pdf`` rebuilds one from the ledger and
-requires the same bytes.
+requires the same bytes, and its certification signature by a report key the ledger certifies.
+``csledger keys report-key --registrant DEA --username ADMIN`` makes that key (an administrator signs
+in at the console and signs the ``report_key_certified`` entry); until it exists reports are
+written unsigned and ``verify-report`` refuses them ("not signed").
 The command line has no authenticated staff member, so reports made here say they were made by
 "csledger CLI (operator)", and the patient access log names their reader ``cli:<user>``, the
 operating-system user who ran the command.
@@ -16,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli.integrity import keys_app
 from api.cli.main import DbOption, _fail, _open, app, err, out
 from ledger.domain.errors import LedgerError
 
@@ -53,36 +57,94 @@ def report(
     out.print(f"wrote {out_path} ({len(pdf):,} bytes) in {time.perf_counter() - t0:.1f} s: {data['title']} of "
               f"{data['registrant']['dea_number']}, {start} to {end}, ledger tree size {s['tree_size']} root {s['root']}",
               highlight=False)
+    if b"/ByteRange" not in pdf:
+        err.print(f"[bold yellow]UNSIGNED[/] {registrant.strip().upper()} has no certified report key in the key folder: "
+                  "verify-report refuses this report until an administrator runs `csledger keys report-key` and it "
+                  "is made again", highlight=False)
+
+
+@keys_app.command("report-key")
+def report_key(
+    registrant: Annotated[str, typer.Option(help="DEA number of the registrant.")],
+    username: Annotated[str, typer.Option(help="An administrator's username; they sign the certification.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    totp: Annotated[str | None, typer.Option(help="The administrator's TOTP code.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Make the registrant's report signing key (ECDSA P-256, in the key folder, mode 0600) and
+    record its self-signed certificate as a ``report_key_certified`` entry the administrator
+    signs. Reports made from then on carry a certification signature by it; running it again
+    replaces the key (reports already made keep verifying under the older entry)."""
+    from api.cli.alerts import _principal
+    from ledger.services.report_key import certify_report_key
+
+    settings, ledger = _open(db)
+    try:
+        admin = _principal(ledger, settings, registrant.strip().upper(), username, password_stdin, totp)
+        res = certify_report_key(ledger, admin, settings.key_dir)
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    out.print(f"report key of {registrant.strip().upper()} certified in entry {res['seq']}: {res['fingerprint']} "
+              f"(key file {res['path']})", highlight=False)
 
 
 @app.command("verify-report")
 def verify_report(
     pdf_path: Annotated[Path, typer.Argument(help="A report PDF made by `csledger report`.")],
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", help="Check offline against this bundle (`csledger export`) instead of a database.")] = None,
+    log_key: Annotated[list[str] | None, typer.Option(
+        "--log-key", help="With --bundle: the log's verifier key, obtained out of band (repeatable).")] = None,
+    witness_key: Annotated[list[str] | None, typer.Option(
+        "--witness-key", help="With --bundle: a witness's verifier key, obtained out of band (repeatable).")] = None,
+    staff_root: Annotated[str | None, typer.Option(
+        "--staff-root", help="With --bundle: the root staff credential's fingerprint (sha256:...), out of band.")] = None,
     db: DbOption = None,
 ) -> None:
     """Check a report against the ledger: its ledger state, every figure recomputed from the
     entries, and the file itself, rebuilt from the ledger and the inputs the report embeds and
     compared byte for byte (so an annotation, a font re-encoding or an appended update fails
-    too). Exits 1 naming what differs: a figure, the first differing line of a page, or the
-    first differing byte offset."""
+    too), and its certification signature by a report key the ledger certifies. Exits 1 naming
+    what differs: a figure, the first differing line of a page, or the first differing byte
+    offset. With --bundle the same checks run offline, from an exported bundle."""
     from ledger.storage.patient_access import cli_reader
     from reports.verify import verify_report as run
+    from reports.verify import verify_report_offline
 
     if not pdf_path.is_file():
         _fail(f"no such file: {pdf_path}")
-    _, ledger = _open(db)
-    try:
-        result = run(ledger, pdf_path.read_bytes(), reader=cli_reader())
-    except LedgerError as exc:
-        _fail(str(exc))
-    finally:
-        ledger.dispose()
+    if bundle is None and (log_key or witness_key or staff_root):
+        _fail("--log-key, --witness-key and --staff-root go with --bundle (online, the ledger's own keys are used; "
+              "hold them against pinned keys with `csledger verify --pinned-keys`)")
+    if bundle is not None:
+        if not bundle.is_file():
+            _fail(f"no such bundle: {bundle}")
+        try:
+            result = verify_report_offline(pdf_path.read_bytes(), bundle, trusted_log_keys=log_key or None,
+                                           trusted_witness_keys=witness_key or None, trusted_staff_root=staff_root)
+        except LedgerError as exc:
+            _fail(str(exc))
+        source = f"the bundle {bundle.name}"
+    else:
+        _, ledger = _open(db)
+        try:
+            result = run(ledger, pdf_path.read_bytes(), reader=cli_reader())
+        except LedgerError as exc:
+            _fail(str(exc))
+        finally:
+            ledger.dispose()
+        source = "the ledger"
+    for n in result.notes:
+        err.print(f"[yellow]note[/] {n}", highlight=False)
     if not result.ok:
         for p in result.problems:
             err.print(f"[bold red]FAIL[/] {p}", highlight=False)
         raise typer.Exit(1)
-    out.print(f"OK {result.summary}: rebuilt from the ledger byte for byte; every figure "
-              "and every page matches the ledger", highlight=False)
+    out.print(f"OK {result.summary}: rebuilt from {source} byte for byte; every figure "
+              "and every page matches the ledger; certified (no changes allowed) by the registrant's report key",
+              highlight=False)
 
 
 @app.command("report-bench")

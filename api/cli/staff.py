@@ -24,6 +24,7 @@ from api.cli.main import (
     _fail,
     _open,
     app,
+    certify_first_report_key,
     enrol_root_key,
     out,
     print_root,
@@ -73,6 +74,7 @@ def set_password(
             # A temporary password must not wrap the root: whoever set it could open the key.
             if needs_root and "administrator" in member.roles and not must_change:
                 root = enrol_root_key(auth, member, password, rp_id=rp_id, origins=tuple(origin or DEFAULT_ORIGINS))
+                certify_first_report_key(ledger, auth, member, password, settings.key_dir)
         except LedgerError as exc:
             _fail(str(exc))
         has_key = AuthStore.signing_record(auth.store.credential(member.registrant, member.staff_id)) is not None

@@ -15,6 +15,7 @@ KIND_WORDS = {
     "stock_destroyed": "Destruction", "stock_transferred": "Transfer", "theft_or_loss_reported": "Theft or loss",
     "loss_adjusted": "Loss adjustment", "count_started": "Count started", "entry_corrected": "Correction",
     "staff_credential_enrolled": "Signing credential enrolled", "staff_credential_revoked": "Signing credential revoked",
+    "report_key_certified": "Report signing key certified",
     "staff_enrolled": "Staff member enrolled", "role_granted": "Role granted", "role_revoked": "Role revoked",
     "patient_registered": "Patient registered", "breakage_recorded": "Breakage or spill",
 }

@@ -259,7 +259,20 @@ async def reports(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "reports")
     today = page.local_now().date()
     values = {"start": today.replace(day=1).isoformat(), "end": today.isoformat(), "paper": "letter"}
-    return page.render("reports.html", kinds=_report_kinds(), values=values)
+    return page.render("reports.html", kinds=_report_kinds(), values=values,
+                       signing=await run_in_threadpool(_has_report_key, request.app.state.ledger, dea))
+
+
+def _has_report_key(ledger: Any, dea: str) -> bool:
+    """Whether reports of ``dea`` will be signed (issue 18): its report key file is in the key
+    folder (a key file nobody certified is refused when a report is made, with the reason)."""
+    from ledger.services.report_key import load_report_key
+
+    key_dir = getattr(ledger, "report_key_dir", None)
+    try:
+        return key_dir is not None and load_report_key(key_dir, dea) is not None
+    except LedgerError:
+        return True  # present but unreadable: building a report names the problem
 
 
 @router.post("/ui/{dea}/reports", name="web_reports_post")
@@ -282,7 +295,7 @@ async def report_download(request: Request, dea: Dea) -> Response:
         errors = Errors()
         errors.add(name if name in values else "form", msg)
         return page.render("reports.html", status=exc.status if exc.status < 500 else 422, kinds=_report_kinds(),
-                           values=values, errors=errors)
+                           values=values, errors=errors, signing=True)
     filename = f"csledger-{values['kind']}-{dea}-{values['start']}-to-{values['end']}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})

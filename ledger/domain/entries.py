@@ -239,8 +239,12 @@ class PatientRegistered(Event):
     """A patient in the encrypted registry; the commitment binds the name and address recorded."""
 
     kind: ClassVar[str] = "patient_registered"
+    #: 2 (issue 18): ``commitment`` is the salted SHA-256 commitment anyone holding its opening can
+    #: check (``ledger.integrity.patient_commitments``); 1: an HMAC only the patient key checks.
+    #: Offline checkers read the version to know an opening is owed, so none can be withheld.
+    schema_version: ClassVar[int] = 2
     patient_id: str
-    commitment: str  # hex HMAC-SHA256 of the canonical name and address, keyed by the patient key
+    commitment: str  # hex; see ``schema_version`` for which construction
     #: hex SHA-256 of the registry row's sealed bytes (nonce || AES-GCM ciphertext): lets
     #: ``verify --deep`` see a changed row without the patient key, and reveals nothing.
     sealed_sha256: str
@@ -251,6 +255,7 @@ class PatientDetailsChanged(Event):
     """The registry's name or address for a patient changed: the new commitment, and why."""
 
     kind: ClassVar[str] = "patient_details_changed"
+    schema_version: ClassVar[int] = 2  # as in ``PatientRegistered``
     patient_id: str
     commitment: str
     reason: str
@@ -649,3 +654,22 @@ EVENT_TYPES.update({BreakageRecorded.kind: BreakageRecorded})
 # Registered here (after the classes above) so ``verify --deep`` and ``verify-bundle`` know the
 # kinds; who may sign them is the credential chain's rule (``ledger.integrity.credential_chain``).
 EVENT_TYPES.update({t.kind: t for t in (StaffCredentialEnrolled, StaffCredentialRevoked)})
+
+
+# --- report key (issue 18) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportKeyCertified(Event):
+    """The registrant's report key: every report PDF carries a certification signature (PAdES,
+    DocMDP P=1) by the key this self-signed X.509 certificate names; ``verify-report`` accepts a
+    signer only if its certificate is one of these entries at or before the report's tree size.
+    Signed by an administrator; the private key stays in the key folder (never the database)."""
+
+    kind: ClassVar[str] = "report_key_certified"
+    certificate: str  # base64 of the DER certificate
+    fingerprint: str  # sha256:<hex> of the DER certificate
+    algorithm: str = "ecdsa-p256"
+
+
+EVENT_TYPES.update({ReportKeyCertified.kind: ReportKeyCertified})

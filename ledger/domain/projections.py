@@ -147,6 +147,8 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
         view.delete("staff_roles", (reg, entry["staff_id"], entry["role"]))
     elif kind in ("staff_credential_enrolled", "staff_credential_revoked"):
         return  # read from the chain only (``ledger.storage.authority``): no table to edit
+    elif kind == "report_key_certified":
+        return  # read from the entries by ``verify-report`` (issue 18): no table to edit
     elif kind == "inventory_taken":
         if entry["inventory_type"] != "initial":
             return  # biennial: a record of what was on hand; the book is unchanged

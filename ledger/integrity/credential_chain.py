@@ -55,6 +55,7 @@ COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kin
     "store_document": ("document_stored",),
     "alert_acknowledged": ("alert_acknowledged",), "alert_resolved": ("alert_resolved",),
     "record_registration_expiry": ("registration_expiry_recorded",),
+    "certify_report_key": ("report_key_certified",),  # issue 18: the report signing key
 }.items()}
 
 

@@ -216,6 +216,28 @@ def _open_cp(note: str | bytes, log_vs: list[Verifier], wit_vs: list[Verifier], 
     return body, len(cos), cos
 
 
+def read_bundle_prefix(path: Path | str, size: int) -> tuple[dict, list[bytes]]:
+    """The header and the canonical bytes of the first ``size`` entries of a bundle file, for
+    whoever rebuilds something from a bundle :func:`verify_bundle` has already accepted (e.g.
+    ``verify-report --bundle``). Raises ``BundleError`` when the bundle holds fewer entries."""
+    out: list[bytes] = []
+    with open(path, "rb") as f:
+        lines = _lines(f)
+        first = next(lines, None)
+        if first is None:
+            raise BundleError("line 1 (header)", "the bundle is empty")
+        header = _header(first[1])
+        if size > header["tree_size"]:
+            raise BundleError("line 1 (header)", f"the bundle holds {header['tree_size']} entries, fewer than {size}")
+        for _lineno, line in lines:
+            if len(out) == size:
+                break
+            out.append(line[:-1] if line.endswith(b"\n") else line)
+    if len(out) != size:
+        raise BundleError("entries", f"read {len(out)} of {size} entries")
+    return header, out
+
+
 def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     yield from enumerate(f, start=1)
 
@@ -525,5 +547,5 @@ def is_entry_proof(data: bytes) -> bool:
     return bytes(data[: len(TLOG_PROOF_HEADER) + 1]) == (TLOG_PROOF_HEADER + "\n").encode()
 
 
-__all__ = ["BundleError", "BundleReport", "export_bundle", "export_entry_proof", "is_entry_proof",
+__all__ = ["BundleError", "BundleReport", "export_bundle", "export_entry_proof", "is_entry_proof", "read_bundle_prefix",
            "verify_bundle", "verify_entry_proof", "write_bundle"]

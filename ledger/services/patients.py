@@ -77,7 +77,8 @@ def register_patient(ledger: Ledger, principal: Principal, cmd: RegisterPatient,
                    signatures=[sig], occurred_at=ctx.now)
         return {"patient_id": patient_id}
 
-    # The idempotency hash must not be a hash of a name: hash a keyed commitment instead.
+    # The idempotency hash must not be a hash of a name: hash a commitment instead (its opening
+    # is keyed, so it cannot be tested against guessed names).
     request = {"type": "RegisterPatient", "details": keys.commitment(principal.registrant, "request", details)}
     return run(ledger, principal, "register_patient", cmd, build, idempotency_key, request)
 
@@ -133,7 +134,8 @@ def read_patient(ledger: Ledger, principal: Principal, patient_id: str, *, keys:
                              "VALUES (:r, :s, :p, 'read', :t)"),
                      {"r": principal.registrant, "s": principal.staff_id, "p": patient_id,
                       "t": format_time(ledger.clock())})
-    matches = keys.commitment(principal.registrant, patient_id, details) == committed["commitment"]
+    # The latest entry may hold a v1 (HMAC) or a v2 (salted hash) commitment: either matches.
+    matches = keys.matches(principal.registrant, patient_id, details, committed["commitment"])
     return {"patient_id": patient_id, "name": details.name,
             "address": {"street": details.street, "city": details.city, "state": details.state,
                         "postal_code": details.postal_code},

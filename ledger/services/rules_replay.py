@@ -122,6 +122,7 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "alert_resolved": ((APPROVED, frozenset(CLOSERS)),),
     "registration_expiry_recorded": ((PERFORMED, frozenset(REGISTRATION_RECORDERS)),),
     "breakage_recorded": ((PERFORMED, RECORDERS), (WITNESSED, WITNESSES)),
+    "report_key_certified": ((PERFORMED, frozenset({"administrator"})),),  # issue 18
 }
 
 ROLES = frozenset(r.value for r in Role)

@@ -446,6 +446,8 @@ def attach(ledger: Ledger, settings: Any) -> TransparencyLog:
     ledger.before_commit.append(log.sign_checkpoint)
     ledger.after_append.insert(0, log.refuse_unverified)  # before the entry's Merkle nodes are written
     ledger.transparency_log = log  # type: ignore[attr-defined]
+    # The registrant report keys (issue 18) live beside the log keys; reports sign with them.
+    ledger.report_key_dir = Path(settings.key_dir)  # type: ignore[attr-defined]
     return log
 
 

@@ -3,9 +3,15 @@
 Name and address are health data and are required on the administration record (21 CFR
 1304.22(c)). They live only here, encrypted at rest with AES-GCM (``cryptography``), bound by the
 associated data to (registrant, patient id) so a row cannot be moved to another patient. Entries
-hold the patient id and a keyed commitment (HMAC-SHA256) of the name and address: a registry row
-changed without a ``patient_details_changed`` entry no longer matches its commitment
-(``check_registry``).
+hold the patient id and a commitment to the name and address: a registry row changed without a
+``patient_details_changed`` entry no longer matches its commitment (``check_registry``).
+
+Two commitment schemes (``ledger.integrity.patient_commitments``): v1, an HMAC-SHA256 under the
+commitment key, which only the key holder can check; and v2, which every new entry records, a
+salted SHA-256 whose opening (salt) is derived here per patient and per details version, so an
+inspector given a report's details and openings can check them offline without the key. Entries
+already recorded keep their v1 commitments (never rewritten): every check accepts either
+(``matches``).
 
 The key is 32 random bytes (base64) from ``CSLEDGER_PATIENT_KEY`` or a 0600 key file, never the
 database. Encryption and commitment keys are derived from it with HKDF, so neither is the other.
@@ -33,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ledger.domain.errors import LedgerError
+from ledger.integrity.patient_commitments import canonical_details, commitment_v2, opening_message
 
 KEY_CHECK_NAME = "patient-key-v1"
 
@@ -59,10 +66,14 @@ class PatientDetails:
     def __repr__(self) -> str:  # never print health data by accident
         return "PatientDetails(<redacted>)"
 
+    def as_dict(self) -> dict[str, str]:
+        """The five fields, as a report embeds them beside their opening."""
+        return {"name": self.name, "street": self.street, "city": self.city, "state": self.state,
+                "postal_code": self.postal_code}
+
     def canonical(self) -> bytes:
-        return json.dumps({"name": self.name, "street": self.street, "city": self.city, "state": self.state,
-                           "postal_code": self.postal_code}, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        """The committed (and sealed) bytes; unchanged since v1, whose commitments depend on them."""
+        return canonical_details(self.as_dict())
 
 
 class PatientKeys:
@@ -106,8 +117,41 @@ class PatientKeys:
         return cls.from_base64(text)
 
     def commitment(self, registrant: str, patient_id: str, details: PatientDetails) -> str:
+        """The v2 commitment every new entry records: SHA-256 over the derived ``opening``, the
+        patient and the details (``open_commitment`` checks it with no key)."""
+        opening = bytes.fromhex(self.opening(registrant, patient_id, details))
+        return commitment_v2(registrant, patient_id, details.canonical(), opening)
+
+    def commitment_v1(self, registrant: str, patient_id: str, details: PatientDetails) -> str:
+        """The v1 commitment (HMAC-SHA256 under the commitment key) entries recorded before v2:
+        kept to check them (``matches``), never to record a new one."""
         msg = registrant.encode() + b"\x00" + patient_id.encode() + b"\x00" + details.canonical()
         return hmac.new(self._mac, msg, hashlib.sha256).hexdigest()
+
+    def opening(self, registrant: str, patient_id: str, details: PatientDetails) -> str:
+        """The v2 opening (64 hex): HMAC-SHA256 under the commitment key of the labelled patient
+        and details. Derived, not random, so the same details always give the same commitment
+        (registering a patient is idempotent); a PRF output, so it reveals nothing about the key,
+        other patients or other versions of this patient's details."""
+        return hmac.new(self._mac, opening_message(registrant, patient_id, details.canonical()),
+                        hashlib.sha256).hexdigest()
+
+    def matched_version(self, registrant: str, patient_id: str, details: PatientDetails,
+                        commitment: Any) -> int | None:
+        """2 or 1 when ``commitment`` is the v2 or v1 commitment of these details, None when
+        neither (or it is not a commitment at all). Constant-time comparisons."""
+        if not isinstance(commitment, str):
+            return None
+        got = commitment.encode("ascii", "replace")
+        if hmac.compare_digest(self.commitment(registrant, patient_id, details).encode(), got):
+            return 2
+        if hmac.compare_digest(self.commitment_v1(registrant, patient_id, details).encode(), got):
+            return 1
+        return None
+
+    def matches(self, registrant: str, patient_id: str, details: PatientDetails, commitment: Any) -> bool:
+        """Whether ``commitment`` (v1 or v2) commits to these details for this patient."""
+        return self.matched_version(registrant, patient_id, details, commitment) is not None
 
     def seal(self, registrant: str, patient_id: str, details: PatientDetails) -> bytes:
         nonce = secrets.token_bytes(12)
@@ -135,7 +179,7 @@ class PatientKeys:
         except PatientKeyError:
             return (f"does not decrypt under the patient key as {registrant}/{patient_id} "
                     "(the ciphertext was altered or moved from another patient)")
-        if commitment is None or self.commitment(registrant, patient_id, details) != commitment:
+        if not self.matches(registrant, patient_id, details, commitment):
             return ("no longer matches the commitment recorded in the ledger (name or address changed "
                     "without a patient_details_changed entry)")
         return None

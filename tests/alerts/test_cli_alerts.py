@@ -57,6 +57,10 @@ def test_cli_list_resolve_report_scan(tmp_path):
 
     day = now.astimezone().date()
     pdf = tmp_path / "alerts.pdf"
+    from ledger.services.report_key import certify_report_key
+
+    # Reports are signed (issue 18): the report key, in the CLI's default key folder here.
+    certify_report_key(ledger, clinic.admin, tmp_path / "csledger-keys")
     run(["alerts", "report", "--dea", dea, "--from", (day - timedelta(days=7)).isoformat(), "--to",
          (day + timedelta(days=1)).isoformat(), "--out", str(pdf)], tmp_path, env)
     text = "".join(page.extract_text() for page in PdfReader(pdf).pages)

@@ -67,7 +67,7 @@ def test_init_with_admin_password_enrols_the_root(tmp_path):
     assert PASSWORD not in p.stdout + p.stderr
     entries = _entries(db)
     assert [e["kind"] for e in entries] == ["registrant_registered", "staff_enrolled", "role_granted",
-                                            "staff_credential_enrolled"]
+                                            "staff_credential_enrolled", "report_key_certified"]
     root = entries[3]
     assert root["fingerprint"] == fingerprint and root["staff_id"] == "S1" and root["method"] == "password_key"
     assert root["rp_id"] == "clinic.example" and root["origins"] == ["https://clinic.example"]
@@ -75,7 +75,13 @@ def test_init_with_admin_password_enrols_the_root(tmp_path):
     # The login holds the root key, wrapped under the administrator's password.
     record = _signing_records(db)[("AB1234563", "S1")]
     assert record["credential_id"] == root["credential_id"] and open_key(record, PASSWORD) is not None
-    assert "verified 4 entries" in run(["verify", "--deep", "--db", db], tmp_path).stdout
+    # The first report key (issue 18), certified by the administrator's new root key, so the first
+    # report is signed; its key file is private, in the key folder.
+    certified = entries[4]
+    assert certified["signatures"][0]["staff_id"] == "S1" and _is_staff_signed(certified["signatures"][0])
+    assert f"report key certified (entry 4): {certified['fingerprint']}" in p.stdout
+    assert (tmp_path / "csledger-keys" / "AB1234563-report.key").stat().st_mode & 0o777 == 0o600
+    assert "verified 5 entries" in run(["verify", "--deep", "--db", db], tmp_path).stdout
 
 
 def test_init_defaults_fix_the_local_relying_party(tmp_path):
@@ -110,11 +116,14 @@ def test_set_password_enrols_the_root_when_none_exists(tmp_path):
     entries = _entries(db)
     assert entries[3]["kind"] == "staff_credential_enrolled" and entries[3]["fingerprint"] == fingerprint
     assert entries[3]["rp_id"] == "localhost"
+    # With the root, the first report key (issue 18), certified by it.
+    assert entries[4]["kind"] == "report_key_certified" and entries[4]["signatures"][0]["staff_id"] == "S1"
+    assert "report key certified (entry 4)" in p.stdout
 
     # Once the root exists, set-password enrols nothing more, and keeps a key that still opens.
     p = run(setpw + ["--username", "avery"], tmp_path, input=PASSWORD + "\n")
     assert not ROOT_LINE.search(p.stdout) and "holds no signing key" not in p.stdout
-    assert len(_entries(db)) == 4
+    assert len(_entries(db)) == 5
 
     # Someone else: just the password; their key comes at sign-in with a manager's approval.
     ledger = Ledger.open(db)

@@ -43,7 +43,11 @@ def test_copied_signatures_grant_nothing_on_the_server(ledger, tmp_path):
 def test_signatures_of_another_command_fail_every_checker(ledger, tmp_path):
     """Genuine signatures of one command (a waste), all alike, on an entry that command never
     writes (a Form 41): the statement does not describe the entry."""
-    from tests.integrity.test_staff_signatures_verify import assert_all_refuse, forged_destruction_body, key_sig
+    from tests.integrity.test_staff_signatures_verify import (
+        assert_all_refuse,
+        forged_destruction_body,
+        key_sig,
+    )
 
     chain = signed_clinic(ledger, tmp_path)
     (pk, pcid), (nk, ncid) = chain.keys["pharmacist"], chain.keys["nurse"]
@@ -56,7 +60,11 @@ def test_signatures_of_another_command_fail_every_checker(ledger, tmp_path):
 def test_a_statement_for_other_vials_fails_every_checker(ledger, tmp_path):
     """Genuine signatures of a destruction whose signed command names one vial, on a Form 41 of
     two others: every vial an entry moves must be named by the command its signers signed."""
-    from tests.integrity.test_staff_signatures_verify import assert_all_refuse, forged_destruction_body, key_sig
+    from tests.integrity.test_staff_signatures_verify import (
+        assert_all_refuse,
+        forged_destruction_body,
+        key_sig,
+    )
 
     chain = signed_clinic(ledger, tmp_path)
     (pk, pcid), (nk, ncid), (n2k, n2cid) = chain.keys["pharmacist"], chain.keys["nurse"], chain.keys["nurse2"]

@@ -19,6 +19,7 @@ from reports.verify import read_report_data
 from tests.cli.test_cli import run
 from tests.clinical.test_audit import BOOK_ENDED, WORKED_EXAMPLE, figures, worked_example
 from tests.conftest import DEA
+from tests.reports.report_keys import CLI_KEY_DIR, admin_of, certify
 
 TZ = "America/Chicago"
 
@@ -31,6 +32,7 @@ def built(tmp_path_factory):
     migrate(engine)
     ledger = Ledger(engine)
     ops, t0, end = worked_example(ledger)
+    certify(ledger, admin_of(ledger, DEA), tmp / CLI_KEY_DIR)  # reports are signed with it (issue 18)
     ledger.dispose()
     zone = zoneinfo.ZoneInfo(TZ)
     first = t0.astimezone(zone).date() - timedelta(days=1)

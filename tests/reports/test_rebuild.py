@@ -1,5 +1,11 @@
 """``verify-report`` rebuilds the report byte for byte (issue 18, first part).
 
+Since reports are signed (issue 18, second part), each edit here is made to the report's first
+revision (the unsigned report) and the result signed again with the registrant's own certified
+report key, as an insider holding the key file could: the signature is then sound and the byte
+for byte comparison of the first revision is what catches the edit. Edits made after signing
+are in ``test_signed_reports.py``.
+
 Comparing extracted page text let two edits through with the content streams untouched: an
 annotation drawn over a figure, and a font ``/Encoding /Differences`` that draws a 1 for the
 code of an 8. Now the report is built again from the ledger at its tree size and the inputs it
@@ -18,13 +24,17 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.annotations import FreeText
 from pypdf.generic import ArrayObject, DictionaryObject, NameObject, NumberObject
 
+from ledger.integrity.canonical import parse_time
+from ledger.services.report_key import load_report_key
 from reports import layout
 from reports.base import build_report, build_versions, render_data
 from reports.errors import ReportError
+from reports.signing import first_revision_end, sign_report
 from reports.verify import verify_report
 from tests.api.conftest import PATIENT_KEY
 from tests.cli.test_cli import run
 from tests.conftest import BACKENDS, DEA
+from tests.reports.report_keys import check
 from tests.reports.test_report_access_log import floor  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
@@ -44,22 +54,31 @@ def build(api, kind: str = "receiving", **params: str) -> bytes:
     return pdf
 
 
-def check(api, pdf: bytes) -> list[str]:
-    result = verify_report(api.ledger, pdf)
-    return [] if result.ok else result.problems
-
-
 def a_vial(api) -> str:
     with api.ledger.reading() as conn:
         return conn.exec_driver_sql("SELECT vial_id FROM vials ORDER BY vial_id LIMIT 1").scalar()
 
 
-def rewrite(pdf: bytes, edit) -> bytes:
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+def unsigned(pdf: bytes) -> bytes:
+    """The report's first revision: the PDF as drawn, before its certification signature."""
+    return pdf[:first_revision_end(pdf)]
+
+
+def resign(api, pdf: bytes) -> bytes:
+    """Sign ``pdf`` (an edited unsigned report) again with the registrant's certified report key,
+    at the report's own generation time."""
+    data = json.loads(PdfReader(io.BytesIO(pdf)).attachments[layout.DATA_FILE][0])
+    key = load_report_key(api.ledger.report_key_dir, DEA)
+    return sign_report(pdf, key, parse_time(data["generated"]["at"]))
+
+
+def rewrite(api, pdf: bytes, edit) -> bytes:
+    """The report's first revision rewritten by pypdf with ``edit``, then signed again."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(unsigned(pdf))))
     edit(writer)
     buf = io.BytesIO()
     writer.write(buf)
-    return buf.getvalue()
+    return resign(api, buf.getvalue())
 
 
 def test_every_kind_untouched_rebuilds_byte_for_byte(floor, keyed):  # noqa: F811
@@ -92,7 +111,7 @@ def test_annotation_over_a_figure_fails(floor, tmp_path):  # noqa: F811
         w.add_annotation(0, FreeText(text="1.00 mL", rect=(300, 300, 360, 312), font="Helvetica",
                                      font_size="7.5pt", background_color="ffffff", border_color=None))
 
-    bad = rewrite(pdf, overlay)
+    bad = rewrite(api, pdf, overlay)
     assert PdfReader(io.BytesIO(bad)).pages[0].extract_text() == PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
     problems = check(api, bad)
     assert len(problems) == 1, problems
@@ -124,7 +143,7 @@ def test_font_encoding_that_draws_1_for_8_fails(floor):  # noqa: F811
                     NameObject("/BaseEncoding"): NameObject("/WinAnsiEncoding"),
                     NameObject("/Differences"): ArrayObject([NumberObject(56), NameObject("/one")])})
 
-    bad = rewrite(pdf, remap)
+    bad = rewrite(api, pdf, remap)
     raw = [p.get_contents().get_data() for p in PdfReader(io.BytesIO(bad)).pages]
     assert raw == [p.get_contents().get_data() for p in PdfReader(io.BytesIO(pdf)).pages]  # streams untouched
     problems = check(api, bad)
@@ -136,19 +155,18 @@ def test_font_encoding_that_draws_1_for_8_fails(floor):  # noqa: F811
 
 
 def test_incremental_update_appended_fails(floor):  # noqa: F811
+    """An update appended to the unsigned report, then signed: the first revision is the
+    report, but a third revision sits between it and the signature."""
     api = floor
     pdf = build(api)
-    writer = PdfWriter(io.BytesIO(pdf), incremental=True)
+    writer = PdfWriter(io.BytesIO(unsigned(pdf)), incremental=True)
     writer.add_metadata({"/Note": "nothing visible"})
     buf = io.BytesIO()
     writer.write(buf)
-    bad = buf.getvalue()
-    assert bad.startswith(pdf) and len(bad) > len(pdf)
+    bad = resign(api, buf.getvalue())
+    assert bad.startswith(unsigned(pdf))
     problems = check(api, bad)
-    assert len(problems) == 1, problems
-    assert f"the PDF is the rebuilt report followed by {len(bad) - len(pdf):,} more bytes from offset {len(pdf):,} " \
-        in problems[0]
-    assert "incremental" in problems[0]
+    assert problems == ["the PDF has 3 revisions; a report has two (the report, then its signature)"], problems
 
 
 def test_embedded_figure_edited_fails(floor):  # noqa: F811
@@ -164,7 +182,7 @@ def test_embedded_figure_edited_fails(floor):  # noqa: F811
         names = w.root_object["/Names"]["/EmbeddedFiles"]["/Names"]
         names[1].get_object()["/EF"]["/F"].get_object().set_data(forged)
 
-    bad = rewrite(pdf, edit)
+    bad = rewrite(api, pdf, edit)
     assert json.loads(PdfReader(io.BytesIO(bad)).attachments[layout.DATA_FILE][0]) == data
     problems = check(api, bad)
     assert "figures.total.containers: the PDF says 3, the ledger gives 2" in problems, problems
@@ -177,7 +195,7 @@ def test_other_library_version_cannot_rebuild(floor):  # noqa: F811
     data = json.loads(PdfReader(io.BytesIO(pdf)).attachments[layout.DATA_FILE][0])
     here = data["build"]["reportlab"]
     data["build"]["reportlab"] = "4.0.0"
-    problems = check(api, render_data(data))
+    problems = check(api, resign(api, render_data(data)))
     assert problems[0] == (f"built with ReportLab 4.0.0, this verifier has ReportLab {here}: cannot rebuild byte for "
                            "byte (install the same version to verify this report)")
 
@@ -195,6 +213,9 @@ def test_administration_log_names_are_rebuilt_from_the_registry(floor, monkeypat
     data = json.loads(PdfReader(io.BytesIO(named)).attachments[layout.DATA_FILE][0])
     pid = sorted(data["annotations"]["patients"])[0]
     data["annotations"]["patients"][pid]["name"] = "Someone Else"
-    problems = check(api, render_data(data))
+    problems = check(api, resign(api, render_data(data)), offline_same=False)
     assert any(p.startswith(f"annotations.patients.{pid}.name: the PDF says \"Someone Else\"") for p in problems), \
         problems
+    # Offline the registry is out of reach: the embedded details no longer give the printed name.
+    assert f"patient {pid} (entry " in api.offline_problems[0] and "the printed name is not the one in the " \
+        "embedded details" in api.offline_problems[0], api.offline_problems

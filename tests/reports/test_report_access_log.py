@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from pypdf import PdfReader
@@ -22,11 +23,13 @@ from pypdf import PdfReader
 from api.web.settings import WebSettings
 from ledger import services
 from ledger.domain.commands import TakeInventory
+from ledger.storage.log import attach
 from ledger.storage.patient_access import REPORT_PATIENT
 from tests.api.conftest import PATIENT_KEY, build_api
 from tests.api.test_clinical import ADDRESS, infusion, witnessed
 from tests.cli.test_cli import run
 from tests.conftest import BACKENDS, DEA, KETAMINE_50, clinic_today
+from tests.reports.report_keys import CLI_KEY_DIR, certify
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 UI = f"/ui/{DEA}/"
@@ -34,9 +37,15 @@ NAMES = ("Jordan Example", "Riley Sample")
 
 
 @pytest.fixture
-def floor(ledger, db_url):
-    """Two patients, each given one infusion (with witnessed waste), recorded over HTTP."""
+def floor(ledger, db_url, tmp_path):
+    """Two patients, each given one infusion (with witnessed waste), recorded over HTTP; the
+    report key certified (issue 18) where in-process builds and ``csledger`` run in ``tmp_path``
+    find it."""
     api = build_api(ledger)
+    # Checkpoints signed in every command, with the log key where `csledger` run in tmp_path finds
+    # it: reports embed a signed checkpoint and the ledger exports as an offline bundle.
+    attach(ledger, SimpleNamespace(key_dir=tmp_path / CLI_KEY_DIR, origin_prefix="csledger.local", log_keys=""))
+    certify(ledger, api.clinic.admin, tmp_path / CLI_KEY_DIR)
     api.client.app.state.web_settings = WebSettings(cookie_secure=False)
     services.take_inventory(ledger, api.clinic.nurse, TakeInventory(
         "initial", "close_of_business", datetime.now(UTC) - timedelta(hours=3)))

@@ -33,6 +33,7 @@ from reports import layout
 from reports.base import render_data
 from tests.cli.test_cli import run
 from tests.conftest import DEA, KETAMINE_10, KETAMINE_50, Clinic
+from tests.reports.report_keys import CLI_KEY_DIR, certify
 
 TZ = zoneinfo.ZoneInfo("America/Chicago")
 
@@ -48,6 +49,7 @@ def scenario(tmp_path_factory):
     ledger = Ledger(engine)
     log = attach(ledger, Settings(database_url=url, key_dir=tmp / "keys"))  # checkpoints signed per command
     clinic = Clinic(ledger)
+    certify(ledger, clinic.admin, tmp / CLI_KEY_DIR)  # reports are signed with it (issue 18)
     now = datetime.now(UTC)
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", now - timedelta(days=3), late_reason="paper inventory typed in later",

@@ -412,6 +412,10 @@ def test_whole_chain_rehashed_and_resigned_is_caught_against_the_witness(tampere
 
 
 def _receiving_report(t: Tampered, name: str) -> Path:
+    from ledger.services.report_key import certify_report_key, load_report_key
+
+    if load_report_key(t.tmp / "keys", DEA) is None:  # reports are signed with it (issue 18)
+        certify_report_key(t.ledger, t.clinic.admin, t.tmp / "keys")
     today = datetime.now(UTC).astimezone(zoneinfo.ZoneInfo("America/Chicago")).date()
     out = t.tmp / name
     t.passes("report", "receiving", "--registrant", DEA, "--from", (today - timedelta(days=7)).isoformat(),

@@ -107,6 +107,10 @@ def seed(tmp: Path) -> Seeded:
     clinic.enroll("Morgan Manager", "morgan", "manager")
     clinic.enroll("Casey Compliance", "casey", "compliance_officer")
     out = Seeded(db, tmp / "keys", supplier_id=clinic.supplier_id)
+    # The report key (issue 18), beside the log key: the reports page serves signed PDFs.
+    from tests.reports.report_keys import certify
+
+    certify(ledger, clinic.admin, tmp / "keys")
     auth = Authenticator(AuthStore(ledger), settings, clock=lambda: datetime.now(UTC), hasher=fast_test_hasher())
     for user in ("avery", "nora", "ned", "pia", "ari", "dana", "morgan", "casey"):
         secret = auth.set_password(auth.store.staff_by_username(clinic.dea, user), PASSWORD, must_change=False)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
 
+from tests.cli.test_cli import CSLEDGER
 from tests.web.conftest import PASSWORD, log_in
 from tests.web.test_pages_http import scan
 
@@ -72,6 +75,13 @@ def test_report_download(server, context, shots):
     data = open(path, "rb").read()
     assert data.startswith(b"%PDF") and len(data) > 2000
     assert download.suggested_filename.startswith("csledger-receiving-AB1234563-")
+    # Signed by the registrant's certified report key, and the inspector's check passes (issue 18).
+    from reports.signing import inspect_signature
+
+    assert inspect_signature(data).problems == []
+    p = subprocess.run(CSLEDGER + ["verify-report", path, "--db", server.seeded.db], capture_output=True, text=True,
+                       env={**os.environ, "CSLEDGER_KEY_DIR": str(server.seeded.key_dir)}, timeout=300)
+    assert p.returncode == 0 and p.stdout.startswith("OK Receiving log") and "certified" in p.stdout, p.stderr
 
 
 def test_status_page(server, context, shots):

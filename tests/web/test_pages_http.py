@@ -148,10 +148,17 @@ def test_receive_with_scans_then_the_entry_shows_its_sequence_number(web):
     assert dup.status_code == 409 and 'id="f-invoice_number-error"' in dup.text
 
 
-def test_reports_download_and_errors(web, monkeypatch):
+def test_reports_download_and_errors(web, monkeypatch, tmp_path):
     login(web, "casey")
+    # Without a report key the page says reports are not signed, and who fixes it how.
+    bare = web.client.get(UI + "reports")
+    assert "Reports are not signed yet" in bare.text and "csledger keys report-key" in bare.text
+    from tests.reports.report_keys import certify
+
+    certify(web.ledger, web.clinic.admin, tmp_path / "keys")
     page = web.client.get(UI + "reports")
     assert page.status_code == 200 and "receiving" in page.text
+    assert "Reports are not signed yet" not in page.text
     r = web.client.post(UI + "reports", data={"csrf_token": csrf_of(page.text), "kind": "receiving",
                                                "start": "2026-02-01", "end": "2026-01-01", "paper": "letter"})
     assert r.status_code in (404, 409, 422) and 'class="error' in r.text
