@@ -39,6 +39,7 @@ from ledger.domain.commands import (
     EnrollStaff,
     ReceivedLineInput,
     ReceiveStock,
+    RegisterPrescriber,
     RegisterRegistrant,
 )
 from ledger.domain.principal import AuthMethod, Principal
@@ -46,7 +47,7 @@ from ledger.settings import get_settings
 from ledger.storage.store import Ledger, migrate, utcnow
 
 DEA = "AB1234563"
-NDC = "42023-0113-10"
+NDC = "67457-0001-10"
 PASSWORD = "quiet harbor lamps 2026"
 
 
@@ -107,7 +108,12 @@ def run_http_bench(out: Console, *, clients: tuple[int, ...] = (1, 4, 16), per_c
     services.add_product(ledger, admin, AddProduct(NDC, "Ketamine HCl injection 50 mg/mL", "7285", "III", "injection",
                                                    "50.00", "10.00"))
     supplier = services.add_supplier(ledger, admin, AddSupplier(
-        "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+        "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563",
+        registration_expires_on="2031-06-30", schedules=("2", "2N", "3", "3N", "4", "5"),
+        authorized_trading_partner=True))["supplier_id"]
+    # The prescriber the infusions name (issue 19: an administration names a registered one).
+    services.register_prescriber(ledger, admin, RegisterPrescriber(
+        "Dr. Fran Prescriber", "FB7654329", "TX", ("3N", "4", "5"), "2031-06-30", "TX-7654329", "TX"))
     auth = Authenticator(AuthStore(ledger), settings, clock=utcnow)
     nurses: list[Principal] = []
     for c in range(max(clients) + 1):

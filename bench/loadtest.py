@@ -51,6 +51,7 @@ from ledger.domain.commands import (
     AddSupplier,
     EnrollStaff,
     RegisterPatient,
+    RegisterPrescriber,
     RegisterRegistrant,
 )
 from ledger.domain.identifiers import dea_check_digit
@@ -59,7 +60,7 @@ from ledger.settings import get_settings
 from ledger.storage.patient_keys import PatientKeys
 from ledger.storage.store import Ledger, migrate, utcnow
 
-NDC = "42023-0113-10"  # ketamine HCl 50 mg/mL, 10 mL vial
+NDC = "67457-0001-10"  # ketamine HCl 50 mg/mL, 10 mL vials, carton of 10 (Mylan; FDA NDC Directory)
 PASSWORD = "quiet harbor lamps 2026"
 ML_PER_INFUSION = "1.00"  # drawn; 0.80 given, 0.20 wasted in front of the witness
 INFUSIONS_PER_VIAL = 9  # a 10 mL vial; the last mL stays as the margin a count would find
@@ -132,7 +133,12 @@ def build_network(url: str, folder: Path, *, clinics: int, workstations: int) ->
             services.add_product(ledger, admin, AddProduct(NDC, "Ketamine HCl injection 50 mg/mL", "7285", "III",
                                                            "injection", "50.00", "10.00"))
             supplier = services.add_supplier(ledger, admin, AddSupplier(
-                "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+                "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563",
+                registration_expires_on="2031-06-30", schedules=("2", "2N", "3", "3N", "4", "5"),
+                authorized_trading_partner=True))["supplier_id"]
+            # The prescriber the infusions name (issue 19: an administration names a registered one).
+            services.register_prescriber(ledger, admin, RegisterPrescriber(
+                "Dr. Fran Prescriber", "FB7654329", "TX", ("3N", "4", "5"), "2031-06-30", "TX-7654329", "TX"))
             people = [(f"Nurse {i:02d}-{n}", f"nurse{n}", (Role.NURSE.value,)) for n in range(workstations + 1)]
             people.append((f"Compliance {i:02d}", "compliance", (Role.COMPLIANCE_OFFICER.value,)))
             first = None

@@ -56,6 +56,9 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             "patient_commitment": e["patient_commitment"],
             "patient_commitment_openable": schemes.get((e["patient_id"], e["patient_commitment"]), 1) >= 2,
             "prescriber_dea_number": e["prescriber_dea_number"],
+            # issue 19: the registered prescriber's name the entry copies (absent on older entries,
+            # and then left out here, so reports made before it rebuild to the same figures)
+            **({"prescriber_name": e["prescriber_name"]} if e.get("prescriber_name") else {}),
             "administered_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "performed"],
             "witnessed_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "witnessed"],
             "ndc": p["ndc"], "drug": p["name"], "weight_kg": e["weight_kg"],
@@ -104,7 +107,8 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
             waste += f"\nUNRECONCILED {num(r['unreconciled_ml'], 'mL')}"
         rows.append([
             when, who, f"{num(r['ml_given'], 'mL')}\n{num(r['mg_given'], 'mg')}",
-            "\n".join(r["administered_by"]), f"DEA {r['prescriber_dea_number']}",
+            "\n".join(r["administered_by"]),
+            (f"{r['prescriber_name']}\n" if r.get("prescriber_name") else "") + f"DEA {r['prescriber_dea_number']}",
             f"{num(r['ordered_mg_per_kg'], 'mg/kg')} x {num(r['weight_kg'], 'kg')}\n= {num(r['ordered_mg'], 'mg')}",
             num(r["mg_per_kg_given"], "mg/kg"), "\n".join(f"{d['vial_id']}: {num(d['ml'], 'mL')}" for d in r["draws"]),
             num(r["ml_drawn"], "mL"), waste.strip() or "none", f"{r['administration_id']}\n{r['seq']}",

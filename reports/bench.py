@@ -60,18 +60,19 @@ def seed(url: str, receipts: int) -> tuple[str, str]:
     certify_report_key(ledger, admin, key_dir_of(url))
     sid = services.enroll_staff(ledger, admin, EnrollStaff("Pia Pharmacist", "pia", ("pharmacist",)))["staff_id"]
     pia = Principal(DEA, sid, "Pia Pharmacist", AuthMethod.DEMO_SEED)
-    services.add_product(ledger, admin, AddProduct("42023-0113-10", "Ketamine HCl injection 50 mg/mL", "7285", "III",
+    services.add_product(ledger, admin, AddProduct("67457-0001-10", "Ketamine HCl injection 50 mg/mL", "7285", "III",
                                                    "injection", "50.00", "10.00"))
     sup = services.add_supplier(ledger, admin, AddSupplier(
-        "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+        "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563",
+        registration_expires_on="2099-12-31", schedules=("3", "3N"), authorized_trading_partner=True))["supplier_id"]
     services.take_inventory(ledger, pia, TakeInventory("initial", "opening_of_business", start, items=(
-        InventoryItemInput("42023-0113-10", "KA2601", "2028-03-31", sealed=True, containers=4),)))
+        InventoryItemInput("67457-0001-10", "KA2601", "2028-03-31", sealed=True, containers=4),)))
     step = timedelta(days=365) / receipts
     for i in range(receipts):
         clock.now = start + timedelta(minutes=5) + step * i
         services.receive_stock(ledger, pia, ReceiveStock(
             supplier_id=sup, invoice_number=f"GMS-{i:06d}", occurred_at=clock.now - timedelta(minutes=1),
-            lines=(ReceivedLineInput("42023-0113-10", 1 + i % 10, f"KA{i % 97:04d}", "2028-06-30"),)))
+            lines=(ReceivedLineInput("67457-0001-10", 1 + i % 10, f"KA{i % 97:04d}", "2028-06-30"),)))
     ledger.dispose()
     return "2025-01-01", "2025-12-31"
 

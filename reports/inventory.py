@@ -49,7 +49,11 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             else:
                 lines.append({**base, "sealed": False, "estimated": bool(item["estimated"]), "containers": 1,
                               "ml": ml, "mg": ml * dec(p["strength_mg_per_ml"]), "vial_ids": [item["vial_id"]],
-                              "_key": p["ndc_key"]})
+                              "_key": p["ndc_key"],
+                              # issue 19: when it was first punctured (absent in older inventories)
+                              "first_punctured_on": item.get("first_punctured_on"),
+                              "first_puncture_estimated": bool(item.get("first_puncture_estimated")),
+                              "beyond_use_date": item.get("beyond_use_date")})
         totals: dict[str, dict[str, Any]] = {}
         for ln in lines:
             t = totals.setdefault(ln["_key"], {"ndc": ln["ndc"], "drug": ln["drug"], "sealed_containers": 0,
@@ -75,6 +79,15 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
         raise ReportError(f"no inventory was taken at {snap.state.registrant} from {period.start} to {period.end}; "
                           "nothing to report", field="from/to")
     return {"inventories": out}
+
+
+def _punctured(ln: dict[str, Any]) -> str:
+    """An opened line of an initial inventory (issue 19): the day it was first punctured (marked
+    when estimated) and its beyond-use date; nothing for older inventories and sealed lines."""
+    if not ln.get("first_punctured_on"):
+        return ""
+    est = " est." if ln.get("first_puncture_estimated") else ""
+    return f"\npunctured{est}\n{ln['first_punctured_on']}\nuse by\n{ln['beyond_use_date']}"
 
 
 COLUMNS = [  # weights are points on Letter portrait; the layout scales them to the paper
@@ -115,7 +128,7 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
                     ln["ndc"], ln["drug"], f"{ln['form']}, {num(ln['strength_mg_per_ml'], 'mg/mL')}",
                     num(ln["container_ml"], "mL"), "sealed" if ln["sealed"] else "opened",
                     count(ln["containers"]), num(ln["ml"], "mL"), num(ln["mg"], "mg"),
-                    "ESTIMATED" if ln["estimated"] else "exact", f"{ln['lot']}\nexp {ln['expiry']}",
+                    ("ESTIMATED" if ln["estimated"] else "exact") + _punctured(ln), f"{ln['lot']}\nexp {ln['expiry']}",
                     ", ".join(ln["vial_ids"]),
                 ])
             out.append(layout.Table(COLUMNS, rows, title="Items on hand", flagged=frozenset(estimated)))

@@ -297,9 +297,19 @@ class _Online:
         self.ledger, self.reader = ledger, reader
 
     def load(self, registrant: str, size: int, state: dict[str, Any]) -> tuple[Snapshot | None, list[str], str]:
+        from ledger.services.signature_check import StaffSignatureCheck
+
         with self.ledger.reading() as conn:
             snap = load_snapshot(conn, registrant, size)
             problems, summary = checkpoint.check(conn, registrant, state)
+        # The people's own signatures over the entries the report is built from (issue 17), as
+        # ``--bundle`` checks them: a report key certification, or any entry, that no
+        # administrator's credential signed must not vouch for a report, whoever holds the log key.
+        staff = StaffSignatureCheck(registrant)
+        bad = staff.feed_all(snap.entries)
+        problems += [f"staff signatures: entry {p.seq}: {p.text}" for p in bad[:5]]
+        if len(bad) > 5:
+            problems.append(f"staff signatures: {len(bad) - 5} more entries fail (run csledger verify)")
         return snap, problems, summary
 
     def annotations(self, kind: ReportKind, registrant: str, data: dict[str, Any],

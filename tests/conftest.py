@@ -23,6 +23,7 @@ from ledger.domain.commands import (
     AddressInput,
     AddSupplier,
     EnrollStaff,
+    RegisterPrescriber,
     RegisterRegistrant,
 )
 from ledger.domain.principal import AuthMethod, Principal
@@ -49,8 +50,13 @@ def clinic_today(now: datetime | None = None):
 PG_ENV = "CSLEDGER_TEST_POSTGRES_URL"
 DEA = "AB1234563"
 DEA2 = "FB7654329"  # a second valid practitioner number
-KETAMINE_50 = "42023-0113-10"
-KETAMINE_10 = "0409-2051-05"
+#: The prescribers every test clinic registers (issue 19): administrations name one of these.
+PRESCRIBERS = {DEA: "Dr. Alex Prescriber", DEA2: "Dr. Fran Prescriber"}
+#: Real NDCs with their true figures (csledger's NDC reference, ledger/domain/ndc_reference.csv):
+#: Mylan's ketamine 50 mg/mL, 10 mL vials, carton of 10; Ketalar 10 mg/mL, 20 mL vial, one per bag
+#: (General Injectables & Vaccines). K10's key sorts before K50's, as tests of per-NDC order expect.
+KETAMINE_50 = "67457-0001-10"
+KETAMINE_10 = "52584-0037-10"
 
 
 def postgres_url() -> str | None:
@@ -98,6 +104,11 @@ def ledger(db_url) -> Iterator[Ledger]:
     lg.dispose()
 
 
+#: A supplier's DEA registration and DSCSA status (issue 19): receipts are checked against them.
+SUPPLIER_REGISTRATION = {"registration_expires_on": "2031-06-30", "schedules": ("2", "2N", "3", "3N", "4", "5"),
+                         "authorized_trading_partner": True}
+
+
 class Clinic:
     """A registrant with an administrator, a nurse, a pharmacist, a product and a supplier."""
 
@@ -120,7 +131,11 @@ class Clinic:
         services.add_product(ledger, self.admin, AddProduct(KETAMINE_10, "Ketamine HCl injection 10 mg/mL", "7285", "III",
                                                            "injection", "10.00", "20.00"))
         self.supplier_id = services.add_supplier(ledger, self.admin, AddSupplier(
-            "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+            "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563",
+            **SUPPLIER_REGISTRATION))["supplier_id"]
+        for number, name in PRESCRIBERS.items():  # last, so the entries before keep their seqs
+            services.register_prescriber(ledger, self.admin, RegisterPrescriber(
+                name, number, "TX", ("3N", "4", "5"), "2031-06-30", f"TX-{number[2:]}", "TX"))
 
     def approver_for(self, actor: Principal, grantee: str | None = None) -> Principal | None:
         """A second manager or administrator to approve an enrolment or grant by ``actor`` (None

@@ -87,7 +87,8 @@ def test_wheel_holds_exactly_the_product_packages(wheel: Path):
         assert not [n for n in names if n.startswith(f"{name}/")], f"{name}/ is in the wheel"
 
 
-@pytest.mark.parametrize("pattern", ["migrations/versions/*.py", "api/web/templates/*.html", "api/web/static/*"])
+@pytest.mark.parametrize("pattern", ["migrations/versions/*.py", "api/web/templates/*.html", "api/web/static/*",
+                                     "ledger/domain/*.csv"])
 def test_wheel_holds_the_package_data(wheel: Path, pattern: str):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"migrations/alembic.ini", "migrations/script.py.mako"} <= names

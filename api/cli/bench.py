@@ -75,19 +75,21 @@ def _seed_registrant(ledger: Ledger, dea: str) -> tuple[Principal, Principal, st
         dea_number=dea, name="Bench Clinic", address=AddressInput("1 Main St", "Austin", "TX", "78701"),
         time_zone="America/Chicago", admin_printed_name="Bench Admin", admin_username="admin"))
     admin = Principal(dea, res["admin_staff_id"], "Bench Admin", AuthMethod.CONSOLE_BOOTSTRAP)
-    services.add_product(ledger, admin, AddProduct("42023-0113-10", "Ketamine HCl injection", "7285", "III",
+    services.add_product(ledger, admin, AddProduct("67457-0001-10", "Ketamine HCl injection", "7285", "III",
                                                   "injection", "50.00", "10.00"))
     from ledger.domain.commands import EnrollStaff
 
     nurse = services.enroll_staff(ledger, admin, EnrollStaff("Bench Nurse", "nurse", ("nurse",)))
-    sup = services.add_supplier(ledger, admin, AddSupplier("Bench Wholesale", AddressInput("2 Depot Rd", "Dallas", "TX", "75201"), "PB1234563"))
+    sup = services.add_supplier(ledger, admin, AddSupplier("Bench Wholesale", AddressInput("2 Depot Rd", "Dallas", "TX", "75201"), "PB1234563",
+                                                          registration_expires_on="2099-12-31", schedules=("3", "3N"),
+                                                          authorized_trading_partner=True))
     return admin, Principal(dea, nurse["staff_id"], "Bench Nurse", AuthMethod.PASSWORD), sup["supplier_id"]
 
 
 def _receipt(supplier_id: str, i: int) -> ReceiveStock:
     return ReceiveStock(supplier_id=supplier_id, invoice_number=f"INV-{i:08d}",
                         occurred_at=datetime.now(UTC) - timedelta(minutes=1),
-                        lines=(ReceivedLineInput("42023-0113-10", 1, "LOT-A1", "2030-01-31"),))
+                        lines=(ReceivedLineInput("67457-0001-10", 1, "LOT-A1", "2030-01-31"),))
 
 
 def _bare_db(path: Path) -> sqlite3.Connection:
@@ -170,7 +172,7 @@ def _grow(ledger: Ledger, nurse: Principal, supplier_id: str, target: int, start
             signed = nurse.signer is not None
             sig = None if signed else ctx.signature(nurse, Meaning.RECEIVED)
             sup = ctx.view.get("suppliers", (dea, supplier_id))
-            product = services.product_copy(ctx, "42023-0113-10", field="ndc")
+            product = services.product_copy(ctx, "67457-0001-10", field="ndc")
             for k in range(batch):
                 ctx.append(ev.StockReceived(
                     invoice_number=f"FILL-{i0 + k:08d}",

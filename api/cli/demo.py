@@ -53,6 +53,7 @@ from ledger.domain.commands import (
     RecordBreakage,
     RecordWaste,
     RegisterPatient,
+    RegisterPrescriber,
     RegisterRegistrant,
     ReportTheftOrLoss,
     ResolveDiscrepancy,
@@ -63,6 +64,7 @@ from ledger.domain.commands import (
     WasteInput,
 )
 from ledger.domain.errors import Conflict
+from ledger.domain.identifiers import parse_ndc
 from ledger.domain.principal import AuthMethod, Principal
 from ledger.integrity.staff_signatures import KdfParams, PasswordKeySigner
 from ledger.services import stock
@@ -90,10 +92,18 @@ LOCATIONS = [
 STAFF = [("Nora Nurse", "nora", ("nurse",)), ("Ned Nurse", "ned", ("nurse",)), ("Pia Pharmacist", "pia", ("pharmacist",)),
          ("Casey Compliance", "casey", ("compliance_officer",)), ("Dr. Dana Prescriber", "dana", ("prescriber",)),
          ("Morgan Manager", "morgan", ("manager",))]
-PRODUCTS = [("42023-0113-10", "Ketamine HCl injection 50 mg/mL", "50.00", "10.00"),
-            ("0409-2051-05", "Ketamine HCl injection 10 mg/mL", "10.00", "20.00")]
+#: Real NDCs with their true figures (csledger's NDC reference, ledger/domain/ndc_reference.csv):
+#: Mylan's ketamine 50 mg/mL in 10 mL vials, and Par's Ketalar 10 mg/mL in 20 mL vials, each
+#: a carton of 10 vials by FDA's NDC Directory.
+PRODUCTS = [("67457-0001-10", "Ketamine HCl injection 50 mg/mL", "50.00", "10.00"),
+            ("42023-0113-10", "Ketalar (ketamine HCl injection) 10 mg/mL", "10.00", "20.00")]
 K50, K10 = PRODUCTS[0][0], PRODUCTS[1][0]
-PRESCRIBER_DEA = "BP2345672"  # the prescriber's own registration (valid check digit)
+K50_KEY, K10_KEY = parse_ndc(K50).key, parse_ndc(K10).key
+#: K50's 10-digit NDC as its carton's GTIN carries it (FDA prints it 67457-001-10, 5-3-2).
+K50_NDC10 = "6745700110"
+#: Dr. Dana Prescriber's DEA registration at each location's state (one per state, 21 CFR
+#: 1301.12; fictitious numbers with valid check digits) and state licence (issue 19).
+PRESCRIBER_DEAS = {"TX": ("BP2345672", "TX-Q4821"), "CO": ("BP2345684", "CO-DR.0061234")}
 FIRST = ["Alex", "Blake", "Casey", "Drew", "Emery", "Finley", "Gray", "Harper", "Indy", "Jordan", "Kai", "Logan",
          "Morgan", "Noel", "Oakley", "Parker", "Quinn", "Reese", "Sage", "Taylor"]
 LAST = ["Rivera", "Chen", "Okafor", "Novak", "Haddad", "Silva", "Kowalski", "Nguyen", "Moreau", "Lindqvist"]
@@ -170,14 +180,22 @@ class _Location:
         for ndc, pname, strength, container in PRODUCTS:
             services.add_product(ledger, admin, AddProduct(ndc, pname, "7285", "III", "injection", strength, container))
         self.supplier = services.add_supplier(ledger, admin, AddSupplier(
-            "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563"))["supplier_id"]
+            "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563",
+            registration_expires_on="2028-05-31", schedules=("2", "2N", "3", "3N", "4", "5"),
+            authorized_trading_partner=True))["supplier_id"]
+        # The prescriber every infusion names, registered with their DEA registration (issue 19).
+        state = next(a.state for dea, _, a, _ in LOCATIONS if dea == self.dea)
+        self.prescriber_dea, licence = PRESCRIBER_DEAS[state]
+        services.register_prescriber(ledger, admin, RegisterPrescriber(
+            "Dr. Dana Prescriber", self.prescriber_dea, state, ("2", "2N", "3", "3N", "4", "5"),
+            (self.start + timedelta(days=730)).isoformat(), licence, state, p["dana"].staff_id))
         weekdays = {d: ("08:00", "18:00") for d in ("mon", "tue", "wed", "thu", "fri")}
         services.set_policy(ledger, p["morgan"], SetPolicy(clinic_hours=weekdays, reason="opening policy"))
         self.clock.now = self.at(self.start, 7, 40)
         services.take_inventory(ledger, p["pia"], TakeInventory(
             "initial", "opening_of_business", self.at(self.start, 7, 30), items=(
                 InventoryItemInput(K50, "KA2601", "2028-03-31", sealed=True, containers=4),
-                InventoryItemInput(K50, "KA2601", "2028-03-31", sealed=False, ml="6.00"),
+                InventoryItemInput(K50, "KA2601", "2028-03-31", sealed=False, ml="6.00", first_punctured_on="2026-08-28"),
             )))
         # twenty patients, each on a course of six infusions
         self.courses: dict[date, list[tuple[str, int]]] = {}
@@ -203,7 +221,7 @@ class _Location:
     # --- daily work ---------------------------------------------------------------------------
 
     def _usable_vials(self, day: date) -> list[dict]:
-        vials = [v for v in stock.vials(self.ledger, self.dea, ndc_key="42023011310") if v["ml_left"] > 0
+        vials = [v for v in stock.vials(self.ledger, self.dea, ndc_key=K50_KEY) if v["ml_left"] > 0
                  and v["state"] in ("open", "sealed") and date.fromisoformat(v["expiry"]) >= day
                  and (v["beyond_use_date"] is None or date.fromisoformat(v["beyond_use_date"]) >= day)]
         # opened vials first (use them up before their beyond-use date), then sealed by expiry
@@ -231,7 +249,7 @@ class _Location:
             drawn = Decimal(math.ceil(given * 10) + 1) / 10
             nurse, witness = nurses[slot % 2], nurses[(slot + 1) % 2]
             waste_now = rng.random() < 0.85
-            cmd = AdministerDose(pid, PRESCRIBER_DEA, f"{weight}.00", str(MG_PER_KG), self._draws(day, drawn),
+            cmd = AdministerDose(pid, self.prescriber_dea, f"{weight}.00", str(MG_PER_KG), self._draws(day, drawn),
                                  str(given), start, end,
                                  waste=WasteInput(str(drawn - given), "expelled into drug disposal container")
                                  if waste_now else None)
@@ -258,7 +276,7 @@ class _Location:
         s = services.start_count(self.ledger, p["nora"], StartCount())
         by_key = {g["ndc_key"]: g for g in stock.stock_by_product(self.ledger, self.dea)}
         lines = []
-        for ndc, key in ((K50, "42023011310"), (K10, "00409205105")):
+        for ndc, key in ((K50, K50_KEY), (K10, K10_KEY)):
             g = by_key.get(key)
             sealed = (g["sealed_containers"] + g["quarantined_containers"]) if g else 0
             opened = g["open_containers"] if g else 0
@@ -298,7 +316,7 @@ class _Location:
             elif self.incident == "spill":
                 # issue 15: the spill (before the count) is recorded by the two nurses who saw it,
                 # then the resolution points at it; the second person is Pia (not a counter)
-                vials = [v for v in stock.vials(self.ledger, self.dea, ndc_key="42023011310")
+                vials = [v for v in stock.vials(self.ledger, self.dea, ndc_key=K50_KEY)
                          if v["state"] in ("sealed", "open") and v["ml_left"] >= Decimal("0.50")]
                 spilled = max(vials, key=lambda v: (v["opened_at"] is not None, v["ml_left"]))
                 self.clock.now = self.at(day, 8, 40)
@@ -324,7 +342,7 @@ class _Location:
     def receive(self, day: date, week: int) -> None:
         p, rng = self.people, self.rng
         self.clock.now = self.at(day, 10, 30)
-        gtin = gs1.gtin_for_ndc10("4202311310")
+        gtin = gs1.gtin_for_ndc10(K50_NDC10)
         n = rng.randint(1, 3)
         lot, exp = f"KA26{week + 10:02d}", date(2028, 6, 30)
         scans = tuple(gs1.datamatrix(gtin, f"{self.dea[-4:]}W{week:02d}N{k:03d}", lot, exp) for k in range(n))

@@ -102,6 +102,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         routes_alerts,
         routes_clinical,
         routes_credentials,
+        routes_prescribers,
         routes_records,
         routes_reference,
         routes_session,
@@ -180,7 +181,8 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         return {"status": "degraded" if refused else "ok", "database": ledger.dialect,
                 "durability": durability_settings(ledger.engine), "refused": refused}
 
-    for module in (routes_session, routes_credentials, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts):
+    for module in (routes_session, routes_credentials, routes_reference, routes_prescribers, routes_stock, routes_clinical,
+                   routes_records, routes_alerts):
         app.include_router(module.router)
 
     # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that

@@ -96,7 +96,11 @@ def suppliers(ledger: Ledger, registrant: str) -> list[dict[str, Any]]:
                          .order_by(suppliers_t.c.added_seq)).mappings().all()
     return [{"supplier_id": r["supplier_id"], "name": r["name"], "dea_number": r["dea_number"],
              "added_seq": r["added_seq"],
-             "address": {k: r[k] for k in ("street", "city", "state", "postal_code")}} for r in rows]
+             "address": {k: r[k] for k in ("street", "city", "state", "postal_code")},
+             "registration_expires_on": r["registration_expires_on"],
+             "schedules": [x for x in (r["schedules"] or "").split(",") if x],
+             "authorized_trading_partner": None if r["authorized_trading_partner"] is None
+             else bool(r["authorized_trading_partner"])} for r in rows]
 
 
 def staff(ledger: Ledger, registrant: str, with_password: set[str]) -> list[dict[str, Any]]:

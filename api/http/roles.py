@@ -55,6 +55,11 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "add_product": frozenset({PH, M, AD}),
     "list_suppliers": EVERYONE,
     "add_supplier": frozenset({PH, M, AD}),
+    "record_supplier_registration": frozenset({PH, M, AD}),
+    # prescribers (issue 19): registered by a manager or administrator, read by whoever records
+    # or follows administrations
+    "list_prescribers": EVERYONE,
+    "register_prescriber": frozenset({M, AD}),
     # stock
     "take_inventory": frozenset({N, PH, M}),
     "receive_stock": frozenset({N, PH, M}),

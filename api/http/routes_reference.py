@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, status
 
 from api.http import queries
 from api.http.auth import Witness
@@ -31,6 +31,8 @@ from api.http.schemas import (
     SupplierAddedPublic,
     SupplierCreate,
     SupplierPublic,
+    SupplierRegistrationCreate,
+    SupplierRegistrationPublic,
 )
 from ledger import services
 from ledger.domain.commands import (
@@ -39,6 +41,7 @@ from ledger.domain.commands import (
     AddSupplier,
     EnrollStaff,
     GrantRole,
+    RecordSupplierRegistration,
     RevokeRole,
 )
 from ledger.domain.principal import Principal
@@ -117,8 +120,25 @@ def list_suppliers(ledger: LedgerDep, who: Annotated[Principal, actor("list_supp
              name="add_supplier")
 def add_supplier(body: SupplierCreate, ledger: LedgerDep, who: Annotated[Principal, actor("add_supplier")],
                  idempotency_key: IdempotencyKey = None) -> dict:
-    """Add a supplier (entry ``supplier_added``) with its address and DEA number."""
+    """Add a supplier (entry ``supplier_added``) with its address, DEA number, DEA registration
+    (expiry, schedules) and DSCSA authorized-trading-partner status; receipts are checked against
+    them (issue 19)."""
     a = body.address
-    return services.add_supplier(ledger, who, AddSupplier(body.name, AddressInput(a.street, a.city, a.state,
-                                                                                 a.postal_code), body.dea_number),
-                                 idempotency_key=idempotency_key)
+    return services.add_supplier(ledger, who, AddSupplier(
+        body.name, AddressInput(a.street, a.city, a.state, a.postal_code), body.dea_number,
+        body.registration_expires_on, tuple(body.schedules), body.authorized_trading_partner),
+        idempotency_key=idempotency_key)
+
+
+@router.post("/suppliers/{supplier_id}/registration", status_code=CREATED, response_model=SupplierRegistrationPublic,
+             tags=["suppliers"], name="record_supplier_registration")
+def record_supplier_registration(supplier_id: Annotated[str, Path(min_length=1, max_length=64)],
+                                 body: SupplierRegistrationCreate, ledger: LedgerDep,
+                                 who: Annotated[Principal, actor("record_supplier_registration")],
+                                 idempotency_key: IdempotencyKey = None) -> dict:
+    """Record a supplier's renewed DEA registration and DSCSA status (entry
+    ``supplier_registration_recorded``), or the first one of a supplier added before they were
+    required: it supersedes what was recorded; nothing is edited."""
+    return services.record_supplier_registration(ledger, who, RecordSupplierRegistration(
+        supplier_id, body.registration_expires_on, tuple(body.schedules), body.authorized_trading_partner),
+        idempotency_key=idempotency_key)

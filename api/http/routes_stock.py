@@ -43,7 +43,9 @@ def take_inventory(body: InventoryCreate, ledger: LedgerDep, who: Annotated[Prin
                    idempotency_key: IdempotencyKey = None) -> dict:
     """Record an inventory (21 CFR 1304.11): every container gets its own identity."""
     cmd = TakeInventory(body.inventory_type, body.taken_at, body.occurred_at, items=tuple(
-        InventoryItemInput(i.ndc, i.lot, i.expiry, i.sealed, i.ml, i.containers, i.vial_id) for i in body.items),
+        InventoryItemInput(i.ndc, i.lot, i.expiry, i.sealed, i.ml, i.containers, i.vial_id,
+                           None if i.first_punctured_on is None else str(i.first_punctured_on),
+                           i.first_puncture_estimated) for i in body.items),
         late_reason=body.late_reason)
     return services.take_inventory(ledger, who, cmd, idempotency_key=idempotency_key)
 

@@ -175,7 +175,7 @@ class AddressPublic(PublicModel):
 
 
 class ProductCreate(Body):
-    ndc: Annotated[str, Field(min_length=1, max_length=20, examples=["42023-0113-10"])]
+    ndc: Annotated[str, Field(min_length=1, max_length=20, examples=["67457-0001-10"])]
     name: Text
     drug_code: Annotated[str, Field(min_length=1, max_length=4, examples=["7285"])]
     schedule: Annotated[str, Field(min_length=1, max_length=4, examples=["III"])]
@@ -183,7 +183,7 @@ class ProductCreate(Body):
     strength_mg_per_ml: Quantity
     container_ml: Quantity
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"ndc": "42023-0113-10", "name": "Ketamine HCl injection 50 mg/mL", "drug_code": "7285", "schedule": "III",
+        {"ndc": "67457-0001-10", "name": "Ketamine HCl injection 50 mg/mL", "drug_code": "7285", "schedule": "III",
          "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00"}]})
 
 
@@ -199,13 +199,32 @@ class ProductPublic(PublicModel):
     added_seq: int
 
 
-class SupplierCreate(Body):
+ScheduleCode = Literal["2", "2N", "3", "3N", "4", "5"]
+
+
+class SupplierRegistrationCreate(Body):
+    """A supplier's DEA registration as the clinic checked it (issue 19), and its DSCSA status."""
+
+    registration_expires_on: IsoDate = Field(description="The day its DEA registration expires.")
+    schedules: Annotated[list[ScheduleCode], Field(min_length=1, max_length=6)] = Field(
+        description="The schedules its registration covers (N: non-narcotic); ketamine needs 3 or 3N.")
+    authorized_trading_partner: StrictBool = Field(
+        description="Whether it is an authorized trading partner under DSCSA (a licensed distributor, "
+                    "manufacturer or repackager); receipts from one that is not are refused.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"registration_expires_on": "2028-05-31", "schedules": ["2", "2N", "3", "3N", "4", "5"],
+         "authorized_trading_partner": True}]})
+
+
+class SupplierCreate(SupplierRegistrationCreate):
     name: Text
     address: AddressCreate
     dea_number: Annotated[str, Field(min_length=1, max_length=16, examples=["PB1234563"])]
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "Gulf Medical Supply", "address": {"street": "5 Depot Rd", "city": "Houston", "state": "TX",
-                                                    "postal_code": "77002"}, "dea_number": "PB1234563"}]})
+                                                    "postal_code": "77002"}, "dea_number": "PB1234563",
+         "registration_expires_on": "2028-05-31", "schedules": ["2", "2N", "3", "3N", "4", "5"],
+         "authorized_trading_partner": True}]})
 
 
 class SupplierPublic(PublicModel):
@@ -214,6 +233,11 @@ class SupplierPublic(PublicModel):
     address: AddressPublic
     dea_number: str
     added_seq: int
+    registration_expires_on: str | None = Field(description="None: not recorded yet (receipts wait for it).")
+    schedules: list[str]
+    authorized_trading_partner: bool | None
+
+
 
 
 class StaffCreate(Body):
@@ -257,6 +281,11 @@ class InventoryItemCreate(Body):
     containers: Count = 1
     vial_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
         default=None, description="Biennial inventories count vials already on the book: name the vial.")
+    first_punctured_on: IsoDate | None = Field(
+        default=None, description="An opened vial of an initial inventory: the local day it was first punctured "
+                                  "(required; its beyond-use date runs from it). Absent when sealed.")
+    first_puncture_estimated: StrictBool = Field(
+        default=False, description="True when first_punctured_on is an estimate (nobody knows the day).")
 
 
 class InventoryCreate(Body):
@@ -267,8 +296,9 @@ class InventoryCreate(Body):
     late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"inventory_type": "initial", "taken_at": "opening_of_business", "occurred_at": "2026-11-25T08:00:00-06:00",
-         "items": [{"ndc": "42023-0113-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": True, "containers": 4},
-                   {"ndc": "42023-0113-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": False, "ml": "6.00"}]}]})
+         "items": [{"ndc": "67457-0001-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": True, "containers": 4},
+                   {"ndc": "67457-0001-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": False, "ml": "6.00",
+                    "first_punctured_on": "2026-11-20", "first_puncture_estimated": False}]}]})
 
 
 class ReceivedLineCreate(Body):
@@ -297,7 +327,7 @@ class ReceiptCreate(Body):
     documents: Annotated[list[Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]], Field(max_length=20)] = []
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"supplier_id": "SUP8", "invoice_number": "GMS-2026-0412", "occurred_at": "2026-11-25T09:30:00-06:00",
-         "lines": [{"ndc": "42023-0113-10", "containers": 10, "lot": "KA2611", "expiry": "2028-06-30"}]}]})
+         "lines": [{"ndc": "67457-0001-10", "containers": 10, "lot": "KA2611", "expiry": "2028-06-30"}]}]})
 
 
 class VialPublic(PublicModel):
@@ -365,9 +395,15 @@ class CommandResultPublic(PublicModel):
 
 class ProductAddedPublic(CommandResultPublic):
     ndc_key: str
+    warnings: list[str] = Field(default=[], description="What the product's figures could not be checked against, "
+                                "e.g. an NDC that csledger's NDC reference does not hold.")
 
 
 class SupplierAddedPublic(CommandResultPublic):
+    supplier_id: str
+
+
+class SupplierRegistrationPublic(CommandResultPublic):
     supplier_id: str
 
 

@@ -117,7 +117,7 @@ class WasteRecordCreate(Body):
 class CountCreate(Body):
     ndcs: Annotated[list[Annotated[str, Field(max_length=20)]], Field(max_length=50)] = []
     blind: StrictBool = True
-    model_config = _ex({"ndcs": ["42023-0113-10"], "blind": True})
+    model_config = _ex({"ndcs": ["67457-0001-10"], "blind": True})
 
 
 class CountLineCreate(Body):
@@ -131,7 +131,7 @@ class CountSubmissionCreate(Body):
     lines: Annotated[list[CountLineCreate], Field(min_length=1, max_length=50)]
     occurred_at: When
     late_reason: LateReason = None
-    model_config = _ex({"lines": [{"ndc": "42023-0113-10", "sealed_containers": 4, "open_containers": 1,
+    model_config = _ex({"lines": [{"ndc": "67457-0001-10", "sealed_containers": 4, "open_containers": 1,
                                    "open_ml": "6.00"}], "occurred_at": "2026-11-25T08:05:00-06:00"})
 
 

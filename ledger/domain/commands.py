@@ -45,6 +45,21 @@ class AddSupplier:
     name: str
     address: AddressInput
     dea_number: str
+    #: Issue 19, required: its DEA registration's expiry (YYYY-MM-DD) and schedules, and whether
+    #: it is an authorized trading partner under DSCSA (checked against its licence).
+    registration_expires_on: str | None = None
+    schedules: tuple[str, ...] = ()
+    authorized_trading_partner: bool | None = None
+
+
+@dataclass(frozen=True)
+class RecordSupplierRegistration:
+    """A supplier's renewed (or first recorded) DEA registration and DSCSA status."""
+
+    supplier_id: str
+    registration_expires_on: str
+    schedules: tuple[str, ...]
+    authorized_trading_partner: bool
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,11 @@ class InventoryItemInput:
     containers: int = 1  # sealed containers of this line; each gets its own identity
     #: Biennial inventories count vials already on the book: name the vial.
     vial_id: str | None = None
+    #: An opened vial in an initial inventory: the local day it was first punctured (issue 19),
+    #: so its beyond-use clock does not restart at its first draw in csledger. If nobody knows,
+    #: a careful estimate marked ``first_puncture_estimated``.
+    first_punctured_on: str | None = None  # YYYY-MM-DD
+    first_puncture_estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -318,3 +338,17 @@ class RecordBreakage:
     lines: tuple[BreakageLineInput, ...]
     occurred_at: datetime
     late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RegisterPrescriber:
+    """A prescriber (issue 19): registering the same DEA number again supersedes the earlier one."""
+
+    name: str
+    dea_number: str
+    registration_state: str
+    schedules: tuple[str, ...]
+    expires_on: str  # YYYY-MM-DD
+    state_license_number: str
+    state_license_state: str
+    staff_id: str | None = None

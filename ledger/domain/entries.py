@@ -72,12 +72,37 @@ class ProductAdded(Event):
 
 
 @dataclass(frozen=True)
+class DeaRegistration:
+    """A counterparty's DEA registration as the clinic checked it (issue 19): the schedules it
+    covers (``ledger.domain.prescribers.SCHEDULES`` codes) and the day it expires."""
+
+    expires_on: date
+    schedules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SupplierAdded(Event):
     kind: ClassVar[str] = "supplier_added"
     supplier_id: str
     name: str
     address: Address
     dea_number: str
+    #: Issue 19: its registration and whether it is an authorized trading partner under DSCSA
+    #: (21 U.S.C. 360eee-1(b)(3)); None on suppliers added before (receipts then wait for a
+    #: ``supplier_registration_recorded`` entry).
+    registration: DeaRegistration | None = None
+    authorized_trading_partner: bool | None = None
+
+
+@dataclass(frozen=True)
+class SupplierRegistrationRecorded(Event):
+    """A supplier's DEA registration (renewed, or recorded for a supplier added before issue 19)
+    and its DSCSA authorized-trading-partner status; supersedes what was recorded before."""
+
+    kind: ClassVar[str] = "supplier_registration_recorded"
+    supplier_id: str
+    registration: DeaRegistration
+    authorized_trading_partner: bool
 
 
 @dataclass(frozen=True)
@@ -152,6 +177,13 @@ class InventoryItem:
     sealed: bool
     ml: Decimal
     estimated: bool
+    #: An opened vial of an initial inventory (issue 19): the local day it was first punctured
+    #: (``first_puncture_estimated`` when that day is an estimate) and the beyond-use date that
+    #: follows under the policy then in force. Absent in inventories recorded before: those
+    #: vials' clocks started at their first draw in csledger.
+    first_punctured_on: date | None = None
+    first_puncture_estimated: bool = False
+    beyond_use_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +223,10 @@ class SupplierCopy:
     name: str
     address: Address
     dea_number: str
+    #: Issue 19: the registration and DSCSA status the receipt was checked against (absent on
+    #: receipts recorded before).
+    registration: DeaRegistration | None = None
+    authorized_trading_partner: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +332,9 @@ class DoseAdministered(Event):
     started_at: str  # UTC text
     ended_at: str
     late_reason: str | None = None
+    #: The prescriber's name as registered (issue 19; ``prescriber_registered``), so the entry
+    #: reads alone. Entries recorded before prescribers were registered lack the key.
+    prescriber_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -557,6 +596,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RegistrantRegistered,
         ProductAdded,
         SupplierAdded,
+        SupplierRegistrationRecorded,
         StaffEnrolled,
         RoleGranted,
         RoleRevoked,
@@ -673,3 +713,28 @@ class ReportKeyCertified(Event):
 
 
 EVENT_TYPES.update({ReportKeyCertified.kind: ReportKeyCertified})
+
+
+# --- prescribers (issue 19) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrescriberRegistered(Event):
+    """A practitioner who may order doses here (21 CFR 1306.03): their DEA registration (a
+    practitioner type, in the clinic's state, with its schedules and expiry) and state licence.
+    Registering the same DEA number again (a renewal, a new expiry) supersedes the earlier entry:
+    the ``prescribers`` projection keeps the latest; nothing is rewritten. ``staff_id`` names the
+    enrolled staff member (role prescriber) when the prescriber is one."""
+
+    kind: ClassVar[str] = "prescriber_registered"
+    dea_number: str
+    name: str
+    registration_state: str  # the DEA registration's state: the clinic's
+    schedules: tuple[str, ...]  # of "2", "2N", "3", "3N", "4", "5", in that order
+    expires_on: date
+    state_license_number: str
+    state_license_state: str
+    staff_id: str | None = None
+
+
+EVENT_TYPES.update({PrescriberRegistered.kind: PrescriberRegistered})

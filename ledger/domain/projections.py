@@ -12,6 +12,7 @@ them equal to what the bytes say.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "vials": ("registrant", "vial_id"),
     "invoices": ("registrant", "supplier_id", "invoice_number"),
     "alerts": ("registrant", "alert_id"),  # issue 7
+    "prescribers": ("registrant", "dea_number"),  # issue 19
 }
 
 
@@ -128,11 +130,22 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
         })
     elif kind == "supplier_added":
         a = entry["address"]
+        r = entry.get("registration")  # issue 19; None on suppliers added before
         view.put("suppliers", {
             "registrant": reg, "supplier_id": entry["supplier_id"], "name": entry["name"],
             "street": a["street"], "city": a["city"], "state": a["state"],
             "postal_code": a["postal_code"], "dea_number": entry["dea_number"], "added_seq": seq,
+            "registration_expires_on": r["expires_on"] if r else None,
+            "schedules": ",".join(r["schedules"]) if r else "",
+            "authorized_trading_partner": entry.get("authorized_trading_partner"),
         })
+    elif kind == "supplier_registration_recorded":
+        row = view.get("suppliers", (reg, entry["supplier_id"]))
+        if row is not None:
+            r = entry["registration"]
+            view.put("suppliers", {**row, "registration_expires_on": r["expires_on"],
+                                   "schedules": ",".join(r["schedules"]),
+                                   "authorized_trading_partner": entry["authorized_trading_partner"]})
     elif kind == "staff_enrolled":
         view.put("staff", {
             "registrant": reg, "staff_id": entry["staff_id"], "printed_name": entry["printed_name"],
@@ -153,9 +166,14 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
         if entry["inventory_type"] != "initial":
             return  # biennial: a record of what was on hand; the book is unchanged
         for item in entry["items"]:
-            view.put("vials", _vial_row(reg, seq, item["vial_id"], item["product"], item["lot"],
-                                        item["expiry"], "sealed" if item["sealed"] else "open",
-                                        _dec(item["ml"])))
+            row = _vial_row(reg, seq, item["vial_id"], item["product"], item["lot"], item["expiry"],
+                            "sealed" if item["sealed"] else "open", _dec(item["ml"]))
+            if item.get("beyond_use_date"):
+                # Issue 19: an opened vial's beyond-use clock runs from its first puncture, recorded
+                # with the inventory; its first draw here must not restart it. ``opened_at`` is when
+                # the ledger learned it was open (who punctured it is not known).
+                row.update(opened_at=entry["occurred_at"], beyond_use_date=item["beyond_use_date"])
+            view.put("vials", row)
     elif kind == "stock_received":
         view.put("invoices", {
             "registrant": reg, "supplier_id": entry["supplier"]["supplier_id"],
@@ -168,6 +186,15 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
                                             line["expiry"], "quarantined" if line.get("quarantined") else "sealed",
                                             _dec(line["product"]["container_ml"]),
                                             gtin=line.get("gtin"), serial=serial))
+    elif kind == "prescriber_registered":  # issue 19: the latest registration of a DEA number
+        view.put("prescribers", {
+            "registrant": reg, "dea_number": entry["dea_number"], "name": entry["name"],
+            "registration_state": entry["registration_state"],
+            "schedules": json.dumps(list(entry["schedules"])), "expires_on": entry["expires_on"],
+            "state_license_number": entry["state_license_number"],
+            "state_license_state": entry["state_license_state"], "staff_id": entry.get("staff_id"),
+            "registered_seq": seq,
+        })
     elif kind in ALERT_KINDS:  # issue 7
         from ledger.domain.alerts import apply_alert_entry
 

@@ -40,6 +40,7 @@ CREDENTIAL_KINDS = ("staff_credential_enrolled", "staff_credential_revoked")
 COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kinds in {
     "register_registrant": ("registrant_registered", "staff_enrolled", "role_granted"),
     "add_product": ("product_added",), "add_supplier": ("supplier_added",),
+    "record_supplier_registration": ("supplier_registration_recorded",),
     "enroll_staff": ("staff_enrolled", "role_granted"), "grant_role": ("role_granted",),
     "revoke_role": ("role_revoked",), "set_policy": ("policy_set",),
     "enrol_credential": ("staff_credential_enrolled",), "revoke_credential": ("staff_credential_revoked",),
@@ -56,6 +57,7 @@ COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kin
     "alert_acknowledged": ("alert_acknowledged",), "alert_resolved": ("alert_resolved",),
     "record_registration_expiry": ("registration_expiry_recorded",),
     "certify_report_key": ("report_key_certified",),  # issue 18: the report signing key
+    "register_prescriber": ("prescriber_registered",),  # issue 19
 }.items()}
 
 

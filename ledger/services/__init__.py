@@ -16,6 +16,7 @@ interfaces call ``services.<command>``:
 - ``disposal``        destruction (Form 41), transfers, returns, theft or loss (Form 106)
 - ``corrections``     corrections that reference the corrected entry
 - ``quarantine``      stock held back and released
+- ``prescribers``     who may order a dose: registered prescribers (issue 19)
 - ``documents``       stored documents (invoices, form copies), by SHA-256
 - ``common``          the checks every command shares, and ``run`` (one command, one transaction)
 
@@ -54,6 +55,7 @@ from ledger.services.patients import (
     register_patient,
     verify_patient_key,
 )
+from ledger.services.prescribers import list_prescribers, register_prescriber
 from ledger.services.quarantine import quarantine_stock, release_quarantine
 from ledger.services.receiving import receive_stock, take_inventory
 from ledger.services.reference import (
@@ -61,6 +63,7 @@ from ledger.services.reference import (
     add_supplier,
     enroll_staff,
     grant_role,
+    record_supplier_registration,
     register_registrant,
     revoke_role,
     set_policy,
@@ -81,6 +84,7 @@ __all__ = [
     "destroy_stock",
     "enroll_staff",
     "grant_role",
+    "list_prescribers",
     "next_business_day",
     "notice_deadlines",
     "product_copy",
@@ -88,9 +92,11 @@ __all__ = [
     "read_document",
     "read_patient",
     "receive_stock",
+    "record_supplier_registration",
     "record_breakage",
     "record_waste",
     "register_patient",
+    "register_prescriber",
     "register_registrant",
     "release_quarantine",
     "report_theft_or_loss",

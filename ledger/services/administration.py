@@ -4,10 +4,12 @@ witness (21 CFR 1304.22(c)); waste recorded later with its own witness.
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from ledger.domain import entries as ev
+from ledger.domain import prescribers as prescriber_rules
 from ledger.domain.commands import (
     AdministerDose,
     RecordWaste,
@@ -60,6 +62,9 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
     if not isinstance(cmd.patient_id, str) or not cmd.patient_id or len(cmd.patient_id) > 32:
         raise InvalidInput("must be a patient id", field="patient_id")
     prescriber = parse_dea_number(cmd.prescriber_dea_number, field="prescriber_dea_number")
+    refusal = prescriber_rules.practitioner_refusal(prescriber)
+    if refusal is not None:  # a distributor's or other non-practitioner number orders nothing
+        raise InvalidInput(refusal, field="prescriber_dea_number")
     weight = parse_amount(cmd.weight_kg, field="weight_kg")
     if weight > 500:
         raise InvalidInput("must be at most 500 kg", field="weight_kg")
@@ -136,6 +141,14 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
             bud = local_day + timedelta(days=policy.beyond_use_days) if opening else date.fromisoformat(v["beyond_use_date"])
             draws.append(ev.Draw(vial_id=vial_id, product=p, lot=v["lot"], expiry=date.fromisoformat(v["expiry"]),
                                  ml=ml, opened_vial=opening, beyond_use_date=bud))
+        # Issue 19 (21 CFR 1306.03): the order is a registered prescriber's, whose registration is
+        # current on the day of the dose and covers the product's schedule.
+        registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
+        if registered is not None:
+            registered = {**registered, "schedules": json.loads(registered["schedules"])}
+        refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, product.schedule)
+        if refusal is not None:
+            raise InvalidInput(refusal, field="prescriber_dea_number")
         waste_sig = sign_witness(ctx, principal, witness) if waste_ml is not None else None
         admin_id = f"A{ctx.next_seq}"
         ordered = (weight * per_kg).quantize(Decimal("0.01"), ROUND_HALF_UP)
@@ -144,6 +157,7 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
             prescriber_dea_number=prescriber, weight_kg=weight, ordered_mg_per_kg=per_kg, ordered_mg=ordered,
             draws=tuple(draws), ml_drawn=drawn, ml_given=given, mg_given=q2(given * product.strength_mg_per_ml),
             started_at=format_time(started), ended_at=format_time(ended), late_reason=late,
+            prescriber_name=registered["name"],
         ), signatures=[sig], occurred_at=occurred)
         out = {"administration_id": admin_id, "ml_drawn": str(drawn), "ml_given": str(given),
                "opened_vials": [d.vial_id for d in draws if d.opened_vial],

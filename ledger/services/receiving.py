@@ -4,12 +4,12 @@ initial and biennial inventories (21 CFR 1304.11).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from ledger.domain import entries as ev
-from ledger.domain import gs1
+from ledger.domain import gs1, trading_partners
 from ledger.domain.commands import (
     ReceiveStock,
     TakeInventory,
@@ -18,6 +18,7 @@ from ledger.domain.errors import Conflict, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.quantities import parse_amount, parse_count
 from ledger.services.common import (
+    current_policy,
     event_time,
     expiry_date,
     product_copy,
@@ -65,6 +66,7 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
             return {"vial_ids": [i.vial_id for i in items]}
         items: list[ev.InventoryItem] = []
         n = 0
+        local_day = occurred.astimezone(registrant_tz(ctx)).date()
         for i, item in enumerate(cmd.items):
             f = f"items[{i}]"
             product = product_copy(ctx, item.ndc, field=f"{f}.ndc")
@@ -73,6 +75,9 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
             if item.sealed:
                 if item.ml is not None:
                     raise InvalidInput("a sealed container is counted exactly; give no mL estimate", field=f"{f}.ml")
+                if item.first_punctured_on is not None or item.first_puncture_estimated:
+                    raise InvalidInput("a sealed container was never punctured; give first_punctured_on only for "
+                                       "an opened vial", field=f"{f}.first_punctured_on")
                 count = parse_count(item.containers, field=f"{f}.containers", allow_zero=False)
                 for _ in range(count):
                     n += 1
@@ -87,10 +92,13 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
                 ml = parse_amount(item.ml, field=f"{f}.ml")
                 if ml > product.container_ml:
                     raise InvalidInput(f"{ml} mL is more than the {product.container_ml} mL container holds", field=f"{f}.ml")
+                punctured = _first_puncture(item, local_day, field=f"{f}.first_punctured_on")
                 n += 1
                 items.append(ev.InventoryItem(
                     vial_id=f"V{ctx.next_seq}-{n}", product=product, lot=lot, expiry=expiry,
-                    sealed=False, ml=ml, estimated=True))
+                    sealed=False, ml=ml, estimated=True, first_punctured_on=punctured,
+                    first_puncture_estimated=bool(item.first_puncture_estimated),
+                    beyond_use_date=punctured + timedelta(days=current_policy(ctx).beyond_use_days)))
         ctx.append(ev.InventoryTaken(inventory_type=cmd.inventory_type, taken_at=cmd.taken_at,
                                      items=tuple(items), late_reason=late, documents=_inventory_documents(ctx, cmd)),
                    signatures=sigs, occurred_at=occurred)
@@ -99,6 +107,23 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
     request = request_fields(cmd) if witness is None else {**request_fields(cmd), "witness": witness.staff_id}
     return ledger.execute(principal.registrant, "take_inventory", request, build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def _first_puncture(item: Any, local_day: date, *, field: str) -> date:
+    """The day an opened vial of an initial inventory was first punctured: required, so its
+    beyond-use date (USP <797>: 28 days from first puncture) runs from then and not from its
+    first draw in csledger; never after the inventory."""
+    if item.first_punctured_on is None:
+        raise InvalidInput("when was this opened vial first punctured? Give the day (YYYY-MM-DD); if nobody knows, "
+                           "give a careful estimate and set first_puncture_estimated", field=field)
+    try:
+        day = date.fromisoformat(str(item.first_punctured_on).strip())
+    except ValueError:
+        raise InvalidInput(f"{str(item.first_punctured_on)[:40]!r} is not a day (YYYY-MM-DD)", field=field) from None
+    if day > local_day:
+        raise InvalidInput(f"{day} is after the inventory ({local_day}): a vial on the shelf was punctured before it",
+                           field=field)
+    return day
 
 
 def _has_initial_inventory(ctx: CommandContext) -> bool:
@@ -161,10 +186,18 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
                                          expiry=expiry, vial_ids=tuple(ids), gtin=gtin, serials=serials,
                                          invoiced_containers=invoiced,
                                          quarantined=bool(getattr(line, "quarantine", False))))
+        # Issue 19: only from a currently registered distributor of these schedules, and an
+        # authorized trading partner under DSCSA; the receipt copies what it was checked against.
+        refusal = trading_partners.receipt_refusal(sup, local_day, {ln.product.schedule for ln in lines})
+        if refusal is not None:
+            raise Conflict(refusal, field="supplier_id")
         supplier = ev.SupplierCopy(
             supplier_id=sup["supplier_id"], name=sup["name"],
             address=ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]),
             dea_number=sup["dea_number"],
+            registration=ev.DeaRegistration(date.fromisoformat(str(sup["registration_expires_on"])),
+                                            tuple(x for x in sup["schedules"].split(",") if x)),
+            authorized_trading_partner=bool(sup["authorized_trading_partner"]),
         )
         dscsa = (text(cmd.dscsa_reference, field="dscsa_reference", max_len=200)
                  if getattr(cmd, "dscsa_reference", None) is not None else None)
@@ -239,6 +272,10 @@ def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.Invento
         if item.vial_id in seen:
             raise InvalidInput(f"vial {item.vial_id} is listed twice", field=f"{f}.vial_id")
         seen.add(item.vial_id)
+        if getattr(item, "first_punctured_on", None) is not None or getattr(item, "first_puncture_estimated", False):
+            # never dropped silently: the book already holds when a vial on it was opened
+            raise InvalidInput("a biennial inventory names vials already on the book, whose opening is recorded; "
+                               "first_punctured_on belongs to an initial inventory", field=f"{f}.first_punctured_on")
         v = ctx.view.get("vials", (ctx.registrant, item.vial_id))
         if v is None or v["state"] not in ON_HAND:
             raise NotFound(f"vial {item.vial_id} is not on hand at {ctx.registrant}", field=f"{f}.vial_id")

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import time
 
 from ledger.domain import entries as ev
-from ledger.domain import names
+from ledger.domain import names, ndc_reference, trading_partners
 from ledger.domain.commands import (
     AddProduct,
     AddSupplier,
     EnrollStaff,
     GrantRole,
+    RecordSupplierRegistration,
     RegisterRegistrant,
     RevokeRole,
     SetPolicy,
@@ -149,18 +150,38 @@ def _second_person(ctx: CommandContext, principal: Principal, approver: Principa
         raise type(exc)(exc.reason, field="approver", type_=exc.type) from None
 
 
+#: Why a Schedule II product is refused (issue 19): its records are kept apart and ordered on
+#: DEA Form 222 or through CSOS, neither of which csledger does.
+SCHEDULE_II_REFUSED = ("csledger keeps Schedule III-V records only; Schedule II records need DEA Form 222/CSOS "
+                       "and must be kept separately (21 CFR 1304.04(f))")
+
+
 def add_product(ledger: Ledger, principal: Principal, cmd: AddProduct, *, idempotency_key: str | None = None) -> dict:
+    """Add a product (entry ``product_added``). Its figures are checked against csledger's NDC
+    reference (``ledger.domain.ndc_reference``) before anything is written: an NDC in the table
+    with other figures is refused naming them; an NDC not in the table is added with a warning in
+    the answer (``warnings``). Schedule II is refused."""
     ndc = parse_ndc(cmd.ndc)
     name = text(cmd.name, field="name")
     drug_code = text(cmd.drug_code, field="drug_code", max_len=4)
     if not re.fullmatch(r"\d{4}", drug_code):
         raise InvalidInput("must be the 4-digit DEA controlled-substance code (7285 for ketamine)", field="drug_code")
     schedule = text(cmd.schedule, field="schedule", max_len=4).upper()
-    if schedule not in {"II", "IIN", "III", "IIIN", "IV", "V"}:
-        raise InvalidInput("must be a DEA schedule: II, IIN, III, IIIN, IV or V", field="schedule")
+    if schedule in {"II", "IIN"}:
+        raise InvalidInput(SCHEDULE_II_REFUSED, field="schedule")
+    if schedule not in {"III", "IIIN", "IV", "V"}:
+        raise InvalidInput("must be a DEA schedule that csledger records: III, IIIN, IV or V", field="schedule")
     form = text(cmd.form, field="form", max_len=64).lower()
     strength = parse_amount(cmd.strength_mg_per_ml, field="strength_mg_per_ml")
     container = parse_amount(cmd.container_ml, field="container_ml")
+    # Checked before the entry is written; entries already written are never judged again.
+    wrong = ndc_reference.refusal({"ndc": ndc.printed, "ndc_key": ndc.key, "name": name, "form": form,
+                                   "drug_code": drug_code, "schedule": schedule,
+                                   "strength_mg_per_ml": strength, "container_ml": container})
+    if wrong is not None:
+        raise InvalidInput(wrong.text, field=wrong.field)
+    unknown = ndc_reference.unknown_ndc_warning(ndc.printed)
+    warnings = [unknown] if unknown else []
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=REFERENCE_DATA)
@@ -170,25 +191,62 @@ def add_product(ledger: Ledger, principal: Principal, cmd: AddProduct, *, idempo
             ndc=ndc.printed, ndc_key=ndc.key, name=name, drug_code=drug_code, schedule=schedule,
             form=form, strength_mg_per_ml=strength, container_ml=container,
         )), signatures=[sig], occurred_at=ctx.now)
-        return {"ndc_key": ndc.key}
+        return {"ndc_key": ndc.key, "warnings": warnings}
 
     return ledger.execute(principal.registrant, "add_product", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
 
 
 def add_supplier(ledger: Ledger, principal: Principal, cmd: AddSupplier, *, idempotency_key: str | None = None) -> dict:
+    """Add a supplier with its address, DEA number, and (issue 19) its DEA registration's expiry
+    and schedules and its DSCSA authorized-trading-partner status, which receipts are checked
+    against (``ledger.domain.trading_partners``)."""
     name = text(cmd.name, field="name")
     addr = address(cmd.address, field="address")
     dea = parse_dea_number(cmd.dea_number)
+    registration, partner = _supplier_registration(cmd.registration_expires_on, cmd.schedules,
+                                                   cmd.authorized_trading_partner)
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=REFERENCE_DATA)
         supplier_id = f"SUP{ctx.next_seq}"
-        ctx.append(ev.SupplierAdded(supplier_id=supplier_id, name=name, address=addr, dea_number=dea),
+        ctx.append(ev.SupplierAdded(supplier_id=supplier_id, name=name, address=addr, dea_number=dea,
+                                    registration=registration, authorized_trading_partner=partner),
                    signatures=[sig], occurred_at=ctx.now)
         return {"supplier_id": supplier_id}
 
     return ledger.execute(principal.registrant, "add_supplier", request_fields(cmd), build,
+                          principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def _supplier_registration(expires_on: object, schedules: object, partner: object) -> tuple[ev.DeaRegistration, bool]:
+    if expires_on is None:
+        raise InvalidInput("a supplier's DEA registration expiry is required (YYYY-MM-DD): receipts are checked "
+                           "against it", field="registration_expires_on")
+    if partner is None or not isinstance(partner, bool):
+        raise InvalidInput("say whether the supplier is an authorized trading partner under DSCSA (true or false)",
+                           field="authorized_trading_partner")
+    return ev.DeaRegistration(expires_on=trading_partners.parse_expiry(expires_on, field="registration_expires_on"),
+                              schedules=trading_partners.parse_schedules(schedules, field="schedules")), partner
+
+
+def record_supplier_registration(ledger: Ledger, principal: Principal, cmd: RecordSupplierRegistration, *,
+                                 idempotency_key: str | None = None) -> dict:
+    """A supplier's renewed DEA registration and DSCSA status (or the first one recorded for a
+    supplier added before issue 19): a new entry that supersedes what was recorded, never an edit."""
+    registration, partner = _supplier_registration(cmd.registration_expires_on, cmd.schedules,
+                                                   cmd.authorized_trading_partner)
+
+    def build(ctx: CommandContext) -> dict:
+        sig = ctx.signature(principal, Meaning.PERFORMED, roles=REFERENCE_DATA)
+        if ctx.view.get("suppliers", (ctx.registrant, cmd.supplier_id)) is None:
+            raise NotFound(f"no supplier {str(cmd.supplier_id)[:64]!r} at {ctx.registrant}", field="supplier_id")
+        ctx.append(ev.SupplierRegistrationRecorded(supplier_id=cmd.supplier_id, registration=registration,
+                                                   authorized_trading_partner=partner),
+                   signatures=[sig], occurred_at=ctx.now)
+        return {"supplier_id": cmd.supplier_id}
+
+    return ledger.execute(principal.registrant, "record_supplier_registration", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
 
 

@@ -23,6 +23,13 @@ walks a registrant's chain in ``seq`` order and, for each entry at its place, ch
   the count it resolves;
 - ``correction-scope``: a correction moves only vials the corrected entry moved, by no more than
   that entry recorded (with every earlier correction of it);
+- ``prescriber-practitioner``: a ``prescriber_registered`` entry names a practitioner's DEA
+  number, registered in the clinic's state, with schedule 3 or 3N (issue 19);
+- ``prescriber-registered``: a dose names a prescriber registered at that seq, whose registration
+  had not expired on the dose's local day and covers the product's schedule, under the name the
+  dose copies (``ledger.domain.prescribers.order_refusal``, the service's own rule). Checked on
+  doses that copy a prescriber's name and on every dose after the registrant's first
+  prescriber registration; doses recorded before prescribers were registered are not;
 - ``alert-closer-not-subject``: nobody acknowledges or resolves an alert about themself;
 - ``stock-never-negative``: no vial's stock goes below zero (from ``projections.movements``);
 - ``recorded-at-order``: ``recorded_at`` never goes backwards along the chain (not applied to
@@ -57,9 +64,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
 
+from ledger.domain import prescribers as prescriber_rules
 from ledger.domain import projections
 from ledger.domain.alerts import CLOSERS
 from ledger.domain.principal import AuthMethod, Meaning, Role
@@ -81,6 +90,7 @@ from ledger.services.counts import COUNTERS
 from ledger.services.discrepancies import RESOLVERS
 from ledger.services.disposal import LOSS_REPORTERS, STOCK_HANDLERS
 from ledger.services.documents import DOCUMENT_KEEPERS
+from ledger.services.prescribers import PRESCRIBER_REGISTRARS
 from ledger.services.receiving import INVENTORY_TAKERS, RECEIVERS
 from ledger.services.reference import POLICY_SETTERS, REFERENCE_DATA, STAFF_ADMIN
 from ledger.storage.store import raw
@@ -98,6 +108,7 @@ ZERO = Decimal("0.00")
 SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "product_added": ((PERFORMED, REFERENCE_DATA),),
     "supplier_added": ((PERFORMED, REFERENCE_DATA),),
+    "supplier_registration_recorded": ((PERFORMED, REFERENCE_DATA),),  # issue 19
     "staff_enrolled": ((PERFORMED, STAFF_ADMIN), (APPROVED, STAFF_ADMIN)),
     "role_granted": ((PERFORMED, STAFF_ADMIN), (APPROVED, STAFF_ADMIN)),
     "policy_set": ((APPROVED, POLICY_SETTERS),),
@@ -123,6 +134,7 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "registration_expiry_recorded": ((PERFORMED, frozenset(REGISTRATION_RECORDERS)),),
     "breakage_recorded": ((PERFORMED, RECORDERS), (WITNESSED, WITNESSES)),
     "report_key_certified": ((PERFORMED, frozenset({"administrator"})),),  # issue 18
+    "prescriber_registered": ((PERFORMED, PRESCRIBER_REGISTRARS),),  # issue 19
 }
 
 ROLES = frozenset(r.value for r in Role)
@@ -273,6 +285,10 @@ class RulesReplay:
         #: The registrant was registered by ``csledger demo`` (seq 0 signed ``demo_seed``).
         self.demo = False
         self.cosigned = _Cosigned(conn, registrant)
+        #: Issue 19: DEA number -> its latest registration; the clinic's state and time zone.
+        self.prescribers: dict[str, dict[str, Any]] = {}
+        self.clinic_state: str | None = None
+        self.tz: ZoneInfo | None = None
 
     def check(self, e: dict[str, Any]) -> str | None:
         """The rule entry ``e`` breaks at its place in the chain (text naming it), or None; the
@@ -411,6 +427,32 @@ class RulesReplay:
                                                              "about them")
         elif kind == "entry_corrected" and e.get("lines"):
             self._correction_scope(e)
+        elif kind == "prescriber_registered":
+            self._prescriber_registered(e)
+        elif kind == "dose_administered" and ("prescriber_name" in e or self.prescribers):
+            self._prescriber_of_dose(e)
+
+    def _prescriber_registered(self, e: dict[str, Any]) -> None:
+        dea = e.get("dea_number")
+        refusal = prescriber_rules.practitioner_refusal(dea if isinstance(dea, str) else "")
+        if refusal is None and e.get("registration_state") != self.clinic_state:
+            refusal = f"{dea} is registered in {e.get('registration_state')!r}, not the clinic's state {self.clinic_state}"
+        if refusal is None:
+            refusal = prescriber_rules.schedules_refusal(e.get("schedules") or ())
+        if refusal is not None:
+            raise RuleBroken("prescriber-practitioner", refusal)
+
+    def _prescriber_of_dose(self, e: dict[str, Any]) -> None:
+        dea = e.get("prescriber_dea_number")
+        registered = self.prescribers.get(dea)
+        day = _time(e.get("started_at"), "started_at").astimezone(self.tz or UTC).date()
+        draws = e.get("draws") or ()
+        schedule = draws[0]["product"].get("schedule") if draws else None
+        refusal = prescriber_rules.order_refusal(dea, registered, day, schedule)
+        if refusal is None and e.get("prescriber_name") != registered["name"]:
+            refusal = f"the dose names its prescriber {e.get('prescriber_name')!r}; {dea} is registered as {registered['name']!r}"
+        if refusal is not None:
+            raise RuleBroken("prescriber-registered", refusal)
 
     def _admin_role(self, kind: str, role: Any, actor: str) -> None:
         if role == Role.ADMINISTRATOR and Role.ADMINISTRATOR not in self.roles.get(actor, ()):
@@ -439,7 +481,13 @@ class RulesReplay:
 
     def _apply(self, e: dict[str, Any]) -> None:
         kind = e["kind"]
-        if kind == "staff_enrolled":
+        if kind == "registrant_registered":
+            self.clinic_state = (e.get("address") or {}).get("state")
+            self.tz = ZoneInfo(e["time_zone"])
+        elif kind == "prescriber_registered":
+            self.prescribers[e["dea_number"]] = {"name": e.get("name"), "schedules": e.get("schedules") or (),
+                                                 "expires_on": e.get("expires_on")}
+        elif kind == "staff_enrolled":
             self.staff[e.get("staff_id")] = e.get("printed_name")
         elif kind == "role_granted":
             self.roles[e.get("staff_id")].add(e.get("role"))

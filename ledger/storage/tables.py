@@ -114,6 +114,10 @@ class Supplier(SQLModel, table=True):
     postal_code: str = Field(max_length=10)
     dea_number: str = Field(max_length=9)
     added_seq: int
+    # issue 19: its DEA registration and DSCSA status (None/"" for suppliers added before)
+    registration_expires_on: str | None = Field(default=None, max_length=10)
+    schedules: str = Field(default="", max_length=32)
+    authorized_trading_partner: bool | None = Field(default=None)
 
 
 class Staff(SQLModel, table=True):
@@ -527,3 +531,26 @@ class AlertNotification(SQLModel, table=True):
 
 
 PROJECTION_MODELS["alerts"] = Alert
+
+
+# --- prescribers (issue 19) ---------------------------------------------------------------------
+
+
+class Prescriber(SQLModel, table=True):
+    """Registered prescribers: the latest ``prescriber_registered`` entry per DEA number (a
+    renewal supersedes), rebuilt and compared by ``verify --deep``."""
+
+    __tablename__ = "prescribers"
+    registrant: str = Field(primary_key=True, max_length=9)
+    dea_number: str = Field(primary_key=True, max_length=9)
+    name: str
+    registration_state: str = Field(max_length=2)
+    schedules: str = Field(max_length=64)  # JSON list, e.g. ["3", "3N", "4", "5"]
+    expires_on: str = Field(max_length=10)  # YYYY-MM-DD
+    state_license_number: str = Field(max_length=32)
+    state_license_state: str = Field(max_length=2)
+    staff_id: str | None = Field(default=None, max_length=64)
+    registered_seq: int = Field(sa_type=sa.BigInteger)
+
+
+PROJECTION_MODELS["prescribers"] = Prescriber

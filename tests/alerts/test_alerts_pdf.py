@@ -23,7 +23,7 @@ def raised(seq, at, aid, rule="late_entry"):
 
 
 SIG = {"staff_id": "S9", "printed_name": "Cole Compliance", "meaning": "approved", "signed_at": "x", "auth_method": "password"}
-PRODUCT = {"ndc_key": "42023011310"}
+PRODUCT = {"ndc_key": "67457000110"}
 
 
 def test_period_selection_carry_over_and_discrepancy_view():

@@ -15,7 +15,7 @@ from ledger.services.alerts import clinical_draws, clinical_wastes, evaluate
 
 TZ = "America/Chicago"
 T0 = datetime(2026, 11, 2, 16, tzinfo=UTC)  # Monday 10:00 in Austin
-PRODUCT = {"ndc": "42023-0113-10", "ndc_key": "42023011310", "name": "Ketamine", "drug_code": "7285",
+PRODUCT = {"ndc": "67457-0001-10", "ndc_key": "67457000110", "name": "Ketamine", "drug_code": "7285",
            "schedule": "III", "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00"}
 HOURS = {"mon": ["08:00", "18:00"], "tue": ["08:00", "18:00"], "wed": ["08:00", "18:00"],
          "thu": ["08:00", "18:00"], "fri": ["08:00", "18:00"]}
@@ -51,7 +51,17 @@ def test_dose_above_order_strictly():
     assert rules.dose_above_order(admin(10, "A10", T0, mg_given="35.00")) is None
     c = rules.dose_above_order(admin(10, "A10", T0, mg_given="35.50", given="0.71", drawn="0.71"))
     assert (c.rule, c.subjects, c.evidence_seqs) == ("dose_above_order", ("S4",), (10,))
-    assert c.figures == {"ordered_mg": "35.00", "mg_given": "35.50", "excess_mg": "0.50", "patient_id": "P7"}
+    assert c.figures == {"ordered_mg": "35.00", "mg_given": "35.50", "excess_mg": "0.50", "allowance_mg": "0.25",
+                         "patient_id": "P7"}
+
+
+def test_dose_above_order_allows_half_a_graduation():
+    """Issue 19: a dose drawn to the nearest 0.01 mL may exceed the order by half a graduation
+    (0.005 mL, here 0.25 mg at 50 mg/mL) without anyone giving more than ordered."""
+    assert PRODUCT["strength_mg_per_ml"] == "50.00"
+    assert rules.dose_above_order(admin(10, "A10", T0, mg_given="35.25")) is None
+    c = rules.dose_above_order(admin(10, "A10", T0, mg_given="35.26"))
+    assert c is not None and c.parameters == {"measuring_resolution_ml": "0.005"}
 
 
 def test_unreconciled_after_policy_time():
@@ -96,7 +106,7 @@ def test_quarantine():
 
 
 def vial(vid, state="open", expiry="2028-01-31", bud=None, ml="5.00", lot="L1"):
-    return {"registrant": "AB1234563", "vial_id": vid, "ndc_key": "42023011310", "lot": lot, "expiry": expiry,
+    return {"registrant": "AB1234563", "vial_id": vid, "ndc_key": "67457000110", "lot": lot, "expiry": expiry,
             "state": state, "ml_left": Decimal(ml), "added_seq": 5, "last_seq": 9, "beyond_use_date": bud,
             "opened_at": None, "opened_by": None}
 
@@ -109,7 +119,7 @@ def test_expired_lot_and_beyond_use():
           vial("V6", "destroyed", expiry="2026-10-01"), vial("V7", "empty", bud="2026-10-01", ml="0.00")]
     found = rules.expired_stock(vs, now, TZ)
     assert [(c.rule, c.alert_key) for c in found] == [
-        ("past_beyond_use_date", "past_beyond_use:V4"), ("expired_lot_in_stock", "expired_lot:42023011310:OLD")]
+        ("past_beyond_use_date", "past_beyond_use:V4"), ("expired_lot_in_stock", "expired_lot:67457000110:OLD")]
     assert found[1].figures["vials"] == "2" and found[1].figures["ml_on_hand"] == "10.00"
 
 

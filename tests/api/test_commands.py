@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -10,7 +11,7 @@ from tests.api.test_auth import ptype
 from tests.api.test_separation_of_duties import send
 from tests.conftest import KETAMINE_50, an_hour_ago, entry_count
 
-PRODUCT = {"ndc": "0143-9508-01", "name": "Ketamine HCl injection 100 mg/mL", "drug_code": "7285",
+PRODUCT = {"ndc": "0143-9509-01", "name": "Ketamine HCl injection 100 mg/mL", "drug_code": "7285",
            "schedule": "III", "form": "injection", "strength_mg_per_ml": "100.00", "container_ml": "5.00"}
 
 
@@ -23,7 +24,7 @@ def test_add_product_is_signed_by_the_authenticated_pharmacist(api):
     r = api.client.post(api.url("/products"), json=PRODUCT, headers=api.headers("pia", **api.key()))
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["command"] == "add_product" and body["ndc_key"] == "00143950801" and body["replayed"] is False
+    assert body["command"] == "add_product" and body["ndc_key"] == "00143950901" and body["replayed"] is False
     seq = body["entries"][0]["seq"]
     e = api.client.get(api.url(f"/entries/{seq}"), headers=api.headers("ari")).json()
     entry = json.loads(e["canonical"])
@@ -47,7 +48,8 @@ def test_idempotency_key_same_body_replays_other_body_conflicts(api):
     again = api.client.post(api.url("/products"), json=PRODUCT, headers=h)
     assert again.status_code == 201 and again.json() == {**first.json(), "replayed": True}
     assert entry_count(api.ledger) == n
-    other = api.client.post(api.url("/products"), json={**PRODUCT, "container_ml": "10.00"}, headers=h)
+    other = api.client.post(api.url("/products"), json={**PRODUCT, "name": "Ketamine HCl 100 mg/mL (West-Ward)"},
+                            headers=h)
     assert other.status_code == 409 and ptype(other) == "idempotency-key-reused"
     assert entry_count(api.ledger) == n
 
@@ -127,7 +129,8 @@ def test_receipt_inventory_vials_and_stock(api):
     h = api.headers("nora")
     inv = api.client.post(api.url("/inventories"), headers=h, json={
         "inventory_type": "initial", "taken_at": "opening_of_business", "occurred_at": an_hour_ago().isoformat(),
-        "items": [{"ndc": KETAMINE_50, "lot": "KA2601", "expiry": "2028-03-31", "sealed": False, "ml": "6.00"}]})
+        "items": [{"ndc": KETAMINE_50, "lot": "KA2601", "expiry": "2028-03-31", "sealed": False, "ml": "6.00",
+                   "first_punctured_on": (an_hour_ago() - timedelta(days=1)).date().isoformat()}]})
     assert inv.status_code == 201, inv.text
     r = api.client.post(api.url("/receipts"), json=receipt(api, containers=3), headers=h)
     assert r.status_code == 201 and r.json()["total_ml"] == "30.00" and len(r.json()["vial_ids"]) == 3

@@ -88,6 +88,9 @@ list_products               Y     Y     Y     Y     Y     Y     Y
 add_product                 -     Y     -     Y     -     -     Y
 list_suppliers              Y     Y     Y     Y     Y     Y     Y
 add_supplier                -     Y     -     Y     -     -     Y
+record_supplier_registration -     Y     -     Y     -     -     Y
+list_prescribers            Y     Y     Y     Y     Y     Y     Y
+register_prescriber         -     -     -     Y     -     -     Y
 take_inventory              Y     Y     -     Y     -     -     -
 receive_stock               Y     Y     -     Y     -     -     -
 list_vials                  Y     Y     Y     Y     Y     Y     -
@@ -214,7 +217,18 @@ def request_for(api, name: str, user: str):
         return "GET", "/suppliers", None, user
     if name == "add_supplier":
         return "POST", "/suppliers", {"name": "Gulf Medical Supply", "dea_number": "PB1234563", "address": {
-            "street": "5 Depot Rd", "city": "Houston", "state": "TX", "postal_code": "77002"}}, user
+            "street": "5 Depot Rd", "city": "Houston", "state": "TX", "postal_code": "77002"},
+            "registration_expires_on": "2031-06-30", "schedules": ["3", "3N"], "authorized_trading_partner": True}, user
+    if name == "record_supplier_registration":  # issue 19: a renewal of the test clinic's supplier
+        return "POST", f"/suppliers/{api.clinic.supplier_id}/registration", {
+            "registration_expires_on": "2032-06-30", "schedules": ["3", "3N"], "authorized_trading_partner": True}, user
+    if name == "list_prescribers":
+        return "GET", "/prescribers", None, user
+    if name == "register_prescriber":  # issue 19: a renewal of a test clinic's prescriber
+        return "POST", "/prescribers", {"name": "Dr. Alex Prescriber", "dea_number": "AB1234563",
+                                        "registration_state": "TX", "schedules": ["3N", "4", "5"],
+                                        "expires_on": "2032-01-31", "state_license_number": f"TX-{i}",
+                                        "state_license_state": "TX"}, user
     if name == "take_inventory":
         return "POST", "/inventories", {"inventory_type": "initial", "taken_at": "opening_of_business",
                                         "occurred_at": an_hour_ago().isoformat(), "items": []}, user
@@ -361,13 +375,15 @@ def api_routes() -> list[APIRoute]:
         routes_alerts,
         routes_clinical,
         routes_credentials,
+        routes_prescribers,
         routes_records,
         routes_reference,
         routes_session,
         routes_stock,
     )
 
-    return [r for m in (routes_session, routes_credentials, routes_reference, routes_stock, routes_clinical, routes_records, routes_alerts)
+    return [r for m in (routes_session, routes_credentials, routes_reference, routes_prescribers, routes_stock,
+                        routes_clinical, routes_records, routes_alerts)
             for r in m.router.routes
             if isinstance(r, APIRoute)]
 

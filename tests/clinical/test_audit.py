@@ -77,7 +77,8 @@ def worked_example(ledger) -> tuple[Ops, datetime, datetime]:
     t0 = datetime.now(UTC) - timedelta(hours=20)
     inv = services.take_inventory(ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business", t0, (
         InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=True, containers=4),
-        InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=False, ml="6.00"),
+        InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=False, ml="6.00",
+                           first_punctured_on=(t0 - timedelta(days=1)).date().isoformat()),
     )))["vial_ids"]
     received = services.receive_stock(ledger, ops.nurse, ReceiveStock(
         ops.supplier_id, "INV-WE-1", t0 + timedelta(hours=1),
@@ -179,7 +180,7 @@ def test_pure_function_reads_entries_alone(tmp_path):
 
     def fake(e):
         if e["kind"] == "mystery_moved":
-            yield "V", "42023011310", Decimal("-1.00")
+            yield "V", "67457000110", Decimal("-1.00")
         else:
             yield from orig(e)
 

@@ -239,9 +239,11 @@ def record_period(ledger: Ledger) -> Recorded:
     # t0: the initial inventory (before the period starts at t0 + 10 min: the beginning is counted)
     inv = services.take_inventory(ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business", t0, (
         InventoryItemInput(K50, "KA1", "2028-01-31", sealed=True, containers=5),
-        InventoryItemInput(K50, "KA1", "2028-01-31", sealed=False, ml="4.00"),
+        InventoryItemInput(K50, "KA1", "2028-01-31", sealed=False, ml="4.00",
+                           first_punctured_on=(t0 - timedelta(days=1)).date().isoformat()),
         InventoryItemInput(K10, "KB1", "2028-01-31", sealed=True, containers=2),
-        InventoryItemInput(K10, "KB1", "2028-01-31", sealed=False, ml="13.00"),
+        InventoryItemInput(K10, "KB1", "2028-01-31", sealed=False, ml="13.00",
+                           first_punctured_on=(t0 - timedelta(days=1)).date().isoformat()),
     )))["vial_ids"]
     i50, open50, j1, open10 = inv[:5], inv[5], inv[6], inv[8]  # inv[7]: the sealed 10 mg/mL vial kept
     rec = services.receive_stock(ledger, ops.nurse, ReceiveStock(ops.supplier_id, "INV-L-1", at(1), (

@@ -566,7 +566,7 @@ class ClinicalContract:
             witness=ops.pharmacist)
 
     def test_receipt_with_gs1_scans(self, ops):
-        gtin = gs1.gtin_for_ndc10("4202311310")
+        gtin = gs1.gtin_for_ndc10("6745700110")
         exp = date(2028, 6, 30)
         scans = tuple(gs1.datamatrix(gtin, f"SN{i:04d}", "LOT-7781", exp) for i in range(3))
         vids = ops.receive(3, scans=scans, invoiced_containers=4)
@@ -578,7 +578,7 @@ class ClinicalContract:
         # the same serial again is suspect: refused
         e = refused(ops, Conflict, "lines[0].serials[0]", ops.receive, 1, scans=scans[:1])
         assert "suspect" in e.reason
-        other = gs1.datamatrix(gs1.gtin_for_ndc10("0409205105"), "SN9", "LOT-7781", exp)
+        other = gs1.datamatrix(gs1.gtin_for_ndc10("5258403710"), "SN9", "LOT-7781", exp)
         refused(ops, InvalidInput, "lines[0].gtin", ops.receive, 1, scans=(other,))
         refused(ops, InvalidInput, "lines[0].scans[0]", ops.receive, 1, scans=("garbage",))
         refused(ops, InvalidInput, "lines[0].scans[0]", ops.receive, 1,
@@ -654,7 +654,7 @@ class ClinicalContract:
         ops.dose(v[0], drawn="2.50", given="2.50")
         services.quarantine_stock(ops.ledger, ops.nurse, QuarantineStock((v[2],), "suspect"))
         by_product = {g["ndc_key"]: g for g in stock.stock_by_product(ops.ledger, ops.dea)}
-        k50 = by_product["42023011310"]
+        k50 = by_product["67457000110"]
         assert (k50["sealed_containers"], k50["open_containers"], k50["quarantined_containers"]) == (1, 1, 1)
         assert k50["ml"] == Decimal("27.50") and k50["mg"] == Decimal("1375.00")
         assert len(stock.stock_by_lot(ops.ledger, ops.dea)) == 2

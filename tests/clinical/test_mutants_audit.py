@@ -18,9 +18,9 @@ from ledger.services.audit import accountability
 
 D = Decimal
 DEA = "AB1234563"
-K50 = {"ndc": "42023-0113-10", "ndc_key": "42023011310", "name": "Ketamine 50", "drug_code": "7285",
+K50 = {"ndc": "67457-0001-10", "ndc_key": "67457000110", "name": "Ketamine 50", "drug_code": "7285",
        "schedule": "III", "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00"}
-K10 = {"ndc": "0409-2051-05", "ndc_key": "0409205105", "name": "Ketamine 10", "drug_code": "7285",
+K10 = {"ndc": "52584-0037-10", "ndc_key": "52584003710", "name": "Ketamine 10", "drug_code": "7285",
        "schedule": "III", "form": "vial", "strength_mg_per_ml": "10.00", "container_ml": "20.00"}
 K99 = {"ndc": "1111-2222-33", "ndc_key": "11112222033", "name": "Never stocked", "drug_code": "7285",
        "schedule": "III", "strength_mg_per_ml": "5.00", "container_ml": "1.00"}  # no "form": read as ""
@@ -190,7 +190,7 @@ def test_every_line_of_two_products_by_hand():
     )
     assert a["start"] == "2026-09-10T00:00:00.000000Z" and a["end"] == "2026-09-20T00:00:00.000000Z"
     assert a["variance_threshold_percent"] == D("2.50")  # the policy recorded by the end, not the later one
-    # sorted by NDC key (0409... before 4202...); K99 never stocked: no line
+    # sorted by NDC key (5258... before 6745...); K99 never stocked: no line
     assert a["products"] == [k10, k50]
     total = a["total"]
     assert total["ml"] == {x: k50["ml"][x] + k10["ml"][x] for x in LINES}

@@ -47,11 +47,11 @@ def test_vials_filtered_and_in_order(ops):
     assert [v["vial_id"] for v in all_] == [*first, *second, *small]  # by the entry that added them
     assert all_[0]["mg_left"] == D("500.00") and all_[-1]["mg_left"] == D("200.00")
     k10 = all_[-1]["ndc_key"]
-    assert k10 != "42023011310" and [v["vial_id"] for v in stock.vials(ops.ledger, DEA, ndc_key=k10)] == small
+    assert k10 != "67457000110" and [v["vial_id"] for v in stock.vials(ops.ledger, DEA, ndc_key=k10)] == small
     assert [v["vial_id"] for v in stock.vials(ops.ledger, DEA, lot="LOT-2")] == second
     ops.dose(first[1], drawn="4.00", given="4.00")
     assert [v["vial_id"] for v in stock.vials(ops.ledger, DEA, state="open")] == [first[1]]
-    assert [v["vial_id"] for v in stock.vials(ops.ledger, DEA, state="sealed", ndc_key="42023011310")] == [first[0],
+    assert [v["vial_id"] for v in stock.vials(ops.ledger, DEA, state="sealed", ndc_key="67457000110")] == [first[0],
                                                                                                          *second]
 
 
@@ -67,7 +67,7 @@ def test_on_hand_by_state(ops):
     services.quarantine_stock(ops.ledger, ops.manager, QuarantineStock((vials[2], vials[3]), "recall notice"))
     (g,) = stock.stock_by_product(ops.ledger, DEA)
     # 5 x 10 mL - 4 - 1 = 45 mL; two opened, two quarantined, one sealed
-    assert g == {"registrant": DEA, "ndc_key": "42023011310", "sealed_containers": 1, "open_containers": 2,
+    assert g == {"registrant": DEA, "ndc_key": "67457000110", "sealed_containers": 1, "open_containers": 2,
                  "quarantined_containers": 2, "ml": D("45.00"), "mg": D("2250.00")}
     (lot,) = stock.stock_by_lot(ops.ledger, DEA)
     assert lot["lot"] == "LOT-7781" and lot["expiry"] == "2028-06-30" and lot["open_containers"] == 2
@@ -135,7 +135,7 @@ def test_a_blind_count_session_shows_no_book_until_submitted(two):
     s = services.start_count(a.ledger, a.nurse, StartCount(ndcs=(KETAMINE_50,)))
     sid = s["session_id"]
     assert stock.count_session(a.ledger, DEA, sid) == {"session_id": sid, "blind": True, "status": "open",
-                                                       "ndc_keys": ["42023011310"]}
+                                                       "ndc_keys": ["67457000110"]}
     with pytest.raises(NotFound) as e:
         stock.count_session(a.ledger, DEA2, sid)  # another registrant's session of the same id: not found
     assert e.value.field == "session_id" and e.value.reason == f"no count session {sid!r} at {DEA2}"
@@ -144,7 +144,7 @@ def test_a_blind_count_session_shows_no_book_until_submitted(two):
     after = stock.count_session(a.ledger, DEA, sid)
     assert after["status"] == "submitted" and after["blind"] is True
     (g,) = after["on_hand"]  # the counted product only, this registrant's
-    assert (g["registrant"], g["ndc_key"], g["sealed_containers"], g["ml"]) == (DEA, "42023011310", 3, D("30.00"))
+    assert (g["registrant"], g["ndc_key"], g["sealed_containers"], g["ml"]) == (DEA, "67457000110", 3, D("30.00"))
 
 
 def test_an_open_count_session_that_is_not_blind_shows_the_book(two):

@@ -74,8 +74,8 @@ ADDRESS = AddressInput("5 Depot Rd", "Houston", "TX", "77002")
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
 #: ndc -> (ndc key, mg/mL, mL per container), as the Clinic fixture adds them
-PRODUCTS = {KETAMINE_50: ("42023011310", Decimal("50.00"), Decimal("10.00")),
-            KETAMINE_10: ("00409205105", Decimal("10.00"), Decimal("20.00"))}
+PRODUCTS = {KETAMINE_50: ("67457000110", Decimal("50.00"), Decimal("10.00")),
+            KETAMINE_10: ("52584003710", Decimal("10.00"), Decimal("20.00"))}
 BY_KEY = {key: (ndc, strength, cml) for ndc, (key, strength, cml) in PRODUCTS.items()}
 MODEL_LINES = ("receipts", "administered", "wasted", "destroyed", "transferred", "breakage", "theft_or_loss",
                "adjustments")
@@ -161,7 +161,7 @@ def _run(ops: Ops, s: tuple, model: Model) -> None:
         by_key = {k: (sl, op, ml) for k, sl, op, ml in lines}
         cmd_lines = []
         for ndc in (KETAMINE_50, KETAMINE_10):
-            key = "42023011310" if ndc == KETAMINE_50 else "00409205105"
+            key = "67457000110" if ndc == KETAMINE_50 else "52584003710"
             sl, op, _ = by_key.get(key, (0, 0, Decimal(0)))
             # count the book's open mL (with quarantined/sealed as sealed) then shift sealed by s[1]
             open_ml = sum((v["ml_left"] for v in vials if v["ndc_key"] == key and not (

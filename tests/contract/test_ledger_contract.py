@@ -45,7 +45,15 @@ from ledger.storage.store import (
     migrate,
     movements_t,
 )
-from tests.conftest import DEA, DEA2, KETAMINE_50, Clinic, an_hour_ago, entry_count
+from tests.conftest import (
+    DEA,
+    DEA2,
+    KETAMINE_50,
+    SUPPLIER_REGISTRATION,
+    Clinic,
+    an_hour_ago,
+    entry_count,
+)
 
 
 def receipt(clinic: Clinic, invoice: str = "INV-1001", containers: int = 2, ndc: str = KETAMINE_50, **kw) -> ReceiveStock:
@@ -109,7 +117,7 @@ class LedgerContract:
         assert entry["supplier"]["dea_number"] == "PB1234563"
         assert entry["supplier"]["address"]["city"] == "Houston"
         assert entry["invoice_number"] == "INV-1001"
-        assert p["ndc"] == KETAMINE_50 and p["ndc_key"] == "42023011310"
+        assert p["ndc"] == KETAMINE_50 and p["ndc_key"] == "67457000110"
         sig = entry["signatures"][0]
         assert sig["staff_id"] == clinic.nurse.staff_id and sig["printed_name"] == "Nora Nurse"
         assert sig["meaning"] == "received" and sig["auth_method"] == "password"
@@ -128,7 +136,8 @@ class LedgerContract:
         res = services.take_inventory(ledger, c.pharmacist, TakeInventory(
             "initial", "opening_of_business", an_hour_ago(), items=(
                 InventoryItemInput(KETAMINE_50, "LOT-1", "2028-01-31", sealed=True, containers=4),
-                InventoryItemInput(KETAMINE_50, "LOT-1", "2028-01-31", sealed=False, ml="6.00"),
+                InventoryItemInput(KETAMINE_50, "LOT-1", "2028-01-31", sealed=False, ml="6.00",
+                                   first_punctured_on=(an_hour_ago() - timedelta(days=1)).date().isoformat()),
             )))
         assert len(res["vial_ids"]) == 5
         e = decode(entries_of(ledger)[-1]["canonical"])
@@ -206,7 +215,8 @@ class LedgerContract:
     def test_bad_dea_number(self, clinic, dea, reason):
         before = entry_count(clinic.ledger)
         with pytest.raises(InvalidInput) as exc:
-            services.add_supplier(clinic.ledger, clinic.admin, AddSupplier("X", AddressInput("1 A St", "Austin", "TX", "78701"), dea))
+            services.add_supplier(clinic.ledger, clinic.admin, AddSupplier("X", AddressInput("1 A St", "Austin", "TX", "78701"), dea,
+                                                                                 **SUPPLIER_REGISTRATION))
         assert exc.value.field == "dea_number" and reason in exc.value.reason
         assert entry_count(clinic.ledger) == before
 

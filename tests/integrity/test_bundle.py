@@ -58,7 +58,7 @@ def test_round_trip(witnessed):
                         trusted_witness_keys=[w.verifier.to_string()], threshold=1)
     assert rep.ok, rep.problem
     assert rep.keys_trusted and rep.cosignatures == 1 and rep.witnesses == ["witness.test"]
-    assert rep.stock["42023011310"] == {"containers": "4", "ml": "40.00"}
+    assert rep.stock["67457000110"] == {"containers": "4", "ml": "40.00"}
     # without pinned keys it still verifies, but says it proves only internal consistency
     loose = verify_bundle(io.BytesIO(data))
     assert loose.ok and not loose.keys_trusted and loose.notes
@@ -153,5 +153,5 @@ def test_bundle_recomputes_the_accountability_audit(witnessed):
     assert rep.ok, rep.problem
     # the offline figures equal those the service computes from its database
     assert rep.audit == audit(clinic.ledger, DEA, start, end)
-    receipts = [p["ml"]["receipts"] for p in rep.audit["products"] if p["ndc_key"] == "42023011310"]
+    receipts = [p["ml"]["receipts"] for p in rep.audit["products"] if p["ndc_key"] == "67457000110"]
     assert receipts and str(receipts[0]) == "40.00"

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import services
-from ledger.domain.commands import DestroyStock, EnrollStaff
+from ledger.domain.commands import DestroyStock, EnrollStaff, TakeInventory
 from ledger.domain.principal import Principal
 from ledger.integrity import canonical as canon
 from ledger.integrity import staff_signatures as ss
@@ -105,6 +105,9 @@ def signed_clinic(ledger, tmp_path) -> SimpleNamespace:
     (two entries, one command), an enrolment with two roles (three entries) and a destruction."""
     log = attach(ledger, settings_for(tmp_path))
     ops = Ops(ledger)
+    # An empty initial inventory (unsigned history too): reports need one (tests/reports).
+    services.take_inventory(ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business",
+                                                                  an_hour_ago() - timedelta(hours=1)))
     history = entry_count(ledger)
     admin, _, admin_cid = signing(ledger, ops.admin, "admin-pass-2026", None, rp_id="localhost",
                                   origins=("http://localhost:8000",))

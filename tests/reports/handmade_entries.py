@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reports.source import LedgerState, Snapshot
 
-K50 = {"ndc": "42023-0113-10", "ndc_key": "42023011310", "name": "Ketamine HCl injection 50 mg/mL",
+K50 = {"ndc": "67457-0001-10", "ndc_key": "67457000110", "name": "Ketamine HCl injection 50 mg/mL",
        "drug_code": "7285", "schedule": "III", "form": "injection", "strength_mg_per_ml": "50.00",
        "container_ml": "10.00"}
 

@@ -55,7 +55,7 @@ def test_waste_log_and_form_41_worksheet():
         assert must in log, must
     form = pages[-1]
     for must in ("DEA Form 41 worksheet", "Calm Waters Ketamine Clinic, 100 Harbor Way, Austin, TX 78701",
-                 "DEA registration number: AB1234563", "42023-0113-10", "KA2", "50.00 mg/mL", "injection",
+                 "DEA registration number: AB1234563", "67457-0001-10", "KA2", "50.00 mg/mL", "injection",
                  "10.00 mL", "2.50 mL", "500.00 mg", "125.00 mg", "Total 1 2.50 mL 625.00 mg",
                  "Place: pharmacy room", "Method: chemical digestion kit", "witnessed (authorized employee witness)",
                  "Signature (witness 1)", "Signature (witness 2)"):
@@ -111,7 +111,7 @@ def test_form_106_worksheet():
     text = " ".join(pages)
     for must in ("DEA Form 106 worksheet", "Calm Waters Ketamine Clinic", "100 Harbor Way, Austin, TX 78701",
                  "AB1234563", "Employee pilferage", "Yes: Austin PD, report 26-1234", "42.50 USD",
-                 "Thefts and losses in the past 24 months 1", "42023-0113-10", "7285", "12.00 mL", "600.00 mg",
+                 "Thefts and losses in the past 24 months 1", "67457-0001-10", "7285", "12.00 mL", "600.00 mg",
                  "V3-5, V3-4", "Form 106 due", "Signature (reported by)"):
         assert must in text, must
 

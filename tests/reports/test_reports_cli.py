@@ -54,7 +54,8 @@ def scenario(tmp_path_factory):
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", now - timedelta(days=3), late_reason="paper inventory typed in later",
         items=(InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=4),
-               InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=False, ml="6.00"))))
+               InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=False, ml="6.00",
+                                  first_punctured_on=(now - timedelta(days=4)).date().isoformat()))))
     services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         supplier_id=clinic.supplier_id, invoice_number="GMS-0001", occurred_at=now - timedelta(hours=2),
         lines=(ReceivedLineInput(KETAMINE_50, 10, "KA2610", "2028-06-30"),)))
@@ -316,7 +317,7 @@ def test_accountability_audit_figures_match_the_worked_example(scenario):
     text = " ".join(text_of(scenario["dir"] / "audit.pdf"))
     for must in ("Beginning inventory 2,300.00 mg 46.00 mL 4.60", "Total to account for 7,300.00 mg 146.00 mL 14.60",
                  "Receipts 600.00 mg 60.00 mL 3.00", "Ending inventory (book)", "the initial inventory taken at "
-                 "opening of business", "Stock of 42023-0113-10", "Total to account for 7,900.00 mg"):
+                 "opening of business", "Stock of 67457-0001-10", "Total to account for 7,900.00 mg"):
         assert must in text, must
     verify(scenario, scenario["dir"] / "audit.pdf", check=True)
 

@@ -78,7 +78,7 @@ def test_an_older_backup_restored_is_caught_by_the_witness_and_appends_are_refus
                 "Authorization": f"Bearer {token}", "Idempotency-Key": invoice}, json={
                 "supplier_id": clinic.supplier_id, "invoice_number": invoice,
                 "occurred_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
-                "lines": [{"ndc": "42023-0113-10", "containers": 1, "lot": "L1", "expiry": "2030-12-31"}]}, timeout=60)
+                "lines": [{"ndc": "67457-0001-10", "containers": 1, "lot": "L1", "expiry": "2030-12-31"}]}, timeout=60)
 
         def login(base: str) -> str:
             r = httpx.post(f"{base}/v1/registrants/{clinic.dea}/sessions",

@@ -18,7 +18,7 @@ from ledger.domain.commands import (
     ReceiveStock,
 )
 from ledger.domain.errors import LedgerError
-from tests.conftest import KETAMINE_50, entry_count
+from tests.conftest import KETAMINE_50, SUPPLIER_REGISTRATION, entry_count
 
 QUANTITY_TEXT = st.one_of(
     st.sampled_from(["NaN", "nan", "Infinity", "-Infinity", "-0", "-0.00", "1e309", "1,5", "1.5.5", "10^20",
@@ -51,7 +51,8 @@ def test_fuzzed_product(clinic, strength, container, ndc):
 def test_fuzzed_supplier(clinic, dea, state, zipc):
     before = entry_count(clinic.ledger)
     try:
-        services.add_supplier(clinic.ledger, clinic.admin, AddSupplier("S", AddressInput("1 A St", "Austin", state, zipc), dea))
+        services.add_supplier(clinic.ledger, clinic.admin, AddSupplier("S", AddressInput("1 A St", "Austin", state, zipc), dea,
+                                                                               **SUPPLIER_REGISTRATION))
     except LedgerError as exc:
         assert exc.field
         assert entry_count(clinic.ledger) == before

@@ -307,6 +307,8 @@ PREPARE: dict[str, Callable[[World], Prep]] = {
     "revoke_role": lambda w: Prep(path={"staff_id": w.staff("nurse", "pharmacist")}),
     "add_product": lambda w: Prep(body={"ndc": f"42023-{2000 + next(w.serial):04d}-10"}),  # the example's is added
     "add_supplier": lambda w: Prep(),
+    "record_supplier_registration": lambda w: Prep(path={"supplier_id": w.clinic.supplier_id}),  # a renewal
+    "register_prescriber": lambda w: Prep(),  # the example's DEA number again: a renewal (issue 19)
     "take_inventory": lambda w: Prep(dea=w.registrant()),  # an initial inventory needs a registrant without stock
     "receive_stock": lambda w: Prep(body={"invoice_number": w.unique("GMS-2026-"), "supplier_id": w.clinic.supplier_id}),
     "set_policy": lambda w: Prep(),

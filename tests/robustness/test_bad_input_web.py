@@ -96,7 +96,16 @@ from ledger.settings import Settings
 from ledger.storage.store import entry_count
 from tests.api.conftest import PASSWORD, PATIENT_KEY, Api, build_api, second_clinic
 from tests.api.roles_all import ALL
-from tests.conftest import BACKENDS, DEA, DEA2, KETAMINE_10, KETAMINE_50, Clinic, clinic_today
+from tests.conftest import (
+    BACKENDS,
+    DEA,
+    DEA2,
+    KETAMINE_10,
+    KETAMINE_50,
+    SUPPLIER_REGISTRATION,
+    Clinic,
+    clinic_today,
+)
 from tests.web.test_page_roles import page_routes
 from tests.web.test_pages_http import _patient, _stock_up, login, raise_test_alert
 
@@ -158,7 +167,8 @@ class World:
         # the other registrant, and ids of its things
         o = self.other = second_clinic(api)
         other_supplier = services.add_supplier(ledger, o.admin, AddSupplier(  # its first one's id is ours
-            "Other Supply", AddressInput("1 Dock St", "Dallas", "TX", "75201"), "PB1234563"))["supplier_id"]
+            "Other Supply", AddressInput("1 Dock St", "Dallas", "TX", "75201"), "PB1234563",
+            **SUPPLIER_REGISTRATION))["supplier_id"]
         services.take_inventory(ledger, o.pharmacist, TakeInventory("initial", "opening_of_business", start, items=(
             InventoryItemInput(KETAMINE_50, "KB2601", "2028-03-31", sealed=True, containers=2),)))
         self.other_vial = queries.usable_vials(ledger, DEA2, clinic_today())[0]["vial_id"]

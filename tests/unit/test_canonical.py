@@ -104,7 +104,7 @@ def test_lone_surrogate_is_refused():
 
 
 def test_entry_round_trip_is_byte_identical():
-    product = ev.ProductDescription("42023-0113-10", "42023011310", "Ketamine", "7285", "III", "injection",
+    product = ev.ProductDescription("67457-0001-10", "67457000110", "Ketamine", "7285", "III", "injection",
                                     Decimal("50.00"), Decimal("10.00"))
     item = ev.InventoryItem("V1-1", product, "LOT", date(2028, 1, 31), False, Decimal("6.00"), True)
     obj = {"registrant": "AB1234563", "seq": 7, "kind": "inventory_taken",

@@ -120,7 +120,8 @@ def seed(tmp: Path) -> Seeded:
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", clock.now - timedelta(minutes=5), items=(
             InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=3),
-            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=False, ml="6.00"))))
+            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=False, ml="6.00",
+                               first_punctured_on=(clock.now - timedelta(days=1)).date().isoformat()))))
     clock.now = now - timedelta(days=2)
     receipt = services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         clinic.supplier_id, "GMS-0001", clock.now - timedelta(minutes=5),

@@ -40,7 +40,7 @@ def test_receive_stock_by_scanning_with_the_keyboard(server, context, shots):
     page.get_by_label("Invoice number").fill("GMS-0002")
     scan_field = page.get_by_label("GS1 barcode scan")
     for serial in ("S-100", "S-101", "S-102"):
-        page.get_by_label("GS1 barcode scan").fill(scan("4202311310", "KA2611", "280731", serial))
+        page.get_by_label("GS1 barcode scan").fill(scan("6745700110", "KA2611", "280731", serial))
         page.get_by_label("GS1 barcode scan").press("Enter")  # what a keyboard-wedge scanner sends
         page.wait_for_load_state()
     assert page.get_by_label("Containers, line 1").input_value() == "3"
@@ -195,7 +195,7 @@ def test_blind_count_then_a_manager_resolves_the_discrepancy(server, context, sh
     for k in range(sealed.count()):
         sealed.nth(k).fill("0")
         opened.nth(k).fill("0")
-    k50 = page.locator("fieldset", has_text="42023-0113-10")
+    k50 = page.locator("fieldset", has_text="67457-0001-10")
     k50.locator("input[name$='-sealed_containers']").fill("2")  # vials short: a loss whatever the book holds
     page.get_by_label("Second counter username").fill("nora")
     page.get_by_label("Second counter password").fill(PASSWORD)

@@ -112,7 +112,7 @@ def test_receive_with_scans_then_the_entry_shows_its_sequence_number(web):
     page = web.client.get(UI + "receipts/new")
     token = csrf_of(page.text)
     form_key = re.search(r'name="form_key" value="([^"]+)"', page.text).group(1)
-    ndc10 = "4202311310"  # the 10-digit (5-3-2) NDC of 42023-0113-10, as a GTIN carries it
+    ndc10 = "6745700110"  # the 10-digit (5-3-2) NDC of 67457-0001-10, as a GTIN carries it
     data = {"csrf_token": token, "form_key": form_key, "line_count": "1", "supplier_id": web.clinic.supplier_id,
             "invoice_number": "GMS-77", "occurred_at": "", "notes": ""}
     lines = {}
@@ -250,7 +250,7 @@ def test_blind_count_never_shows_the_book_and_a_manager_resolves_the_discrepancy
     assert "30.00" not in page.text and "expected" not in page.text.lower()
     form = {"csrf_token": csrf_of(page.text), "form_key": "count-1", "line_count": "2",
             "lines-0-ndc": KETAMINE_50, "lines-0-sealed_containers": "2", "lines-0-open_containers": "0",
-            "lines-0-open_ml": "", "lines-1-ndc": "0409-2051-05", "lines-1-sealed_containers": "0",
+            "lines-0-open_ml": "", "lines-1-ndc": "52584-0037-10", "lines-1-sealed_containers": "0",
             "lines-1-open_containers": "0", "lines-1-open_ml": "",
             "occurred_at": web.clock().astimezone(__import__("zoneinfo").ZoneInfo("America/Chicago"))
             .strftime("%Y-%m-%dT%H:%M"), "counter2_username": "nora", "counter2_password": PASSWORD}

@@ -40,6 +40,8 @@ NON_EVENT_KINDS = frozenset({
     "registrant_registered", "product_added", "supplier_added", "staff_enrolled", "role_granted",
     "role_revoked", "alert_raised", "alert_acknowledged", "alert_resolved",
     "registration_expiry_recorded", "policy_set",
+    "prescriber_registered", "supplier_registration_recorded",  # issue 19
+    "report_key_certified",  # issue 18
 })
 
 

@@ -9,7 +9,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from ledger.domain.alerts.blind_counts import book_read_during_blind_count
@@ -88,12 +88,24 @@ def witness(entry: dict[str, Any]) -> str | None:
     return None
 
 
+#: Half the finest graduation the ledger records a volume in (0.01 mL): a dose drawn to the
+#: nearest 0.01 mL may exceed the order by this much without anyone giving more than ordered
+#: (issue 19: 0.5 mg/kg x 73 kg = 36.5 mg is 0.365 mL at 100 mg/mL, drawn as 0.37 mL = 37.00 mg).
+MEASURING_RESOLUTION_ML = Decimal("0.005")
+
+
 def dose_above_order(entry: dict[str, Any]) -> Candidate | None:
-    """An infusion that gave more mg than ordered (weight x mg/kg): strictly more."""
+    """An infusion that gave more mg than ordered (weight x mg/kg) by more than the measuring
+    resolution allows (half a 0.01 mL graduation of the product drawn)."""
     if entry["kind"] != "dose_administered":
         return None
     ordered, given = Decimal(entry["ordered_mg"]), Decimal(entry["mg_given"])
-    if given <= ordered:
+    try:
+        strength = Decimal(entry["draws"][0]["product"]["strength_mg_per_ml"])
+    except (KeyError, IndexError, TypeError, ArithmeticError):
+        strength = Decimal(0)  # no product to measure against: no allowance
+    allowance = (MEASURING_RESOLUTION_ML * strength).quantize(Decimal("0.01"), ROUND_DOWN)  # never more than half
+    if given <= ordered + allowance:
         return None
     who = performer(entry)
     return Candidate(
@@ -101,9 +113,9 @@ def dose_above_order(entry: dict[str, Any]) -> Candidate | None:
         subjects=(who,) if who else (),
         summary=(f"administration {entry['administration_id']} (entry {entry['seq']}, patient {entry['patient_id']}) "
                  f"gave {given} mg; the order was {entry['ordered_mg_per_kg']} mg/kg x {entry['weight_kg']} kg = {ordered} mg"),
-        parameters={}, evidence_seqs=(entry["seq"],),
+        parameters={"measuring_resolution_ml": str(MEASURING_RESOLUTION_ML)}, evidence_seqs=(entry["seq"],),
         figures={"ordered_mg": str(ordered), "mg_given": str(given), "excess_mg": str(given - ordered),
-                 "patient_id": entry["patient_id"]},
+                 "allowance_mg": str(allowance), "patient_id": entry["patient_id"]},
     )
 
 
