@@ -68,14 +68,15 @@ def describe(state: dict[str, Any]) -> list[str]:
 
 
 def check_note(note: str, size: int, root: str, verifiers: list[cp.Verifier],
-               witnesses: dict[tuple[str, int], cp.Verifier]) -> tuple[list[str], str]:
+               witnesses: dict[tuple[str, int], cp.Verifier], *, keys: str) -> tuple[list[str], str]:
     """Problems with a report's signed checkpoint ``note`` under the log ``verifiers`` and the
-    ``witnesses`` (by name and key ID), and a one-line summary; the same checks online and
-    offline (``--bundle``), only where the keys come from differs."""
+    ``witnesses`` (by name and key ID), and a one-line summary (empty when the note does not
+    verify); the same checks online and offline (``--bundle``). ``keys`` says whose log keys
+    they are, for the message ("the ledger's log keys")."""
     try:
         parsed, opened = cp.open_checkpoint(note, verifiers)
     except cp.NoteError as exc:
-        return [f"checkpoint: the report's signed checkpoint does not verify under the log keys ({exc})"], ""
+        return [f"checkpoint: the report's signed checkpoint does not verify under {keys} ({exc})"], ""
     problems: list[str] = []
     if parsed.size != size or parsed.root.hex() != root:
         problems.append(f"checkpoint: it names size {parsed.size} root {parsed.root.hex()}, the report "
@@ -110,9 +111,9 @@ def check(conn: Connection, registrant: str, state: dict[str, Any]) -> tuple[lis
     if note:
         policy = log.witness_policy(conn, registrant)
         wit = {(w.verifier.name, w.verifier.key_id): w.verifier for w in (policy.witnesses if policy else ())}
-        problems, summary = check_note(note, size, root, verifiers, wit)
+        problems, summary = check_note(note, size, root, verifiers, wit, keys="the ledger's log keys")
         if not summary:
-            return [p.replace("under the log keys", "under the ledger's log keys") for p in problems], ""
+            return problems, ""
     latest = log.latest_checkpoint(conn, registrant)
     if latest is not None and latest.tree_size >= size:
         try:

@@ -373,7 +373,9 @@ class _Offline:
                                           else header["witness_keys"])
             problems, summary = checkpoint.check_note(note, size, str(state.get("root")), log_vs,
                                                       {(v.name, v.key_id): v for v in wit_vs
-                                                       if v.sig_type == cp.SIG_COSIGNATURE_V1})
+                                                       if v.sig_type == cp.SIG_COSIGNATURE_V1},
+                                                      keys="the pinned log keys" if self.log_keys
+                                                      else "the bundle's log keys")
         # The bundle's checkpoint (verified above) covers every one of its entries, and the
         # report's entries are its first ``size``: the log was not forked after the report.
         summary += ("; " if summary else "") + (f"the bundle's checkpoint (size {rep.tree_size}, log key "

@@ -568,17 +568,17 @@ class Authenticator:
         reg = actor.principal.registrant
         body = self._body_hash(body_sha256)
         member = self.store.staff_by_username(reg, username.strip().lower()) if isinstance(username, str) else None
-        if member is None:
-            raise Unauthorized("no such staff member", type_="login-failed", field="username")
-        if member.staff_id == actor.principal.staff_id:
+        if member is not None and member.staff_id == actor.principal.staff_id:
             raise Unauthorized("a witness must be a second person, not the one recording", type_="witness-is-actor",
                                field="username")
         from ledger.services.credentials import credentials_of
 
-        if not any(c["method"] == ss.PASSKEY and c["revoked_seq"] is None
-                   for c in credentials_of(self.store.ledger, reg, member.staff_id)):
-            raise AccessDenied(f"{member.printed_name} has no passkey enrolled; they confirm with their password",
-                               type_="passkey-not-enrolled", field="username")
+        if member is None or not any(c["method"] == ss.PASSKEY and c["revoked_seq"] is None
+                                     for c in credentials_of(self.store.ledger, reg, member.staff_id)):
+            # One answer for "no such username" and "no passkey": no password is asked here, so
+            # telling them apart would let any signed-in user list usernames and passkey holders.
+            raise AccessDenied("no passkey is enrolled here for that username; a witness without one confirms with "
+                               "their password", type_="passkey-not-enrolled", field="username")
         token = ASSERTION_PREFIX + secrets.token_urlsafe(32)
         expires = self._store_assertion(actor, token, member, "passkey", body, signing_key=None, method=ss.PASSKEY,
                                         nonce=ss.new_nonce())

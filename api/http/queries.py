@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -102,6 +103,20 @@ def suppliers(ledger: Ledger, registrant: str) -> list[dict[str, Any]]:
              "authorized_trading_partner": None if r["authorized_trading_partner"] is None
              else bool(r["authorized_trading_partner"])} for r in rows]
 
+
+def prescribers(ledger: Ledger, registrant: str) -> list[dict[str, Any]]:
+    """The registrant's prescribers, each as their latest registration, by DEA number; ``active``
+    says whether it has not expired on the clinic's local day."""
+    t, reg = projection_tables["prescribers"], projection_tables["registrants"]
+    with ledger.reading() as c:
+        tz = c.execute(sa.select(reg.c.time_zone).where(reg.c.dea_number == registrant)).scalar()
+        rows = c.execute(sa.select(t).where(t.c.registrant == registrant).order_by(t.c.dea_number)).mappings().all()
+    today = ledger.clock().astimezone(zoneinfo.ZoneInfo(tz)).date().isoformat() if tz else None
+    return [{"dea_number": r["dea_number"], "name": r["name"], "registration_state": r["registration_state"],
+             "schedules": json.loads(r["schedules"]), "expires_on": r["expires_on"],
+             "state_license_number": r["state_license_number"], "state_license_state": r["state_license_state"],
+             "staff_id": r["staff_id"], "registered_seq": r["registered_seq"],
+             "active": today is not None and r["expires_on"] >= today} for r in rows]
 
 def staff(ledger: Ledger, registrant: str, with_password: set[str]) -> list[dict[str, Any]]:
     with ledger.reading() as c:

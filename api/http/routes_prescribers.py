@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, status
 
+from api.http import queries
 from api.http.deps import IdempotencyKey, LedgerDep, actor
 from api.http.schemas import PROBLEM_RESPONSES
 from api.http.schemas_prescribers import (
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/v1/registrants/{dea}", responses=PROBLEM_RESPONSES)
 @router.get("/prescribers", response_model=list[PrescriberPublic], tags=["prescribers"], name="list_prescribers")
 def list_prescribers(ledger: LedgerDep, who: Annotated[Principal, actor("list_prescribers")]) -> list[dict]:
     """Registered prescribers, each as their latest registration (``active``: not expired today)."""
-    return services.list_prescribers(ledger, who.registrant)
+    return queries.prescribers(ledger, who.registrant)
 
 
 @router.post("/prescribers", status_code=status.HTTP_201_CREATED, response_model=PrescriberRegisteredPublic,

@@ -55,7 +55,7 @@ from ledger.services.patients import (
     register_patient,
     verify_patient_key,
 )
-from ledger.services.prescribers import list_prescribers, register_prescriber
+from ledger.services.prescribers import register_prescriber
 from ledger.services.quarantine import quarantine_stock, release_quarantine
 from ledger.services.receiving import receive_stock, take_inventory
 from ledger.services.reference import (
@@ -84,7 +84,6 @@ __all__ = [
     "destroy_stock",
     "enroll_staff",
     "grant_role",
-    "list_prescribers",
     "next_business_day",
     "notice_deadlines",
     "product_copy",

@@ -11,11 +11,6 @@ refuses a dose whose prescriber is not registered, expired, or lacks the product
 
 from __future__ import annotations
 
-import json
-from zoneinfo import ZoneInfo
-
-import sqlalchemy as sa
-
 from ledger.domain import entries as ev
 from ledger.domain import prescribers as rules
 from ledger.domain.commands import RegisterPrescriber
@@ -24,7 +19,7 @@ from ledger.domain.identifiers import parse_dea_number
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.services.common import US_STATES, expiry_date, registrant_tz, run, text
 from ledger.services.reference import printed_name
-from ledger.storage.store import CommandContext, Ledger, projection_tables
+from ledger.storage.store import CommandContext, Ledger
 
 #: Who registers a prescriber (signed ``performed``), as other reference data about people.
 PRESCRIBER_REGISTRARS = frozenset({Role.MANAGER, Role.ADMINISTRATOR})
@@ -93,18 +88,3 @@ def register_prescriber(ledger: Ledger, principal: Principal, cmd: RegisterPresc
                 "supersedes_seq": previous["registered_seq"] if previous else None, "seq": entry.seq}
 
     return run(ledger, principal, "register_prescriber", cmd, build, idempotency_key)
-
-
-def list_prescribers(ledger: Ledger, registrant: str) -> list[dict]:
-    """The registrant's prescribers, each as their latest registration, by DEA number; ``active``
-    says whether it has not expired on the clinic's local day."""
-    t, reg = projection_tables["prescribers"], projection_tables["registrants"]
-    with ledger.reading() as c:
-        tz = c.execute(sa.select(reg.c.time_zone).where(reg.c.dea_number == registrant)).scalar()
-        rows = c.execute(sa.select(t).where(t.c.registrant == registrant).order_by(t.c.dea_number)).mappings().all()
-    today = ledger.clock().astimezone(ZoneInfo(tz)).date().isoformat() if tz else None
-    return [{"dea_number": r["dea_number"], "name": r["name"], "registration_state": r["registration_state"],
-             "schedules": json.loads(r["schedules"]), "expires_on": r["expires_on"],
-             "state_license_number": r["state_license_number"], "state_license_state": r["state_license_state"],
-             "staff_id": r["staff_id"], "registered_seq": r["registered_seq"],
-             "active": today is not None and r["expires_on"] >= today} for r in rows]

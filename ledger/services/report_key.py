@@ -142,16 +142,13 @@ def certify_report_key(ledger: Ledger, admin: Principal, key_dir: Path, *,
     The file is written after the entry commits (a failed command leaves no key that signs); if
     writing it then fails, the entry certifies a key nobody holds and certifying again makes
     another. Returns {seq, fingerprint, path}."""
-    from ledger.storage.store import raw
-
     made: dict[str, ReportKey] = {}
 
     def build(ctx: CommandContext) -> dict:
-        rows = raw(ctx.conn).rows(ctx.conn, "SELECT name FROM registrants WHERE dea_number = :r",
-                                  {"r": admin.registrant})
-        if not rows:
+        registrant = ctx.view.get("registrants", (admin.registrant,))
+        if registrant is None:
             raise NotFound(f"no registrant {admin.registrant}", field="registrant")
-        key = make_report_key(admin.registrant, str(rows[0]["name"]), ctx.now)
+        key = make_report_key(admin.registrant, str(registrant["name"]), ctx.now)
         made["key"] = key
         sig = ctx.signature(admin, Meaning.PERFORMED, roles=CERTIFIERS)
         e = ctx.append(ev.ReportKeyCertified(certificate=base64.b64encode(key.certificate_der).decode(),

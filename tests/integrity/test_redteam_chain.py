@@ -3,7 +3,7 @@ key file (``force`` appends through the ledger's own append path and signs the c
 what a verifier or the live server's authority must do with what they write.
 
 A test that shows an attack refused passes; one that shows it succeeds is marked
-``xfail(strict=True)`` with the finding as its reason (see /work/notes/helper-redteam.md).
+``xfail(strict=True)`` with the finding as its reason (and the finding in docs/threat-model.md).
 SQLite and PostgreSQL.
 """
 
