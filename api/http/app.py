@@ -25,6 +25,7 @@ from api.http.auth import Authenticator
 from api.http.auth_store import AuthStore
 from api.http.deps import refuse_nul
 from api.http.middleware import ApiMiddleware, access_log
+from api.http.problems import problem_title
 from ledger.domain.errors import LedgerError, SignatureNeeded
 from ledger.settings import Settings
 from ledger.storage.store import Ledger, durability_settings
@@ -64,10 +65,10 @@ def _lifespan(threads: int):
     return lifespan
 
 
-def problem(status: int, type_: str, title: str, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:
-    """An RFC 9457 problem response."""
+def problem(status: int, type_: str, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:
+    """An RFC 9457 problem response; its title is the type's one title (``problem_title``)."""
     return JSONResponse(
-        {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail, **extra},
+        {"type": PROBLEM_BASE + type_, "title": problem_title(type_), "status": status, "detail": detail, **extra},
         status_code=status, media_type=PROBLEM, headers=headers,
     )
 
@@ -124,9 +125,9 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         if exc.status >= 500 and not getattr(exc, "expose", False):
             log.error("ledger error %s", type(exc).__name__)
-            return problem(500, exc.type, "Internal error", "the server could not complete the request", errors=[])
+            return problem(500, exc.type, "the server could not complete the request", errors=[])
         extra = {"signature_needed": exc.challenge} if isinstance(exc, SignatureNeeded) else {}
-        return problem(exc.status, exc.type, type(exc).__name__, str(exc), headers=headers, errors=fields, **extra)
+        return problem(exc.status, exc.type, str(exc), headers=headers, errors=fields, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
@@ -138,18 +139,18 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
                 reason, loc = "the body is not valid JSON", ("body",)
             fields.append({"field": _field_path(loc), "reason": reason})
         detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5]) or "the request is malformed"
-        return problem(422, "invalid-input", "Invalid input", detail, errors=fields)
+        return problem(422, "invalid-input", detail, errors=fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400:  # FastAPI's "error parsing the body": malformed input
-            return problem(422, "invalid-input", "Invalid input", "body: the body could not be read as JSON",
+            return problem(422, "invalid-input", "body: the body could not be read as JSON",
                            errors=[{"field": "body", "reason": "the body could not be read as JSON"}])
         type_ = _HTTP_TYPES.get(exc.status_code, f"http-{exc.status_code}")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # list every method of the path, not only the first route's
             headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path)) or headers.get("Allow", "")
-        return problem(exc.status_code, type_, type_.replace("-", " ").capitalize(), str(exc.detail), errors=[],
+        return problem(exc.status_code, type_, str(exc.detail), errors=[],
                        headers=headers or None)
 
     async def database_unavailable(_: Request, exc: Exception):
@@ -159,7 +160,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         if isinstance(exc, sa_exc.DBAPIError) and not (exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError)):
             return await unexpected(_, exc)
         log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
-        return problem(503, "database-unavailable", "Database unavailable",
+        return problem(503, "database-unavailable",
                        "the database did not answer; retry the same request with the same Idempotency-Key "
                        "(a retry never records twice)", headers={"Retry-After": "1"}, errors=[])
 
@@ -169,7 +170,7 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):
         log.exception("unexpected error: %s", type(exc).__name__)
-        return problem(500, "internal-error", "Internal error", "the server could not complete the request; "
+        return problem(500, "internal-error", "the server could not complete the request; "
                        "nothing was recorded unless a later read shows it", errors=[])
 
     @app.get("/healthz", tags=["health"])

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http.problems import problem_title
+
 access_log = logging.getLogger("csledger.access")
 PROBLEM_BASE = "https://csledger.local/problems/"
 
@@ -68,7 +70,7 @@ class ApiMiddleware:
                 body = b"".join(chunks)
                 duplicate = _duplicate_key(scope, body)
                 if duplicate is not None:
-                    await _problem(send_wrapper, 422, "invalid-input", "Invalid input",
+                    await _problem(send_wrapper, 422, "invalid-input",
                                    f"{duplicate}: the key appears twice in the body; send each key once",
                                    [{"field": duplicate, "reason": "the key appears twice in the body"}])
                     return
@@ -98,12 +100,12 @@ class ApiMiddleware:
             }, sort_keys=True))
 
     async def _too_large(self, send: Send) -> None:
-        await _problem(send, 413, "payload-too-large", "Payload too large",
+        await _problem(send, 413, "payload-too-large",
                        f"the request body is larger than {self.max_body} bytes", [])
 
 
-async def _problem(send: Send, status: int, type_: str, title: str, detail: str, errors: list) -> None:
-    body = json.dumps({"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail,
+async def _problem(send: Send, status: int, type_: str, detail: str, errors: list) -> None:
+    body = json.dumps({"type": PROBLEM_BASE + type_, "title": problem_title(type_), "status": status, "detail": detail,
                        "errors": errors}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/problem+json"),

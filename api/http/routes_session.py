@@ -47,7 +47,7 @@ class SignInRoute(APIRoute):
             except SignInThrottled as exc:
                 from api.http.app import problem  # the app module builds every problem response
 
-                return problem(exc.status, exc.type, "Sign-in throttled", str(exc), headers=exc.headers,
+                return problem(exc.status, exc.type, str(exc), headers=exc.headers,
                                errors=[{"field": exc.field, "reason": exc.reason}], retry_after=exc.retry_after,
                                until=exc.until)
 
