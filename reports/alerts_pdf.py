@@ -42,6 +42,11 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                 "seq": e["seq"], "at": e["recorded_at"], "by": sig["printed_name"], "staff_id": sig["staff_id"],
                 "category": e["category"], "explanation": e["explanation"],
             }
+        elif k == "alert_cleared" and e["alert_id"] in alerts:  # the system saw the condition end (issue 20)
+            alerts[e["alert_id"]]["resolved"] = {
+                "seq": e["seq"], "at": e["recorded_at"], "by": "csledger", "staff_id": None,
+                "category": "condition_cleared", "explanation": e["explanation"],
+            }
     for d in discrepancy_alerts(snap.entries):  # a view of each count discrepancy (one workflow)
         res = None
         if d["resolved_seq"] is not None:

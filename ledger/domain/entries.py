@@ -655,6 +655,19 @@ class AlertResolved(Event):
 
 
 @dataclass(frozen=True)
+class AlertCleared(Event):
+    """The condition an alert reported no longer holds, as the system saw it (issue 20): an
+    overdue-count alert clears when a count or an inventory is recorded. Unsigned, like
+    ``alert_raised``; ``evidence_seq`` is the signed entry that cleared it, and ``verify --deep``
+    checks that it does."""
+
+    kind: ClassVar[str] = "alert_cleared"
+    alert_id: str
+    evidence_seq: int
+    explanation: str
+
+
+@dataclass(frozen=True)
 class RegistrationExpiryRecorded(Event):
     """The registrant's DEA registration and its expiry date (renewals record a new one), so
     the scan can warn before it lapses."""
@@ -663,7 +676,8 @@ class RegistrationExpiryRecorded(Event):
     expires_on: date
 
 
-EVENT_TYPES.update({t.kind: t for t in (AlertRaised, AlertAcknowledged, AlertResolved, RegistrationExpiryRecorded)})
+EVENT_TYPES.update({t.kind: t for t in (AlertRaised, AlertAcknowledged, AlertResolved, AlertCleared,
+                                         RegistrationExpiryRecorded)})
 
 
 # --- breakage and spills at the time (issue 15) ---------------------------------------------

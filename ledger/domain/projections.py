@@ -31,7 +31,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 
 
 #: Entry kinds whose projection lives in ``alerts.apply_alert_entry`` (issue 7).
-ALERT_KINDS = frozenset({"alert_raised", "alert_acknowledged", "alert_resolved", "registration_expiry_recorded"})
+ALERT_KINDS = frozenset({"alert_raised", "alert_acknowledged", "alert_resolved", "alert_cleared",
+                         "registration_expiry_recorded"})
 
 
 class StateView(Protocol):

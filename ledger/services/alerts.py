@@ -170,6 +170,19 @@ def _append(ctx: CommandContext, candidates: Sequence[rules.Candidate], raised_b
     return ids
 
 
+def clear_count_overdue(ctx: CommandContext, count_seq: int) -> list[str]:
+    """Clear the open overdue-count alerts of the registrant raised before count (or inventory)
+    ``count_seq``: it shows the stock counted again. Returns the cleared alert ids."""
+    rows = ctx.view.raw.rows(ctx.conn, "SELECT alert_id FROM alerts WHERE registrant = :r AND rule = "
+                                       "'count_overdue' AND status <> 'resolved' AND raised_seq < :s "
+                                       "ORDER BY raised_seq", {"r": ctx.registrant, "s": count_seq})
+    for row in rows:
+        ctx.append(ev.AlertCleared(alert_id=row["alert_id"], evidence_seq=count_seq,
+                                   explanation=f"cleared by the count recorded as entry {count_seq}"),
+                   signatures=[], occurred_at=ctx.now)
+    return [row["alert_id"] for row in rows]
+
+
 def _latest_policy(conn: Connection, registrant: str, has_policies: bool) -> rules.AlertPolicy:
     """The policy in force, from clinic operations' one-row ``policies`` projection (never a
     scan of the entries: this runs under the registrant's lock)."""
@@ -209,6 +222,9 @@ def alert_hook(policy: rules.AlertPolicy | None = None) -> Callable[[CommandCont
             found.extend(rules.witness_enrolled_by_actor(entry, enrolment_of))
         if found:
             _append(ctx, found, "in_transaction")
+        counted = [a.seq for a in new if a.kind in rules.COUNT_KINDS]
+        if counted:
+            clear_count_overdue(ctx, counted[-1])
 
     hook.csledger_alerts = True  # type: ignore[attr-defined]
     return hook
@@ -252,6 +268,7 @@ class ScanResult:
     registrant: str
     candidates: int = 0
     raised: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)  # overdue-count alerts a later count cleared
     notified: list[tuple[str, str]] = field(default_factory=list)  # (alert_id, channel)
     failures: list[str] = field(default_factory=list)
 
@@ -329,6 +346,24 @@ def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
     return out
 
 
+def _clear_after_counts(ledger: Ledger, registrant: str) -> list[str]:
+    """Clear open overdue-count alerts raised before the registrant's latest count (a count
+    recorded while the in-transaction hook was not attached, e.g. by a script)."""
+    with ledger.reading() as conn:
+        last = conn.execute(sa.text("SELECT max(seq) FROM entries WHERE registrant = :r AND kind IN "
+                                    "('stock_counted', 'inventory_taken')"), {"r": registrant}).scalar()
+        stale = last is not None and conn.execute(sa.text(
+            "SELECT count(*) FROM alerts WHERE registrant = :r AND rule = 'count_overdue' AND status <> 'resolved' "
+            "AND raised_seq < :s"), {"r": registrant, "s": last}).scalar()
+    if not stale:
+        return []
+
+    def build(ctx: CommandContext) -> dict:
+        return {"alert_ids": clear_count_overdue(ctx, last)}
+
+    return ledger.execute(registrant, "clear_alerts", {"count_seq": last}, build, principal_id=None)["alert_ids"]
+
+
 def scan(ledger: Ledger, registrant: str, *, now: datetime | None = None,
          policy: rules.AlertPolicy | None = None, notifier: Any | None = None) -> ScanResult:
     """Run every rule over the registrant's log and raise what is new, then send the deadline
@@ -345,6 +380,7 @@ def scan(ledger: Ledger, registrant: str, *, now: datetime | None = None,
     found = [c for c in evaluate(entries, now, tz, policy, vials) if c.alert_key not in known]
     result = ScanResult(registrant, candidates=len(found))
     result.raised = raise_alerts(ledger, registrant, found)
+    result.cleared = _clear_after_counts(ledger, registrant)
     if notifier is not None:
         notify_deadlines(ledger, registrant, notifier, result)
     return result

@@ -129,6 +129,7 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "quarantine_released": ((APPROVED, STOCK_HANDLERS),),
     "document_stored": ((PERFORMED, DOCUMENT_KEEPERS),),
     "alert_raised": (),  # raised by the system's rules, unsigned
+    "alert_cleared": (),  # cleared by the system when a signed count shows the condition gone (issue 20)
     "alert_acknowledged": ((APPROVED, frozenset(CLOSERS)),),
     "alert_resolved": ((APPROVED, frozenset(CLOSERS)),),
     "registration_expiry_recorded": ((PERFORMED, frozenset(REGISTRATION_RECORDERS)),),
@@ -277,6 +278,8 @@ class RulesReplay:
         self.balance: dict[str, Decimal] = {}
         self.counters: dict[int, frozenset[str]] = {}
         self.subjects: dict[str, frozenset[str]] = {}
+        self.alert_rules: dict[str, str] = {}  # alert id -> the rule that raised it
+        self.counts_seen: set[int] = set()  # seqs of counts and inventories
         self.corrected: dict[tuple[int, str, str], Decimal] = defaultdict(lambda: ZERO)
         self.last: tuple[int, datetime] | None = None
         self.bootstrap_id: str | None = None
@@ -425,6 +428,12 @@ class RulesReplay:
             if actor in self.subjects.get(e.get("alert_id"), frozenset()):
                 raise RuleBroken("alert-closer-not-subject", f"{actor} closed alert {e.get('alert_id')}, which is "
                                                              "about them")
+        elif kind == "alert_cleared":
+            # only an overdue count clears itself, and only by a count or inventory recorded before
+            if self.alert_rules.get(e.get("alert_id")) != "count_overdue" or e.get("evidence_seq") not in self.counts_seen:
+                raise RuleBroken("alert-cleared-by-count", f"alert {e.get('alert_id')} was cleared by the system "
+                                                           f"citing entry {e.get('evidence_seq')}, which is not a "
+                                                           "count or inventory clearing an overdue count")
         elif kind == "entry_corrected" and e.get("lines"):
             self._correction_scope(e)
         elif kind == "prescriber_registered":
@@ -495,8 +504,12 @@ class RulesReplay:
             self.roles[e.get("staff_id")].discard(e.get("role"))
         elif kind == "stock_counted":
             self.counters[e["seq"]] = frozenset(s.get("staff_id") for s in e.get("signatures") or ())
+            self.counts_seen.add(e["seq"])
         elif kind == "alert_raised":
             self.subjects[e.get("alert_id")] = frozenset(e.get("subjects") or ())
+            self.alert_rules[e.get("alert_id")] = e.get("rule")
+        elif kind == "inventory_taken":
+            self.counts_seen.add(e["seq"])
         for vial, _ndc, ml in projections.movements(e):
             left = self.balance[vial] = self.balance.get(vial, ZERO) + ml
             if left < 0:

@@ -54,7 +54,7 @@ from ledger.integrity.staff_signatures import SignatureInvalid
 
 #: Entry kinds the system writes with no signature at all (``alerts._append``): allowed after the
 #: root only with an empty signature list. Keep in step with ``rules_replay.SIGNATURES`` (``()``).
-SYSTEM_KINDS = frozenset({"alert_raised"})
+SYSTEM_KINDS = frozenset({"alert_raised", "alert_cleared"})
 
 ROLE_KINDS = frozenset({"staff_enrolled", "role_granted", "role_revoked"})
 

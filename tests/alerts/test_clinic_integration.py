@@ -100,3 +100,58 @@ def test_clinic_day_raises_what_it_should(ledger):
     [closed] = alert_service.list_alerts(ledger, ops.dea, rule="count_discrepancy", status="resolved")
     assert closed["alert_id"] == disc["alert_id"] and closed["resolved_category"] == "theft_or_loss"
     assert verify(ledger, deep=True).ok
+
+
+def _open_every_day(ledger, ops) -> None:
+    """Clinic hours every day, 00:00-00:01 local, so a daily-opening count is overdue a few
+    minutes after midnight whatever time the test runs."""
+    services.set_policy(ledger, ops.manager, SetPolicy(clinic_hours={d: ("00:00", "00:01") for d in DAYS},
+                                                       count_schedule="daily_opening", reason="test hours"))
+
+
+def test_count_overdue_clears_itself_when_a_count_is_recorded(ledger):
+    """Issue 20: the overdue-count alert waits for stock, and closes when the next count is taken
+    (an ``alert_cleared`` entry citing the count), where it used to stay open until a manager
+    closed it."""
+    ops = Ops(ledger)
+    _open_every_day(ledger, ops)
+    later = datetime.now(UTC) + timedelta(hours=3)
+    alert_service.scan(ledger, ops.dea, now=later)
+    assert alert_service.list_alerts(ledger, ops.dea, rule="count_overdue") == []  # no stock yet: nothing to count
+    ops.receive(2)  # (whether today's count is due depends on the hour; test_clinical_rules pins it down)
+    tomorrow = datetime.now(UTC) + timedelta(days=1, hours=3)
+    res = alert_service.scan(ledger, ops.dea, now=tomorrow)
+    [overdue] = alert_service.list_alerts(ledger, ops.dea, rule="count_overdue")
+    assert overdue["alert_id"] in res.raised and overdue["status"] == "open"
+    session = services.start_count(ledger, ops.nurse, StartCount(ndcs=(KETAMINE_50,)))["session_id"]
+    counted = services.submit_count(ledger, ops.nurse, SubmitCount(session, (CountLineInput(KETAMINE_50, 2, 0, "0.00"),),
+                                                                   occurred_at=datetime.now(UTC) - timedelta(minutes=1)),
+                                    second_counter=ops.nurse2)
+    assert "alert_cleared" in kinds(counted)
+    [closed] = alert_service.list_alerts(ledger, ops.dea, rule="count_overdue")
+    count_seq = next(e["seq"] for e in counted["entries"] if e["kind"] == "stock_counted")
+    assert (closed["status"], closed["resolved_category"], closed["resolved_by"]) == (
+        "resolved", "condition_cleared", None)
+    assert f"entry {count_seq}" in closed["resolved_explanation"]
+    assert verify(ledger, deep=True).ok
+
+
+def test_a_cleared_alert_must_cite_a_count(ledger):
+    """Whoever holds the database cannot close a real alert by appending an unsigned
+    ``alert_cleared`` that cites something other than a count: ``verify --deep`` names it."""
+    from ledger.domain import entries as ev
+
+    ops = Ops(ledger)
+    ops.receive(2)
+    above = ops.dose(ops.receive(1, invoice="INV-2")[0], drawn="0.80", given="0.80")  # dose above order: an alert
+    [alert] = alert_service.list_alerts(ledger, ops.dea, rule="dose_above_order")
+
+    def build(ctx):
+        ctx.append(ev.AlertCleared(alert_id=alert["alert_id"], evidence_seq=above["entries"][0]["seq"],
+                                   explanation="made to look cleared"), signatures=[], occurred_at=ctx.now)
+        return {}
+
+    ledger.execute(ops.dea, "clear_alerts", {}, build, principal_id=None)
+    report = verify(ledger, deep=True)
+    assert not report.ok
+    assert "alert-cleared-by-count" in str(report.problems if hasattr(report, "problems") else report)

@@ -127,14 +127,48 @@ def test_count_overdue_daily_opening():
     pol = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours=HOURS, count_schedule="daily_opening",
                                        late_entry_limit_hours=24)])
     at = lambda h, m=0: datetime(2026, 11, 2, h, m, tzinfo=UTC)  # noqa: E731  (UTC; 08:00 local = 14:00 UTC)
-    assert rules.count_overdue([], at(16), TZ, pol) is None  # 10:00 local: due exactly now, not yet overdue
-    c = rules.count_overdue([], at(16, 1), TZ, pol)
+    stock = [e(5, "stock_received", at(1) - timedelta(days=3), [sig("S4")], lines=[])]
+    assert rules.count_overdue(stock, at(16), TZ, pol) is None  # 10:00 local: due exactly now, not yet overdue
+    c = rules.count_overdue(stock, at(16, 1), TZ, pol)
     assert c.alert_key == "count_overdue:2026-11-02" and c.deadlines == {"count": "2026-11-02T16:00:00.000000Z"}
+    assert "16:00" not in c.summary and "10:00 CST" in c.summary  # local time, to the minute
     counted = e(9, "stock_counted", at(14, 30), [sig("S4", "counted")], session_id="C1", blind=True, lines=[])
-    assert rules.count_overdue([counted], at(20), TZ, pol) is None
+    assert rules.count_overdue([*stock, counted], at(20), TZ, pol) is None
     sunday = datetime(2026, 11, 8, 20, tzinfo=UTC)
-    assert rules.count_overdue([], sunday, TZ, pol) is None  # closed
-    assert rules.count_overdue([], at(20), TZ, rules.AlertPolicy()) is None  # no clinic hours: silent
+    assert rules.count_overdue(stock, sunday, TZ, pol) is None  # closed
+    assert rules.count_overdue(stock, at(20), TZ, rules.AlertPolicy()) is None  # no clinic hours: silent
+
+
+def test_count_overdue_waits_for_the_first_stock():
+    """Issue 20: nothing is due before the registrant has stock, nor on the day stock first
+    arrives after the count was due."""
+    pol = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours=HOURS, count_schedule="daily_opening",
+                                       late_entry_limit_hours=24)])
+    at = lambda h, m=0: datetime(2026, 11, 2, h, m, tzinfo=UTC)  # noqa: E731
+    assert rules.count_overdue([], at(20), TZ, pol) is None  # no stock, ever
+    empty_inventory = e(4, "inventory_taken", at(1) - timedelta(days=2), [sig("S4")], items=[])
+    assert rules.count_overdue([empty_inventory], at(20), TZ, pol) is None  # an inventory of nothing is no stock
+    arrives_late = e(5, "stock_received", at(17), [sig("S4")], lines=[])  # 11:00 local, after the 10:00 due time
+    assert rules.count_overdue([arrives_late], at(20), TZ, pol) is None
+    assert rules.count_overdue([arrives_late], at(20) + timedelta(days=1), TZ, pol) is not None  # the next day, due
+
+
+def test_an_inventory_is_a_count():
+    """Issue 20: an inventory counts every container, so it satisfies the count schedule (the
+    alert fired the day after an inventory)."""
+    pol = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours=HOURS, count_schedule="daily_close",
+                                       late_entry_limit_hours=24)])
+    monday_close = datetime(2026, 11, 2, 23, 30, tzinfo=UTC)  # 17:30 local Monday
+    stock = e(5, "stock_received", monday_close - timedelta(days=7), [sig("S4")], lines=[])
+    inventory = e(9, "inventory_taken", monday_close, [sig("S4"), sig("S5", "witnessed")], items=[{"vial_id": "V1"}],
+                  inventory_type="biennial", taken_at="close_of_business")
+    tuesday = datetime(2026, 11, 3, 16, tzinfo=UTC)
+    assert rules.count_overdue([stock], tuesday, TZ, pol) is not None  # no close count on Monday
+    assert rules.count_overdue([stock, inventory], tuesday, TZ, pol) is None
+    weekly = rules.policy_from_entries([e(3, "policy_set", T0, clinic_hours=HOURS, count_schedule="weekly",
+                                          late_entry_limit_hours=24)])
+    assert rules.count_overdue([stock, inventory], tuesday, TZ, weekly) is None
+    assert rules.count_overdue([stock], tuesday, TZ, weekly) is not None
 
 
 def test_empty_clinic_hours_means_not_set():

@@ -60,6 +60,7 @@ from ledger.domain.alerts.per_entry import (
     witness,
 )
 from ledger.domain.alerts.state import (
+    COUNT_KINDS,
     ON_HAND,
     administrations,
     count_overdue,
@@ -100,6 +101,7 @@ __all__ = [
     "biennial_inventory",
     "business_days_after",
     "count_overdue",
+    "COUNT_KINDS",
     "day_ends",
     "discrepancy_alerts",
     "discrepancy_view",

@@ -38,14 +38,17 @@ CLOSERS = frozenset({"manager", "compliance_officer"})
 #: clinic activity, so hours and lateness rules skip them.
 NON_EVENT_KINDS = frozenset({
     "registrant_registered", "product_added", "supplier_added", "staff_enrolled", "role_granted",
-    "role_revoked", "alert_raised", "alert_acknowledged", "alert_resolved",
+    "role_revoked", "alert_raised", "alert_acknowledged", "alert_resolved", "alert_cleared",
     "registration_expiry_recorded", "policy_set",
     "prescriber_registered", "supplier_registration_recorded",  # issue 19
     "report_key_certified",  # issue 18
 })
 
 
-ALERT_ENTRY_KINDS = frozenset({"alert_raised", "alert_acknowledged", "alert_resolved"})
+#: The resolution category of an alert the system cleared itself (``alert_cleared``).
+CLEARED = "condition_cleared"
+
+ALERT_ENTRY_KINDS = frozenset({"alert_raised", "alert_acknowledged", "alert_resolved", "alert_cleared"})
 
 
 Q4 = Decimal("0.0001")
@@ -109,6 +112,13 @@ def apply_alert_entry(entry: dict[str, Any], view: Any) -> None:
             row.update(status="resolved", resolved_seq=entry["seq"], resolved_by=by,
                        resolved_category=entry["category"], resolved_explanation=entry["explanation"],
                        resolved_at=entry["recorded_at"])
+        view.put("alerts", row)
+    elif kind == "alert_cleared":
+        row = view.get("alerts", (reg, entry["alert_id"]))
+        if row is None:
+            raise ValueError(f"alert_cleared names unknown alert {entry['alert_id']!r}")
+        row.update(status="resolved", resolved_seq=entry["seq"], resolved_by=None, resolved_category=CLEARED,
+                   resolved_explanation=entry["explanation"], resolved_at=entry["recorded_at"])
         view.put("alerts", row)
 
 

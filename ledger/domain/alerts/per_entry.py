@@ -131,14 +131,20 @@ def quarantined(entry: dict[str, Any]) -> Candidate | None:
     )
 
 
-def loss_reported(entry: dict[str, Any]) -> Candidate | None:
+def _local(utc_text: str, tz: str) -> str:
+    """An entry time as the clinic reads it: local, to the minute, with the zone's abbreviation
+    (alert text is read by people; the figures keep the exact UTC text)."""
+    return local_time(utc_text, tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def loss_reported(entry: dict[str, Any], tz: str = "UTC") -> Candidate | None:
     """A theft or loss report: the DEA notice and Form 106 due times the entry carries."""
     if entry["kind"] != "theft_or_loss_reported":
         return None
     ml = sum((Decimal(v["ml"]) for v in entry["lost"]), Decimal("0.00"))
     return Candidate(
         alert_key=f"loss_reported:{entry['seq']}", rule="theft_or_loss", severity="critical", subjects=(),
-        summary=(f"{entry['loss_type']} discovered {entry['discovered_at']} (entry {entry['seq']}): DEA notice "
+        summary=(f"{entry['loss_type']} discovered {_local(entry['discovered_at'], tz)} (entry {entry['seq']}): DEA notice "
                  f"within one business day, Form 106 within 45 days"),
         parameters={"notice_business_days": "1", "form_106_days": "45"},
         evidence_seqs=(entry["seq"], *entry.get("covers_seqs", ())),
@@ -214,7 +220,7 @@ def per_entry_rules(entry: dict[str, Any], policy: AlertPolicy, tz: str) -> list
     """Every cheap rule over one entry (what the in-transaction hook and the scan both run)."""
     out = []
     for c in (late_entry(entry, policy), dose_above_order(entry),
-              quarantined(entry), loss_reported(entry), suspected_loss(entry, tz),
+              quarantined(entry), loss_reported(entry, tz), suspected_loss(entry, tz),
               stock_removed_by_correction(entry), book_read_during_blind_count(entry),
               stock_off_by_loss_adjustment(entry), breakage_recorded(entry)):
         if c is not None:

@@ -90,17 +90,37 @@ def expired_stock(vials: Sequence[dict[str, Any]], now: datetime, tz: str) -> li
     return out
 
 
+#: Entries that count the stock: a two-person count, and an inventory (which counts every
+#: container on hand, so it satisfies the schedule's count too).
+COUNT_KINDS = frozenset({"stock_counted", "inventory_taken"})
+
+
+def first_stock(entries: Sequence[dict[str, Any]], tz: str) -> datetime | None:
+    """When the registrant first had stock (local time): its first receipt, or its first inventory
+    listing a container. Before it there is nothing to count."""
+    times = [local_time(e["occurred_at"], tz) for e in entries
+             if e["kind"] == "stock_received" or (e["kind"] == "inventory_taken" and e.get("items"))]
+    return min(times, default=None)
+
+
 def count_overdue(entries: Sequence[dict[str, Any]], now: datetime, tz: str, policy: AlertPolicy) -> Candidate | None:
     """A count the policy's schedule calls for has not been submitted: for a daily schedule, no
     count today ``count_grace_hours`` after opening (after closing for ``daily_close``, checked
-    the next morning); for ``weekly``, none in the last 7 days. Needs clinic hours."""
+    the next morning); for ``weekly``, none in the last 7 days. Needs clinic hours. Inventories
+    count as counts, and nothing is due before the registrant's first stock (issue 20); the
+    alert clears itself when a count is recorded (``alerts.clear_count_overdue``)."""
     if not policy.clinic_hours:
         return None
     zone = zoneinfo.ZoneInfo(tz)
     local_now = now.astimezone(zone)
-    counts = [local_time(e["occurred_at"], tz) for e in entries if e["kind"] == "stock_counted"]
+    counts = [local_time(e["occurred_at"], tz) for e in entries if e["kind"] in COUNT_KINDS]
+    stocked = first_stock(entries, tz)
+    if stocked is None:
+        return None
     sched = policy.count_schedule
     if sched == "weekly":
+        if stocked > local_now - timedelta(days=7):
+            return None  # the first week's count is not yet due
         if not any(local_now - timedelta(days=7) < c <= local_now for c in counts):
             week = local_now.isocalendar()
             last = max(counts).strftime("%Y-%m-%d") if counts else "never"
@@ -122,7 +142,7 @@ def count_overdue(entries: Sequence[dict[str, Any]], now: datetime, tz: str, pol
         if hours is None:
             return None
         due = datetime.combine(day, time.fromisoformat(hours[0]), zone) + timedelta(hours=policy.count_grace_hours)
-    if local_now <= due or any(c.date() == day for c in counts):
+    if local_now <= due or stocked >= due or any(c.date() == day for c in counts):
         return None
     return Candidate(
         alert_key=f"count_overdue:{day.isoformat()}", rule="count_overdue", severity="medium", subjects=(),
