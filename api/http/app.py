@@ -114,7 +114,8 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
                   description="Controlled-substance ledger for ketamine infusion clinics. Log in at "
                               "`POST /v1/registrants/{dea}/sessions`; send the token as a bearer token.",
                   responses={422: {"description": "Malformed input (problem+json)"}},
-                  dependencies=[Depends(refuse_nul)])
+                  dependencies=[Depends(refuse_nul)],
+                  docs_url=None, redoc_url=None)  # /docs is served from the app's own files (docs_page)
     app.state.ledger = ledger
     app.state.settings = settings
     app.state.auth = Authenticator(AuthStore(ledger), settings, clock=clock or ledger.clock, hasher=password_hasher)
@@ -200,6 +201,11 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+    # issue 21: /docs without a CDN, /favicon.ico
+    from api.http.docs_page import router_for as docs_router
+
+    app.include_router(docs_router(app))
+
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Witness-Assertion"])
     app.add_middleware(ApiMiddleware, max_body_bytes=settings.max_body_bytes)
