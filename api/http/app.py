@@ -193,6 +193,11 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
 
     app.include_router(integrity_router)
 
+    # issue 21: /docs without a CDN, /favicon.ico
+    from api.http.docs_page import router_for as docs_router
+
+    app.include_router(docs_router(app))
+
     from api.web import router as web_router  # issue 9: the clinic-floor pages under /ui/
 
     app.include_router(web_router)
@@ -201,11 +206,6 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-    # issue 21: /docs without a CDN, /favicon.ico
-    from api.http.docs_page import router_for as docs_router
-
-    app.include_router(docs_router(app))
-
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Witness-Assertion"])
     app.add_middleware(ApiMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -60,3 +60,21 @@
   form.addEventListener("change", update);
   update();
 })();
+// Enter in a one-line field of a long form (count, infusion, loss, destruction, transfer) moves
+// to the next field instead of sending a half-filled form; Enter on a button still submits.
+// The receiving page's scan field is not in such a form: a scanner's Enter adds the carton.
+(function () {
+  "use strict";
+  document.querySelectorAll("form[data-enter-moves]").forEach(function (form) {
+    form.addEventListener("keydown", function (ev) {
+      var t = ev.target;
+      if (ev.key !== "Enter" || t.tagName !== "INPUT" || /^(submit|button|checkbox|radio)$/.test(t.type)) { return; }
+      ev.preventDefault();
+      var fields = Array.prototype.filter.call(form.elements, function (el) {
+        return !el.disabled && el.type !== "hidden" && el.offsetParent !== null;
+      });
+      var next = fields[fields.indexOf(t) + 1];
+      if (next) { next.focus(); }
+    });
+  });
+})();
