@@ -193,6 +193,10 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
 
     app.include_router(integrity_router)
 
+    from api.http import routes_documents  # issue 20: document upload and download
+
+    app.include_router(routes_documents.router)
+
     # issue 21: /docs without a CDN, /favicon.ico
     from api.http.docs_page import router_for as docs_router
 

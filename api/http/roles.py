@@ -51,6 +51,11 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "revoke_staff_sessions": frozenset({M, AD}),
     "clear_sign_in_throttle": frozenset({M, AD}),
     # reference data (services: administrator, manager, pharmacist)
+    # documents (issue 20): stored by whoever keeps records (services: DOCUMENT_KEEPERS; the
+    # administrator files registration papers), read back by the clinical record keepers and the
+    # auditor, not the administrator ("no clinical records": a police report may name a patient)
+    "store_document": frozenset({N, PH, M, C, AD}),
+    "get_document": frozenset({N, PH, M, C, A}),
     "list_products": EVERYONE,
     "add_product": frozenset({PH, M, AD}),
     "list_suppliers": EVERYONE,

@@ -44,6 +44,7 @@ from ledger.services.disposal import (
 from ledger.services.documents import (
     DOCUMENT_TYPES,
     MAX_DOCUMENT_BYTES,
+    document_media_type,
     read_document,
     store_document,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "notice_deadlines",
     "product_copy",
     "quarantine_stock",
+    "document_media_type",
     "read_document",
     "read_patient",
     "receive_stock",

@@ -24,6 +24,26 @@ DOCUMENT_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 
+#: How each accepted type begins (its "magic"): a scan labelled PDF must be a PDF, so a document
+#: cited by an entry opens as what it claims to be (issue 20).
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "application/pdf": (b"%PDF-",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/tiff": (b"II*\x00", b"MM\x00*"),
+}
+
+
+def content_matches(media_type: str, content: bytes) -> bool:
+    """Whether ``content`` is what ``media_type`` says: the type's leading bytes, or for
+    ``text/plain`` UTF-8 text without NUL."""
+    if media_type == "text/plain":
+        try:
+            return b"\x00" not in content and bool(content.decode("utf-8"))
+        except UnicodeDecodeError:
+            return False
+    return content.startswith(_MAGIC.get(media_type, (b"\x00" * 64,)))
+
 
 def stored_documents(ctx: CommandContext, shas: Any, *, field: str = "documents") -> tuple[str, ...]:
     if not isinstance(shas, list | tuple):
@@ -46,6 +66,9 @@ def store_document(ledger: Ledger, principal: Principal, cmd: StoreDocument, *, 
         raise InvalidInput(f"must be at most {MAX_DOCUMENT_BYTES} bytes", field="content")
     if cmd.media_type not in DOCUMENT_TYPES:
         raise InvalidInput(f"must be one of {', '.join(sorted(DOCUMENT_TYPES))}", field="media_type")
+    if not content_matches(cmd.media_type, cmd.content):
+        raise InvalidInput(f"the content is not {cmd.media_type} (it does not begin as one); send the file's "
+                           "true type", field="media_type")
     title = text(cmd.title, field="title", max_len=200)
     sha = hashlib.sha256(cmd.content).hexdigest()
 
@@ -77,3 +100,13 @@ def read_document(ledger: Ledger, registrant: str, sha256: str) -> bytes:
 
         raise IntegrityFailure(f"document {sha256[:12]}... does not hash to its digest")
     return content
+
+
+def document_media_type(ledger: Ledger, registrant: str, sha256: str) -> str:
+    """The media type a stored document was kept as."""
+    with ledger.reading() as conn:
+        row = raw(conn).one(conn, "SELECT media_type FROM documents WHERE registrant = :r AND sha256 = :h",
+                            {"r": registrant, "h": sha256})
+    if row is None:
+        raise NotFound(f"no document {sha256[:12]}... at {registrant}", field="sha256")
+    return row["media_type"]

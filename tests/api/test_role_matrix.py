@@ -99,6 +99,8 @@ stock_on_hand               Y     Y     Y     Y     Y     Y     -
 list_entries                -     -     -     Y     Y     Y     -
 get_entry                   -     -     -     Y     Y     Y     -
 patient_access_log          -     -     -     -     Y     -     -
+store_document              Y     Y     -     Y     Y     -     Y
+get_document                Y     Y     -     Y     Y     Y     -
 set_policy                  -     -     -     Y     -     -     Y
 register_patient            Y     Y     Y     Y     -     -     -
 change_patient_details      Y     Y     Y     Y     -     -     -
@@ -248,6 +250,10 @@ def request_for(api, name: str, user: str):
         return "GET", "/entries/0", None, user
     if name == "patient_access_log":
         return "GET", "/patient-access-log", None, user
+    if name == "store_document":  # issue 20: the body is the file (``call`` sends it as a PDF)
+        return "POST", "/documents", DOCUMENT_PROBE, user
+    if name == "get_document":  # a well-formed digest of nothing: 404 once the role is allowed
+        return "GET", "/documents/" + "0" * 64, None, user
     clinical = CLINICAL_REQUESTS.get(name)
     if clinical is not None:
         method, path, body = clinical(i)
@@ -327,8 +333,16 @@ def witness_header(api, name: str, user: str, content: bytes) -> dict[str, str]:
     return {"Witness-Assertion": ", ".join(tokens)}
 
 
+#: The role matrix's document: a new one per call (a stored document cannot be stored twice).
+DOCUMENT_PROBE = object()
+
+
 def call(api, name, user, dea=None):
     method, path, body, user = request_for(api, name, user)
+    if body is DOCUMENT_PROBE:
+        headers = api.headers(user, **api.key(), **{"Content-Type": "application/pdf", "Document-Title": "probe"})
+        return api.client.request(method, api.url(path, api.dea), content=b"%%PDF-1.7 probe %d" % next(n),
+                                  headers=headers)
     content = json.dumps(body).encode() if body is not None else None
     headers = api.headers(user, dea=dea if dea != api.dea else None, **api.key())
     if content is not None:
@@ -358,6 +372,7 @@ def test_role_matrix(api, name, role):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_another_registrants_login_is_refused_everywhere(api, name):
     method, path, body, _ = request_for(api, name, "nora")
+    body = None if body is DOCUMENT_PROBE else body
     headers = api.headers("avery", dea=DEA2, **api.key())  # DEA2's administrator, calling DEA's URLs
     r = api.client.request(method, api.url(path), json=body, headers=headers)
     assert r.status_code == 403 and r.json()["type"].endswith("/wrong-registrant"), (name, r.text)
@@ -366,6 +381,7 @@ def test_another_registrants_login_is_refused_everywhere(api, name):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_no_login_is_401_everywhere(api, name):
     method, path, body, _ = request_for(api, name, "nora")
+    body = None if body is DOCUMENT_PROBE else body
     r = api.client.request(method, api.url(path), json=body)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
 
@@ -375,6 +391,7 @@ def api_routes() -> list[APIRoute]:
         routes_alerts,
         routes_clinical,
         routes_credentials,
+        routes_documents,
         routes_prescribers,
         routes_records,
         routes_reference,
@@ -383,7 +400,7 @@ def api_routes() -> list[APIRoute]:
     )
 
     return [r for m in (routes_session, routes_credentials, routes_reference, routes_prescribers, routes_stock,
-                        routes_clinical, routes_records, routes_alerts)
+                        routes_clinical, routes_records, routes_documents, routes_alerts)
             for r in m.router.routes
             if isinstance(r, APIRoute)]
 
@@ -442,6 +459,9 @@ def test_openapi_has_examples_on_every_body(api):
         for method, op in ops.items():
             body = op.get("requestBody")
             if not body:
+                continue
+            if "application/json" not in body["content"]:  # a file upload (documents): the body is the file
+                assert all(c["schema"].get("format") == "binary" for c in body["content"].values()), path
                 continue
             ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
             assert schemas[ref].get("examples"), f"{method.upper()} {path}: body {ref} has no example"

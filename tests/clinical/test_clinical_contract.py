@@ -554,6 +554,11 @@ class ClinicalContract:
                 StoreDocument(pdf, "application/pdf", "again"))
         refused(ops, InvalidInput, "media_type", services.store_document, ops.ledger, ops.manager,
                 StoreDocument(b"x", "application/x-exe", "bad"))
+        # issue 20: the bytes must be what the type says
+        for content, media in ((b"MZ\x90\x00 an executable", "application/pdf"), (b"%PDF-1.7", "image/png"),
+                               (b"\xff\xfe not utf-8", "text/plain"), (b"a\x00b", "text/plain")):
+            refused(ops, InvalidInput, "media_type", services.store_document, ops.ledger, ops.manager,
+                    StoreDocument(content, media, "mislabelled"))
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             with ops.ledger.engine.begin() as c:
                 c.execute(sa.text("UPDATE document_blobs SET content = :c"), {"c": b"forged"})
@@ -603,7 +608,7 @@ class ClinicalContract:
         e = last_entries(ops.ledger)[0]
         assert e["inventory_type"] == "biennial" and [i["estimated"] for i in e["items"]] == [True, False]
         signed = services.store_document(ops.ledger, ops.pharmacist, StoreDocument(
-            b"%PDF signed biennial inventory", "application/pdf", "Biennial inventory, signed"))["sha256"]
+            b"%PDF-1.7 signed biennial inventory", "application/pdf", "Biennial inventory, signed"))["sha256"]
         services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory(
             "biennial", "close_of_business", an_hour_ago(),
             (InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id=v2),), documents=(signed,)))

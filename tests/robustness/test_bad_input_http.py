@@ -99,6 +99,7 @@ from ledger.domain.commands import (
     ReceiveStock,
     RegisterPatient,
     StartCount,
+    StoreDocument,
     SubmitCount,
 )
 from ledger.domain.identifiers import dea_check_digit
@@ -179,7 +180,9 @@ class World:
             "Jordan Example", AddressInput("12 Elm St", "Austin", "TX", "78702")),
             keys=self.patient_keys)["patient_id"]
         self.ids = {"supplier_id": c.supplier_id, "patient_id": self.patient, "staff_id": self.tess, "dea": DEA,
-                    "seq": "1", "vial_id": self.vials(1)[0], "session_id": self.count_session()}
+                    "seq": "1", "vial_id": self.vials(1)[0], "session_id": self.count_session(),
+                    "sha256": services.store_document(led, c.pharmacist, StoreDocument(
+                        b"%PDF-1.7 the sweep's document", "application/pdf", "Sweep"))["sha256"]}
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -343,6 +346,7 @@ NOT_SWEPT = {
     "passkey_registration": "needs an authenticator's registration answer",
     "enrol_passkey": "needs an authenticator's assertion over the enrolment statement",
     "revoke_credential": "needs an enrolled credential (a signing registrant)",
+    "store_document": "its body is the file, not JSON: tests/api/test_documents_http.py sends it bad",
 }
 
 #: Fields a login or a witness's sign-in checks against the credentials: a well-formed wrong
@@ -548,7 +552,7 @@ BAD_PATH = {
 }
 #: A well-formed id of nothing, per path parameter (checked separately: must be a 404 naming it).
 NOBODY = {"alert_id": "AL999999", "discrepancy_id": "D999999-0", "session_id": "C999999", "patient_id": "P999999",
-          "staff_id": "S999999", "vial_id": "V999999-1", "seq": "999999"}
+          "staff_id": "S999999", "vial_id": "V999999-1", "seq": "999999", "sha256": "0" * 64}
 BAD_QUERY = [("empty", ""), ("long", "q" * 5000), ("NUL", "\x00"), ("lone surrogate", "\ud800"),
              ("zero-width", "a\u200b"), ("huge number", "9" * 40), ("negative", "-1"), ("NaN", "NaN"),
              ("1e309", "1e309"), ("month 13", "2026-13-45T00:00:00Z"), ("no zone", "2026-11-01T10:00:00"),
