@@ -20,7 +20,7 @@ from typing import Any
 from reports import layout
 from reports.base import ReportKind, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, dec, local, num
+from reports.fmt import Period, amount, dec, local, num, volume
 from reports.source import Snapshot
 
 ZERO = Decimal("0.00")
@@ -67,18 +67,70 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             "mg_per_kg_given": amount((dec(e["mg_given"]) / weight).quantize(Decimal("0.01"), ROUND_HALF_UP))
             if weight else "0.00",
             "draws": [{"vial_id": d["vial_id"], "ml": d["ml"]} for d in e["draws"]],
-            "ml_drawn": amount(drawn), "ml_given": amount(given), "ml_wasted": amount(wasted),
-            "waste": w, "unreconciled_ml": amount(drawn - given - wasted),
+            "ml_drawn": volume(drawn), "ml_given": volume(given), "ml_wasted": volume(wasted),
+            "waste": w, "unreconciled_ml": volume(drawn - given - wasted),
         })
+    rows += _preparation_rows(snap, period, schemes)
+    rows.sort(key=lambda r: r["seq"])  # entry order: a patient's last row holds their latest commitment
     if not rows:
         raise ReportError(f"no dose was administered at {snap.state.registrant} from {period.start} to "
                           f"{period.end}; nothing to report", field="from/to")
     return {"rows": rows,
             "total": {"administrations": len(rows),
                       "mg_given": amount(sum((dec(r["mg_given"]) for r in rows), ZERO)),
-                      "ml_given": amount(sum((dec(r["ml_given"]) for r in rows), ZERO)),
-                      "ml_wasted": amount(sum((dec(r["ml_wasted"]) for r in rows), ZERO)),
+                      "ml_given": volume(sum((dec(r["ml_given"]) for r in rows), ZERO)),
+                      "ml_wasted": volume(sum((dec(r["ml_wasted"]) for r in rows), ZERO)),
                       "unreconciled": sum(1 for r in rows if dec(r["unreconciled_ml"]) != 0)}}
+
+
+def _preparation_rows(snap: Snapshot, period: Period, schemes: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """Issue 19: each diluted preparation (bag or syringe) drawn in the period, with its infusion
+    and its waste (recorded at any time up to the report's tree size). Figures in product mL as a
+    dose's (so the columns add up with them), beside the preparation's own: mg drawn (exact), the
+    final volume and the mL the pump infused; mg given + mg wasted = mg drawn."""
+    infused: dict[str, dict[str, Any]] = {}
+    wasted: dict[str, dict[str, Any]] = {}
+    for e in snap.entries:
+        if e["kind"] == "preparation_infused":
+            infused[e["preparation_id"]] = e
+        elif e["kind"] == "preparation_wasted":
+            wasted[e["preparation_id"]] = e
+    rows = []
+    for e in snap.entries:
+        if e["kind"] != "preparation_made" or not period.contains(e["occurred_at"]):
+            continue
+        inf, w = infused.get(e["preparation_id"]), wasted.get(e["preparation_id"])
+        drawn, weight = dec(e["ml_drawn"]), dec(e["weight_kg"])
+        given_ml = dec(inf["product_ml_given"]) if inf else ZERO
+        given_mg = dec(inf["mg_given"]) if inf else ZERO
+        wasted_ml = dec(w["product_ml"]) if w else ZERO
+        p = e["draws"][0]["product"]
+        waste = [{"seq": w["seq"], "ml": w["product_ml"], "mg": w["mg"], "method": w["method"],
+                  "witnessed_by": [s["printed_name"] for s in w["signatures"] if s["meaning"] == "witnessed"]}] if w else []
+        rows.append({
+            "seq": e["seq"], "administration_id": e["preparation_id"], "preparation_id": e["preparation_id"],
+            "started_at": inf["started_at"] if inf else e["started_at"],
+            "ended_at": inf["ended_at"] if inf else e["started_at"], "late_reason": e.get("late_reason"),
+            "patient_id": e["patient_id"], "patient_commitment": e["patient_commitment"],
+            "patient_commitment_openable": schemes.get((e["patient_id"], e["patient_commitment"]), 1) >= 2,
+            "prescriber_dea_number": e["prescriber_dea_number"], "prescriber_name": e["prescriber_name"],
+            "administered_by": [s["printed_name"] for s in inf["signatures"] if s["meaning"] == "performed"] if inf else [],
+            "prepared_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "performed"],
+            "witnessed_by": waste[0]["witnessed_by"] if waste else [],
+            "ndc": p["ndc"], "drug": p["name"], "weight_kg": e["weight_kg"],
+            "ordered_mg_per_kg": e["ordered_mg_per_kg"], "ordered_mg": e["ordered_mg"],
+            "mg_given": amount(given_mg),
+            "mg_per_kg_given": amount((given_mg / weight).quantize(Decimal("0.01"), ROUND_HALF_UP)) if weight else "0.00",
+            "draws": [{"vial_id": d["vial_id"], "ml": d["ml"]} for d in e["draws"]],
+            "ml_drawn": volume(drawn), "ml_given": volume(given_ml), "ml_wasted": volume(wasted_ml),
+            "waste": waste, "unreconciled_ml": volume(drawn - given_ml - wasted_ml),
+            # the preparation's own figures (exact mg; the concentration is never stored)
+            "container": e["container"], "diluent": e["diluent"], "diluent_ml": e["diluent_ml"],
+            "final_ml": e["final_ml"], "mg_drawn": e["mg"], "beyond_use_at": e["beyond_use_at"],
+            "ml_infused": inf["ml_infused"] if inf else None, "stopped_early": inf["stopped_early"] if inf else None,
+            "mg_wasted": w["mg"] if w else None,
+        })
+    return rows
 
 
 def blocks(data: dict[str, Any]) -> list[layout.Block]:
@@ -101,12 +153,18 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
         when = f"{local(r['started_at'], tz)}\nto {local(r['ended_at'], tz)[11:]}"
         if r["late_reason"]:
             when += f"\nLATE ENTRY: {r['late_reason']}"
-        waste = "\n".join(f"{num(w['ml'], 'mL')} witnessed by {', '.join(w['witnessed_by'])}" for w in r["waste"])
+        waste = "\n".join(f"{num(w['ml'], 'mL')}" + (f" ({num(w['mg'], 'mg')})" if r.get("preparation_id") else "")
+                          + f" witnessed by {', '.join(w['witnessed_by'])}" for w in r["waste"])
         if dec(r["unreconciled_ml"]) != 0:
             flagged.add(i)
             waste += f"\nUNRECONCILED {num(r['unreconciled_ml'], 'mL')}"
+        given = f"{num(r['ml_given'], 'mL')}\n{num(r['mg_given'], 'mg')}"
+        if r.get("preparation_id"):  # issue 19: a diluted preparation: what the pump infused of it
+            given += (f"\n{r['container']}: {num(r['mg_drawn'], 'mg')} in {num(r['final_ml'], 'mL')} "
+                      f"{r['diluent']}; " + (f"{num(r['ml_infused'], 'mL')} infused" if r["ml_infused"] else "NOT INFUSED")
+                      + (" (stopped early)" if r["stopped_early"] else ""))
         rows.append([
-            when, who, f"{num(r['ml_given'], 'mL')}\n{num(r['mg_given'], 'mg')}",
+            when, who, given,
             "\n".join(r["administered_by"]),
             (f"{r['prescriber_name']}\n" if r.get("prescriber_name") else "") + f"DEA {r['prescriber_dea_number']}",
             f"{num(r['ordered_mg_per_kg'], 'mg/kg')} x {num(r['weight_kg'], 'kg')}\n= {num(r['ordered_mg'], 'mg')}",
@@ -143,6 +201,7 @@ def annotate(ledger: Any, registrant: str, figures: dict[str, Any]) -> dict[str,
         keys = PatientKeys.from_settings(get_settings())
     except Exception:  # no key configured, or the registry is not installed: print ids only
         return {}
+    figures = _with_sessions(figures)  # issue 19: esketamine sessions' patients too
     import sqlalchemy as sa
 
     out = {}
@@ -182,6 +241,7 @@ def check_openings(annotations: Any, figures: Any, registrant: str | None = None
     details open)."""
     from ledger.integrity.patient_commitments import DETAIL_FIELDS, open_commitment
 
+    figures = _with_sessions(figures)  # issue 19: esketamine sessions' patients too
     if annotations is None or annotations == {}:
         return [], 0, 0
     patients = annotations.get("patients") if isinstance(annotations, dict) else None
@@ -238,5 +298,118 @@ def check_openings(annotations: Any, figures: Any, registrant: str | None = None
     return problems, checked, not_openable
 
 
-KIND = register(ReportKind("administrations", "Administration log (21 CFR 1304.22(c))", "landscape", compute, blocks,
-                           annotate=annotate, check_annotations=check_openings))
+# --- esketamine (Spravato) sessions (issue 19, esketamine part) -----------------------------------
+# A session is an administration too (21 CFR 1304.22(c)): the log prints each one in a table of
+# its own (devices used whole, the flat dose, who directly observed, the REMS observation).
+# ``figures["sessions"]`` is present only when the period has one, so reports made before keep
+# their figures and rebuild byte for byte.
+
+
+def _sessions(snap: Snapshot, period: Period) -> list[dict[str, Any]]:
+    from ledger.integrity.canonical import parse_time
+
+    schemes: dict[tuple[str, str], int] = {}
+    out = []
+    for e in snap.entries:
+        if e["kind"] in ("patient_registered", "patient_details_changed"):
+            schemes[(e["patient_id"], e["commitment"])] = int(e.get("schema_version", 1))
+        if e["kind"] != "esketamine_session_recorded" or not period.contains(e["occurred_at"]):
+            continue
+        p = e["product"]
+        observed = parse_time(e["observation_ended_at"]) - max(parse_time(e["observation_started_at"]),
+                                                                parse_time(e["administered_at"]))
+        out.append({
+            "seq": e["seq"], "session_id": e["session_id"], "administered_at": e["administered_at"],
+            "observation_started_at": e["observation_started_at"], "observation_ended_at": e["observation_ended_at"],
+            "observed_minutes": int(observed.total_seconds() // 60), "late_reason": e.get("late_reason"),
+            "patient_id": e["patient_id"], "patient_commitment": e["patient_commitment"],
+            "patient_commitment_openable": schemes.get((e["patient_id"], e["patient_commitment"]), 1) >= 2,
+            "prescriber_dea_number": e["prescriber_dea_number"], "prescriber_name": e["prescriber_name"],
+            "directly_observed_by": e["directly_observed_by_name"], "ndc": p["ndc"], "drug": p["name"],
+            "devices": [{"vial_id": d["vial_id"], "lot": d["lot"]} for d in e["devices"]],
+            "mg_per_device": e["mg_per_device"], "dose_mg": e["dose_mg"], "ml_used": e["ml_used"],
+        })
+    return out
+
+
+def compute_with_sessions(snap: Snapshot, period: Period) -> dict[str, Any]:
+    """``compute``, plus the period's esketamine sessions (a period with sessions and no
+    infusion is reported too)."""
+    sessions = _sessions(snap, period)
+    try:
+        out = compute(snap, period)
+    except ReportError:
+        if not sessions:
+            raise
+        out = {"rows": [], "total": {"administrations": 0, "mg_given": "0.00", "ml_given": "0.00",
+                                     "ml_wasted": "0.00", "unreconciled": 0}}
+    if sessions:
+        out["sessions"] = sessions
+        out["sessions_total"] = {"sessions": len(sessions),
+                                 "devices": sum(len(r["devices"]) for r in sessions),
+                                 "mg": amount(sum((dec(r["dose_mg"]) for r in sessions), ZERO))}
+    return out
+
+
+def blocks_with_sessions(data: dict[str, Any]) -> list[layout.Block]:
+    """``blocks`` (when the period has infusions), then the esketamine sessions' table."""
+    f = data["figures"]
+    out = blocks(data) if f["rows"] else []
+    sessions = f.get("sessions")
+    if not sessions:
+        return out
+    tz = data["registrant"]["time_zone"]
+    patients = (data.get("annotations") or {}).get("patients") or {}
+    t = f["sessions_total"]
+    out.append(layout.Para(
+        f"{t['sessions']} esketamine nasal-spray session(s): {t['devices']} device(s), {num(t['mg'], 'mg')}. Each "
+        "device is single use and leaves the stock whole; the patient self-administered under the direct "
+        "observation of the healthcare provider named, and was monitored at least 2 hours after administration "
+        "(Spravato REMS)."))
+    rows = []
+    for r in sessions:
+        pt = patients.get(r["patient_id"])
+        who = (f"{pt['name']}\n{pt['address']}" + ("" if pt.get("matches_commitment", True) else
+                                                   "\nREGISTRY DOES NOT MATCH THE ENTRY")
+               if pt else f"patient {r['patient_id']}")
+        when = local(r["administered_at"], tz)
+        if r["late_reason"]:
+            when += f"\nLATE ENTRY: {r['late_reason']}"
+        h, m = divmod(r["observed_minutes"], 60)
+        observed = (f"{local(r['observation_started_at'], tz)[11:]} to {local(r['observation_ended_at'], tz)[11:]}"
+                    f"\n{h} h {m:02d} min")
+        n = len(r["devices"])
+        rows.append([
+            when, who, f"{num(r['dose_mg'], 'mg')}\n{n} device{'s' if n != 1 else ''} x {num(r['mg_per_device'], 'mg')}",
+            f"self-administered, directly observed by {r['directly_observed_by']}",
+            f"{r['prescriber_name']}\nDEA {r['prescriber_dea_number']}", observed,
+            "\n".join(f"{d['vial_id']} (lot {d['lot']})" for d in r["devices"]), f"{r['ndc']}\n{r['drug']}",
+            f"{r['session_id']}\n{r['seq']}",
+        ])
+    out.append(layout.Table(
+        [layout.Column("Administered", 58), layout.Column("Patient name and address", 96),
+         layout.Column("Dose", 56, "R"), layout.Column("Supervision", 70), layout.Column("Prescriber", 58),
+         layout.Column("Observation (REMS)", 66), layout.Column("Devices used", 78), layout.Column("Product", 70),
+         layout.Column("Session / entry", 44)],
+        rows, title="Esketamine nasal-spray sessions"))
+    return out
+
+
+def _with_sessions(figures: Any) -> Any:
+    """The figures with the sessions' patients among the rows, in entry order, for ``annotate``
+    and ``check_openings`` (an untrusted file's odd shapes are left for ``check_openings`` to
+    name)."""
+    if not isinstance(figures, dict) or not isinstance(figures.get("sessions"), list) \
+            or not isinstance(figures.get("rows"), list):
+        return figures
+    merged = figures["rows"] + figures["sessions"]
+
+    def seq(r: Any) -> int:
+        return r["seq"] if isinstance(r, dict) and isinstance(r.get("seq"), int) else -1
+
+    return {**figures, "rows": sorted(merged, key=seq)}
+
+
+KIND = register(ReportKind("administrations", "Administration log (21 CFR 1304.22(c))", "landscape",
+                           compute_with_sessions, blocks_with_sessions, annotate=annotate,
+                           check_annotations=check_openings))

@@ -26,7 +26,7 @@ from ledger.services.audit import LINES, accountability
 from reports import layout
 from reports.base import ReportKind, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, dec, local, num
+from reports.fmt import Period, dec, local, num, volume
 from reports.source import Snapshot
 
 #: One microsecond: entry times are microsecond text, so ``(start - 1 us, end - 1 us]`` is
@@ -50,9 +50,11 @@ MEANINGS = {"performed": "recorded", "approved": "approved", "witnessed": "secon
 
 
 def _jsonable(v: Any) -> Any:
-    """Core figures as report data: Decimals as scale-2 strings, tuples as lists."""
+    """Core figures as report data: Decimals as scale-2 strings (scale 3 for a volume with a third
+    decimal, issue 19: the core's mg, containers and percentages are already at 0.01), tuples as
+    lists."""
     if isinstance(v, Decimal):
-        return amount(v)
+        return volume(v)
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
@@ -76,7 +78,7 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
     a = core_figures(snap, period, series=True)
     if not a["products"]:
         raise ReportError("no stock to audit in the period", field="from/to")
-    charts = {p["ndc_key"]: [[t, amount(b)] for t, b in _daily(p.pop("series"), period.tz)] for p in a["products"]}
+    charts = {p["ndc_key"]: [[t, volume(b)] for t, b in _daily(p.pop("series"), period.tz)] for p in a["products"]}
     out = _jsonable(a)
     out["charts"] = charts
     return out
@@ -197,27 +199,40 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
                     flagged.add(len(rows) - 1)
         rows.append(["Variance after adjustments", num(r["variance_after_adjustments_percent"], "%"), "", ""])
         form = f"{r['form']}, " if r["form"] else ""
-        out.append(layout.Table(cols, rows, strong=frozenset(strong), flagged=frozenset(flagged),
+        unit = f"{num(r['container_ml'], 'mL')} container"
+        table_cols = cols
+        if r.get("unit_kind") == "nasal_spray_device":  # issue 19: counted in devices, each whole
+            per_device = (dec(r["strength_mg_per_ml"]) * dec(r["container_ml"])).quantize(Decimal("0.01"))
+            unit = f"{num(r['container_ml'], 'mL')} = {num(per_device, 'mg')} per nasal-spray device"
+            table_cols = [*cols[:3], layout.Column("Devices", 12, "R")]
+        out.append(layout.Table(table_cols, rows, strong=frozenset(strong), flagged=frozenset(flagged),
                                 title=f"{r['ndc']}  {r['name']}  ({form}{num(r['strength_mg_per_ml'], 'mg/mL')}, "
-                                      f"{num(r['container_ml'], 'mL')} container)"))
+                                      f"{unit})"))
         if r["adjustment_entries"]:
             out.append(_adjustments_table(r, tz))
         out.append(layout.Chart(_chart(r, f["charts"].get(r["ndc_key"], []), tz)))
     t = f["total"]
     trows, strong, tflagged = [], set(), set()
+    # mL of 10 mg/mL and of 50 mg/mL are different amounts of drug, and a vial is not a device
+    # (issue 20): across products only mg adds up; mL and containers only when every product
+    # has the same strength and the same kind of unit.
+    same_ml = len({dec(r["strength_mg_per_ml"]) for r in f["products"]}) <= 1
+    same_unit = same_ml and len({r.get("unit_kind", "vial") for r in f["products"]}) <= 1
     for name in ORDER:
         if name in STRONG:
             strong.add(len(trows))
-        trows.append([LINE_LABELS[name], num(t["mg"][name], "mg"), num(t["ml"][name], "mL"),
-                      num(t["containers"][name])])
+        trows.append([LINE_LABELS[name], num(t["mg"][name], "mg"), num(t["ml"][name], "mL") if same_ml else "-",
+                      num(t["containers"][name]) if same_unit else "-"])
         if name == "difference":
             trows.append(["Variance (of mg, before adjustments)", num(t["variance_percent"], "%"), "", ""])
             if t["flagged"]:
                 tflagged |= {len(trows) - 2, len(trows) - 1}
     trows.append(["Variance after adjustments (of mg)", num(t["variance_after_adjustments_percent"], "%"), "", ""])
-    out.append(layout.Table(cols, trows, title="Total, all products", strong=frozenset(strong),
-                            flagged=frozenset(tflagged)))
+    title = "Total, all products" if same_unit else (
+        "Total, all products (in mg: mL and containers of different strengths or units do not add up)")
+    out.append(layout.Table(cols, trows, title=title, strong=frozenset(strong), flagged=frozenset(tflagged)))
     return out
 
 
-KIND = register(ReportKind("audit", "Accountability audit", "portrait", compute, blocks))
+#: Layout 2 (issue 20): the all-products total no longer adds mL across strengths.
+KIND = register(ReportKind("audit", "Accountability audit", "portrait", compute, blocks, layout=2))

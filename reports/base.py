@@ -52,6 +52,19 @@ class ReportKind:
     #: Offline check of embedded annotations against the figures (``verify-report --bundle``):
     #: ``check_annotations(annotations, figures) -> (problems, checked, not_checkable)``.
     check_annotations: Callable[[dict[str, Any], dict[str, Any]], tuple[list[str], int, int]] | None = None
+    #: The kind's layout version: raised when a change makes an older report of the kind draw
+    #: differently from the same data. A report embeds it (from 2 on) and ``verify-report`` says
+    #: which release to verify an older one with, instead of a bare byte difference.
+    layout: int = 1
+    #: Records start with the initial inventory (``check_period``); reports of what exists before
+    #: any stock (staff and roles, the patient-access log) say False (issue 20).
+    needs_inventory: bool = True
+    #: Online re-check of annotations read from outside the chain (issue 20: the patient-access
+    #: log): ``recheck(ledger, registrant, annotations, figures) -> (problems, note)``; the rebuild
+    #: uses the embedded annotations, so a row changed since is named, not silently redrawn.
+    recheck: Callable[[Any, str, dict[str, Any], dict[str, Any]], tuple[list[str], str]] | None = None
+    #: Roles that may read this kind where reports are read (None: every role that reads reports).
+    readers: frozenset[str] | None = None
 
 
 KINDS: dict[str, ReportKind] = {}
@@ -65,7 +78,21 @@ def register(kind: ReportKind) -> ReportKind:
 def kind_named(name: str) -> ReportKind:
     import importlib
 
-    from reports import administrations, audit, counts, form106, inventory, receiving, vial, waste  # noqa: F401  (registers the kinds)
+    from reports import (  # noqa: F401  (registers the kinds)
+        administrations,
+        audit,
+        breakage,
+        corrections,
+        counts,
+        form106,
+        inventory,
+        patient_access,
+        receiving,
+        roles,
+        transfers,
+        vial,
+        waste,
+    )
 
     if name not in KINDS and name.isidentifier():
         # Kinds defined in other modules of this package (e.g. ``alerts_pdf``) register when
@@ -149,7 +176,8 @@ def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_
     ``state.tree_size``, this data): the request (kind, period, params, paper), who and when
     (``generated``), the library versions (``build``, default: this process's), and, added by
     ``build_report``, the patient annotations."""
-    check_period(snap, period)
+    if kind.needs_inventory:
+        check_period(snap, period)
     params = {k: v for k, v in (params or {}).items() if v is not None}
     missing = [p for p in kind.params if not params.get(p)]
     if missing:
@@ -169,8 +197,14 @@ def compute_data(kind: ReportKind, snap: Snapshot, period: Period, *, generated_
         "state": snap.state.to_json(),
         "params": params,
         "figures": figures,
-        "build": dict(build if build is not None else build_versions()),
+        "build": dict(build if build is not None else with_layout(build_versions(), kind)),
     }
+
+
+def with_layout(build: dict[str, str], kind: ReportKind) -> dict[str, str]:
+    """The build versions with the kind's layout version (only from layout 2: the data of a report
+    of a kind never changed stays what it was, so older reports still rebuild byte for byte)."""
+    return {**build, "layout": str(kind.layout)} if kind.layout > 1 else dict(build)
 
 
 def state_lines(state: dict[str, Any]) -> tuple[str, ...]:

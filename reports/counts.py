@@ -14,7 +14,7 @@ from typing import Any
 from reports import layout
 from reports.base import ReportKind, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, count, dec, local, num
+from reports.fmt import Period, amount, count, dec, local, num, volume
 from reports.source import Snapshot
 
 ZERO = Decimal("0.00")
@@ -54,7 +54,7 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                     "ndc": p["ndc"], "drug": p["name"], "expected_ml": ln["expected_ml"], "counted_ml": ln["counted_ml"],
                     "difference_ml": ln["difference_ml"], "difference_mg": lines[-1]["difference_mg"],
                     "status": "resolved" if r else "open", "resolution": r,
-                    "loss_adjusted_ml": amount(adjustments[ln["discrepancy_id"]]) if ln["discrepancy_id"] in adjustments
+                    "loss_adjusted_ml": volume(adjustments[ln["discrepancy_id"]]) if ln["discrepancy_id"] in adjustments
                     else None,
                 })
         counts.append({"seq": e["seq"], "at": e["occurred_at"], "session_id": e["session_id"], "blind": e["blind"],

@@ -10,12 +10,14 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from ledger.integrity.canonical import format_time, parse_time
 from reports.errors import ReportError
 
 CENT = Decimal("0.01")
+#: Volumes are recorded to syringe resolution (issue 19): "0.365" mL.
+MILLI = Decimal("0.001")
 
 
 def dec(value: str | Decimal | int) -> Decimal:
@@ -30,9 +32,23 @@ def amount(value: Decimal) -> str:
     return format(dec(value).quantize(CENT), "f")
 
 
+def volume(value: str | Decimal) -> str:
+    """A volume's canonical figure string by the 2-or-3 rule (``ledger.domain.quantities.norm``):
+    2 places when exact to 0.01 (so exactly what ``amount`` gave for every volume recorded before
+    issue 19, and reports of that data rebuild byte for byte), else 3 ("0.365")."""
+    d = dec(value)
+    two = d.quantize(CENT)
+    return format(two if two == d else d.quantize(MILLI, ROUND_HALF_EVEN), "f")
+
+
 def num(value: str | Decimal, unit: str = "") -> str:
-    """A figure as printed: thousands separators, 2 places, then the unit."""
-    text = f"{dec(value).quantize(CENT):,}"
+    """A figure as printed: thousands separators, 2 places, then the unit; a volume (``unit``
+    "mL") with a third decimal prints it (syringe resolution, issue 19)."""
+    d = dec(value)
+    q = d.quantize(CENT)
+    if unit == "mL" and q != d:
+        q = d.quantize(MILLI, ROUND_HALF_EVEN)
+    text = f"{q:,}"
     return f"{text} {unit}" if unit else text
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from reports import layout
 from reports.base import ReportKind, address_text, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, count, dec, local, num
+from reports.fmt import Period, amount, count, dec, local, num, volume
 from reports.source import Snapshot
 
 ZERO = Decimal("0.00")
@@ -55,7 +55,7 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             "notice_due_at": e["notice_due_at"], "form_106_due_at": e["form_106_due_at"],
             "covers_seqs": list(e.get("covers_seqs") or ()), "documents": list(e.get("documents") or ()),
             "reported_by": [s["printed_name"] for s in e["signatures"]],
-            "items": [{**t, "ml": amount(t["ml"]), "mg": amount(t["mg"])} for _, t in sorted(per.items())],
+            "items": [{**t, "ml": volume(t["ml"]), "mg": amount(t["mg"])} for _, t in sorted(per.items())],
         })
     if not reports:
         raise ReportError(f"no theft or loss was reported at {snap.state.registrant} from {period.start} to "

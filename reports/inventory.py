@@ -13,7 +13,7 @@ from typing import Any
 from reports import layout
 from reports.base import ReportKind, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, count, dec, local, num
+from reports.fmt import Period, amount, count, dec, local, num, volume
 from reports.source import Snapshot
 
 ZERO = Decimal("0.00")
@@ -69,9 +69,9 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             "occurred_at": e["occurred_at"], "recorded_at": e["recorded_at"], "late_reason": e.get("late_reason"),
             "signatures": [{"printed_name": s["printed_name"], "signed_at": s["signed_at"], "meaning": s["meaning"]}
                            for s in e["signatures"]],
-            "lines": [{**{k: v for k, v in ln.items() if k != "_key"}, "ml": amount(ln["ml"]), "mg": amount(ln["mg"])}
+            "lines": [{**{k: v for k, v in ln.items() if k != "_key"}, "ml": volume(ln["ml"]), "mg": amount(ln["mg"])}
                       for ln in lines],
-            "by_ndc": [{**t, "ml": amount(t["ml"]), "mg": amount(t["mg"]), "estimated_ml": amount(t["estimated_ml"])}
+            "by_ndc": [{**t, "ml": volume(t["ml"]), "mg": amount(t["mg"]), "estimated_ml": volume(t["estimated_ml"])}
                        for _, t in sorted(totals.items())],
             "total_mg": amount(sum((t["mg"] for t in totals.values()), ZERO)),
         })

@@ -43,6 +43,10 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                 "total_ml": amount(ml), "total_mg": amount(mg), "lot": line["lot"], "expiry": line["expiry"],
                 "vial_ids": list(line["vial_ids"]), "received_by": _signers(e, "received"),
                 "notes": e.get("notes", ""),
+                # Issue 20: the invoice's count beside the count received (None: not given). Read
+                # with ``get``: receipts recorded before these fields have none.
+                "invoiced_containers": line.get("invoiced_containers"),
+                "packages": line.get("packages"), "invoiced_packages": line.get("invoiced_packages"),
             })
             t = totals.setdefault(p["ndc_key"], {"ndc": p["ndc"], "drug": p["name"], "containers": 0,
                                                  "total_ml": ZERO, "total_mg": ZERO})
@@ -62,13 +66,42 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
 
 
 COLUMNS = [  # weights are points on Letter landscape; the layout scales them to the paper
-    layout.Column("Received (event time)", 54), layout.Column("Invoice", 56),
-    layout.Column("Supplier: name, address, DEA", 88), layout.Column("NDC, drug, form and strength", 92),
-    layout.Column("Container", 40, "R"), layout.Column("Containers", 44, "R"),
-    layout.Column("Total mL", 48, "R"), layout.Column("Total mg", 56, "R"),
-    layout.Column("Lot / expiry", 48), layout.Column("Container identities", 92),
-    layout.Column("Received by", 62), layout.Column("Entry (seq)", 34, "R"),
+    layout.Column("Received (event time)", 54), layout.Column("Invoice", 50),
+    layout.Column("Supplier: name, address, DEA", 84), layout.Column("NDC, drug, form and strength", 86),
+    layout.Column("Container", 44, "R"), layout.Column("Invoiced", 40, "R"), layout.Column("Received", 46, "R"),
+    layout.Column("Total mL", 46, "R"), layout.Column("Total mg", 58, "R"),
+    layout.Column("Lot / expiry", 48), layout.Column("Container identities", 82),
+    layout.Column("Received by", 58), layout.Column("Entry (seq)", 34, "R"),
 ]
+
+
+def mismatch(r: dict[str, Any]) -> str | None:
+    """Why the count received differs from the invoice (containers, or packages where the line
+    was received in packages), or None: they agree, or the invoice's count was not given."""
+    inv, got = r.get("invoiced_containers"), r["containers"]
+    if inv is not None and inv != got:
+        return f"MISMATCH\n{count(abs(got - inv))} {'short' if got < inv else 'over'}"
+    inv_p, got_p = r.get("invoiced_packages"), r.get("packages")
+    if inv_p is not None and got_p is not None and inv_p != got_p:
+        return f"MISMATCH\n{count(abs(got_p - inv_p), 'pkg')} {'short' if got_p < inv_p else 'over'}"
+    return None
+
+
+def _invoiced(r: dict[str, Any]) -> str:
+    parts = []
+    if r.get("invoiced_packages") is not None:
+        parts.append(count(r["invoiced_packages"], "pkg"))
+    if r.get("invoiced_containers") is not None:
+        parts.append(count(r["invoiced_containers"]))
+    return "\n".join(parts) or "not given"
+
+
+def _received(r: dict[str, Any]) -> str:
+    text = count(r["containers"])
+    if r.get("packages") is not None:
+        text = f"{count(r['packages'], 'pkg')}\n{text}"
+    why = mismatch(r)
+    return f"{text}\n{why}" if why else text
 
 
 def blocks(data: dict[str, Any]) -> list[layout.Block]:
@@ -82,11 +115,14 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
         if r["late_reason"]:
             when += f"\nLATE ENTRY, recorded {local(r['recorded_at'], tz)}: {r['late_reason']}"
             flagged.add(i)
+        if mismatch(r):
+            flagged.add(i)
         s = r["supplier"]
         rows.append([
             when, r["invoice"], f"{s['name']}\n{s['address']}\nDEA {s['dea_number']}",
             f"{r['ndc']}\n{r['drug']}\n{r['form']}, {num(r['strength_mg_per_ml'], 'mg/mL')}",
-            num(r["container_ml"], "mL"), count(r["containers"]), num(r["total_ml"], "mL"), num(r["total_mg"], "mg"),
+            num(r["container_ml"], "mL"), _invoiced(r), _received(r), num(r["total_ml"], "mL"),
+            num(r["total_mg"], "mg"),
             f"{r['lot']}\nexp {r['expiry']}", ", ".join(r["vial_ids"]), "\n".join(r["received_by"]),
             str(r["seq"]) if r["line"] == 0 else f"{r['seq']} line {r['line'] + 1}",
         ])
@@ -102,9 +138,11 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     )
     note = ("Schedule III controlled substances are received on invoices (DEA Form 222 is for Schedules I and II). "
             "Times are the event times in the registrant's time zone; 'Entry' is the ledger sequence number and "
-            "line. Shaded rows are late entries, with the reason recorded.")
+            "line. 'Invoiced' is the count on the supplier's invoice, beside the count received; shaded rows are "
+            "late entries, with the reason recorded, and receipts whose count differs from the invoice.")
     return [layout.Para(note), summary,
             layout.Table(COLUMNS, rows, title="Receipts", flagged=frozenset(flagged))]
 
 
-KIND = register(ReportKind("receiving", "Receiving log", "landscape", compute, blocks))
+#: Layout 2 (issue 20): invoiced beside received, mismatches flagged.
+KIND = register(ReportKind("receiving", "Receiving log", "landscape", compute, blocks, layout=2))

@@ -276,8 +276,9 @@ def explain_bytes(rebuilt: bytes, pdf: bytes, *, data_differs: bool) -> list[str
     return [f"the text matches but the PDF bytes differ from the rebuilt report at {at}: {EDIT_KINDS}"]
 
 
-def check_build(built: Any) -> str | None:
-    """Why this verifier cannot rebuild the report byte for byte (other library versions), or None."""
+def check_build(built: Any, kind: Any = None) -> str | None:
+    """Why this verifier cannot rebuild the report byte for byte (other library versions, or an
+    earlier layout of the report's kind), or None."""
     here = build_versions()
     if not isinstance(built, dict):
         return ("the report embeds no build versions (made before reports recorded them): cannot rebuild it "
@@ -287,6 +288,11 @@ def check_build(built: Any) -> str | None:
         if built.get(key) != here[key]:
             return (f"built with {name} {built.get(key)}, this verifier has {name} {here[key]}: cannot rebuild "
                     "byte for byte (install the same version to verify this report)")
+    made = str(built.get("layout", "1"))
+    if kind is not None and made != str(kind.layout):
+        return (f"made with layout {made} of the {kind.name} report; this csledger draws layout {kind.layout}: "
+                "verify it with the csledger release that made it (the entries it cites still verify with "
+                "csledger verify --deep)")
     return None
 
 
@@ -314,6 +320,9 @@ class _Online:
 
     def annotations(self, kind: ReportKind, registrant: str, data: dict[str, Any],
                     ours: dict[str, Any]) -> tuple[Any, list[str], str]:
+        if kind.recheck is not None:  # rows kept beside the chain (issue 20): re-read, named if changed
+            problems, note = kind.recheck(self.ledger, registrant, data["annotations"], ours["figures"])
+            return data["annotations"], problems, note
         # Not derivable from the entries: re-read them (patient registry, with the key) where
         # this machine can; without the key the embedded ones are rebuilt with, unchecked.
         embedded_names = bool((data["annotations"] or {}).get("patients")) if isinstance(data["annotations"], dict) \
@@ -385,6 +394,9 @@ class _Offline:
     def annotations(self, kind: ReportKind, registrant: str, data: dict[str, Any],
                     ours: dict[str, Any]) -> tuple[Any, list[str], str]:
         annotations = data["annotations"]
+        if kind.recheck is not None:  # kept beside the chain, not in a bundle (issue 20)
+            return annotations, [], (f"{kind.name}: the rows it prints are kept beside the ledger, not in the bundle: "
+                                     "NOT checked offline (check online)")
         patients = annotations.get("patients") if isinstance(annotations, dict) else None
         if not patients:
             return annotations, [], ""
@@ -441,7 +453,7 @@ def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
     if data.get("paper", "letter") not in layout.PAPERS:
         raise ReportError(f"the embedded report data names paper {str(data.get('paper'))[:40]!r}, not one of "
                           f"{', '.join(layout.PAPERS)}")
-    build_problem = check_build(data.get("build"))
+    build_problem = check_build(data.get("build"), kind)
     if build_problem:
         problems.append(build_problem)
     expected_line = f"csledger-state/1 {registrant} {size} {root}"

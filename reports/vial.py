@@ -12,7 +12,7 @@ from typing import Any
 from reports import layout
 from reports.base import ReportKind, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, dec, local, num
+from reports.fmt import Period, amount, dec, local, num, volume
 from reports.source import Snapshot
 
 ZERO = Decimal("0.00")
@@ -42,6 +42,18 @@ def _events(e: dict[str, Any], vial: str) -> list[tuple[str, Decimal, str, str |
                 if d.get("opened_vial"):
                     detail += f"; first puncture, beyond-use date {d['beyond_use_date']}"
                 out.append(("drawn for an infusion", -dec(d["ml"]), detail, "open"))
+    elif k == "esketamine_session_recorded":  # issue 19: a nasal-spray device, used whole
+        out += [("used in an esketamine session", -dec(d["ml"]),
+                 f"session {e['session_id']}: {e['dose_mg']} mg, self-administered under the direct observation of "
+                 f"{e['directly_observed_by_name']}", "empty") for d in e["devices"] if d["vial_id"] == vial]
+    elif k == "preparation_made":  # issue 19: drawn into a bag or syringe-pump syringe
+        for d in e["draws"]:
+            if d["vial_id"] == vial:
+                detail = (f"preparation {e['preparation_id']}: {e['container']} of {e['final_ml']} mL "
+                          f"({e['diluent']}), {e['mg']} mg")
+                if d.get("opened_vial"):
+                    detail += f"; first puncture, beyond-use date {d['beyond_use_date']}"
+                out.append(("drawn into a preparation", -dec(d["ml"]), detail, "open"))
     elif k == "stock_destroyed":
         out += [("destroyed (Form 41)", -dec(i["ml"]), f"{e['method']} at {e['place']}: {e['reason']}", "destroyed")
                 for i in e["items"] if i["vial_id"] == vial]
@@ -91,12 +103,12 @@ def compute(snap: Snapshot, period: Period, params: dict[str, str]) -> dict[str,
             if product is None:
                 product = _product(e, vial)
             rows.append({"seq": e["seq"], "at": e["occurred_at"], "recorded_at": e["recorded_at"], "what": what,
-                         "ml": amount(ml), "ml_left": amount(left), "details": detail,
+                         "ml": volume(ml), "ml_left": volume(left), "details": detail,
                          "signatures": [f"{s['printed_name']} ({s['meaning']})" for s in e["signatures"]],
                          "late_reason": e.get("late_reason")})
     if not rows:
         raise ReportError(f"no container {vial!r} in the ledger of {snap.state.registrant}", field="vial")
-    return {"vial_id": vial, "product": product, "state": state or "on hand", "ml_left": amount(left),
+    return {"vial_id": vial, "product": product, "state": state or "on hand", "ml_left": volume(left),
             "mg_left": amount(left * dec(product["strength_mg_per_ml"])), "events": rows}
 
 

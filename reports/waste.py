@@ -15,7 +15,7 @@ from typing import Any
 from reports import layout
 from reports.base import ReportKind, address_text, register
 from reports.errors import ReportError
-from reports.fmt import Period, amount, count, dec, local, num
+from reports.fmt import Period, amount, count, dec, local, num, volume
 from reports.source import Snapshot
 
 ZERO = Decimal("0.00")
@@ -38,15 +38,23 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                            "administration_seq": e["administration_seq"], "ndc": p["ndc"], "drug": p["name"],
                            "ml": e["ml"], "mg": e["mg"], "method": e["method"], "late_reason": e.get("late_reason"),
                            "performed_by": _sigs(e, "performed"), "witnessed_by": _sigs(e, "witnessed")})
+        elif e["kind"] == "preparation_wasted":  # issue 19: a diluted preparation's remainder
+            p = e["product"]
+            wastes.append({"seq": e["seq"], "at": e["occurred_at"], "administration_id": e["preparation_id"],
+                           "administration_seq": e["preparation_seq"], "preparation_id": e["preparation_id"],
+                           "ndc": p["ndc"], "drug": p["name"], "ml": e["product_ml"], "mg": e["mg"],
+                           "method": e["method"], "late_reason": e.get("late_reason"),
+                           "ml_remaining": e.get("ml_remaining"), "reason": e.get("reason"),
+                           "performed_by": _sigs(e, "performed"), "witnessed_by": _sigs(e, "witnessed")})
         elif e["kind"] == "stock_destroyed":
             items = []
             full, partial, total_ml, total_mg = 0, ZERO, ZERO, ZERO
-            for i in e["items"]:
+            for i in _form41_items(e["items"]):
                 p = i["product"]
-                items.append({"vial_id": i["vial_id"], "ndc": p["ndc"], "drug_code": p["drug_code"], "lot": i["lot"],
+                items.append({"vial_id": i["vial_id"], "ndc": i["ndc"], "drug_code": p["drug_code"], "lot": i["lot"],
                               "drug": p["name"], "strength_mg_per_ml": p["strength_mg_per_ml"], "form": p["form"],
                               "package_ml": p["container_ml"], "full_package": i["full_package"],
-                              "ml": i["ml"], "mg": i["mg"]})
+                              "ml": i["ml"], "mg": i["mg"], "units": i["units"]})
                 if i["full_package"]:
                     full += 1
                 else:
@@ -60,17 +68,45 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
                 "items": items, "method": e["method"], "place": e["place"], "reason": e["reason"],
                 "late_reason": e.get("late_reason"), "documents": list(e.get("documents") or ()),
                 "performed_by": _sigs(e, "performed"), "witnessed_by": _sigs(e, "witnessed"),
-                "full_packages": full, "partial_ml": amount(partial), "total_ml": amount(total_ml),
+                "full_packages": full, "partial_ml": volume(partial), "total_ml": volume(total_ml),
                 "total_mg": amount(total_mg),
             })
     if not wastes and not destructions:
         raise ReportError(f"nothing was wasted or destroyed at {snap.state.registrant} from {period.start} to "
                           f"{period.end}; nothing to report", field="from/to")
     return {"wastes": wastes, "destructions": destructions,
-            "total": {"wasted_ml": amount(sum((dec(w["ml"]) for w in wastes), ZERO)),
+            "total": {"wasted_ml": volume(sum((dec(w["ml"]) for w in wastes), ZERO)),
                       "wasted_mg": amount(sum((dec(w["mg"]) for w in wastes), ZERO)),
-                      "destroyed_ml": amount(sum((dec(d["total_ml"]) for d in destructions), ZERO)),
+                      "destroyed_ml": volume(sum((dec(d["total_ml"]) for d in destructions), ZERO)),
                       "destroyed_mg": amount(sum((dec(d["total_mg"]) for d in destructions), ZERO))}}
+
+
+def _form41_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Form 41's lines (issue 19, package hierarchy): a carton destroyed whole, still sealed, is
+    one full package (its package NDC, ``units`` x the unit's volume); any other unit is its own
+    package, a commercial container (21 CFR 1300.01), full or partial, under the unit's own NDC
+    where the product records one (21 CFR 201.25)."""
+    out: list[dict[str, Any]] = []
+    cartons: dict[str, dict[str, Any]] = {}
+    for i in items:
+        p = i["product"]
+        pid = i.get("package_id")
+        if pid is None:
+            unit_ndc = p.get("unit_ndc") if p.get("units_per_package", 1) > 1 else None
+            out.append({**i, "ndc": unit_ndc or p["ndc"], "units": 1})
+            continue
+        c = cartons.get(pid)
+        if c is None:
+            c = cartons[pid] = {**i, "vial_id": pid, "ndc": p["ndc"], "units": 0, "ml": ZERO, "mg": ZERO,
+                                "full_package": True}
+            out.append(c)
+        c["units"] += 1
+        c["ml"] += dec(i["ml"])
+        c["mg"] += dec(i["mg"])
+        c["full_package"] = c["full_package"] and i["full_package"]
+    for c in cartons.values():
+        c["ml"], c["mg"] = volume(c["ml"]), amount(c["mg"])
+    return out
 
 
 def _names(sigs: list[dict[str, str]]) -> str:
@@ -103,7 +139,7 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
              layout.Column("Method", 80), layout.Column("Wasted by", 62), layout.Column("Witness", 62),
              layout.Column("Entry", 30, "R")], rows, title="Waste of administered doses", flagged=frozenset(late)))
     if f["destructions"]:
-        rows = [[local(d["at"], tz), str(d["seq"]), count(len(d["items"])), num(d["total_ml"], "mL"),
+        rows = [[local(d["at"], tz), str(d["seq"]), count(sum(i["units"] for i in d["items"])), num(d["total_ml"], "mL"),
                  num(d["total_mg"], "mg"), d["method"], d["place"], _names(d["witnessed_by"])] for d in f["destructions"]]
         out.append(layout.Table(
             [layout.Column("Destroyed (event time)", 62), layout.Column("Entry", 30, "R"),
@@ -118,7 +154,8 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
         out.append(layout.Para(f"Registrant: {r['name']}, {r['address']}. DEA registration number: {r['dea_number']}.",
                                size=8.5))
         rows = [[i["ndc"], i["lot"], i["drug"], num(i["strength_mg_per_ml"], "mg/mL"), i["form"],
-                 num(i["package_ml"], "mL"), "1" if i["full_package"] else "0",
+                 (f"{i['units']} x " if i.get("units", 1) > 1 else "") + num(i["package_ml"], "mL"),
+                 "1" if i["full_package"] else "0",
                  "" if i["full_package"] else num(i["ml"], "mL"), num(i["mg"], "mg"), i["vial_id"]] for i in d["items"]]
         rows.append(["Total", "", "", "", "", "", count(d["full_packages"]), num(d["partial_ml"], "mL"),
                      num(d["total_mg"], "mg"), ""])

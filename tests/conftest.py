@@ -107,6 +107,11 @@ def ledger(db_url) -> Iterator[Ledger]:
 #: A supplier's DEA registration and DSCSA status (issue 19): receipts are checked against them.
 SUPPLIER_REGISTRATION = {"registration_expires_on": "2031-06-30", "schedules": ("2", "2N", "3", "3N", "4", "5"),
                          "authorized_trading_partner": True}
+#: A transfer receiver's and a return recipient's DEA registration (issue 19): stock leaves only
+#: to a registration current on the day that covers Schedule III; the entry copies it.
+RECEIVER_REGISTRATION = {"receiver_registration_expires_on": "2031-06-30", "receiver_schedules": ("3", "3N", "4", "5")}
+RECIPIENT_REGISTRATION = {"recipient_registration_expires_on": "2031-06-30",
+                          "recipient_schedules": ("2", "2N", "3", "3N", "4", "5")}
 
 
 class Clinic:

@@ -11,11 +11,16 @@ and prints those) holding the same wrapped key, so the API signs as them after t
 The demo simulates eight weeks of two clinics (Austin and Denver), so its ledger runs on a
 simulated clock: each command is recorded a few minutes after the event it describes. Per
 location: six staff, a policy with clinic hours, twenty patients on PTSD (six infusions over two
-weeks) or depression (six over three weeks) courses at 0.5 mg/kg, weekly receipts scanned as GS1
-DataMatrix (GTIN + serial identify each vial), a blind two-person count every clinic morning, and
+weeks) or depression (six over three weeks) courses at 0.5 mg/kg, receipts in cartons scanned as GS1
+DataMatrix (GTIN + serial identify each carton; a carton of 10 vials is opened before a witness,
+and each vial is its carton's id + position), a blind two-person count every clinic morning, and
 a few honest discrepancies: a dose given during downtime and entered late (documentation error),
 a spill, a missing vial (theft or loss, reported on Form 106 with its deadlines). Short-dated
-stock expires and is destroyed with two witnesses (Form 41).
+stock expires and is destroyed with two witnesses (Form 41: a sealed carton as one full package).
+Issue 19: some patients get their infusion diluted in a 100 mL bag (prepared, infused as the pump
+reports it, the remainder wasted before a witness; one infusion per location stops early), and
+one patient per location is on esketamine (Spravato) nasal spray: kits of two 28 mg devices,
+opened before a witness, two sessions a week with at least 2 hours of observation (REMS).
 
 The physical truth the counters see is the book plus what the script says went unrecorded, so
 every discrepancy is one the demo caused on purpose and resolves.
@@ -47,10 +52,14 @@ from ledger.domain.commands import (
     DestroyStock,
     DrawInput,
     EnrollStaff,
+    InfusePreparation,
     InventoryItemInput,
+    MakePreparation,
+    OpenPackage,
     ReceivedLineInput,
     ReceiveStock,
     RecordBreakage,
+    RecordEsketamineSession,
     RecordWaste,
     RegisterPatient,
     RegisterPrescriber,
@@ -62,6 +71,7 @@ from ledger.domain.commands import (
     SubmitCount,
     TakeInventory,
     WasteInput,
+    WastePreparation,
 )
 from ledger.domain.errors import Conflict
 from ledger.domain.identifiers import parse_ndc
@@ -99,6 +109,10 @@ PRODUCTS = [("67457-0001-10", "Ketamine HCl injection 50 mg/mL", "50.00", "10.00
             ("42023-0113-10", "Ketalar (ketamine HCl injection) 10 mg/mL", "10.00", "20.00")]
 K50, K10 = PRODUCTS[0][0], PRODUCTS[1][0]
 K50_KEY, K10_KEY = parse_ndc(K50).key, parse_ndc(K10).key
+#: Spravato 56 mg kit: two nasal-spray devices of 28 mg (0.20 mL at 140 mg/mL), kit NDC
+#: 50458-028-02, device NDC 50458-028-00 (FDA's NDC Directory, in csledger's reference).
+SPRAVATO = "50458-0028-02"
+SPRAVATO_KEY = parse_ndc(SPRAVATO).key
 #: K50's 10-digit NDC as its carton's GTIN carries it (FDA prints it 67457-001-10, 5-3-2).
 K50_NDC10 = "6745700110"
 #: Dr. Dana Prescriber's DEA registration at each location's state (one per state, 21 CFR
@@ -151,8 +165,12 @@ class _Location:
         self.people: dict[str, Principal] = {}
         self.unrecorded: dict[str, Decimal] = {}  # physical minus book, per NDC, until fixed
         self.pending_late: list[tuple[datetime, AdministerDose]] = []
-        self.stats = {"infusions": 0, "counts": 0, "discrepancies": 0, "late_entries": 0}
+        self.stats = {"infusions": 0, "counts": 0, "discrepancies": 0, "late_entries": 0, "bags": 0,
+                      "cartons_opened": 0, "spravato_sessions": 0}
         self.downtime_done = False
+        self.bag_patients: set[str] = set()  # issue 19: infused from a diluted 100 mL bag
+        self.stopped_early_done = False
+        self.kits: list[str] = []  # Spravato kits received, still sealed
 
     def _with_key(self, username: str, person: Principal, *, approver: Principal | None = None,
                   rp_id: str | None = None, origins: tuple[str, ...] = ()) -> Principal:
@@ -178,7 +196,10 @@ class _Location:
                                                approver=admin)
         p = self.people
         for ndc, pname, strength, container in PRODUCTS:
+            # units per carton and the unit's NDC come from csledger's NDC reference (issue 19)
             services.add_product(ledger, admin, AddProduct(ndc, pname, "7285", "III", "injection", strength, container))
+        services.add_product(ledger, admin, AddProduct(SPRAVATO, "Spravato (esketamine) nasal spray 28 mg device, "
+                                                       "kit of 2", "7285", "III", "nasal spray", "140.00", "0.20"))
         self.supplier = services.add_supplier(ledger, admin, AddSupplier(
             "Gulf Medical Supply", AddressInput("5 Depot Rd", "Houston", "TX", "77002"), "PB1234563",
             registration_expires_on="2028-05-31", schedules=("2", "2N", "3", "3N", "4", "5"),
@@ -206,6 +227,8 @@ class _Location:
                                 "78704" if self.dea == LOCATIONS[0][0] else "80206")
             pid = services.register_patient(ledger, p["nora"], RegisterPatient(f"{first} {last}", addr),
                                             keys=self.keys)["patient_id"]
+            if i % 4 == 1:  # issue 19: their infusion is diluted in a 100 mL bag
+                self.bag_patients.add(pid)
             weight = self.rng.randint(52, 118)
             begin = self.start + timedelta(days=1 + self.rng.randint(0, 7 * (WEEKS - 3)))
             ptsd = i % 2 == 0
@@ -217,12 +240,21 @@ class _Location:
                     self.courses.setdefault(day, []).append((pid, weight))
                     given += 1
                 day += timedelta(days=1)
+        # issue 19: one patient on esketamine (Spravato) nasal spray, 56 mg twice a week for two
+        # weeks (the induction phase), in the clinic under REMS monitoring
+        addr = AddressInput("41 Quarry Rd", "Austin" if self.dea == LOCATIONS[0][0] else "Denver",
+                            "TX" if self.dea == LOCATIONS[0][0] else "CO",
+                            "78704" if self.dea == LOCATIONS[0][0] else "80206")
+        self.spravato_patient = services.register_patient(ledger, p["nora"], RegisterPatient(
+            f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}", addr), keys=self.keys)["patient_id"]
+        self.spravato_days = {self.start + timedelta(days=d) for d in (15, 18, 22, 25)}  # Tue/Fri, weeks 3 and 4
 
     # --- daily work ---------------------------------------------------------------------------
 
     def _usable_vials(self, day: date) -> list[dict]:
         vials = [v for v in stock.vials(self.ledger, self.dea, ndc_key=K50_KEY) if v["ml_left"] > 0
-                 and v["state"] in ("open", "sealed") and date.fromisoformat(v["expiry"]) >= day
+                 and v["state"] in ("open", "sealed") and not v.get("packaged")  # a sealed carton's vials wait
+                 and date.fromisoformat(v["expiry"]) >= day
                  and (v["beyond_use_date"] is None or date.fromisoformat(v["beyond_use_date"]) >= day)]
         # opened vials first (use them up before their beyond-use date), then sealed by expiry
         return sorted(vials, key=lambda v: (v["state"] != "open", v["beyond_use_date"] or "", v["expiry"], v["added_seq"],
@@ -248,6 +280,9 @@ class _Location:
             given = (Decimal(weight) * MG_PER_KG / 50).quantize(Decimal("0.01"))  # mL of 50 mg/mL
             drawn = Decimal(math.ceil(given * 10) + 1) / 10
             nurse, witness = nurses[slot % 2], nurses[(slot + 1) % 2]
+            if pid in self.bag_patients:
+                self.bag(day, pid, weight, given, start, nurse, witness)
+                continue
             waste_now = rng.random() < 0.85
             cmd = AdministerDose(pid, self.prescriber_dea, f"{weight}.00", str(MG_PER_KG), self._draws(day, drawn),
                                  str(given), start, end,
@@ -269,26 +304,71 @@ class _Location:
                                                                       "expelled into drug disposal container",
                                                                       end + timedelta(minutes=10)), witness=p["pia"])
 
+    def bag(self, day: date, pid: str, weight: int, given: Decimal, start: datetime, nurse: Principal,
+            witness: Principal) -> None:
+        """Issue 19: the dose drawn into a 100 mL bag of saline, infused as the pump reports it
+        (bags are overfilled: never "bag minus remainder"), the remainder wasted before a witness.
+        The first bag infusion on or after day 10 at each location stops early."""
+        p = self.people
+        prepared = start - timedelta(minutes=20)
+        self.clock.now = prepared + timedelta(minutes=8)
+        bag = services.make_preparation(self.ledger, nurse, MakePreparation(
+            pid, self.prescriber_dea, f"{weight}.00", str(MG_PER_KG), self._draws(day, given), "0.9% sodium chloride",
+            "100.00", "bag", str(Decimal("100.00") + given), prepared))
+        early = not self.stopped_early_done and day >= self.start + timedelta(days=10)
+        infused = Decimal("55.00") if early else Decimal("100.00")
+        end = start + (timedelta(minutes=22) if early else timedelta(minutes=40))
+        self.clock.now = end + timedelta(minutes=5)
+        services.infuse_preparation(self.ledger, nurse, InfusePreparation(
+            bag["preparation_id"], str(infused), start, end,
+            stop_reason="patient asked to stop (dissociation); vital signs stable" if early else None))
+        self.stopped_early_done = self.stopped_early_done or early
+        self.clock.now = end + timedelta(minutes=12)
+        services.waste_preparation(self.ledger, nurse, WastePreparation(
+            bag["preparation_id"], "bag emptied into drug disposal container", end + timedelta(minutes=8),
+            ml_remaining=str(Decimal("100.00") + given - infused)), witness=witness if witness != nurse else p["pia"])
+        self.stats["infusions"] += 1
+        self.stats["bags"] += 1
+
+    def spravato(self, day: date) -> None:
+        """Issue 19: a Spravato 56 mg session: a kit of two devices opened before a witness, the
+        patient self-administers under a nurse's direct observation, then at least 2 hours of
+        monitoring (REMS) before the session is recorded."""
+        p = self.people
+        kit = self.kits.pop(0)
+        given_at = self.at(day, 13, 0)
+        self.clock.now = given_at - timedelta(minutes=8)
+        opened = services.open_package(self.ledger, p["nora"], OpenPackage(kit, 2, given_at - timedelta(minutes=10)),
+                                       witness=p["pia"])
+        self.stats["cartons_opened"] += 1
+        self.clock.now = given_at + timedelta(hours=2, minutes=20)
+        services.record_esketamine_session(self.ledger, p["nora"], RecordEsketamineSession(
+            self.spravato_patient, self.prescriber_dea, tuple(opened["units_found"]), "56.00", given_at,
+            given_at + timedelta(minutes=5), given_at + timedelta(hours=2, minutes=10)))
+        self.stats["spravato_sessions"] += 1
+
     def count(self, day: date) -> list[str]:
         """Opening count, blind, by the two nurses: they find the physical truth."""
         p = self.people
         self.clock.now = self.at(day, 8, 5)
         s = services.start_count(self.ledger, p["nora"], StartCount())
-        by_key = {g["ndc_key"]: g for g in stock.stock_by_product(self.ledger, self.dea)}
         lines = []
-        for ndc, key in ((K50, K50_KEY), (K10, K10_KEY)):
-            g = by_key.get(key)
-            sealed = (g["sealed_containers"] + g["quarantined_containers"]) if g else 0
-            opened = g["open_containers"] if g else 0
-            open_ml = (g["ml"] - sum((v["ml_left"] for v in stock.vials(self.ledger, self.dea, ndc_key=key)
-                                      if v["state"] in ("sealed", "quarantined") and v["opened_at"] is None
-                                      and v["ml_left"] == v["container_ml"]), Decimal(0))) if g else Decimal(0)
+        for ndc, key in ((K50, K50_KEY), (K10, K10_KEY), (SPRAVATO, SPRAVATO_KEY)):
+            # what the counters see, vial by vial: a full, never-punctured vial is sealed; any other
+            # vial with something in it is open (a sealed vial a spill took part of is open too)
+            on_hand = [v for v in stock.vials(self.ledger, self.dea, ndc_key=key)
+                       if v["state"] in ("sealed", "open", "quarantined") and v["ml_left"] > 0]
+            full = [v for v in on_hand if v["opened_at"] is None and v["ml_left"] == v["container_ml"]]
+            sealed, opened = len(full), len(on_hand) - len(full)
+            open_ml = sum((v["ml_left"] for v in on_hand if v not in full), Decimal(0))
             delta = self.unrecorded.get(ndc, Decimal(0))
-            container = Decimal(PRODUCTS[0][3] if ndc == K50 else PRODUCTS[1][3])
+            container = Decimal(PRODUCTS[0][3] if ndc == K50 else PRODUCTS[1][3] if ndc == K10 else "0.20")
             while delta <= -container and sealed > 0:  # a whole sealed vial is physically missing
                 sealed -= 1
                 delta += container
             open_ml += delta
+            if open_ml < 0 and sealed > 0:  # the loss came out of a sealed vial, which is open now
+                sealed, opened, open_ml = sealed - 1, opened + 1, open_ml + container
             lines.append(CountLineInput(ndc, sealed, opened if open_ml > 0 else 0, str(open_ml) if open_ml > 0 else "0.00"))
         self.clock.now = self.at(day, 8, 20)
         res = services.submit_count(self.ledger, p["nora"], SubmitCount(s["session_id"], tuple(lines), self.at(day, 8, 15)),
@@ -340,27 +420,47 @@ class _Location:
                     police_department="Denver Police Department", police_report_number=f"DPD-{day:%y%m%d}-17"))
 
     def receive(self, day: date, week: int) -> None:
+        """Cartons, as the invoice and the DSCSA data speak of them (issue 19): a carton of ten
+        50 mg/mL vials in weeks 0, 3 and 5, opened before a witness when it is put away; in week 1
+        a carton of short-dated 10 mg/mL Ketalar (never opened: it expires and is destroyed whole)
+        and four Spravato kits."""
+        if week not in (0, 1, 3, 5):
+            return
         p, rng = self.people, self.rng
         self.clock.now = self.at(day, 10, 30)
         gtin = gs1.gtin_for_ndc10(K50_NDC10)
-        n = rng.randint(1, 3)
         lot, exp = f"KA26{week + 10:02d}", date(2028, 6, 30)
-        scans = tuple(gs1.datamatrix(gtin, f"{self.dea[-4:]}W{week:02d}N{k:03d}", lot, exp) for k in range(n))
-        lines = [ReceivedLineInput(K50, n, lot, exp.isoformat(), scans=scans, invoiced_containers=n)]
-        if week == 1:
+        lines = []
+        if week != 1:
+            scan = gs1.datamatrix(gtin, f"{self.dea[-4:]}W{week:02d}C001", lot, exp)
+            lines.append(ReceivedLineInput(K50, None, lot, exp.isoformat(), scans=(scan,), packages=1,
+                                           invoiced_packages=1))
+        else:
             # short-dated 10 mg/mL stock: it expires unused and is destroyed later
-            lines.append(ReceivedLineInput(K10, 2, "KB2509", (self.start + timedelta(days=30)).isoformat(),
-                                           invoiced_containers=2))
+            lines.append(ReceivedLineInput(K10, None, "KB2509", (self.start + timedelta(days=30)).isoformat(),
+                                           packages=1, invoiced_packages=1))
+            lines.append(ReceivedLineInput(SPRAVATO, None, "SPV2611", "2028-01-31", packages=4, invoiced_packages=4))
         late = None
         occurred = self.at(day, 10, 0)
         if week == 3:
             occurred -= timedelta(days=2)  # received on a Saturday delivery, entered Monday
             late = "Saturday delivery; receiving log entered on the next clinic day"
             self.stats["late_entries"] += 1
-        services.receive_stock(self.ledger, p[rng.choice(["nora", "ned", "pia"])], ReceiveStock(
+        receiver = rng.choice(["nora", "ned", "pia"])
+        res = services.receive_stock(self.ledger, p[receiver], ReceiveStock(
             supplier_id=self.supplier, invoice_number=f"GMS-{self.dea[-4:]}-{week + 1:04d}", occurred_at=occurred,
             lines=tuple(lines), late_reason=late, dscsa_reference=f"TI/TS GMS-{self.dea[-4:]}-{week + 1:04d}"),
             idempotency_key=f"demo-{self.dea}-receipt-{week}")
+        if week == 1:
+            self.kits = list(res["package_ids"][1:])  # the Spravato kits, opened at each session
+            return
+        # the carton is opened when its vials go into the cabinet, before a second person
+        witness = "pia" if receiver != "pia" else "nora"
+        self.clock.now += timedelta(minutes=10)
+        services.open_package(self.ledger, p[receiver], OpenPackage(res["package_ids"][0], 10,
+                                                                    self.clock.now - timedelta(minutes=2)),
+                              witness=p[witness])
+        self.stats["cartons_opened"] += 1
 
     def destroy_expired(self, day: date) -> None:
         p = self.people
@@ -395,6 +495,8 @@ class _Location:
             if day.weekday() == 0:
                 self.receive(day, (offset - 1) // 7)
             self.infusions(day)
+            if day in self.spravato_days:
+                self.spravato(day)
             if day.weekday() == 4 and offset > 7 * 5:
                 self.destroy_expired(day)
 
@@ -438,12 +540,19 @@ def run_demo(settings: Settings, *, seed: int, console: Console) -> dict:
     ledger.dispose()
     for dea, n in summary.items():
         s = stats[dea]
-        console.print(f"{dea}: {n} entries; {s['infusions']} infusions, {s['counts']} blind counts, "
-                      f"{s['discrepancies']} discrepancies resolved, {s['late_entries']} late entries")
+        console.print(f"{dea}: {n} entries; {_n(s['infusions'], 'infusion')} ({s['bags']} from diluted bags), "
+                      f"{_n(s['spravato_sessions'], 'Spravato session')}, {_n(s['cartons_opened'], 'carton')} opened, "
+                      f"{_n(s['counts'], 'blind count')}, {_n(s['discrepancies'], 'discrepancy', 'discrepancies')} "
+                      f"resolved, {_n(s['late_entries'], 'late entry', 'late entries')}")
     if not report.ok:
         raise RuntimeError(f"demo data failed verify --deep: {report.problems[0]}")
     console.print(f"verify --deep: OK ({report.entries} entries)")
     return summary
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    """"1 discrepancy", "2 discrepancies": the count with its noun in the right number."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
 def give_logins(auth: Authenticator, registrant: str, records: dict[str, dict]) -> None:

@@ -27,7 +27,8 @@ from ledger.domain.errors import LedgerError
 @app.command()
 def report(
     kind: Annotated[str, typer.Argument(help="receiving | inventory | audit | waste | counts | form106 | vial | "
-                                              "administrations")],
+                                              "administrations | transfers | corrections | breakage | roles | "
+                                              "patient_access")],
     registrant: Annotated[str, typer.Option(help="DEA number of the registrant.")],
     start: Annotated[str, typer.Option("--from", help="First day of the period, YYYY-MM-DD (registrant's local time).")],
     end: Annotated[str, typer.Option("--to", help="Last day of the period, YYYY-MM-DD (included).")],

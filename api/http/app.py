@@ -187,6 +187,22 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
                    routes_records, routes_alerts):
         app.include_router(module.router)
 
+    from api.http import routes_esketamine  # issue 19: esketamine (Spravato) nasal-spray sessions
+
+    app.include_router(routes_esketamine.router)
+
+    from api.http import routes_preparations  # issue 19: diluted infusions (bags, syringe pumps)
+
+    app.include_router(routes_preparations.router)
+
+    from api.http import routes_packages  # issue 19: cartons opened before a witness
+
+    app.include_router(routes_packages.router)
+
+    from api.http import routes_reports  # issue 20: report PDFs over /v1
+
+    app.include_router(routes_reports.router)
+
     # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that
     # the role-gated GET .../entries/{seq} of routes_records answers that path.
     from api.http.integrity import router as integrity_router

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.http.problems import BadCursor
-from ledger.domain.quantities import fmt
+from ledger.domain.quantities import fmt, fmt_volume  # mL at syringe resolution (issue 19)
 from ledger.storage.store import Ledger, entries_t, movements_t, projection_tables
 
 products_t = projection_tables["products"]
@@ -133,9 +133,11 @@ def staff(ledger: Ledger, registrant: str, with_password: set[str]) -> list[dict
 
 def _vial(r) -> dict[str, Any]:
     return {"vial_id": r["vial_id"], "ndc_key": r["ndc_key"], "lot": r["lot"], "expiry": r["expiry"],
-            "state": r["state"], "ml_left": fmt(r["ml_left"]), "mg_left": fmt(r["ml_left"] * r["strength_mg_per_ml"]),
+            "state": r["state"], "ml_left": fmt_volume(r["ml_left"]), "mg_left": fmt(r["ml_left"] * r["strength_mg_per_ml"]),
             "strength_mg_per_ml": fmt(r["strength_mg_per_ml"]), "container_ml": fmt(r["container_ml"]),
-            "added_seq": r["added_seq"], "last_seq": r["last_seq"]}
+            "added_seq": r["added_seq"], "last_seq": r["last_seq"],
+            # issue 19: the package (carton) the unit came in, and whether it is still sealed in it
+            "package_id": r.get("package_id"), "packaged": bool(r.get("packaged"))}
 
 
 def vials(ledger: Ledger, registrant: str, *, state: str | None, ndc_key: str | None, lot: str | None,
@@ -195,8 +197,8 @@ def stock(ledger: Ledger, registrant: str) -> dict[str, Any]:
             by_code[p["drug_code"]] += mg
     products_out = []
     for ps in out.values():
-        lots = [{**lt, "ml": fmt(lt["ml"]), "mg": fmt(lt["mg"])} for lt in ps["lots"].values()]
-        products_out.append({**ps, "ml": fmt(ps["ml"]), "mg": fmt(ps["mg"]), "lots": lots})
+        lots = [{**lt, "ml": fmt_volume(lt["ml"]), "mg": fmt(lt["mg"])} for lt in ps["lots"].values()]
+        products_out.append({**ps, "ml": fmt_volume(ps["ml"]), "mg": fmt(ps["mg"]), "lots": lots})
     return {"registrant": registrant, "products": products_out,
             "total_mg_by_drug_code": {k: fmt(v) for k, v in sorted(by_code.items())}}
 

@@ -86,6 +86,16 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "submit_count": frozenset({N, PH, M}),
     "resolve_discrepancy": frozenset({M}),
     "record_breakage": CLINICIANS,
+    # issue 19: the healthcare provider who directly observed the self-administration records it
+    "record_esketamine_session": frozenset({N, PR, PH}),
+    # issue 19: diluted infusions: prepared in the medication room, infused by those who
+    # administer, the remainder wasted before a witness (services: the same role sets)
+    "make_preparation": frozenset({N, PR, PH}),
+    "infuse_preparation": frozenset({N, PR}),
+    "waste_preparation": CLINICIANS,
+    # issue 19: cartons are opened by those who receive stock, before a witness (services.packages)
+    "open_package": frozenset({N, PH, M}),
+    "list_packages": STOCK_READERS,
     "destroy_stock": CLINICIANS,
     "transfer_stock": frozenset({PH, M}),
     "return_stock": frozenset({PH, M}),
@@ -97,6 +107,9 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "get_count": frozenset({N, PH, M, C, A}),
     "list_discrepancies": frozenset({PH, M, C, A}),
     "get_audit": RECORD_READERS,
+    # Report PDFs (issue 20): who may read reports on the pages (api.web.core.PAGE_ROLES);
+    # a report kind may narrow it (the patient-access log: the compliance officer).
+    "get_report": frozenset({PH, M, C, A}),
     # Alerts (issue 7) are often about a clinician, so only those who follow them up (and the
     # read-only auditor) see them; the service also refuses a closer who is the alert's subject.
     "list_alerts": RECORD_READERS,

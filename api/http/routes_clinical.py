@@ -169,7 +169,8 @@ def submit_count(session_id: Id, body: CountSubmissionCreate, ledger: LedgerDep,
                  idempotency_key: IdempotencyKey = None) -> dict:
     """Submit a two-person count; the second counter signs on this device (``Witness-Assertion``).
     Differences become discrepancies to resolve."""
-    cmd = SubmitCount(session_id, tuple(CountLineInput(ln.ndc, ln.sealed_containers, ln.open_containers, ln.open_ml)
+    cmd = SubmitCount(session_id, tuple(CountLineInput(ln.ndc, ln.sealed_containers, ln.open_containers, ln.open_ml,
+                                                           ln.sealed_packages)
                                         for ln in body.lines), body.occurred_at, body.late_reason)
     return services.submit_count(ledger, who, cmd, second_counter=second.principal, idempotency_key=idempotency_key)
 
@@ -213,9 +214,12 @@ def destroy_stock(body: DestructionCreate, ledger: LedgerDep, who: Annotated[Pri
 def transfer_stock(body: TransferCreate, ledger: LedgerDep, who: Annotated[Principal, actor("transfer_stock")],
                    witness: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
     """Transfer vials to another registered practitioner (21 CFR 1307.11, within the 5% limit),
-    with a second person who checks them against the invoice (``Witness-Assertion``)."""
+    with a second person who checks them against the invoice (``Witness-Assertion``). The
+    receiver's DEA registration (expiry, schedules) is required: a transfer to an expired
+    registration or one without Schedule III is refused (issue 19)."""
     cmd = TransferStock(tuple(body.vial_ids), body.receiver_dea_number, body.receiver_name, _addr(body.receiver_address),
-                        body.invoice_number, body.occurred_at, body.late_reason)
+                        body.invoice_number, body.occurred_at, body.late_reason, body.receiver_registration_expires_on,
+                        tuple(body.receiver_schedules) if body.receiver_schedules is not None else None)
     return services.transfer_stock(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
@@ -223,9 +227,13 @@ def transfer_stock(body: TransferCreate, ledger: LedgerDep, who: Annotated[Princ
 def return_stock(body: ReturnCreate, ledger: LedgerDep, who: Annotated[Principal, actor("return_stock")],
                  witness: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
     """Return vials to the supplier or a reverse distributor, on an invoice, with a second person
-    who checks them (``Witness-Assertion``)."""
+    who checks them (``Witness-Assertion``). Checked against the recipient's DEA registration
+    (a recorded supplier's as recorded; a reverse distributor's as given): expired, or not
+    covering Schedule III, is refused (issue 19)."""
     cmd = ReturnStock(tuple(body.vial_ids), body.recipient_type, body.recipient_name, _addr(body.recipient_address),
-                      body.recipient_dea_number, body.invoice_number, body.occurred_at, body.late_reason)
+                      body.recipient_dea_number, body.invoice_number, body.occurred_at, body.late_reason,
+                      body.recipient_registration_expires_on,
+                      tuple(body.recipient_schedules) if body.recipient_schedules is not None else None)
     return services.return_stock(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 

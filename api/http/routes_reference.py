@@ -106,7 +106,9 @@ def add_product(body: ProductCreate, ledger: LedgerDep, who: Annotated[Principal
                 idempotency_key: IdempotencyKey = None) -> dict:
     """Add a product (entry ``product_added``): NDC, DEA drug code, schedule, form, strength, container."""
     return services.add_product(ledger, who, AddProduct(body.ndc, body.name, body.drug_code, body.schedule, body.form,
-                                                        body.strength_mg_per_ml, body.container_ml),
+                                                        body.strength_mg_per_ml, body.container_ml,
+                                                        unit_kind=body.unit_kind, unit_ndc=body.unit_ndc,
+                                                        units_per_package=body.units_per_package),
                                 idempotency_key=idempotency_key)
 
 

@@ -57,7 +57,8 @@ def receive_stock(body: ReceiptCreate, ledger: LedgerDep, who: Annotated[Princip
     """Record a receipt on a supplier's invoice (21 CFR 1304.22(c)); the receiver signs ``received``."""
     cmd = ReceiveStock(body.supplier_id, body.invoice_number, body.occurred_at,
                        tuple(ReceivedLineInput(ln.ndc, ln.containers, ln.lot, ln.expiry, tuple(ln.scans), ln.gtin,
-                                               tuple(ln.serials), ln.invoiced_containers, ln.quarantine)
+                                               tuple(ln.serials), ln.invoiced_containers, ln.quarantine,
+                                               packages=ln.packages, invoiced_packages=ln.invoiced_packages)
                              for ln in body.lines),
                        late_reason=body.late_reason, notes=body.notes, dscsa_reference=body.dscsa_reference,
                        documents=tuple(body.documents))

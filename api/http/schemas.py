@@ -182,9 +182,19 @@ class ProductCreate(Body):
     form: ShortText
     strength_mg_per_ml: Quantity
     container_ml: Quantity
+    # issue 19, package hierarchy: omitted figures come from csledger's NDC reference
+    unit_kind: Literal["vial", "nasal_spray_device", "prefilled_syringe"] | None = Field(
+        default=None, description="What one unit (one tracked container) is; from the NDC reference when omitted.")
+    unit_ndc: Annotated[str, Field(min_length=1, max_length=20, examples=["67457-0001-00"])] | None = Field(
+        default=None, description="The unit's own NDC (21 CFR 201.25), e.g. the vial's; from the NDC reference "
+                                  "when omitted.")
+    units_per_package: Count | None = Field(
+        default=None, description="Units in one package (carton, kit) of `ndc`; from the NDC reference when "
+                                  "omitted, else 1.")
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"ndc": "67457-0001-10", "name": "Ketamine HCl injection 50 mg/mL", "drug_code": "7285", "schedule": "III",
-         "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00"}]})
+         "form": "injection", "strength_mg_per_ml": "50.00", "container_ml": "10.00",
+         "unit_kind": "vial", "units_per_package": 10}]})
 
 
 class ProductPublic(PublicModel):
@@ -197,6 +207,9 @@ class ProductPublic(PublicModel):
     strength_mg_per_ml: str
     container_ml: str
     added_seq: int
+    unit_kind: str = "vial"  # issue 19
+    unit_ndc: str | None = None
+    units_per_package: int = 1
 
 
 ScheduleCode = Literal["2", "2N", "3", "3N", "4", "5"]
@@ -303,7 +316,16 @@ class InventoryCreate(Body):
 
 class ReceivedLineCreate(Body):
     ndc: Annotated[str, Field(min_length=1, max_length=20)]
-    containers: Count
+    containers: Count | None = Field(
+        default=None, description="Units (vials, devices) received one by one; with `packages`, optional: the "
+                                  "units the packages hold, as a check.")
+    # issue 19, package hierarchy
+    packages: Annotated[StrictInt, Field(ge=1, le=200)] | None = Field(
+        default=None, description="Packages (cartons, kits) received, as the invoice lists them: their units go on "
+                                  "the book sealed in them until a witnessed opening. Scans, GTIN and serials then "
+                                  "name the packages.")
+    invoiced_packages: Annotated[StrictInt, Field(ge=0, le=1000)] | None = Field(
+        default=None, description="Packages the invoice lists, checked against what arrived.")
     lot: ShortText
     expiry: IsoDate
     scans: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=1000)] = Field(
@@ -342,6 +364,8 @@ class VialPublic(PublicModel):
     container_ml: str
     added_seq: int
     last_seq: int
+    package_id: str | None = Field(default=None, description="The package (carton, kit) the unit was received in.")
+    packaged: bool = Field(default=False, description="Still in its sealed package: opened (witnessed) before use.")
 
 
 class VialPage(PublicModel):
@@ -423,6 +447,8 @@ class RoleGrantedPublic(CommandResultPublic):
 class StockRecordedPublic(CommandResultPublic):
     vial_ids: list[str]
     total_ml: str | None = None
+    package_ids: list[str] = Field(default=[], description="The packages (cartons, kits) a receipt in packages "
+                                   "recorded; their units are `vial_ids`, sealed in them until opened.")
 
 
 class EntryPublic(PublicModel):

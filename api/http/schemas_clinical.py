@@ -13,8 +13,10 @@ from api.http.schemas import (
     AddressPublic,
     Body,
     CommandResultPublic,
+    IsoDate,
     PublicModel,
     Quantity,
+    ScheduleCode,
     When,
 )
 
@@ -125,6 +127,8 @@ class CountLineCreate(Body):
     sealed_containers: Whole
     open_containers: Whole = 0
     open_ml: Quantity = "0.00"
+    # issue 19: sealed cartons counted as cartons, their units exact (beside sealed_containers)
+    sealed_packages: Whole = 0
 
 
 class CountSubmissionCreate(Body):
@@ -165,11 +169,18 @@ class TransferCreate(Body):
     invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
     occurred_at: When
     late_reason: LateReason = None
+    # Issue 19: the receiver's DEA registration, checked (current on the day, covering the
+    # products' schedule) and copied into the entry; required by the service.
+    receiver_registration_expires_on: IsoDate | None = Field(
+        default=None, description="The day the receiver's DEA registration expires (required).")
+    receiver_schedules: Annotated[list[ScheduleCode], Field(min_length=1, max_length=6)] | None = Field(
+        default=None, description="The schedules the receiver's registration covers; ketamine needs 3 or 3N.")
     model_config = _ex({"vial_ids": ["V14-2"], "receiver_dea_number": "FB7654329",
                         "receiver_name": "Calm Waters Ketamine Clinic - Denver",
                         "receiver_address": {"street": "2200 Larimer St", "city": "Denver", "state": "CO",
                                              "postal_code": "80205"},
-                        "invoice_number": "TR-2026-001", "occurred_at": "2026-11-25T10:00:00-06:00"})
+                        "invoice_number": "TR-2026-001", "occurred_at": "2026-11-25T10:00:00-06:00",
+                        "receiver_registration_expires_on": "2028-05-31", "receiver_schedules": ["3", "3N", "4", "5"]})
 
 
 class ReturnCreate(Body):
@@ -181,10 +192,24 @@ class ReturnCreate(Body):
     invoice_number: Annotated[str, Field(min_length=1, max_length=64)]
     occurred_at: When
     late_reason: LateReason = None
+    # Issue 19: the recipient's DEA registration, checked and copied into the entry. A supplier
+    # recorded here under that DEA number is checked against its recorded registration (these
+    # may then be left out); a reverse distributor must give them.
+    recipient_registration_expires_on: IsoDate | None = Field(
+        default=None, description="The day the recipient's DEA registration expires (a supplier recorded here: "
+                                  "taken from its record).")
+    recipient_schedules: Annotated[list[ScheduleCode], Field(min_length=1, max_length=6)] | None = Field(
+        default=None, description="The schedules the recipient's registration covers; ketamine needs 3 or 3N.")
     model_config = _ex({"vial_ids": ["V14-3"], "recipient_type": "reverse_distributor", "recipient_name": "RetuRx",
                         "recipient_address": {"street": "1 Dock Rd", "city": "Dallas", "state": "TX",
                                               "postal_code": "75201"}, "recipient_dea_number": "RR1234563",
-                        "invoice_number": "RD-77", "occurred_at": "2026-11-25T10:00:00-06:00"})
+                        "invoice_number": "RD-77", "occurred_at": "2026-11-25T10:00:00-06:00",
+                        "recipient_registration_expires_on": "2028-09-30",
+                        "recipient_schedules": ["2", "2N", "3", "3N", "4", "5"]},
+                       {"vial_ids": ["V14-4"], "recipient_type": "supplier", "recipient_name": "Gulf Medical Supply",
+                        "recipient_address": {"street": "5 Depot Rd", "city": "Houston", "state": "TX",
+                                              "postal_code": "77002"}, "recipient_dea_number": "PB1234563",
+                        "invoice_number": "RA-12", "occurred_at": "2026-11-25T10:00:00-06:00"})
 
 
 class LostVialCreate(Body):

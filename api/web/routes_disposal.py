@@ -101,7 +101,8 @@ async def destroy(request: Request, dea: Dea) -> Response:
 
 
 TRANSFER_FIELDS = ("receiver_dea_number", "receiver_name", "street", "city", "state", "postal_code",
-                   "invoice_number", "occurred_at", "late_reason", "form_key", "witness_username")
+                   "invoice_number", "occurred_at", "late_reason", "form_key", "witness_username",
+                   "receiver_registration_expires_on", "receiver_schedules")  # issue 19: the receiver's registration
 
 
 LOSS_FIELDS = ("discovered_at", "loss_type", "police_notified", "police_department", "police_report_number",
@@ -140,9 +141,13 @@ def _transfer(page: Page, form: Form) -> Response:
     occurred = parse_local_time(values["occurred_at"], page.tz, field="occurred_at", errors=errors)
     if errors:
         return _transfer_page(page, values=values, errors=errors, status=422)
+    # Issue 19: the receiver's registration, as on its certificate: expiry and schedules ("3N 4 5").
+    schedules = tuple(x for x in values["receiver_schedules"].replace(",", " ").split() if x) or None
     cmd = TransferStock(tuple(values["vial_ids"]), values["receiver_dea_number"], values["receiver_name"],
                         AddressInput(values["street"], values["city"], values["state"], values["postal_code"]),
-                        values["invoice_number"], occurred, late_reason=form.optional("late_reason"))
+                        values["invoice_number"], occurred, late_reason=form.optional("late_reason"),
+                        receiver_registration_expires_on=form.optional("receiver_registration_expires_on"),
+                        receiver_schedules=schedules)
     # Stock leaves the registrant: a second person checks it against the invoice and signs here.
     from api.web.witness import witness_from_form
     from ledger.services import request_fields
@@ -161,6 +166,8 @@ def _transfer(page: Page, form: Form) -> Response:
         name = name.replace("receiver_address-", "")
         if name.startswith("vial_ids"):
             name = "vial_ids"
+        if name.startswith("receiver_schedules"):
+            name = "receiver_schedules"
         if name == "witness":
             name = "witness_username"
         errors.add(name, exc.reason)

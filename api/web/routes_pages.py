@@ -175,9 +175,11 @@ def _receive(page: Page, form: Form) -> Response:
         errors.add("scan", "scan each carton, or type a line below")
     cmd_lines = []
     for i, ln in kept:
-        containers = whole_number(ln["containers"])
-        if containers is None:
-            errors.add(f"lines-{i}-containers", "enter a whole number of containers")
+        # issue 19: what the page counts are packages (a scanned carton is one package of its
+        # units, not one vial); a product with one unit per package receives that unit
+        packages = whole_number(ln["containers"])
+        if packages is None:
+            errors.add(f"lines-{i}-containers", "enter a whole number of packages (cartons, kits)")
         extra = {}
         if "serials" in _LINE_INPUT_FIELDS and ln["serials"]:  # issue 3: DSCSA serials on receipts
             extra["serials"] = tuple(ln["serials"].split())
@@ -186,11 +188,10 @@ def _receive(page: Page, form: Form) -> Response:
         if "invoiced_containers" in _LINE_INPUT_FIELDS and ln.get("invoiced"):
             invoiced = whole_number(ln["invoiced"])
             if invoiced is not None:
-                extra["invoiced_containers"] = invoiced
+                extra["invoiced_packages"] = invoiced
             else:
-                errors.add(f"lines-{i}-invoiced", "enter the number of containers on the invoice")
-        cmd_lines.append(ReceivedLineInput(ln["ndc"], containers or 0,
-                                           ln["lot"], ln["expiry"], **extra))
+                errors.add(f"lines-{i}-invoiced", "enter the number of packages on the invoice")
+        cmd_lines.append(ReceivedLineInput(ln["ndc"], None, ln["lot"], ln["expiry"], packages=packages or 0, **extra))
     if errors:
         return _receive_page(page, values=values, lines=lines, errors=errors, status=422)
     more = {}
@@ -208,7 +209,8 @@ def _receive(page: Page, form: Form) -> Response:
             k = int(name.split("-")[1])
             if k < len(kept):
                 name = f"lines-{kept[k][0]}-" + "-".join(name.split("-")[2:])
-            name = name.replace("-invoiced_containers", "-invoiced")
+            name = name.replace("-invoiced_packages", "-invoiced").replace("-invoiced_containers", "-invoiced")
+            name = name.replace("-packages", "-containers")  # the form's field for the packages
         errors.add(name, msg)
         return _receive_page(page, values=values, lines=lines, errors=errors, status=exc.status)
     return saved_redirect(page, res)
@@ -244,14 +246,17 @@ async def stock(request: Request, dea: Dea, received: int | None = None) -> Resp
 # --- reports -----------------------------------------------------------------------------------
 
 
-def _report_kinds() -> list[tuple[str, str]]:
+def _report_kinds(roles: frozenset[str] | None = None) -> list[tuple[str, str]]:
+    """(name, title) of the report kinds; with ``roles``, only those they may read (a kind's
+    ``readers``, issue 20: the patient-access log is the compliance officer's)."""
     from reports.base import KINDS, kind_named
 
     try:
         kind_named("receiving")  # registers the kinds
     except LedgerError:
         pass
-    return [(k.name, k.title) for k in KINDS.values()]
+    return [(k.name, k.title) for k in KINDS.values()
+            if roles is None or k.readers is None or roles & k.readers]
 
 
 @router.get("/ui/{dea}/reports", name="web_reports")
@@ -259,8 +264,19 @@ async def reports(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "reports")
     today = page.local_now().date()
     values = {"start": today.replace(day=1).isoformat(), "end": today.isoformat(), "paper": "letter"}
-    return page.render("reports.html", kinds=_report_kinds(), values=values,
+    return page.render("reports.html", kinds=_report_kinds(page.roles), values=values,
                        signing=await run_in_threadpool(_has_report_key, request.app.state.ledger, dea))
+
+
+def _kind_readers(name: str) -> frozenset[str] | None:
+    """The roles a report kind is narrowed to (``ReportKind.readers``), None for any reader of
+    reports (and for a kind that does not exist: building it names that)."""
+    from reports.base import kind_named
+
+    try:
+        return kind_named(name).readers
+    except LedgerError:
+        return None
 
 
 def _has_report_key(ledger: Any, dea: str) -> bool:
@@ -281,6 +297,12 @@ async def report_download(request: Request, dea: Dea) -> Response:
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
     values = {k: form.text(k) for k in ("kind", "start", "end", "paper")}
+    readers = _kind_readers(values["kind"])
+    if readers is not None and not page.roles & readers:  # issue 20: the patient-access log, as on /v1
+        errors = Errors()
+        errors.add("kind", f"the {values['kind']} report is for the roles {', '.join(sorted(readers))}")
+        return page.render("reports.html", status=403, kinds=_report_kinds(page.roles), values=values, errors=errors,
+                           signing=True)
     # Reports print the book (the audit's ending figures, the stock chart): a read of the book.
     await run_in_threadpool(note_stock_read, request, request.app.state.ledger, page.principal, "report download")
     from reports.base import build_report
@@ -294,7 +316,7 @@ async def report_download(request: Request, dea: Dea) -> Response:
         name, msg = error_of(exc, {"period": "start", "from": "start", "to": "end", "registrant": "form"})
         errors = Errors()
         errors.add(name if name in values else "form", msg)
-        return page.render("reports.html", status=exc.status if exc.status < 500 else 422, kinds=_report_kinds(),
+        return page.render("reports.html", status=exc.status if exc.status < 500 else 422, kinds=_report_kinds(page.roles),
                            values=values, errors=errors, signing=True)
     filename = f"csledger-{values['kind']}-{dea}-{values['start']}-to-{values['end']}.pdf"
     return Response(pdf, media_type="application/pdf",

@@ -38,6 +38,12 @@ class AddProduct:
     form: str
     strength_mg_per_ml: str
     container_ml: str
+    #: Issue 19, package hierarchy: what a unit is ("vial", "nasal_spray_device",
+    #: "prefilled_syringe"), the unit's own NDC and the units in one package of ``ndc``. None:
+    #: taken from csledger's NDC reference when it holds the NDC, else a vial, one per package.
+    unit_kind: str | None = None
+    unit_ndc: str | None = None
+    units_per_package: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,12 @@ class ReceivedLineInput:
     invoiced_containers: int | None = None
     #: Receive suspect product straight into quarantine.
     quarantine: bool = False
+    #: Issue 19: packages (cartons, kits) received, as the invoice lists them; then ``containers``
+    #: may be None (or the units, packages x units per package, as a check) and scans, GTIN and
+    #: serials name the packages. Without it the line is in units, as before.
+    packages: int | None = None
+    #: Packages the invoice lists, to check against what arrived.
+    invoiced_packages: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,9 @@ class CountLineInput:
     sealed_containers: int
     open_containers: int = 0
     open_ml: str = "0.00"
+    #: Issue 19: sealed packages (cartons) counted as packages, their units exact; sealed units
+    #: outside a sealed package stay in ``sealed_containers``.
+    sealed_packages: int = 0
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,10 @@ class TransferStock:
     invoice_number: str
     occurred_at: datetime
     late_reason: str | None = None
+    #: Issue 19: the receiver's DEA registration (expiry YYYY-MM-DD, schedules): required; a
+    #: transfer to an expired registration or one without the products' schedule is refused.
+    receiver_registration_expires_on: str | None = None
+    receiver_schedules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +288,11 @@ class ReturnStock:
     invoice_number: str
     occurred_at: datetime
     late_reason: str | None = None
+    #: Issue 19: the recipient's DEA registration (expiry YYYY-MM-DD, schedules). A supplier
+    #: recorded here (by its DEA number) is checked against its recorded registration, and these
+    #: may be left out; a reverse distributor (or a supplier not recorded) must give them.
+    recipient_registration_expires_on: str | None = None
+    recipient_schedules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -352,3 +376,82 @@ class RegisterPrescriber:
     state_license_number: str
     state_license_state: str
     staff_id: str | None = None
+
+
+# --- preparations and infusions (issue 19, preparations part) ---------------------------------
+
+
+@dataclass(frozen=True)
+class MakePreparation:
+    """A bag or syringe-pump syringe prepared for one patient's infusion: the vial draws
+    (product mL), the diluent and its mL, the container and its final mL. ``started_at`` is the
+    start of preparation (its 4-hour beyond-use time runs from it)."""
+
+    patient_id: str
+    prescriber_dea_number: str
+    weight_kg: str
+    ordered_mg_per_kg: str
+    draws: tuple[DrawInput, ...]
+    diluent: str
+    diluent_ml: str
+    container: str  # "bag" | "syringe"
+    final_ml: str
+    started_at: datetime
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class InfusePreparation:
+    """The infusion from a preparation, as the pump reports it (``ml_infused``: diluted mL)."""
+
+    preparation_id: str
+    ml_infused: str
+    started_at: datetime
+    ended_at: datetime
+    stop_reason: str | None = None  # why it stopped before the final volume, if it did
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WastePreparation:
+    """What is left of a preparation, wasted before a witness. ``ml_remaining`` is the diluted
+    volume discarded as measured (a record only: what was wasted is mg - mg given); ``reason``
+    is required when the preparation was never infused."""
+
+    preparation_id: str
+    method: str
+    occurred_at: datetime
+    ml_remaining: str | None = None
+    reason: str | None = None
+    late_reason: str | None = None
+
+
+# --- esketamine (Spravato) sessions (issue 19, esketamine part) ---------------------------------
+
+
+@dataclass(frozen=True)
+class RecordEsketamineSession:
+    """A nasal-spray session: the devices used (by id, each whole), the dose (56 or 84 mg), when
+    the patient self-administered (the first device) and the observation after it (>= 2 h)."""
+
+    patient_id: str
+    prescriber_dea_number: str
+    device_ids: tuple[str, ...]
+    dose_mg: str
+    administered_at: datetime
+    observation_started_at: datetime
+    observation_ended_at: datetime
+    late_reason: str | None = None
+
+
+# --- package hierarchy (issue 19, packages part) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenPackage:
+    """Open a sealed package (carton, kit) before a witness and record the units found in it."""
+
+    package_id: str
+    units_found: int
+    occurred_at: datetime
+    late_reason: str | None = None

@@ -48,6 +48,16 @@ class ProductDescription:
     form: str  # finished form, e.g. "injection"
     strength_mg_per_ml: Decimal
     container_ml: Decimal
+    # Issue 19, package hierarchy: ``ndc`` is the package's NDC (carton, box, kit); a unit is one
+    # tracked container (a ``vials`` row) of ``container_ml`` at ``strength_mg_per_ml``. Defaults
+    # keep entries recorded before meaning what they meant: a unit was a vial, one per package.
+    unit_kind: str = "vial"  # "vial" | "nasal_spray_device" | "prefilled_syringe"
+    unit_ndc: str | None = None  # the unit's own NDC (21 CFR 201.25), when it has one
+    units_per_package: int = 1  # units in one package of the package NDC ``ndc``
+
+
+#: What a unit of a product may be (``ProductDescription.unit_kind``).
+UNIT_KINDS = ("vial", "nasal_spray_device", "prefilled_syringe")
 
 
 # --- reference data ---------------------------------------------------------------------------
@@ -215,6 +225,16 @@ class ReceivedLine:
     invoiced_containers: int | None = None
     #: Suspect product is received straight into quarantine: on hand, never drawn from.
     quarantined: bool = False
+    # Issue 19, package hierarchy: a line received in packages (cartons, kits), as the invoice and
+    # the DSCSA data speak of them. ``containers`` stays the units (commercial containers, 21 CFR
+    # 1300.01: vials, devices), ``vial_ids`` one per unit, package by package; ``package_ids`` one
+    # per package (carton GTIN + serial, or csledger's number); ``gtin``/``serials`` then name the
+    # packages. Units of a package of more than one stay in it, sealed, until a witnessed
+    # ``package_opened``. Absent (None) on lines received unit by unit, as every line before.
+    packages: int | None = None
+    units_per_package: int = 1
+    invoiced_packages: int | None = None
+    package_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,7 +266,8 @@ class StockReceived(Event):
 
 
 # --- clinic operations (issue 3) ----------------------------------------------------------------
-# Quantities follow the module's scales (mL, mg, kg, mg/kg, mg/mL: 2 decimals). Every entry that
+# Quantities follow the module's scales (mg, kg, mg/kg, mg/mL: 2 decimals; mL measured by a person:
+# 2 decimals when exact to 0.01, else 3, ``quantities.parse_volume``, issue 19). Every entry that
 # moves stock copies the product, so it reads alone; patients appear only as an id and a keyed
 # commitment (HMAC) of name and address: the names live in the encrypted registry, never here.
 
@@ -375,6 +396,10 @@ class CountedLine:
     expected_ml: Decimal
     difference_ml: Decimal  # counted - expected, signed text
     discrepancy_id: str | None
+    #: Issue 19: sealed packages (cartons) counted as packages, whose units ``sealed_containers``
+    #: includes, and the sealed packages the book held.
+    sealed_packages: int = 0
+    expected_sealed_packages: int = 0
 
 
 @dataclass(frozen=True)
@@ -458,6 +483,8 @@ class DestroyedItem:
     full_package: bool
     ml: Decimal
     mg: Decimal
+    #: Issue 19: the sealed package (carton) the unit was destroyed in, whole, if it was.
+    package_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -481,6 +508,8 @@ class MovedVial:
     lot: str
     expiry: date
     ml: Decimal
+    #: Issue 19: the sealed package (carton) the unit moved in, whole, if it did.
+    package_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -498,6 +527,9 @@ class StockTransferred(Event):
     year_transfer_units: Decimal
     year_total_units: Decimal
     late_reason: str | None = None
+    #: Issue 19: the receiver's DEA registration the transfer was checked against (current on
+    #: the day, covering the products' schedules); None on transfers recorded before.
+    receiver_registration: DeaRegistration | None = None
 
 
 @dataclass(frozen=True)
@@ -512,6 +544,12 @@ class StockReturned(Event):
     invoice_number: str
     vials: tuple[MovedVial, ...]
     late_reason: str | None = None
+    #: Issue 19: the recipient's DEA registration the return was checked against (current on the
+    #: day, covering the products' schedules); for a recorded supplier, its ``supplier_id`` and
+    #: DSCSA authorized-trading-partner status as recorded then. None on returns recorded before.
+    recipient_registration: DeaRegistration | None = None
+    supplier_id: str | None = None
+    authorized_trading_partner: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -752,3 +790,166 @@ class PrescriberRegistered(Event):
 
 
 EVENT_TYPES.update({PrescriberRegistered.kind: PrescriberRegistered})
+
+
+# --- preparations and infusions (issue 19, preparations part) ---------------------------------
+# A diluted infusion: ketamine drawn from vials into a bag or a syringe-pump syringe with a
+# diluent, then infused at a rate, the remainder wasted before a witness. The preparation stores
+# its mg (exact: the sum of mL x strength of its draws, never rounded) and its final mL; the
+# concentration is derived (mg / final mL) and never stored rounded. mg given = mg x mL infused /
+# final mL (half-even to 0.01 mg) and mg wasted = mg - mg given, so mg drawn = given + wasted
+# exactly whatever the dilution. ``product_ml_*`` split the product mL drawn the same way
+# (product mL given = mL drawn x mg given / mg, half-even to 0.001 mL; wasted = drawn - given), so
+# the audit, which counts in product mL, balances exactly too.
+
+
+@dataclass(frozen=True)
+class PreparationMade(Event):
+    """A bag or syringe prepared for one patient's infusion (USP <797> immediate use: its
+    administration begins within 4 hours of the start of preparation, ``beyond_use_at``).
+    ``draws`` take their mL off the vials now (as a direct dose's do)."""
+
+    kind: ClassVar[str] = "preparation_made"
+    preparation_id: str
+    patient_id: str
+    patient_commitment: str
+    prescriber_dea_number: str
+    prescriber_name: str
+    weight_kg: Decimal
+    ordered_mg_per_kg: Decimal
+    ordered_mg: Decimal  # weight x mg/kg, rounded half-up to 0.01 mg (as a direct dose's)
+    draws: tuple[Draw, ...]
+    ml_drawn: Decimal  # product mL, the sum of the draws
+    mg: Decimal  # exact: sum of draw mL x strength
+    diluent: str  # e.g. "0.9% sodium chloride"
+    diluent_ml: Decimal
+    container: str  # "bag" | "syringe"
+    final_ml: Decimal  # the labelled final volume the concentration is read against
+    started_at: str  # UTC text: the start of preparation (the entry's event time)
+    beyond_use_at: str  # UTC text: started_at + 4 h
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparationInfused(Event):
+    """The infusion from a preparation: started (not after its beyond-use time), stopped, and
+    the volume infused as the pump reports it (never "bag volume minus remainder": bags are
+    overfilled). A stopped-early infusion is normal; its remainder is wasted."""
+
+    kind: ClassVar[str] = "preparation_infused"
+    preparation_id: str
+    preparation_seq: int
+    patient_id: str
+    product: ProductDescription
+    ordered_mg: Decimal  # the preparation's order, copied (the dose check reads this entry alone)
+    vials_drawn: int  # the preparation's draws (each may be off by half a graduation)
+    mg: Decimal  # the preparation's, copied so the entry reads alone
+    ml_drawn: Decimal  # the preparation's product mL
+    final_ml: Decimal
+    ml_infused: Decimal  # as the pump reports it, diluted mL
+    mg_given: Decimal  # mg x ml_infused / final_ml, half-even to 0.01 mg
+    product_ml_given: Decimal  # ml_drawn x mg_given / mg, half-even to 0.001 mL (2 decimals when exact)
+    started_at: str
+    ended_at: str
+    stopped_early: bool  # ml_infused < final_ml
+    stop_reason: str | None = None
+    late_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparationWasted(Event):
+    """What is left of a preparation, wasted before a witness (a different, authenticated
+    person): mg - mg given exactly (the whole preparation when it was never infused, e.g. past
+    its beyond-use time or cancelled). Wastage, not Form 41."""
+
+    kind: ClassVar[str] = "preparation_wasted"
+    preparation_id: str
+    preparation_seq: int
+    product: ProductDescription
+    mg: Decimal  # exact: the preparation's mg - mg given
+    product_ml: Decimal  # the preparation's product mL drawn - product mL given
+    infused: bool  # False: never infused, wasted whole
+    method: str
+    ml_remaining: Decimal | None = None  # diluted mL discarded, as measured (a record; not used to count)
+    reason: str | None = None  # why a never-infused preparation is wasted
+    late_reason: str | None = None
+
+
+EVENT_TYPES.update({t.kind: t for t in (PreparationMade, PreparationInfused, PreparationWasted)})
+
+
+# --- esketamine (Spravato) sessions (issue 19, esketamine part) ---------------------------------
+# A flat-dose, device product: the patient self-administers 2 or 3 nasal-spray devices (28 mg
+# each) under a healthcare provider's direct observation, then is monitored at least 2 hours
+# (Spravato REMS). Each device is one tracked unit (a ``vials`` row), single use, taken whole:
+# it leaves the book with the session. Rules: ``ledger.domain.esketamine``.
+
+
+@dataclass(frozen=True)
+class DeviceUsed:
+    """One nasal-spray device used whole in a session."""
+
+    vial_id: str
+    lot: str
+    expiry: date
+    ml: Decimal  # the device's whole content: the product's container_ml
+    mg: Decimal  # ml x strength (28.00 for Spravato)
+
+
+@dataclass(frozen=True)
+class EsketamineSessionRecorded(Event):
+    """An esketamine nasal-spray treatment session (21 CFR 1304.22(c): date, patient, quantity,
+    who administered): the devices the patient self-administered under the direct observation of
+    the signer (``directly_observed_by``, the performer, a healthcare provider), the flat dose
+    (devices x mg per device: 56 or 84 mg), the prescriber's order, and the REMS observation
+    (at least 2 hours after administration). ``administered_at`` is the first device."""
+
+    kind: ClassVar[str] = "esketamine_session_recorded"
+    session_id: str
+    patient_id: str
+    patient_commitment: str
+    prescriber_dea_number: str
+    prescriber_name: str
+    product: ProductDescription
+    devices: tuple[DeviceUsed, ...]
+    mg_per_device: Decimal
+    dose_mg: Decimal  # len(devices) x mg_per_device
+    ml_used: Decimal  # sum of the devices' ml
+    administered_at: str  # UTC text (the entry's event time)
+    observation_started_at: str
+    observation_ended_at: str
+    directly_observed_by: str  # staff id: the signer, who watched the self-administration
+    directly_observed_by_name: str
+    late_reason: str | None = None
+
+
+EVENT_TYPES.update({EsketamineSessionRecorded.kind: EsketamineSessionRecorded})
+
+
+# --- package hierarchy: cartons opened (issue 19, packages part) -------------------------------
+
+
+@dataclass(frozen=True)
+class PackageOpened(Event):
+    """A sealed package (carton, kit) opened by one person and witnessed by a second, who record
+    the units found in it. Found units go into usable stock; the units not found (a shortfall)
+    stay on the book, unusable, under the discrepancy this entry opens (``discrepancy_id``) until a
+    manager resolves it: an accepted loss then takes them off the book (``loss_adjusted``).
+    Finding more units than the package holds is refused: they are not on the book."""
+
+    kind: ClassVar[str] = "package_opened"
+    package_id: str
+    product: ProductDescription
+    lot: str
+    expiry: date
+    receipt_seq: int  # the ``stock_received`` entry that put the package and its units on the book
+    units_per_package: int  # what the package should hold, as received
+    units_found: tuple[str, ...]  # vial ids of the units found, now usable
+    units_missing: tuple[str, ...]  # vial ids of the units not found (the shortfall)
+    discrepancy_id: str | None  # opened when units are missing
+    gtin: str | None = None
+    serial: str | None = None
+    late_reason: str | None = None
+
+
+EVENT_TYPES.update({PackageOpened.kind: PackageOpened})

@@ -222,10 +222,19 @@ def differences(description: Any) -> list[Difference]:
     container = _decimal(_get(description, "container_ml"))
     if container is not None and container != row.unit_ml:
         out.append(Difference("container_ml", f"{says}; the product says {_num(container)} mL per container"))
-    # Package figures, once products record them (issue 19's package hierarchy).
+    # Package figures, once products record them (issue 19's package hierarchy). A product added
+    # by the unit's own NDC is one unit: its "package" is the unit itself.
+    is_unit = bool(row.unit_ndc) and _key_12(row.unit_ndc) == _key_12(_get(description, "ndc_key") or ndc_text or "")
+    expected_units = 1 if is_unit else row.units_per_package
     units = _get(description, "units_per_package")
-    if isinstance(units, int) and not isinstance(units, bool) and units != row.units_per_package:
+    if isinstance(units, int) and not isinstance(units, bool) and units != expected_units:
         out.append(Difference("units_per_package", f"{says}; the product says {units} per package"))
+    unit_kind = _get(description, "unit_kind")
+    if isinstance(unit_kind, str) and unit_kind.replace("_", " ") != row.unit_kind:
+        out.append(Difference("unit_kind", f"{says}; the product says its unit is a {unit_kind.replace('_', ' ')}"))
+    unit_ndc = _get(description, "unit_ndc")
+    if isinstance(unit_ndc, str) and row.unit_ndc and _key_12(unit_ndc) != _key_12(row.unit_ndc):
+        out.append(Difference("unit_ndc", f"{says}, its unit NDC {row.unit_ndc}; the product says unit NDC {unit_ndc}"))
     mg_unit = _decimal(_get(description, "mg_per_device"))
     if mg_unit is not None and mg_unit != row.mg_per_unit:
         out.append(Difference("mg_per_device", f"{says}; the product says {_num(mg_unit)} mg per device"))

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, Protocol
 
+from ledger.domain.quantities import norm
+
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "registrants": ("dea_number",),
     "products": ("registrant", "ndc_key"),
@@ -56,7 +58,9 @@ class MemoryStateView:
         return dict(row) if row is not None else None
 
     def put(self, table: str, row: dict[str, Any]) -> None:
-        self.tables[table][key_of(table, row)] = dict(row)
+        # Quantities in the one form the database gives back (the 2-or-3 rule, issue 19):
+        # 9.635 - 0.135 is 9.500 in Decimal arithmetic and "9.50" once stored.
+        self.tables[table][key_of(table, row)] = {k: norm(v) if isinstance(v, Decimal) else v for k, v in row.items()}
 
     def delete(self, table: str, key: tuple) -> None:
         self.tables[table].pop(key, None)
@@ -67,11 +71,15 @@ def _dec(text: str) -> Decimal:
 
 
 def _vial_row(registrant: str, seq: int, vial_id: str, product: dict, lot: str, expiry: str,
-              state: str, ml: Decimal, *, gtin: str | None = None, serial: str | None = None) -> dict[str, Any]:
+              state: str, ml: Decimal, *, gtin: str | None = None, serial: str | None = None,
+              package_id: str | None = None) -> dict[str, Any]:
     # Every column, every time: ``verify --deep`` compares whole rows with their rebuild.
     return {
         "gtin": gtin,
         "serial": serial,
+        # issue 19: a unit of a sealed package stays in it (not usable alone) until it is opened
+        "package_id": package_id,
+        "packaged": package_id is not None,
         "opened_at": None,
         "opened_by": None,
         "beyond_use_date": None,
@@ -114,6 +122,12 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
     if kind in CLINICAL_KINDS:
         _apply_clinical(entry, view)
         return
+    if kind in PREPARATION_KINDS:  # issue 19: preparations and infusions
+        _apply_preparation(entry, view)
+        return
+    if kind in PACKAGE_KINDS:  # issue 19: cartons opened
+        _apply_package(entry, view)
+        return
     if kind == "registrant_registered":
         a = entry["address"]
         view.put("registrants", {
@@ -128,6 +142,9 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
             "drug_code": p["drug_code"], "schedule": p["schedule"], "form": p["form"],
             "strength_mg_per_ml": _dec(p["strength_mg_per_ml"]),
             "container_ml": _dec(p["container_ml"]), "added_seq": seq,
+            # issue 19: products added before were vials, one per package
+            "unit_kind": p.get("unit_kind", "vial"), "unit_ndc": p.get("unit_ndc"),
+            "units_per_package": p.get("units_per_package", 1),
         })
     elif kind == "supplier_added":
         a = entry["address"]
@@ -181,6 +198,9 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
             "invoice_number": entry["invoice_number"], "seq": seq,
         })
         for line in entry["lines"]:
+            if line.get("packages") is not None and line.get("units_per_package", 1) > 1:
+                _receive_packages(reg, seq, line, view)  # issue 19: cartons, their units inside
+                continue
             serials = line.get("serials") or [None] * len(line["vial_ids"])
             for vial_id, serial in zip(line["vial_ids"], serials, strict=True):
                 view.put("vials", _vial_row(reg, seq, vial_id, line["product"], line["lot"],
@@ -225,6 +245,7 @@ CLINICAL_KINDS = frozenset({
     "stock_transferred", "stock_returned", "theft_or_loss_reported", "entry_corrected",
     "stock_quarantined", "quarantine_released", "document_stored",
     "breakage_recorded",  # issue 15
+    "esketamine_session_recorded",  # issue 19, esketamine part
 })
 
 
@@ -253,7 +274,14 @@ def _clinical_movements(entry: dict[str, Any]) -> Iterator[tuple[str, str, Decim
         for ln in entry["lines"]:
             ml = _dec(ln["ml"])
             yield ln["vial_id"], ln["product"]["ndc_key"], ml if ln["direction"] == "add" else -ml
+    elif kind == "preparation_made":  # issue 19: a bag or syringe drawn from vials
+        for d in entry["draws"]:
+            yield d["vial_id"], d["product"]["ndc_key"], -_dec(d["ml"])
+    elif kind == "esketamine_session_recorded":  # issue 19: each device leaves whole
+        for d in entry["devices"]:
+            yield d["vial_id"], entry["product"]["ndc_key"], -_dec(d["ml"])
     # dose_wasted moves nothing: the waste left the vial with the draw, and is counted once, here.
+    # So do preparation_infused and preparation_wasted: the draw took the mL at preparation time.
 
 
 def _vial(view: StateView, reg: str, vial_id: str) -> dict[str, Any]:
@@ -399,6 +427,112 @@ def _apply_clinical(entry: dict[str, Any], view: StateView) -> None:
                 view.put("vials", v)
             else:
                 _take(view, reg, seq, a["vial_id"], _dec(a["ml"]), "lost")
+    elif kind == "esketamine_session_recorded":  # issue 19: single-use devices, used whole
+        # Never "opened": a device is on hand whole or gone, so a correction that puts a
+        # wrongly named device back makes it sealed again.
+        for d in entry["devices"]:
+            _take(view, reg, seq, d["vial_id"], _dec(d["ml"]), "empty")
     elif kind == "document_stored":
         view.put("documents", {"registrant": reg, "sha256": entry["sha256"], "media_type": entry["media_type"],
                                "title": entry["title"], "size_bytes": entry["size_bytes"], "seq": seq})
+
+
+# --- preparations and infusions (issue 19) ------------------------------------------------------
+# One row per preparation: its figures as the entries' exact text (never a rounded column, so a
+# later change of the mL scale cannot round them), its state, and what its infusion and waste
+# recorded. Rebuilt and compared by ``verify --deep`` like every projection.
+
+PRIMARY_KEYS["preparations"] = ("registrant", "preparation_id")
+
+PREPARATION_KINDS = frozenset({"preparation_made", "preparation_infused", "preparation_wasted"})
+
+
+def _apply_preparation(entry: dict[str, Any], view: StateView) -> None:
+    reg, seq, kind = entry["registrant"], entry["seq"], entry["kind"]
+    actor = entry["signatures"][0]["staff_id"] if entry["signatures"] else None
+    if kind == "preparation_made":
+        for d in entry["draws"]:
+            v = _vial(view, reg, d["vial_id"])
+            if d["opened_vial"]:
+                v.update(state="open", opened_at=entry["occurred_at"], opened_by=actor,
+                         beyond_use_date=d["beyond_use_date"])
+            v["ml_left"] = v["ml_left"] - _dec(d["ml"])
+            if v["ml_left"] == 0:
+                v["state"] = "empty"
+            v["last_seq"] = seq
+            view.put("vials", v)
+        view.put("preparations", {
+            "registrant": reg, "preparation_id": entry["preparation_id"], "seq": seq,
+            "patient_id": entry["patient_id"], "prepared_by": actor,
+            "ndc_key": entry["draws"][0]["product"]["ndc_key"], "container": entry["container"],
+            "ml_drawn": entry["ml_drawn"], "mg": entry["mg"], "final_ml": entry["final_ml"],
+            "started_at": entry["started_at"], "beyond_use_at": entry["beyond_use_at"], "status": "prepared",
+            "infused_seq": None, "ml_infused": None, "mg_given": None, "product_ml_given": None,
+            "infusion_started_at": None, "infusion_ended_at": None, "wasted_seq": None, "mg_wasted": None,
+        })
+        return
+    row = view.get("preparations", (reg, entry["preparation_id"]))
+    if row is None:
+        raise ValueError(f"unknown preparation {entry['preparation_id']!r}")
+    if kind == "preparation_infused":
+        row.update(status="infused", infused_seq=seq, ml_infused=entry["ml_infused"], mg_given=entry["mg_given"],
+                   product_ml_given=entry["product_ml_given"], infusion_started_at=entry["started_at"],
+                   infusion_ended_at=entry["ended_at"])
+    else:
+        row.update(status="wasted", wasted_seq=seq, mg_wasted=entry["mg"])
+    view.put("preparations", row)
+
+
+# --- package hierarchy (issue 19, packages part) ------------------------------------------------
+# A receipt line in packages of more than one unit puts each package in ``packages`` and each of
+# its units in ``vials`` (sealed, ``packaged``: not usable alone). ``package_opened`` frees the
+# units found; the missing ones stay packaged (on the book, unusable) until a manager's
+# resolution of the discrepancy takes them off (``loss_adjusted``). Nothing here moves stock:
+# the units came onto the book with the receipt.
+
+PRIMARY_KEYS["packages"] = ("registrant", "package_id")
+
+PACKAGE_KINDS = frozenset({"package_opened"})
+
+
+def _receive_packages(reg: str, seq: int, line: dict[str, Any], view: StateView) -> None:
+    per = line["units_per_package"]
+    serials = line.get("serials") or [None] * len(line["package_ids"])
+    state = "quarantined" if line.get("quarantined") else "sealed"
+    ml = _dec(line["product"]["container_ml"])
+    for k, (package_id, serial) in enumerate(zip(line["package_ids"], serials, strict=True)):
+        view.put("packages", {
+            "registrant": reg, "package_id": package_id, "ndc_key": line["product"]["ndc_key"],
+            "lot": line["lot"], "expiry": line["expiry"], "gtin": line.get("gtin") if serial else None,
+            "serial": serial, "units_per_package": per, "received_seq": seq, "opened_seq": None,
+            "units_found": None, "discrepancy_id": None,
+        })
+        for vial_id in line["vial_ids"][k * per:(k + 1) * per]:
+            view.put("vials", _vial_row(reg, seq, vial_id, line["product"], line["lot"], line["expiry"], state, ml,
+                                        package_id=package_id))
+
+
+def _apply_package(entry: dict[str, Any], view: StateView) -> None:
+    reg, seq = entry["registrant"], entry["seq"]
+    row = view.get("packages", (reg, entry["package_id"]))
+    if row is None:
+        raise ValueError(f"unknown package {entry['package_id']!r}")
+    row.update(opened_seq=seq, units_found=len(entry["units_found"]), discrepancy_id=entry["discrepancy_id"])
+    view.put("packages", row)
+    for vial_id in entry["units_found"]:
+        v = _vial(view, reg, vial_id)
+        v.update(packaged=False, last_seq=seq)
+        view.put("vials", v)
+    if entry["discrepancy_id"] is not None:
+        # The opening is the count of the package: the same discrepancy a count opens, resolved
+        # the same way by a manager who was neither the opener nor the witness.
+        ml = _dec(entry["product"]["container_ml"])
+        expected, found = entry["units_per_package"], len(entry["units_found"])
+        view.put("discrepancies", {
+            "registrant": reg, "discrepancy_id": entry["discrepancy_id"], "count_seq": seq,
+            "ndc_key": entry["product"]["ndc_key"], "expected_ml": expected * ml, "counted_ml": found * ml,
+            "difference_ml": (found - expected) * ml, "expected_sealed_containers": expected,
+            "counted_sealed_containers": found,
+            "counters": json.dumps([sig["staff_id"] for sig in entry["signatures"]]),
+            "status": "open", "category": None, "resolved_seq": None,
+        })

@@ -56,3 +56,40 @@ def receipt_refusal(supplier: dict, on: date, product_schedules: Iterable[str]) 
             return (f"{name}'s registration covers schedules {', '.join(s for s in SCHEDULES if s in held) or 'none'}, "
                     f"not Schedule {schedule}: it may not distribute this product")
     return None
+
+
+# --- recipients of transfers and returns (issue 19) ------------------------------------------
+# Stock leaves the clinic only to a registrant allowed to receive it:
+# - a transfer goes to another practitioner registered to dispense (21 CFR 1307.11(a)(1); the 5 %
+#   rule is the transfer service's);
+# - a return goes to the supplier (a registered distributor) or to a reverse distributor
+#   registered to accept controlled substances for destruction (21 CFR Part 1317, 1317.10);
+# in both, a registration current on the day (21 CFR 1301.13) covering the product's schedule
+# (21 CFR 1301.13(e): a registration names the schedules its holder may handle).
+
+#: What a refusal is about, so the caller names the field: the expiry or the schedules.
+EXPIRED, SCHEDULES_NOT_COVERED = "expired", "schedules"
+
+
+def recipient_refusal(name: str, dea_number: str, expires_on: date | str, schedules: Iterable[str], on: date,
+                      product_schedules: Iterable[str], *, what: str) -> tuple[str, str] | None:
+    """Why stock of ``product_schedules`` may not leave to a recipient whose registration
+    ``dea_number`` expires on ``expires_on`` and lists ``schedules``, on the clinic's local day
+    ``on``: ``(EXPIRED | SCHEDULES_NOT_COVERED, text)``, or None. ``what`` is "transfer" or
+    "return" (the rule cited). Shared by the services and ``verify --deep``'s rules replay."""
+    expires = expires_on if isinstance(expires_on, date) else date.fromisoformat(str(expires_on))
+    rule = ("21 CFR 1307.11: a practitioner transfers only to another currently registered practitioner"
+            if what == "transfer" else
+            "21 CFR 1301.11, Part 1317: stock is returned only to a currently registered distributor or reverse "
+            "distributor")
+    if expires < on:
+        return EXPIRED, (f"{name}'s DEA registration {dea_number} expired on {expires.isoformat()}, before this {what} "
+                         f"({on.isoformat()}) ({rule}); record its renewed registration")
+    held = {s for s in schedules if s}
+    for schedule in sorted(set(product_schedules)):
+        if not COVERING.get(schedule, {schedule}) & held:
+            return SCHEDULES_NOT_COVERED, (
+                f"{name}'s DEA registration {dea_number} covers schedules "
+                f"{', '.join(s for s in SCHEDULES if s in held) or 'none'}, not Schedule {schedule}: it may not "
+                f"receive this product ({rule})")
+    return None

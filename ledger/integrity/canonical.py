@@ -1,8 +1,9 @@
 """The canonical bytes of an entry: RFC 8785 (JSON Canonicalization Scheme), UTF-8.
 
-Contract (docs/architecture.md, "Integrity contracts"): no floats anywhere. Quantities are decimal strings at a fixed scale
-(see ``quantities``), times are UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, integers are only used for
-counts, ``seq`` and ``schema_version``. ``to_json_value`` turns domain values into that shape and
+Contract (docs/architecture.md, "Integrity contracts"): no floats anywhere. Quantities are decimal
+strings at their field's scale (see ``quantities``; mL by the 2-or-3 rule since issue 19: "10.00",
+"0.365"), times are UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, integers are only used for counts,
+``seq`` and ``schema_version``. ``to_json_value`` turns domain values into that shape and
 refuses anything else, so a float can never reach the hash.
 """
 

@@ -58,13 +58,20 @@ COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kin
     "record_registration_expiry": ("registration_expiry_recorded",),
     "certify_report_key": ("report_key_certified",),  # issue 18: the report signing key
     "register_prescriber": ("prescriber_registered",),  # issue 19
+    "record_esketamine_session": ("esketamine_session_recorded",),  # issue 19, esketamine part
+    # issue 19, preparations part: a diluted infusion's preparation, its infusion and its waste
+    "make_preparation": ("preparation_made",), "infuse_preparation": ("preparation_infused",),
+    "waste_preparation": ("preparation_wasted",),
+    "open_package": ("package_opened",),  # issue 19, package hierarchy: a carton opened, witnessed
 }.items()}
 
 
 #: Entries whose every vial the signed command names itself (not chosen by the server: a receipt
 #: numbers new vials, a waste or a loss adjustment finds its vials from other records).
 NAMES_ITS_VIALS = frozenset({"dose_administered", "stock_destroyed", "stock_transferred", "stock_returned",
-                             "breakage_recorded", "entry_corrected", "stock_quarantined", "quarantine_released"})
+                             "breakage_recorded", "entry_corrected", "stock_quarantined", "quarantine_released",
+                             "esketamine_session_recorded",
+                             "preparation_made"})  # issue 19: a preparation's draws
 
 
 def _vials(value: Any, out: set[str]) -> set[str]:

@@ -17,6 +17,9 @@ interfaces call ``services.<command>``:
 - ``corrections``     corrections that reference the corrected entry
 - ``quarantine``      stock held back and released
 - ``prescribers``     who may order a dose: registered prescribers (issue 19)
+- ``preparations``    diluted infusions: a bag or syringe prepared, infused, its remainder wasted (issue 19)
+- ``esketamine``      esketamine (Spravato) nasal-spray sessions: whole devices, REMS (issue 19)
+- ``packages``        receipts in packages (cartons, kits) and their witnessed opening (issue 19)
 - ``documents``       stored documents (invoices, form copies), by SHA-256
 - ``common``          the checks every command shares, and ``run`` (one command, one transaction)
 
@@ -48,6 +51,8 @@ from ledger.services.documents import (
     read_document,
     store_document,
 )
+from ledger.services.esketamine import record_esketamine_session  # issue 19
+from ledger.services.packages import open_package  # issue 19
 from ledger.services.patients import (
     change_patient_details,
     check_patient_key,
@@ -55,6 +60,11 @@ from ledger.services.patients import (
     read_patient,
     register_patient,
     verify_patient_key,
+)
+from ledger.services.preparations import (  # issue 19
+    infuse_preparation,
+    make_preparation,
+    waste_preparation,
 )
 from ledger.services.prescribers import register_prescriber
 from ledger.services.quarantine import quarantine_stock, release_quarantine
@@ -85,8 +95,11 @@ __all__ = [
     "destroy_stock",
     "enroll_staff",
     "grant_role",
+    "infuse_preparation",
+    "make_preparation",
     "next_business_day",
     "notice_deadlines",
+    "open_package",
     "product_copy",
     "quarantine_stock",
     "document_media_type",
@@ -95,6 +108,7 @@ __all__ = [
     "receive_stock",
     "record_supplier_registration",
     "record_breakage",
+    "record_esketamine_session",
     "record_waste",
     "register_patient",
     "register_prescriber",
@@ -112,4 +126,5 @@ __all__ = [
     "take_inventory",
     "transfer_stock",
     "verify_patient_key",
+    "waste_preparation",
 ]

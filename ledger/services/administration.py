@@ -15,9 +15,10 @@ from ledger.domain.commands import (
     RecordWaste,
 )
 from ledger.domain.errors import Conflict, InvalidInput, NotFound
+from ledger.domain.esketamine import is_device
 from ledger.domain.identifiers import parse_dea_number
 from ledger.domain.principal import Meaning, Principal, Role
-from ledger.domain.quantities import parse_amount, q2
+from ledger.domain.quantities import norm, parse_amount, parse_volume, q2
 from ledger.integrity.canonical import format_time
 from ledger.services.common import (
     FUTURE_TOLERANCE,
@@ -25,6 +26,7 @@ from ledger.services.common import (
     aware,
     current_policy,
     event_time,
+    product_from_row,
     product_of_vial,
     registrant_tz,
     request_fields,
@@ -47,6 +49,10 @@ def _usable(ctx: CommandContext, v: dict, on: date, *, field: str) -> None:
     """Refuse stock that may not be drawn from: quarantined, expired lot, past beyond-use date."""
     if v["state"] == "quarantined":
         raise Conflict(f"vial {v['vial_id']} is in quarantine; nothing may be drawn from it", field=field)
+    product = ctx.view.get("products", (ctx.registrant, v["ndc_key"]))
+    if product is not None and is_device(product):  # issue 19: a device is used whole, in a session
+        raise InvalidInput(f"{v['vial_id']} is a nasal-spray device of {product['name']}: nothing is drawn from it; "
+                           "record an esketamine session (POST .../esketamine-sessions)", field=field)
     if on > date.fromisoformat(v["expiry"]):
         raise Conflict(f"vial {v['vial_id']} is from a lot that expired on {v['expiry']}", field=field)
     if v["beyond_use_date"] is not None and on > date.fromisoformat(v["beyond_use_date"]):
@@ -81,9 +87,9 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
             raise InvalidInput("must be a vial id", field=f"draws[{i}].vial_id")
         if any(d.vial_id == x[0] for x in draws_in):
             raise InvalidInput(f"vial {d.vial_id} is drawn from twice; give one line per vial", field=f"draws[{i}].vial_id")
-        draws_in.append((d.vial_id, parse_amount(d.ml, field=f"draws[{i}].ml")))
-    drawn = sum((ml for _, ml in draws_in), ZERO)
-    given = parse_amount(cmd.ml_given, field="ml_given", allow_zero=True)
+        draws_in.append((d.vial_id, parse_volume(d.ml, field=f"draws[{i}].ml")))
+    drawn = norm(sum((ml for _, ml in draws_in), ZERO))  # 0.135 + 0.365 is "0.50", never "0.500"
+    given = parse_volume(cmd.ml_given, field="ml_given", allow_zero=True)
     if given > drawn:
         raise InvalidInput(f"{given} mL given is more than the {drawn} mL drawn", field="ml_given")
     started = aware(cmd.started_at, field="started_at")
@@ -92,7 +98,7 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
         raise InvalidInput("an infusion longer than 12 hours is not plausible", field="ended_at")
     waste_ml = waste_method = None
     if cmd.waste is not None:
-        waste_ml = parse_amount(cmd.waste.ml, field="waste.ml")
+        waste_ml = parse_volume(cmd.waste.ml, field="waste.ml")
         waste_method = text(cmd.waste.method, field="waste.method", max_len=200)
         # Waste recorded with the dose closes the dose: every mL drawn is either given or wasted
         # before the witness, or the difference would leave the record unexplained (a
@@ -151,6 +157,7 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
             raise InvalidInput(refusal, field="prescriber_dea_number")
         waste_sig = sign_witness(ctx, principal, witness) if waste_ml is not None else None
         admin_id = f"A{ctx.next_seq}"
+        # Half-up, as since issue 3 (existing entries were computed so); mg from mL is half-even (q2).
         ordered = (weight * per_kg).quantize(Decimal("0.01"), ROUND_HALF_UP)
         a = ctx.append(ev.DoseAdministered(
             administration_id=admin_id, patient_id=cmd.patient_id, patient_commitment=patient["commitment"],
@@ -179,7 +186,7 @@ def record_waste(ledger: Ledger, principal: Principal, cmd: RecordWaste, *, witn
     """Waste the remainder of an earlier administration, witnessed by a different person."""
     if not isinstance(cmd.administration_id, str) or not cmd.administration_id:
         raise InvalidInput("must be an administration id", field="administration_id")
-    ml = parse_amount(cmd.ml, field="ml")
+    ml = parse_volume(cmd.ml, field="ml")
     method = text(cmd.method, field="method", max_len=200)
 
     def build(ctx: CommandContext) -> dict:
@@ -193,9 +200,7 @@ def record_waste(ledger: Ledger, principal: Principal, cmd: RecordWaste, *, witn
             raise Conflict(f"only {remainder} mL of this dose is unaccounted for; {ml} mL cannot be wasted", field="ml")
         wsig = sign_witness(ctx, principal, witness)
         p = ctx.view.get("products", (ctx.registrant, a["ndc_key"]))
-        product = ev.ProductDescription(ndc=p["ndc"], ndc_key=p["ndc_key"], name=p["name"], drug_code=p["drug_code"],
-                                        schedule=p["schedule"], form=p["form"],
-                                        strength_mg_per_ml=p["strength_mg_per_ml"], container_ml=p["container_ml"])
+        product = product_from_row(p)
         ctx.append(ev.DoseWasted(administration_id=a["administration_id"], administration_seq=a["seq"],
                                  product=product, ml=ml, mg=q2(ml * a["strength_mg_per_ml"]), method=method,
                                  late_reason=late), signatures=[sig, wsig], occurred_at=occurred)

@@ -31,8 +31,10 @@ from sqlalchemy.engine import Connection
 
 from ledger.domain import alerts as rules
 from ledger.domain import entries as ev
+from ledger.domain.alerts import preparations as preparation_alerts  # issue 19
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from ledger.domain.principal import Meaning, Principal
+from ledger.domain.quantities import norm
 from ledger.integrity import canonical as canon
 from ledger.services.common import text
 from ledger.services.reference import enrolment_reader
@@ -126,7 +128,8 @@ def _discrepancy_views(conn: Connection, registrant: str) -> list[dict[str, Any]
     out = []
     for r in rows:
         v = rules.discrepancy_view(registrant, r["discrepancy_id"], r["count_seq"], r["counted_recorded_at"], r["ndc_key"],
-                                   Decimal(r["expected_ml"]), Decimal(r["counted_ml"]), Decimal(r["difference_ml"]),
+                                   norm(Decimal(r["expected_ml"])), norm(Decimal(r["counted_ml"])),
+                                   norm(Decimal(r["difference_ml"])),
                                    json.loads(r["counters"]))
         if r["status"] == "resolved":
             v.update(status="resolved", resolved_seq=r["resolved_seq"], resolved_category=r["category"])
@@ -294,7 +297,7 @@ def clinical_wastes(entries: Sequence[dict[str, Any]]) -> list[rules.Waste]:
         out.append(rules.Waste(seq=a["seq"], staff_id=who, witness_id=wit, at=at, drawn_mg=_drawn_mg(a),
                                wasted_mg=sum((Decimal(w["mg"]) for w in ws), Decimal(0)),
                                waste_seqs=tuple(w["seq"] for w in ws)))
-    return out
+    return sorted(out + preparation_alerts.preparation_wastes(entries), key=lambda w: w.seq)  # issue 19: bags too
 
 
 def clinical_draws(entries: Sequence[dict[str, Any]]) -> list[rules.Activity]:
@@ -304,7 +307,7 @@ def clinical_draws(entries: Sequence[dict[str, Any]]) -> list[rules.Activity]:
         who = rules.performer(a)
         if who is not None:
             out.append(rules.Activity(a["seq"], who, canon.parse_time(a["occurred_at"]), _drawn_mg(a)))
-    return out
+    return sorted(out + preparation_alerts.preparation_draws(entries), key=lambda a: a.seq)  # issue 19: bags too
 
 
 def _reported_discrepancies(entries: Sequence[dict[str, Any]]) -> set[str]:
@@ -333,6 +336,7 @@ def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
             out.append(c)
     out.extend(rules.outside_hours_by_day(entries, now, pol, tz))
     out.extend(rules.unreconciled(entries, now, pol))
+    out.extend(preparation_alerts.unreconciled_preparations(entries, now, pol))  # issue 19
     out.extend(rules.expired_stock(vials, now, tz))
     wastes = clinical_wastes(entries)
     if wastes:
@@ -375,8 +379,10 @@ def scan(ledger: Ledger, registrant: str, *, now: datetime | None = None,
             raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
         tz = time_zone(conn, registrant)
         known = set(conn.execute(sa.select(alerts_t.c.alert_key).where(alerts_t.c.registrant == registrant)).scalars())
-        vials = [dict(r) for r in conn.execute(sa.text("SELECT * FROM vials WHERE registrant = :r"),
-                                               {"r": registrant}).mappings()]
+        # Plain SQL, no column types: PostgreSQL's NUMERIC(18, 3) gives "10.000", put back in the
+        # entries' form (the 2-or-3 rule, issue 19) before it reaches an alert's figures.
+        vials = [{k: norm(v) if isinstance(v, Decimal) else v for k, v in r.items()}
+                 for r in conn.execute(sa.text("SELECT * FROM vials WHERE registrant = :r"), {"r": registrant}).mappings()]
     found = [c for c in evaluate(entries, now, tz, policy, vials) if c.alert_key not in known]
     result = ScanResult(registrant, candidates=len(found))
     result.raised = raise_alerts(ledger, registrant, found)

@@ -31,8 +31,12 @@ Periods and boundaries (per NDC). An entry belongs to the period when its event 
   physical count at or before ``start`` is followed by no movement of the product up to ``start``
   (then the counted figure is used), else ``book``. An initial inventory taken inside the period
   brings stock under account and is added to the beginning inventory.
+- An esketamine session (issue 19) administers its devices whole: their mL is both drawn and
+  administered (nothing is left to waste), and the containers column counts devices.
 - Administered is what was **given** (from the administration); wasted comes from the
-  ``dose_wasted`` entries only (counted once). A dose drawn but neither given nor wasted is
+  ``dose_wasted`` entries only (counted once). A diluted preparation (issue 19) is drawn by its
+  ``preparation_made`` entry; its infusion counts as administered the product mL its mg given
+  stand for (``product_ml_given``) and its waste the rest (``preparation_wasted.product_ml``). A dose drawn but neither given nor wasted is
   therefore unaccounted for and shows in the difference, as it should.
 - **Breakage** is the mL a ``breakage_recorded`` entry took off the book (not recoverable) when
   it was recorded at the time: before every count of the product taken after it. Recoverable
@@ -107,6 +111,8 @@ class _Product:
     opening: dict[str, Any] | None = None  # an initial inventory taken inside the period
     #: seq -> the adjustment entry's item (see ``_adjustment``), its mL summed over the entry's vials
     adjustments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: What a container is (issue 19): "vial" for products added before, "nasal_spray_device" ...
+    unit_kind: str = "vial"
 
 
 @dataclass(frozen=True)
@@ -141,8 +147,10 @@ def _adjustment(e: dict[str, Any], late_after: tuple[int, ...] = ()) -> dict[str
     if e["kind"] == "loss_adjusted":
         item.update(category=e["category"], discrepancy_id=e["discrepancy_id"], count_seq=e.get("count_seq"),
                     resolution_seq=e.get("resolution_seq"))
+        # issue 19: a package opened short raises discrepancy D<seq>-P (``services.packages``)
+        raised_by = "package opening" if str(e["discrepancy_id"]).endswith("-P") else "count"
         item["description"] = (f"loss adjustment for discrepancy {e['discrepancy_id']}"
-                               + (f" of count entry {e['count_seq']}" if e.get("count_seq") is not None else "")
+                               + (f" of {raised_by} entry {e['count_seq']}" if e.get("count_seq") is not None else "")
                                + f", resolved as {e['category'].replace('_', ' ')}"
                                + (f" (entry {e['resolution_seq']})" if e.get("resolution_seq") is not None else ""))
     elif e["kind"] == "entry_corrected":
@@ -191,7 +199,8 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
         if e["kind"] == "product_added":
             p = e["product"]
             products[p["ndc_key"]] = _Product(p["ndc"], p["ndc_key"], p["name"], Decimal(p["strength_mg_per_ml"]),
-                                              Decimal(p["container_ml"]), form=p.get("form", ""))
+                                              Decimal(p["container_ml"]), form=p.get("form", ""),
+                                              unit_kind=p.get("unit_kind", "vial"))
     if threshold is None:
         policies = [e for e in entries if e["kind"] == "policy_set" and e["recorded_at"] <= end_key[0]]
         threshold = Decimal(policies[-1]["variance_threshold_percent"]) if policies else DEFAULT_VARIANCE_THRESHOLD
@@ -256,8 +265,11 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
                 p.ml["beginning"] += ml  # an initial inventory inside the period brings stock under account
                 if p.opening is None:
                     p.opening = _source(e)
-            elif kind == "dose_administered":
+            elif kind in ("dose_administered", "preparation_made"):
                 p.drawn -= ml  # the draw; what it explains is counted from ml_given and the waste entries
+            elif kind == "esketamine_session_recorded":  # issue 19: devices used whole, nothing left to waste
+                p.drawn -= ml
+                p.ml["administered"] -= ml
             elif kind in ADJUSTMENT_KINDS or (kind == "breakage_recorded" and late_after(e, k)):
                 # After the difference: taken off the book (ml < 0) counts positive
                 item = p.adjustments.get(e["seq"])
@@ -281,6 +293,14 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             k = e["product"]["ndc_key"]
             if k in products and start_key < key <= end_of(k):
                 products[k].ml["wasted"] += Decimal(e["ml"])
+        elif kind in ("preparation_infused", "preparation_wasted"):
+            # Issue 19: a preparation's draw is split in product mL as its mg are (given: mL drawn
+            # x mg given / mg; wasted: the rest), so drawn = administered + wasted exactly.
+            k = e["product"]["ndc_key"]
+            if k in products and start_key < key <= end_of(k):
+                line, ml = (("administered", e["product_ml_given"]) if kind == "preparation_infused"
+                            else ("wasted", e["product_ml"]))
+                products[k].ml[line] += Decimal(ml)
 
     lines_out = []
     totals = {u: dict.fromkeys(LINES, ZERO) for u in ("ml", "mg", "containers")}
@@ -327,6 +347,9 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             "ending_source": c.source if c else None,
             "unreconciled": {"ml": unreconciled, "mg": (unreconciled * p.strength).quantize(CENT),
                              "containers": (unreconciled / p.container_ml).quantize(CENT, ROUND_HALF_EVEN)},
+            # issue 19: a device product's containers are its devices (present only for them, so
+            # reports of vial products made before rebuild to the same figures)
+            **({"unit_kind": p.unit_kind} if p.unit_kind != "vial" else {}),
         }
         if series:
             balance = book_at_start[k]

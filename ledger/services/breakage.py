@@ -26,8 +26,9 @@ from typing import Any
 from ledger.domain import entries as ev
 from ledger.domain.commands import RecordBreakage
 from ledger.domain.errors import Conflict, InvalidInput
+from ledger.domain.esketamine import is_device
 from ledger.domain.principal import Meaning, Principal, Role
-from ledger.domain.quantities import parse_amount
+from ledger.domain.quantities import norm, parse_volume
 from ledger.integrity.canonical import decode, format_time
 from ledger.services.common import (
     event_time,
@@ -78,7 +79,7 @@ def record_breakage(ledger: Ledger, principal: Principal, cmd: RecordBreakage, *
         raise InvalidInput("at most 50 vials per record", field="lines")
     lines_in: list[tuple[Any, Decimal | None]] = []
     for i, ln in enumerate(cmd.lines):
-        ml = parse_amount(ln.ml, field=f"lines[{i}].ml") if ln.ml is not None else None
+        ml = parse_volume(ln.ml, field=f"lines[{i}].ml") if ln.ml is not None else None
         if any(ln.vial_id == v for v, _ in lines_in):
             raise InvalidInput(f"vial {ln.vial_id} is named twice; give one line", field=f"lines[{i}].vial_id")
         lines_in.append((ln.vial_id, ml))
@@ -93,7 +94,8 @@ def record_breakage(ledger: Ledger, principal: Principal, cmd: RecordBreakage, *
         for i, (vial_id, ml) in enumerate(lines_in):
             f = f"lines[{i}]"
             v = vial_for_use(ctx, vial_id, field=f"{f}.vial_id")
-            whole = cmd.recoverable or cmd.what == "breakage"
+            # issue 19: a nasal-spray device is on hand whole or not at all
+            whole = cmd.recoverable or cmd.what == "breakage" or is_device(product_of_vial(ctx, v))
             if ml is None:
                 ml = v["ml_left"]
             if ml > v["ml_left"]:
@@ -111,7 +113,7 @@ def record_breakage(ledger: Ledger, principal: Principal, cmd: RecordBreakage, *
         e = ctx.append(ev.BreakageRecorded(what=cmd.what, description=description, recoverable=cmd.recoverable,
                                            lines=tuple(lines), after_counts=after, late_reason=late),
                        signatures=[sig, wsig], occurred_at=occurred)
-        total = sum((a.ml for a in lines), Decimal("0.00"))
+        total = norm(sum((a.ml for a in lines), Decimal("0.00")))
         return {"breakage_seq": e.seq, ("held_ml" if cmd.recoverable else "lost_ml"): str(total),
                 "after_counts": list(after)}
 

@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from ledger.domain import projections
 from ledger.domain.entries import EVENT_TYPES
+from ledger.domain.quantities import fmt_volume
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
 from ledger.integrity.checkpoints import (
@@ -466,8 +467,8 @@ def _stock(state: projections.MemoryStateView) -> dict[str, dict[str, str]]:
         if row["ml_left"] > 0:
             s["containers"] += 1
         s["ml"] += row["ml_left"]
-    return {k: {"containers": str(v["containers"]), "ml": format(v["ml"].quantize(Decimal("0.01")), "f")}
-            for k, v in sorted(out.items())}
+    # mL by the 2-or-3 rule (issue 19): "9.635" stays exact; every 2-decimal total reads as before.
+    return {k: {"containers": str(v["containers"]), "ml": fmt_volume(v["ml"])} for k, v in sorted(out.items())}
 
 
 # --------------------------------------------------------------------------- single-entry proof

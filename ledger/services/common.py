@@ -100,10 +100,16 @@ def product_copy(ctx: CommandContext, ndc_text: str, *, field: str) -> ev.Produc
     row = ctx.view.get("products", (ctx.registrant, ndc.key))
     if row is None:
         raise NotFound(f"no product with NDC {ndc_text} at {ctx.registrant}; add the product first", field=field)
+    return product_from_row(row)
+
+
+def product_from_row(row: dict) -> ev.ProductDescription:
+    """The ``products`` row as the description entries copy, unit model included (issue 19)."""
     return ev.ProductDescription(
         ndc=row["ndc"], ndc_key=row["ndc_key"], name=row["name"], drug_code=row["drug_code"],
         schedule=row["schedule"], form=row["form"], strength_mg_per_ml=row["strength_mg_per_ml"],
-        container_ml=row["container_ml"],
+        container_ml=row["container_ml"], unit_kind=row.get("unit_kind") or "vial",
+        unit_ndc=row.get("unit_ndc"), units_per_package=row.get("units_per_package") or 1,
     )
 
 
@@ -177,7 +183,9 @@ def sign_witness(ctx: CommandContext, actor: Principal, witness: Principal | Non
         raise type(exc)(exc.reason, field=field, type_=exc.type) from None
 
 
-def vial_for_use(ctx: CommandContext, vial_id: Any, *, field: str) -> dict:
+def vial_for_use(ctx: CommandContext, vial_id: Any, *, field: str, packaged_ok: bool = False) -> dict:
+    """A vial (unit) on hand. A unit still in its sealed package (issue 19) is refused unless
+    the caller moves whole packages (``packaged_ok``; it then calls ``packages.whole_packages``)."""
     if not isinstance(vial_id, str) or not vial_id or len(vial_id) > 128:
         raise InvalidInput("must be a vial id", field=field)
     v = ctx.view.get("vials", (ctx.registrant, vial_id))
@@ -185,16 +193,14 @@ def vial_for_use(ctx: CommandContext, vial_id: Any, *, field: str) -> dict:
         raise NotFound(f"no vial {vial_id!r} at {ctx.registrant}", field=field)
     if v["state"] not in ON_HAND:
         raise Conflict(f"vial {vial_id} is {v['state']}; it is not on hand", field=field)
+    if v.get("packaged") and not packaged_ok:
+        raise Conflict(f"vial {vial_id} is still in package {v['package_id']}: open the package (witnessed, "
+                       "recording the units found) before using its units", field=field)
     return v
 
 
 def product_of_vial(ctx: CommandContext, v: dict) -> ev.ProductDescription:
-    row = ctx.view.get("products", (ctx.registrant, v["ndc_key"]))
-    return ev.ProductDescription(
-        ndc=row["ndc"], ndc_key=row["ndc_key"], name=row["name"], drug_code=row["drug_code"],
-        schedule=row["schedule"], form=row["form"], strength_mg_per_ml=row["strength_mg_per_ml"],
-        container_ml=row["container_ml"],
-    )
+    return product_from_row(ctx.view.get("products", (ctx.registrant, v["ndc_key"])))
 
 
 def vial_ids(values: Any, *, field: str = "vial_ids") -> tuple[str, ...]:

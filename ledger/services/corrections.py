@@ -19,7 +19,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
-from ledger.domain.quantities import parse_amount
+from ledger.domain.quantities import parse_volume
 from ledger.integrity.canonical import decode
 from ledger.services.administration import CLINICIANS
 from ledger.services.common import entry_at, product_of_vial, request_fields, run, text
@@ -92,7 +92,7 @@ def correct_entry(ledger: Ledger, principal: Principal, cmd: CorrectEntry, *, ap
         if any(ln.vial_id == v and ln.direction == d for v, d, _ in lines_in):
             raise InvalidInput(f"vial {ln.vial_id} is corrected twice in one direction; give one line",
                                field=f"lines[{i}].vial_id")
-        lines_in.append((ln.vial_id, ln.direction, parse_amount(ln.ml, field=f"lines[{i}].ml")))
+        lines_in.append((ln.vial_id, ln.direction, parse_volume(ln.ml, field=f"lines[{i}].ml")))
     removes = any(d == "remove" for _, d, _ in lines_in)
     if approver is not None and not isinstance(approver, Principal):
         raise InvalidInput("must be an authenticated staff member", field="approver")

@@ -13,9 +13,10 @@ from ledger.domain.commands import (
     SubmitCount,
 )
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from ledger.domain.esketamine import is_device
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.projections import ON_HAND
-from ledger.domain.quantities import parse_amount, parse_count, q2
+from ledger.domain.quantities import norm, parse_count, parse_volume
 from ledger.integrity.canonical import format_time, parse_time
 from ledger.services.common import (
     ZERO,
@@ -46,7 +47,14 @@ def _book(ctx: CommandContext, ndc_key: str) -> tuple[int, int, Decimal]:
         else:
             opened += 1
         ml += v["ml_left"]
-    return sealed, opened, ml
+    return sealed, opened, norm(ml)  # the entry's text of it: "9.50", never "9.500"
+
+
+def _sealed_packages(ctx: CommandContext, ndc_key: str) -> int:
+    """Sealed packages (cartons) of one product on hand (issue 19): a record beside the units."""
+    from ledger.services.packages import sealed_packages
+
+    return len(sealed_packages(ctx, ctx.view.select("vials", registrant=ctx.registrant, ndc_key=ndc_key)))
 
 
 def start_count(ledger: Ledger, principal: Principal, cmd: StartCount, *, idempotency_key: str | None = None) -> dict:
@@ -97,10 +105,13 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
         f = f"lines[{i}]"
         sealed = parse_count(ln.sealed_containers, field=f"{f}.sealed_containers")
         opened = parse_count(ln.open_containers, field=f"{f}.open_containers")
-        open_ml = parse_amount(ln.open_ml, field=f"{f}.open_ml", allow_zero=True)
+        # Issue 19: an opened vial is measured to syringe resolution (0.005 mL), like a draw.
+        open_ml = parse_volume(ln.open_ml, field=f"{f}.open_ml", allow_zero=True)
         if opened == 0 and open_ml != 0:
             raise InvalidInput("mL in opened vials needs the number of opened vials", field=f"{f}.open_containers")
-        parsed.append((ln.ndc, sealed, opened, open_ml))
+        # Issue 19: sealed cartons may be counted as cartons, their units exact.
+        packages = parse_count(getattr(ln, "sealed_packages", 0), field=f"{f}.sealed_packages")
+        parsed.append((ln.ndc, sealed, opened, open_ml, packages))
 
     def build(ctx: CommandContext) -> dict:
         sig1 = ctx.signature(principal, Meaning.COUNTED, roles=COUNTERS)
@@ -134,23 +145,30 @@ def submit_count(ledger: Ledger, principal: Principal, cmd: SubmitCount, *, seco
         scope = json.loads(s["ndc_keys"])
         lines: list[ev.CountedLine] = []
         seen: set[str] = set()
-        for i, (ndc, sealed, opened, open_ml) in enumerate(parsed):
+        for i, (ndc, sealed, opened, open_ml, packages) in enumerate(parsed):
             f = f"lines[{i}]"
             p = product_copy(ctx, ndc, field=f"{f}.ndc")
+            sealed += packages * p.units_per_package  # issue 19: a sealed package's units, exact
             if p.ndc_key not in scope:
                 raise InvalidInput(f"NDC {p.ndc} is not in this count session", field=f"{f}.ndc")
             if p.ndc_key in seen:
                 raise InvalidInput(f"NDC {p.ndc} is counted twice", field=f"{f}.ndc")
             seen.add(p.ndc_key)
+            if opened and is_device(p):  # issue 19: devices are counted whole; a used one is not on hand
+                raise InvalidInput(f"{p.name} is counted in nasal-spray devices, each whole: a device is single use, "
+                                   "so an opened one is not on hand (count the sealed devices only)",
+                                   field=f"{f}.open_containers")
             if open_ml > opened * p.container_ml:
                 raise InvalidInput(f"{opened} opened vial(s) cannot hold {open_ml} mL", field=f"{f}.open_ml")
-            counted = q2(sealed * p.container_ml + open_ml)
+            counted = norm(sealed * p.container_ml + open_ml)  # exact: never rounded to 0.01
             es, eo, eml = _book(ctx, p.ndc_key)
             diff = counted - eml
             disc = f"D{ctx.next_seq}-{i}" if (diff != 0 or sealed != es or reads) else None
             lines.append(ev.CountedLine(product=p, sealed_containers=sealed, open_containers=opened, open_ml=open_ml,
                                         counted_ml=counted, expected_sealed_containers=es, expected_open_containers=eo,
-                                        expected_ml=eml, difference_ml=q2(diff), discrepancy_id=disc))
+                                        expected_ml=eml, difference_ml=norm(diff), discrepancy_id=disc,
+                                        sealed_packages=packages,
+                                        expected_sealed_packages=_sealed_packages(ctx, p.ndc_key)))
         missing = [k for k in scope if k not in seen]
         if missing:
             raise InvalidInput(f"the session also counts NDC key(s) {', '.join(missing)}; give a line for each",

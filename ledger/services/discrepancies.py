@@ -27,6 +27,7 @@ from ledger.domain.commands import ResolveDiscrepancy
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.projections import ON_HAND
+from ledger.domain.quantities import norm
 from ledger.integrity.canonical import decode
 from ledger.services.common import (
     entry_at,
@@ -36,6 +37,7 @@ from ledger.services.common import (
     sign_witness,
     text,
 )
+from ledger.services.packages import sealed_packages  # issue 19
 from ledger.storage.store import CommandContext, Ledger
 
 RESOLVERS = frozenset({Role.MANAGER})
@@ -54,12 +56,37 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal, *, sealed_explai
     per vial never goes below zero."""
     vials = [v for v in ctx.view.select("vials", registrant=ctx.registrant, ndc_key=d["ndc_key"])
              if v["state"] in ON_HAND and v["ml_left"] > 0]
+    # Issue 19: a package opened short names the units it did not hold; they, and only they, go.
+    missing = _units_missing(ctx, d)
+    if missing is not None:
+        gone = [v for v in vials if v["vial_id"] in missing]
+        if sum((v["ml_left"] for v in gone), Decimal(0)) != loss:
+            raise Conflict(f"the units package opening {d['count_seq']} did not find no longer hold the {loss} mL "
+                           "this loss takes off the book", field="discrepancy_id")
+        return [ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True) for v in gone]
+    # Units still in a sealed package leave only with the whole package, after the loose vials.
+    packages = sorted(sealed_packages(ctx, vials).items(), key=lambda kv: (kv[1][0]["expiry"], kv[0]), reverse=True)
+    vials = [v for v in vials if not v.get("packaged")]
     sealed = sorted((v for v in vials if v["opened_at"] is None and v["ml_left"] == v["container_ml"]),
                     key=lambda v: (v["expiry"], v["vial_id"]), reverse=True)
     opened = sorted((v for v in vials if v not in sealed), key=lambda v: (-v["ml_left"], v["vial_id"]))
     out: list[ev.VialAdjustment] = []
     left = loss
     missing_sealed = max(0, d["expected_sealed_containers"] - d["counted_sealed_containers"] - sealed_explained)
+    # More sealed units missing than loose sealed vials on the book: the rest were in sealed
+    # packages, which go whole (as few as cover the shortfall). Without this a count that found
+    # most of a carton's units gone could not be resolved at all.
+    taken: set[str] = set()
+    for pid, units in packages:
+        if missing_sealed - len(sealed) <= 0:
+            break
+        whole = sum((u["ml_left"] for u in units), Decimal(0))
+        if len(units) <= missing_sealed and whole <= left:
+            out.extend(ev.VialAdjustment(u["vial_id"], product_of_vial(ctx, u), u["ml_left"], True) for u in units)
+            left -= whole
+            missing_sealed -= len(units)
+            taken.add(pid)
+    packages = [(pid, units) for pid, units in packages if pid not in taken]
     for v in sealed[:missing_sealed]:
         if v["ml_left"] <= left:
             out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True))
@@ -68,13 +95,25 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal, *, sealed_explai
     for v in opened + [v for v in sealed if v["vial_id"] not in used]:
         if left <= 0:
             break
-        take = min(left, v["ml_left"])
+        take = norm(min(left, v["ml_left"]))  # the entry's text: "0.50", never "0.500" (issue 19)
         out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), take, take == v["ml_left"]))
         left -= take
+    for _pid, units in packages:
+        whole = sum((u["ml_left"] for u in units), Decimal(0))
+        if 0 < whole <= left:
+            out.extend(ev.VialAdjustment(u["vial_id"], product_of_vial(ctx, u), u["ml_left"], True) for u in units)
+            left -= whole
     if left > 0:
         raise Conflict(f"the vials on hand no longer hold the {loss} mL this loss takes off the book; "
                        "count again", field="discrepancy_id")
     return out
+
+
+def _units_missing(ctx: CommandContext, d: dict) -> set[str] | None:
+    """The units a package opening did not find, when the discrepancy is that opening's (issue
+    19, ``package_opened``); None for a count's discrepancy."""
+    e = entry_at(ctx, d["count_seq"], field="discrepancy_id")
+    return set(e["units_missing"]) if e["kind"] == "package_opened" else None
 
 
 #: Categories that name the breakage recorded at the time (``breakage_seq``).
@@ -183,7 +222,7 @@ def resolve_discrepancy(ledger: Ledger, principal: Principal, cmd: ResolveDiscre
                                            adjustments=tuple(adjustments), count_seq=d["count_seq"],
                                            resolution_seq=r.seq), signatures=signatures, occurred_at=ctx.now)
             out["loss_adjustment_seq"] = a.seq
-            out["adjusted_ml"] = str(to_adjust)
+            out["adjusted_ml"] = str(norm(to_adjust))
         return out
 
     return run(ledger, principal, "resolve_discrepancy", cmd, build, idempotency_key,

@@ -14,6 +14,7 @@ from ledger.integrity.canonical import decode
 from ledger.services.administration import CLINICIANS
 from ledger.services.common import run, text, vial_for_use, vial_ids
 from ledger.services.disposal import STOCK_HANDLERS
+from ledger.services.packages import whole_packages  # issue 19
 from ledger.storage.store import CommandContext, Ledger
 
 
@@ -25,10 +26,13 @@ def quarantine_stock(ledger: Ledger, principal: Principal, cmd: QuarantineStock,
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=CLINICIANS)
+        rows = []
         for i, vial_id in enumerate(ids):
-            v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]")
+            v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]", packaged_ok=True)
             if v["state"] == "quarantined":
                 raise Conflict(f"vial {vial_id} is already in quarantine", field=f"vial_ids[{i}]")
+            rows.append(v)
+        whole_packages(ctx, rows)  # issue 19: a sealed carton is set aside whole
         ctx.append(ev.StockQuarantined(vial_ids=ids, reason=reason), signatures=[sig], occurred_at=ctx.now)
         return {}
 
@@ -59,8 +63,10 @@ def release_quarantine(ledger: Ledger, principal: Principal, cmd: ReleaseQuarant
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.APPROVED, roles=STOCK_HANDLERS)
+        rows = []
         for i, vial_id in enumerate(ids):
-            v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]")
+            v = vial_for_use(ctx, vial_id, field=f"vial_ids[{i}]", packaged_ok=True)
+            rows.append(v)
             if v["state"] != "quarantined":
                 raise Conflict(f"vial {vial_id} is not in quarantine", field=f"vial_ids[{i}]")
             # A vial set aside by a recoverable breakage or spill was attested broken by two
@@ -71,6 +77,7 @@ def release_quarantine(ledger: Ledger, principal: Principal, cmd: ReleaseQuarant
             if held_by is not None:
                 raise Conflict(f"vial {vial_id} was set aside by a breakage or spill (entry {held_by}); "
                                "destroy it (Form 41) instead of releasing it", field=f"vial_ids[{i}]")
+        whole_packages(ctx, rows)  # issue 19: a sealed carton comes back whole
         ctx.append(ev.QuarantineReleased(vial_ids=ids, reason=reason), signatures=[sig], occurred_at=ctx.now)
         return {}
 

@@ -16,7 +16,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
-from ledger.domain.quantities import parse_amount, parse_count
+from ledger.domain.quantities import parse_count, parse_volume
 from ledger.services.common import (
     current_policy,
     event_time,
@@ -70,6 +70,7 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
         for i, item in enumerate(cmd.items):
             f = f"items[{i}]"
             product = product_copy(ctx, item.ndc, field=f"{f}.ndc")
+            _whole_device(product, item, field=f"{f}.sealed")  # issue 19
             lot = text(item.lot, field=f"{f}.lot", max_len=64)
             expiry = expiry_date(item.expiry, field=f"{f}.expiry")
             if item.sealed:
@@ -89,7 +90,7 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
                     raise InvalidInput("give one line per opened vial", field=f"{f}.containers")
                 if item.ml is None:
                     raise InvalidInput("an opened vial needs its estimated mL left", field=f"{f}.ml")
-                ml = parse_amount(item.ml, field=f"{f}.ml")
+                ml = parse_volume(item.ml, field=f"{f}.ml")  # issue 19: syringe resolution
                 if ml > product.container_ml:
                     raise InvalidInput(f"{ml} mL is more than the {product.container_ml} mL container holds", field=f"{f}.ml")
                 punctured = _first_puncture(item, local_day, field=f"{f}.first_punctured_on")
@@ -155,9 +156,14 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
         # day, not the date in whatever offset the client sent (an evening receipt sent in UTC
         # fell on the next day and its lot, expiring that day, was refused as expired).
         local_day = occurred.astimezone(registrant_tz(ctx)).date()
+        packages_numbered = [0]  # issue 19: the receipt's running package number
         for i, line in enumerate(cmd.lines):
             f = f"lines[{i}]"
             product = product_copy(ctx, line.ndc, field=f"{f}.ndc")
+            if getattr(line, "packages", None) is not None:  # issue 19: a line in packages (cartons, kits)
+                lines.append(_line_in_packages(ctx, line, product, local_day, field=f, seen=seen_ids,
+                                               number=packages_numbered))
+                continue
             containers = parse_count(line.containers, field=f"{f}.containers", allow_zero=False)
             if containers > 1000:
                 raise InvalidInput("at most 1000 containers per line", field=f"{f}.containers")
@@ -206,12 +212,28 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
                                     late_reason=late, notes=notes, dscsa_reference=dscsa, documents=docs),
                    signatures=[sig], occurred_at=occurred)
         return {"vial_ids": [v for ln in lines for v in ln.vial_ids],
+                "package_ids": [p for ln in lines for p in ln.package_ids],  # issue 19
                 "invoice_mismatches": [i for i, ln in enumerate(lines)
-                                       if ln.invoiced_containers is not None and ln.invoiced_containers != ln.containers],
+                                       if (ln.invoiced_containers is not None and ln.invoiced_containers != ln.containers)
+                                       or (ln.invoiced_packages is not None and ln.invoiced_packages != ln.packages)],
                 "total_ml": str(sum((ln.product.container_ml * ln.containers for ln in lines), Decimal("0.00")))}
 
     return ledger.execute(principal.registrant, "receive_stock", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+def _line_in_packages(ctx: CommandContext, line: Any, product: ev.ProductDescription, local_day: date, *,
+                      field: str, seen: set[str], number: list[int]) -> ev.ReceivedLine:
+    """Issue 19: a receipt line in packages (``services.packages.package_line``), with the
+    checks every line has (expiry, lot, GS1 identifiers of the packages)."""
+    from ledger.services.packages import package_line
+
+    expiry = expiry_date(line.expiry, field=f"{field}.expiry")
+    if expiry < local_day:
+        raise InvalidInput(f"lot expired on {expiry}; expired stock cannot be received into use", field=f"{field}.expiry")
+    lot = text(line.lot, field=f"{field}.lot", max_len=64)
+    return package_line(ctx, line, product, lot, expiry, field=field, seen=seen, number=number,
+                        identifiers=lambda n: _product_identifiers(ctx, line, product, lot, expiry, n, field=field))
 
 
 def _product_identifiers(ctx: CommandContext, line: Any, product: ev.ProductDescription, lot: str, expiry: date,
@@ -280,6 +302,7 @@ def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.Invento
         if v is None or v["state"] not in ON_HAND:
             raise NotFound(f"vial {item.vial_id} is not on hand at {ctx.registrant}", field=f"{f}.vial_id")
         product = product_copy(ctx, item.ndc, field=f"{f}.ndc")
+        _whole_device(product, item, field=f"{f}.sealed")  # issue 19
         if product.ndc_key != v["ndc_key"]:
             raise InvalidInput(f"vial {item.vial_id} is NDC key {v['ndc_key']}, not {product.ndc}", field=f"{f}.ndc")
         if item.sealed:
@@ -289,7 +312,7 @@ def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.Invento
         else:
             if item.ml is None:
                 raise InvalidInput("an opened vial needs its estimated mL left", field=f"{f}.ml")
-            ml = parse_amount(item.ml, field=f"{f}.ml", allow_zero=True)
+            ml = parse_volume(item.ml, field=f"{f}.ml", allow_zero=True)  # issue 19: syringe resolution
             if ml > product.container_ml:
                 raise InvalidInput(f"{ml} mL is more than the {product.container_ml} mL container holds", field=f"{f}.ml")
         items.append(ev.InventoryItem(vial_id=item.vial_id, product=product, lot=v["lot"],
@@ -301,3 +324,16 @@ def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.Invento
 def _inventory_documents(ctx: CommandContext, cmd: TakeInventory) -> tuple[str, ...]:
     """SHA-256 of stored documents (the signed printed inventory), checked to exist (issue 3)."""
     return stored_documents(ctx, getattr(cmd, "documents", ()))
+
+
+# --- esketamine devices (issue 19, esketamine part) ---------------------------------------------
+
+
+def _whole_device(product: ev.ProductDescription, item, *, field: str) -> None:
+    """A nasal-spray device is single use and leaves the book whole with the session that used
+    it: an inventory counts devices, whole, and an opened device is never on hand."""
+    from ledger.domain.esketamine import is_device
+
+    if is_device(product) and not item.sealed:
+        raise InvalidInput(f"{product.name} is counted in nasal-spray devices, each whole: a device is single use, "
+                           "so an opened one is not on hand (count the sealed devices only)", field=field)

@@ -174,10 +174,12 @@ def add_product(ledger: Ledger, principal: Principal, cmd: AddProduct, *, idempo
     form = text(cmd.form, field="form", max_len=64).lower()
     strength = parse_amount(cmd.strength_mg_per_ml, field="strength_mg_per_ml")
     container = parse_amount(cmd.container_ml, field="container_ml")
+    unit_kind, unit_ndc, units = _unit_model(ndc, cmd)
     # Checked before the entry is written; entries already written are never judged again.
     wrong = ndc_reference.refusal({"ndc": ndc.printed, "ndc_key": ndc.key, "name": name, "form": form,
                                    "drug_code": drug_code, "schedule": schedule,
-                                   "strength_mg_per_ml": strength, "container_ml": container})
+                                   "strength_mg_per_ml": strength, "container_ml": container,
+                                   "unit_kind": unit_kind, "unit_ndc": unit_ndc, "units_per_package": units})
     if wrong is not None:
         raise InvalidInput(wrong.text, field=wrong.field)
     unknown = ndc_reference.unknown_ndc_warning(ndc.printed)
@@ -190,11 +192,51 @@ def add_product(ledger: Ledger, principal: Principal, cmd: AddProduct, *, idempo
         ctx.append(ev.ProductAdded(product=ev.ProductDescription(
             ndc=ndc.printed, ndc_key=ndc.key, name=name, drug_code=drug_code, schedule=schedule,
             form=form, strength_mg_per_ml=strength, container_ml=container,
+            unit_kind=unit_kind, unit_ndc=unit_ndc, units_per_package=units,
         )), signatures=[sig], occurred_at=ctx.now)
         return {"ndc_key": ndc.key, "warnings": warnings}
 
     return ledger.execute(principal.registrant, "add_product", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
+
+
+#: Most units one package may hold (issue 19): cartons of 10 or 25 vials, kits of 2 or 3 devices.
+MAX_UNITS_PER_PACKAGE = 1000
+
+
+def _unit_model(ndc, cmd: AddProduct) -> tuple[str, str | None, int]:
+    """A product's unit model (issue 19: what a unit is, the unit's own NDC, units per package).
+    Each figure the caller omits is taken from csledger's NDC reference when it holds the NDC
+    (a vial, one per package, when it does not); figures given are checked here for form and
+    by ``ndc_reference.refusal`` against the reference."""
+    row = ndc_reference.lookup(ndc.key)
+    # Added by the unit's own NDC (a vial's): the product is one unit, its own "package".
+    is_unit = row is not None and row.unit_ndc is not None and parse_ndc(row.unit_ndc).key_12 == ndc.key_12
+    kind = getattr(cmd, "unit_kind", None)
+    if kind is None:
+        kind = row.unit_kind.replace(" ", "_") if row is not None else "vial"
+    elif not isinstance(kind, str) or kind not in ev.UNIT_KINDS:
+        raise InvalidInput(f"must be one of {', '.join(ev.UNIT_KINDS)}", field="unit_kind")
+    units = getattr(cmd, "units_per_package", None)
+    if units is None:
+        units = 1 if row is None or is_unit else row.units_per_package
+    elif isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= MAX_UNITS_PER_PACKAGE:
+        raise InvalidInput(f"must be a whole number of units from 1 to {MAX_UNITS_PER_PACKAGE}", field="units_per_package")
+    given = getattr(cmd, "unit_ndc", None)
+    if given is None:
+        unit_ndc = row.unit_ndc if row is not None else None
+    else:
+        unit = parse_ndc(given, field="unit_ndc")
+        # 21 CFR 207.35: one product (labeler and product code), its packages told apart by the
+        # package code; a unit NDC of another product names another drug.
+        if (unit.labeler, unit.product) != (ndc.labeler, ndc.product):
+            raise InvalidInput(f"unit NDC {unit.printed} is not a package of the same product as NDC {ndc.printed} "
+                               "(labeler and product code differ)", field="unit_ndc")
+        if unit.key == ndc.key and units > 1:
+            raise InvalidInput(f"NDC {ndc.printed} names a package of {units} units; the unit's own NDC is another",
+                               field="unit_ndc")
+        unit_ndc = unit.printed
+    return kind, unit_ndc, units
 
 
 def add_supplier(ledger: Ledger, principal: Principal, cmd: AddSupplier, *, idempotency_key: str | None = None) -> dict:

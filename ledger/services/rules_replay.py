@@ -30,6 +30,34 @@ walks a registrant's chain in ``seq`` order and, for each entry at its place, ch
   dose copies (``ledger.domain.prescribers.order_refusal``, the service's own rule). Checked on
   doses that copy a prescriber's name and on every dose after the registrant's first
   prescriber registration; doses recorded before prescribers were registered are not;
+- ``esketamine-devices``, ``esketamine-dose``, ``esketamine-observation``, ``esketamine-observer``
+  (issue 19): an esketamine session uses whole devices of one nasal-spray product, each on hand
+  whole at that seq; its dose is the devices x mg per device and 56 or 84 mg; its observation
+  meets the REMS (at least 2 hours after administration, ``ledger.domain.esketamine``, the
+  service's own rules); whoever it says directly observed is its signer; its prescriber is
+  checked as a dose's (``prescriber-registered``);
+- ``preparation-mg``, ``preparation-beyond-use``, ``preparation-once`` (issue 19): a preparation's mg is
+  exactly the sum of its draws' mL x strength, its beyond-use time its start + 4 hours; its
+  infusion starts neither before it nor after that time, infuses no more than its final volume
+  and gives mg x mL infused / final mL; its waste is mg - mg given exactly (with the product mL
+  split the same way), witnessed by someone else; one infusion and one waste per preparation
+  (``ledger.domain.preparations``, the service's own arithmetic); its prescriber is checked as
+  a dose's (``prescriber-registered``); its draws are within stock (``stock-never-negative``);
+- ``recipient-registered`` (issue 19, recipients): a transfer or return copies the registration it
+  was checked against, current on the entry's local day and covering its products' schedules
+  (``ledger.domain.trading_partners.recipient_refusal``, the service's own rule); a transfer goes
+  to a practitioner's number; a return to a supplier recorded under that DEA number copies the
+  supplier's registration as recorded at that seq, its ``supplier_id`` and its DSCSA status.
+  Required on every transfer and return after the registrant's first issue-19 registration
+  (a supplier's, a prescriber's, or one copied by a transfer or return); earlier ones are not;
+- ``package-contents``, ``package-once``, ``package-sealed`` (issue 19, package hierarchy): a
+  ``package_opened`` names a package an earlier receipt received, not opened before, still on hand,
+  and its units found and missing are exactly the units received in it (found no more than it was
+  received holding; a discrepancy exactly when units are missing); its witness is another person
+  (``two-people``). A unit still in its sealed package is never drawn from, broken or corrected
+  alone, and leaves (transfer, return, destruction, theft or loss, loss adjustment) only with
+  every unit of its package still on the book (a package's missing units leave by the loss
+  adjustment of its discrepancy);
 - ``alert-closer-not-subject``: nobody acknowledges or resolves an alert about themself;
 - ``stock-never-negative``: no vial's stock goes below zero (from ``projections.movements``);
 - ``recorded-at-order``: ``recorded_at`` never goes backwards along the chain (not applied to
@@ -68,8 +96,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
 
+from ledger.domain import esketamine as esketamine_rules
+from ledger.domain import preparations as preparation_rules
 from ledger.domain import prescribers as prescriber_rules
-from ledger.domain import projections
+from ledger.domain import projections, trading_partners
 from ledger.domain.alerts import CLOSERS
 from ledger.domain.principal import AuthMethod, Meaning, Role
 from ledger.integrity import canonical as canon
@@ -90,6 +120,9 @@ from ledger.services.counts import COUNTERS
 from ledger.services.discrepancies import RESOLVERS
 from ledger.services.disposal import LOSS_REPORTERS, STOCK_HANDLERS
 from ledger.services.documents import DOCUMENT_KEEPERS
+from ledger.services.esketamine import SESSION_RECORDERS
+from ledger.services.packages import OPENERS  # issue 19, package hierarchy
+from ledger.services.preparations import INFUSERS, PREPARERS, WASTERS
 from ledger.services.prescribers import PRESCRIBER_REGISTRARS
 from ledger.services.receiving import INVENTORY_TAKERS, RECEIVERS
 from ledger.services.reference import POLICY_SETTERS, REFERENCE_DATA, STAFF_ADMIN
@@ -136,6 +169,12 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "breakage_recorded": ((PERFORMED, RECORDERS), (WITNESSED, WITNESSES)),
     "report_key_certified": ((PERFORMED, frozenset({"administrator"})),),  # issue 18
     "prescriber_registered": ((PERFORMED, PRESCRIBER_REGISTRARS),),  # issue 19
+    # issue 19, preparations part: the waste of a preparation is witnessed by a second person
+    "preparation_made": ((PERFORMED, PREPARERS),),
+    "preparation_infused": ((PERFORMED, INFUSERS),),
+    "preparation_wasted": ((PERFORMED, WASTERS), (WITNESSED, WITNESSES)),
+    "esketamine_session_recorded": ((PERFORMED, SESSION_RECORDERS),),  # issue 19, esketamine part
+    "package_opened": ((PERFORMED, OPENERS), (WITNESSED, WITNESSES)),  # issue 19, package hierarchy
 }
 
 ROLES = frozenset(r.value for r in Role)
@@ -281,6 +320,8 @@ class RulesReplay:
         self.alert_rules: dict[str, str] = {}  # alert id -> the rule that raised it
         self.counts_seen: set[int] = set()  # seqs of counts and inventories
         self.corrected: dict[tuple[int, str, str], Decimal] = defaultdict(lambda: ZERO)
+        #: Issue 19: preparation id -> its entry, and its infusion and waste once recorded.
+        self.preparations: dict[str, dict[str, Any]] = {}
         self.last: tuple[int, datetime] | None = None
         self.bootstrap_id: str | None = None
         #: Until someone signs with a real login, the chain may be ``csledger demo``'s simulation.
@@ -292,6 +333,15 @@ class RulesReplay:
         self.prescribers: dict[str, dict[str, Any]] = {}
         self.clinic_state: str | None = None
         self.tz: ZoneInfo | None = None
+        #: Issue 19, package hierarchy: package id -> its receipt (units, units per package,
+        #: receipt seq, opening seq), and unit id -> package id while the unit is in it.
+        self.packages: dict[str, dict[str, Any]] = {}
+        self.packaged: dict[str, str] = {}
+        #: Issue 19, recipients: supplier id -> its recorded registration, DEA number, DSCSA status;
+        #: and whether the chain has recorded any issue-19 registration yet (then every transfer
+        #: and return must copy its recipient's).
+        self.suppliers: dict[str, dict[str, Any]] = {}
+        self.registrations_recorded = False
 
     def check(self, e: dict[str, Any]) -> str | None:
         """The rule entry ``e`` breaks at its place in the chain (text naming it), or None; the
@@ -440,6 +490,16 @@ class RulesReplay:
             self._prescriber_registered(e)
         elif kind == "dose_administered" and ("prescriber_name" in e or self.prescribers):
             self._prescriber_of_dose(e)
+        elif kind in projections.PREPARATION_KINDS:  # issue 19, preparations part
+            self._preparation(e)
+        elif kind in ("stock_transferred", "stock_returned"):  # issue 19, recipients part
+            self._recipient(e)
+        elif kind == "esketamine_session_recorded":  # issue 19, esketamine part
+            self._esketamine_session(e)
+        if kind == "package_opened":  # issue 19, package hierarchy
+            self._package_opened(e)
+        elif self.packaged:
+            self._packaged_units(e)
 
     def _prescriber_registered(self, e: dict[str, Any]) -> None:
         dea = e.get("dea_number")
@@ -462,6 +522,248 @@ class RulesReplay:
             refusal = f"the dose names its prescriber {e.get('prescriber_name')!r}; {dea} is registered as {registered['name']!r}"
         if refusal is not None:
             raise RuleBroken("prescriber-registered", refusal)
+
+    def _recipient(self, e: dict[str, Any]) -> None:
+        """Issue 19: stock left only to a registration current on the day and covering its
+        products' schedules, the one the entry copies (``trading_partners.recipient_refusal``)."""
+        transfer = e["kind"] == "stock_transferred"
+        reg = e.get("receiver_registration" if transfer else "recipient_registration")
+        dea = e.get("receiver_dea_number" if transfer else "recipient_dea_number")
+        name = e.get("receiver_name" if transfer else "recipient_name")
+        if transfer and prescriber_rules.practitioner_refusal(dea if isinstance(dea, str) else "") is not None:
+            raise RuleBroken("recipient-registered", f"stock was transferred to {dea}, not a practitioner's number "
+                                                     "(21 CFR 1307.11)")
+        if reg is None:
+            if self.registrations_recorded:
+                raise RuleBroken("recipient-registered", f"{e['kind']} to {dea} copies no registration of its "
+                                                         "recipient; every one recorded since registrations are "
+                                                         "checked does")
+            return
+        day = _time(e.get("occurred_at"), "occurred_at").astimezone(self.tz or UTC).date()
+        schedules = {v["product"].get("schedule") for v in e.get("vials") or ()}
+        refusal = trading_partners.recipient_refusal(name, dea, reg["expires_on"], reg["schedules"], day, schedules,
+                                                     what="transfer" if transfer else "return")
+        if refusal is not None:
+            raise RuleBroken("recipient-registered", refusal[1])
+        if transfer:
+            return
+        recorded = [(sid, s) for sid, s in self.suppliers.items() if s["dea_number"] == dea]
+        sid = e.get("supplier_id")
+        if sid is None and e.get("recipient_type") == "supplier" and recorded:
+            raise RuleBroken("recipient-registered", f"the return names {dea}, recorded as supplier {recorded[-1][0]}, "
+                                                     "but is not checked against that supplier's registration")
+        if sid is not None:
+            sup = self.suppliers.get(sid)
+            if (sup is None or sup["dea_number"] != dea or sup["registration"] != reg
+                    or sup["partner"] is not True or e.get("authorized_trading_partner") is not True):
+                raise RuleBroken("recipient-registered", f"the return copies supplier {sid}'s registration as "
+                                                         f"{reg}; at that seq it was recorded as "
+                                                         f"{sup and sup['registration']} (DSCSA partner "
+                                                         f"{sup and sup['partner']})")
+
+    def _note_registrations(self, e: dict[str, Any]) -> None:
+        kind = e["kind"]
+        if kind == "supplier_added":
+            self.suppliers[e["supplier_id"]] = {"dea_number": e.get("dea_number"), "registration": e.get("registration"),
+                                                "partner": e.get("authorized_trading_partner")}
+        elif kind == "supplier_registration_recorded" and e.get("supplier_id") in self.suppliers:
+            self.suppliers[e["supplier_id"]].update(registration=e.get("registration"),
+                                                    partner=e.get("authorized_trading_partner"))
+        if (kind in ("prescriber_registered", "supplier_registration_recorded")
+                or e.get("registration") is not None and kind == "supplier_added"
+                or e.get("receiver_registration") is not None or e.get("recipient_registration") is not None):
+            self.registrations_recorded = True
+
+    def _esketamine_session(self, e: dict[str, Any]) -> None:
+        """The session's rules (``ledger.domain.esketamine``), replayed from the entry alone and
+        the balances before it: whole devices of one nasal-spray product on hand, dose = devices
+        x mg per device (56 or 84 mg), REMS observation, the signer observed, the prescriber."""
+        p = e["product"]
+        if not esketamine_rules.is_device(p):
+            raise RuleBroken("esketamine-devices", f"session {e.get('session_id')} uses {p.get('unit_kind')!r} units "
+                                                   f"of {p.get('ndc')}, not nasal-spray devices")
+        whole = Decimal(p["container_ml"])
+        per_device = esketamine_rules.mg_per_device(Decimal(p["strength_mg_per_ml"]), whole)
+        devices = e["devices"]
+        for d in devices:
+            ml, on_hand = Decimal(d["ml"]), self.balance.get(d["vial_id"], ZERO)
+            if ml != whole or on_hand != whole or Decimal(d["mg"]) != per_device:
+                raise RuleBroken("esketamine-devices", f"device {d['vial_id']} is used as {ml} mL / {d['mg']} mg with "
+                                                       f"{on_hand} mL on hand; a device is {whole} mL, "
+                                                       f"{per_device} mg, used whole")
+        if len({d["vial_id"] for d in devices}) != len(devices):
+            raise RuleBroken("esketamine-devices", f"session {e.get('session_id')} names a device twice")
+        total = sum((Decimal(d["ml"]) for d in devices), ZERO)
+        if Decimal(e["mg_per_device"]) != per_device or Decimal(e["ml_used"]) != total:
+            raise RuleBroken("esketamine-dose", f"the session records {e['mg_per_device']} mg per device and "
+                                                f"{e['ml_used']} mL used; its devices are {per_device} mg, {total} mL")
+        wrong = esketamine_rules.dose_refusal(len(devices), per_device, Decimal(e["dose_mg"]))
+        if wrong is not None:
+            raise RuleBroken("esketamine-dose", wrong[1])
+        wrong = esketamine_rules.observation_refusal(_time(e["administered_at"], "administered_at"),
+                                                     _time(e["observation_started_at"], "observation_started_at"),
+                                                     _time(e["observation_ended_at"], "observation_ended_at"))
+        if wrong is not None:
+            raise RuleBroken("esketamine-observation", f"{wrong[0]} {wrong[1]}")
+        signer = e["signatures"][0]
+        if (e.get("directly_observed_by"), e.get("directly_observed_by_name")) != (signer["staff_id"],
+                                                                                  signer["printed_name"]):
+            raise RuleBroken("esketamine-observer", f"the session says {e.get('directly_observed_by')!r} directly "
+                                                    f"observed it; it is signed by {signer['staff_id']}")
+        dea = e.get("prescriber_dea_number")
+        registered = self.prescribers.get(dea)
+        day = _time(e["administered_at"], "administered_at").astimezone(self.tz or UTC).date()
+        refusal = prescriber_rules.order_refusal(dea, registered, day, p.get("schedule"))
+        if refusal is None and e.get("prescriber_name") != registered["name"]:
+            refusal = f"the session names its prescriber {e.get('prescriber_name')!r}; {dea} is registered as {registered['name']!r}"
+        if refusal is not None:
+            raise RuleBroken("prescriber-registered", refusal)
+
+    def _preparation(self, e: dict[str, Any]) -> None:
+        """A preparation's arithmetic and times (``ledger.domain.preparations``), replayed from its
+        entries alone; the state is kept per preparation id."""
+        kind, pid = e["kind"], e.get("preparation_id")
+        D = Decimal  # noqa: N806
+        if kind == "preparation_made":
+            if pid in self.preparations:
+                raise RuleBroken("preparation-once", f"preparation id {pid} was already used")
+            self._prescriber_of_dose(e)
+            draws = e["draws"]
+            if not draws or len({d["product"]["ndc_key"] for d in draws}) != 1:
+                raise RuleBroken("preparation-mg", f"preparation {pid} is not drawn from one product")
+            mg = preparation_rules.mg_of_draws((D(d["ml"]), D(d["product"]["strength_mg_per_ml"])) for d in draws)
+            drawn = sum((D(d["ml"]) for d in draws), ZERO)
+            final = D(e["final_ml"])
+            if D(e["mg"]) != mg or D(e["ml_drawn"]) != drawn:
+                raise RuleBroken("preparation-mg", f"preparation {pid} records {e['mg']} mg in {e['ml_drawn']} mL; "
+                                                   f"its draws hold {mg} mg in {drawn} mL")
+            if e["container"] not in preparation_rules.CONTAINERS or drawn > final or D(e["diluent_ml"]) > final:
+                raise RuleBroken("preparation-mg", f"preparation {pid}: {e['container']!r} of final volume "
+                                                   f"{final} mL cannot hold {drawn} mL drawn and "
+                                                   f"{e['diluent_ml']} mL of diluent")
+            started = _time(e["started_at"], "started_at")
+            if (e["started_at"] != e["occurred_at"]
+                    or _time(e["beyond_use_at"], "beyond_use_at") != preparation_rules.beyond_use_at(started)):
+                raise RuleBroken("preparation-beyond-use", f"preparation {pid} started {e['started_at']} has "
+                                                           f"beyond-use time {e['beyond_use_at']}; USP <797> "
+                                                           "immediate use gives its start + 4 hours")
+            self.preparations[pid] = {"made": e, "infused": None, "wasted": None}
+            return
+        prep = self.preparations.get(pid)
+        if prep is None or prep["made"]["seq"] != e.get("preparation_seq"):
+            raise RuleBroken("preparation-once", f"{kind} names preparation {pid!r} (entry "
+                                                 f"{e.get('preparation_seq')}), which is not an earlier one")
+        made = prep["made"]
+        mg, drawn, final = D(made["mg"]), D(made["ml_drawn"]), D(made["final_ml"])
+        if prep["wasted"] is not None:
+            raise RuleBroken("preparation-once", f"{kind} of preparation {pid}, already wasted (entry "
+                                                 f"{prep['wasted']['seq']})")
+        if kind == "preparation_infused":
+            if prep["infused"] is not None:
+                raise RuleBroken("preparation-once", f"preparation {pid} is infused twice")
+            copied = (e["patient_id"], D(e["mg"]), D(e["ml_drawn"]), D(e["final_ml"]), D(e["ordered_mg"]),
+                      e["vials_drawn"], e["product"]["ndc_key"])
+            if copied != (made["patient_id"], mg, drawn, final, D(made["ordered_mg"]), len(made["draws"]),
+                          made["draws"][0]["product"]["ndc_key"]):
+                raise RuleBroken("preparation-mg", f"the infusion of preparation {pid} copies figures that are "
+                                                   "not the preparation's")
+            started, ended = _time(e["started_at"], "started_at"), _time(e["ended_at"], "ended_at")
+            refusal = preparation_rules.infusion_start_refusal(started, _time(made["started_at"], "started_at"),
+                                                               _time(made["beyond_use_at"], "beyond_use_at"))
+            if refusal is not None or ended < started:
+                raise RuleBroken("preparation-beyond-use", f"the infusion of preparation {pid} ran {e['started_at']} "
+                                                           f"to {e['ended_at']}: {refusal or 'it ended before it started'}")
+            infused = D(e["ml_infused"])
+            given = preparation_rules.mg_given(mg, infused, final) if infused <= final else None
+            if (given is None or D(e["mg_given"]) != given or e["stopped_early"] != (infused < final)
+                    or D(e["product_ml_given"]) != preparation_rules.product_ml_given(drawn, given, mg)):
+                raise RuleBroken("preparation-mg", f"the infusion of preparation {pid} records {e['mg_given']} mg "
+                                                   f"({e['product_ml_given']} product mL) for {infused} mL of "
+                                                   f"{final} mL holding {mg} mg; the rule gives "
+                                                   f"{given if given is not None else 'no infusion above the final volume'}")
+            prep["infused"] = e
+            return
+        inf = prep["infused"]
+        given = D(inf["mg_given"]) if inf else ZERO
+        product_given = D(inf["product_ml_given"]) if inf else ZERO
+        if (e["infused"] != (inf is not None) or D(e["mg"]) != mg - given or D(e["mg"]) <= 0
+                or D(e["product_ml"]) != drawn - product_given):
+            raise RuleBroken("preparation-mg", f"the waste of preparation {pid} records {e['mg']} mg "
+                                               f"({e['product_ml']} product mL); {mg} mg drawn less {given} mg given "
+                                               f"leaves {mg - given} mg ({drawn - product_given} mL)")
+        after = inf["ended_at"] if inf else made["started_at"]
+        if e["occurred_at"] < after:
+            raise RuleBroken("preparation-beyond-use", f"the waste of preparation {pid} at {e['occurred_at']} is "
+                                                       f"before {after}")
+        prep["wasted"] = e
+
+    # --- package hierarchy (issue 19, packages part) -------------------------------------------
+
+    #: Kinds that use a unit itself (never one still in its sealed package).
+    UNIT_USES = frozenset({"dose_administered", "preparation_made", "esketamine_session_recorded",
+                           "breakage_recorded", "entry_corrected"})
+
+    def _package_opened(self, e: dict[str, Any]) -> None:
+        pid = e.get("package_id")
+        pkg = self.packages.get(pid)
+        if pkg is None or pkg["receipt_seq"] != e.get("receipt_seq"):
+            raise RuleBroken("package-contents", f"package_opened names package {pid!r} (receipt entry "
+                                                 f"{e.get('receipt_seq')}), which no earlier receipt received so")
+        if pkg["opened"] is not None:
+            raise RuleBroken("package-once", f"package {pid} was already opened by entry {pkg['opened']}")
+        found, missing = list(e["units_found"]), list(e["units_missing"])
+        named = found + missing
+        if (sorted(named) != sorted(pkg["units"]) or len(set(named)) != len(named)
+                or e.get("units_per_package") != pkg["per"] or len(found) > pkg["per"]):
+            raise RuleBroken("package-contents", f"opening package {pid} finds {len(found)} and misses {len(missing)} "
+                                                 f"units ({', '.join(sorted(set(named) - set(pkg['units']))[:3]) or 'none'}"
+                                                 f" not received in it); it was received with {pkg['per']}: "
+                                                 f"{', '.join(pkg['units'][:3])}...")
+        gone = [u for u in pkg["units"] if self.balance.get(u, ZERO) <= 0]
+        if gone:
+            raise RuleBroken("package-contents", f"package {pid} is opened after its unit {gone[0]} left the book")
+        if (e.get("discrepancy_id") is not None) != bool(missing):
+            raise RuleBroken("package-contents", f"opening package {pid} misses {len(missing)} units and "
+                                                 f"{'opens' if e.get('discrepancy_id') else 'opens no'} discrepancy")
+
+    def _packaged_units(self, e: dict[str, Any]) -> None:
+        """A unit still in its package is used only after its package is opened, and leaves only
+        with every unit of the package still on the book."""
+        kind = e["kind"]
+        moved = {v for v, _k, ml in projections.movements(e) if ml < 0}
+        for vial in sorted(moved):
+            pid = self.packaged.get(vial)
+            if pid is None:
+                continue
+            if kind in self.UNIT_USES:
+                raise RuleBroken("package-sealed", f"{kind} uses vial {vial}, still in sealed package {pid}")
+            pkg = self.packages[pid]
+            if pkg["opened"] is not None and kind == "loss_adjusted":
+                continue  # the units the opening did not find, by its discrepancy's resolution
+            if pkg["opened"] is not None:
+                raise RuleBroken("package-sealed", f"{kind} moves vial {vial}, not found when package {pid} was "
+                                                   f"opened (entry {pkg['opened']}); only its discrepancy settles it")
+            left = [u for u in pkg["units"] if self.packaged.get(u) == pid and self.balance.get(u, ZERO) > 0]
+            if not set(left) <= moved:
+                raise RuleBroken("package-sealed", f"{kind} moves part of sealed package {pid} "
+                                                   f"({len(set(left) & moved)} of its {len(left)} units)")
+
+    def _apply_packages(self, e: dict[str, Any]) -> None:
+        if e["kind"] == "stock_received":
+            for line in e.get("lines") or ():
+                per = line.get("units_per_package", 1)
+                if line.get("packages") is None or per <= 1:
+                    continue
+                for k, pid in enumerate(line["package_ids"]):
+                    units = list(line["vial_ids"][k * per:(k + 1) * per])
+                    self.packages[pid] = {"units": units, "per": per, "receipt_seq": e["seq"], "opened": None}
+                    self.packaged.update(dict.fromkeys(units, pid))
+        elif e["kind"] == "package_opened":
+            self.packages[e["package_id"]]["opened"] = e["seq"]
+            for u in e["units_found"]:
+                self.packaged.pop(u, None)
+            # the opener and the witness counted the package: neither resolves its discrepancy
+            self.counters[e["seq"]] = frozenset(s.get("staff_id") for s in e.get("signatures") or ())
 
     def _admin_role(self, kind: str, role: Any, actor: str) -> None:
         if role == Role.ADMINISTRATOR and Role.ADMINISTRATOR not in self.roles.get(actor, ()):
@@ -490,6 +792,7 @@ class RulesReplay:
 
     def _apply(self, e: dict[str, Any]) -> None:
         kind = e["kind"]
+        self._note_registrations(e)  # issue 19, recipients part
         if kind == "registrant_registered":
             self.clinic_state = (e.get("address") or {}).get("state")
             self.tz = ZoneInfo(e["time_zone"])
@@ -510,6 +813,8 @@ class RulesReplay:
             self.alert_rules[e.get("alert_id")] = e.get("rule")
         elif kind == "inventory_taken":
             self.counts_seen.add(e["seq"])
+        elif kind in ("stock_received", "package_opened"):  # issue 19, package hierarchy
+            self._apply_packages(e)
         for vial, _ndc, ml in projections.movements(e):
             left = self.balance[vial] = self.balance.get(vial, ZERO) + ml
             if left < 0:

@@ -37,6 +37,7 @@ from ledger.domain.errors import (
     SignatureNeeded,
 )
 from ledger.domain.principal import Meaning, Principal
+from ledger.domain.quantities import norm
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle, staff_signatures
 from ledger.integrity.credential_chain import check_command_writes
@@ -80,7 +81,8 @@ class RawSql:
     one-row insert, and an append runs a dozen of them under the registrant's lock. Statements
     here are plain SQL written once with ``:name`` parameters (sqlite3's own style), rewritten to
     ``%(name)s`` for psycopg, cached per dialect. ``ExactDecimal`` columns are converted by hand:
-    fixed-scale text on SQLite, NUMERIC on PostgreSQL, always ``Decimal`` in Python.
+    text on SQLite, NUMERIC on PostgreSQL, always ``Decimal`` in Python, written and read by the
+    2-or-3 rule (``quantities.norm``, issue 19: volumes at syringe resolution).
     """
 
     _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -97,9 +99,11 @@ class RawSql:
         return out
 
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Every Decimal parameter is a quantity (a column value or a bound compared with one):
+        # its one form, never rounded (``norm`` refuses a fourth decimal), text on SQLite.
         if not self.sqlite:
-            return params
-        return {k: (format(v.quantize(_CENT), "f") if isinstance(v, Decimal) else v) for k, v in params.items()}
+            return {k: (norm(v) if isinstance(v, Decimal) else v) for k, v in params.items()}
+        return {k: (format(norm(v), "f") if isinstance(v, Decimal) else v) for k, v in params.items()}
 
     def _cursor(self, conn: Connection, text: str, params: dict[str, Any] | None):
         # The DBAPI connection under SQLAlchemy's, inside the same transaction: no statement
@@ -129,9 +133,6 @@ class RawSql:
         return None if row is None else row[0]
 
 
-_CENT = Decimal("0.01")
-
-
 _RAW = {"sqlite": RawSql("sqlite"), "postgresql": RawSql("postgresql")}
 
 
@@ -158,11 +159,12 @@ class SqlStateView:
         self.raw = raw(conn)
 
     def _row(self, table: str, mapping) -> dict[str, Any]:
+        # Both backends: SQLite gives text, PostgreSQL NUMERIC(18, 3) pads "10.00" to "10.000";
+        # a value copied from a projection into an entry must keep the entry's own text.
         row = dict(mapping)
-        if self.raw.sqlite:
-            for c in _DECIMALS[table]:
-                if row.get(c) is not None:
-                    row[c] = Decimal(row[c]).quantize(_CENT)
+        for c in _DECIMALS[table]:
+            if row.get(c) is not None:
+                row[c] = norm(Decimal(row[c]))
         return row
 
     @staticmethod

@@ -17,30 +17,37 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from ledger.domain.quantities import norm
+
 
 class ExactDecimal(TypeDecorator):
-    """A Decimal stored exactly: NUMERIC(18, 2) on PostgreSQL, fixed-scale text on SQLite."""
+    """A Decimal stored exactly: NUMERIC(18, 3) on PostgreSQL, text on SQLite, by the 2-or-3
+    rule (``ledger.domain.quantities.norm``): scale 2 when exact to 0.01 ("10.00"), else 3
+    ("9.635", a volume at syringe resolution, issue 19). A value with a fourth decimal is a
+    programming error (``ValueError``), never rounded: rounding here would store another figure
+    than the entry records. Reads give back the same form (PostgreSQL pads to scale 3; the
+    padding is taken off), so a projection read equals its rebuild digit for digit."""
 
-    impl = sa.Numeric(18, 2)
+    impl = sa.Numeric(18, 3)
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
         if dialect.name == "sqlite":
             return dialect.type_descriptor(sa.String(24))
-        return dialect.type_descriptor(sa.Numeric(18, 2, asdecimal=True))
+        return dialect.type_descriptor(sa.Numeric(18, 3, asdecimal=True))
 
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
         if not isinstance(value, Decimal):
             raise TypeError(f"ExactDecimal takes Decimal, got {type(value).__name__}")
-        value = value.quantize(Decimal("0.01"))
+        value = norm(value)
         return format(value, "f") if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        return Decimal(value).quantize(Decimal("0.01"))
+        return norm(Decimal(value))
 
 
 def Dec(**kw):  # noqa: N802 - reads like a column type
@@ -101,6 +108,10 @@ class Product(SQLModel, table=True):
     strength_mg_per_ml: Decimal = Dec()
     container_ml: Decimal = Dec()
     added_seq: int
+    # issue 19, package hierarchy (migration 0011): what a unit is, its own NDC, units per package
+    unit_kind: str = Field(default="vial", max_length=32)
+    unit_ndc: str | None = Field(default=None, max_length=16)
+    units_per_package: int = 1
 
 
 class Supplier(SQLModel, table=True):
@@ -156,6 +167,10 @@ class Vial(SQLModel, table=True):
     opened_at: str | None = Field(default=None, max_length=TIME)
     opened_by: str | None = Field(default=None, max_length=64)
     beyond_use_date: str | None = Field(default=None, max_length=10)
+    # issue 19, package hierarchy (migration 0011): the package (carton) the unit came in, and
+    # whether it is still in it: not drawn from or moved alone until a witnessed opening finds it
+    package_id: str | None = Field(default=None, max_length=128, index=True)
+    packaged: bool = False
 
 
 class Invoice(SQLModel, table=True):
@@ -554,3 +569,63 @@ class Prescriber(SQLModel, table=True):
 
 
 PROJECTION_MODELS["prescribers"] = Prescriber
+
+
+# --- preparations and infusions (issue 19) ----------------------------------------------------
+
+
+class Preparation(SQLModel, table=True):
+    """Each bag or syringe prepared for an infusion, with its infusion and waste (projection of
+    ``preparation_made`` / ``_infused`` / ``_wasted``). Quantities are the entries' exact text:
+    a preparation's mg is never rounded, so no fixed-scale column may hold it."""
+
+    __tablename__ = "preparations"
+    registrant: str = Field(primary_key=True, max_length=9)
+    preparation_id: str = Field(primary_key=True, max_length=32)
+    seq: int = Field(sa_type=sa.BigInteger)
+    patient_id: str = Field(max_length=32)
+    prepared_by: str = Field(max_length=64)
+    ndc_key: str = Field(max_length=12)
+    container: str = Field(max_length=16)  # bag | syringe
+    ml_drawn: str = Field(max_length=40)
+    mg: str = Field(max_length=40)
+    final_ml: str = Field(max_length=40)
+    started_at: str = Field(max_length=TIME)
+    beyond_use_at: str = Field(max_length=TIME)
+    status: str = Field(max_length=16, index=True)  # prepared | infused | wasted
+    infused_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    ml_infused: str | None = Field(default=None, max_length=40)
+    mg_given: str | None = Field(default=None, max_length=40)
+    product_ml_given: str | None = Field(default=None, max_length=40)
+    infusion_started_at: str | None = Field(default=None, max_length=TIME)
+    infusion_ended_at: str | None = Field(default=None, max_length=TIME)
+    wasted_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    mg_wasted: str | None = Field(default=None, max_length=40)
+
+
+PROJECTION_MODELS["preparations"] = Preparation
+
+
+# --- package hierarchy (issue 19, packages part) ------------------------------------------------
+
+
+class Package(SQLModel, table=True):
+    """Each package (carton, kit) received in packages (projection of ``stock_received`` lines
+    with packages, and ``package_opened``). Its units are ``vials`` rows naming it."""
+
+    __tablename__ = "packages"
+    registrant: str = Field(primary_key=True, max_length=9)
+    package_id: str = Field(primary_key=True, max_length=128)
+    ndc_key: str = Field(max_length=12, index=True)
+    lot: str = Field(max_length=64)
+    expiry: str = Field(max_length=10)
+    gtin: str | None = Field(default=None, max_length=14)
+    serial: str | None = Field(default=None, max_length=20)
+    units_per_package: int
+    received_seq: int = Field(sa_type=sa.BigInteger)
+    opened_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    units_found: int | None = None
+    discrepancy_id: str | None = Field(default=None, max_length=32)
+
+
+PROJECTION_MODELS["packages"] = Package

@@ -27,7 +27,8 @@ def a_return(vial_id: str) -> dict:
 
 def a_transfer(vial_id: str) -> dict:
     return {"vial_ids": [vial_id], "receiver_dea_number": DEA2, "receiver_name": "Dr. Other",
-            "receiver_address": ADDRESS, "invoice_number": "TR-1", "occurred_at": an_hour_ago().isoformat()}
+            "receiver_address": ADDRESS, "invoice_number": "TR-1", "occurred_at": an_hour_ago().isoformat(),
+            "receiver_registration_expires_on": "2031-06-30", "receiver_schedules": ["3", "3N", "4", "5"]}
 
 
 @pytest.mark.parametrize("path, body", [("/returns", a_return), ("/transfers", a_transfer)])

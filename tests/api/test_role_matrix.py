@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,14 @@ from api.http.roles import markdown_table  # only to check that docs/api.md is r
 from ledger.domain.principal import Role
 from ledger.storage.store import Ledger, make_engine, migrate
 from tests.api.conftest import PASSWORD, ROLE_USERS, build_api, second_clinic
-from tests.conftest import BACKENDS, DEA2, KETAMINE_50, an_hour_ago, fresh_database_url
+from tests.conftest import (
+    BACKENDS,
+    DEA2,
+    KETAMINE_50,
+    an_hour_ago,
+    clinic_today,
+    fresh_database_url,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 PUBLIC = {"login", "healthz"}
@@ -111,6 +119,12 @@ start_count                 Y     Y     -     Y     -     -     -
 submit_count                Y     Y     -     Y     -     -     -
 resolve_discrepancy         -     -     -     Y     -     -     -
 record_breakage             Y     Y     Y     Y     -     -     -
+record_esketamine_session   Y     Y     Y     -     -     -     -
+make_preparation            Y     Y     Y     -     -     -     -
+infuse_preparation          Y     -     Y     -     -     -     -
+waste_preparation           Y     Y     Y     Y     -     -     -
+open_package                Y     Y     -     Y     -     -     -
+list_packages               Y     Y     Y     Y     Y     Y     -
 destroy_stock               Y     Y     Y     Y     -     -     -
 transfer_stock              -     Y     -     Y     -     -     -
 return_stock                -     Y     -     Y     -     -     -
@@ -122,6 +136,7 @@ get_policy                  Y     Y     Y     Y     Y     Y     Y
 get_count                   Y     Y     -     Y     Y     Y     -
 list_discrepancies          -     Y     -     Y     Y     Y     -
 get_audit                   -     -     -     Y     Y     Y     -
+get_report                  -     Y     -     Y     Y     Y     -
 list_alerts                 -     -     -     Y     Y     Y     -
 acknowledge_alert           -     -     -     Y     Y     -     -
 resolve_alert               -     -     -     Y     Y     -     -
@@ -250,6 +265,9 @@ def request_for(api, name: str, user: str):
         return "GET", "/entries/0", None, user
     if name == "patient_access_log":
         return "GET", "/patient-access-log", None, user
+    if name == "get_report":  # issue 20: the role history needs no stock (PDF, unsigned here: no report key)
+        today = clinic_today()
+        return "GET", f"/reports/roles?from={today - timedelta(days=1)}&to={today}", None, user
     if name == "store_document":  # issue 20: the body is the file (``call`` sends it as a PDF)
         return "POST", "/documents", DOCUMENT_PROBE, user
     if name == "get_document":  # a well-formed digest of nothing: 404 once the role is allowed
@@ -284,11 +302,26 @@ CLINICAL_REQUESTS = {
     "record_breakage": lambda i: ("POST", "/breakages", {
         "what": "spill", "description": "role matrix probe", "recoverable": False,
         "lines": [{"vial_id": "V1-1", "ml": "0.10"}], "occurred_at": AN_HOUR_AGO}),
+    "record_esketamine_session": lambda i: ("POST", "/esketamine-sessions", {  # issue 19
+        "patient_id": "P1", "prescriber_dea_number": "FB7654329", "device_ids": ["V1-1", "V1-2"], "dose_mg": "56.00",
+        "administered_at": AN_HOUR_AGO, "observation_started_at": AN_HOUR_AGO, "observation_ended_at": AN_HOUR_AGO}),
+    "make_preparation": lambda i: ("POST", "/preparations", {  # issue 19
+        "patient_id": "P1", "prescriber_dea_number": "FB7654329", "weight_kg": "80.00", "ordered_mg_per_kg": "0.50",
+        "draws": [{"vial_id": "V1-1", "ml": "0.80"}], "diluent": "0.9% sodium chloride", "diluent_ml": "100.00",
+        "container": "bag", "final_ml": "100.80", "started_at": AN_HOUR_AGO}),
+    "infuse_preparation": lambda i: ("POST", "/preparations/P1/infusions", {  # issue 19
+        "ml_infused": "50.00", "started_at": AN_HOUR_AGO, "ended_at": AN_HOUR_AGO}),
+    "waste_preparation": lambda i: ("POST", "/preparations/P1/waste", {  # issue 19
+        "method": "drain", "occurred_at": AN_HOUR_AGO}),
+    "open_package": lambda i: ("POST", "/packages/P1-1/openings", {  # issue 19, package hierarchy
+        "units_found": 10, "occurred_at": AN_HOUR_AGO}),
+    "list_packages": lambda i: ("GET", "/packages", None),  # issue 19, package hierarchy
     "destroy_stock": lambda i: ("POST", "/destructions", {"vial_ids": ["V1-1"], "method": "digestion", "place": "med room",
                                                           "reason": "expired", "occurred_at": AN_HOUR_AGO}),
     "transfer_stock": lambda i: ("POST", "/transfers", {
         "vial_ids": ["V1-1"], "receiver_dea_number": "FB7654329", "receiver_name": "Other Clinic",
-        "receiver_address": ADDRESS, "invoice_number": f"T{i}", "occurred_at": AN_HOUR_AGO}),
+        "receiver_address": ADDRESS, "invoice_number": f"T{i}", "occurred_at": AN_HOUR_AGO,
+        "receiver_registration_expires_on": "2031-06-30", "receiver_schedules": ["3", "3N", "4", "5"]}),
     "return_stock": lambda i: ("POST", "/returns", {
         "vial_ids": ["V1-1"], "recipient_type": "supplier", "recipient_name": "Gulf Medical Supply",
         "recipient_address": ADDRESS, "recipient_dea_number": "PB1234563", "invoice_number": f"R{i}",
@@ -310,7 +343,7 @@ CLINICAL_REQUESTS = {
     "get_audit": lambda i: ("GET", "/audit?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z", None),
 }
 #: Commands a second person signs for: how many assertions they carry.
-WITNESSED = {"record_waste": 1, "submit_count": 1, "destroy_stock": 2, "record_breakage": 1, "enroll_staff": 1,
+WITNESSED = {"record_waste": 1, "waste_preparation": 1, "open_package": 1, "submit_count": 1, "destroy_stock": 2, "record_breakage": 1, "enroll_staff": 1,
              "grant_role": 1}
 WITNESS_POOL = ("ned", "casey", "pia", "morgan")
 #: Enrolments and role grants are approved by a second manager or administrator.
@@ -392,15 +425,21 @@ def api_routes() -> list[APIRoute]:
         routes_clinical,
         routes_credentials,
         routes_documents,
+        routes_esketamine,
+        routes_packages,
+        routes_preparations,
         routes_prescribers,
         routes_records,
         routes_reference,
+        routes_reports,
         routes_session,
         routes_stock,
     )
 
     return [r for m in (routes_session, routes_credentials, routes_reference, routes_prescribers, routes_stock,
-                        routes_clinical, routes_records, routes_documents, routes_alerts)
+                        routes_clinical, routes_records, routes_documents, routes_alerts, routes_esketamine,
+                        routes_preparations,
+                        routes_packages, routes_reports)
             for r in m.router.routes
             if isinstance(r, APIRoute)]
 

@@ -49,7 +49,16 @@ from ledger.services.verify import verify
 from ledger.storage.patient_keys import PatientKeyError, PatientKeys
 from ledger.storage.store import entries_t
 from tests.clinical.conftest import PRESCRIBER_DEA, Ops
-from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, an_hour_ago, clinic_today, entry_count
+from tests.conftest import (
+    DEA2,
+    KETAMINE_10,
+    KETAMINE_50,
+    RECEIVER_REGISTRATION,
+    RECIPIENT_REGISTRATION,
+    an_hour_ago,
+    clinic_today,
+    entry_count,
+)
 
 ADDR = AddressInput("9 Oak Ave", "Austin", "TX", "78702")
 
@@ -257,7 +266,7 @@ class ClinicalContract:
         (dict(ordered_mg_per_kg="0"), InvalidInput, "ordered_mg_per_kg"),
         (dict(draws=()), InvalidInput, "draws"),
         (dict(draws=(DrawInput("V-nope", "1.00"),), ml_given="1.00"), NotFound, "draws[0].vial_id"),
-        (dict(draws=(DrawInput("@V", "1.005"),)), InvalidInput, "draws[0].ml"),
+        (dict(draws=(DrawInput("@V", "1.0005"),)), InvalidInput, "draws[0].ml"),  # 0.001 mL since issue 19
         (dict(draws=(DrawInput("@V", "10.01"),), ml_given="1.00"), Conflict, "draws[0].ml"),
         (dict(ml_given="3.51"), InvalidInput, "ml_given"),
         (dict(ended_at=datetime.now(UTC) - timedelta(hours=3)), InvalidInput, "ended_at"),
@@ -455,7 +464,7 @@ class ClinicalContract:
     def test_transfer_five_percent_rule(self, ops):
         vids = ops.receive(30)
         at = an_hour_ago()  # the doses and the transfer in one (local) calendar year, even at New Year
-        cmd = TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", at)
+        cmd = TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", at, **RECEIVER_REGISTRATION)
         e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist, cmd,
                     witness=ops.nurse)
         assert "5%" in e.reason
@@ -474,14 +483,15 @@ class ClinicalContract:
         assert (e["year_transfer_units"], e["year_total_units"]) == ("1.00", "20.00")
         assert vial(ops, vids[0])["state"] == "transferred"
         refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist,
-                TransferStock((vids[20],), DEA2, "Other Clinic", ADDR, "TR-2", an_hour_ago()), witness=ops.nurse)
+                TransferStock((vids[20],), DEA2, "Other Clinic", ADDR, "TR-2", an_hour_ago(), **RECEIVER_REGISTRATION), witness=ops.nurse)
         refused(ops, Conflict, "receiver_dea_number", services.transfer_stock, ops.ledger, ops.pharmacist,
-                TransferStock((vids[20],), ops.dea, "Self", ADDR, "TR-3", an_hour_ago()), witness=ops.nurse)
+                TransferStock((vids[20],), ops.dea, "Self", ADDR, "TR-3", an_hour_ago(), **RECEIVER_REGISTRATION), witness=ops.nurse)
         refused(ops, Conflict, "vial_ids[0]", services.transfer_stock, ops.ledger, ops.pharmacist,
-                TransferStock((vids[1],), DEA2, "Other Clinic", ADDR, "TR-4", an_hour_ago()), witness=ops.nurse)
+                TransferStock((vids[1],), DEA2, "Other Clinic", ADDR, "TR-4", an_hour_ago(), **RECEIVER_REGISTRATION), witness=ops.nurse)
         # returns are not counted in the 5%
         services.return_stock(ops.ledger, ops.pharmacist, ReturnStock(
-            tuple(vids[20:25]), "reverse_distributor", "Safe Returns Inc", ADDR, "RB1234563", "RD-1", an_hour_ago()),
+            tuple(vids[20:25]), "reverse_distributor", "Safe Returns Inc", ADDR, "RB1234563", "RD-1", an_hour_ago(),
+            **RECIPIENT_REGISTRATION),
             witness=ops.nurse)
         assert {vial(ops, v)["state"] for v in vids[20:25]} == {"returned"}
         refused(ops, InvalidInput, "recipient_type", services.return_stock, ops.ledger, ops.pharmacist, ReturnStock(
@@ -650,7 +660,8 @@ class ClinicalContract:
         for v in (vids[1], vids[1], vids[2], vids[2]):  # 20 mL dispensed; a 10 mL vial would be 10/30 = 33%
             ops.dose(v, drawn="5.00", given="5.00")
         e = refused(ops, Conflict, "vial_ids", services.transfer_stock, ops.ledger, ops.pharmacist,
-                    TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", an_hour_ago()), witness=ops.nurse)
+                    TransferStock((vids[0],), DEA2, "Other Clinic", ADDR, "TR-1", an_hour_ago(), **RECEIVER_REGISTRATION),
+                    witness=ops.nurse)
         assert "33.33%" in e.reason
 
     def test_stock_read_models(self, ops):

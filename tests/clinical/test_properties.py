@@ -52,7 +52,7 @@ from ledger.services import audit, stock
 from ledger.services.verify import verify
 from ledger.storage.store import Ledger, make_engine, migrate, raw
 from tests.clinical.conftest import Ops
-from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, entry_count
+from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, RECEIVER_REGISTRATION, entry_count
 
 ml_amount = st.integers(min_value=1, max_value=1200).map(lambda n: Decimal(n).scaleb(-2))
 step = st.one_of(
@@ -229,7 +229,7 @@ def _run(ops: Ops, s: tuple, model: Model) -> None:
                 witness=ops.nurse)
         else:
             services.transfer_stock(ops.ledger, ops.pharmacist, TransferStock(
-                (v["vial_id"],), DEA2, "Harbor Ketamine Partners", ADDRESS, "TR", datetime.now(UTC)),
+                (v["vial_id"],), DEA2, "Harbor Ketamine Partners", ADDRESS, "TR", datetime.now(UTC), **RECEIVER_REGISTRATION),
                 witness=ops.nurse)
         left = model.vials[v["vial_id"]][1]
         model.lines[model.take(v["vial_id"], left)]["transferred"] += left

@@ -25,7 +25,7 @@ NAN = float("nan")
 INF = float("inf")
 QUANTITY = [("NaN", NAN, True), ('"NaN"', "NaN", True), ('"Infinity"', "Infinity", True), ("1e309", INF, True),
             ('"1e309"', "1e309", True), ('"-0"', "-0", True), ('"1,5"', "1,5", True),
-            ('"10^20"', "100000000000000000000", True), ('"1.234"', "1.234", True), ("1.5", 1.5, True),
+            ('"10^20"', "100000000000000000000", True), ('"1.2345"', "1.2345", True), ("1.5", 1.5, True),
             ("true", True, True), ('"-1.00"', "-1.00", True), ("fullwidth", "\uff11\uff10.00", True)]
 DATETIME = [("year 1", "0001-01-01T00:00:00Z", True), ("year 9999", "9999-12-31T23:59:59Z", True),
             ("month 13", "2026-13-45T10:00:00Z", True), ("no zone", "2026-11-01T10:00:00", True),

@@ -17,7 +17,7 @@ of ``/openapi.json``, in the document's order:
    ``/destructions``, each signed for the exact bytes of that request, for every request.
 2. Each field in turn (nested objects and list items included, e.g. ``lines[0].ndc``) gets the
    values fitting its kind: quantities (NaN, infinities, ``-0``, ``1e309``, ``1,5``, ``10^20``,
-   three decimals, floats, booleans, negative, fullwidth), times (year 1, year 9999, month 13, no
+   four decimals (issue 19: mL take three), floats, booleans, negative, fullwidth), times (year 1, year 9999, month 13, no
    zone, far future, a number), dates, DEA numbers and NDCs (check digit, Cyrillic and fullwidth
    look-alikes), zero-width space, NUL, lone surrogate, empty, one character over ``maxLength``,
    integers out of range, lists empty or one item too long, wrong JSON types, an unknown field
@@ -137,7 +137,7 @@ APPROVERS = ("morgan",)
 #: A second person signs these on the recorder's device (issue 15), read as an optional witness:
 #: left out, the service refuses naming ``witness`` (the Form 106 example takes a vial off the book).
 SECOND_PERSON = frozenset({"resolve_discrepancy", "record_breakage", "report_theft_or_loss", "transfer_stock",
-                           "return_stock"})
+                           "return_stock", "open_package"})
 BIG = 10 * 1024 * 1024
 JSON = "application/json"
 
@@ -181,6 +181,7 @@ class World:
             keys=self.patient_keys)["patient_id"]
         self.ids = {"supplier_id": c.supplier_id, "patient_id": self.patient, "staff_id": self.tess, "dea": DEA,
                     "seq": "1", "vial_id": self.vials(1)[0], "session_id": self.count_session(),
+                    "kind": "roles",  # a report kind (issue 20) that needs no inventory
                     "sha256": services.store_document(led, c.pharmacist, StoreDocument(
                         b"%PDF-1.7 the sweep's document", "application/pdf", "Sweep"))["sha256"]}
 
@@ -295,6 +296,46 @@ def _correction(w: World) -> Prep:
     return Prep(body={"corrects_seq": seq, "vial_id": vial})
 
 
+def _esketamine(w: World) -> Prep:
+    """Issue 19: two sealed Spravato devices (the product added once) for the session, and
+    times that meet the REMS (observed 2 h 05 min, ending at the sweep's moment)."""
+    from ledger.domain.commands import AddProduct
+
+    if not getattr(w, "spravato", False):
+        services.add_product(w.ledger, w.clinic.admin, AddProduct(
+            "50458-0028-02", "Spravato (esketamine) nasal spray 28 mg", "7285", "III", "nasal spray", "140.00", "0.20"))
+        w.spravato = True
+    at = w.when - timedelta(hours=2, minutes=5)
+    ids = services.receive_stock(w.ledger, w.clinic.nurse, ReceiveStock(
+        w.clinic.supplier_id, w.unique("FUZZ-SPR-"), at - timedelta(hours=1),
+        (ReceivedLineInput("50458-0028-02", 2, "SPR2611", "2028-06-30"),)))["vial_ids"]
+    return Prep(body={"patient_id": w.patient, "device_ids": ids, "administered_at": at.isoformat(),
+                      "observation_started_at": at.isoformat(), "observation_ended_at": w.when.isoformat()})
+
+
+def _preparation(w: World, *, infused: bool = False) -> str:
+    """Issue 19: a bag prepared 20 minutes before the sweep's moment (well within its 4-hour
+    beyond-use time), infused from 15 to 10 minutes before it when ``infused``; its id."""
+    from ledger.domain.commands import InfusePreparation, MakePreparation
+
+    at = w.when - timedelta(minutes=20)
+    pid = services.make_preparation(w.ledger, w.clinic.nurse, MakePreparation(
+        w.patient, "FB7654329", "80.00", "0.50", (DrawInput(w.vials(1)[0], "0.80"),), "0.9% sodium chloride",
+        "100.00", "bag", "100.80", at))["preparation_id"]
+    if infused:
+        services.infuse_preparation(w.ledger, w.clinic.nurse, InfusePreparation(
+            pid, "70.00", at + timedelta(minutes=5), at + timedelta(minutes=10)))
+    return pid
+
+
+def _sealed_carton(w: World) -> Prep:
+    """Issue 19: a sealed carton of 10 vials (KETAMINE_50's package), received for the opening."""
+    pid = services.receive_stock(w.ledger, w.clinic.nurse, ReceiveStock(
+        w.clinic.supplier_id, w.unique("FUZZ-CARTON-"), w.when - timedelta(minutes=10),
+        (ReceivedLineInput(KETAMINE_50, None, "KA2611", "2028-06-30", packages=1),)))["package_ids"][0]
+    return Prep(path={"package_id": pid})
+
+
 #: What each write route needs before its example can be accepted, by FastAPI route name. A new
 #: write route fails ``test_every_write_route_has_its_preconditions`` until it has a row.
 PREPARE: dict[str, Callable[[World], Prep]] = {
@@ -323,6 +364,12 @@ PREPARE: dict[str, Callable[[World], Prep]] = {
     "submit_count": lambda w: Prep(path={"session_id": w.count_session()}),
     "resolve_discrepancy": lambda w: Prep(path={"discrepancy_id": w.discrepancy()}),
     "record_breakage": lambda w: Prep(body={"vial_id": w.vials(1)[0]}),  # the example spills 1.50 mL of it
+    "record_esketamine_session": _esketamine,  # issue 19
+    "open_package": _sealed_carton,  # issue 19, package hierarchy
+    # issue 19: diluted infusions (a fresh bag for each: one infusion and one waste per bag)
+    "make_preparation": lambda w: Prep(body={"patient_id": w.patient, "vial_id": w.vials(1)[0]}),
+    "infuse_preparation": lambda w: Prep(path={"preparation_id": _preparation(w)}),
+    "waste_preparation": lambda w: Prep(path={"preparation_id": _preparation(w, infused=True)}),
     "destroy_stock": lambda w: Prep(body={"vial_ids": w.vials(1)}),
     "transfer_stock": lambda w: Prep(body={"vial_ids": w.transferable()}),
     "return_stock": lambda w: Prep(body={"vial_ids": w.vials(1)}),
@@ -356,6 +403,7 @@ CREDENTIALS = {"login": {"username", "password", "totp"}, "create_witness_assert
 #: Fields naming something recorded, with a well-formed value that names nothing (must be a 404
 #: naming the field). A well-formed but wrong value in them (a look-alike id) may be a 404 too.
 NOTHING = {"supplier_id": "SUP999999", "patient_id": "P999999", "vial_id": "V999999-1", "vial_ids": "V999999-1",
+           "device_ids": "V999999-1",  # issue 19: esketamine devices are vials rows
            "administration_id": "A999999", "ndc": "0409-2051-99", "ndcs": "0409-2051-99", "corrects_seq": 999999,
            "fixed_by_seq": 999999, "covers_seqs": 999999, "documents": "ab" * 32}
 #: Routes whose body changes credentials or sessions, which are not entries.
@@ -833,8 +881,10 @@ class Sweep:
 
     def query_default(self, name: str) -> str:
         now = datetime.now(UTC)
+        today = now.astimezone(zoneinfo.ZoneInfo("America/Chicago")).date()  # reports take local days (issue 20)
         return {"start": (now - timedelta(days=1)).isoformat(), "end": now.isoformat(), "seq": "0",
-                "first": "1", "second": "1"}.get(name, "1")
+                "first": "1", "second": "1", "from": (today - timedelta(days=1)).isoformat(),
+                "to": today.isoformat()}.get(name, "1")
 
     def all(self) -> None:
         for path, ops in self.doc["paths"].items():

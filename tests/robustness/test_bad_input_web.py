@@ -400,7 +400,7 @@ def fields_of(form: ParsedForm, labels: dict[str, str], baseline: list[tuple[str
 Value = str | Callable[[str], str]
 QUANTITY: list[tuple[str, Value, bool]] = [
     ("NaN", "NaN", True), ("Infinity", "Infinity", True), ("1e309", "1e309", True), ("-0", "-0", True),
-    ("1,5", "1,5", True), ("10^20", "1" + "0" * 20, True), ("three decimals", "1.234", True),
+    ("1,5", "1,5", True), ("10^20", "1" + "0" * 20, True), ("four decimals", "1.2345", True),
     ("negative", "-1.00", True), ("fullwidth", "\uff11.\uff10\uff10", True)]
 WHOLE: list[tuple[str, Value, bool]] = [
     ("1.5", "1.5", True), ("negative", "-1", True), ("NaN", "NaN", True), ("1e309", "1e309", True),
@@ -523,6 +523,7 @@ FORMS = [
     Spec("/ui/{dea}/transfers/new", lambda w: "transfers/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "receiver_dea_number": DEA2, "receiver_name": "Dr. Other",
                             "street": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701",
+                            "receiver_registration_expires_on": "2031-06-30", "receiver_schedules": "3N 4 5",
                             # issue 15: stock leaving the registrant is signed by a second person
                             "witness_username": "ned", "witness_password": PASSWORD}),
     Spec("/ui/{dea}/losses/new", lambda w: "losses/new",

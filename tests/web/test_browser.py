@@ -43,11 +43,11 @@ def test_receive_stock_by_scanning_with_the_keyboard(server, context, shots):
         page.get_by_label("GS1 barcode scan").fill(scan("6745700110", "KA2611", "280731", serial))
         page.get_by_label("GS1 barcode scan").press("Enter")  # what a keyboard-wedge scanner sends
         page.wait_for_load_state()
-    assert page.get_by_label("Containers, line 1").input_value() == "3"
+    assert page.get_by_label("Packages, line 1").input_value() == "3"  # three cartons (issue 19)
     assert page.get_by_label("Lot, line 1").input_value() == "KA2611"
     assert page.get_by_label("Invoice number").input_value() == "GMS-0002"  # kept across scans
     assert scan_field.evaluate("e => document.activeElement === e")  # ready for the next carton
-    invoiced = page.get_by_label("Containers on the invoice, line 1")
+    invoiced = page.get_by_label("Packages on the invoice, line 1")
     if invoiced.count():  # issue 3: the invoice is checked against what arrived
         invoiced.fill("3")
     shots(page, "04-receive-scanned")
@@ -229,6 +229,9 @@ def test_blind_count_then_a_manager_resolves_the_discrepancy(server, context, sh
     panel.get_by_label("Second person username").fill("ned")
     panel.get_by_label("Second person password").fill(PASSWORD)
     panel.get_by_role("button", name=f"Resolve {did}").click()
+    p2.wait_for_load_state()
+    if "done=" not in p2.url:
+        raise AssertionError(p2.inner_text("main")[:3000])
     p2.wait_for_url("**/discrepancies?done=*")
     assert f"Discrepancy {did} resolved" in p2.inner_text("#saved")
     if server.seeded.alert_id is not None:

@@ -452,7 +452,8 @@ def test_transfer_and_loss_pages_record_through_the_services(web):
     vial = re.search(r'name="vial_ids" value="([^"]+)"', page.text).group(1)
     form = {"csrf_token": csrf_of(page.text), "form_key": "t1", "vial_ids": vial, "receiver_dea_number": "FB7654329",
             "receiver_name": "Dr. Other", "street": "1 Main St", "city": "Austin", "state": "TX",
-            "postal_code": "787", "invoice_number": "T-1", "occurred_at": now}
+            "postal_code": "787", "invoice_number": "T-1", "occurred_at": now,
+            "receiver_registration_expires_on": "2031-06-30", "receiver_schedules": "3N 4 5"}
     # stock leaving the registrant: a second person signs on this screen (issue 15)
     r = web.client.post(UI + "transfers/new", data=form)
     assert r.status_code == 422 and 'id="f-witness_username-error"' in r.text and 'value="Dr. Other"' in r.text

@@ -88,9 +88,11 @@ def witness(entry: dict[str, Any]) -> str | None:
     return None
 
 
-#: Half the finest graduation the ledger records a volume in (0.01 mL): a dose drawn to the
-#: nearest 0.01 mL may exceed the order by this much without anyone giving more than ordered
-#: (issue 19: 0.5 mg/kg x 73 kg = 36.5 mg is 0.365 mL at 100 mg/mL, drawn as 0.37 mL = 37.00 mg).
+#: Half a syringe's finest graduation (0.01 mL): a dose drawn to the nearest graduation may exceed
+#: the order by this much without anyone giving more than ordered (issue 19: 0.5 mg/kg x 73 kg =
+#: 36.5 mg is 0.365 mL at 100 mg/mL, drawn as 0.37 mL = 37.00 mg). Volumes are recorded to this
+#: resolution since issue 19 (``quantities.parse_volume``, 3 decimals), so 0.365 mL is recorded
+#: as such; the allowance stays for a dose read to the nearest graduation.
 MEASURING_RESOLUTION_ML = Decimal("0.005")
 
 
@@ -175,7 +177,9 @@ def suspected_loss(entry: dict[str, Any], tz: str) -> Candidate | None:
 #: Drug handling whose time of day matters. Counts and inventories are left out: they are taken
 #: at opening or close of business by design; patient registration is not drug handling.
 HANDLING_KINDS = frozenset({"dose_administered", "dose_wasted", "stock_received", "stock_destroyed",
-                            "stock_transferred", "stock_returned"})
+                            "stock_transferred", "stock_returned",
+                            "esketamine_session_recorded",  # issue 19
+                            "preparation_made", "preparation_infused", "preparation_wasted"})  # issue 19
 
 
 def outside_hours_by_day(entries: Iterable[dict[str, Any]], now: datetime, policy: AlertPolicy,
@@ -218,11 +222,15 @@ def outside_hours_by_day(entries: Iterable[dict[str, Any]], now: datetime, polic
 
 def per_entry_rules(entry: dict[str, Any], policy: AlertPolicy, tz: str) -> list[Candidate]:
     """Every cheap rule over one entry (what the in-transaction hook and the scan both run)."""
+    # issue 19; imported here because that module imports this one
+    from ledger.domain.alerts.preparations import preparation_above_order
+
     out = []
     for c in (late_entry(entry, policy), dose_above_order(entry),
               quarantined(entry), loss_reported(entry, tz), suspected_loss(entry, tz),
               stock_removed_by_correction(entry), book_read_during_blind_count(entry),
-              stock_off_by_loss_adjustment(entry), breakage_recorded(entry)):
+              stock_off_by_loss_adjustment(entry), breakage_recorded(entry),
+              preparation_above_order(entry)):
         if c is not None:
             out.append(c)
     return out

@@ -198,6 +198,12 @@ def discrepancy_alerts(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]
                     out[line["discrepancy_id"]] = discrepancy_view(
                         e["registrant"], line["discrepancy_id"], e["seq"], e["recorded_at"], line["product"]["ndc_key"],
                         Decimal(line["expected_ml"]), Decimal(line["counted_ml"]), diff, list(signers(e)))
+        elif e["kind"] == "package_opened" and e.get("discrepancy_id"):  # issue 19: a carton opened short
+            ml = Decimal(e["product"]["container_ml"])
+            expected, found = ml * e["units_per_package"], ml * len(e["units_found"])
+            out[e["discrepancy_id"]] = discrepancy_view(
+                e["registrant"], e["discrepancy_id"], e["seq"], e["recorded_at"], e["product"]["ndc_key"],
+                expected, found, found - expected, list(signers(e)))
         elif e["kind"] == "discrepancy_resolved" and e["discrepancy_id"] in out:
             d = out[e["discrepancy_id"]]
             d.update(status="resolved", resolved_seq=e["seq"], resolved_by=performer(e),
