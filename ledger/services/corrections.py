@@ -134,6 +134,13 @@ def correct_entry(ledger: Ledger, principal: Principal, cmd: CorrectEntry, *, ap
                                + (f" and earlier corrections already {direction} {already[(vial_id, direction)]} mL"
                                   if already[(vial_id, direction)] else "")
                                + f"; a correction cannot {direction} {ml} mL", field=f"{f}.ml")
+            if direction == "remove" and v.get("packaged"):
+                # Review 19: a unit still in its package (sealed, or not found when it was opened)
+                # leaves the book only with its whole package or by its discrepancy's loss
+                # adjustment; the rules replay refuses a correction that takes it (``package-sealed``).
+                raise Conflict(f"vial {vial_id} is in package {v['package_id']}, not opened or not found when it was "
+                               "opened: a correction cannot take it off the book (open the package before a "
+                               "witness, or resolve its discrepancy)", field=f"{f}.vial_id")
             if direction == "remove" and ml > v["ml_left"]:
                 raise Conflict(f"vial {vial_id} holds {v['ml_left']} mL; removing {ml} mL would take stock below zero",
                                field=f"{f}.ml")

@@ -39,9 +39,21 @@ def _book(ctx: CommandContext, ndc_key: str) -> tuple[int, int, Decimal]:
     """(sealed containers, opened containers, mL) on hand for one product, from the vials."""
     sealed = opened = 0
     ml = ZERO
+    opened_packages: dict[str, bool] = {}
     for v in ctx.view.select("vials", registrant=ctx.registrant, ndc_key=ndc_key):
         if v["state"] not in ON_HAND:
             continue
+        if v.get("packaged") and v.get("package_id"):
+            # A unit still "in" a package that was opened is one the opening did not find: its
+            # shortfall is already the opening's discrepancy, and a count expecting it too would
+            # report it again, so two honest resolutions took two present vials off the book
+            # (review finding F1). Until that discrepancy settles it, counts leave it out.
+            pid = v["package_id"]
+            if pid not in opened_packages:
+                pkg = ctx.view.get("packages", (ctx.registrant, pid)) or {}
+                opened_packages[pid] = pkg.get("opened_seq") is not None
+            if opened_packages[pid]:
+                continue
         if v["opened_at"] is None and v["ml_left"] == v["container_ml"]:
             sealed += 1
         else:

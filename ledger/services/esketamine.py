@@ -55,6 +55,12 @@ def _device(ctx: CommandContext, device_id: str, on: date, *, field: str) -> dic
         raise Conflict(f"device {device_id} is in quarantine; it may not be used", field=field)
     if v["state"] != "sealed":
         raise Conflict(f"device {device_id} is {v['state']}; it is not on hand", field=field)
+    if v.get("packaged"):
+        # Review 19: a device still sealed in its kit is used only after the kit's witnessed
+        # opening (``package_opened``), as every other unit (``common.vial_for_use``); the rules
+        # replay refuses it (``package-sealed``), so accepting it here broke ``verify --deep``.
+        raise Conflict(f"device {device_id} is still in kit {v['package_id']}: open the kit before a witness "
+                       "(recording the devices found) before using its devices", field=field)
     if v["opened_at"] is not None or v["ml_left"] != v["container_ml"]:
         raise Conflict(f"device {device_id} is not whole on the book ({v['ml_left']} of {v['container_ml']} mL); "
                        "a device is used whole", field=field)

@@ -110,9 +110,12 @@ def make_preparation(ledger: Ledger, principal: Principal, cmd: MakePreparation,
         raise InvalidInput(f"a {cmd.container} holds at most {limit} mL", field="final_ml")
     if diluent_ml > final_ml:
         raise InvalidInput(f"{diluent_ml} mL of diluent is more than the final volume {final_ml} mL", field="diluent_ml")
-    if drawn > final_ml:
-        raise InvalidInput(f"{drawn} mL drawn from the vials is more than the final volume {final_ml} mL",
-                           field="final_ml")
+    if drawn + diluent_ml > final_ml:
+        # The container holds at least the drug and the diluent put into it (a bag's overfill only
+        # adds). A final volume recorded smaller would make a partial infusion look whole: the
+        # drug left in the container would leave with no waste and no witness (review finding F3).
+        raise InvalidInput(f"{drawn} mL drawn and {diluent_ml} mL of diluent make at least "
+                           f"{drawn + diluent_ml} mL, more than the final volume {final_ml} mL", field="final_ml")
     started = aware(cmd.started_at, field="started_at")
 
     def build(ctx: CommandContext) -> dict:

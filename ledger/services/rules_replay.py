@@ -637,7 +637,7 @@ class RulesReplay:
             if D(e["mg"]) != mg or D(e["ml_drawn"]) != drawn:
                 raise RuleBroken("preparation-mg", f"preparation {pid} records {e['mg']} mg in {e['ml_drawn']} mL; "
                                                    f"its draws hold {mg} mg in {drawn} mL")
-            if e["container"] not in preparation_rules.CONTAINERS or drawn > final or D(e["diluent_ml"]) > final:
+            if e["container"] not in preparation_rules.CONTAINERS or drawn + D(e["diluent_ml"]) > final:
                 raise RuleBroken("preparation-mg", f"preparation {pid}: {e['container']!r} of final volume "
                                                    f"{final} mL cannot hold {drawn} mL drawn and "
                                                    f"{e['diluent_ml']} mL of diluent")

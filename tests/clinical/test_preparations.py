@@ -198,11 +198,16 @@ def test_drawing_more_than_a_vial_holds_is_refused(ops):
     vids = ops.receive(1)
     before = entry_count(ops.ledger)
     with pytest.raises(Conflict) as exc:
-        prepare(ops, vids[0], "10.01", final_ml="110.00")
+        prepare(ops, vids[0], "10.01", final_ml="120.00")
     assert exc.value.field == "draws[0].ml" and "below zero" in exc.value.reason
     with pytest.raises(InvalidInput) as exc:
         prepare(ops, vids[0], "5.00", diluent_ml="0.00", final_ml="4.00")
     assert exc.value.field == "final_ml"
+    # review finding F3: the final volume holds at least drug + diluent (a smaller one would make a
+    # partial infusion look whole, the drug left in the container leaving without a witness)
+    with pytest.raises(InvalidInput) as exc:
+        prepare(ops, vids[0], "5.00", diluent_ml="10.00", final_ml="10.00")
+    assert exc.value.field == "final_ml" and "15.00 mL" in exc.value.reason
     with pytest.raises(InvalidInput) as exc:
         prepare(ops, vids[0], "5.00", container="syringe", final_ml="100.00")
     assert exc.value.field == "final_ml" and "60.00" in exc.value.reason
