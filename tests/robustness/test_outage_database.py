@@ -37,7 +37,7 @@ from ledger.storage.log import attach
 from ledger.storage.store import Ledger, entries_t, make_engine, migrate
 from tests.api.conftest import PATIENT_KEY, ROLE_USERS, Api, build_api
 from tests.api.test_commands import receipt
-from tests.api.test_role_matrix import EXPECTED, request_for, witness_header
+from tests.api.test_role_matrix import DOCUMENT_PROBE, EXPECTED, request_for, witness_header
 from tests.robustness.pg_cluster import Cluster, pg_bin
 
 PROBLEM = "application/problem+json"
@@ -115,6 +115,10 @@ def prepared_requests(api: Api) -> list[tuple[str, str, str, bytes | None, dict]
     for name, roles in EXPECTED.items():
         role = sorted(roles)[0] if roles else "nurse"
         method, path, body, user = request_for(api, name, ROLE_USERS[role])
+        if body is DOCUMENT_PROBE:  # a document upload: the body is the file (issue 20)
+            out.append((name, method, api.url(path), b"%PDF-1.7 outage probe",
+                        api.headers(user, **api.key(), **{"Content-Type": "application/pdf", "Document-Title": "x"})))
+            continue
         content = json.dumps(body).encode() if body is not None else None
         headers = api.headers(user, **api.key())
         if content is not None:
