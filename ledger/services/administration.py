@@ -60,11 +60,10 @@ def _usable(ctx: CommandContext, v: dict, on: date, *, field: str) -> None:
                        "destroy the remainder (Form 41)", field=field)
 
 
-def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *, witness: Principal | None = None,
-                    idempotency_key: str | None = None) -> dict:
-    """Record one infusion; a sealed vial is opened by its first draw (beyond-use date from the
-    policy). With ``cmd.waste`` the remainder is wasted in the same transaction, signed by
-    ``witness`` (a different authenticated person)."""
+def parse_order(cmd, *, what: str) -> tuple[str, Decimal, Decimal, list[tuple[str, Decimal]]]:
+    """The order and vial draws a direct dose or a preparation carries, checked before any read:
+    (prescriber DEA number, weight kg, mg/kg, [(vial id, mL)]). ``what`` ("dose",
+    "preparation") names the record in the messages."""
     if not isinstance(cmd.patient_id, str) or not cmd.patient_id or len(cmd.patient_id) > 32:
         raise InvalidInput("must be a patient id", field="patient_id")
     prescriber = parse_dea_number(cmd.prescriber_dea_number, field="prescriber_dea_number")
@@ -80,14 +79,64 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
     if not isinstance(cmd.draws, list | tuple) or not cmd.draws:
         raise InvalidInput("name the vial(s) drawn from", field="draws")
     if len(cmd.draws) > 20:
-        raise InvalidInput("at most 20 vials per dose", field="draws")
-    draws_in = []
+        raise InvalidInput(f"at most 20 vials per {what}", field="draws")
+    draws_in: list[tuple[str, Decimal]] = []
     for i, d in enumerate(cmd.draws):
-        if not isinstance(d.vial_id, str) or not d.vial_id or len(d.vial_id) > 128:
+        vial_id = getattr(d, "vial_id", None)
+        if not isinstance(vial_id, str) or not vial_id or len(vial_id) > 128:
             raise InvalidInput("must be a vial id", field=f"draws[{i}].vial_id")
-        if any(d.vial_id == x[0] for x in draws_in):
-            raise InvalidInput(f"vial {d.vial_id} is drawn from twice; give one line per vial", field=f"draws[{i}].vial_id")
-        draws_in.append((d.vial_id, parse_volume(d.ml, field=f"draws[{i}].ml")))
+        if any(vial_id == x for x, _ in draws_in):
+            raise InvalidInput(f"vial {vial_id} is drawn from twice; give one line per vial", field=f"draws[{i}].vial_id")
+        draws_in.append((vial_id, parse_volume(getattr(d, "ml", None), field=f"draws[{i}].ml")))
+    return prescriber, weight, per_kg, draws_in
+
+
+def ordered_mg(weight: Decimal, per_kg: Decimal) -> Decimal:
+    """The dose ordered: kg x mg/kg, half-up to 0.01 mg (as since issue 3: existing entries were
+    computed so; mg from mL is half-even, ``quantities.q2``)."""
+    return (weight * per_kg).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+def draw_for_order(ctx: CommandContext, draws_in: list[tuple[str, Decimal]], prescriber: str, local_day: date, *,
+                   one_product: str) -> tuple[list[ev.Draw], ev.ProductDescription, dict]:
+    """Inside the command: each draw from a usable vial that holds it (a sealed vial is opened by
+    its first draw, its beyond-use date from the policy), all of one product (``one_product``
+    says so when not), for an order of a prescriber registered, current on ``local_day`` and
+    covering the product's schedule (21 CFR 1306.03). Returns (draws, product, prescriber row)."""
+    policy = current_policy(ctx)
+    draws: list[ev.Draw] = []
+    product = None
+    for i, (vial_id, ml) in enumerate(draws_in):
+        f = f"draws[{i}]"
+        v = vial_for_use(ctx, vial_id, field=f"{f}.vial_id")
+        _usable(ctx, v, local_day, field=f"{f}.vial_id")
+        p = product_of_vial(ctx, v)
+        if product is None:
+            product = p
+        elif p.ndc_key != product.ndc_key:
+            raise InvalidInput(one_product, field=f"{f}.vial_id")
+        if ml > v["ml_left"]:
+            raise Conflict(f"vial {vial_id} holds {v['ml_left']} mL; drawing {ml} mL would take stock below zero",
+                           field=f"{f}.ml")
+        opening = v["opened_at"] is None
+        bud = local_day + timedelta(days=policy.beyond_use_days) if opening else date.fromisoformat(v["beyond_use_date"])
+        draws.append(ev.Draw(vial_id=vial_id, product=p, lot=v["lot"], expiry=date.fromisoformat(v["expiry"]),
+                             ml=ml, opened_vial=opening, beyond_use_date=bud))
+    registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
+    if registered is not None:
+        registered = {**registered, "schedules": json.loads(registered["schedules"])}
+    refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, product.schedule)
+    if refusal is not None:
+        raise InvalidInput(refusal, field="prescriber_dea_number")
+    return draws, product, registered
+
+
+def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *, witness: Principal | None = None,
+                    idempotency_key: str | None = None) -> dict:
+    """Record one infusion; a sealed vial is opened by its first draw (beyond-use date from the
+    policy). With ``cmd.waste`` the remainder is wasted in the same transaction, signed by
+    ``witness`` (a different authenticated person)."""
+    prescriber, weight, per_kg, draws_in = parse_order(cmd, what="dose")
     drawn = norm(sum((ml for _, ml in draws_in), ZERO))  # 0.135 + 0.365 is "0.50", never "0.500"
     given = parse_volume(cmd.ml_given, field="ml_given", allow_zero=True)
     if given > drawn:
@@ -126,39 +175,13 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
         if patient is None:
             raise NotFound(f"no patient {cmd.patient_id!r} at {ctx.registrant}; register the patient first",
                            field="patient_id")
-        policy = current_policy(ctx)
         local_day = occurred.astimezone(registrant_tz(ctx)).date()
-        draws: list[ev.Draw] = []
-        product = None
-        for i, (vial_id, ml) in enumerate(draws_in):
-            f = f"draws[{i}]"
-            v = vial_for_use(ctx, vial_id, field=f"{f}.vial_id")
-            _usable(ctx, v, local_day, field=f"{f}.vial_id")
-            p = product_of_vial(ctx, v)
-            if product is None:
-                product = p
-            elif p.ndc_key != product.ndc_key:
-                raise InvalidInput("one dose is drawn from one product; record a second dose for another",
-                                   field=f"{f}.vial_id")
-            if ml > v["ml_left"]:
-                raise Conflict(f"vial {vial_id} holds {v['ml_left']} mL; drawing {ml} mL would take stock below zero",
-                               field=f"{f}.ml")
-            opening = v["opened_at"] is None
-            bud = local_day + timedelta(days=policy.beyond_use_days) if opening else date.fromisoformat(v["beyond_use_date"])
-            draws.append(ev.Draw(vial_id=vial_id, product=p, lot=v["lot"], expiry=date.fromisoformat(v["expiry"]),
-                                 ml=ml, opened_vial=opening, beyond_use_date=bud))
-        # Issue 19 (21 CFR 1306.03): the order is a registered prescriber's, whose registration is
-        # current on the day of the dose and covers the product's schedule.
-        registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
-        if registered is not None:
-            registered = {**registered, "schedules": json.loads(registered["schedules"])}
-        refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, product.schedule)
-        if refusal is not None:
-            raise InvalidInput(refusal, field="prescriber_dea_number")
+        draws, product, registered = draw_for_order(
+            ctx, draws_in, prescriber, local_day,
+            one_product="one dose is drawn from one product; record a second dose for another")
         waste_sig = sign_witness(ctx, principal, witness) if waste_ml is not None else None
         admin_id = f"A{ctx.next_seq}"
-        # Half-up, as since issue 3 (existing entries were computed so); mg from mL is half-even (q2).
-        ordered = (weight * per_kg).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        ordered = ordered_mg(weight, per_kg)
         a = ctx.append(ev.DoseAdministered(
             administration_id=admin_id, patient_id=cmd.patient_id, patient_commitment=patient["commitment"],
             prescriber_dea_number=prescriber, weight_kg=weight, ordered_mg_per_kg=per_kg, ordered_mg=ordered,

@@ -17,36 +17,35 @@ Direct draws (IM, IV push) stay ``administration.administer_dose``.
 
 from __future__ import annotations
 
-import json
-from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import timedelta
+from decimal import Decimal
 
 from ledger.domain import entries as ev
 from ledger.domain import preparations as rules
-from ledger.domain import prescribers as prescriber_rules
 from ledger.domain.commands import InfusePreparation, MakePreparation, WastePreparation
 from ledger.domain.errors import Conflict, InvalidInput, NotFound
-from ledger.domain.identifiers import parse_dea_number
 from ledger.domain.principal import Meaning, Principal, Role
-from ledger.domain.quantities import parse_amount, parse_volume
+from ledger.domain.quantities import parse_volume
 from ledger.integrity.canonical import format_time, parse_time
-from ledger.services.administration import ADMINISTERERS, CLINICIANS
-from ledger.services.administration import _usable as usable
+from ledger.services.administration import (
+    ADMINISTERERS,
+    CLINICIANS,
+    draw_for_order,
+    ordered_mg,
+    parse_order,
+)
 from ledger.services.common import (
     FUTURE_TOLERANCE,
     ZERO,
     aware,
-    current_policy,
     entry_at,
     event_time,
     product_from_row,
-    product_of_vial,
     registrant_tz,
     request_fields,
     run,
     sign_witness,
     text,
-    vial_for_use,
 )
 from ledger.storage.store import CommandContext, Ledger
 
@@ -75,30 +74,7 @@ def make_preparation(ledger: Ledger, principal: Principal, cmd: MakePreparation,
                      idempotency_key: str | None = None) -> dict:
     """Record a bag or syringe prepared for one patient's infusion; its draws take their mL off
     the vials now (a sealed vial is opened by its first draw, as for a direct dose)."""
-    if not isinstance(cmd.patient_id, str) or not cmd.patient_id or len(cmd.patient_id) > 32:
-        raise InvalidInput("must be a patient id", field="patient_id")
-    prescriber = parse_dea_number(cmd.prescriber_dea_number, field="prescriber_dea_number")
-    refusal = prescriber_rules.practitioner_refusal(prescriber)
-    if refusal is not None:  # a distributor's or other non-practitioner number orders nothing
-        raise InvalidInput(refusal, field="prescriber_dea_number")
-    weight = parse_amount(cmd.weight_kg, field="weight_kg")
-    if weight > 500:
-        raise InvalidInput("must be at most 500 kg", field="weight_kg")
-    per_kg = parse_amount(cmd.ordered_mg_per_kg, field="ordered_mg_per_kg")
-    if per_kg > 10:
-        raise InvalidInput("must be at most 10 mg/kg", field="ordered_mg_per_kg")
-    if not isinstance(cmd.draws, list | tuple) or not cmd.draws:
-        raise InvalidInput("name the vial(s) drawn from", field="draws")
-    if len(cmd.draws) > 20:
-        raise InvalidInput("at most 20 vials per preparation", field="draws")
-    draws_in: list[tuple[str, Decimal]] = []
-    for i, d in enumerate(cmd.draws):
-        vial_id = getattr(d, "vial_id", None)
-        if not isinstance(vial_id, str) or not vial_id or len(vial_id) > 128:
-            raise InvalidInput("must be a vial id", field=f"draws[{i}].vial_id")
-        if any(vial_id == x for x, _ in draws_in):
-            raise InvalidInput(f"vial {vial_id} is drawn from twice; give one line per vial", field=f"draws[{i}].vial_id")
-        draws_in.append((vial_id, parse_volume(getattr(d, "ml", None), field=f"draws[{i}].ml")))  # mL parse site
+    prescriber, weight, per_kg, draws_in = parse_order(cmd, what="preparation")
     drawn = rules.exact(sum((ml for _, ml in draws_in), ZERO))  # one text per value (2 or 3 decimals)
     diluent = text(cmd.diluent, field="diluent", max_len=100)
     diluent_ml = parse_volume(cmd.diluent_ml, field="diluent_ml", allow_zero=True)  # mL parse site
@@ -125,41 +101,16 @@ def make_preparation(ledger: Ledger, principal: Principal, cmd: MakePreparation,
         if patient is None:
             raise NotFound(f"no patient {cmd.patient_id!r} at {ctx.registrant}; register the patient first",
                            field="patient_id")
-        policy = current_policy(ctx)
         local_day = occurred.astimezone(registrant_tz(ctx)).date()
-        draws: list[ev.Draw] = []
-        product = None
-        for i, (vial_id, ml) in enumerate(draws_in):
-            f = f"draws[{i}]"
-            v = vial_for_use(ctx, vial_id, field=f"{f}.vial_id")
-            usable(ctx, v, local_day, field=f"{f}.vial_id")
-            p = product_of_vial(ctx, v)
-            if product is None:
-                product = p
-            elif p.ndc_key != product.ndc_key:
-                raise InvalidInput("one preparation is drawn from one product", field=f"{f}.vial_id")
-            if ml > v["ml_left"]:
-                raise Conflict(f"vial {vial_id} holds {v['ml_left']} mL; drawing {ml} mL would take stock below zero",
-                               field=f"{f}.ml")
-            opening = v["opened_at"] is None
-            bud = local_day + timedelta(days=policy.beyond_use_days) if opening else date.fromisoformat(v["beyond_use_date"])
-            draws.append(ev.Draw(vial_id=vial_id, product=p, lot=v["lot"], expiry=date.fromisoformat(v["expiry"]),
-                                 ml=ml, opened_vial=opening, beyond_use_date=bud))
-        # 21 CFR 1306.03: the order is a registered prescriber's, current on the day, covering
-        # the product's schedule (the rule direct doses follow, ``prescribers.order_refusal``).
-        registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
-        if registered is not None:
-            registered = {**registered, "schedules": json.loads(registered["schedules"])}
-        refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, product.schedule)
-        if refusal is not None:
-            raise InvalidInput(refusal, field="prescriber_dea_number")
+        draws, _product, registered = draw_for_order(ctx, draws_in, prescriber, local_day,
+                                                     one_product="one preparation is drawn from one product")
         mg = rules.mg_of_draws((d.ml, d.product.strength_mg_per_ml) for d in draws)
         prep_id = f"P{ctx.next_seq}"
         bud_at = rules.beyond_use_at(occurred)
         ctx.append(ev.PreparationMade(
             preparation_id=prep_id, patient_id=cmd.patient_id, patient_commitment=patient["commitment"],
             prescriber_dea_number=prescriber, prescriber_name=registered["name"], weight_kg=weight,
-            ordered_mg_per_kg=per_kg, ordered_mg=(weight * per_kg).quantize(Decimal("0.01"), ROUND_HALF_UP),
+            ordered_mg_per_kg=per_kg, ordered_mg=ordered_mg(weight, per_kg),
             draws=tuple(draws), ml_drawn=drawn, mg=mg, diluent=diluent, diluent_ml=diluent_ml,
             container=cmd.container, final_ml=final_ml, started_at=format_time(occurred),
             beyond_use_at=format_time(bud_at), late_reason=late,
