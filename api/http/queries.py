@@ -161,6 +161,28 @@ def vials(ledger: Ledger, registrant: str, *, state: str | None, ndc_key: str | 
     return [_vial(r) for r in rows], nxt
 
 
+def packages(ledger: Ledger, registrant: str, *, sealed: bool | None = None) -> list[dict[str, Any]]:
+    """Packages received in packages (issue 19), in order of receipt, each with its units on hand
+    and its state: sealed, opened, or gone (every unit left sealed, e.g. returned whole).
+    ``sealed``: only sealed ones (True) or only the others (False)."""
+    pk, vials_t = projection_tables["packages"], projection_tables["vials"]
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(pk).where(pk.c.registrant == registrant)
+                         .order_by(pk.c.received_seq, pk.c.package_id)).mappings().all()
+        on_hand = dict(c.execute(
+            sa.select(vials_t.c.package_id, sa.func.count()).where(
+                vials_t.c.registrant == registrant, vials_t.c.package_id.is_not(None),
+                vials_t.c.state.in_(("sealed", "open", "quarantined")))
+            .group_by(vials_t.c.package_id)).all())
+    out = []
+    for r in rows:
+        units = on_hand.get(r["package_id"], 0)
+        state = "opened" if r["opened_seq"] is not None else ("sealed" if units else "gone")
+        if sealed is None or (state == "sealed") == sealed:
+            out.append({**r, "state": state, "units_on_hand": units})
+    return out
+
+
 def vial(ledger: Ledger, registrant: str, vial_id: str) -> dict[str, Any] | None:
     with ledger.reading() as c:
         r = c.execute(sa.select(vials_t).where(vials_t.c.registrant == registrant, vials_t.c.vial_id == vial_id)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import Field, StrictInt
 
+from api.http import queries
 from api.http.auth import Witness
 from api.http.deps import IdempotencyKey, LedgerDep, OptionalWitnessDep, actor
 from api.http.routes_stock import note_stock_read
@@ -24,7 +24,6 @@ from api.http.schemas_clinical import ClinicalResultPublic
 from ledger import services
 from ledger.domain.commands import OpenPackage
 from ledger.domain.principal import Principal
-from ledger.storage.store import projection_tables
 
 router = APIRouter(prefix="/v1/registrants/{dea}", tags=["packages"], responses=PROBLEM_RESPONSES)
 
@@ -93,21 +92,5 @@ def list_packages(request: Request, ledger: LedgerDep, who: Annotated[Principal,
                                                                    "those opened or gone.")] = None) -> list[dict]:
     """The packages received in packages, in order of receipt, with the units of each on hand."""
     note_stock_read(request, ledger, who, "GET /packages")
-    pk, vials = projection_tables["packages"], projection_tables["vials"]
-    with ledger.reading() as c:
-        rows = c.execute(sa.select(pk).where(pk.c.registrant == who.registrant)
-                         .order_by(pk.c.received_seq, pk.c.package_id)).mappings().all()
-        on_hand = dict(c.execute(
-            sa.select(vials.c.package_id, sa.func.count()).where(
-                vials.c.registrant == who.registrant, vials.c.package_id.is_not(None),
-                vials.c.state.in_(("sealed", "open", "quarantined")))
-            .group_by(vials.c.package_id)).all())
-    out = []
-    for r in rows:
-        units = on_hand.get(r["package_id"], 0)
-        state = "opened" if r["opened_seq"] is not None else ("sealed" if units else "gone")
-        if sealed is not None and (state == "sealed") != sealed:
-            continue
-        out.append({**{k: r[k] for k in PackagePublic.model_fields if k in r}, "state": state,
-                    "units_on_hand": units})
-    return out
+    return [{**{k: r[k] for k in PackagePublic.model_fields if k in r}, "state": r["state"],
+             "units_on_hand": r["units_on_hand"]} for r in queries.packages(ledger, who.registrant, sealed=sealed)]

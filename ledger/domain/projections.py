@@ -330,16 +330,7 @@ def _apply_clinical(entry: dict[str, Any], view: StateView) -> None:
         row.update(commitment=entry["commitment"], last_seq=seq)
         view.put("patients", row)
     elif kind == "dose_administered":
-        for d in entry["draws"]:
-            v = _vial(view, reg, d["vial_id"])
-            if d["opened_vial"]:
-                v.update(state="open", opened_at=entry["occurred_at"], opened_by=actor,
-                         beyond_use_date=d["beyond_use_date"])
-            v["ml_left"] = v["ml_left"] - _dec(d["ml"])
-            if v["ml_left"] == 0:
-                v["state"] = "empty"
-            v["last_seq"] = seq
-            view.put("vials", v)
+        _apply_draws(entry, view, actor)
         first = entry["draws"][0]["product"]
         row = {
             "registrant": reg, "administration_id": entry["administration_id"], "seq": seq,
@@ -447,20 +438,27 @@ PRIMARY_KEYS["preparations"] = ("registrant", "preparation_id")
 PREPARATION_KINDS = frozenset({"preparation_made", "preparation_infused", "preparation_wasted"})
 
 
+def _apply_draws(entry: dict[str, Any], view: StateView, actor: str | None) -> None:
+    """The vials a dose's or a preparation's draws take mL from: a draw that opened its vial sets
+    it open with its beyond-use date; an emptied vial is empty."""
+    reg, seq = entry["registrant"], entry["seq"]
+    for d in entry["draws"]:
+        v = _vial(view, reg, d["vial_id"])
+        if d["opened_vial"]:
+            v.update(state="open", opened_at=entry["occurred_at"], opened_by=actor,
+                     beyond_use_date=d["beyond_use_date"])
+        v["ml_left"] = v["ml_left"] - _dec(d["ml"])
+        if v["ml_left"] == 0:
+            v["state"] = "empty"
+        v["last_seq"] = seq
+        view.put("vials", v)
+
+
 def _apply_preparation(entry: dict[str, Any], view: StateView) -> None:
     reg, seq, kind = entry["registrant"], entry["seq"], entry["kind"]
     actor = entry["signatures"][0]["staff_id"] if entry["signatures"] else None
     if kind == "preparation_made":
-        for d in entry["draws"]:
-            v = _vial(view, reg, d["vial_id"])
-            if d["opened_vial"]:
-                v.update(state="open", opened_at=entry["occurred_at"], opened_by=actor,
-                         beyond_use_date=d["beyond_use_date"])
-            v["ml_left"] = v["ml_left"] - _dec(d["ml"])
-            if v["ml_left"] == 0:
-                v["state"] = "empty"
-            v["last_seq"] = seq
-            view.put("vials", v)
+        _apply_draws(entry, view, actor)
         view.put("preparations", {
             "registrant": reg, "preparation_id": entry["preparation_id"], "seq": seq,
             "patient_id": entry["patient_id"], "prepared_by": actor,

@@ -60,16 +60,36 @@ def _usable(ctx: CommandContext, v: dict, on: date, *, field: str) -> None:
                        "destroy the remainder (Form 41)", field=field)
 
 
-def parse_order(cmd, *, what: str) -> tuple[str, Decimal, Decimal, list[tuple[str, Decimal]]]:
-    """The order and vial draws a direct dose or a preparation carries, checked before any read:
-    (prescriber DEA number, weight kg, mg/kg, [(vial id, mL)]). ``what`` ("dose",
-    "preparation") names the record in the messages."""
+def parse_patient_and_prescriber(cmd) -> str:
+    """A command's patient id (well formed) and its prescriber's DEA number, a practitioner's
+    (checked before any read); returns the DEA number."""
     if not isinstance(cmd.patient_id, str) or not cmd.patient_id or len(cmd.patient_id) > 32:
         raise InvalidInput("must be a patient id", field="patient_id")
     prescriber = parse_dea_number(cmd.prescriber_dea_number, field="prescriber_dea_number")
     refusal = prescriber_rules.practitioner_refusal(prescriber)
     if refusal is not None:  # a distributor's or other non-practitioner number orders nothing
         raise InvalidInput(refusal, field="prescriber_dea_number")
+    return prescriber
+
+
+def registered_prescriber(ctx: CommandContext, prescriber: str, local_day: date, schedule: str) -> dict:
+    """The prescriber's registration, inside the command: registered here, current on
+    ``local_day`` and covering ``schedule`` (21 CFR 1306.03), or refused naming
+    ``prescriber_dea_number``."""
+    registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
+    if registered is not None:
+        registered = {**registered, "schedules": json.loads(registered["schedules"])}
+    refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, schedule)
+    if refusal is not None:
+        raise InvalidInput(refusal, field="prescriber_dea_number")
+    return registered
+
+
+def parse_order(cmd, *, what: str) -> tuple[str, Decimal, Decimal, list[tuple[str, Decimal]]]:
+    """The order and vial draws a direct dose or a preparation carries, checked before any read:
+    (prescriber DEA number, weight kg, mg/kg, [(vial id, mL)]). ``what`` ("dose",
+    "preparation") names the record in the messages."""
+    prescriber = parse_patient_and_prescriber(cmd)
     weight = parse_amount(cmd.weight_kg, field="weight_kg")
     if weight > 500:
         raise InvalidInput("must be at most 500 kg", field="weight_kg")
@@ -122,13 +142,7 @@ def draw_for_order(ctx: CommandContext, draws_in: list[tuple[str, Decimal]], pre
         bud = local_day + timedelta(days=policy.beyond_use_days) if opening else date.fromisoformat(v["beyond_use_date"])
         draws.append(ev.Draw(vial_id=vial_id, product=p, lot=v["lot"], expiry=date.fromisoformat(v["expiry"]),
                              ml=ml, opened_vial=opening, beyond_use_date=bud))
-    registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
-    if registered is not None:
-        registered = {**registered, "schedules": json.loads(registered["schedules"])}
-    refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, product.schedule)
-    if refusal is not None:
-        raise InvalidInput(refusal, field="prescriber_dea_number")
-    return draws, product, registered
+    return draws, product, registered_prescriber(ctx, prescriber, local_day, product.schedule)
 
 
 def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *, witness: Principal | None = None,

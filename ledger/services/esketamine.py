@@ -11,18 +11,16 @@ registered one whose registration covers the day and the schedule.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 from ledger.domain import entries as ev
 from ledger.domain import esketamine as rules
-from ledger.domain import prescribers as prescriber_rules
 from ledger.domain.commands import RecordEsketamineSession
 from ledger.domain.errors import Conflict, InvalidInput, NotFound
-from ledger.domain.identifiers import parse_dea_number
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.quantities import parse_amount, q2
 from ledger.integrity.canonical import format_time
+from ledger.services.administration import parse_patient_and_prescriber, registered_prescriber
 from ledger.services.common import (
     FUTURE_TOLERANCE,
     ZERO,
@@ -76,12 +74,7 @@ def record_esketamine_session(ledger: Ledger, principal: Principal, cmd: RecordE
     book whole; refused: a dose other than 56 or 84 mg or other than the devices used, devices
     of a non-device product or of two products, a device used, quarantined or not on hand, an
     observation under 2 hours or ending before it starts, an unregistered prescriber."""
-    if not isinstance(cmd.patient_id, str) or not cmd.patient_id or len(cmd.patient_id) > 32:
-        raise InvalidInput("must be a patient id", field="patient_id")
-    prescriber = parse_dea_number(cmd.prescriber_dea_number, field="prescriber_dea_number")
-    refusal = prescriber_rules.practitioner_refusal(prescriber)
-    if refusal is not None:  # a distributor's or other non-practitioner number orders nothing
-        raise InvalidInput(refusal, field="prescriber_dea_number")
+    prescriber = parse_patient_and_prescriber(cmd)
     ids = vial_ids(cmd.device_ids, field="device_ids")
     if len(ids) > MAX_DEVICES:
         raise InvalidInput(f"at most {MAX_DEVICES} devices per session (84 mg is 3)", field="device_ids")
@@ -124,14 +117,8 @@ def record_esketamine_session(ledger: Ledger, principal: Principal, cmd: RecordE
         wrong = rules.dose_refusal(len(devices), per_device, dose)
         if wrong is not None:
             raise InvalidInput(wrong[1], field=wrong[0])
-        # 21 CFR 1306.03: ordered by a registered prescriber whose registration is current on the
-        # session's local day and covers the product's schedule (the administration's own rule).
-        registered = ctx.view.get("prescribers", (ctx.registrant, prescriber))
-        if registered is not None:
-            registered = {**registered, "schedules": json.loads(registered["schedules"])}
-        refusal = prescriber_rules.order_refusal(prescriber, registered, local_day, product.schedule)
-        if refusal is not None:
-            raise InvalidInput(refusal, field="prescriber_dea_number")
+        # 21 CFR 1306.03: the administration's own rule for the prescriber
+        registered = registered_prescriber(ctx, prescriber, local_day, product.schedule)
         session_id = f"E{ctx.next_seq}"
         ml_used = sum((d.ml for d in devices), ZERO)
         ctx.append(ev.EsketamineSessionRecorded(

@@ -109,13 +109,20 @@ def dose_above_order(entry: dict[str, Any]) -> Candidate | None:
     allowance = (MEASURING_RESOLUTION_ML * strength).quantize(Decimal("0.01"), ROUND_DOWN)  # never more than half
     if given <= ordered + allowance:
         return None
+    return above_order(entry, ordered, given, allowance, (entry["seq"],), (
+        f"administration {entry['administration_id']} (entry {entry['seq']}, patient {entry['patient_id']}) "
+        f"gave {given} mg; the order was {entry['ordered_mg_per_kg']} mg/kg x {entry['weight_kg']} kg = {ordered} mg"))
+
+
+def above_order(entry: dict[str, Any], ordered: Decimal, given: Decimal, allowance: Decimal,
+                evidence: tuple[int, ...], summary: str) -> Candidate:
+    """The ``dose_above_order`` alert on ``entry`` (a direct dose or a preparation's infusion):
+    more mg given than ordered, past the measuring-resolution ``allowance``."""
     who = performer(entry)
     return Candidate(
         alert_key=f"dose_above_order:{entry['seq']}", rule="dose_above_order", severity="medium",
-        subjects=(who,) if who else (),
-        summary=(f"administration {entry['administration_id']} (entry {entry['seq']}, patient {entry['patient_id']}) "
-                 f"gave {given} mg; the order was {entry['ordered_mg_per_kg']} mg/kg x {entry['weight_kg']} kg = {ordered} mg"),
-        parameters={"measuring_resolution_ml": str(MEASURING_RESOLUTION_ML)}, evidence_seqs=(entry["seq"],),
+        subjects=(who,) if who else (), summary=summary,
+        parameters={"measuring_resolution_ml": str(MEASURING_RESOLUTION_ML)}, evidence_seqs=evidence,
         figures={"ordered_mg": str(ordered), "mg_given": str(given), "excess_mg": str(given - ordered),
                  "allowance_mg": str(allowance), "patient_id": entry["patient_id"]},
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from ledger.domain import preparations as prep_rules
 from ledger.domain.alerts.candidates import Q2, AlertPolicy, Candidate
-from ledger.domain.alerts.per_entry import MEASURING_RESOLUTION_ML, performer, witness
+from ledger.domain.alerts.per_entry import MEASURING_RESOLUTION_ML, above_order, performer, witness
 from ledger.domain.alerts.statistics import Activity, Waste
 from ledger.integrity.canonical import parse_time
 
@@ -27,18 +27,10 @@ def preparation_above_order(entry: dict[str, Any]) -> Candidate | None:
                                         MEASURING_RESOLUTION_ML)
     if given <= ordered + allowance:
         return None
-    who = performer(entry)
-    return Candidate(
-        alert_key=f"dose_above_order:{entry['seq']}", rule="dose_above_order", severity="medium",
-        subjects=(who,) if who else (),
-        summary=(f"infusion of preparation {entry['preparation_id']} (entry {entry['seq']}, patient "
-                 f"{entry['patient_id']}) gave {given} mg ({entry['ml_infused']} of {entry['final_ml']} mL holding "
-                 f"{entry['mg']} mg); the order was {ordered} mg"),
-        parameters={"measuring_resolution_ml": str(MEASURING_RESOLUTION_ML)}, evidence_seqs=(
-            entry["preparation_seq"], entry["seq"]),
-        figures={"ordered_mg": str(ordered), "mg_given": str(given), "excess_mg": str(given - ordered),
-                 "allowance_mg": str(allowance), "patient_id": entry["patient_id"]},
-    )
+    return above_order(entry, ordered, given, allowance, (entry["preparation_seq"], entry["seq"]), (
+        f"infusion of preparation {entry['preparation_id']} (entry {entry['seq']}, patient "
+        f"{entry['patient_id']}) gave {given} mg ({entry['ml_infused']} of {entry['final_ml']} mL holding "
+        f"{entry['mg']} mg); the order was {ordered} mg"))
 
 
 def _preparations(entries: Iterable[dict[str, Any]]) -> list[dict[str, dict[str, Any] | None]]:
