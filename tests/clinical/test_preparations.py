@@ -327,6 +327,31 @@ def test_a_preparation_whose_mg_is_not_its_draws_fails_verify_deep(ops):
 
 
 
+def test_a_final_volume_below_drug_and_diluent_fails_verify_deep(ops):
+    """Review finding F3, the replay's side: 1.00 mL of drug and 100 mL of diluent recorded as a
+    100.50 mL bag, appended without the service, is named by ``verify --deep``."""
+    vids = ops.receive(1)
+    prepare(ops, vids[0])
+    (entry,) = last_entries(ops, 1)
+
+    def make(ctx):
+        v = ctx.view.get("vials", (DEA, vids[0]))
+        product = services.common.product_of_vial(ctx, v)
+        draw = ev.Draw(vial_id=vids[0], product=product, lot=v["lot"], expiry=datetime.fromisoformat(v["expiry"]).date(),
+                       ml=Decimal("1.00"), opened_vial=False, beyond_use_date=datetime.fromisoformat(
+                           v["beyond_use_date"]).date())
+        return ev.PreparationMade(
+            preparation_id="PSMALL", patient_id=entry["patient_id"], patient_commitment=entry["patient_commitment"],
+            prescriber_dea_number=PRESCRIBER_DEA, prescriber_name="Dr. Alex Prescriber", weight_kg=Decimal("70.00"),
+            ordered_mg_per_kg=Decimal("0.50"), ordered_mg=Decimal("35.00"), draws=(draw,), ml_drawn=Decimal("1.00"),
+            mg=Decimal("50.00"), diluent="0.9% sodium chloride", diluent_ml=Decimal("100.00"), container="bag",
+            final_ml=Decimal("100.50"), started_at=format_time(ctx.now), beyond_use_at=format_time(
+                ctx.now + timedelta(hours=4))), [sig(ops.nurse, "performed", ctx.now - timedelta(minutes=5))]
+    seq = force(ops.ledger, make)
+    (problem,) = verify(ops.ledger, deep=True).problems
+    assert problem.seq == seq and "breaks rule preparation-mg:" in str(problem), str(problem)
+
+
 def test_dose_above_order_allows_the_measuring_resolution_of_the_draws(ops):
     from ledger.domain.alerts import AlertPolicy, per_entry_rules
 
