@@ -43,7 +43,7 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
     for e in snap.entries:
         if e["kind"] in ("patient_registered", "patient_details_changed"):
             schemes[(e["patient_id"], e["commitment"])] = int(e.get("schema_version", 1))
-        if e["kind"] != "dose_administered" or not period.contains(e["occurred_at"]):
+        if e["kind"] != "dose_administered" or not period.holds(e):
             continue
         w = waste.get(e["administration_id"], [])
         wasted = sum((dec(x["ml"]) for x in w), ZERO)
@@ -97,7 +97,7 @@ def _preparation_rows(snap: Snapshot, period: Period, schemes: dict[tuple[str, s
             wasted[e["preparation_id"]] = e
     rows = []
     for e in snap.entries:
-        if e["kind"] != "preparation_made" or not period.contains(e["occurred_at"]):
+        if e["kind"] != "preparation_made" or not period.holds(e):
             continue
         inf, w = infused.get(e["preparation_id"]), wasted.get(e["preparation_id"])
         drawn, weight = dec(e["ml_drawn"]), dec(e["weight_kg"])
@@ -313,7 +313,7 @@ def _sessions(snap: Snapshot, period: Period) -> list[dict[str, Any]]:
     for e in snap.entries:
         if e["kind"] in ("patient_registered", "patient_details_changed"):
             schemes[(e["patient_id"], e["commitment"])] = int(e.get("schema_version", 1))
-        if e["kind"] != "esketamine_session_recorded" or not period.contains(e["occurred_at"]):
+        if e["kind"] != "esketamine_session_recorded" or not period.holds(e):
             continue
         p = e["product"]
         observed = parse_time(e["observation_ended_at"]) - max(parse_time(e["observation_started_at"]),
@@ -412,4 +412,4 @@ def _with_sessions(figures: Any) -> Any:
 
 KIND = register(ReportKind("administrations", "Administration log (21 CFR 1304.22(c))", "landscape",
                            compute_with_sessions, blocks_with_sessions, annotate=annotate,
-                           check_annotations=check_openings))
+                           check_annotations=check_openings, audit_window="optional"))

@@ -65,6 +65,10 @@ class ReportKind:
     recheck: Callable[[Any, str, dict[str, Any], dict[str, Any]], tuple[list[str], str]] | None = None
     #: Roles that may read this kind where reports are read (None: every role that reads reports).
     readers: frozenset[str] | None = None
+    #: Issue 20, one period: "always" (the audit runs between two counts, ``audit_window``),
+    #: "optional" (a log printed beside an audit may be asked for the audit's window, so its
+    #: totals are the audit's figures) or "never" (the asked local days).
+    audit_window: str = "never"
 
 
 KINDS: dict[str, ReportKind] = {}
@@ -133,6 +137,38 @@ def check_period(snap: Snapshot, period: Period) -> None:
     if period.end_utc <= first:
         raise ReportError(f"the period ends before the first inventory ({local(first, period.tz)}); "
                           "choose a period from that day on", field="to")
+
+
+def with_audit_window(kind: ReportKind, snap: Snapshot, period: Period, wanted: bool = False) -> Period:
+    """The period as the kind reads it (issue 20): the audit always, and a log asked for it
+    (``wanted``), over the audit's window between two counts (``ledger.services.audit.audit_window``,
+    the same for the same days and entries, so ``verify-report`` finds it again); otherwise the
+    asked local days. No window: a ``ReportError`` carrying the counts it could use (``offers``)."""
+    if kind.audit_window == "never" or (kind.audit_window == "optional" and not wanted):
+        if wanted:
+            raise ReportError(f"the {kind.name} report is not made for an audit's window", field="window")
+        return period
+    from ledger.services.audit import NoAuditWindow, audit_window
+
+    try:
+        return period.with_window(audit_window(snap.entries, period))
+    except NoAuditWindow as exc:
+        err = ReportError(exc.reason, field=exc.field)
+        err.offers = exc.offers  # type: ignore[attr-defined]
+        err.problem_extra = exc.problem_extra  # type: ignore[attr-defined]
+        raise err from None
+
+
+def window_text(period: dict[str, Any], tz: str) -> str:
+    """The audit window as printed: which count or inventory begins and ends it (local time, entry)."""
+    w = period["window"]
+
+    def what(src: dict[str, Any]) -> str:
+        name = f"{src['inventory_type']} inventory" if src["kind"] == "inventory_taken" else "count"
+        return f"the {name} of {local(src['occurred_at'], tz)}, entry {src['seq']}"
+
+    first = " (the registrant's first period)" if w.get("first_period") else ""
+    return f"from {what(w['begin'])} to {what(w['end'])}{first}"
 
 
 def tzdata_version() -> str:
@@ -236,7 +272,9 @@ def frame_of(kind: ReportKind, data: dict[str, Any]) -> layout.Frame:
         registrant_name=reg["name"],
         address=address_text(reg["address"]),
         dea=reg["dea_number"],
-        period=f"{period['from']} to {period['to']} ({period['time_zone']})",
+        period=f"{period['from']} to {period['to']} ({period['time_zone']})"
+               + (f"; every figure is of the audit window {window_text(period, reg['time_zone'])}"
+                  if period.get("window") else ""),
         generated=f"{local(gen['at'], reg['time_zone'])} by {gen['by']}",
         state_lines=state_lines(data["state"]),
         qr_text=state.qr_text(),
@@ -291,12 +329,15 @@ def log_patient_reads(ledger: Ledger, registrant: str, data: dict[str, Any], rea
 def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *,
                  generated_by: str = CLI_OPERATOR, paper: str = "letter", params: dict[str, str] | None = None,
                  now: datetime | None = None, reader: str | None = None,
-                 report_key: Any = None) -> tuple[bytes, dict[str, Any]]:
+                 report_key: Any = None, audit_window: bool = False) -> tuple[bytes, dict[str, Any]]:
     """Build one report from the ledger as it is now; return the PDF bytes and its data.
 
     The PDF is signed with the registrant's certified report key (``signing_key``): a PAdES
     certification signature allowing no changes, appended to the unsigned report as a second
     revision (``reports.signing``).
+
+    ``audit_window``: a log printed beside an audit (administrations, waste) is made for the
+    audit's window of the same days (issue 20), so its totals are the audit's figures.
 
     ``reader`` is who the patient access log names when the report decrypts patient names (the
     signed-in staff id; None for the command line's operator, see ``log_patient_reads``).
@@ -310,6 +351,9 @@ def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, en
     with ledger.reading() as conn:
         snap = load_snapshot(conn, registrant)
     period = parse_period(start, end, snap.registrant_entry["time_zone"])
+    if kind.needs_inventory:
+        check_period(snap, period)  # before the window: a ledger with no inventory says so
+    period = with_audit_window(kind, snap, period, audit_window)
     data = compute_data(kind, snap, period, generated_at=format_time(now or utcnow()), generated_by=generated_by,
                         paper=paper, params=params)
     key = signing_key(ledger, registrant, snap, report_key)

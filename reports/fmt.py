@@ -8,12 +8,14 @@ recomputed by ``verify-report`` compare exactly, and no float ever touches a qua
 from __future__ import annotations
 
 import zoneinfo
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from ledger.integrity.canonical import format_time, parse_time
+from ledger.domain.errors import InvalidInput
+from ledger.domain.period import Period, Window
+from ledger.integrity.canonical import parse_time
 from reports.errors import ReportError
+
+__all__ = ["Period", "Window", "amount", "count", "dec", "local", "num", "parse_period", "volume"]
 
 CENT = Decimal("0.01")
 #: Volumes are recorded to syringe resolution (issue 19): "0.365" mL.
@@ -57,58 +59,13 @@ def count(value: int, unit: str = "") -> str:
     return f"{text} {unit}" if unit else text
 
 
-@dataclass(frozen=True)
-class Period:
-    """Whole local days ``start .. end`` (both included) in the registrant's time zone."""
-
-    start: date
-    end: date
-    tz: str
-
-    @property
-    def zone(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.tz)
-
-    @property
-    def start_utc(self) -> str:
-        return format_time(datetime.combine(self.start, time(0), self.zone))
-
-    @property
-    def end_utc(self) -> str:
-        """The first instant after the period (exclusive bound), UTC text."""
-        return format_time(datetime.combine(self.end + timedelta(days=1), time(0), self.zone))
-
-    def contains(self, utc_text: str) -> bool:
-        # Entry times are fixed-width UTC text, so string order is time order.
-        return self.start_utc <= utc_text < self.end_utc
-
-    def label(self) -> str:
-        return f"{self.start.isoformat()} to {self.end.isoformat()} ({self.tz})"
-
-    def to_json(self) -> dict:
-        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "time_zone": self.tz}
-
-
 def parse_period(start: str, end: str, tz: str) -> Period:
-    """Parse ``--from``/``--to`` dates; an inverted period is an error."""
-    def day(text: str, name: str) -> date:
-        try:
-            return date.fromisoformat(text)
-        except (TypeError, ValueError):
-            raise ReportError(f"the period needs dates as YYYY-MM-DD; {name} is {text!r}", field=name) from None
-
-    s, e = day(start, "from"), day(end, "to")
-    if e < s:
-        raise ReportError(f"the period is empty: {end} is before {start}", field="to")
-    period = Period(s, e, tz)
-    # Its bounds in UTC must exist: the day after 9999-12-31 does not (OverflowError, a 500 page).
-    for bound, name in (("start_utc", "from"), ("end_utc", "to")):
-        try:
-            getattr(period, bound)
-        except OverflowError:
-            raise ReportError(f"{start if name == 'from' else end} is out of range; the period must lie within "
-                              "the years 1 to 9999", field=name) from None
-    return period
+    """Parse ``--from``/``--to`` dates (``Period.from_local_days``, the one period rule of
+    issue 20); an inverted or malformed period is a ``ReportError`` naming the field."""
+    try:
+        return Period.from_local_days(start, end, tz)
+    except InvalidInput as exc:
+        raise ReportError(exc.reason, field=exc.field) from None
 
 
 def local(utc_text: str, tz: str, *, seconds: bool = False) -> str:

@@ -3,6 +3,11 @@ of business, and per item the drug name, finished form and strength, volume per 
 number of containers. Sealed containers are counted exactly; an opened Schedule III-V container
 may be estimated (1304.11(e)(3)), and estimates are marked. Lines for wet signatures follow,
 because the paper inventory is signed by hand (the signed scan can be attached as a document).
+
+Issue 20 (layout 2): a biennial or other inventory is compared with the book at that instant; the
+record prints, per product, the book's figures, what was found, the difference, the vials on the
+book not found and the discrepancy opened. Inventories recorded before issue 20 carry no
+comparison and print without it (said so).
 """
 
 from __future__ import annotations
@@ -74,11 +79,47 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             "by_ndc": [{**t, "ml": volume(t["ml"]), "mg": amount(t["mg"]), "estimated_ml": volume(t["estimated_ml"])}
                        for _, t in sorted(totals.items())],
             "total_mg": amount(sum((t["mg"] for t in totals.values()), ZERO)),
+            # issue 20: the comparison with the book (None: recorded before inventories were compared)
+            "reason": e.get("reason"),
+            "compared": None if "lines" not in e else [{
+                "ndc": ln["product"]["ndc"], "drug": ln["product"]["name"],
+                "expected_sealed": ln["expected_sealed_containers"], "expected_opened": ln["expected_open_containers"],
+                "expected_ml": volume(dec(ln["expected_ml"])), "found_sealed": ln["found_sealed_containers"],
+                "found_opened": ln["found_open_containers"], "found_ml": volume(dec(ln["found_ml"])),
+                "difference_ml": volume(dec(ln["difference_ml"])), "vials_not_found": list(ln["vials_not_found"]),
+                "discrepancy_id": ln["discrepancy_id"]} for ln in e["lines"]],
         })
     if not out:
         raise ReportError(f"no inventory was taken at {snap.state.registrant} from {period.start} to {period.end}; "
                           "nothing to report", field="from/to")
     return {"inventories": out}
+
+
+def _compared(inv: dict[str, Any]) -> list[layout.Block]:
+    """Issue 20: the inventory against the book at that instant, per product."""
+    if inv["inventory_type"] == "initial":
+        return [layout.Para("An initial inventory creates the book: there was no book to compare it with.", size=8)]
+    if inv.get("compared") is None:
+        return [layout.Para("Recorded before inventories were compared with the book: no comparison on this entry.",
+                            size=8)]
+    rows, flagged = [], set()
+    for i, c in enumerate(inv["compared"]):
+        if c["discrepancy_id"]:
+            flagged.add(i)
+        rows.append([c["ndc"], c["drug"],
+                     f"{count(c['expected_sealed'])} sealed\n{count(c['expected_opened'])} opened\n"
+                     f"{num(c['expected_ml'], 'mL')}",
+                     f"{count(c['found_sealed'])} sealed\n{count(c['found_opened'])} opened\n{num(c['found_ml'], 'mL')}",
+                     num(c["difference_ml"], "mL"), ", ".join(c["vials_not_found"]) or "none",
+                     c["discrepancy_id"] or "none"])
+    opened = [c["discrepancy_id"] for c in inv["compared"] if c["discrepancy_id"]]
+    note = (f"Discrepancies opened: {', '.join(opened)} (resolved through the discrepancy workflow)." if opened
+            else "Everything found matches the book: no discrepancy opened.")
+    return [layout.Table([layout.Column("NDC", 9), layout.Column("Drug name", 16), layout.Column("Book (expected)", 11),
+                          layout.Column("Found", 11), layout.Column("Difference", 9, "R"),
+                          layout.Column("On the book, not found", 16), layout.Column("Discrepancy", 9)],
+                         rows, title="Compared with the book at the time of the inventory", flagged=frozenset(flagged)),
+            layout.Para(note, bold=bool(opened), size=8)]
 
 
 def _punctured(ln: dict[str, Any]) -> str:
@@ -106,16 +147,19 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     for k, inv in enumerate(data["figures"]["inventories"]):
         if k:
             out.append(layout.PageBreak())
-        kind = "Initial" if inv["inventory_type"] == "initial" else "Biennial"
+        kind = {"initial": "Initial", "biennial": "Biennial"}.get(inv["inventory_type"], "Other")
         out.append(layout.Heading(f"{kind} inventory taken at {TAKEN_AT[inv['taken_at']]}, "
                                   f"{local(inv['occurred_at'], tz)}"))
         details = (f"Taken at the {TAKEN_AT[inv['taken_at']]} on {local(inv['occurred_at'], tz)}; recorded "
                    f"{local(inv['recorded_at'], tz)} by {', '.join(s['printed_name'] for s in inv['signatures'])} (ledger entry {inv['seq']}). "
                    "Sealed containers are counted exactly; opened containers of Schedule III-V substances are "
                    "estimated (21 CFR 1304.11(e)(3)) and marked ESTIMATED.")
+        if inv.get("reason"):
+            details += f" Taken because: {inv['reason']}."
         if inv["late_reason"]:
             details += f" LATE ENTRY: {inv['late_reason']}"
         out.append(layout.Para(details))
+        out.extend(_compared(inv))
         if not inv["lines"]:
             out.append(layout.Para("No controlled substances on hand: this inventory is zero.", bold=True, size=9))
         else:
@@ -148,4 +192,4 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
 
 
 KIND = register(ReportKind("inventory", "Inventory record (21 CFR 1304.11)", "portrait", compute, blocks,
-                           wet_signatures=("reviewed",)))
+                           wet_signatures=("reviewed",), layout=2))  # layout 2: issue 20, compared with the book

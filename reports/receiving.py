@@ -127,13 +127,17 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
             str(r["seq"]) if r["line"] == 0 else f"{r['seq']} line {r['line'] + 1}",
         ])
     t = f["total"]
+    # mL of 10 mg/mL and of 50 mg/mL are different amounts of drug (issue 20, as the audit's
+    # total): across products only mg adds up; mL only when every product has one strength.
+    same_ml = len({dec(r["strength_mg_per_ml"]) for r in f["rows"]}) <= 1
     summary = layout.Table(
         [layout.Column("NDC", 10), layout.Column("Drug", 22), layout.Column("Containers", 8, "R"),
          layout.Column("Total mL", 9, "R"), layout.Column("Total mg", 10, "R")],
         [[b["ndc"], b["drug"], count(b["containers"]), num(b["total_ml"], "mL"), num(b["total_mg"], "mg")]
          for b in f["by_ndc"]]
-        + [["All products", f"{t['receipts']} receipts", count(t["containers"]), num(t["total_ml"], "mL"),
-            num(t["total_mg"], "mg")]],
+        + [["All products", f"{t['receipts']} receipts" + ("" if same_ml else " (in mg: mL of different "
+                                                            "strengths do not add up)"),
+            count(t["containers"]), num(t["total_ml"], "mL") if same_ml else "-", num(t["total_mg"], "mg")]],
         title="Received in the period, per NDC", strong=frozenset({len(f["by_ndc"])}),
     )
     note = ("Schedule III controlled substances are received on invoices (DEA Form 222 is for Schedules I and II). "
@@ -144,5 +148,6 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
             layout.Table(COLUMNS, rows, title="Receipts", flagged=frozenset(flagged))]
 
 
-#: Layout 2 (issue 20): invoiced beside received, mismatches flagged.
-KIND = register(ReportKind("receiving", "Receiving log", "landscape", compute, blocks, layout=2))
+#: Layout 2 (issue 20): invoiced beside received, mismatches flagged. Layout 3 (issue 20, one
+#: period): the all-products row adds mg only when strengths differ.
+KIND = register(ReportKind("receiving", "Receiving log", "landscape", compute, blocks, layout=3))

@@ -56,6 +56,7 @@ from reports.base import (
     kind_named,
     log_patient_reads,
     render_data,
+    with_audit_window,
 )
 from reports.errors import ReportError
 from reports.fmt import Period, parse_period
@@ -488,6 +489,10 @@ def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
             except ValueError:
                 problems.append(f"generated.at {generated['at'][:40]!r} is not a time")
     period: Period = parse_period(period_in["from"], period_in["to"], snap.registrant_entry["time_zone"])
+    try:  # the audit's window (issue 20) is found again from the same days and entries
+        period = with_audit_window(kind, snap, period, isinstance(period_in, dict) and "window" in period_in)
+    except ReportError as exc:
+        return ReportCheck(False, problems + [f"the ledger gives no such report: {exc}"], data=data)
     if period_in.get("time_zone") != period.tz:
         problems.append(f"period.time_zone: the PDF says {period_in.get('time_zone')!r}, the ledger gives {period.tz!r}")
     # The rebuild's inputs besides the entries are the embedded ones (checked above or below).

@@ -30,7 +30,7 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
     """Every waste and destruction whose event time is in the period."""
     wastes, destructions = [], []
     for e in snap.entries:
-        if not period.contains(e["occurred_at"]):
+        if not period.holds(e):
             continue
         if e["kind"] == "dose_wasted":
             p = e["product"]
@@ -181,4 +181,6 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
     return out
 
 
-KIND = register(ReportKind("waste", "Waste and destruction log, DEA Form 41 worksheets", "landscape", compute, blocks))
+#: ``audit_window``: printed beside an audit, for exactly its window (issue 20, one period).
+KIND = register(ReportKind("waste", "Waste and destruction log, DEA Form 41 worksheets", "landscape", compute, blocks,
+                           audit_window="optional"))

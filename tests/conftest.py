@@ -209,3 +209,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             tr.ensure_newline()
             tr.write_line("\n".join(lines), red=True, bold=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def count_as_booked(ledger: Ledger, counter: Principal, second_counter: Principal,
+                    occurred_at: datetime | None = None) -> dict:
+    """A two-person count of every product that finds exactly what the book holds (an open,
+    not blind, count copies the expected figures): the count an audit needs at each end of its
+    window (issue 20, one period). Returns the service's answer."""
+    from ledger.domain.commands import CountLineInput, StartCount, SubmitCount
+
+    s = services.start_count(ledger, counter, StartCount(blind=False))
+    lines = tuple(CountLineInput(p["ndc"], p["expected_sealed_containers"], p["expected_open_containers"],
+                                 p["expected_ml"]) for p in s["products"])
+    res = services.submit_count(ledger, counter, SubmitCount(s["session_id"], lines,
+                                                            occurred_at or datetime.now(UTC) - timedelta(minutes=1)),
+                                second_counter=second_counter)
+    assert res["discrepancy_ids"] == [], res
+    return res

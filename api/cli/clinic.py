@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from api.cli.main import DbOption, _fail, _open, _require_registrant, app, out
+from api.cli.main import DbOption, _fail, _open, _require_registrant, app, err, out
 from ledger.domain.errors import LedgerError
 from ledger.settings import get_settings
 
@@ -71,7 +71,9 @@ def audit(
     end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (included).")],
     db: DbOption = None,
 ) -> None:
-    """The accountability audit per NDC and in total (mg, mL, containers)."""
+    """The accountability audit per NDC and in total (mg, mL, containers), between the two
+    counts or inventories the days give (the first on --from, else the latest before it; the
+    latest on or before --to)."""
     from ledger.services import audit as audit_math
     from ledger.storage.store import registrant_row
 
@@ -81,10 +83,18 @@ def audit(
             row = registrant_row(c, registrant)
         if row is None:
             _fail(f"no registrant {registrant}")
-        s, e = _day_bounds(row["time_zone"], start, end)
-        a = audit_math.audit(ledger, registrant, s, e)
+        _day_bounds(row["time_zone"], start, end)  # the same refusals as before for malformed days
+        # Issue 20, one period: between the two counts the asked local days give (``audit_days``)
+        a = audit_math.audit_days(ledger, registrant, start, end)
+    except LedgerError as exc:
+        _fail(str(exc))
     finally:
         ledger.dispose()
+    w = a["window"]
+    err.print(f"{start} to {end} ({row['time_zone']}): every figure is of the audit window after entry "
+              f"{w['begin']['seq']} ({w['begin']['kind']} at {w['begin']['occurred_at']}) up to entry "
+              f"{w['end']['seq']} ({w['end']['kind']} at {w['end']['occurred_at']})"
+              + (", the registrant's first period" if w["first_period"] else ""), highlight=False)
     for p in [*a["products"], {"ndc": "TOTAL", "name": "", **a["total"], "ending_basis": "", "beginning_basis": ""}]:
         table = Table(title=f"{p['ndc']} {p['name']}".strip(), show_lines=False)
         for col in ("line", "mg", "mL", "containers"):

@@ -217,7 +217,7 @@ class _Location:
             "initial", "opening_of_business", self.at(self.start, 7, 30), items=(
                 InventoryItemInput(K50, "KA2601", "2028-03-31", sealed=True, containers=4),
                 InventoryItemInput(K50, "KA2601", "2028-03-31", sealed=False, ml="6.00", first_punctured_on="2026-08-28"),
-            )))
+            )), witness=p["nora"])  # issue 20: every inventory is witnessed
         # twenty patients, each on a course of six infusions
         self.courses: dict[date, list[tuple[str, int]]] = {}
         for i in range(20):
@@ -417,7 +417,14 @@ class _Location:
                 services.report_theft_or_loss(self.ledger, p["morgan"], ReportTheftOrLoss(
                     discovered_at=self.at(day, 8, 20), loss_type="other", police_notified=True,
                     losses_past_24_months=0, purchase_value_usd="18.75", covers_seqs=(out["loss_adjustment_seq"],),
-                    police_department="Denver Police Department", police_report_number=f"DPD-{day:%y%m%d}-17"))
+                    police_department="Denver Police Department", police_report_number=f"DPD-{day:%y%m%d}-17",
+                    # issue 20: the rest of Form 106
+                    narrative="At the opening count a sealed 10 mL vial of ketamine 50 mg/mL was not in the locked "
+                              "cabinet; the cabinet showed no damage. Police notified the same morning.",
+                    corrective_measures="Cabinet lock re-keyed; two-person access to the cabinet; daily closing count "
+                                        "added",
+                    other_explanation="a sealed vial missing from the locked cabinet, cause unknown",
+                    contact_name="Morgan Manager", contact_phone="303-555-0142"))
 
     def receive(self, day: date, week: int) -> None:
         """Cartons, as the invoice and the DSCSA data speak of them (issue 19): a carton of ten

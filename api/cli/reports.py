@@ -35,6 +35,9 @@ def report(
     out_path: Annotated[Path, typer.Option("--out", help="PDF file to write.")],
     paper: Annotated[str, typer.Option(help="letter or a4.")] = "letter",
     vial: Annotated[str | None, typer.Option(help="The container, for the vial history (e.g. V19-1).")] = None,
+    audit_window: Annotated[bool, typer.Option(
+        "--audit-window", help="administrations or waste: for the audit window of the same days (between two "
+                               "counts), so its totals are the audit's figures.")] = False,
     db: DbOption = None,
 ) -> None:
     """Build a compliance report PDF from the ledger, with the ledger state it was built from.
@@ -48,7 +51,8 @@ def report(
     t0 = time.perf_counter()
     try:
         pdf, data = build_report(ledger, kind, registrant.strip().upper(), start, end, paper=paper.lower(),
-                                 params={"vial": vial} if vial else None, reader=cli_reader())
+                                 params={"vial": vial} if vial else None, reader=cli_reader(),
+                                 audit_window=audit_window)
     except LedgerError as exc:
         _fail(str(exc))
     finally:
@@ -58,6 +62,11 @@ def report(
     out.print(f"wrote {out_path} ({len(pdf):,} bytes) in {time.perf_counter() - t0:.1f} s: {data['title']} of "
               f"{data['registrant']['dea_number']}, {start} to {end}, ledger tree size {s['tree_size']} root {s['root']}",
               highlight=False)
+    window = data["period"].get("window")
+    if window:  # issue 20: the figures are of the audit window, not the whole days
+        out.print(f"audit window: after entry {window['begin']['seq']} ({window['begin']['kind']} at "
+                  f"{window['begin']['occurred_at']}) up to entry {window['end']['seq']} ({window['end']['kind']} at "
+                  f"{window['end']['occurred_at']})", highlight=False)
     if b"/ByteRange" not in pdf:
         err.print(f"[bold yellow]UNSIGNED[/] {registrant.strip().upper()} has no certified report key in the key folder: "
                   "verify-report refuses this report until an administrator runs `csledger keys report-key` and it "
@@ -158,3 +167,48 @@ def report_bench(
     from reports.bench import run_report_bench
 
     run_report_bench(out, receipts=receipts, workdir=workdir, reuse=reuse)
+
+
+# --- downtime paper (issue 21) --------------------------------------------------------------------
+# The server may be down: these read the database directly, as ``csledger report`` does.
+reports_app = typer.Typer(help="Downtime paper forms, printed from the database (the server may be down).",
+                          no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
+
+
+@reports_app.command("paper-log")
+def paper_log(
+    registrant: Annotated[str, typer.Option(help="DEA number of the registrant.")],
+    out_path: Annotated[Path, typer.Option("--out", help="PDF file to write.")],
+    vial: Annotated[str | None, typer.Option(help="One vial (e.g. V19-1); default: every vial that may be "
+                                                  "drawn from, one page each.")] = None,
+    form: Annotated[str, typer.Option(help="vial-log (one page per vial) or infusion (the blank infusion "
+                                           "record with the vials on hand).")] = "vial-log",
+    db: DbOption = None,
+) -> None:
+    """Print the downtime paper: a log per vial prefilled with its id (and QR code), product, lot,
+    expiry, mL left and beyond-use date, or the blank infusion record. Each sheet says when it was
+    printed and the last ledger entry (where paper begins). Blank forms, not ledger records."""
+    from api.web.labels import paper_pdf
+    from ledger.storage.store import utcnow
+
+    which = {"vial-log": "vial-log", "infusion": "infusion-form", "infusion-form": "infusion-form"}.get(form)
+    if which is None:
+        _fail("--form is vial-log or infusion")
+    if vial is not None and which != "vial-log":
+        _fail("--vial goes with the vial log (--form vial-log)")
+    _, ledger = _open(db)
+    try:
+        pdf, data = paper_pdf(ledger, registrant.strip().upper(), which, now=utcnow(), vial=vial)
+    except LedgerError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.dispose()
+    try:
+        out_path.write_bytes(pdf)
+    except OSError as exc:
+        _fail(f"cannot write {out_path}: {exc.strerror or exc}")
+    what = f"{len(data['vials'])} vial page(s)" if which == "vial-log" else "infusion record"
+    last = "no entries" if data["last_seq"] is None else f"last entry #{data['last_seq']}"
+    out.print(f"wrote {out_path} ({len(pdf):,} bytes): downtime {what} of {data['registrant']['dea_number']}, "
+              f"{last}; blank forms, not ledger records", highlight=False)

@@ -47,6 +47,7 @@ def _database_outage_errors() -> tuple[type[Exception], ...]:
         import psycopg
 
         found.append(psycopg.OperationalError)
+        found.append(psycopg.errors.ReadOnlySqlTransaction)  # a standby, or a fenced old primary
     except ImportError:  # pragma: no cover - psycopg is a dependency
         pass
     return tuple(found)
@@ -128,6 +129,8 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
             log.error("ledger error %s", type(exc).__name__)
             return problem(500, exc.type, "the server could not complete the request", errors=[])
         extra = {"signature_needed": exc.challenge} if isinstance(exc, SignatureNeeded) else {}
+        # An error may carry more for the client (issue 20: the counts an audit could run between)
+        extra.update(getattr(exc, "problem_extra", None) or {})
         return problem(exc.status, exc.type, str(exc), headers=headers, errors=fields, **extra)
 
     @app.exception_handler(RequestValidationError)
@@ -158,7 +161,11 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
         # The database server restarting, a dropped connection, a disk error: the client cannot
         # know whether a command in flight committed, so it is told to retry with the same
         # Idempotency-Key (a replay never records twice) rather than handed a bare 500.
-        if isinstance(exc, sa_exc.DBAPIError) and not (exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError)):
+        # A server in recovery or fenced after a failover answers "read-only transaction"
+        # (SQLSTATE 25006): the command did not commit, and a retry reaches the promoted primary.
+        read_only = "25006" in (getattr(exc, "sqlstate", None), getattr(getattr(exc, "orig", None), "sqlstate", None))
+        if isinstance(exc, sa_exc.DBAPIError) and not (exc.connection_invalidated or read_only
+                                                       or isinstance(exc, sa_exc.OperationalError)):
             return await unexpected(_, exc)
         log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
         return problem(503, "database-unavailable",
@@ -202,6 +209,10 @@ def create_app(ledger: Ledger, settings: Settings, *, clock: Callable[[], dateti
     from api.http import routes_reports  # issue 20: report PDFs over /v1
 
     app.include_router(routes_reports.router)
+
+    from api.http import routes_labels  # issue 21: beyond-use labels
+
+    app.include_router(routes_labels.router)
 
     # issue 4: checkpoint, keys, proofs (public). Included after the routers above so that
     # the role-gated GET .../entries/{seq} of routes_records answers that path.

@@ -100,6 +100,9 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     "transfer_stock": frozenset({PH, M}),
     "return_stock": frozenset({PH, M}),
     "report_theft_or_loss": frozenset({M, C}),
+    # issue 20: a report's follow-up is signed by those who report losses (services.loss_followup)
+    "record_dea_notice": frozenset({M, C}),
+    "record_form_106_filing": frozenset({M, C}),
     "correct_entry": CLINICIANS,
     "quarantine_stock": CLINICIANS,
     "release_quarantine": frozenset({PH, M}),
@@ -110,6 +113,8 @@ ENDPOINT_ROLES: dict[str, frozenset[str]] = {
     # Report PDFs (issue 20): who may read reports on the pages (api.web.core.PAGE_ROLES);
     # a report kind may narrow it (the patient-access log: the compliance officer).
     "get_report": frozenset({PH, M, C, A}),
+    # Beyond-use labels (issue 21): printed where vials are punctured and bags prepared.
+    "get_container_label": frozenset({N, PH, M}),
     # Alerts (issue 7) are often about a clinician, so only those who follow them up (and the
     # read-only auditor) see them; the service also refuses a closer who is the alert's subject.
     "list_alerts": RECORD_READERS,

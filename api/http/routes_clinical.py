@@ -22,7 +22,7 @@ from api.http.deps import (
     actor,
 )
 from api.http.routes_stock import note_stock_read
-from api.http.schemas import PROBLEM_RESPONSES, When
+from api.http.schemas import PROBLEM_RESPONSES
 from api.http.schemas_clinical import (
     AdministrationCreate,
     BreakageCreate,
@@ -30,7 +30,9 @@ from api.http.schemas_clinical import (
     CorrectionCreate,
     CountCreate,
     CountSubmissionCreate,
+    DeaNoticeCreate,
     DestructionCreate,
+    Form106FilingCreate,
     LossReportCreate,
     PatientCreate,
     PatientDetailsChangeCreate,
@@ -54,8 +56,11 @@ from ledger.domain.commands import (
     DestroyStock,
     DrawInput,
     LostVialInput,
+    OpenVialInput,
     QuarantineStock,
     RecordBreakage,
+    RecordDeaNotice,
+    RecordForm106Filing,
     RecordWaste,
     RegisterPatient,
     ReleaseQuarantine,
@@ -103,7 +108,7 @@ def set_policy(body: PolicyCreate, ledger: LedgerDep, who: Annotated[Principal, 
     count schedule, clinic hours, dosage unit)."""
     cmd = SetPolicy(body.beyond_use_days, body.late_entry_limit_hours, body.variance_threshold_percent,
                     body.count_schedule, {k: tuple(v) for k, v in body.clinic_hours.items()}, body.dosage_unit,
-                    body.reason, tuple(body.passkey_required_for))
+                    body.reason, tuple(body.passkey_required_for), body.open_count_tolerance_ml)
     return services.set_policy(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
@@ -168,9 +173,11 @@ def submit_count(session_id: Id, body: CountSubmissionCreate, ledger: LedgerDep,
                  who: Annotated[Principal, actor("submit_count")], second: WitnessDep,
                  idempotency_key: IdempotencyKey = None) -> dict:
     """Submit a two-person count; the second counter signs on this device (``Witness-Assertion``).
-    Differences become discrepancies to resolve."""
+    Differences become discrepancies to resolve, except an opened vial's within the policy's
+    tolerance (recorded, no discrepancy); ``open_vials`` may name the opened vials one by one."""
     cmd = SubmitCount(session_id, tuple(CountLineInput(ln.ndc, ln.sealed_containers, ln.open_containers, ln.open_ml,
-                                                           ln.sealed_packages)
+                                                           ln.sealed_packages,
+                                                           tuple(OpenVialInput(v.vial_id, v.ml) for v in ln.open_vials))
                                         for ln in body.lines), body.occurred_at, body.late_reason)
     return services.submit_count(ledger, who, cmd, second_counter=second.principal, idempotency_key=idempotency_key)
 
@@ -246,8 +253,32 @@ def report_theft_or_loss(body: LossReportCreate, ledger: LedgerDep,
     cmd = ReportTheftOrLoss(body.discovered_at, body.loss_type, body.police_notified, body.losses_past_24_months,
                             body.purchase_value_usd, tuple(LostVialInput(v.vial_id, v.ml) for v in body.lost),
                             tuple(body.covers_seqs), body.police_department, body.police_report_number,
-                            tuple(body.documents))
+                            tuple(body.documents), narrative=body.narrative,
+                            corrective_measures=body.corrective_measures, other_explanation=body.other_explanation,
+                            contact_name=body.contact_name, contact_phone=body.contact_phone)
     return services.report_theft_or_loss(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
+
+
+@router.post("/dea-notices", status_code=CREATED, response_model=ClinicalResultPublic, name="record_dea_notice")
+def record_dea_notice(body: DeaNoticeCreate, ledger: LedgerDep, who: Annotated[Principal, actor("record_dea_notice")],
+                      idempotency_key: IdempotencyKey = None) -> dict:
+    """Issue 20: the written notice of theft/loss report ``loss_report_seq`` went to DEA (when,
+    how, to whom). Once per report; a late one is recorded and marked late. Clears the report's
+    notice deadline alerts."""
+    cmd = RecordDeaNotice(body.loss_report_seq, body.sent_at, body.method, body.recipient, body.document_sha256)
+    return services.record_dea_notice(ledger, who, cmd, idempotency_key=idempotency_key)
+
+
+@router.post("/form-106-filings", status_code=CREATED, response_model=ClinicalResultPublic,
+             name="record_form_106_filing")
+def record_form_106_filing(body: Form106FilingCreate, ledger: LedgerDep,
+                           who: Annotated[Principal, actor("record_form_106_filing")],
+                           idempotency_key: IdempotencyKey = None) -> dict:
+    """Issue 20: DEA Form 106 for theft/loss report ``loss_report_seq`` was filed, with DEA's
+    confirmation number. Once per report; a late one is recorded and marked late. Clears the
+    report's Form 106 deadline alerts (and the theft/loss alert once the notice is recorded too)."""
+    cmd = RecordForm106Filing(body.loss_report_seq, body.filed_at, body.confirmation_number, body.document_sha256)
+    return services.record_form_106_filing(ledger, who, cmd, idempotency_key=idempotency_key)
 
 
 @router.post("/corrections", status_code=CREATED, response_model=ClinicalResultPublic, name="correct_entry")
@@ -322,16 +353,37 @@ def list_discrepancies(ledger: LedgerDep, who: Annotated[Principal, actor("list_
 
 @router.get("/audit", response_model=dict[str, Any], name="get_audit")
 def get_audit(request: Request, ledger: LedgerDep, who: Annotated[Principal, actor("get_audit")],
-              start: Annotated[When, Query(description="Period start (exclusive).")],
-              end: Annotated[When, Query(description="Period end (inclusive).")]) -> dict:
-    """The DEA-style accountability audit over a period, per NDC and in total, in mL, mg and
-    containers (beginning + receipts against everything accounted for, variance %)."""
+              from_day: Annotated[str, Query(alias="from", pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                                             description="First day, inclusive (registrant's local time).")],
+              to_day: Annotated[str, Query(alias="to", pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                                           description="Last day, inclusive (registrant's local time).")],
+              start: Annotated[str | None, Query(include_in_schema=False)] = None,
+              end: Annotated[str | None, Query(include_in_schema=False)] = None) -> dict:
+    """The DEA-style accountability audit of two inclusive local days, per NDC and in total, in
+    mL, mg and containers, over its window between two counts or inventories (issue 20: the
+    first on the ``from`` day, else the latest before it; the latest on or before ``to``): ``window`` names them,
+    ``asked`` the days, ``offers`` the counts nearest each day. No count to end at: 422
+    ``audit-window-unavailable`` with the ``offers``."""
     from ledger.domain.errors import InvalidInput
     from ledger.services import audit
 
-    if start > ledger.clock():
-        raise InvalidInput("is in the future; an audit covers a period that has begun", field="start")
-    if end <= start:
-        raise InvalidInput("must be after start", field="end")
-    note_stock_read(request, ledger, who, "GET /audit")  # the audit's ending figures are the book
-    return _json_safe(audit.audit(ledger, who.registrant, start, end))
+    for old, name in ((start, "start"), (end, "end")):
+        if old is not None:  # never silently reinterpreted as days
+            raise InvalidInput("the audit no longer takes start/end date-times; give from and to as local days "
+                               "YYYY-MM-DD (both included)", field=name)
+    today = ledger.clock().astimezone(_zone(ledger, who.registrant)).date().isoformat()
+    if from_day > today:
+        raise InvalidInput("is in the future; an audit covers days that have begun", field="from")
+    note_stock_read(request, ledger, who, "GET /audit")  # the audit's ending figures may be the book
+    return _json_safe(audit.audit_days(ledger, who.registrant, from_day, to_day))
+
+
+def _zone(ledger, registrant: str):
+    """The registrant's time zone (the audit's days are theirs)."""
+    import zoneinfo
+
+    from ledger.storage.store import registrant_row
+
+    with ledger.reading() as conn:
+        row = registrant_row(conn, registrant)
+    return zoneinfo.ZoneInfo(row["time_zone"] if row is not None else "UTC")

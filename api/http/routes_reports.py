@@ -5,7 +5,8 @@ pages and ``csledger report`` call), for the roles that may read reports on the 
 (``api.web.core.PAGE_ROLES["reports"]``, the ``get_report`` row of the role table); a kind may
 narrow that further (``ReportKind.readers``: the patient-access log is the compliance officer's,
 as ``GET .../patient-access-log`` is). The period is two inclusive local days in the registrant's
-time zone, as on the command line and the pages.
+time zone, as on the command line and the pages; the audit runs over its window between two counts, and
+``window=audit`` makes a log for that same window (issue 20, one period).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def get_report(request: Request, ledger: LedgerDep, session: SessionDep,
                paper: Annotated[Literal["letter", "a4"], Query()] = "letter",
                vial: Annotated[str | None, Query(min_length=1, max_length=128,
                                                  description="The container, for the vial history.")] = None,
+               window: Annotated[Literal["audit"] | None, Query(
+                   description="administrations or waste: for the audit window of the same days (issue 20), "
+                               "so the totals are the audit's figures.")] = None,
                ) -> Response:
     """One report as a signed PDF (the same the reports page and ``csledger report`` make).
     An unknown kind, a date that is not a day, ``to`` before ``from``: 422 naming the field; a
@@ -55,7 +59,8 @@ def get_report(request: Request, ledger: LedgerDep, session: SessionDep,
     params = {"vial": vial} if vial is not None else None
     pdf, _ = build_report(ledger, kind, who.registrant, start, end,
                           generated_by=f"{who.printed_name} ({who.staff_id})", paper=paper, params=params,
-                          reader=who.staff_id)  # the patient access log names who downloaded patient names
+                          reader=who.staff_id,  # the patient access log names who downloaded patient names
+                          audit_window=window == "audit")
     filename = f"csledger-{kind}-{who.registrant}-{start}-to-{end}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})

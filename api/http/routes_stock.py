@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, status
 
 from api.http import queries
-from api.http.deps import IdempotencyKey, LedgerDep, actor
+from api.http.deps import IdempotencyKey, LedgerDep, OptionalWitnessDep, actor
 from api.http.schemas import (
     PROBLEM_RESPONSES,
     InventoryCreate,
+    InventoryRecordedPublic,
     ReceiptCreate,
     StockPublic,
     StockRecordedPublic,
@@ -37,17 +38,21 @@ def note_stock_read(request: Request, ledger, who: Principal, what: str) -> None
     record_stock_read(ledger.engine, who.registrant, who.staff_id, what, format_time(request.app.state.auth.now()))
 
 
-@router.post("/inventories", status_code=status.HTTP_201_CREATED, response_model=StockRecordedPublic,
+@router.post("/inventories", status_code=status.HTTP_201_CREATED, response_model=InventoryRecordedPublic,
              name="take_inventory")
 def take_inventory(body: InventoryCreate, ledger: LedgerDep, who: Annotated[Principal, actor("take_inventory")],
-                   idempotency_key: IdempotencyKey = None) -> dict:
-    """Record an inventory (21 CFR 1304.11): every container gets its own identity."""
+                   witness: OptionalWitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
+    """Record an inventory (21 CFR 1304.11), witnessed by a second person (``Witness-Assertion``,
+    required: 422 naming ``witness`` without one). An initial inventory gives every container its
+    own identity; a biennial or other one names the vials on the book it found and is compared
+    with the book at that instant: the answer names the discrepancies it opened (issue 20)."""
     cmd = TakeInventory(body.inventory_type, body.taken_at, body.occurred_at, items=tuple(
         InventoryItemInput(i.ndc, i.lot, i.expiry, i.sealed, i.ml, i.containers, i.vial_id,
                            None if i.first_punctured_on is None else str(i.first_punctured_on),
                            i.first_puncture_estimated) for i in body.items),
-        late_reason=body.late_reason)
-    return services.take_inventory(ledger, who, cmd, idempotency_key=idempotency_key)
+        late_reason=body.late_reason, reason=body.reason)
+    return services.take_inventory(ledger, who, cmd, idempotency_key=idempotency_key,
+                                   witness=witness.principal if witness is not None else None)
 
 
 @router.post("/receipts", status_code=status.HTTP_201_CREATED, response_model=StockRecordedPublic,

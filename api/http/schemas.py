@@ -302,11 +302,16 @@ class InventoryItemCreate(Body):
 
 
 class InventoryCreate(Body):
-    inventory_type: Literal["initial", "biennial"]
+    inventory_type: Literal["initial", "biennial", "other"] = Field(description=(
+        "initial: creates the book (nothing to compare with); biennial, other: names the vials on the book found, "
+        "compared with the book at that instant, each difference opening a discrepancy (issue 20)."))
     taken_at: Literal["opening_of_business", "close_of_business"]
     occurred_at: When
     items: Annotated[list[InventoryItemCreate], Field(max_length=500)] = []
     late_reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(default=None, description=(
+        "Why an 'other' inventory is taken (21 CFR 1304.11(d)/(e): a newly controlled substance, a change of "
+        "ownership); only for that type."))
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"inventory_type": "initial", "taken_at": "opening_of_business", "occurred_at": "2026-11-25T08:00:00-06:00",
          "items": [{"ndc": "67457-0001-10", "lot": "KA2601", "expiry": "2028-03-31", "sealed": True, "containers": 4},
@@ -449,6 +454,29 @@ class StockRecordedPublic(CommandResultPublic):
     total_ml: str | None = None
     package_ids: list[str] = Field(default=[], description="The packages (cartons, kits) a receipt in packages "
                                    "recorded; their units are `vial_ids`, sealed in them until opened.")
+
+
+class InventoryLinePublic(PublicModel):
+    """Issue 20: one product of an inventory against the book at that instant."""
+
+    ndc: str
+    name: str
+    expected_sealed_containers: int
+    expected_open_containers: int
+    expected_ml: str
+    found_sealed_containers: int
+    found_open_containers: int
+    found_ml: str
+    difference_ml: str
+    vials_not_found: list[str]
+    discrepancy_id: str | None
+
+
+class InventoryRecordedPublic(StockRecordedPublic):
+    discrepancy_ids: list[str] = Field(default=[], description="The discrepancies the inventory opened: one per "
+                                       "product found different from the book (resolve each like a count's).")
+    lines: list[InventoryLinePublic] = Field(default=[], description="The comparison with the book, per product "
+                                             "(empty for an initial inventory, which creates the book).")
 
 
 class EntryPublic(PublicModel):

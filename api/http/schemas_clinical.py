@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AliasChoices, ConfigDict, Field, StrictBool, StrictInt
 
 from api.http.schemas import (
     AddressCreate,
@@ -51,6 +51,9 @@ class PolicyCreate(Body):
     passkey_required_for: list[Literal["witnessing", "destruction"]] = Field(
         default_factory=list, max_length=2, description="Where a password key may not sign: the person confirms "
         "with a passkey (every witnessed signature; every signature on a destruction).")
+    open_count_tolerance_ml: Quantity = Field(
+        default="0.10", description="Issue 20: mL per opened vial a count may differ from the book without opening a "
+        "discrepancy (0 to 1.00; 0: exact). Sealed vials are always counted exactly.")
     model_config = _ex({"beyond_use_days": 28, "late_entry_limit_hours": 24, "variance_threshold_percent": "1.00",
                         "count_schedule": "daily_opening", "clinic_hours": {"mon": ["08:00", "18:00"]},
                         "dosage_unit": "container", "reason": "clinic policy adopted 2026-11-25"})
@@ -122,6 +125,11 @@ class CountCreate(Body):
     model_config = _ex({"ndcs": ["67457-0001-10"], "blind": True})
 
 
+class OpenVialCreate(Body):
+    vial_id: VialId
+    ml: Quantity
+
+
 class CountLineCreate(Body):
     ndc: Annotated[str, Field(min_length=1, max_length=20)]
     sealed_containers: Whole
@@ -129,6 +137,9 @@ class CountLineCreate(Body):
     open_ml: Quantity = "0.00"
     # issue 19: sealed cartons counted as cartons, their units exact (beside sealed_containers)
     sealed_packages: Whole = 0
+    open_vials: list[OpenVialCreate] = Field(
+        default_factory=list, max_length=50, description="Issue 20 (optional): the opened vials counted one by one, "
+        "each opened and on hand; their mL add up to open_ml. A loss found is then taken out of the vial that was short.")
 
 
 class CountSubmissionCreate(Body):
@@ -229,10 +240,45 @@ class LossReportCreate(Body):
     police_department: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     police_report_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     documents: Annotated[list[Sha256], Field(max_length=20)] = []
+    # issue 20 (Form 106 complete); "description" is read as the narrative, the word clinics use
+    narrative: Annotated[str, Field(min_length=1, max_length=4000)] | None = Field(
+        default=None, validation_alias=AliasChoices("narrative", "description"),
+        description="What happened: how the loss was discovered and what is known (also accepted as `description`).")
+    corrective_measures: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    other_explanation: Annotated[str, Field(min_length=1, max_length=1000)] | None = Field(
+        default=None, description="Required with loss_type \"other\", refused with any other type.")
+    contact_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    contact_phone: Annotated[str, Field(min_length=1, max_length=40)] | None = None
     model_config = _ex({"discovered_at": "2026-11-25T07:30:00-06:00", "loss_type": "night_break_in",
                         "police_notified": True, "losses_past_24_months": 0, "purchase_value_usd": "48.00",
                         "lost": [{"vial_id": "V14-4"}], "police_department": "Austin PD",
-                        "police_report_number": "26-112233"})
+                        "police_report_number": "26-112233",
+                        "narrative": "Back door forced overnight; the safe was opened and one vial taken.",
+                        "corrective_measures": "Door replaced, alarm contact added, safe code changed.",
+                        "contact_name": "Mia Manager", "contact_phone": "+1 (512) 555-0142"})
+
+
+class DeaNoticeCreate(Body):
+    """Issue 20: the written notice of a theft or loss report went to the DEA field office."""
+
+    loss_report_seq: Annotated[StrictInt, Field(ge=0, le=2**62)]
+    sent_at: When
+    method: Literal["email", "fax", "phone", "letter", "online"]
+    recipient: Annotated[str, Field(min_length=1, max_length=300)]
+    document_sha256: Sha256 | None = None
+    model_config = _ex({"loss_report_seq": 412, "sent_at": "2026-11-25T11:00:00-06:00", "method": "email",
+                        "recipient": "DEA Houston Division, Austin Resident Office"})
+
+
+class Form106FilingCreate(Body):
+    """Issue 20: DEA Form 106 was filed (electronically), with DEA's confirmation number."""
+
+    loss_report_seq: Annotated[StrictInt, Field(ge=0, le=2**62)]
+    filed_at: When
+    confirmation_number: Annotated[str, Field(min_length=1, max_length=64)]
+    document_sha256: Sha256 | None = None
+    model_config = _ex({"loss_report_seq": 412, "filed_at": "2026-12-01T15:20:00-06:00",
+                        "confirmation_number": "106-2026-0042187"})
 
 
 class CorrectionLineCreate(Body):

@@ -6,10 +6,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.web import routes_clinic, routes_disposal, routes_me, routes_pages, routes_session
+from api.web import (
+    routes_clinic,
+    routes_disposal,
+    routes_loss,
+    routes_me,
+    routes_pages,
+    routes_session,
+)
 
 router = APIRouter(include_in_schema=False)
-for _m in (routes_session, routes_pages, routes_clinic, routes_disposal, routes_me):
+for _m in (routes_session, routes_pages, routes_clinic, routes_disposal, routes_loss, routes_me):
     router.include_router(_m.router)
+
+from api.web import routes_downtime  # noqa: E402  (issue 21: downtime forms, beyond-use labels)
+
+router.include_router(routes_downtime.router)
+
+from api.web import routes_inventory  # noqa: E402  (issue 20: inventories, witnessed, compared with the book)
+
+router.include_router(routes_inventory.router)
 
 __all__ = ["router"]

@@ -30,6 +30,7 @@ from api.http.auth import Authenticator, Session, require_role
 from api.http.problems import AccessDenied, Unauthorized
 from api.web import queries
 from api.web.forms import Errors
+from api.web.gs1 import short_vial_labels as _short_vial_labels
 from api.web.security import (
     SESSION_COOKIE,
     CsrfRejected,
@@ -46,6 +47,8 @@ from ledger.domain.principal import Role as R
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("csledger.web")
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+# issue 21: short vial names for pick lists ("carton …00C001 · vial 08"), not the whole GS1 id
+templates.env.filters["vial_labels"] = _short_vial_labels
 DEA_PATTERN = r"^[A-Z]{2}[0-9]{7}$"
 
 N, PH, PR, M, C, A, AD = (R.NURSE.value, R.PHARMACIST.value, R.PRESCRIBER.value, R.MANAGER.value,
@@ -60,6 +63,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "discrepancies": frozenset({N, PH, M, C}),
     "resolve_discrepancy": frozenset({M}),
     "receive": frozenset({N, PH, M}),
+    "inventory": frozenset({N, PH, M}),  # issue 20: receiving.INVENTORY_TAKERS
     "destroy": frozenset({N, PH, PR, M}),
     "transfer": frozenset({PH, M}),
     "loss": frozenset({M, C}),
@@ -69,14 +73,19 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "status": frozenset(),
     # issue 17: one's own signatures and signing credentials, for every login
     "me": frozenset(),
+    # issue 21: beyond-use labels and the downtime paper forms, for those who draw and prepare
+    "labels": frozenset({N, PH, M}),
+    "downtime": frozenset({N, PH, M}),
 }
 #: The navigation, in the order of the clinic's day.
 NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"),
        ("count", "Count", "counts/new"), ("receive", "Receive stock", "receipts/new"),
+       ("inventory", "Inventory", "inventories/new"),
        ("stock", "Stock", "stock"), ("destroy", "Destroy", "destructions/new"),
        ("transfer", "Transfer", "transfers/new"), ("loss", "Theft or loss", "losses/new"),
        ("discrepancies", "Discrepancies", "discrepancies"),
-       ("alerts", "Alerts", "alerts"), ("reports", "Reports", "reports"), ("status", "Ledger status", "status"),
+       ("alerts", "Alerts", "alerts"), ("reports", "Reports", "reports"),
+       ("downtime", "Downtime forms", "downtime"), ("status", "Ledger status", "status"),
        ("me_signatures", "My signatures", "me/signatures")]  # "My signing key": beside the name (base.html)
 
 

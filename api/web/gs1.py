@@ -81,3 +81,55 @@ def parse_scan(raw: str, products: list[dict[str, Any]], *, field: str = "scan")
     return Scan(gtin=gtin_el.value, ndc=match[0]["ndc"], ndc_key=match[0]["ndc_key"],
                 lot=lot.value if lot else None, expiry=exp.date.isoformat() if exp and exp.date else None,
                 serial=serial.value if serial else None)
+
+
+_VIAL_GS1 = re.compile(r"^\(01\)\d{14}\(21\)(.+)$")
+#: Characters of a carton's serial kept in a short label (more when two vials would read alike).
+SERIAL_TAIL = 6
+
+
+def _label_parts(vial_id: str) -> tuple[str, str, str]:
+    """(what, serial or id, position): a vial of a serialized carton, ``(01)<GTIN>(21)<serial>:NN``
+    -> ("carton", serial, "NN"); a serialized vial -> ("serial", serial, ""); a vial of an
+    unserialized pack ``P93-1:04`` -> ("pack", "P93-1", "04"); others (``V34-1``) -> ("", id, "")."""
+    m = _VIAL_GS1.match(vial_id)
+    if m:
+        serial = m.group(1)
+        if ":" in serial:
+            carton, pos = serial.rsplit(":", 1)
+            return "carton", carton, pos
+        return "serial", serial, ""
+    if ":" in vial_id:
+        pack, pos = vial_id.rsplit(":", 1)
+        return "pack", pack, pos
+    return "", vial_id, ""
+
+
+def _label(vial_id: str, tail: int) -> str:
+    what, serial, pos = _label_parts(vial_id)
+    if what in ("carton", "serial"):
+        cut = serial if len(serial) <= tail else "…" + serial[-tail:]
+        return f"{what} {cut}" + (f" · vial {pos}" if pos else "")
+    if what == "pack":
+        return f"pack {serial} · vial {pos}"
+    return f"vial {serial}"
+
+
+def short_vial_labels(vials: list[dict[str, Any]]) -> dict[str, str]:
+    """Short names for the vials of a pick list (issue 21), by vial id: the tail of the carton's
+    serial (what is printed on the carton, last ``SERIAL_TAIL`` characters) and the vial's place
+    in it, e.g. "carton …00C001 · vial 08", instead of the whole GS1 id. Where two vials of the
+    list would read alike, both keep more of the serial, up to all of it, so a label names one vial."""
+    ids = [v["vial_id"] for v in vials]
+    tails = dict.fromkeys(ids, SERIAL_TAIL)
+    while True:
+        labels = {i: _label(i, tails[i]) for i in ids}
+        seen: dict[str, list[str]] = {}
+        for i, text in labels.items():
+            seen.setdefault(text, []).append(i)
+        alike = [i for same in seen.values() if len(same) > 1 for i in same
+                 if len(_label_parts(i)[1]) > tails[i]]
+        if not alike:
+            return labels
+        for i in alike:
+            tails[i] += 4

@@ -98,3 +98,26 @@ def submitted_seq(ledger: Ledger, dea: str, session_id: str) -> int | None:
     with ledger.reading() as c:
         return c.execute(sa.select(t.c.submitted_seq).where(t.c.registrant == dea,
                                                             t.c.session_id == session_id)).scalar()
+
+
+def prescribers(ledger: Ledger, dea: str, today: date) -> list[dict[str, Any]]:
+    """The registered prescribers for the infusion page's pick list (issue 21): name, DEA number,
+    expiry, and why one cannot be picked (an expired registration). The service checks again."""
+    t = projection_tables["prescribers"]
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(t.c.dea_number, t.c.name, t.c.expires_on, t.c.staff_id)
+                         .where(t.c.registrant == dea).order_by(t.c.name, t.c.dea_number)).mappings().all()
+    out = []
+    for r in rows:
+        p = dict(r)
+        p["blocked"] = f"registration expired {p['expires_on']}" if p["expires_on"] < today.isoformat() else ""
+        out.append(p)
+    return sorted(out, key=lambda p: (bool(p["blocked"]), p["name"], p["dea_number"]))
+
+
+def patient_exists(ledger: Ledger, dea: str, patient_id: str) -> bool:
+    """Is ``patient_id`` a patient of this registrant? (ids only: no name is read)"""
+    t = projection_tables["patients"]
+    with ledger.reading() as c:
+        return c.execute(sa.select(t.c.patient_id).where(t.c.registrant == dea, t.c.patient_id == patient_id)
+                         ).first() is not None

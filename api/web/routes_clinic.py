@@ -4,9 +4,10 @@ issue 3, infusions with their witness, blind counts and discrepancies."""
 from __future__ import annotations
 
 from datetime import UTC, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
@@ -136,8 +137,11 @@ def _count_page(page: Page, session_id: str, *, values: dict | None = None, erro
                                 status_code=303)
     values = values or {"occurred_at": local_input(page.local_now(), page.tz), "form_key": new_form_key()}
     # The blind session's answer holds no book quantity; nothing else is loaded here.
+    # issue 20: the policy's tolerance for opened vials (a policy figure, not the book)
+    tolerance = stock.policy(page.request.app.state.ledger, page.dea)["open_count_tolerance_ml"]
     return page.render("count.html", status=status, active="count", session_id=session_id,
-                       products=_count_products(page, s), values=values, errors=errors or Errors())
+                       products=_count_products(page, s), values=values, errors=errors or Errors(),
+                       tolerance=tolerance)
 
 
 def _submitted_seq(page: Page, session_id: str) -> int:
@@ -151,6 +155,7 @@ async def count_session(request: Request, dea: Dea, session_id: SessionId) -> Re
 
 
 def _submit_count(page: Page, session_id: str, form: Form) -> Response:
+    from api.web import count_vials
     from api.web.witness import keep_witness, passkey_outcome, witness_from_form
     from ledger.domain.commands import CountLineInput, SubmitCount
 
@@ -168,8 +173,11 @@ def _submit_count(page: Page, session_id: str, form: Form) -> Response:
                 return 0
             return v
 
+        # issue 20: the opened vials typed one by one (optional), by their short ids
+        named = count_vials.from_form(page.request.app.state.ledger, page.dea, form.text(f"lines-{i}-ndc"),
+                                      form.get(f"lines-{i}-open_vials", ""), f"lines-{i}-open_vials", errors)
         lines.append(CountLineInput(form.text(f"lines-{i}-ndc"), whole("sealed_containers"), whole("open_containers"),
-                                    form.text(f"lines-{i}-open_ml") or "0.00"))
+                                    form.text(f"lines-{i}-open_ml") or "0.00", open_vials=named))
     cmd = SubmitCount(session_id, tuple(lines), occurred, late_reason=form.optional("late_reason"))
     key = form.text("form_key") or None
     second = None
@@ -187,7 +195,7 @@ def _submit_count(page: Page, session_id: str, form: Form) -> Response:
         if status is not None:
             return _count_page(page, session_id, values=values, errors=errors, status=status)
         name, msg = error_of(exc, {"second_counter": "counter2_username"})
-        errors.add(name, msg)
+        errors.add(count_vials.input_of(name), msg)  # issue 20: a named vial's error on its box
         return _count_page(page, session_id, values=values, errors=errors, status=exc.status)
     from api.web.routes_pages import saved_redirect
 
@@ -279,40 +287,15 @@ WASTE_METHODS = [("sink, witnessed", "Down the sink, witnessed"),
                  ("pharmaceutical waste container, witnessed", "Pharmaceutical waste container (e.g. Rx Destroyer), witnessed")]
 
 
-INFUSION_FIELDS = ("patient_id", "prescriber_dea_number", "weight_kg", "ordered_mg_per_kg", "ml_given", "waste_ml",
-                   "waste_method", "started_at", "ended_at", "late_reason", "form_key")
+INFUSION_FIELDS = ("patient_id", "patient_query", "prescriber_dea_number", "weight_kg", "ordered_mg_per_kg", "ml_given",
+                   "waste_ml", "waste_method", "started_at", "ended_at", "late_reason", "form_key")
 
 
 INFUSION_ERROR_NAMES = {"waste.ml": "waste_ml", "waste.method": "waste_method", "witness": "witness_username",
                         "draws": "draws"}
 
-
-def _infusion_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200,
-                   patient: dict | None = None) -> Response:
-    ledger = page.request.app.state.ledger
-    vials = queries.usable_vials(ledger, page.dea, page.local_now().date())
-    known = [*INFUSION_FIELDS, "witness_username", "witness_password", "witness_totp", "witness_method", "draws"]
-    known += [f"vials-{i}-ml" for i in range(len(vials))] + [f"vials-{i}-use" for i in range(len(vials))]
-    return page.render("infusion.html", status=status, active="infusion", values=values, errors=errors or Errors(),
-                       vials=vials, waste_methods=WASTE_METHODS, known=known, patient=patient)
-
-
-@router.get("/ui/{dea}/infusions/new", name="web_infusion")
-async def infusion_form(request: Request, dea: Dea) -> Response:
-    page = await open_page(request, dea, "infusion")
-    # The form lists each usable vial with its mL left: that is the book, for a blind count.
-    await run_in_threadpool(note_stock_read, request, request.app.state.ledger, page.principal, "infusion form")
-    ended = local_input(page.local_now(), page.tz)
-    # The suggested start is 40 minutes before the end in elapsed time (UTC), not on the wall
-    # clock: on the spring-forward morning 03:20 - 40 min on the wall is 02:40, an hour that
-    # does not exist, read back as 03:40, after the end, and the suggested times were refused.
-    # Counted back from the end as the form reads it back (in the repeated hour after fall-back,
-    # "01:20" is the first 01:20), so the two stay 40 minutes apart then too.
-    end_read = parse_local_time(ended, page.tz, field="ended_at", errors=Errors())
-    values = {"form_key": new_form_key(), "ended_at": ended,
-              "started_at": local_input(end_read.astimezone(UTC) - timedelta(minutes=40), page.tz),
-              "waste_method": WASTE_METHODS[0][0]}
-    return await run_in_threadpool(_infusion_page, page, values=values)
+#: What typed as the waste means "no waste now" (it is recorded later, with its own witness).
+NO_WASTE = ("", "0", "0.0", "0.00", "0.000")
 
 
 def _patient_keys(page: Page):
@@ -321,64 +304,274 @@ def _patient_keys(page: Page):
     return routes_clinical.patient_keys(page.request)
 
 
+def _find_patients(page: Page, errors: Errors, *, query: str = "", patient_id: str | None = None,
+                   log_action: str = "search", field: str = "patient_query") -> dict | None:
+    """The patient search of the infusion page (issue 21): names only for a role that may see
+    them, each name shown written to the patient-access log by the service; None, with the
+    reason beside ``field``, when it cannot answer (the query is never in the reason)."""
+    try:
+        found = services.find_patients(page.request.app.state.ledger, page.principal, query, patient_id=patient_id,
+                                       log_action=log_action, keys=_patient_keys(page))
+    except LedgerError as exc:
+        errors.add(field, exc.reason)
+        return None
+    for p in found["patients"]:
+        p["last_seen_local"] = local_day(p["last_seen"], page.tz) if p.get("last_seen") else None
+    return found
+
+
+def local_day(text: str, tz) -> str:
+    """The local date of an RFC 3339 time ("2026-12-05")."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(tz).date().isoformat()
+    except ValueError:
+        return text
+
+
+def _infusion_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200,
+                   found: dict | None = None, notes: dict | None = None, result: dict | None = None) -> Response:
+    from ledger.services.patients import RECENT_DAYS
+
+    ledger = page.request.app.state.ledger
+    today = page.local_now().date()
+    vials = queries.usable_vials(ledger, page.dea, today)
+    if found is None and values.get("patient_id"):
+        # the picked patient, shown again with their name (a read, logged) so the nurse sees who
+        found = _find_patients(page, Errors(), patient_id=values["patient_id"].strip(), log_action="read")
+    known = [*INFUSION_FIELDS, "witness_username", "witness_password", "witness_totp", "witness_method", "draws"]
+    known += [f"vials-{i}-ml" for i in range(len(vials))] + [f"vials-{i}-use" for i in range(len(vials))]
+    return page.render("infusion.html", status=status, active="infusion", values=values, errors=errors or Errors(),
+                       vials=vials, waste_methods=WASTE_METHODS, known=known, found=found, notes=notes or {},
+                       prescribers=queries.prescribers(ledger, page.dea, today), result=result,
+                       recent_days=RECENT_DAYS)
+
+
+def _new_infusion_values(page: Page) -> dict[str, Any]:
+    ended = local_input(page.local_now(), page.tz)
+    # The suggested start is 40 minutes before the end in elapsed time (UTC), not on the wall
+    # clock: on the spring-forward morning 03:20 - 40 min on the wall is 02:40, an hour that
+    # does not exist, read back as 03:40, after the end, and the suggested times were refused.
+    # Counted back from the end as the form reads it back (in the repeated hour after fall-back,
+    # "01:20" is the first 01:20), so the two stay 40 minutes apart then too.
+    end_read = parse_local_time(ended, page.tz, field="ended_at", errors=Errors())
+    return {"form_key": new_form_key(), "ended_at": ended,
+            "started_at": local_input(end_read.astimezone(UTC) - timedelta(minutes=40), page.tz),
+            "waste_method": WASTE_METHODS[0][0]}
+
+
+def _saved_infusion(page: Page, seq: int) -> dict[str, Any] | None:
+    """The confirmation of the infusion recorded as entry ``seq`` (issue 21), from the entries,
+    for the person who recorded it; None for any other entry (the page then shows the form only)."""
+    import json
+
+    from api.web import readable
+    from api.web.gs1 import short_vial_labels
+
+    ledger = page.request.app.state.ledger
+    e = api_queries.entry(ledger, page.dea, seq)
+    dose = json.loads(e["canonical"]) if e else {}
+    if dose.get("kind") != "dose_administered" or not any(
+            s.get("staff_id") == page.principal.staff_id for s in dose.get("signatures", [])):
+        return None
+    waste = None
+    for k in range(seq + 1, seq + 6):  # the waste is recorded in the same transaction (after any alert)
+        x = api_queries.entry(ledger, page.dea, k)
+        if x is None:
+            break
+        o = json.loads(x["canonical"])
+        if o.get("kind") == "dose_wasted" and o.get("administration_id") == dose.get("administration_id"):
+            waste = o
+            break
+    found = _find_patients(page, Errors(), patient_id=dose.get("patient_id", ""), log_action="read")
+    name = found["patients"][0]["name"] if found and found["patients"] else None
+    labels = short_vial_labels([{"vial_id": d.get("vial_id", "")} for d in dose.get("draws") or []])
+    out = readable.infusion_result(dose, waste, patient=name, vial_labels=labels, tz=page.tz,
+                                   today=page.local_now().date())
+    out.update(seq=seq, waste_seq=waste.get("seq") if waste else None)
+    return out
+
+
+def _new_infusion_page(page: Page, saved: int | None, patient: str | None) -> Response:
+    values = _new_infusion_values(page)
+    result = _saved_infusion(page, saved) if saved is not None else None
+    found = None
+    if patient:  # a chart number in the address (never a name): that patient, picked
+        errors = Errors()
+        found = _find_patients(page, errors, query=patient)
+        if found and len(found["patients"]) == 1:
+            values["patient_id"] = found["patients"][0]["patient_id"]
+    return _infusion_page(page, values=values, result=result, found=found)
+
+
+@router.get("/ui/{dea}/infusions/new", name="web_infusion")
+async def infusion_form(request: Request, dea: Dea,
+                        saved: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                        patient: Annotated[str | None, Query(pattern=r"^[Pp]?[0-9]{1,18}$")] = None) -> Response:
+    """The infusion form; ``saved`` (an entry's number) shows what was just recorded above it, and
+    ``patient`` (a chart number, e.g. P40: never a name, which goes only in a POST body) picks them."""
+    page = await open_page(request, dea, "infusion")
+    # The form lists each usable vial with its mL left: that is the book, for a blind count.
+    await run_in_threadpool(note_stock_read, request, request.app.state.ledger, page.principal, "infusion form")
+    return await run_in_threadpool(_new_infusion_page, page, saved, patient)
+
+
+def _check_infusion(page: Page, form: Form, values: dict[str, Any], vials: list[dict], errors: Errors,
+                    notes: dict[str, str]) -> tuple[list, list[int], Any, Any, Any]:
+    """Every error of the page's own inputs at once, each beside its field (issue 21): the
+    service names one at a time, so a nurse fixed one field per submit. Only what the page can
+    see is checked here (picked, typed, balanced, the witness present); the service checks all
+    of it again with the ledger's state. The witness's password is not checked here.
+
+    Returns (draws, the page row of each draw, waste, started, ended)."""
+    from api.web.witness import uses_passkey
+    from ledger.domain.commands import DrawInput, WasteInput
+    from ledger.domain.errors import InvalidInput
+    from ledger.domain.quantities import parse_amount, parse_volume
+
+    def number(name: str, parse, empty: str, **kw) -> Decimal | None:
+        text = values[name].strip()
+        if not text:
+            errors.add(name, empty)
+            return None
+        try:
+            return parse(text, field=name, **kw)
+        except InvalidInput as exc:
+            errors.add(name, exc.reason)
+            return None
+
+    ledger = page.request.app.state.ledger
+    pid = values["patient_id"].strip()
+    if not pid:
+        errors.add("patient_id", "find the patient (name or chart number) and pick them")
+    elif not queries.patient_exists(ledger, page.dea, pid):
+        errors.add("patient_id", f"no patient {pid[:32]} here; find the patient again and pick them")
+    dea = values["prescriber_dea_number"].strip()
+    registered = {p["dea_number"]: p for p in queries.prescribers(ledger, page.dea, page.local_now().date())}
+    if not dea:
+        errors.add("prescriber_dea_number", "pick the prescriber who ordered the dose")
+    elif dea not in registered:
+        errors.add("prescriber_dea_number", f"DEA {dea[:9]} is not a prescriber registered here; pick one from the list")
+    elif registered[dea]["blocked"]:
+        errors.add("prescriber_dea_number", f"{registered[dea]['name']}: {registered[dea]['blocked']}; pick another")
+    weight = number("weight_kg", parse_amount, "enter the patient's weight in kg")
+    if weight is not None and weight > 500:
+        errors.add("weight_kg", "must be at most 500 kg")
+    per_kg = number("ordered_mg_per_kg", parse_amount, "enter the ordered dose in mg/kg")
+    if per_kg is not None and per_kg > 10:
+        errors.add("ordered_mg_per_kg", "must be at most 10 mg/kg")
+
+    draws, used, drawn, draws_ok = [], [], Decimal("0"), True
+    for i, v in enumerate(vials):
+        ml_text = values[f"vials-{i}-ml"].strip()
+        if not values[f"vials-{i}-use"]:
+            if ml_text not in NO_WASTE:  # an mL typed next to a vial not ticked was silently left out
+                errors.add(f"vials-{i}-use", "tick this vial too, or clear its mL")
+                draws_ok = False
+            continue
+        sent = form.get(f"vials-{i}-id", "")
+        if sent != v["vial_id"]:
+            # The list changed since the page was opened (or the id was altered): refused, where the
+            # ticked row used to be dropped silently and the dose recorded without it.
+            errors.add(f"vials-{i}-use", f"vial {sent[:64] or '(none)'} is no longer in this row; check the ticked "
+                                         "vials and send again")
+            draws_ok = False
+            continue
+        if v["blocked"]:
+            errors.add(f"vials-{i}-use", f"cannot be drawn from: {v['blocked']}")
+            draws_ok = False
+            continue
+        ml = number(f"vials-{i}-ml", parse_volume, "enter the mL drawn from this vial")
+        if ml is not None and ml > v["ml_left"]:
+            errors.add(f"vials-{i}-ml", f"only {v['ml_left']} mL is left in this vial")
+            ml = None
+        if ml is None:
+            draws_ok = False
+            continue
+        used.append(i)
+        draws.append(DrawInput(v["vial_id"], ml_text))
+        drawn += ml
+    if not draws and draws_ok:
+        errors.add("draws", "tick the vial(s) drawn from and give the mL drawn from each")
+    given = number("ml_given", parse_volume, "enter the mL given", allow_zero=True)
+    balanced = draws_ok and bool(draws) and given is not None
+    if balanced and given > drawn:
+        errors.add("ml_given", f"{given} mL given is more than the {drawn} mL drawn from the ticked vials")
+        balanced = False
+
+    waste = None
+    waste_text = values["waste_ml"].strip()
+    if waste_text not in NO_WASTE:
+        wasted = number("waste_ml", parse_volume, "enter the mL wasted")
+        if values["waste_method"] not in dict(WASTE_METHODS):  # the page offers these; no other text is recorded
+            errors.add("waste_method", "choose how it was wasted")
+        if wasted is not None and balanced and given + wasted != drawn:
+            gap = drawn - given - wasted
+            errors.add("waste_ml", f"mL drawn ({drawn}, the ticked vials) must equal mL given ({given}) + mL wasted "
+                                   f"({wasted}): " + (f"{gap} mL is unaccounted for" if gap > 0 else
+                                                      f"that is {-gap} mL more than was drawn")
+                                   + "; check mL given, mL wasted and the mL drawn from each vial")
+        waste = WasteInput(waste_text, values["waste_method"])
+        # the witness is there (their password is checked once the rest is right)
+        if not form.text("witness_username"):
+            errors.add("witness_username", "the witness enters their own username")
+        if not uses_passkey(form, "witness") and not form.get("witness_password", "") and \
+                not form.text("witness_assertion"):
+            errors.add("witness_password", "the witness enters their own password")
+    elif balanced and given < drawn:
+        notes["waste_ml"] = (f"No waste entered: {drawn - given} mL of the {drawn} mL drawn is not given. The "
+                             "infusion stays unreconciled until its waste is recorded with a witness.")
+
+    started = parse_local_time(values["started_at"], page.tz, field="started_at", errors=errors)
+    ended = parse_local_time(values["ended_at"], page.tz, field="ended_at", errors=errors)
+    if started is not None and ended is not None:
+        if ended < started:
+            errors.add("ended_at", "is before the infusion started")
+        elif ended - started > timedelta(hours=12):
+            errors.add("ended_at", "an infusion longer than 12 hours is not plausible: check when the infusion "
+                                   "started and ended")
+    if errors and waste is not None and form.get("witness_password", "") and "witness_password" not in errors:
+        notes["witness_password"] = ("The witness's password was not checked yet (nothing was recorded): fix what "
+                                     "is marked, then the witness types their password again.")
+    return draws, used, waste, started, ended
+
+
 def _record_infusion(page: Page, form: Form) -> Response:
     from api.web.witness import keep_witness, passkey_outcome, witness_from_form
-    from ledger.domain.commands import AdministerDose, DrawInput, WasteInput
+    from ledger.domain.commands import AdministerDose
     from ledger.services import request_fields
 
     values: dict[str, Any] = {k: form.get(k, "") for k in INFUSION_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
     keep_witness(values, form, "witness")  # kept on an error; passwords never are
     vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
-    used: list[int] = []  # the page row of each draw sent to the service
-    draws = []
-    moved: list[tuple[int, str]] = []  # ticked rows whose vial is not the one the page showed there
     for i in range(len(vials)):
         values[f"vials-{i}-use"] = form.get(f"vials-{i}-use", "")
         values[f"vials-{i}-ml"] = form.get(f"vials-{i}-ml", "")
-        if values[f"vials-{i}-use"]:
-            if form.get(f"vials-{i}-id", "") != vials[i]["vial_id"]:
-                moved.append((i, form.get(f"vials-{i}-id", "")))
-                continue
-            used.append(i)
-            draws.append(DrawInput(vials[i]["vial_id"], values[f"vials-{i}-ml"].strip()))
     errors = Errors()
-    if form.get("action") == "lookup":
-        patient = None
-        if not values["patient_id"].strip():
-            errors.add("patient_id", "enter the patient's id from the chart")
-        else:
-            try:
-                patient = services.read_patient(page.request.app.state.ledger, page.principal,
-                                                values["patient_id"].strip(), keys=_patient_keys(page))
-            except LedgerError as exc:
-                errors.add("patient_id", exc.reason)
-        return _infusion_page(page, values=values, errors=errors, patient=patient, status=422 if errors else 200)
-    started = parse_local_time(values["started_at"], page.tz, field="started_at", errors=errors)
-    ended = parse_local_time(values["ended_at"], page.tz, field="ended_at", errors=errors)
-    for i, sent in moved:
-        # The list changed since the page was opened (or the id was altered): refused, where the
-        # ticked row used to be dropped silently and the dose recorded without it.
-        errors.add(f"vials-{i}-use", f"vial {sent or '(none)'} is no longer in this row; check the ticked vials "
-                                     "and send again")
-    if not draws:
-        errors.add("draws", "tick the vial(s) drawn from and give the mL drawn from each")
-    waste = None
-    if values["waste_ml"].strip() and values["waste_ml"].strip() not in ("0", "0.0", "0.00"):
-        waste = WasteInput(values["waste_ml"].strip(), values["waste_method"])
-        if values["waste_method"] not in dict(WASTE_METHODS):  # the page offers these; no other text is recorded
-            errors.add("waste_method", "choose how it was wasted")
+    if form.get("action") in ("search", "lookup"):
+        # Find patient: by name or chart number, in this POST body (never the address); "lookup"
+        # (the earlier "Check patient" button) with an empty box looks up the picked id.
+        query = values["patient_query"].strip()
+        if not query and form.get("action") == "lookup":
+            query = values["patient_id"].strip()
+        found = _find_patients(page, errors, query=query)
+        return _infusion_page(page, values=values, errors=errors, found=found, status=422 if errors else 200)
+    notes: dict[str, str] = {}
+    draws, used, waste, started, ended = _check_infusion(page, form, values, vials, errors, notes)
     if errors:
-        return _infusion_page(page, values=values, errors=errors, status=422)
+        return _infusion_page(page, values=values, errors=errors, notes=notes, status=422)
     cmd = AdministerDose(values["patient_id"].strip(), values["prescriber_dea_number"].strip(),
                          values["weight_kg"].strip(), values["ordered_mg_per_kg"].strip(), tuple(draws),
                          values["ml_given"].strip(), started, ended, waste=waste,
                          late_reason=values["late_reason"].strip() or None)
     witness = None
     if waste is not None:
+        # once, now that the rest is right: a refused form never asked for the witness's password
         witness = witness_from_form(page, form, request_fields(cmd), errors, idempotency_key=values["form_key"])
         if witness is None:
-            return _infusion_page(page, values=values, errors=errors, status=422)
+            return _infusion_page(page, values=values, errors=errors, notes=notes, status=422)
     try:
         res = services.administer_dose(page.request.app.state.ledger, page.principal, cmd,
                                        witness=witness.principal if witness else None,
@@ -386,17 +579,18 @@ def _record_infusion(page: Page, form: Form) -> Response:
     except LedgerError as exc:
         status = passkey_outcome(page, exc, values, errors)  # issue 17: the witness confirms with a passkey
         if status is not None:
-            return _infusion_page(page, values=values, errors=errors, status=status)
+            return _infusion_page(page, values=values, errors=errors, notes=notes, status=status)
         name, msg = error_of(exc, INFUSION_ERROR_NAMES)
         if name.startswith("draws-"):
             k = int(name.split("-")[1])
             row = used[k] if k < len(used) else 0
             name = f"vials-{row}-ml" if name.endswith("-ml") else f"vials-{row}-use"
         errors.add(name, msg)
-        return _infusion_page(page, values=values, errors=errors, status=exc.status)
-    from api.web.routes_pages import saved_redirect
-
-    return saved_redirect(page, res)
+        return _infusion_page(page, values=values, errors=errors, notes=notes, status=exc.status)
+    # issue 21: the confirmation in the clinic's words, on the infusion page (post/redirect/get;
+    # the address carries the entry's number only)
+    return RedirectResponse(f"{location_path(page.dea)}infusions/new?saved={res['entries'][0]['seq']}",
+                            status_code=303)
 
 
 @router.post("/ui/{dea}/infusions/new", name="web_infusion_post")

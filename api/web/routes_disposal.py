@@ -26,6 +26,7 @@ from api.web.routes_clinic import Dea
 from api.web.security import check_session_csrf
 from ledger import services
 from ledger.domain.errors import LedgerError
+from ledger.domain.form106 import IN_TRANSIT  # issue 20
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -106,7 +107,9 @@ TRANSFER_FIELDS = ("receiver_dea_number", "receiver_name", "street", "city", "st
 
 
 LOSS_FIELDS = ("discovered_at", "loss_type", "police_notified", "police_department", "police_report_number",
-               "losses_past_24_months", "purchase_value_usd", "covers_seqs", "form_key", "witness_username")
+               "losses_past_24_months", "purchase_value_usd", "covers_seqs", "form_key", "witness_username",
+               # issue 20: the rest of Form 106
+               "narrative", "corrective_measures", "other_explanation", "contact_name", "contact_phone")
 
 
 def _vial_choices(page: Page) -> list[dict[str, Any]]:
@@ -186,15 +189,18 @@ async def transfer(request: Request, dea: Dea) -> Response:
 
 
 def _loss_page(page: Page, *, values: dict, errors: Errors | None = None, status: int = 200) -> Response:
+    # issue 20: a loss in transit is the supplier's to report (21 CFR 1301.74(c)): not offered here
     return page.render("loss.html", status=status, active="loss", values=values, errors=errors or Errors(),
-                       vials=_vial_choices(page), loss_types=[(t, t.replace("_", " ")) for t in services.LOSS_TYPES])
+                       vials=_vial_choices(page), loss_types=[(t, t.replace("_", " ")) for t in services.LOSS_TYPES
+                                                              if t != IN_TRANSIT])
 
 
 @router.get("/ui/{dea}/losses/new", name="web_loss")
 async def loss_form(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "loss")
     values = {"form_key": new_form_key(), "discovered_at": local_input(page.local_now(), page.tz),
-              "losses_past_24_months": "0", "purchase_value_usd": ""}
+              "losses_past_24_months": "0", "purchase_value_usd": "",
+              "contact_name": page.principal.printed_name}  # issue 20: the reporter, unless they change it
     return await run_in_threadpool(_loss_page, page, values=values)
 
 
@@ -225,7 +231,13 @@ def _loss(page: Page, form: Form) -> Response:
                             lost=tuple(LostVialInput(v) for v in values["vial_ids"]),
                             covers_seqs=tuple(c for c in covers if c is not None),
                             police_department=form.optional("police_department"),
-                            police_report_number=form.optional("police_report_number"))
+                            police_report_number=form.optional("police_report_number"),
+                            # issue 20: the service says which are required (and refuses an
+                            # explanation for a type other than "other")
+                            narrative=form.optional("narrative"),
+                            corrective_measures=form.optional("corrective_measures"),
+                            other_explanation=form.optional("other_explanation"),
+                            contact_name=form.optional("contact_name"), contact_phone=form.optional("contact_phone"))
     # issue 15: vials taken off the book need a second person, who signs on this screen
     witness = None
     if cmd.lost and (values["witness_username"] or form.get("witness_password", "")):

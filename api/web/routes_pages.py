@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -240,7 +241,8 @@ async def stock(request: Request, dea: Dea, received: int | None = None) -> Resp
     await run_in_threadpool(note_stock_read, request, ledger, page.principal, "stock page")
     vials = await run_in_threadpool(queries.usable_vials, ledger, dea, page.local_now().date())
     totals = await run_in_threadpool(api_queries.stock, ledger, dea)
-    return page.render("stock.html", vials=vials, totals=totals, received=received)
+    return page.render("stock.html", vials=vials, totals=totals, received=received,
+                       can_label=page.may("labels"))  # issue 21: beyond-use labels of punctured vials
 
 
 # --- reports -----------------------------------------------------------------------------------
@@ -264,8 +266,38 @@ async def reports(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "reports")
     today = page.local_now().date()
     values = {"start": today.replace(day=1).isoformat(), "end": today.isoformat(), "paper": "letter"}
-    return page.render("reports.html", kinds=_report_kinds(page.roles), values=values,
+    # An offered count (issue 20) or a link from the audit fills the form: days, kind, window only
+    q = request.query_params
+    for name in ("start", "end"):
+        if _DAY.match(q.get(name, "")):
+            values[name] = q[name]
+    if q.get("kind") in dict(_report_kinds(page.roles)):
+        values["kind"] = q["kind"]
+    if q.get("window") == "audit":
+        values["window"] = "audit"
+    return page.render("reports.html", kinds=_report_kinds(page.roles), values=values, offers=None,
                        signing=await run_in_threadpool(_has_report_key, request.app.state.ledger, dea))
+
+
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _offer_choices(offers: dict[str, list[dict[str, Any]]] | None, tz: str) -> list[dict[str, str]] | None:
+    """The counts an audit could run between (issue 20), as choices for the reports page: each
+    with its local day (what the form takes) and a label naming the count and its entry."""
+    if not offers:
+        return None
+    from reports.fmt import local
+
+    seen, out = set(), []
+    for c in sorted(offers.get("from", []) + offers.get("to", []), key=lambda c: (c["occurred_at"], c["seq"])):
+        if c["seq"] in seen:
+            continue
+        seen.add(c["seq"])
+        what = f"{c['inventory_type']} inventory" if c["kind"] == "inventory_taken" else "count"
+        when = local(c["occurred_at"], tz)
+        out.append({"day": when[:10], "label": f"the {what} of {when}, entry {c['seq']}"})
+    return out
 
 
 def _kind_readers(name: str) -> frozenset[str] | None:
@@ -296,7 +328,7 @@ async def report_download(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "reports")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    values = {k: form.text(k) for k in ("kind", "start", "end", "paper")}
+    values = {k: form.text(k) for k in ("kind", "start", "end", "paper", "window")}
     readers = _kind_readers(values["kind"])
     if readers is not None and not page.roles & readers:  # issue 20: the patient-access log, as on /v1
         errors = Errors()
@@ -311,13 +343,17 @@ async def report_download(request: Request, dea: Dea) -> Response:
         pdf, data = await run_in_threadpool(
             build_report, request.app.state.ledger, values["kind"], dea, values["start"], values["end"],
             generated_by=f"{page.principal.printed_name} ({page.principal.staff_id})", paper=values["paper"] or "letter",
-            reader=page.principal.staff_id)  # the patient access log names who downloaded patient names
+            reader=page.principal.staff_id,  # the patient access log names who downloaded patient names
+            audit_window=values["window"] == "audit")
     except LedgerError as exc:
-        name, msg = error_of(exc, {"period": "start", "from": "start", "to": "end", "registrant": "form"})
+        name, msg = error_of(exc, {"period": "start", "from": "start", "to": "end", "registrant": "form",
+                                   "window": "window"})
         errors = Errors()
-        errors.add(name if name in values else "form", msg)
+        errors.add(name if name in values and name != "window" else "form", msg)
+        # Issue 20: an audit with no count to run between offers the nearest ones as choices
+        offers = _offer_choices(getattr(exc, "offers", None), page.location["time_zone"])
         return page.render("reports.html", status=exc.status if exc.status < 500 else 422, kinds=_report_kinds(page.roles),
-                           values=values, errors=errors, signing=True)
+                           values=values, errors=errors, signing=True, offers=offers)
     filename = f"csledger-{values['kind']}-{dea}-{values['start']}-to-{values['end']}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -383,7 +419,16 @@ async def entry(request: Request, dea: Dea, seq: Annotated[int, Path(ge=0, le=2*
 
         raise AccessDenied("you may see the entries you signed; this one is not yours")
     also = list(range(seq + 1, seq + min(saved, 20))) if saved > 1 else []
-    return page.render("entry.html", e=e, obj=obj, saved=bool(saved), summary=_summary(obj), also=also)
+    # issue 20: a receipt short of its invoice says whose loss in transit it is (21 CFR 1301.74(c))
+    from ledger.domain.form106 import transit_shortages
+
+    notes = ([s["note"] for s in transit_shortages(obj["invoice_number"], obj["supplier"]["name"], obj["lines"])]
+             if obj.get("kind") == "stock_received" else [])
+    from api.web.readable import entry_result  # issue 21: a saved count in the clinic's words
+
+    plain = entry_result(obj, page.tz, page.local_now().date()) if saved else None
+    return page.render("entry.html", e=e, obj=obj, saved=bool(saved), summary=_summary(obj), also=also, notes=notes,
+                       plain=plain)
 
 
 def _summary(obj: dict[str, Any]) -> list[tuple[str, str]]:

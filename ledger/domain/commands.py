@@ -108,12 +108,14 @@ class InventoryItemInput:
 
 @dataclass(frozen=True)
 class TakeInventory:
-    inventory_type: str  # "initial" | "biennial"
+    inventory_type: str  # "initial" | "biennial" | "other" (issue 20)
     taken_at: str  # "opening_of_business" | "close_of_business"
     occurred_at: datetime
     items: tuple[InventoryItemInput, ...] = ()
     late_reason: str | None = None
     documents: tuple[str, ...] = ()  # SHA-256 of stored documents (the signed printed inventory)
+    #: Issue 20: why an "other" inventory is taken (21 CFR 1304.11(d)/(e)); only for that type.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ class SetPolicy:
     dosage_unit: str = "container"
     reason: str = "initial policy"
     passkey_required_for: tuple[str, ...] = ()
+    #: Issue 20: mL per opened container a count may differ from the book without a discrepancy.
+    open_count_tolerance_ml: str = "0.10"
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,16 @@ class CountLineInput:
     #: Issue 19: sealed packages (cartons) counted as packages, their units exact; sealed units
     #: outside a sealed package stay in ``sealed_containers``.
     sealed_packages: int = 0
+    #: Issue 20 (optional): the opened vials counted one by one; their mL add up to ``open_ml``.
+    open_vials: tuple[OpenVialInput, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenVialInput:
+    """Issue 20: one opened vial of a count line and the mL counted in it."""
+
+    vial_id: str
+    ml: str
 
 
 @dataclass(frozen=True)
@@ -313,6 +327,34 @@ class ReportTheftOrLoss:
     police_department: str | None = None
     police_report_number: str | None = None
     documents: tuple[str, ...] = ()
+    # Issue 20 (Form 106 complete): required on new reports; ``other_explanation`` only (and
+    # always) with loss_type "other". Keyword fields at the end, so positional callers still fit.
+    narrative: str | None = None
+    corrective_measures: str | None = None
+    other_explanation: str | None = None
+    contact_name: str | None = None
+    contact_phone: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordDeaNotice:
+    """Issue 20: the written notice of report ``loss_report_seq`` went to DEA."""
+
+    loss_report_seq: int
+    sent_at: datetime
+    method: str  # email | fax | phone | letter | online
+    recipient: str
+    document_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordForm106Filing:
+    """Issue 20: DEA Form 106 for report ``loss_report_seq`` was filed, with DEA's confirmation."""
+
+    loss_report_seq: int
+    filed_at: datetime
+    confirmation_number: str
+    document_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -197,16 +197,46 @@ class InventoryItem:
 
 
 @dataclass(frozen=True)
+class InventoryLine:
+    """Issue 20: one product of a biennial or other inventory against the book at that instant
+    (``ledger.domain.inventory.compare``, which ``verify --deep`` runs again). ``expected_*`` is
+    the book, ``found_*`` what the inventory listed; a vial on the book and not listed was not
+    found (``vials_not_found``: exactly the vials an accepted loss then takes off the book). Any
+    difference opens ``discrepancy_id`` (``D<seq>-<i>``), the same discrepancy a count opens."""
+
+    product: ProductDescription
+    expected_sealed_containers: int
+    expected_open_containers: int
+    expected_ml: Decimal
+    found_sealed_containers: int
+    found_open_containers: int
+    found_ml: Decimal
+    difference_ml: Decimal  # found - expected, signed
+    vials_not_found: tuple[str, ...]
+    discrepancy_id: str | None
+
+
+@dataclass(frozen=True)
 class InventoryTaken(Event):
-    """An initial or biennial inventory (21 CFR 1304.11), at opening or close of business."""
+    """An initial, biennial or other inventory (21 CFR 1304.11), at opening or close of business.
+
+    Issue 20: every inventory is witnessed by a second person. A biennial or other inventory
+    (``reason``: 1304.11(d)/(e), e.g. a newly controlled substance, a change of ownership) is
+    compared with the book at that instant, product by product (``lines``); each difference opens a
+    discrepancy. An initial inventory creates the book, so it has nothing to compare with and its
+    ``lines`` are empty. Entries recorded before issue 20 lack ``lines`` and ``reason``."""
 
     kind: ClassVar[str] = "inventory_taken"
-    inventory_type: str  # "initial" | "biennial"
+    inventory_type: str  # "initial" | "biennial" | "other"
     taken_at: str  # "opening_of_business" | "close_of_business"
     items: tuple[InventoryItem, ...]
     late_reason: str | None = None
     #: SHA-256 of stored documents, e.g. the signed printed inventory (issue 3).
     documents: tuple[str, ...] = ()
+    #: Issue 20: the comparison with the book (empty for an initial inventory).
+    lines: tuple[InventoryLine, ...] = ()
+    #: Issue 20: why an "other" inventory was taken (21 CFR 1304.11(d)/(e)); None otherwise.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +319,9 @@ class PolicySet(Event):
     #: Where a password key may not sign and the person confirms with a passkey (issue 17):
     #: "witnessing" (every witnessed signature), "destruction" (every signature on a Form 41).
     passkey_required_for: tuple[str, ...] = ()
+    #: Issue 20: mL per opened container a count may differ from the book without opening a
+    #: discrepancy (``policy.DEFAULT_OPEN_COUNT_TOLERANCE_ML`` when absent: recorded before it).
+    open_count_tolerance_ml: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +417,16 @@ class CountStarted(Event):
 
 
 @dataclass(frozen=True)
+class CountedVial:
+    """Issue 20: one opened vial named in a count: its book mL when the count was submitted and
+    the mL counted in it."""
+
+    vial_id: str
+    expected_ml: Decimal
+    counted_ml: Decimal
+
+
+@dataclass(frozen=True)
 class CountedLine:
     product: ProductDescription
     sealed_containers: int
@@ -400,6 +443,15 @@ class CountedLine:
     #: includes, and the sealed packages the book held.
     sealed_packages: int = 0
     expected_sealed_packages: int = 0
+    #: Issue 20: the tolerance that applied to the line (the policy's mL per opened container x
+    #: the opened containers, when the containers counted are the book's and nobody read the
+    #: book; else 0.00: exact), and whether the difference was within it (then no discrepancy).
+    #: None / False on lines recorded before the tolerance existed.
+    tolerance_ml: Decimal | None = None
+    within_tolerance: bool = False
+    #: Issue 20: the opened vials, when the counters named them one by one: each with the book
+    #: and what was counted in it, so a loss can come out of the vial that was short.
+    open_vials: tuple[CountedVial, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -424,6 +476,9 @@ class StockCounted(Event):
     lines: tuple[CountedLine, ...]
     late_reason: str | None = None
     book_reads: tuple[BookRead, ...] = ()
+    #: Issue 20: the policy's tolerance in force, mL per opened container (None: recorded before
+    #: the tolerance existed, when every difference opened a discrepancy).
+    open_count_tolerance_ml: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -572,6 +627,14 @@ class TheftOrLossReported(Event):
     notice_due_at: str  # written notice within one business day of discovery
     form_106_due_at: str  # Form 106 within 45 days
     documents: tuple[str, ...] = ()
+    # Issue 20 (Form 106 complete): what happened, what was done so it does not happen again,
+    # the explanation a loss of type "other" needs, and whom DEA may call. Defaults keep reports
+    # recorded before meaning what they meant (readers use ``.get``).
+    narrative: str | None = None
+    corrective_measures: str | None = None
+    other_explanation: str | None = None
+    contact_name: str | None = None
+    contact_phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -953,3 +1016,41 @@ class PackageOpened(Event):
 
 
 EVENT_TYPES.update({PackageOpened.kind: PackageOpened})
+
+
+# --- Form 106 follow-up: the notice sent to DEA and the form filed (issue 20) -----------------
+
+
+@dataclass(frozen=True)
+class DeaNoticeSent(Event):
+    """The written notice of a theft or significant loss went to the DEA field office (21 CFR
+    1301.76(b): within one business day of discovery). Names its ``theft_or_loss_reported``
+    entry; one per report. ``late`` says it went after ``due_at`` (the report's due time): a late
+    notice is still recorded, never refused."""
+
+    kind: ClassVar[str] = "dea_notice_sent"
+    loss_report_seq: int
+    sent_at: str  # UTC text
+    method: str  # email | fax | phone | letter | online
+    recipient: str  # the DEA field office (name, address) or the person reached
+    due_at: str  # the report's notice_due_at, copied
+    late: bool
+    document_sha256: str | None = None  # a stored copy of the notice
+
+
+@dataclass(frozen=True)
+class Form106Filed(Event):
+    """DEA Form 106 was filed (DEA accepts it only electronically) with the confirmation number
+    DEA's system gave. Names its ``theft_or_loss_reported`` entry; one per report; ``late`` when
+    filed after the report's Form 106 due time."""
+
+    kind: ClassVar[str] = "form_106_filed"
+    loss_report_seq: int
+    filed_at: str  # UTC text
+    confirmation_number: str
+    due_at: str  # the report's form_106_due_at, copied
+    late: bool
+    document_sha256: str | None = None  # a stored copy of DEA's confirmation
+
+
+EVENT_TYPES.update({t.kind: t for t in (DeaNoticeSent, Form106Filed)})

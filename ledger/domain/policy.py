@@ -18,6 +18,16 @@ DOSAGE_UNITS = ("container", "ml")
 #: Where a registrant may require passkeys instead of password keys (issue 17).
 PASSKEY_SCOPES = ("witnessing", "destruction")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Issue 20: how far a count of an opened vial may be from the book, in mL per opened container,
+#: before it opens a discrepancy. An opened vial's content is an estimate, not a count: it is read
+#: against the vial's graduations or drawn into a syringe and read there, and a vial keeps liquid
+#: on its walls and in its stopper's well that a draw does not recover. 0.10 mL is ten of a 1 mL
+#: syringe's 0.01 mL graduations, the hold-up a multiple-dose vial commonly keeps (and what its
+#: overfill is meant to cover), and 5 mg at 50 mg/mL: small against any dose, large against the
+#: reading error. Sealed containers are never estimated: they are always counted exactly.
+DEFAULT_OPEN_COUNT_TOLERANCE_ML = Decimal("0.10")
+#: A tolerance above 1.00 mL per opened vial would hide a dose (0.50 mg/kg x 100 kg at 50 mg/mL).
+MAX_OPEN_COUNT_TOLERANCE_ML = Decimal("1.00")
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,9 @@ class Policy:
     clinic_hours: dict[str, tuple[str, str]] = field(default_factory=dict)
     dosage_unit: str = "container"
     passkey_required_for: tuple[str, ...] = ()
+    #: Issue 20: mL per opened container a count may differ from the book without a discrepancy
+    #: (0: every difference opens one).
+    open_count_tolerance_ml: Decimal = DEFAULT_OPEN_COUNT_TOLERANCE_ML
     #: Seq of the ``policy_set`` entry, None for the defaults.
     set_seq: int | None = None
 
@@ -46,7 +59,15 @@ def from_row(row: dict[str, Any] | None) -> Policy:
         variance_threshold_percent=row["variance_threshold_percent"], count_schedule=row["count_schedule"],
         clinic_hours=hours, dosage_unit=row["dosage_unit"], set_seq=row["set_seq"],
         passkey_required_for=tuple(json.loads(row.get("passkey_required_for") or "[]")),
+        open_count_tolerance_ml=open_count_tolerance(row),
     )
+
+
+def open_count_tolerance(policy_set: dict[str, Any] | None) -> Decimal:
+    """The opened-container tolerance of a ``policy_set`` entry or ``policies`` row (issue 20):
+    one recorded before the tolerance existed (or none at all) has the default."""
+    value = (policy_set or {}).get("open_count_tolerance_ml")
+    return DEFAULT_OPEN_COUNT_TOLERANCE_ML if value is None else Decimal(value)
 
 
 def as_dict(p: Policy) -> dict[str, Any]:
@@ -56,5 +77,6 @@ def as_dict(p: Policy) -> dict[str, Any]:
         "variance_threshold_percent": format(p.variance_threshold_percent, "f"),
         "count_schedule": p.count_schedule, "clinic_hours": {k: list(v) for k, v in p.clinic_hours.items()},
         "dosage_unit": p.dosage_unit, "passkey_required_for": list(p.passkey_required_for),
+        "open_count_tolerance_ml": format(p.open_count_tolerance_ml, "f"),
         "set_seq": p.set_seq, "is_default": p.set_seq is None,
     }

@@ -180,9 +180,15 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
         return  # read from the chain only (``ledger.storage.authority``): no table to edit
     elif kind == "report_key_certified":
         return  # read from the entries by ``verify-report`` (issue 18): no table to edit
+    elif kind in ("dea_notice_sent", "form_106_filed"):
+        return  # issue 20: a loss report's follow-up, read from the entries (few, one per report)
     elif kind == "inventory_taken":
         if entry["inventory_type"] != "initial":
-            return  # biennial: a record of what was on hand; the book is unchanged
+            # biennial or other: a record of what was on hand; the book is unchanged. Issue 20:
+            # each product it found different from the book opens the discrepancy a count opens,
+            # resolved the same way by a manager who was neither the taker nor the witness.
+            _inventory_discrepancies(entry, view)
+            return
         for item in entry["items"]:
             row = _vial_row(reg, seq, item["vial_id"], item["product"], item["lot"], item["expiry"],
                             "sealed" if item["sealed"] else "open", _dec(item["ml"]))
@@ -222,6 +228,23 @@ def apply(entry: dict[str, Any], view: StateView) -> None:
         apply_alert_entry(entry, view)
     else:
         raise ValueError(f"no projection for entry kind {kind!r}")
+
+
+def _inventory_discrepancies(entry: dict[str, Any], view: StateView) -> None:
+    """Issue 20: the discrepancies a biennial or other inventory opens (entries recorded before
+    issue 20 have no ``lines``)."""
+    counters = json.dumps([sig["staff_id"] for sig in entry["signatures"]])
+    for ln in entry.get("lines") or ():
+        if ln["discrepancy_id"] is None:
+            continue
+        view.put("discrepancies", {
+            "registrant": entry["registrant"], "discrepancy_id": ln["discrepancy_id"], "count_seq": entry["seq"],
+            "ndc_key": ln["product"]["ndc_key"], "expected_ml": _dec(ln["expected_ml"]),
+            "counted_ml": _dec(ln["found_ml"]), "difference_ml": _dec(ln["difference_ml"]),
+            "expected_sealed_containers": ln["expected_sealed_containers"],
+            "counted_sealed_containers": ln["found_sealed_containers"], "counters": counters,
+            "status": "open", "category": None, "resolved_seq": None,
+        })
 
 
 # --- clinic operations (issue 3) ----------------------------------------------------------------
@@ -319,6 +342,9 @@ def _apply_clinical(entry: dict[str, Any], view: StateView) -> None:
             "clinic_hours": json.dumps(entry["clinic_hours"], sort_keys=True, separators=(",", ":")),
             "dosage_unit": entry["dosage_unit"], "set_seq": seq,
             "passkey_required_for": json.dumps(entry.get("passkey_required_for") or []),
+            # issue 20: absent from policies set before the tolerance existed (the default applies)
+            "open_count_tolerance_ml": (None if entry.get("open_count_tolerance_ml") is None
+                                        else _dec(entry["open_count_tolerance_ml"])),
         })
     elif kind == "patient_registered":
         view.put("patients", {"registrant": reg, "patient_id": entry["patient_id"],

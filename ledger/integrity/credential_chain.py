@@ -63,6 +63,8 @@ COMMAND_KINDS: dict[str, frozenset[str]] = {name: frozenset(kinds) for name, kin
     "make_preparation": ("preparation_made",), "infuse_preparation": ("preparation_infused",),
     "waste_preparation": ("preparation_wasted",),
     "open_package": ("package_opened",),  # issue 19, package hierarchy: a carton opened, witnessed
+    # issue 20: a theft or loss report's follow-up (its alerts clear, unsigned, in the same command)
+    "record_dea_notice": ("dea_notice_sent",), "record_form_106_filing": ("form_106_filed",),
 }.items()}
 
 

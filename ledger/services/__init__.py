@@ -14,6 +14,7 @@ interfaces call ``services.<command>``:
 - ``discrepancies``   count discrepancies and their resolution (two people)
 - ``breakage``        breakage and spills recorded at the time (two people who saw it)
 - ``disposal``        destruction (Form 41), transfers, returns, theft or loss (Form 106)
+- ``loss_followup``   a theft or loss report's notice to DEA and its Form 106 filing (issue 20)
 - ``corrections``     corrections that reference the corrected entry
 - ``quarantine``      stock held back and released
 - ``prescribers``     who may order a dose: registered prescribers (issue 19)
@@ -52,11 +53,13 @@ from ledger.services.documents import (
     store_document,
 )
 from ledger.services.esketamine import record_esketamine_session  # issue 19
+from ledger.services.loss_followup import record_dea_notice, record_form_106_filing  # issue 20
 from ledger.services.packages import open_package  # issue 19
 from ledger.services.patients import (
     change_patient_details,
     check_patient_key,
     check_registry,
+    find_patients,
     read_patient,
     register_patient,
     verify_patient_key,
@@ -94,6 +97,7 @@ __all__ = [
     "correct_entry",
     "destroy_stock",
     "enroll_staff",
+    "find_patients",
     "grant_role",
     "infuse_preparation",
     "make_preparation",
@@ -108,6 +112,8 @@ __all__ = [
     "receive_stock",
     "record_supplier_registration",
     "record_breakage",
+    "record_dea_notice",
+    "record_form_106_filing",
     "record_esketamine_session",
     "record_waste",
     "register_patient",

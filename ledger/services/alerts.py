@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from ledger.domain import alerts as rules
 from ledger.domain import entries as ev
+from ledger.domain import form106  # issue 20
 from ledger.domain.alerts import preparations as preparation_alerts  # issue 19
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from ledger.domain.principal import Meaning, Principal
@@ -186,6 +187,31 @@ def clear_count_overdue(ctx: CommandContext, count_seq: int) -> list[str]:
     return [row["alert_id"] for row in rows]
 
 
+def clear_loss_alerts(ctx: CommandContext, report_seq: int, evidence_seq: int, *, notice: bool,
+                      filing: bool) -> list[str]:
+    """Issue 20: clear the open alerts of theft/loss report ``report_seq`` that its follow-up
+    ``evidence_seq`` (a ``dea_notice_sent`` or ``form_106_filed``) answers: the overdue-notice
+    alert once the notice is recorded, the overdue-Form-106 alert once the filing is, and the
+    theft/loss alert itself (both deadlines) once both are. Returns the cleared alert ids."""
+    keys = ([f"dea_notice_overdue:{report_seq}"] if notice else []) + \
+        ([f"form_106_overdue:{report_seq}"] if filing else []) + \
+        ([f"loss_reported:{report_seq}"] if notice and filing else [])
+    cleared = []
+    for key in keys:
+        row = ctx.view.raw.one(ctx.conn, "SELECT alert_id FROM alerts WHERE registrant = :r AND alert_key = :k "
+                                         "AND status <> 'resolved'", {"r": ctx.registrant, "k": key})
+        if row is None:
+            continue
+        what = "notice to DEA" if key.startswith("dea_notice") else "Form 106 filing" \
+            if key.startswith("form_106") else "notice to DEA and Form 106 filing"
+        ctx.append(ev.AlertCleared(alert_id=row["alert_id"], evidence_seq=evidence_seq,
+                                   explanation=f"cleared by the {what} of report {report_seq} recorded as entry "
+                                               f"{evidence_seq}"),
+                   signatures=[], occurred_at=ctx.now)
+        cleared.append(row["alert_id"])
+    return cleared
+
+
 def _latest_policy(conn: Connection, registrant: str, has_policies: bool) -> rules.AlertPolicy:
     """The policy in force, from clinic operations' one-row ``policies`` projection (never a
     scan of the entries: this runs under the registrant's lock)."""
@@ -325,11 +351,15 @@ def evaluate(entries: Sequence[dict[str, Any]], now: datetime, tz: str,
     out: list[rules.Candidate] = []
     reported = _reported_discrepancies(entries)
     enrolled = {e["staff_id"]: e for e in entries if e["kind"] == "staff_enrolled"}
+    followed = form106.follow_ups(entries)  # issue 20: notices sent and Form 106 filed, per report
     for e in entries:
         out.extend(rules.witness_enrolled_by_actor(e, enrolled.get))
         if e["kind"] == "discrepancy_resolved" and e["discrepancy_id"] in reported:
             continue  # its loss is already in a theft/loss report: that report's alert carries the deadlines
+        if e["kind"] == "theft_or_loss_reported" and len(followed.get(e["seq"], ())) == 2:
+            continue  # issue 20: notice sent and Form 106 filed: its deadlines are met, nothing to raise
         out.extend(rules.per_entry_rules(e, pol, tz))
+    out.extend(rules.loss_deadlines_overdue(entries, now, tz))  # issue 20
     for c in (rules.biennial_inventory(entries, now, tz, pol), rules.registration_expiry(entries, now, tz, pol),
               rules.count_overdue(entries, now, tz, pol), rules.loss_pattern(entries, now, pol)):
         if c is not None:

@@ -68,6 +68,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from ledger.domain.errors import InvalidInput
+from ledger.domain.period import Period, Window
 from ledger.domain.projections import movements
 from ledger.integrity.canonical import format_time
 
@@ -185,14 +187,25 @@ def _counts(entries: list[dict[str, Any]]) -> list[_Count]:
     return sorted(out, key=lambda c: c.key)
 
 
-def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: datetime, *,
-                   variance_threshold: Decimal | None = None, series: bool = False) -> dict[str, Any]:
+def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = None, end: datetime | None = None, *,
+                   variance_threshold: Decimal | None = None, series: bool = False,
+                   window: Window | None = None) -> dict[str, Any]:
     """Every audit figure for ``start`` < event time <= ``end``, per NDC and in total, from
     decoded entries of one registrant (pure; see the module docstring for the boundaries).
-    ``series=True`` adds each product's book balance across the period (for a stock chart)."""
+    ``series=True`` adds each product's book balance across the period (for a stock chart).
+
+    With ``window`` (issue 20, ``audit_window``) the period is exactly the window, placed by
+    ``(event time, seq)``: every product begins at the window's beginning count (a product it
+    did not count was not on hand: "none") and ends at its ending count, so every figure is of
+    the same window and the logs printed for it total the same."""
     entries = sorted(entries, key=lambda e: e["seq"])
-    start_key = (format_time(start), _LAST)
-    end_key = (format_time(end), _LAST)
+    if window is not None:
+        start_key, end_key = window.begin, window.end
+    elif start is None or end is None:
+        raise TypeError("accountability needs start and end, or a window")
+    else:
+        start_key = (format_time(start), _LAST)
+        end_key = (format_time(end), _LAST)
     products: dict[str, _Product] = {}
     threshold = variance_threshold
     for e in entries:
@@ -212,6 +225,13 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
     for c in counts:
         for k in products:
             if c.scope is not None and k not in c.scope:
+                continue
+            if window is not None:
+                # One window for every product: its two counts, never a partial count between
+                if c.key == window.begin:
+                    begin_count[k] = c
+                elif c.key == window.end:
+                    ending[k] = c
                 continue
             if start_key < c.key <= end_key:
                 if c.source.get("inventory_type") == "initial":
@@ -316,6 +336,12 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
             p.ml["beginning"] += book_at_start[k]
         c = ending.get(k)
         p.ml["ending"] = c.counted.get(k, ZERO) if c else book_at_end[k]
+        if window is not None:
+            # The window's counts cover every product on hand: one they left out had none
+            if p.beginning_basis == "book" and p.ml["beginning"] == 0 and p.opening is None:
+                p.beginning_basis = "none"
+            if p.ending_basis == "book" and p.ml["ending"] == 0:
+                p.ending_basis = "none"
         p.ml["to_account_for"] = p.ml["beginning"] + p.ml["receipts"]
         p.ml["accounted_for"] = sum((p.ml[x] for x in OUT_LINES), ZERO) + p.ml["ending"]
         p.ml["difference"] = p.ml["accounted_for"] - p.ml["to_account_for"]
@@ -366,7 +392,9 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime, end: date
         lines_out.append(out)
     total_variance = _pct(totals["mg"]["difference"], totals["mg"]["to_account_for"])
     return {
-        "start": format_time(start), "end": format_time(end), "variance_threshold_percent": threshold,
+        "start": start_key[0] if window is not None else format_time(start),
+        "end": end_key[0] if window is not None else format_time(end), "variance_threshold_percent": threshold,
+        **({"window": window.to_json()} if window is not None else {}),
         "products": lines_out,
         "total": {**totals, "variance_percent": total_variance, "flagged": abs(total_variance) > threshold,
                   "variance_after_adjustments_percent": _pct(totals["mg"]["difference_after_adjustments"],
@@ -384,3 +412,146 @@ def audit(ledger: Any, registrant: str, start: datetime, end: datetime, *,
         rows = raw(conn).rows(conn, "SELECT canonical FROM entries WHERE registrant = :r ORDER BY seq", {"r": registrant})
     return accountability((decode(bytes(r["canonical"])) for r in rows), start, end,
                           variance_threshold=variance_threshold, series=series)
+
+
+# --- the audit window (issue 20: one period, one meaning) -------------------------------------
+#: How many counts an error or an answer offers on each side of an asked day.
+OFFERS_EACH_SIDE = 3
+
+
+def covering_counts(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The counts and inventories an audit can run between: every inventory, and every count
+    that counted each product then on hand (book not zero at its event time, in event-time
+    order). Each as its ``_source`` (seq, kind, occurred_at; an inventory's type), in event-time
+    order."""
+    ordered = sorted(entries, key=lambda e: (e["occurred_at"], e["seq"]))
+    book: dict[str, Decimal] = {}
+    out = []
+    for e in ordered:
+        if e["kind"] == "inventory_taken":
+            out.append(_source(e))
+        elif e["kind"] == "stock_counted":
+            counted = {ln["product"]["ndc_key"] for ln in e["lines"]}
+            if all(k in counted for k, ml in book.items() if ml != 0):
+                out.append(_source(e))
+        for _vial, k, ml in movements(e):
+            book[k] = book.get(k, ZERO) + ml
+    return out
+
+
+def _key(src: dict[str, Any]) -> tuple[str, int]:
+    return (src["occurred_at"], src["seq"])
+
+
+def window_offers(entries: Iterable[dict[str, Any]], period: Period,
+                  candidates: list[dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The counts nearest each asked day that an audit could begin or end at (up to
+    ``OFFERS_EACH_SIDE`` before the end of the day and as many after), for a page or an error to
+    offer: ``{"from": [...], "to": [...]}``."""
+    if candidates is None:
+        candidates = covering_counts(entries)
+    out = {}
+    for name, day in (("from", period.start), ("to", period.end)):
+        day_end = Period(day, day, period.tz).end_utc
+        before = [c for c in candidates if c["occurred_at"] < day_end]
+        after = [c for c in candidates if c["occurred_at"] >= day_end]
+        out[name] = before[-OFFERS_EACH_SIDE:] + after[:OFFERS_EACH_SIDE]
+    return out
+
+
+class NoAuditWindow(InvalidInput):
+    """No two counts or inventories frame the asked days; ``offers`` lists the nearest ones
+    (the HTTP answer carries them, so a page can offer them)."""
+
+    type = "audit-window-unavailable"
+
+    def __init__(self, reason: str, *, offers: dict[str, list[dict[str, Any]]], field: str | None = None):
+        super().__init__(reason, field=field)
+        self.offers = offers
+        self.problem_extra = {"offers": offers}
+
+
+def _local(source: dict[str, Any], period: Period) -> str:
+    """A count's time as the clinic reads it (the error names it to a person): local, to the
+    minute, with the zone's abbreviation."""
+    from zoneinfo import ZoneInfo
+
+    from ledger.integrity.canonical import parse_time
+
+    at = source["occurred_at"]
+    at = parse_time(at) if isinstance(at, str) else at
+    return at.astimezone(ZoneInfo(period.tz)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def audit_window(entries: Iterable[dict[str, Any]], period: Period) -> Window:
+    """The window an audit of the asked local days runs over: it **begins** at the first count
+    or inventory covering every product on hand taken on the ``from`` day, else the latest one
+    before that day, else the first one after it (the records begin later), and **ends** at the
+    latest such count on or before the ``to`` day, after the beginning. Every figure of the audit, and of the logs
+    printed for its window, is of exactly that window. None to end at: ``NoAuditWindow``
+    offering the nearest counts. The window is the registrant's first period when it begins at
+    their initial inventory."""
+    entries = list(entries)
+    candidates = covering_counts(entries)
+    from_start, from_end = period.start_utc, Period(period.start, period.start, period.tz).end_utc
+    to_end = period.end_utc
+    on_day = [c for c in candidates if from_start <= c["occurred_at"] < from_end]
+    before = [c for c in candidates if c["occurred_at"] < from_start]
+    after = [c for c in candidates if c["occurred_at"] >= from_start]
+    # the first count of the from-day (an opening count), else the last before it, else the
+    # first after it (the records begin later)
+    begin = on_day[0] if on_day else before[-1] if before else next(iter(after), None)
+    end = None
+    if begin is not None:
+        ends = [c for c in candidates if _key(begin) < _key(c) and c["occurred_at"] < to_end]
+        end = ends[-1] if ends else None
+    if begin is None or end is None:
+        offers = window_offers(entries, period, candidates)
+        near = {c["seq"]: c for c in offers["from"] + offers["to"]}  # the two lists may share counts
+        have = ", ".join(f"entry {c['seq']} at {_local(c, period)}" for _, c in sorted(near.items())) or "none"
+        why = ("no inventory or count covering every product on hand was recorded" if begin is None else
+               f"no count covering every product on hand was taken after entry {begin['seq']} "
+               f"({_local(begin, period)}) and on or before {period.end.isoformat()}")
+        raise NoAuditWindow(f"an audit runs between two counts or inventories, and {why}; choose days that have "
+                            f"a count at each end (nearest counts: {have})", offers=offers, field="to")
+    initial = [c for c in candidates if c["kind"] == "inventory_taken" and c.get("inventory_type") == "initial"]
+    first = bool(initial) and _key(initial[0]) == _key(begin)
+    return Window(_key(begin), _key(end), begin, end, first_period=first)
+
+
+def require_counted_beginnings(result: dict[str, Any]) -> None:
+    """Refuse an audit whose beginning inventory of a product on hand is the book, not a count
+    or inventory (issue 20), unless the window is the registrant's first period: there the
+    figure stays, labelled ``book (first period)``."""
+    first = bool((result.get("window") or {}).get("first_period"))
+    for p in result["products"]:
+        if p["beginning_basis"] != "book":
+            continue
+        if not first:
+            raise InvalidInput(f"the beginning inventory of {p['ndc']} would be the book figure "
+                               f"({p['ml']['beginning']} mL), not a counted inventory; an audit begins at a count "
+                               "or inventory", field="from")
+        p["beginning_basis"] = "book (first period)"
+
+
+def audit_days(ledger: Any, registrant: str, from_day: Any, to_day: Any, *, series: bool = False) -> dict[str, Any]:
+    """The audit of the asked local days (``Period.from_local_days`` in the registrant's time
+    zone), over its window between two counts (``audit_window``), with the days asked, the window
+    and the counts offered near each day (``offers``). Read-only."""
+    from ledger.integrity.canonical import decode
+    from ledger.storage.store import raw
+
+    with ledger.reading() as conn:
+        rows = raw(conn).rows(conn, "SELECT canonical FROM entries WHERE registrant = :r ORDER BY seq", {"r": registrant})
+    entries = [decode(bytes(r["canonical"])) for r in rows]
+    if not entries:
+        from ledger.domain.errors import NotFound
+
+        raise NotFound(f"no registrant {registrant}", field="registrant")
+    period = Period.from_local_days(from_day, to_day, entries[0]["time_zone"])
+    window = audit_window(entries, period)
+    result = accountability(entries, window=window, series=series)
+    require_counted_beginnings(result)
+    result["asked"] = period.to_json()
+    result["offers"] = window_offers(entries, period)
+    return result

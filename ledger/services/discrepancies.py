@@ -64,6 +64,9 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal, *, sealed_explai
             raise Conflict(f"the units package opening {d['count_seq']} did not find no longer hold the {loss} mL "
                            "this loss takes off the book", field="discrepancy_id")
         return [ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True) for v in gone]
+    not_found = _inventory_not_found(ctx, d)  # issue 20: an inventory names the vials it did not find
+    if not_found is not None:
+        return _inventory_loss(ctx, d, vials, not_found, loss)
     # Units still in a sealed package leave only with the whole package, after the loose vials.
     packages = sorted(sealed_packages(ctx, vials).items(), key=lambda kv: (kv[1][0]["expiry"], kv[0]), reverse=True)
     vials = [v for v in vials if not v.get("packaged")]
@@ -92,10 +95,26 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal, *, sealed_explai
             out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True))
             left -= v["ml_left"]
     used = {a.vial_id for a in out}
+    # Issue 20: a count that named its opened vials says which were short: each gives its
+    # shortfall first; then, as before, opened vials fullest first.
+    first: dict[str, Decimal] = {}
+    for vid, short in _named_shortfalls(ctx, d).items():
+        v = next((o for o in opened if o["vial_id"] == vid), None)
+        if v is not None and left > 0:
+            first[vid] = take = norm(min(left, short, v["ml_left"]))
+            out.append(ev.VialAdjustment(vid, product_of_vial(ctx, v), take, take == v["ml_left"]))
+            left -= take
     for v in opened + [v for v in sealed if v["vial_id"] not in used]:
         if left <= 0:
             break
-        take = norm(min(left, v["ml_left"]))  # the entry's text: "0.50", never "0.500" (issue 19)
+        have = v["ml_left"] - first.get(v["vial_id"], Decimal(0))
+        if have <= 0:
+            continue
+        take = norm(min(left, have))  # the entry's text: "0.50", never "0.500" (issue 19)
+        if v["vial_id"] in first:  # one adjustment per vial: the named shortfall and this together
+            out = [a for a in out if a.vial_id != v["vial_id"]]
+            take = norm(take + first[v["vial_id"]])
+            left += first[v["vial_id"]]
         out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), take, take == v["ml_left"]))
         left -= take
     for _pid, units in packages:
@@ -109,11 +128,65 @@ def _allocate_loss(ctx: CommandContext, d: dict, loss: Decimal, *, sealed_explai
     return out
 
 
+def _named_shortfalls(ctx: CommandContext, d: dict) -> dict[str, Decimal]:
+    """Issue 20: the opened vials a count named that were short (book - counted), by vial id, in
+    the count's order; empty when the count named none (or the discrepancy is not a count's)."""
+    e = entry_at(ctx, d["count_seq"], field="discrepancy_id")
+    if e["kind"] != "stock_counted":
+        return {}
+    line = next((ln for ln in e["lines"] if ln.get("discrepancy_id") == d["discrepancy_id"]), {})
+    return {v["vial_id"]: Decimal(v["expected_ml"]) - Decimal(v["counted_ml"]) for v in line.get("open_vials") or ()
+            if Decimal(v["counted_ml"]) < Decimal(v["expected_ml"])}
+
+
 def _units_missing(ctx: CommandContext, d: dict) -> set[str] | None:
     """The units a package opening did not find, when the discrepancy is that opening's (issue
     19, ``package_opened``); None for a count's discrepancy."""
     e = entry_at(ctx, d["count_seq"], field="discrepancy_id")
     return set(e["units_missing"]) if e["kind"] == "package_opened" else None
+
+
+def _inventory_not_found(ctx: CommandContext, d: dict) -> list[str] | None:
+    """Issue 20: the vials on the book an inventory did not find, when the discrepancy is that
+    inventory's line; None for any other discrepancy."""
+    e = entry_at(ctx, d["count_seq"], field="discrepancy_id")
+    if e["kind"] != "inventory_taken":
+        return None
+    line = next(ln for ln in e.get("lines") or () if ln["discrepancy_id"] == d["discrepancy_id"])
+    return list(line["vials_not_found"])
+
+
+def _inventory_loss(ctx: CommandContext, d: dict, vials: list[dict], not_found: list[str],
+                    loss: Decimal) -> list[ev.VialAdjustment]:
+    """Issue 20: an inventory's accepted loss takes exactly the vials it did not find, whole;
+    what remains of the loss (opened vials found with less than the book) comes from the other
+    vials of the product, opened ones fullest first. Refused when a vial not found has since
+    been used or left the book (it was there after all), or when those vials hold more than the
+    loss (other vials were found fuller than the book: that part is not a loss)."""
+    on_hand = {v["vial_id"]: v for v in vials}
+    gone = [on_hand.get(vid) for vid in not_found]
+    if any(v is None or v["last_seq"] > d["count_seq"] for v in gone):
+        raise Conflict(f"a vial inventory {d['count_seq']} did not find is no longer on the book as it was; "
+                       "count again", field="discrepancy_id")
+    whole = sum((v["ml_left"] for v in gone), Decimal(0))
+    if whole > loss:
+        raise Conflict(f"the vials inventory {d['count_seq']} did not find hold {norm(whole)} mL, more than the "
+                       f"{loss} mL this loss takes: other vials were found fuller than the book; resolve it as "
+                       "'other' or 'documentation_error' and record the loss of those vials apart", field="discrepancy_id")
+    out = [ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), v["ml_left"], True) for v in gone]
+    left = loss - whole
+    rest = sorted((v for v in vials if v["vial_id"] not in not_found and not v.get("packaged")),
+                  key=lambda v: (v["opened_at"] is None, -v["ml_left"], v["vial_id"]))
+    for v in rest:
+        if left <= 0:
+            break
+        take = norm(min(left, v["ml_left"]))
+        out.append(ev.VialAdjustment(v["vial_id"], product_of_vial(ctx, v), take, take == v["ml_left"]))
+        left -= take
+    if left > 0:
+        raise Conflict(f"the vials on hand no longer hold the {loss} mL this loss takes off the book; "
+                       "count again", field="discrepancy_id")
+    return out
 
 
 #: Categories that name the breakage recorded at the time (``breakage_seq``).

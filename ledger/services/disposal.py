@@ -13,8 +13,11 @@ from decimal import Decimal, localcontext
 import holidays
 
 from ledger.domain import entries as ev
+from ledger.domain import (
+    form106,  # issue 20
+    trading_partners,
+)
 from ledger.domain import prescribers as prescriber_rules
-from ledger.domain import trading_partners
 from ledger.domain.commands import (
     DestroyStock,
     ReportTheftOrLoss,
@@ -335,6 +338,40 @@ def notice_deadlines(discovered_at: datetime, tz: zoneinfo.ZoneInfo) -> tuple[st
             _end_of_local_day(local + timedelta(days=FORM_106_DAYS), tz))
 
 
+def form106_fields(cmd: ReportTheftOrLoss) -> dict[str, str | None]:
+    """Issue 20: the parts of Form 106 a report must carry besides its quantities: what
+    happened (``narrative``), what was done so it does not happen again (``corrective_measures``),
+    the explanation of a loss of type "other" (required then, refused otherwise), and the
+    registrant's contact for DEA (name and telephone)."""
+    out: dict[str, str | None] = {
+        "narrative": _required(cmd.narrative, "narrative", 4000,
+                               "say what happened: how the loss was discovered and what is known"),
+        "corrective_measures": _required(cmd.corrective_measures, "corrective_measures", 2000,
+                                         "say what was done so it does not happen again"),
+        "other_explanation": None,
+    }
+    if cmd.loss_type == "other":
+        out["other_explanation"] = _required(cmd.other_explanation, "other_explanation", 1000,
+                                             "a loss of type 'other' needs its explanation")
+    elif cmd.other_explanation is not None:
+        raise InvalidInput("only a loss of type 'other' carries an explanation of its type; put the details in "
+                           "the narrative", field="other_explanation")
+    out["contact_name"] = _required(cmd.contact_name, "contact_name", 200,
+                                    "name the person DEA may contact about this report")
+    phone = _required(cmd.contact_phone, "contact_phone", 40, "give the contact's telephone number")
+    why = form106.phone_refusal(phone)
+    if why is not None:
+        raise InvalidInput(f"must be {why}", field="contact_phone")
+    out["contact_phone"] = phone
+    return out
+
+
+def _required(value: object, field: str, max_len: int, missing: str) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidInput(f"required on Form 106: {missing}", field=field)
+    return text(value, field=field, max_len=max_len)
+
+
 def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftOrLoss, *,
                          witness: Principal | None = None, idempotency_key: str | None = None) -> dict:
     """Theft or significant loss with every Form 106 field; vials lost now leave the book here,
@@ -344,6 +381,9 @@ def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftO
     discovered = aware(cmd.discovered_at, field="discovered_at")
     if cmd.loss_type not in LOSS_TYPES:
         raise InvalidInput(f"must be one of {', '.join(LOSS_TYPES)}", field="loss_type")
+    if cmd.loss_type == form106.IN_TRANSIT:  # issue 20: the supplier's report, not the clinic's clock
+        raise InvalidInput(form106.IN_TRANSIT_REFUSAL, field="loss_type")
+    form = form106_fields(cmd)
     if not isinstance(cmd.police_notified, bool):
         raise InvalidInput("must be true or false", field="police_notified")
     dept = text(cmd.police_department, field="police_department") if cmd.police_department is not None else None
@@ -393,6 +433,7 @@ def report_theft_or_loss(ledger: Ledger, principal: Principal, cmd: ReportTheftO
             police_notified=cmd.police_notified, police_department=dept, police_report_number=report_no,
             losses_past_24_months=past, purchase_value_usd=value, lost=tuple(lost),
             covers_seqs=tuple(cmd.covers_seqs), notice_due_at=notice_due, form_106_due_at=form_due, documents=docs,
+            **form,
         ), signatures=signatures, occurred_at=discovered)
         return {"notice_due_at": notice_due, "form_106_due_at": form_due}
 

@@ -5,7 +5,7 @@ error message); entries carry the patient id and a commitment.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ledger.domain import entries as ev
@@ -155,3 +155,117 @@ def check_registry(ledger: Ledger, registrant: str, *, keys: PatientKeys) -> lis
         if keys.registry_row_problem(registrant, row["patient_id"], row["sealed"], row["commitment"]) is not None:
             bad.append(row["patient_id"])
     return bad
+
+
+#: Patients seen (an infusion or a preparation started) within this many days come first in a
+#: search: the nurse at the chair is most often looking for someone on a course.
+RECENT_DAYS = 14
+#: At most this many patients per search answer; a longer list asks for more of the name.
+SEARCH_LIMIT = 20
+#: Roles that may see a patient's name and address (as ``read_patient``).
+NAME_READERS = CLINICIANS | {Role.COMPLIANCE_OFFICER, Role.AUDITOR}
+
+
+def _folded(text_: str) -> str:
+    """Lower case without accents ("José" and "jose" match); for matching only, never shown."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", text_) if not unicodedata.combining(c)).casefold()
+
+
+def _chart_number(query: str) -> str | None:
+    """A query that is a patient id ("P20", "p20") or its number alone ("20"), as the id."""
+    q = query.strip().upper()
+    if q.startswith("P"):
+        q = q[1:]
+    return f"P{int(q)}" if q.isascii() and q.isdigit() and len(q) <= 18 else None
+
+
+def find_patients(ledger: Ledger, principal: Principal, query: str = "", *, keys: PatientKeys,
+                  patient_id: str | None = None, log_action: str = "search",
+                  limit: int = SEARCH_LIMIT) -> dict[str, Any]:
+    """Patients of the principal's registrant for a pick list (issue 21): by chart number (the
+    patient id, "P20" or "20") or by name (every word of the query starts a word of the name),
+    an empty query listing those seen in the last ``RECENT_DAYS`` days; seen-recently first.
+
+    Names and city are returned only to a role that may read them (``NAME_READERS``, from the
+    role entries as ``read_patient``); each patient whose name is returned is written to the
+    patient-access log (action ``search``) in the same transaction, before the answer leaves.
+    Other roles get ids and the last-seen day only, and a name search finds nothing for them.
+    The query is never logged nor put in an error message: it may be part of a name.
+
+    ``patient_id`` instead of a query: that one patient (the pick a page shows again, or its
+    confirmation), logged as ``log_action``.
+
+    Returns ``{"patients": [{patient_id, name, place, last_seen, recent}], "names": bool,
+    "more": int, "by": "chart" | "name" | "recent"}``."""
+    import sqlalchemy as sa
+
+    if not isinstance(query, str) or len(query) > 100:
+        raise InvalidInput("type at most 100 characters of the name, or the chart number", field="patient_query")
+    words = _folded(query).split()
+    chart = patient_id if patient_id is not None else _chart_number(query)
+    by = "chart" if chart else ("name" if words else "recent")
+    if by == "name" and sum(len(w) for w in words) < 2:
+        raise InvalidInput("type at least two letters of the name, or the chart number", field="patient_query")
+    now = ledger.clock()
+    since = format_time(now - timedelta(days=RECENT_DAYS))
+    with ledger.engine.begin() as conn:
+        r = raw(conn)
+        staff_roles = authority_at(conn, principal.registrant, chain_head(conn, principal.registrant)).roles(
+            principal.staff_id)
+        names = bool(staff_roles & NAME_READERS)
+        seen: dict[str, str] = {}
+        for row in r.rows(conn, "SELECT patient_id, MAX(occurred_at) AS at FROM administrations WHERE registrant = :r "
+                                "GROUP BY patient_id "
+                                "UNION ALL SELECT patient_id, MAX(started_at) AS at FROM preparations "
+                                "WHERE registrant = :r GROUP BY patient_id", {"r": principal.registrant}):
+            if row["at"] and row["at"] > seen.get(row["patient_id"], ""):
+                seen[row["patient_id"]] = row["at"]
+        ids = [row["patient_id"] for row in r.rows(conn, "SELECT patient_id FROM patients WHERE registrant = :r",
+                                                    {"r": principal.registrant})]
+        if by == "chart":
+            ids = [p for p in ids if p == chart]
+        elif by == "recent":
+            ids = [p for p in ids if seen.get(p, "") >= since]
+        elif not names:
+            ids = []  # a name search needs the names: nothing to match for this role
+        details: dict[str, PatientDetails] = {}
+        if names and ids:
+            check_patient_key(conn, keys, now)
+            sealed = {row["patient_id"]: bytes(row["sealed"]) for row in r.rows(
+                conn, "SELECT patient_id, sealed FROM patient_registry WHERE registrant = :r",
+                {"r": principal.registrant})}
+            for p in ids:
+                try:
+                    if p in sealed:
+                        details[p] = keys.open(principal.registrant, p, sealed[p])
+                except PatientKeyError:
+                    pass  # a row that does not decrypt: listed by id, flagged (verify --deep names it)
+            if by == "name":
+                def hit(d: PatientDetails) -> bool:
+                    parts = _folded(d.name).replace("-", " ").split()
+                    return all(any(part.startswith(w) for part in parts) for w in words)
+
+                ids = [p for p in ids if p in details and hit(details[p])]
+
+        def number(p: str) -> tuple:
+            return (int(p[1:]) if p[1:].isdigit() else 0, p)
+
+        recent = sorted((p for p in ids if seen.get(p, "") >= since), key=lambda p: seen[p], reverse=True)
+        ids = recent + sorted((p for p in ids if seen.get(p, "") < since), key=number)
+        shown, more = ids[:limit], max(0, len(ids) - limit)
+        if any(p in details for p in shown):
+            conn.execute(sa.text("INSERT INTO patient_access_log (registrant, staff_id, patient_id, action, accessed_at) "
+                                 "VALUES (:r, :s, :p, :a, :t)"),
+                         [{"r": principal.registrant, "s": principal.staff_id, "p": p, "a": log_action[:64],
+                           "t": format_time(now)}
+                          for p in shown if p in details])
+    out = []
+    for p in shown:
+        d = details.get(p) if names else None
+        out.append({"patient_id": p, "name": d.name if d else None, "unreadable": names and d is None,
+                    "place": f"{d.city} {d.state} {d.postal_code}" if d else None,
+                    "last_seen": seen.get(p), "recent": seen.get(p, "") >= since})
+    return {"patients": out, "names": names, "more": more, "by": by}
+

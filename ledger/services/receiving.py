@@ -1,5 +1,10 @@
 """Stock coming in and stock on the shelf: receipts on invoices (21 CFR 1304.22(c)) and the
-initial and biennial inventories (21 CFR 1304.11).
+initial, biennial and other inventories (21 CFR 1304.11).
+
+Issue 20: every inventory is taken by one person and witnessed by a second, both authenticated.
+A biennial or other inventory is compared with the book at that instant, product by product
+(``ledger.domain.inventory.compare``); every difference, a vial on the book not found among them,
+opens a discrepancy resolved like a count's (``services.discrepancies``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from ledger.domain.commands import (
     TakeInventory,
 )
 from ledger.domain.errors import Conflict, InvalidInput, NotFound
+from ledger.domain.form106 import transit_shortages  # issue 20
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.domain.quantities import parse_count, parse_volume
 from ledger.services.common import (
@@ -22,6 +28,7 @@ from ledger.services.common import (
     event_time,
     expiry_date,
     product_copy,
+    product_of_vial,
     registrant_tz,
     request_fields,
     sign_witness,
@@ -35,13 +42,29 @@ RECEIVERS = frozenset({Role.NURSE, Role.PHARMACIST, Role.MANAGER})
 
 INVENTORY_TAKERS = frozenset({Role.PHARMACIST, Role.MANAGER, Role.NURSE})
 
+#: Issue 20: the inventory types. "other": an inventory the rules call for besides the initial and
+#: the biennial (21 CFR 1304.11(d)/(e): a substance newly controlled, a change of ownership, a
+#: state's or the DEA's request), taken like a biennial one, with its reason.
+INVENTORY_TYPES = ("initial", "biennial", "other")
+
 
 def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, idempotency_key: str | None = None,
                    witness: Principal | None = None) -> dict:
-    """An initial (possibly empty) or biennial inventory; every container gets an identity.
-    ``witness`` (issue 3), a different authenticated person, signs it as witnessed."""
-    if cmd.inventory_type not in ("initial", "biennial"):
-        raise InvalidInput("must be 'initial' or 'biennial'", field="inventory_type")
+    """An initial (possibly empty), biennial or other inventory, taken by ``principal`` and
+    witnessed by ``witness``: a different authenticated person, required (issue 20).
+
+    An initial inventory creates the book (every container gets an identity): there is no book
+    yet to compare it with. A biennial or other inventory names the vials on the book it found
+    and is compared with the book at that instant, product by product; the answer and the entry
+    name the discrepancies opened (``discrepancy_ids``)."""
+    if cmd.inventory_type not in INVENTORY_TYPES:
+        raise InvalidInput("must be 'initial', 'biennial' or 'other'", field="inventory_type")
+    reason = getattr(cmd, "reason", None)
+    if cmd.inventory_type == "other":
+        reason = text(reason, field="reason", max_len=500)
+    elif reason is not None:
+        raise InvalidInput("only an 'other' inventory gives a reason (a biennial or initial inventory is "
+                           "required by its type)", field="reason")
     if cmd.taken_at not in ("opening_of_business", "close_of_business"):
         raise InvalidInput("must be 'opening_of_business' or 'close_of_business'", field="taken_at")
     if cmd.inventory_type == "initial":
@@ -53,17 +76,27 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
     def build(ctx: CommandContext) -> dict:
         sigs = [ctx.signature(principal, Meaning.PERFORMED, roles=INVENTORY_TAKERS)]
         occurred, late = event_time(ctx, cmd.occurred_at, cmd.late_reason)
-        if witness is not None:
-            sigs.append(sign_witness(ctx, principal, witness))
+        sigs.append(sign_witness(ctx, principal, witness))  # issue 20: required, another person
         prior = [r for r in ctx.view.select("vials", registrant=ctx.registrant)]
         if cmd.inventory_type == "initial" and (prior or _has_initial_inventory(ctx)):
             raise Conflict("this registrant already has stock or an initial inventory; take a biennial inventory", field="inventory_type")
-        if cmd.inventory_type == "biennial":
+        if cmd.inventory_type != "initial":
             items = _biennial_items(ctx, cmd)
-            ctx.append(ev.InventoryTaken(inventory_type="biennial", taken_at=cmd.taken_at, items=items, late_reason=late,
-                                         documents=_inventory_documents(ctx, cmd)),
+            lines = _compared_with_book(ctx, items)
+            ctx.append(ev.InventoryTaken(inventory_type=cmd.inventory_type, taken_at=cmd.taken_at, items=items,
+                                         late_reason=late, documents=_inventory_documents(ctx, cmd), lines=lines,
+                                         reason=reason),
                        signatures=sigs, occurred_at=occurred)
-            return {"vial_ids": [i.vial_id for i in items]}
+            return {"vial_ids": [i.vial_id for i in items],
+                    "discrepancy_ids": [ln.discrepancy_id for ln in lines if ln.discrepancy_id],
+                    "lines": [{"ndc": ln.product.ndc, "name": ln.product.name,
+                               "expected_sealed_containers": ln.expected_sealed_containers,
+                               "expected_open_containers": ln.expected_open_containers,
+                               "expected_ml": str(ln.expected_ml),
+                               "found_sealed_containers": ln.found_sealed_containers,
+                               "found_open_containers": ln.found_open_containers, "found_ml": str(ln.found_ml),
+                               "difference_ml": str(ln.difference_ml), "vials_not_found": list(ln.vials_not_found),
+                               "discrepancy_id": ln.discrepancy_id} for ln in lines]}
         items: list[ev.InventoryItem] = []
         n = 0
         local_day = occurred.astimezone(registrant_tz(ctx)).date()
@@ -103,9 +136,10 @@ def take_inventory(ledger: Ledger, principal: Principal, cmd: TakeInventory, *, 
         ctx.append(ev.InventoryTaken(inventory_type=cmd.inventory_type, taken_at=cmd.taken_at,
                                      items=tuple(items), late_reason=late, documents=_inventory_documents(ctx, cmd)),
                    signatures=sigs, occurred_at=occurred)
-        return {"vial_ids": [i.vial_id for i in items]}
+        # An initial inventory creates the book: nothing to compare it with, no discrepancy.
+        return {"vial_ids": [i.vial_id for i in items], "discrepancy_ids": [], "lines": []}
 
-    request = request_fields(cmd) if witness is None else {**request_fields(cmd), "witness": witness.staff_id}
+    request = {**request_fields(cmd), "witness": getattr(witness, "staff_id", None)}
     return ledger.execute(principal.registrant, "take_inventory", request, build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
 
@@ -216,7 +250,9 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
                 "invoice_mismatches": [i for i, ln in enumerate(lines)
                                        if (ln.invoiced_containers is not None and ln.invoiced_containers != ln.containers)
                                        or (ln.invoiced_packages is not None and ln.invoiced_packages != ln.packages)],
-                "total_ml": str(sum((ln.product.container_ml * ln.containers for ln in lines), Decimal("0.00")))}
+                "total_ml": str(sum((ln.product.container_ml * ln.containers for ln in lines), Decimal("0.00"))),
+                # issue 20: fewer than invoiced is a loss in transit, the supplier's to report
+                "in_transit_shortages": transit_shortages(invoice, sup["name"], lines)}
 
     return ledger.execute(principal.registrant, "receive_stock", request_fields(cmd), build,
                           principal_id=principal.staff_id, idempotency_key=idempotency_key)
@@ -319,6 +355,49 @@ def _biennial_items(ctx: CommandContext, cmd: TakeInventory) -> tuple[ev.Invento
                                       expiry=date.fromisoformat(v["expiry"]), sealed=item.sealed, ml=ml,
                                       estimated=not item.sealed))
     return tuple(items)
+
+
+def _compared_with_book(ctx: CommandContext, items: tuple[ev.InventoryItem, ...]) -> tuple[ev.InventoryLine, ...]:
+    """Issue 20: the inventory against the book at this instant, product by product (the one
+    comparison ``verify --deep`` runs again)."""
+    from ledger.domain import inventory
+
+    def opened(pid: str) -> bool:
+        return (ctx.view.get("packages", (ctx.registrant, pid)) or {}).get("opened_seq") is not None
+
+    book = inventory.book_vials(ctx.view.select("vials", registrant=ctx.registrant), opened)
+    listed = [inventory.Listed(i.vial_id, i.product.ndc_key, i.sealed, i.ml) for i in items]
+    try:
+        compared = inventory.compare(ctx.next_seq, book, listed)
+    except inventory.NotOnBook as exc:
+        k = next(n for n, i in enumerate(items) if i.vial_id == exc.vial_id)
+        raise Conflict(f"vial {exc.vial_id} was not found when its package was opened; it is under that opening's "
+                       "discrepancy until a manager resolves it", field=f"items[{k}].vial_id") from None
+    # A unit still in its sealed package (issue 19) is counted with the package, whole: found
+    # sealed with every other unit of it, or not found with them (a loss then takes the package
+    # whole, as ``verify --deep`` requires); what is inside is known only when it is opened.
+    listed_ids = {i.vial_id: n for n, i in enumerate(items)}
+    packages: dict[str, list[str]] = {}
+    for v in book:
+        if v.get("packaged") and v.get("package_id"):
+            packages.setdefault(v["package_id"], []).append(v["vial_id"])
+    for pid, units in sorted(packages.items()):
+        found = [u for u in units if u in listed_ids]
+        if found and (len(found) != len(units) or not all(items[listed_ids[u]].sealed for u in found)):
+            k = listed_ids[found[0]]
+            raise InvalidInput(f"vial {found[0]} is in sealed package {pid}: a sealed package is counted whole, "
+                               f"all its {len(units)} units found sealed or none (open it before a witness to "
+                               "count what is inside)", field=f"items[{k}].vial_id")
+    products = {i.product.ndc_key: i.product for i in items}
+    for v in book:
+        if v["ndc_key"] not in products:
+            products[v["ndc_key"]] = product_of_vial(ctx, v)
+    return tuple(ev.InventoryLine(
+        product=products[c["ndc_key"]], expected_sealed_containers=c["expected_sealed_containers"],
+        expected_open_containers=c["expected_open_containers"], expected_ml=c["expected_ml"],
+        found_sealed_containers=c["found_sealed_containers"], found_open_containers=c["found_open_containers"],
+        found_ml=c["found_ml"], difference_ml=c["difference_ml"], vials_not_found=c["vials_not_found"],
+        discrepancy_id=c["discrepancy_id"]) for c in compared)
 
 
 def _inventory_documents(ctx: CommandContext, cmd: TakeInventory) -> tuple[str, ...]:

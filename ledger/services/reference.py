@@ -24,9 +24,15 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.identifiers import parse_dea_number, parse_ndc
-from ledger.domain.policy import COUNT_SCHEDULES, DOSAGE_UNITS, PASSKEY_SCOPES, WEEKDAYS
+from ledger.domain.policy import (
+    COUNT_SCHEDULES,
+    DOSAGE_UNITS,
+    MAX_OPEN_COUNT_TOLERANCE_ML,
+    PASSKEY_SCOPES,
+    WEEKDAYS,
+)
 from ledger.domain.principal import AuthMethod, Meaning, Principal, Role
-from ledger.domain.quantities import parse_amount, parse_count
+from ledger.domain.quantities import parse_amount, parse_count, parse_volume
 from ledger.integrity import canonical as canon
 from ledger.integrity.canonical import format_time
 from ledger.services.common import address, request_fields, role, run, text
@@ -401,7 +407,8 @@ POLICY_SETTERS = frozenset({Role.MANAGER, Role.ADMINISTRATOR})
 
 def set_policy(ledger: Ledger, principal: Principal, cmd: SetPolicy, *, idempotency_key: str | None = None) -> dict:
     """Record the whole policy (beyond-use days, late-entry limit, variance threshold, count
-    schedule, clinic hours, dosage unit); the latest one is in force."""
+    schedule, clinic hours, dosage unit, the count tolerance for opened vials); the latest one is
+    in force."""
     bud = parse_count(cmd.beyond_use_days, field="beyond_use_days", allow_zero=False)
     if bud > 28:
         # USP <797>: 28 days after first puncture unless the manufacturer says otherwise; a
@@ -439,12 +446,18 @@ def set_policy(ledger: Ledger, principal: Principal, cmd: SetPolicy, *, idempote
         if scope not in PASSKEY_SCOPES:
             raise InvalidInput(f"must list only {', '.join(PASSKEY_SCOPES)}", field="passkey_required_for")
     scopes = tuple(sorted(set(scopes)))
+    # Issue 20: a volume like any counted mL (to 0.001 mL); 0 means opened vials are counted exactly.
+    tolerance = parse_volume(cmd.open_count_tolerance_ml, field="open_count_tolerance_ml", allow_zero=True)
+    if tolerance > MAX_OPEN_COUNT_TOLERANCE_ML:
+        raise InvalidInput(f"must be at most {MAX_OPEN_COUNT_TOLERANCE_ML} mL per opened vial (more would hide a dose)",
+                           field="open_count_tolerance_ml")
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.APPROVED, roles=POLICY_SETTERS)
         ctx.append(ev.PolicySet(beyond_use_days=bud, late_entry_limit_hours=late, variance_threshold_percent=variance,
                                 count_schedule=cmd.count_schedule, clinic_hours=hours, dosage_unit=cmd.dosage_unit,
-                                reason=reason, passkey_required_for=scopes), signatures=[sig], occurred_at=ctx.now)
+                                reason=reason, passkey_required_for=scopes, open_count_tolerance_ml=tolerance),
+                   signatures=[sig], occurred_at=ctx.now)
         return {}
 
     return run(ledger, principal, "set_policy", cmd, build, idempotency_key)

@@ -59,6 +59,25 @@ walks a registrant's chain in ``seq`` order and, for each entry at its place, ch
   every unit of its package still on the book (a package's missing units leave by the loss
   adjustment of its discrepancy);
 - ``alert-closer-not-subject``: nobody acknowledges or resolves an alert about themself;
+- ``count-tolerance`` (issue 20): a count records the opened-container tolerance of the policy in
+  force at its seq; each line's difference is its counted minus expected mL, its tolerance is
+  ``ledger.domain.counting.line_tolerance`` (the service's own rule), a line marked within
+  tolerance really is within it, and a line that rule says opens a discrepancy carries one
+  (a sealed difference, a difference beyond the tolerance, a blind count whose book was read);
+  opened vials a line names are named once, add up to its opened mL, and their expected mL are
+  their balances replayed at that seq. Counts recorded before the tolerance are held to 0 mL;
+- ``inventory-vs-book`` (issue 20): an inventory recorded with its comparison with the book
+  (``lines``) is witnessed by a second person (``two-people``); an initial one compares nothing;
+  a biennial or other one lists only vials on the book at its seq, and its lines are exactly
+  ``ledger.domain.inventory.compare`` of the book replayed at that seq (the service's own
+  comparison): expected figures, found, difference, the vials not found, and a discrepancy id on
+  every difference. Inventories recorded before issue 20 carry no comparison and are not checked,
+  but once the chain holds one with a comparison, every later inventory must carry one;
+- ``loss-follow-up`` (issue 20): a ``dea_notice_sent`` / ``form_106_filed`` names an earlier
+  ``theft_or_loss_reported`` entry, once each per report; ``alert-cleared-by-count`` also holds
+  an ``alert_cleared`` of a theft/loss alert to the follow-up it cites (``form106.CLEARED_BY``:
+  the notice for an overdue notice, the filing for an overdue Form 106, both for the theft/loss
+  alert itself, all of the same report);
 - ``stock-never-negative``: no vial's stock goes below zero (from ``projections.movements``);
 - ``recorded-at-order``: ``recorded_at`` never goes backwards along the chain (not applied to
   ``csledger demo``'s simulated history: see ``SIMULATED`` and ``DEMO_REGISTRANT``);
@@ -96,11 +115,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
 
+from ledger.domain import counting, projections, trading_partners
 from ledger.domain import esketamine as esketamine_rules
 from ledger.domain import preparations as preparation_rules
 from ledger.domain import prescribers as prescriber_rules
-from ledger.domain import projections, trading_partners
 from ledger.domain.alerts import CLOSERS
+from ledger.domain.form106 import CLEARED_BY, report_of_alert  # issue 20
+from ledger.domain.policy import open_count_tolerance  # issue 20
 from ledger.domain.principal import AuthMethod, Meaning, Role
 from ledger.integrity import canonical as canon
 from ledger.integrity.checkpoints import (
@@ -121,6 +142,7 @@ from ledger.services.discrepancies import RESOLVERS
 from ledger.services.disposal import LOSS_REPORTERS, STOCK_HANDLERS
 from ledger.services.documents import DOCUMENT_KEEPERS
 from ledger.services.esketamine import SESSION_RECORDERS
+from ledger.services.loss_followup import FOLLOW_UP_SIGNERS  # issue 20
 from ledger.services.packages import OPENERS  # issue 19, package hierarchy
 from ledger.services.preparations import INFUSERS, PREPARERS, WASTERS
 from ledger.services.prescribers import PRESCRIBER_REGISTRARS
@@ -175,6 +197,8 @@ SIGNATURES: dict[str, tuple[Slot, ...]] = {
     "preparation_wasted": ((PERFORMED, WASTERS), (WITNESSED, WITNESSES)),
     "esketamine_session_recorded": ((PERFORMED, SESSION_RECORDERS),),  # issue 19, esketamine part
     "package_opened": ((PERFORMED, OPENERS), (WITNESSED, WITNESSES)),  # issue 19, package hierarchy
+    "dea_notice_sent": ((PERFORMED, FOLLOW_UP_SIGNERS),),  # issue 20
+    "form_106_filed": ((PERFORMED, FOLLOW_UP_SIGNERS),),  # issue 20
 }
 
 ROLES = frozenset(r.value for r in Role)
@@ -209,8 +233,9 @@ def _slots(e: dict[str, Any], n_signatures: int) -> tuple[Slot, ...] | None:
         return SIGNATURES[kind]
     if kind in CHAIN_RULED:
         return None  # checked by ``signature_check`` (the server's own rules) before the replay
-    if kind == "inventory_taken":  # the witness is optional
-        return ((PERFORMED, INVENTORY_TAKERS),) + (((WITNESSED, WITNESSES),) if n_signatures > 1 else ())
+    if kind == "inventory_taken":  # the witness: optional before issue 20, required on compared ones
+        required = n_signatures > 1 or "lines" in e
+        return ((PERFORMED, INVENTORY_TAKERS),) + (((WITNESSED, WITNESSES),) if required else ())
     if kind == "stock_destroyed":  # Form 41: two witnesses at least
         return ((PERFORMED, CLINICIANS),) + ((WITNESSED, WITNESSES),) * max(2, n_signatures - 1)
     if kind == "theft_or_loss_reported":  # vials taken off the book now need a second person
@@ -221,6 +246,15 @@ def _slots(e: dict[str, Any], n_signatures: int) -> tuple[Slot, ...] | None:
         removes = any(ln.get("direction") == "remove" for ln in e.get("lines") or ())
         return ((PERFORMED, CLINICIANS),) + (((APPROVED, CORRECTION_APPROVERS),) if removes else ())
     return None  # unknown kinds are reported by the deep pass before this runs
+
+
+def _inventory_figures(line: tuple | None) -> str:
+    """An inventory line's figures, as ``inventory-vs-book`` names them."""
+    if line is None:
+        return "nothing (no line)"
+    return (f"expected {line[1]} sealed, {line[2]} opened, {line[3]} mL; found {line[4]} sealed, {line[5]} opened, "
+            f"{line[6]} mL; difference {line[7]} mL; not found: {', '.join(line[8]) or 'none'}; "
+            f"discrepancy {line[9] or 'none'}")
 
 
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -310,8 +344,14 @@ class _Cosigned:
 class RulesReplay:
     """One registrant's rules, replayed entry by entry (call ``check`` in seq order)."""
 
-    def __init__(self, conn: Connection, registrant: str):
+    def __init__(self, conn: Connection, registrant: str, state: Any = None):
         self.conn, self.registrant = conn, registrant
+        #: Issue 20: the projections ``verify --deep`` replays beside the rules (a
+        #: ``MemoryStateView``, already holding each entry when ``check`` sees it): the book an
+        #: inventory is compared with. None: inventories' comparisons are not checked.
+        self.state = state
+        #: Issue 20: the seq of the first inventory recorded with its comparison with the book.
+        self.compared_inventory: int | None = None
         self.staff: dict[str, str] = {}  # staff_id -> printed name
         self.roles: dict[str, set[str]] = defaultdict(set)
         self.balance: dict[str, Decimal] = {}
@@ -319,6 +359,12 @@ class RulesReplay:
         self.subjects: dict[str, frozenset[str]] = {}
         self.alert_rules: dict[str, str] = {}  # alert id -> the rule that raised it
         self.counts_seen: set[int] = set()  # seqs of counts and inventories
+        #: Issue 20: the policy's count tolerance for opened containers in force (default till set).
+        self.open_count_tolerance = open_count_tolerance(None)
+        #: Issue 20: alert id -> its key; theft/loss report seqs; follow-up seq -> (kind, report seq).
+        self.alert_keys: dict[str, str] = {}
+        self.loss_reports: set[int] = set()
+        self.follow_ups: dict[int, tuple[str, int]] = {}
         self.corrected: dict[tuple[int, str, str], Decimal] = defaultdict(lambda: ZERO)
         #: Issue 19: preparation id -> its entry, and its infusion and waste once recorded.
         self.preparations: dict[str, dict[str, Any]] = {}
@@ -478,6 +524,10 @@ class RulesReplay:
             if actor in self.subjects.get(e.get("alert_id"), frozenset()):
                 raise RuleBroken("alert-closer-not-subject", f"{actor} closed alert {e.get('alert_id')}, which is "
                                                              "about them")
+        elif kind in ("dea_notice_sent", "form_106_filed"):  # issue 20
+            self._loss_follow_up(e)
+        elif kind == "alert_cleared" and report_of_alert(self.alert_keys.get(e.get("alert_id")) or ""):
+            self._loss_alert_cleared(e)  # issue 20
         elif kind == "alert_cleared":
             # only an overdue count clears itself, and only by a count or inventory recorded before
             if self.alert_rules.get(e.get("alert_id")) != "count_overdue" or e.get("evidence_seq") not in self.counts_seen:
@@ -496,10 +546,75 @@ class RulesReplay:
             self._recipient(e)
         elif kind == "esketamine_session_recorded":  # issue 19, esketamine part
             self._esketamine_session(e)
+        if kind == "inventory_taken":  # issue 20
+            self._inventory(e)
+        if kind == "stock_counted":  # issue 20, count tolerance
+            self._count_tolerance(e)
         if kind == "package_opened":  # issue 19, package hierarchy
             self._package_opened(e)
         elif self.packaged:
             self._packaged_units(e)
+
+    def _count_tolerance(self, e: dict[str, Any]) -> None:
+        """Issue 20: no line escapes a discrepancy it should have opened (``ledger.domain.counting``)."""
+        recorded = e.get("open_count_tolerance_ml")
+        if recorded is not None and Decimal(recorded) != self.open_count_tolerance:
+            raise RuleBroken("count-tolerance", f"the count records a tolerance of {recorded} mL per opened vial; the "
+                                                f"policy in force was {self.open_count_tolerance} mL")
+        per = ZERO if recorded is None else Decimal(recorded)
+        read = bool(e.get("book_reads"))
+        for i, ln in enumerate(e["lines"]):
+            where = f"line {i + 1} (NDC {ln['product']['ndc']})"
+            diff = Decimal(ln["difference_ml"])
+            if diff != Decimal(ln["counted_ml"]) - Decimal(ln["expected_ml"]):
+                raise RuleBroken("count-tolerance", f"{where} records a difference of {diff} mL between "
+                                                    f"{ln['counted_ml']} counted and {ln['expected_ml']} expected")
+            tol = counting.line_tolerance(per, sealed=ln["sealed_containers"], opened=ln["open_containers"],
+                                          expected_sealed=ln["expected_sealed_containers"],
+                                          expected_opened=ln["expected_open_containers"], book_read=read)
+            if ln.get("tolerance_ml") is not None and Decimal(ln["tolerance_ml"]) != tol:
+                raise RuleBroken("count-tolerance", f"{where} records a tolerance of {ln['tolerance_ml']} mL; the "
+                                                    f"policy gives it {tol} mL")
+            if ln.get("within_tolerance") and not counting.within_tolerance(diff, tol):
+                raise RuleBroken("count-tolerance", f"{where} is marked within tolerance, but its difference {diff} mL "
+                                                    f"is beyond {tol} mL")
+            if not ln.get("discrepancy_id") and counting.opens_discrepancy(
+                    diff, tol, sealed_differs=ln["sealed_containers"] != ln["expected_sealed_containers"],
+                    book_read=read):
+                raise RuleBroken("count-tolerance", f"{where} differs by {diff} mL (tolerance {tol} mL) and opens no "
+                                                    "discrepancy")
+            named = ln.get("open_vials") or ()
+            if named:
+                ids = [v["vial_id"] for v in named]
+                total = sum((Decimal(v["counted_ml"]) for v in named), ZERO)
+                if len(set(ids)) != len(ids) or total != Decimal(ln["open_ml"]):
+                    raise RuleBroken("count-tolerance", f"{where} names opened vials {', '.join(ids)[:200]} twice or "
+                                                        f"holding {total} mL, not its {ln['open_ml']} opened mL")
+                for v in named:
+                    if Decimal(v["expected_ml"]) != self.balance.get(v["vial_id"], ZERO):
+                        raise RuleBroken("count-tolerance", f"{where} says vial {v['vial_id']} held {v['expected_ml']} mL "
+                                                            f"on the book; it held {self.balance.get(v['vial_id'], ZERO)}")
+
+    def _loss_follow_up(self, e: dict[str, Any]) -> None:
+        """Issue 20: a notice or filing names an earlier theft/loss report, once per report."""
+        report = e.get("loss_report_seq")
+        if report not in self.loss_reports:
+            raise RuleBroken("loss-follow-up", f"{e['kind']} names entry {report!r}, which is not an earlier theft or "
+                                               "loss report")
+        if any(v == (e["kind"], report) for v in self.follow_ups.values()):
+            raise RuleBroken("loss-follow-up", f"a second {e['kind']} for the theft or loss report of entry {report}")
+
+    def _loss_alert_cleared(self, e: dict[str, Any]) -> None:
+        """Issue 20: a theft/loss alert cleared by the system cites the follow-up(s) its key needs."""
+        prefix, report = report_of_alert(self.alert_keys[e.get("alert_id")])
+        cited = self.follow_ups.get(e.get("evidence_seq"))
+        have = {k for k, r in self.follow_ups.values() if r == report}
+        needs = CLEARED_BY[prefix]
+        if cited is None or cited[1] != report or cited[0] not in needs or not set(needs) <= have:
+            raise RuleBroken("alert-cleared-by-count", f"alert {e.get('alert_id')} of the theft or loss report of entry "
+                                                       f"{report} was cleared by the system citing entry "
+                                                       f"{e.get('evidence_seq')}, which is not its "
+                                                       f"{' and '.join(k.replace('_', ' ') for k in needs)}")
 
     def _prescriber_registered(self, e: dict[str, Any]) -> None:
         dea = e.get("dea_number")
@@ -697,6 +812,59 @@ class RulesReplay:
                                                        f"before {after}")
         prep["wasted"] = e
 
+    # --- inventories compared with the book (issue 20) ------------------------------------------
+
+    def _inventory(self, e: dict[str, Any]) -> None:
+        from ledger.domain import inventory
+
+        if "lines" not in e:
+            if self.compared_inventory is not None:
+                raise RuleBroken("inventory-vs-book", f"inventory without its comparison with the book, after "
+                                                      f"inventory {self.compared_inventory} was recorded with one")
+            return
+        if self.compared_inventory is None:
+            self.compared_inventory = e["seq"]
+        kind = e.get("inventory_type")
+        if kind == "initial":
+            if e["lines"]:
+                raise RuleBroken("inventory-vs-book", "an initial inventory creates the book; it has nothing to be "
+                                                      "compared with")
+            return
+        if kind not in ("biennial", "other") or (kind == "other" and not e.get("reason")):
+            raise RuleBroken("inventory-vs-book", f"inventory type {kind!r} (an 'other' one gives its reason)")
+        if self.state is None:
+            return
+        reg = self.registrant
+
+        def opened(pid: str) -> bool:
+            return (self.state.get("packages", (reg, pid)) or {}).get("opened_seq") is not None
+
+        book = inventory.book_vials((v for v in self.state.tables["vials"].values() if v["registrant"] == reg), opened)
+        listed = [inventory.Listed(i["vial_id"], i["product"]["ndc_key"], i["sealed"] is True, Decimal(i["ml"]))
+                  for i in e["items"]]
+        try:
+            want = inventory.compare(e["seq"], book, listed)
+        except inventory.NotOnBook as exc:
+            raise RuleBroken("inventory-vs-book", f"the inventory lists vial {exc.vial_id}, which the book did not "
+                                                  "hold at its seq") from None
+
+        def said(ln: dict[str, Any], ndc_key: str) -> tuple:
+            return (ndc_key, ln["expected_sealed_containers"], ln["expected_open_containers"],
+                    Decimal(ln["expected_ml"]), ln["found_sealed_containers"], ln["found_open_containers"],
+                    Decimal(ln["found_ml"]), Decimal(ln["difference_ml"]), tuple(ln["vials_not_found"]),
+                    ln["discrepancy_id"])
+
+        got = [said(ln, ln["product"]["ndc_key"]) for ln in e["lines"]]
+        book_says = [said(c, c["ndc_key"]) for c in want]
+        if got != book_says:
+            keys = [x[0] for x in book_says] + [x[0] for x in got]
+            k = next((k for k in keys if next((g for g in got if g[0] == k), None)
+                     != next((w for w in book_says if w[0] == k), None)), keys[0])  # else: out of order
+            raise RuleBroken("inventory-vs-book", f"for NDC key {k} the inventory says "
+                                                  f"{_inventory_figures(next((g for g in got if g[0] == k), None))}; "
+                                                  "the book at its seq says "
+                                                  f"{_inventory_figures(next((w for w in book_says if w[0] == k), None))}")
+
     # --- package hierarchy (issue 19, packages part) -------------------------------------------
 
     #: Kinds that use a unit itself (never one still in its sealed package).
@@ -801,6 +969,8 @@ class RulesReplay:
                                                  "expires_on": e.get("expires_on")}
         elif kind == "staff_enrolled":
             self.staff[e.get("staff_id")] = e.get("printed_name")
+        elif kind == "policy_set":  # issue 20: the count tolerance in force from here on
+            self.open_count_tolerance = open_count_tolerance(e)
         elif kind == "role_granted":
             self.roles[e.get("staff_id")].add(e.get("role"))
         elif kind == "role_revoked":
@@ -811,8 +981,15 @@ class RulesReplay:
         elif kind == "alert_raised":
             self.subjects[e.get("alert_id")] = frozenset(e.get("subjects") or ())
             self.alert_rules[e.get("alert_id")] = e.get("rule")
+            self.alert_keys[e.get("alert_id")] = e.get("alert_key")  # issue 20
+        elif kind == "theft_or_loss_reported":  # issue 20
+            self.loss_reports.add(e["seq"])
+        elif kind in ("dea_notice_sent", "form_106_filed"):  # issue 20
+            self.follow_ups[e["seq"]] = (kind, e.get("loss_report_seq"))
         elif kind == "inventory_taken":
             self.counts_seen.add(e["seq"])
+            # issue 20: the taker and the witness counted: neither resolves its discrepancies
+            self.counters[e["seq"]] = frozenset(s.get("staff_id") for s in e.get("signatures") or ())
         elif kind in ("stock_received", "package_opened"):  # issue 19, package hierarchy
             self._apply_packages(e)
         for vial, _ndc, ml in projections.movements(e):

@@ -257,7 +257,7 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     moves = iter(_batched(conn, mq)) if deep else None
     if deep:  # issue 16: the rules, replayed with the arithmetic (imported here: it imports the services)
         from ledger.services.rules_replay import RulesReplay
-    replay = RulesReplay(conn, reg) if deep else None
+    replay = RulesReplay(conn, reg, state) if deep else None  # issue 20: inventories against the book
     pending_move = next(moves, None) if deep else None
     levels = _LevelStreams(conn, reg) if deep else None
     frontier: dict[tuple[int, int], bytes] = {}

@@ -295,6 +295,9 @@ class Policy(SQLModel, table=True):
     dosage_unit: str = Field(max_length=16)
     set_seq: int = Field(sa_type=sa.BigInteger)
     passkey_required_for: str | None = Field(default=None, max_length=200)  # JSON list (issue 17)
+    #: Issue 20: mL per opened container a count may differ without a discrepancy; None: the
+    #: policy was set before the tolerance existed (the default applies, ``policy.from_row``).
+    open_count_tolerance_ml: Decimal | None = Dec(default=None, nullable=True)
 
 
 class Patient(SQLModel, table=True):

@@ -28,7 +28,7 @@ def test_cli_list_resolve_report_scan(tmp_path):
     clinic = AlertClinic(ledger)
     now = datetime.now(UTC)
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory("initial", "opening_of_business",
-                                                                     now - timedelta(hours=5)))
+                                                                     now - timedelta(hours=5)), witness=clinic.nurse)
     res = services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         clinic.supplier_id, "INV-77", now - timedelta(days=3), (ReceivedLineInput(KETAMINE_50, 2, "L1", "2028-01-31"),),
         late_reason="typed from the paper log after the outage"))

@@ -127,10 +127,12 @@ def test_bad_path_and_query_are_422_or_404(api):
 
 def test_receipt_inventory_vials_and_stock(api):
     h = api.headers("nora")
-    inv = api.client.post(api.url("/inventories"), headers=h, json={
+    from tests.api.test_clinical import witnessed
+
+    inv, _ = witnessed(api, "nora", "/inventories", {  # issue 20: witnessed
         "inventory_type": "initial", "taken_at": "opening_of_business", "occurred_at": an_hour_ago().isoformat(),
         "items": [{"ndc": KETAMINE_50, "lot": "KA2601", "expiry": "2028-03-31", "sealed": False, "ml": "6.00",
-                   "first_punctured_on": (an_hour_ago() - timedelta(days=1)).date().isoformat()}]})
+                   "first_punctured_on": (an_hour_ago() - timedelta(days=1)).date().isoformat()}]}, "pia")
     assert inv.status_code == 201, inv.text
     r = api.client.post(api.url("/receipts"), json=receipt(api, containers=3), headers=h)
     assert r.status_code == 201 and r.json()["total_ml"] == "30.00" and len(r.json()["vial_ids"]) == 3

@@ -129,6 +129,8 @@ destroy_stock               Y     Y     Y     Y     -     -     -
 transfer_stock              -     Y     -     Y     -     -     -
 return_stock                -     Y     -     Y     -     -     -
 report_theft_or_loss        -     -     -     Y     Y     -     -
+record_dea_notice           -     -     -     Y     Y     -     -
+record_form_106_filing      -     -     -     Y     Y     -     -
 correct_entry               Y     Y     Y     Y     -     -     -
 quarantine_stock            Y     Y     Y     Y     -     -     -
 release_quarantine          -     Y     -     Y     -     -     -
@@ -137,6 +139,7 @@ get_count                   Y     Y     -     Y     Y     Y     -
 list_discrepancies          -     Y     -     Y     Y     Y     -
 get_audit                   -     -     -     Y     Y     Y     -
 get_report                  -     Y     -     Y     Y     Y     -
+get_container_label         Y     Y     -     Y     -     -     -
 list_alerts                 -     -     -     Y     Y     Y     -
 acknowledge_alert           -     -     -     Y     Y     -     -
 resolve_alert               -     -     -     Y     Y     -     -
@@ -268,6 +271,8 @@ def request_for(api, name: str, user: str):
     if name == "get_report":  # issue 20: the role history needs no stock (PDF, unsigned here: no report key)
         today = clinic_today()
         return "GET", f"/reports/roles?from={today - timedelta(days=1)}&to={today}", None, user
+    if name == "get_container_label":  # issue 21: a sealed vial of the matrix's clinic (409 once allowed)
+        return "GET", "/containers/V1-1/label", None, user
     if name == "store_document":  # issue 20: the body is the file (``call`` sends it as a PDF)
         return "POST", "/documents", DOCUMENT_PROBE, user
     if name == "get_document":  # a well-formed digest of nothing: 404 once the role is allowed
@@ -328,7 +333,14 @@ CLINICAL_REQUESTS = {
         "occurred_at": AN_HOUR_AGO}),
     "report_theft_or_loss": lambda i: ("POST", "/loss-reports", {
         "discovered_at": AN_HOUR_AGO, "loss_type": "other", "police_notified": False, "losses_past_24_months": 0,
-        "purchase_value_usd": "10.00", "lost": [{"vial_id": "V1-1"}]}),
+        "purchase_value_usd": "10.00", "lost": [{"vial_id": "V1-1"}], "narrative": "vial not found at opening",
+        "corrective_measures": "safe code changed", "other_explanation": "missing after a power cut",
+        "contact_name": "Mia Manager", "contact_phone": "512-555-0142"}),
+    # issue 20: a report's follow-up (entry 1 is no loss report: 409 once the role is allowed)
+    "record_dea_notice": lambda i: ("POST", "/dea-notices", {"loss_report_seq": 1, "sent_at": AN_HOUR_AGO,
+                                                             "method": "email", "recipient": "DEA Houston"}),
+    "record_form_106_filing": lambda i: ("POST", "/form-106-filings", {"loss_report_seq": 1, "filed_at": AN_HOUR_AGO,
+                                                                       "confirmation_number": f"106-{i}"}),
     "correct_entry": lambda i: ("POST", "/corrections", {"corrects_seq": 1, "reason": "typo"}),
     "quarantine_stock": lambda i: ("POST", "/quarantines", {"vial_ids": ["V1-1"], "reason": "suspect"}),
     "release_quarantine": lambda i: ("POST", "/quarantine-releases", {"vial_ids": ["V1-1"], "reason": "cleared"}),
@@ -340,10 +352,10 @@ CLINICAL_REQUESTS = {
                                     {"category": "explained", "explanation": "role matrix probe"}),
     "resolve_alert": lambda i: ("POST", "/alerts/A999/resolutions",
                                 {"category": "explained", "explanation": "role matrix probe"}),
-    "get_audit": lambda i: ("GET", "/audit?start=2026-01-01T00:00:00Z&end=2026-12-31T00:00:00Z", None),
+    "get_audit": lambda i: ("GET", "/audit?from=2026-01-01&to=2026-12-31", None),
 }
 #: Commands a second person signs for: how many assertions they carry.
-WITNESSED = {"record_waste": 1, "waste_preparation": 1, "open_package": 1, "submit_count": 1, "destroy_stock": 2, "record_breakage": 1, "enroll_staff": 1,
+WITNESSED = {"take_inventory": 1, "record_waste": 1, "waste_preparation": 1, "open_package": 1, "submit_count": 1, "destroy_stock": 2, "record_breakage": 1, "enroll_staff": 1,
              "grant_role": 1}
 WITNESS_POOL = ("ned", "casey", "pia", "morgan")
 #: Enrolments and role grants are approved by a second manager or administrator.
@@ -426,6 +438,7 @@ def api_routes() -> list[APIRoute]:
         routes_credentials,
         routes_documents,
         routes_esketamine,
+        routes_labels,
         routes_packages,
         routes_preparations,
         routes_prescribers,
@@ -439,7 +452,7 @@ def api_routes() -> list[APIRoute]:
     return [r for m in (routes_session, routes_credentials, routes_reference, routes_prescribers, routes_stock,
                         routes_clinical, routes_records, routes_documents, routes_alerts, routes_esketamine,
                         routes_preparations,
-                        routes_packages, routes_reports)
+                        routes_packages, routes_reports, routes_labels)
             for r in m.router.routes
             if isinstance(r, APIRoute)]
 

@@ -79,7 +79,7 @@ def worked_example(ledger) -> tuple[Ops, datetime, datetime]:
         InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=True, containers=4),
         InventoryItemInput(KETAMINE_50, "KA1", "2028-01-31", sealed=False, ml="6.00",
                            first_punctured_on=(t0 - timedelta(days=1)).date().isoformat()),
-    )))["vial_ids"]
+    )), witness=ops.nurse)["vial_ids"]
     received = services.receive_stock(ledger, ops.nurse, ReceiveStock(
         ops.supplier_id, "INV-WE-1", t0 + timedelta(hours=1),
         (ReceivedLineInput(KETAMINE_50, 10, "KA2", "2028-06-30"),)))["vial_ids"]

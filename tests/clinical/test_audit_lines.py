@@ -198,6 +198,10 @@ ADJUSTMENTS = {
           ("entry_corrected", D("-0.60"), {("nora", "performed")})],
 }
 
+#: Issue 20: the rest of Form 106, required on every theft or loss report.
+FORM_106 = {"narrative": "a vial is missing from the safe at opening", "corrective_measures": "safe code changed",
+            "contact_name": "Mia Manager", "contact_phone": "512-555-0142"}
+
 
 # --- the period, through the services ------------------------------------------------------
 
@@ -244,7 +248,7 @@ def record_period(ledger: Ledger) -> Recorded:
         InventoryItemInput(K10, "KB1", "2028-01-31", sealed=True, containers=2),
         InventoryItemInput(K10, "KB1", "2028-01-31", sealed=False, ml="13.00",
                            first_punctured_on=(t0 - timedelta(days=1)).date().isoformat()),
-    )))["vial_ids"]
+    )), witness=ops.nurse)["vial_ids"]
     i50, open50, j1, open10 = inv[:5], inv[5], inv[6], inv[8]  # inv[7]: the sealed 10 mg/mL vial kept
     rec = services.receive_stock(ledger, ops.nurse, ReceiveStock(ops.supplier_id, "INV-L-1", at(1), (
         ReceivedLineInput(K50, 21, "KA2", "2028-06-30"),
@@ -308,7 +312,8 @@ def record_period(ledger: Ledger) -> Recorded:
     # Form 106: a sealed 10 mg/mL vial stolen and 0.90 mL taken from the open 50 mg/mL vial
     services.report_theft_or_loss(ledger, ops.compliance, ReportTheftOrLoss(
         at(10), "night_break_in", True, 0, "12.50", lost=(LostVialInput(q10[2]), LostVialInput(r50[14], "0.90")),
-        police_department="Austin Police Department", police_report_number="APD-1"), witness=ops.manager)
+        police_department="Austin Police Department", police_report_number="APD-1",
+        **FORM_106), witness=ops.manager)
 
     # now: the 10 mg/mL shortage accepted as theft or loss (1.00 mL off the opened vial, signed
     # by the manager and a second person), then two corrections
@@ -524,9 +529,9 @@ def test_get_audit_json_by_hand(recorded):
         app = create_app(ledger, Settings(patient_key=PATIENT_KEY), clock=clock, password_hasher=fast_test_hasher())
         api = Api(TestClient(app, raise_server_exceptions=False), recorded["rec"].ops, clock)
         api.set_password("ari")  # Ops' auditor
-        rec = recorded["rec"]
+        # issue 20: local days; the window runs from the initial inventory to the closing count
         r = api.client.get(api.url("/audit"), headers=api.headers("ari"), params={
-            "start": rec.start.isoformat(), "end": rec.end.isoformat()})
+            "from": recorded["first"], "to": recorded["last"]})
         assert r.status_code == 200, r.text
     finally:
         ledger.dispose()
@@ -599,10 +604,11 @@ def test_cli_audit_by_hand(recorded):
 
 
 PDF_LABELS = {
-    "beginning": "Beginning inventory", "receipts": "Receipts", "to_account_for": "Total to account for",
+    "receipts": "Receipts", "to_account_for": "Total to account for",
     "administered": "Administered (given)", "wasted": "Wasted (with the administration, witnessed)",
     "destroyed": "Destroyed (Form 41)", "transferred": "Transferred and returned",
     "breakage": "Breakage and spills recorded at the time (two people)",
+    "beginning": "Beginning inventory (counted)",
     "theft_or_loss": "Theft or loss (Form 106)", "ending": "Ending inventory (counted)",
     "accounted_for": "Total accounted for", "difference": "Difference (before adjustments)",
     "adjustments": "Adjustments after the difference (net out of stock, listed below)",
@@ -612,6 +618,18 @@ PDF_LABELS = {
 def _fmt(v: D, unit: str = "") -> str:
     s = f"{v:,}"
     return f"{s} {unit}" if unit else s
+
+
+#: Container size per NDC (50 mg/mL: 10 mL vials; 10 mg/mL: 20 mL vials).
+SIZES = {K50: D("10.00"), K10: D("20.00")}
+
+
+def _containers(ml: D, size: D) -> str:
+    """Issue 20: the PDF prints whole containers and the rest in mL, never a fraction: 54.00 mL
+    of 10 mL vials is "5 + 4.00 mL", -2.50 is "-(0 + 2.50 mL)"."""
+    whole, rest = int(abs(ml) // size), abs(ml) % size
+    text = f"{whole:,}" + (f" + {_fmt(rest.quantize(D('0.01')), 'mL')}" if rest else "")
+    return text if ml >= 0 else (f"-({text})" if rest else f"-{text}")
 
 
 def test_pdf_by_hand(recorded):
@@ -630,17 +648,18 @@ def test_pdf_by_hand(recorded):
     data, _ = read_report_data(pdf.read_bytes())
     assert_figures(data["figures"])
     text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(pdf).pages)
-    for want in (EXPECTED[K50], EXPECTED[K10]):
+    for ndc, want in ((K50, EXPECTED[K50]), (K10, EXPECTED[K10])):
         for line, label in PDF_LABELS.items():
             row = (f"{label} {_fmt(want['mg'][line], 'mg')} {_fmt(want['ml'][line], 'mL')} "
-                   f"{_fmt(want['containers'][line])}")
+                   f"{_containers(want['ml'][line], SIZES[ndc])}")
             assert row in text, row
         assert f"Variance (before adjustments) {_fmt(want['variance_percent'], '%')}" in text
         assert f"Variance after adjustments {_fmt(want['variance_after_adjustments_percent'], '%')}" in text
     # the difference comes before the adjustments, on each product's table
     assert text.index(PDF_LABELS["difference"]) < text.index(PDF_LABELS["adjustments"])
     # the total of 10 mg/mL and 50 mg/mL adds mg only: their mL and containers do not add up (issue 20)
-    assert "Total, all products (in mg: mL and containers of different strengths or units do not add up)" in text
+    assert ("Total, all products (in mg: mL and containers of different strengths, sizes or units do not add up)"
+            in text)
     for line in ("destroyed", "transferred", "breakage", "theft_or_loss", "difference", "adjustments"):
         row = f"{PDF_LABELS[line]} {_fmt(TOTAL['mg'][line], 'mg')} - -"
         assert row in text, row

@@ -60,6 +60,9 @@ from tests.conftest import (
     entry_count,
 )
 
+#: Issue 20: the rest of Form 106, required on every theft or loss report.
+FORM_106 = {"narrative": "back door forced; one vial taken", "corrective_measures": "door replaced, alarm added",
+            "contact_name": "Mia Manager", "contact_phone": "512-555-0142"}
 ADDR = AddressInput("9 Oak Ave", "Austin", "TX", "78702")
 
 
@@ -504,7 +507,7 @@ class ClinicalContract:
         discovered = datetime(2026, 7, 3, 16, 0, tzinfo=UTC)
         cmd = ReportTheftOrLoss(discovered_at=discovered, loss_type="night_break_in", police_notified=True,
                                 losses_past_24_months=0, purchase_value_usd="24.50", lost=(LostVialInput(v1),),
-                                police_department="Austin PD", police_report_number="APD-26-1")
+                                police_department="Austin PD", police_report_number="APD-26-1", **FORM_106)
         refused(ops, InvalidInput, "police_department", services.report_theft_or_loss, ops.ledger, ops.manager,
                 dataclasses.replace(cmd, police_department=None))
         refused(ops, InvalidInput, "loss_type", services.report_theft_or_loss, ops.ledger, ops.manager,
@@ -574,10 +577,12 @@ class ClinicalContract:
                 c.execute(sa.text("UPDATE document_blobs SET content = :c"), {"c": b"forged"})
         v = ops.receive(1)[0]
         refused(ops, NotFound, "documents[0]", services.report_theft_or_loss, ops.ledger, ops.manager, ReportTheftOrLoss(
-            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=("0" * 64,)),
+            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=("0" * 64,), **FORM_106,
+            other_explanation="vial not found"),
             witness=ops.pharmacist)
         services.report_theft_or_loss(ops.ledger, ops.manager, ReportTheftOrLoss(
-            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=(res["sha256"],)),
+            an_hour_ago(), "other", False, 0, "1.00", lost=(LostVialInput(v),), documents=(res["sha256"],),
+            **FORM_106, other_explanation="vial not found"),
             witness=ops.pharmacist)
 
     def test_receipt_with_gs1_scans(self, ops):
@@ -614,21 +619,22 @@ class ClinicalContract:
         services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory("biennial", "close_of_business", an_hour_ago(), (
             InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=False, ml="6.00", vial_id=v1),
             InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id=v2),
-        )))
+        )), witness=ops.nurse)
         e = last_entries(ops.ledger)[0]
         assert e["inventory_type"] == "biennial" and [i["estimated"] for i in e["items"]] == [True, False]
         signed = services.store_document(ops.ledger, ops.pharmacist, StoreDocument(
             b"%PDF-1.7 signed biennial inventory", "application/pdf", "Biennial inventory, signed"))["sha256"]
         services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory(
             "biennial", "close_of_business", an_hour_ago(),
-            (InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id=v2),), documents=(signed,)))
+            (InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id=v2),), documents=(signed,)), witness=ops.nurse)
         assert last_entries(ops.ledger)[0]["documents"] == [signed]
         refused(ops, NotFound, "documents[0]", services.take_inventory, ops.ledger, ops.pharmacist, TakeInventory(
-            "biennial", "close_of_business", an_hour_ago(), (), documents=("a" * 64,)))
+            "biennial", "close_of_business", an_hour_ago(), (), documents=("a" * 64,)), witness=ops.nurse)
         assert sum(v["ml_left"] for v in stock.vials(ops.ledger, ops.dea)) == before
         refused(ops, NotFound, "items[0].vial_id", services.take_inventory, ops.ledger, ops.pharmacist,
                 TakeInventory("biennial", "close_of_business", an_hour_ago(),
-                              (InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id="nope"),)))
+                              (InventoryItemInput(KETAMINE_50, "x", "2028-06-30", sealed=True, vial_id="nope"),)),
+                witness=ops.nurse)
         assert verify(ops.ledger, deep=True).ok
 
     def test_inventory_witness_and_idempotent_infusion(self, ops):

@@ -50,7 +50,7 @@ from reports.base import build_report
 from reports.verify import verify_report
 from tests.api.conftest import build_api, entry_count
 from tests.clinical.conftest import Ops
-from tests.conftest import BACKENDS, DEA, clinic_today, fresh_database_url
+from tests.conftest import BACKENDS, DEA, clinic_today, count_as_booked, fresh_database_url
 from tests.integrity.test_rules_replay import force, sig
 
 SPRAVATO_2 = "50458-0028-02"  # kit of two 28 mg devices (the NDC reference's row)
@@ -182,10 +182,10 @@ def test_an_initial_inventory_refuses_an_opened_device(ledger):
         "initial", "opening_of_business", when, (
             InventoryItemInput(SPRAVATO_2, "LOT9", "2028-06-30", sealed=True, containers=2),
             InventoryItemInput(SPRAVATO_2, "LOT9", "2028-06-30", sealed=False, ml="0.10",
-                               first_punctured_on=clinic_today().isoformat())))), "items[1].sealed")
+                               first_punctured_on=clinic_today().isoformat()))), witness=ops.nurse), "items[1].sealed")
     assert "single use" in reason
     inv = services.take_inventory(ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business", when, (
-        InventoryItemInput(SPRAVATO_2, "LOT9", "2028-06-30", sealed=True, containers=2),)))
+        InventoryItemInput(SPRAVATO_2, "LOT9", "2028-06-30", sealed=True, containers=2),)), witness=ops.nurse)
     r = session(ops, inv["vial_ids"])
     assert r["dose_mg"] == "56.00"
     assert verify(ledger, deep=True).ok
@@ -304,7 +304,7 @@ def test_the_administration_log_prints_the_session(clinic):
     ops = clinic
     ids = services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory(  # records begin with it
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=6),
-        (InventoryItemInput(SPRAVATO_2, "SPR-LOT-1", "2028-06-30", sealed=True, containers=2),)))["vial_ids"]
+        (InventoryItemInput(SPRAVATO_2, "SPR-LOT-1", "2028-06-30", sealed=True, containers=2),)), witness=ops.nurse)["vial_ids"]
     r = session(ops, ids)
     today = clinic_today()
     pdf, data = build_report(ops.ledger, "administrations", DEA, (today - timedelta(days=1)).isoformat(),
@@ -318,7 +318,8 @@ def test_the_administration_log_prints_the_session(clinic):
     assert ids[0] in text
     check = verify_report(ops.ledger, pdf)  # the figures rebuild from the entries
     assert not [p for p in check.problems if "sign" not in p.lower()], check.problems
-    # the audit's containers column counts the devices
+    # the audit's containers column counts the devices; it runs to a count (issue 20, one period)
+    count_as_booked(ops.ledger, ops.nurse, ops.pharmacist)
     pdf, data = build_report(ops.ledger, "audit", DEA, (today - timedelta(days=1)).isoformat(), today.isoformat())
     (line,) = [p for p in data["figures"]["products"] if p["ndc"] == "50458-0028-02"]
     assert line["unit_kind"] == "nasal_spray_device" and line["containers"]["administered"] == "2.00", line

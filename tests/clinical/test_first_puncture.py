@@ -16,7 +16,7 @@ import pytest
 
 from ledger.services.verify import verify
 from tests.api.conftest import build_api
-from tests.api.test_clinical import infusion
+from tests.api.test_clinical import infusion, witnessed
 from tests.conftest import BACKENDS, DEA, KETAMINE_50, clinic_today
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
@@ -29,9 +29,9 @@ def api(ledger):
 
 def inventory(api, *items: dict):
     when = datetime.now(UTC) - timedelta(hours=2)
-    return api.client.post(api.url("/inventories"), headers=api.headers("nora"), json={
+    return witnessed(api, "nora", "/inventories", {  # issue 20: witnessed
         "inventory_type": "initial", "taken_at": "opening_of_business", "occurred_at": when.isoformat(),
-        "items": list(items)})
+        "items": list(items)}, "pia")[0]
 
 
 def opened(**extra) -> dict:
@@ -110,8 +110,8 @@ def test_a_biennial_inventory_does_not_take_a_first_puncture(api):
     r = inventory(api, opened(first_punctured_on=day_before))
     assert r.status_code == 201, r.text
     vial = r.json()["vial_ids"][0]
-    later = api.client.post(api.url("/inventories"), headers=api.headers("nora"), json={
+    later = witnessed(api, "nora", "/inventories", {
         "inventory_type": "biennial", "taken_at": "close_of_business",
         "occurred_at": (datetime.now(UTC) - timedelta(minutes=30)).isoformat(),
-        "items": [opened(vial_id=vial, first_punctured_on=day_before)]})
+        "items": [opened(vial_id=vial, first_punctured_on=day_before)]}, "pia")[0]
     assert later.status_code == 422 and "items[0].first_punctured_on" in later.text, later.text

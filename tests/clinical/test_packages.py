@@ -54,6 +54,10 @@ SPRAVATO_56 = "50458-0028-02"  # kit of 2 nasal-spray devices, 28 mg each
 SPRAVATO = AddProduct(SPRAVATO_56, "Spravato (esketamine) nasal spray 28 mg", "7285", "III", "nasal spray",
                       "140.00", "0.20")
 
+#: Issue 20: the rest of Form 106, required on every theft or loss report.
+FORM_106 = {"narrative": "a carton is missing from the safe", "corrective_measures": "safe code changed",
+            "contact_name": "Mia Manager", "contact_phone": "512-555-0142"}
+
 
 def product(clinic: Clinic, ndc_key: str) -> dict:
     """The ``products`` projection row."""
@@ -381,11 +385,12 @@ class TestWholePackages:
         (p1, p2) = receive_cartons(ops, 2)["package_ids"]
         units1 = [f"{p1}:{i:02d}" for i in range(1, 11)]
         cmd = ReportTheftOrLoss(an_hour_ago(), "night_break_in", False, 0, "250.00",
-                                lost=tuple(LostVialInput(v) for v in units1[:9]))
+                                lost=tuple(LostVialInput(v) for v in units1[:9]), **FORM_106)
         refused(Conflict, services.report_theft_or_loss, ops.ledger, ops.manager, cmd, witness=ops.pharmacist,
                 field="lost[0].vial_id")
         services.report_theft_or_loss(ops.ledger, ops.manager, ReportTheftOrLoss(
-            an_hour_ago(), "night_break_in", False, 0, "250.00", lost=tuple(LostVialInput(v) for v in units1)),
+            an_hour_ago(), "night_break_in", False, 0, "250.00", lost=tuple(LostVialInput(v) for v in units1),
+            **FORM_106),
             witness=ops.pharmacist)
         refused(Conflict, services.quarantine_stock, ops.ledger, ops.nurse,
                 QuarantineStock((f"{p2}:01",), "suspect"), field="vial_ids[0]")

@@ -122,7 +122,7 @@ def test_a_bag_stopped_early_balances_to_the_last_digit(ops):
 def test_the_logs_show_the_preparation_given_and_wasted(ops):
     vids = services.take_inventory(ops.ledger, ops.pharmacist, TakeInventory(
         "initial", "opening_of_business", now() - timedelta(hours=3),
-        (InventoryItemInput(KETAMINE_50, "KA2611", "2028-06-30", sealed=True, containers=1),)))["vial_ids"]
+        (InventoryItemInput(KETAMINE_50, "KA2611", "2028-06-30", sealed=True, containers=1),)), witness=ops.nurse)["vial_ids"]
     made = prepare(ops, vids[0])
     infuse(ops, made["preparation_id"], "70.00")
     waste(ops, made["preparation_id"])

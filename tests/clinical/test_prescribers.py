@@ -76,7 +76,7 @@ def floor(api, clock) -> tuple[list[str], str]:
     """Sealed vials from the initial inventory, and a registered patient."""
     inv = services.take_inventory(api.ledger, api.clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", clock() - timedelta(hours=2),
-        (InventoryItemInput(KETAMINE_50, "KA2611", "2028-06-30", sealed=True, containers=3),)))
+        (InventoryItemInput(KETAMINE_50, "KA2611", "2028-06-30", sealed=True, containers=3),)), witness=api.clinic.nurse)
     pat = api.client.post(api.url("/patients"), json={"name": "Jordan Example", "address": ADDRESS},
                           headers=api.headers("nora"))
     assert pat.status_code == 201, pat.text

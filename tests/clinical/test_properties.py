@@ -239,7 +239,9 @@ def _run(ops: Ops, s: tuple, model: Model) -> None:
             return
         services.report_theft_or_loss(ops.ledger, ops.compliance, ReportTheftOrLoss(
             datetime.now(UTC), "other", False, 0, "10.00",
-            lost=(LostVialInput(v["vial_id"], None if s[2] is None else str(s[2])),)), witness=ops.manager)
+            lost=(LostVialInput(v["vial_id"], None if s[2] is None else str(s[2])),),
+            narrative="vial missing", corrective_measures="safe code changed", other_explanation="not found",
+            contact_name="Cora Compliance", contact_phone="512-555-0142"), witness=ops.manager)
         ml = model.vials[v["vial_id"]][1] if s[2] is None else s[2]
         model.lines[model.take(v["vial_id"], ml)]["theft_or_loss"] += ml
     elif kind == "spill":

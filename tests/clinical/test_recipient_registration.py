@@ -336,7 +336,7 @@ def test_entries_recorded_before_keep_verifying(ledger):
 
     vids = services.take_inventory(ledger, pharmacist, TakeInventory(
         "initial", "opening_of_business", an_hour_ago() - timedelta(hours=2),
-        (InventoryItemInput(KETAMINE_50, "L1", "2028-06-30", True, containers=2),)))["vial_ids"]
+        (InventoryItemInput(KETAMINE_50, "L1", "2028-06-30", True, containers=2),)), witness=nurse)["vial_ids"]
     ledger.execute(DEA, "transfer_stock", {"kind": "transfer", "vials": [vids[0]]}, build_old,
                    principal_id=pharmacist.staff_id)
     ledger.execute(DEA, "return_stock", {"kind": "return", "vials": [vids[1]]}, build_old,

@@ -138,17 +138,17 @@ class LedgerContract:
                 InventoryItemInput(KETAMINE_50, "LOT-1", "2028-01-31", sealed=True, containers=4),
                 InventoryItemInput(KETAMINE_50, "LOT-1", "2028-01-31", sealed=False, ml="6.00",
                                    first_punctured_on=(an_hour_ago() - timedelta(days=1)).date().isoformat()),
-            )))
+            )), witness=c.nurse)
         assert len(res["vial_ids"]) == 5
         e = decode(entries_of(ledger)[-1]["canonical"])
         assert [i["estimated"] for i in e["items"]] == [False] * 4 + [True]
         assert sum(Decimal(i["ml"]) for i in e["items"]) == Decimal("46.00")
         with pytest.raises(Conflict) as exc:
-            services.take_inventory(ledger, c.pharmacist, TakeInventory("initial", "opening_of_business", an_hour_ago()))
+            services.take_inventory(ledger, c.pharmacist, TakeInventory("initial", "opening_of_business", an_hour_ago()), witness=c.nurse)
         assert exc.value.field == "inventory_type"
 
     def test_empty_initial_inventory(self, clinic):
-        res = services.take_inventory(clinic.ledger, clinic.nurse, TakeInventory("initial", "close_of_business", an_hour_ago()))
+        res = services.take_inventory(clinic.ledger, clinic.nurse, TakeInventory("initial", "close_of_business", an_hour_ago()), witness=clinic.pharmacist)
         assert res["vial_ids"] == []
         assert decode(entries_of(clinic.ledger)[-1]["canonical"])["items"] == []
 

@@ -107,7 +107,7 @@ def signed_clinic(ledger, tmp_path) -> SimpleNamespace:
     ops = Ops(ledger)
     # An empty initial inventory (unsigned history too): reports need one (tests/reports).
     services.take_inventory(ledger, ops.pharmacist, TakeInventory("initial", "opening_of_business",
-                                                                  an_hour_ago() - timedelta(hours=1)))
+                                                                  an_hour_ago() - timedelta(hours=1)), witness=ops.nurse)
     history = entry_count(ledger)
     admin, _, admin_cid = signing(ledger, ops.admin, "admin-pass-2026", None, rp_id="localhost",
                                   origins=("http://localhost:8000",))

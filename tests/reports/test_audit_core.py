@@ -17,7 +17,7 @@ from reports import audit as report_audit
 from reports.fmt import Period
 from reports.verify import read_report_data
 from tests.cli.test_cli import run
-from tests.clinical.test_audit import BOOK_ENDED, WORKED_EXAMPLE, figures, worked_example
+from tests.clinical.test_audit import WORKED_EXAMPLE, figures, worked_example
 from tests.conftest import DEA
 from tests.reports.report_keys import CLI_KEY_DIR, admin_of, certify
 
@@ -67,9 +67,11 @@ def test_pdf_figures_are_the_core_audit(built):
     assert p["beginning_source"]["inventory_type"] == "initial"
     assert p["ending_source"]["kind"] == "stock_counted"
     assert p["unreconciled"]["ml"] == "0.00"
-    # the chart: book balance from 0 through the inventory (46 mL) to 31 mL left after 23 draws
+    # the chart: book balance from the initial inventory the window begins at (46 mL, issue 20)
+    # to 31 mL left after 23 draws
     pts = charts[p["ndc_key"]]
-    assert pts[0][1] == "0.00" and pts[-1][1] == "31.00"
+    assert pts[0][1] == "46.00" and pts[-1][1] == "31.00"
+    assert data["period"]["window"]["first_period"] is True
 
 
 def _ledger(url: str) -> Ledger:
@@ -92,11 +94,11 @@ def test_verify_report_passes(built):
     assert p.stdout.startswith("OK"), p.stdout
 
 
-def test_without_a_count_the_pdf_ending_is_the_book(built):
-    """The report over the entries before the count (a smaller tree size) has the hand figures
-    of the book-ended worked example (``BOOK_ENDED``): the initial inventory begins the period,
-    and with no count after it the ending is the book (31.00 mL), labelled book. Catches
-    administered taken from the draw and the total mg summed from mL."""
+def test_without_a_count_the_audit_is_refused(built):
+    """Issue 20, one period: over the entries before the count (a smaller tree size) no count
+    ends the window (the book-ended audit of ``BOOK_ENDED`` is the core's, per instant,
+    tests/clinical/test_audit.py): the report is refused, offering the initial inventory."""
+    from reports.errors import ReportError
     from reports.source import load_snapshot
 
     ledger = _ledger(built["url"])
@@ -108,9 +110,7 @@ def test_without_a_count_the_pdf_ending_is_the_book(built):
     finally:
         ledger.dispose()
     period = Period(built["first"], built["last"], TZ)
-    f = report_audit.compute(snap, period)
-    f.pop("charts")
-    (p,) = f["products"]
-    assert figures(p) == BOOK_ENDED and figures(f["total"]) == BOOK_ENDED and p["variance_percent"] == "0.00"
-    assert p["ending_basis"] == "book" and p["ending_source"] is None
-    assert p["mg"]["receipts"] == "5000.00" and p["ml"]["ending"] == "31.00" and p["mg"]["difference"] == "0.00"
+    with pytest.raises(ReportError) as exc:
+        report_audit.compute(snap, period)
+    assert exc.value.field == "to"
+    assert [c["kind"] for c in exc.value.offers["from"]] == ["inventory_taken"]

@@ -84,7 +84,7 @@ def record_day(ledger, c: Clinic, morgan, db_url: str, tmp_path: Path) -> Simple
     certify(ledger, c.admin, tmp_path / CLI_KEY_DIR)
     now = datetime.now(UTC)
     at = lambda h: now - timedelta(hours=h)  # noqa: E731
-    services.take_inventory(ledger, c.nurse, TakeInventory("initial", "close_of_business", at(6)))
+    services.take_inventory(ledger, c.nurse, TakeInventory("initial", "close_of_business", at(6)), witness=c.pharmacist)
     v = services.receive_stock(ledger, c.nurse, ReceiveStock(c.supplier_id, "INV-7731", at(5), (
         ReceivedLineInput(KETAMINE_50, 30, "KA2611", "2028-06-30", invoiced_containers=31),)))["vial_ids"]
     k10 = services.receive_stock(ledger, c.nurse, ReceiveStock(c.supplier_id, "INV-7732", at(5), (

@@ -80,7 +80,7 @@ def test_a_log_key_that_did_not_sign_fails(floor, tmp_path):  # noqa: F811
 def test_a_bundle_older_than_the_report_is_named(floor, tmp_path):  # noqa: F811
     api = floor
     bundle = bundle_of(api.ledger, DEA)
-    services.take_inventory(api.ledger, api.clinic.nurse, TakeInventory("biennial", "opening_of_business", utcnow()))
+    services.take_inventory(api.ledger, api.clinic.nurse, TakeInventory("biennial", "opening_of_business", utcnow()), witness=api.clinic.pharmacist)
     pdf = report_file(api, tmp_path)
     p = offline(tmp_path, pdf, bundle, check=False)
     assert p.returncode == 1 and "FAIL the bundle ends at tree size" in p.stderr, p.stderr

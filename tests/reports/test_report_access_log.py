@@ -48,7 +48,7 @@ def floor(ledger, db_url, tmp_path):
     certify(ledger, api.clinic.admin, tmp_path / CLI_KEY_DIR)
     api.client.app.state.web_settings = WebSettings(cookie_secure=False)
     services.take_inventory(ledger, api.clinic.nurse, TakeInventory(
-        "initial", "close_of_business", datetime.now(UTC) - timedelta(hours=3)))
+        "initial", "close_of_business", datetime.now(UTC) - timedelta(hours=3)), witness=api.clinic.pharmacist)
     rec = api.client.post(api.url("/receipts"), headers=api.headers("nora"), json={
         "supplier_id": api.clinic.supplier_id, "invoice_number": "INV-R1",
         "occurred_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat(),

@@ -137,7 +137,7 @@ APPROVERS = ("morgan",)
 #: A second person signs these on the recorder's device (issue 15), read as an optional witness:
 #: left out, the service refuses naming ``witness`` (the Form 106 example takes a vial off the book).
 SECOND_PERSON = frozenset({"resolve_discrepancy", "record_breakage", "report_theft_or_loss", "transfer_stock",
-                           "return_stock", "open_package"})
+                           "return_stock", "open_package", "take_inventory"})
 BIG = 10 * 1024 * 1024
 JSON = "application/json"
 
@@ -182,6 +182,7 @@ class World:
         self.ids = {"supplier_id": c.supplier_id, "patient_id": self.patient, "staff_id": self.tess, "dea": DEA,
                     "seq": "1", "vial_id": self.vials(1)[0], "session_id": self.count_session(),
                     "kind": "roles",  # a report kind (issue 20) that needs no inventory
+                    "container_id": _preparation(self),  # issue 21: a bag prepared, its label printable
                     "sha256": services.store_document(led, c.pharmacist, StoreDocument(
                         b"%PDF-1.7 the sweep's document", "application/pdf", "Sweep"))["sha256"]}
 
@@ -266,6 +267,10 @@ class World:
         """A new registrant without stock (for an initial inventory), with our login."""
         dea = valid_dea(next(self.serial))
         other = Clinic(self.ledger, dea=dea)
+        for w in WITNESSES:  # issue 20: every inventory is witnessed (enrolled first: alone, no approver)
+            services.enroll_staff(self.ledger, other.admin, EnrollStaff(w.title() + " Witness", w,
+                                                                        ("nurse", "pharmacist")))
+            self.api.set_password(w, dea=dea)
         services.enroll_staff(self.ledger, other.admin, EnrollStaff("Everyone Everything", USER, ALL))
         self.api.set_password(USER, dea=dea)
         return dea
@@ -328,6 +333,20 @@ def _preparation(w: World, *, infused: bool = False) -> str:
     return pid
 
 
+def _loss_report(w: World) -> int:
+    """Issue 20: a theft or loss report of one vial, discovered an hour before the sweep's moment,
+    by a manager with the pharmacist as second person, for a notice or a filing; its seq."""
+    from ledger.domain.commands import LostVialInput, ReportTheftOrLoss
+
+    if getattr(w, "loss_reporter", None) is None:
+        w.loss_reporter = w.clinic.enroll("Lou Reporter", "lou", "manager")
+    r = services.report_theft_or_loss(w.ledger, w.loss_reporter, ReportTheftOrLoss(
+        w.when - timedelta(hours=1), "night_break_in", False, 0, "10.00", lost=(LostVialInput(w.vials(1)[0]),),
+        narrative="safe found open", corrective_measures="code changed", contact_name="Lou Reporter",
+        contact_phone="512-555-0142"), witness=w.clinic.pharmacist)
+    return r["entries"][0]["seq"]
+
+
 def _sealed_carton(w: World) -> Prep:
     """Issue 19: a sealed carton of 10 vials (KETAMINE_50's package), received for the opening."""
     pid = services.receive_stock(w.ledger, w.clinic.nurse, ReceiveStock(
@@ -374,6 +393,9 @@ PREPARE: dict[str, Callable[[World], Prep]] = {
     "transfer_stock": lambda w: Prep(body={"vial_ids": w.transferable()}),
     "return_stock": lambda w: Prep(body={"vial_ids": w.vials(1)}),
     "report_theft_or_loss": lambda w: Prep(body={"vial_id": w.vials(1)[0]}),
+    # issue 20: a fresh loss report for each (one notice and one filing per report)
+    "record_dea_notice": lambda w: Prep(body={"loss_report_seq": _loss_report(w)}),
+    "record_form_106_filing": lambda w: Prep(body={"loss_report_seq": _loss_report(w)}),
     "correct_entry": _correction,
     "quarantine_stock": lambda w: Prep(body={"vial_ids": w.vials(1)}),
     "release_quarantine": lambda w: Prep(body={"vial_ids": w.quarantined()}),
@@ -405,7 +427,8 @@ CREDENTIALS = {"login": {"username", "password", "totp"}, "create_witness_assert
 NOTHING = {"supplier_id": "SUP999999", "patient_id": "P999999", "vial_id": "V999999-1", "vial_ids": "V999999-1",
            "device_ids": "V999999-1",  # issue 19: esketamine devices are vials rows
            "administration_id": "A999999", "ndc": "0409-2051-99", "ndcs": "0409-2051-99", "corrects_seq": 999999,
-           "fixed_by_seq": 999999, "covers_seqs": 999999, "documents": "ab" * 32}
+           "fixed_by_seq": 999999, "covers_seqs": 999999, "documents": "ab" * 32,
+           "loss_report_seq": 999999, "document_sha256": "ab" * 32}  # issue 20
 #: Routes whose body changes credentials or sessions, which are not entries.
 NO_ENTRY = {"login", "create_witness_assertion", "change_own_password", "set_staff_password"}
 #: Fields that name something new, not something recorded.
@@ -600,7 +623,8 @@ BAD_PATH = {
 }
 #: A well-formed id of nothing, per path parameter (checked separately: must be a 404 naming it).
 NOBODY = {"alert_id": "AL999999", "discrepancy_id": "D999999-0", "session_id": "C999999", "patient_id": "P999999",
-          "staff_id": "S999999", "vial_id": "V999999-1", "seq": "999999", "sha256": "0" * 64}
+          "staff_id": "S999999", "vial_id": "V999999-1", "seq": "999999", "sha256": "0" * 64,
+          "container_id": "V999999-1"}  # issue 21: a beyond-use label
 BAD_QUERY = [("empty", ""), ("long", "q" * 5000), ("NUL", "\x00"), ("lone surrogate", "\ud800"),
              ("zero-width", "a\u200b"), ("huge number", "9" * 40), ("negative", "-1"), ("NaN", "NaN"),
              ("1e309", "1e309"), ("month 13", "2026-13-45T00:00:00Z"), ("no zone", "2026-11-01T10:00:00"),

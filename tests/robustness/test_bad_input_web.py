@@ -170,7 +170,7 @@ class World:
             "Other Supply", AddressInput("1 Dock St", "Dallas", "TX", "75201"), "PB1234563",
             **SUPPLIER_REGISTRATION))["supplier_id"]
         services.take_inventory(ledger, o.pharmacist, TakeInventory("initial", "opening_of_business", start, items=(
-            InventoryItemInput(KETAMINE_50, "KB2601", "2028-03-31", sealed=True, containers=2),)))
+            InventoryItemInput(KETAMINE_50, "KB2601", "2028-03-31", sealed=True, containers=2),)), witness=o.nurse)
         self.other_vial = queries.usable_vials(ledger, DEA2, clinic_today())[0]["vial_id"]
         self.other_patient = services.register_patient(ledger, o.nurse, RegisterPatient(
             "Olga Other", AddressInput("9 Oak St", "Dallas", "TX", "75201")),
@@ -216,6 +216,16 @@ class World:
     def new_discrepancy(self) -> None:
         self.discrepancy = open_discrepancy(self.ledger, self.clinic)
 
+    def new_loss_report(self) -> None:
+        """Issue 20: a theft or loss report discovered an hour ago, open for its notice and filing."""
+        from ledger.domain.commands import LostVialInput, ReportTheftOrLoss
+
+        vial = queries.usable_vials(self.ledger, DEA, clinic_today())[0]["vial_id"]
+        services.report_theft_or_loss(self.ledger, self.me, ReportTheftOrLoss(
+            datetime.now(UTC) - timedelta(hours=1), "night_break_in", False, 0, "10.00", lost=(LostVialInput(vial),),
+            narrative="safe found open", corrective_measures="code changed", contact_name="Everyone Everything",
+            contact_phone="512-555-0142"), witness=self.clinic.pharmacist)
+
     def ensure_root(self) -> None:
         """The registrant's root credential (this login's password key), made as the signing-key
         page makes it, unless the signing-key form's valid submission made it already."""
@@ -248,6 +258,9 @@ class World:
             "lines-N-ndc": [("no such product", "0409-2051-99")],
             "fixed_by_seq": [("no such entry", "999999")],
             "covers_seqs": [("no such entry", "999999")],
+            # issue 20: an entry that is no theft or loss report (1: the first staff enrolment)
+            "notice_report": [("no such entry", "999999"), ("not a loss report", "1")],
+            "filing_report": [("no such entry", "999999"), ("not a loss report", "1")],
         }
         if name.endswith("username"):
             return [("another registrant's login", "otto"), ("no such login", "nobody-here")]
@@ -429,9 +442,10 @@ def taints(strict: bool) -> list[tuple[str, Value, bool]]:
 
 
 def read_when_needed(name: str) -> bool:
-    """A witness's code, read when their role needs one (ours need none), and the scan box, read on
-    "Add scanned carton" (the valid submission records): any value may be right."""
-    return name.endswith("_totp") or name == "scan"
+    """A witness's code, read when their role needs one (ours need none), the scan box, read on
+    "Add scanned carton", and the infusion's patient search box, read on "Find patient" (issue 21;
+    the valid submission records): any value may be right."""
+    return name.endswith("_totp") or name in ("scan", "patient_query")
 
 
 def values_for(f: Field, world: World) -> list[tuple[str, Value, bool]]:
@@ -483,6 +497,11 @@ def _first_vial(form: ParsedForm) -> list[str]:
     return form.values("vial_ids")[:1]
 
 
+def _first_option(form: ParsedForm, name: str) -> str:
+    """The first real choice of select ``name`` (not its placeholder)."""
+    return next(o for c in form.controls if c.name == name for o in c.options if o)
+
+
 def _infusion(w: World, form: ParsedForm) -> dict[str, Any]:
     row = next(c.name.split("-")[1] for c in form.controls if re.fullmatch(r"vials-\d+-use", c.name) and not c.disabled)
     return {"patient_id": w.patient, "prescriber_dea_number": DEA, "weight_kg": "72.50", "ordered_mg_per_kg": "0.50",
@@ -516,7 +535,8 @@ FORMS = [
          fill=lambda w, f: {"category": "other", "explanation": "Counted again next morning; the vial was in the fridge.",
                             # issue 15: a second person who did not count (Nora and Ned did)
                             "second_username": "pia", "second_password": PASSWORD}),
-    Spec("/ui/{dea}/infusions/new", lambda w: "infusions/new", fill=_infusion),
+    # issue 21: the patient is picked, not typed; the page opened with a chart number offers them
+    Spec("/ui/{dea}/infusions/new", lambda w: f"infusions/new?patient={w.patient}", fill=_infusion),
     Spec("/ui/{dea}/destructions/new", lambda w: "destructions/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "reason": "damaged vial", "witness1_username": "ned",
                             "witness1_password": PASSWORD, "witness2_username": "pia", "witness2_password": PASSWORD}),
@@ -528,7 +548,22 @@ FORMS = [
                             "witness_username": "ned", "witness_password": PASSWORD}),
     Spec("/ui/{dea}/losses/new", lambda w: "losses/new",
          fill=lambda w, f: {"vial_ids": _first_vial(f), "loss_type": "other", "police_notified": "no",
-                            "purchase_value_usd": "12.50", "witness_username": "pia", "witness_password": PASSWORD}),
+                            "purchase_value_usd": "12.50", "witness_username": "pia", "witness_password": PASSWORD,
+                            # issue 20: the rest of Form 106
+                            "narrative": "vial missing from the safe at opening",
+                            "corrective_measures": "safe code changed", "other_explanation": "not found after a search",
+                            "contact_phone": "512-555-0142"}),
+    # issue 20: the follow-up page's two forms (same action), each for a report still open for it
+    Spec("/ui/{dea}/losses/follow-up", lambda w: "losses/follow-up", prepare=World.new_loss_report,
+         key=lambda w: "notice", fill=lambda w, f: {"notice_report": _first_option(f, "notice_report"),
+                                                    "method": "email", "recipient": "DEA Houston Division"}),
+    Spec("/ui/{dea}/losses/follow-up", lambda w: "losses/follow-up", prepare=World.new_loss_report,
+         key=lambda w: "filing", fill=lambda w, f: {"filing_report": _first_option(f, "filing_report"),
+                                                    "confirmation_number": "106-2026-0042187"}),
+    # issue 20: a biennial inventory, every vial on the book found sealed, before a witness
+    Spec("/ui/{dea}/inventories/new", lambda w: "inventories/new?type=biennial", key=lambda w: "biennial",
+         fill=lambda w, f: {**{c.name: "sealed" for c in f.controls if re.fullmatch(r"vials-\d+-found", c.name)},
+                            "taken_at": "close_of_business", "witness_username": "ned", "witness_password": PASSWORD}),
     Spec("/ui/{dea}/receipts/new", lambda w: "receipts/new",
          fill=lambda w, f: {"supplier_id": w.clinic.supplier_id, "lines-0-ndc": KETAMINE_50, "lines-0-containers": "2",
                             "lines-0-lot": "KA2700", "lines-0-expiry": "2028-06-30", "action": "record"}),

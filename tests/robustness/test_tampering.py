@@ -123,7 +123,7 @@ def tampered(ledger, db_url, tmp_path) -> Iterator[Tampered]:
     clinic = Clinic(ledger)
     keys = PatientKeys.from_base64(PATIENT_KEY)
     services.take_inventory(ledger, clinic.pharmacist, TakeInventory(  # reports need one
-        "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=3), items=()))
+        "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=3), items=()), witness=clinic.nurse)
     patients = [services.register_patient(ledger, clinic.nurse, RegisterPatient(
         name, AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
         for name in ("Pat Example", "Sam Other")]

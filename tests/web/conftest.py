@@ -121,7 +121,7 @@ def seed(tmp: Path) -> Seeded:
         "initial", "opening_of_business", clock.now - timedelta(minutes=5), items=(
             InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=3),
             InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=False, ml="6.00",
-                               first_punctured_on=(clock.now - timedelta(days=1)).date().isoformat()))))
+                               first_punctured_on=(clock.now - timedelta(days=1)).date().isoformat()))), witness=clinic.nurse)
     clock.now = now - timedelta(days=2)
     receipt = services.receive_stock(ledger, clinic.nurse, ReceiveStock(
         clinic.supplier_id, "GMS-0001", clock.now - timedelta(minutes=5),

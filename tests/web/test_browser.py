@@ -135,11 +135,15 @@ def test_infusion_with_its_witness_signing_on_the_same_screen(server, context, s
     page = context.new_page()
     log_in(page, server, "nora")
     page.get_by_role("link", name="Record an infusion").first.click()
-    page.get_by_label("Patient id").fill(server.seeded.patient_id)
-    page.get_by_role("button", name="Check patient").click()
-    assert "Jordan Example" in page.inner_text("main")
-    assert "Jordan" not in page.url
-    page.get_by_label("Prescriber DEA number").fill("AB1234563")
+    # issue 21: the patient is found by name (Enter in the search box finds) and picked; the
+    # prescriber is picked from the registered ones
+    page.get_by_label("Name or chart number").fill("jordan")
+    page.get_by_label("Name or chart number").press("Enter")
+    page.wait_for_load_state()
+    assert "Jordan Example" in page.inner_text("#patient-picks")
+    assert "Jordan" not in page.url and "jordan" not in page.url
+    page.get_by_label(re.compile("Jordan Example")).check()
+    page.get_by_label(re.compile("Dr. Alex Prescriber")).check()
     page.get_by_label("Weight (kg)").fill("72.50")
     page.get_by_label("Ordered dose (mg/kg)").fill("0.50")
     assert "Dose 36.25 mg" in page.inner_text("#dose-preview")
@@ -162,13 +166,19 @@ def test_infusion_with_its_witness_signing_on_the_same_screen(server, context, s
     page.get_by_label("Witness username").fill("ned")
     page.get_by_label("Witness password").fill(PASSWORD)
     page.get_by_role("button", name="Record infusion").click()
-    page.wait_for_url(re.compile(r".*/entries/\d+\?saved=\d+"))
-    text = page.inner_text("main")
-    assert "Recorded as entry" in text and "dose administered" in text and "36.25" in text
-    assert "Ned Nurse" not in text  # the waste entry (next seq) carries the witness; this is the administration
+    # issue 21: a confirmation in the clinic's words and local time, on the form for the next one
+    page.wait_for_url(re.compile(r".*/infusions/new\?saved=\d+$"))
+    text = page.inner_text("#saved")
+    assert "Infusion for J. Example: 36.50 mg given, 13.50 mg wasted, witnessed by Ned Nurse at " in text, text
+    assert "Ordered 36.25 mg" in text and "Recorded as entry" in text and "dose administered" in text
+    assert "Jordan" not in page.url
     shots(page, "11-infusion-saved")
-    seq = int(re.search(r"/entries/(\d+)", page.url).group(1))
-    assert f"entry #{seq + 1}" in text and "in the same transaction" in text  # the waste (and any alert)
+    seq = int(page.url.rsplit("=", 1)[1])
+    assert f"entry #{seq + 1}" in text  # the waste, recorded with it
+    page.get_by_role("link", name="Technical view of the entry").click()
+    page.wait_for_url(re.compile(rf".*/entries/{seq}$"))
+    assert "dose administered" in page.inner_text("main") and "36.25" in page.inner_text("main")
+    page.go_back()
     page.get_by_role("link", name=f"entry #{seq + 1}", exact=True).click()
     waste = page.inner_text("main")
     assert "dose wasted" in waste and "Ned Nurse" in waste and "witnessed" in waste

@@ -102,8 +102,10 @@ def test_witness_confirms_an_infusion_with_a_passkey_in_the_browser(pk_server, c
     # Nora records an infusion with waste; Ned, at her screen, types only his username
     log_in(page, server, "nora")
     page.get_by_role("link", name="Record an infusion").first.click()
-    page.get_by_label("Patient id").fill(server.seeded.patient_id)
-    page.get_by_label("Prescriber DEA number").fill("AB1234563")
+    page.get_by_label("Name or chart number").fill(server.seeded.patient_id)  # a chart number finds them too
+    page.get_by_role("button", name="Find patient").click()
+    page.get_by_label(re.compile("Jordan Example")).check()
+    page.get_by_label(re.compile("Dr. Alex Prescriber")).check()
     page.get_by_label("Weight (kg)").fill("72.50")
     page.get_by_label("Ordered dose (mg/kg)").fill("0.50")
     first = page.locator("input[type=checkbox][name$='-use']:not([disabled])").first
@@ -123,8 +125,8 @@ def test_witness_confirms_an_infusion_with_a_passkey_in_the_browser(pk_server, c
     assert page.get_by_label("Weight (kg)").input_value() == "72.50"  # nothing typed is lost
     shots(page, "21-infusion-passkey-prompt")
     page.get_by_role("button", name="Ned Nurse: confirm with passkey").click()
-    page.wait_for_url(re.compile(r".*/entries/\d+\?saved=\d+"))
-    assert "Recorded as entry" in page.inner_text("main")
+    page.wait_for_url(re.compile(r".*/infusions/new\?saved=\d+$"))
+    assert "Recorded as entry" in page.inner_text("main") and "witnessed by Ned Nurse" in page.inner_text("#saved")
     w = waste_witness(server.seeded.db.removeprefix("sqlite:///"))
     assert w["auth_method"] == "passkey" and w["printed_name"] == "Ned Nurse"
     assert set(w["proof"]) == {"credential_id", "authenticator_data", "client_data_json", "signature"}

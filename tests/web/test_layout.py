@@ -184,14 +184,24 @@ def server(tmp_path_factory):
     when = datetime.now(UTC) - timedelta(hours=3)
     scans = tuple(gs1.datamatrix(gtin, f"AB1234563W03N00000{k}", "HK2611-LONGLOT", datetime(2028, 5, 31).date())
                   for k in range(3))
-    services.receive_stock(ledger, nurse, ReceiveStock(seeded.supplier_id, "GMS-LONG-0001", when, (
-        ReceivedLineInput(LONG_NDC, 3, "HK2611-LONGLOT", "2028-05-31", scans=scans),)))
+    long_vials = services.receive_stock(ledger, nurse, ReceiveStock(seeded.supplier_id, "GMS-LONG-0001", when, (
+        ReceivedLineInput(LONG_NDC, 3, "HK2611-LONGLOT", "2028-05-31", scans=scans),)))["vial_ids"]
     # a count one carton short of the long-named product: a discrepancy (and its alert) on the pages
     session = services.start_count(ledger, nurse, StartCount())["session_id"]
     pia = Principal(DEA, staff["pia"].staff_id, "Pia Pharmacist", AuthMethod.CONSOLE_BOOTSTRAP)
     services.submit_count(ledger, nurse, SubmitCount(session, (
         CountLineInput(LONG_NDC, 2), CountLineInput(KETAMINE_50, 7, 1, "6.00"), CountLineInput(KETAMINE_10, 0)),
         datetime.now(UTC) - timedelta(hours=2)), second_counter=pia)
+    # issue 20: an open theft report (after the count), so the Form 106 follow-up page shows its forms
+    from ledger.domain.commands import LostVialInput, ReportTheftOrLoss
+
+    morgan = Principal(DEA, staff["morgan"].staff_id, "Morgan Manager", AuthMethod.CONSOLE_BOOTSTRAP)
+    services.report_theft_or_loss(ledger, morgan, ReportTheftOrLoss(
+        datetime.now(UTC) - timedelta(hours=1), "night_break_in", True, 0, "48.00",
+        lost=(LostVialInput(long_vials[0]),), police_department="Austin Police Department",
+        narrative="Back door forced overnight; one vial taken from the safe.",
+        corrective_measures="Door replaced; safe code changed.", contact_name="Morgan Manager",
+        contact_phone="+1 (512) 555-0142"), witness=pia)
     ledger.dispose()
     with serving(tmp, seeded) as s:
         yield s
@@ -201,7 +211,7 @@ def _staff(ledger, dea: str) -> dict:
     from api.http.auth_store import AuthStore
 
     store = AuthStore(ledger)
-    return {u: store.staff_by_username(dea, u) for u in ("avery", "nora", "pia")}
+    return {u: store.staff_by_username(dea, u) for u in ("avery", "nora", "pia", "morgan")}
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +265,8 @@ def test_every_linked_page_fits_for_every_role(server, browser, states, shot_dir
         pages.close()
     assert not pages.problems, "\n".join(pages.problems)
     # every page of the navigation was reached by some role (the nurse's and the manager's at least)
-    assert {"today", "stock", "infusions-new", "counts-new", "alerts", "reports", "status"} <= set(seen), seen
+    assert {"today", "stock", "infusions-new", "counts-new", "alerts", "reports", "status",
+            "downtime"} <= set(seen), seen  # issue 21: the downtime forms (nurse, pharmacist, manager)
 
 
 @pytest.mark.parametrize("size", list(VIEWPORTS))
@@ -288,6 +299,12 @@ def test_pages_behind_the_forms_fit(server, browser, states, shot_dir, size):
         page.wait_for_load_state()
         assert page.locator("#error-summary").count() == 1, page.inner_text("main")
         pages.check(page, "infusions-new-errors", "nora")
+        # issue 21: the patient found by name and the prescriber, picked from radio rows (44 px each)
+        page.get_by_label("Name or chart number").fill("Jordan")
+        page.get_by_role("button", name="Find patient").click()
+        page.wait_for_load_state()
+        assert page.locator("#patient-picks input[type=radio]").count() == 1, page.inner_text("main")[:500]
+        pages.check(page, "infusions-new-picks", "nora")
         # a carton scanned: the receipt's lines table
         page.goto(server.ui + "receipts/new")
         page.get_by_label("GS1 barcode scan").fill(scan("6745700110", "KA2699", "280731", f"L-{size}"))
@@ -310,6 +327,18 @@ def test_pages_behind_the_forms_fit(server, browser, states, shot_dir, size):
         page.wait_for_url(re.compile(r".*/entries/\d+$"))
         assert page.locator("h1").inner_text().startswith("Entry #")
         pages.check(page, "entry", "nora")
+
+        # issue 20: an initial inventory's form (the biennial one is linked from the navigation)
+        page = pages.page("pia")
+        resp = page.goto(server.ui + "inventories/new?type=initial")
+        assert resp.status == 200
+        pages.check(page, "inventories-new-initial", "pia")
+
+        # issue 20: the Form 106 follow-up (open reports; the notice's and the filing's forms)
+        page = pages.page("morgan")
+        resp = page.goto(server.ui + "losses/follow-up")
+        assert resp.status == 200
+        pages.check(page, "losses-follow-up", "morgan")
     finally:
         pages.close()
     assert not pages.problems, "\n".join(pages.problems)

@@ -233,7 +233,7 @@ def _stock_up(web):
 
     services.take_inventory(web.ledger, web.clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=1), items=(
-            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=3),)))
+            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=3),)), witness=web.clinic.nurse)
 
 
 def test_blind_count_never_shows_the_book_and_a_manager_resolves_the_discrepancy(web):
@@ -360,7 +360,7 @@ def test_infusion_form_submits_with_hundreds_of_vials_on_hand(web):
 
     services.take_inventory(web.ledger, web.clinic.pharmacist, TakeInventory(
         "initial", "opening_of_business", datetime.now(UTC) - timedelta(hours=1), items=(
-            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=300),)))
+            InventoryItemInput(KETAMINE_50, "KA2601", "2028-03-31", sealed=True, containers=300),)), witness=web.clinic.nurse)
     pid = _patient(web)
     login(web, "nora")
     page = web.client.get(UI + "infusions/new")
@@ -469,7 +469,10 @@ def test_transfer_and_loss_pages_record_through_the_services(web):
     vial = re.search(r'name="vial_ids" value="([^"]+)"', page.text).group(1)
     loss = {"csrf_token": csrf_of(page.text), "form_key": "l1", "vial_ids": vial, "discovered_at": now,
             "loss_type": "employee_pilferage", "police_notified": "yes", "police_department": "Austin PD",
-            "losses_past_24_months": "0", "purchase_value_usd": "12.50"}
+            "losses_past_24_months": "0", "purchase_value_usd": "12.50",
+            # issue 20: the rest of Form 106
+            "narrative": "vial missing from the safe at opening", "corrective_measures": "safe code changed",
+            "contact_name": "Morgan Manager", "contact_phone": "512-555-0142"}
     # issue 15: a vial off the book needs a second person, who signs on the same screen
     r = web.client.post(UI + "losses/new", data=loss)
     assert r.status_code == 422 and 'id="f-witness_username-error"' in r.text

@@ -167,7 +167,11 @@ def test_witness_confirms_an_infusion_with_a_passkey(web):
     assert r.status_code == 200, r.text[:800]
     assert entry_count(web.ledger) == before
     assert 'data-webauthn="get"' in r.text and "Ned Nurse" in r.text and "Record an infusion" in r.text
-    assert 'value="72.50"' in r.text and "checked" in r.text and "Jordan" not in r.text
+    assert 'value="72.50"' in r.text and "checked" in r.text
+    # what Ned confirms carries the patient's id, never their name (issue 21: the form beside it
+    # shows the picked patient's name to the nurse)
+    prompt = r.text.split('id="witness-passkey"', 1)[1].split("</div>", 1)[0]
+    assert "Jordan" not in prompt and "Record an infusion" in prompt
     token = re.search(r'name="witness_assertion" value="([^"]+)"', r.text).group(1)
     options = data_options(r.text, "witness-passkey")
     # an answer over another challenge: refused next to Ned's username, nothing recorded

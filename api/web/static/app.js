@@ -70,6 +70,9 @@
       var t = ev.target;
       if (ev.key !== "Enter" || t.tagName !== "INPUT" || /^(submit|button|checkbox|radio)$/.test(t.type)) { return; }
       ev.preventDefault();
+      // a search box (the infusion's patient search) sends its own button: Enter means "find"
+      var own = t.getAttribute("data-enter-button");
+      if (own && document.getElementById(own)) { document.getElementById(own).click(); return; }
       var fields = Array.prototype.filter.call(form.elements, function (el) {
         return !el.disabled && el.type !== "hidden" && el.offsetParent !== null;
       });

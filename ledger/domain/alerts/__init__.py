@@ -43,6 +43,7 @@ from ledger.domain.alerts.deadlines import (
     biennial_inventory,
     business_days_after,
     loss_deadlines,
+    loss_deadlines_overdue,
     registration_expiry,
 )
 from ledger.domain.alerts.enrolment import alone_enrolment, witness_enrolled_by_actor
@@ -112,6 +113,7 @@ __all__ = [
     "late_entry",
     "local_time",
     "loss_deadlines",
+    "loss_deadlines_overdue",
     "loss_pattern",
     "loss_reported",
     "now_utc",

@@ -42,6 +42,7 @@ NON_EVENT_KINDS = frozenset({
     "registration_expiry_recorded", "policy_set",
     "prescriber_registered", "supplier_registration_recorded",  # issue 19
     "report_key_certified",  # issue 18
+    "dea_notice_sent", "form_106_filed",  # issue 20: a report's follow-up, recorded after the fact by design
 })
 
 

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from ledger.domain.alerts.candidates import AlertPolicy, Candidate, end_of_local_day, local_time
+from ledger.domain.form106 import follow_ups  # issue 20
 
 
 def business_days_after(start: date, n: int, *, state: str | None = None) -> date:
@@ -35,6 +36,35 @@ def loss_deadlines(discovered_at: str, tz: str) -> dict[str, str]:
         "dea_notice": end_of_local_day(business_days_after(day, 1), tz),
         "form_106": end_of_local_day(day + timedelta(days=45), tz),
     }
+
+
+def loss_deadlines_overdue(entries: Sequence[dict[str, Any]], now: datetime, tz: str) -> list[Candidate]:
+    """Issue 20: a theft/loss report whose written notice to DEA, or whose Form 106, is past due
+    with no ``dea_notice_sent`` / ``form_106_filed`` entry for it: one critical alert per missed
+    deadline. Recording the notice or the filing clears it (``alert_cleared`` citing that entry),
+    and none is raised once it is recorded, late or not."""
+    done = follow_ups(entries)
+    out = []
+    for e in entries:
+        if e["kind"] != "theft_or_loss_reported":
+            continue
+        have = done.get(e["seq"], {})
+        for name, due_field, follow, what in (
+                ("dea_notice", "notice_due_at", "notice", "written notice to the DEA field office"),
+                ("form_106", "form_106_due_at", "filing", "DEA Form 106")):
+            due = e.get(due_field)
+            if follow in have or due is None or now <= local_time(due, tz):
+                continue
+            prefix = "dea_notice_overdue" if name == "dea_notice" else "form_106_overdue"
+            out.append(Candidate(
+                alert_key=f"{prefix}:{e['seq']}", rule="loss_deadline_overdue", severity="critical", subjects=(),
+                summary=(f"{what} for the theft or loss reported as entry {e['seq']} was due "
+                         f"{local_time(due, tz).strftime('%Y-%m-%d %H:%M %Z')} and is not recorded as "
+                         f"{'sent' if follow == 'notice' else 'filed'}: send it now and record it"),
+                parameters={"notice_business_days": "1", "form_106_days": "45"}, evidence_seqs=(e["seq"],),
+                figures={"loss_report_seq": str(e["seq"]), "due": due}, deadlines={name: due},
+            ))
+    return out
 
 
 def _add_years(d: date, years: int) -> date:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from ledger.domain.alerts.candidates import Candidate, signer_by_meaning
+from ledger.domain.form106 import IN_TRANSIT_RULE, transit_shortages  # issue 20
 
 
 def stock_off_by_loss_adjustment(entry: dict[str, Any]) -> Candidate | None:
@@ -61,4 +62,23 @@ def breakage_recorded(entry: dict[str, Any]) -> Candidate | None:
         figures={"what": entry["what"], "ml": str(total), "recoverable": "true" if entry["recoverable"] else "false",
                  "vials": " ".join(f"{a['vial_id']}:{a['ml']}" for a in entry["lines"]),
                  "after_counts": " ".join(str(s) for s in after), "recorded_by": recorder, "witnessed_by": witness},
+    )
+
+
+def shortage_at_receipt(entry: dict[str, Any]) -> Candidate | None:
+    """Issue 20: a receipt where fewer containers (or packages) arrived than the invoice says
+    were shipped. A loss in transit is the supplier's to report (21 CFR 1301.74(c)); the clinic
+    keeps the supplier's notice with the receipt, so someone follows it up."""
+    if entry["kind"] != "stock_received":
+        return None
+    supplier = (entry.get("supplier") or {}).get("name", "the supplier")
+    short = transit_shortages(entry["invoice_number"], supplier, entry.get("lines") or ())
+    if not short:
+        return None
+    return Candidate(
+        alert_key=f"shortage_at_receipt:{entry['seq']}", rule="shortage_at_receipt", severity="medium",
+        subjects=(), summary=f"receipt entry {entry['seq']}: " + "; ".join(s["note"] for s in short),
+        parameters={"rule": IN_TRANSIT_RULE}, evidence_seqs=(entry["seq"],),
+        figures={"invoice_number": entry["invoice_number"], "supplier": supplier,
+                 "short": " ".join(f"line {s['line']}:{s['short']} {s['unit']}" for s in short)},
     )

@@ -24,7 +24,11 @@ from ledger.domain.alerts.candidates import (
     signers,
 )
 from ledger.domain.alerts.deadlines import loss_deadlines
-from ledger.domain.alerts.losses import breakage_recorded, stock_off_by_loss_adjustment
+from ledger.domain.alerts.losses import (
+    breakage_recorded,
+    shortage_at_receipt,
+    stock_off_by_loss_adjustment,
+)
 from ledger.domain.alerts.stock_removed import stock_removed_by_correction
 from ledger.integrity.canonical import parse_time
 
@@ -236,7 +240,7 @@ def per_entry_rules(entry: dict[str, Any], policy: AlertPolicy, tz: str) -> list
     for c in (late_entry(entry, policy), dose_above_order(entry),
               quarantined(entry), loss_reported(entry, tz), suspected_loss(entry, tz),
               stock_removed_by_correction(entry), book_read_during_blind_count(entry),
-              stock_off_by_loss_adjustment(entry), breakage_recorded(entry),
+              stock_off_by_loss_adjustment(entry), breakage_recorded(entry), shortage_at_receipt(entry),
               preparation_above_order(entry)):
         if c is not None:
             out.append(c)

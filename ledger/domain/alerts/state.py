@@ -155,33 +155,55 @@ def count_overdue(entries: Sequence[dict[str, Any]], now: datetime, tz: str, pol
 
 def loss_pattern(entries: Sequence[dict[str, Any]], now: datetime, policy: AlertPolicy) -> Candidate | None:
     """Small unexplained shortages are recorded, not reported, but a *pattern* of them is a
-    significant loss (21 CFR 1301.76(b)): at least ``loss_pattern_count`` count discrepancies
-    with a shortage within ``loss_pattern_days``, whatever their resolution. The figures say who
-    counted each, so the pattern by person is visible without naming a suspect."""
+    significant loss (21 CFR 1301.76(b)): at least ``loss_pattern_count`` count shortages within
+    ``loss_pattern_days``, whatever their resolution: the lines that opened a discrepancy, and
+    (issue 20) those within the opened-vial tolerance, which open none but are still shortages.
+    The figures say which were which, and who counted each, so the pattern by person is visible
+    without naming a suspect."""
     start = now - timedelta(days=policy.loss_pattern_days)
     shorts = []
+    # A within-tolerance shortage leaves the book as it was, so the next count of the product
+    # finds the same gap again: counting it at every daily count would raise the pattern within
+    # days from one honest estimate. Only the part of the gap that is new since the previous
+    # count of the product counts (the gap a count left standing, per product; a count that
+    # opened a discrepancy is settled through it, so the next gap starts from zero).
+    standing: dict[str, Decimal] = {}
     for e in entries:
-        if e["kind"] != "stock_counted" or not start < parse_time(e["occurred_at"]) <= now:
+        if e["kind"] != "stock_counted":
             continue
-        for line in e["lines"]:
-            if line.get("discrepancy_id") and Decimal(line["difference_ml"]) < 0:
-                shorts.append((e, line))
+        in_window = start < parse_time(e["occurred_at"]) <= now
+        for i, line in enumerate(e["lines"]):
+            key = line["product"]["ndc_key"]
+            diff = Decimal(line["difference_ml"])
+            before = standing.get(key, Decimal(0))
+            standing[key] = diff if line.get("within_tolerance") else Decimal(0)
+            if not in_window or diff >= 0:
+                continue
+            if line.get("discrepancy_id"):
+                shorts.append((e, line, line["discrepancy_id"], diff))
+            elif line.get("within_tolerance") and diff < before:  # issue 20: named by its count entry and line
+                shorts.append((e, line, f"{e['seq']}/{i + 1}", diff - min(before, Decimal(0))))
     if len(shorts) < policy.loss_pattern_count:
         return None
     counted_by: dict[str, int] = defaultdict(int)
-    for e, _ in shorts:
+    for e, _, _, _ in shorts:
         for who in signers(e):
             counted_by[who] += 1
-    total = sum((Decimal(line["difference_ml"]) for _, line in shorts), Decimal("0.00"))
+    total = sum((new for _, _, _, new in shorts), Decimal("0.00"))
+    within = [ref for _, line, ref, _ in shorts if not line.get("discrepancy_id")]
+    within_ml = sum((new for _, line, _, new in shorts if not line.get("discrepancy_id")), Decimal("0.00"))
     return Candidate(
-        alert_key=f"loss_pattern:{shorts[-1][1]['discrepancy_id']}", rule="loss_pattern", severity="high", subjects=(),
-        summary=(f"{len(shorts)} count shortages totalling {-total} mL in the last {policy.loss_pattern_days} days: "
-                 "a pattern of small losses may be a significant loss (report within one business day if so)"),
+        alert_key=f"loss_pattern:{shorts[-1][2]}", rule="loss_pattern", severity="high", subjects=(),
+        summary=(f"{len(shorts)} count shortages totalling {-total} mL in the last {policy.loss_pattern_days} days"
+                 + (f" ({len(within)} of them within the opened-vial tolerance, {-within_ml} mL)" if within else "")
+                 + ": a pattern of small losses may be a significant loss (report within one business day if so)"),
         parameters=policy.params("loss_pattern_count", "loss_pattern_days"),
-        evidence_seqs=tuple(dict.fromkeys(e["seq"] for e, _ in shorts)),
+        evidence_seqs=tuple(dict.fromkeys(e["seq"] for e, _, _, _ in shorts)),
         figures={"shortages": str(len(shorts)), "total_ml": str(total),
-                 "discrepancies": " ".join(line["discrepancy_id"] for _, line in shorts),
-                 "counted_by": " ".join(f"{k}:{v}" for k, v in sorted(counted_by.items()))},
+                 "discrepancies": " ".join(line["discrepancy_id"] for _, line, _, _ in shorts if line.get("discrepancy_id")),
+                 "counted_by": " ".join(f"{k}:{v}" for k, v in sorted(counted_by.items())),
+                 # issue 20: shortages within the tolerance, as "<count entry>/<line>" (only when any)
+                 **({"within_tolerance": " ".join(within), "within_tolerance_ml": str(within_ml)} if within else {})},
         group="loss_pattern",
     )
 
@@ -204,6 +226,13 @@ def discrepancy_alerts(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]
             out[e["discrepancy_id"]] = discrepancy_view(
                 e["registrant"], e["discrepancy_id"], e["seq"], e["recorded_at"], e["product"]["ndc_key"],
                 expected, found, found - expected, list(signers(e)))
+        elif e["kind"] == "inventory_taken":  # issue 20: an inventory differing from the book
+            for line in e.get("lines") or ():
+                if line.get("discrepancy_id"):
+                    out[line["discrepancy_id"]] = discrepancy_view(
+                        e["registrant"], line["discrepancy_id"], e["seq"], e["recorded_at"], line["product"]["ndc_key"],
+                        Decimal(line["expected_ml"]), Decimal(line["found_ml"]), Decimal(line["difference_ml"]),
+                        list(signers(e)))
         elif e["kind"] == "discrepancy_resolved" and e["discrepancy_id"] in out:
             d = out[e["discrepancy_id"]]
             d.update(status="resolved", resolved_seq=e["seq"], resolved_by=performer(e),
