@@ -27,4 +27,8 @@ from api.web import routes_inventory  # noqa: E402  (issue 20: inventories, witn
 
 router.include_router(routes_inventory.router)
 
+from api.web import routes_documents  # noqa: E402  (issue 20: the documents entries cite)
+
+router.include_router(routes_documents.router)
+
 __all__ = ["router"]

@@ -76,6 +76,8 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     # issue 21: beyond-use labels and the downtime paper forms, for those who draw and prepare
     "labels": frozenset({N, PH, M}),
     "downtime": frozenset({N, PH, M}),
+    # issue 20: the stored documents entries cite, for those who read them over the API (get_document)
+    "documents": frozenset({N, PH, M, C, A}),
 }
 #: The navigation, in the order of the clinic's day.
 NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"),

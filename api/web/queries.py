@@ -121,3 +121,22 @@ def patient_exists(ledger: Ledger, dea: str, patient_id: str) -> bool:
     with ledger.reading() as c:
         return c.execute(sa.select(t.c.patient_id).where(t.c.registrant == dea, t.c.patient_id == patient_id)
                          ).first() is not None
+
+
+def cited_documents(ledger: Ledger, dea: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored documents an entry cites (``documents``, ``document_sha256``, or the document a
+    ``document_stored`` entry stores), with their titles and types, in the entry's order; a
+    digest with no stored document is listed as missing (the entry page says so)."""
+    shas = list(obj.get("documents") or ())
+    for key in ("document_sha256",) + (("sha256",) if obj.get("kind") == "document_stored" else ()):
+        if isinstance(obj.get(key), str):
+            shas.append(obj[key])
+    shas = list(dict.fromkeys(s for s in shas if isinstance(s, str)))
+    if not shas:
+        return []
+    t = projection_tables["documents"]
+    with ledger.reading() as c:
+        rows = {r.sha256: r for r in c.execute(sa.select(t.c.sha256, t.c.title, t.c.media_type)
+                                              .where(t.c.registrant == dea, t.c.sha256.in_(shas)))}
+    return [{"sha256": s, "title": rows[s].title if s in rows else None,
+             "media_type": rows[s].media_type if s in rows else None} for s in shas]

@@ -427,8 +427,11 @@ async def entry(request: Request, dea: Dea, seq: Annotated[int, Path(ge=0, le=2*
     from api.web.readable import entry_result  # issue 21: a saved count in the clinic's words
 
     plain = entry_result(obj, page.tz, page.local_now().date()) if saved else None
+    # issue 20: the documents the entry cites, linked for the roles that read them
+    documents = (await run_in_threadpool(queries.cited_documents, request.app.state.ledger, dea, obj)
+                 if page.may("documents") else [])
     return page.render("entry.html", e=e, obj=obj, saved=bool(saved), summary=_summary(obj), also=also, notes=notes,
-                       plain=plain)
+                       plain=plain, documents=documents)
 
 
 def _summary(obj: dict[str, Any]) -> list[tuple[str, str]]:

@@ -92,6 +92,8 @@ PAGES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ui/{dea}/downtime/vial-log.pdf"): frozenset({N, PH, M}),
     ("GET", "/ui/{dea}/downtime/infusion-form.pdf"): frozenset({N, PH, M}),
     ("GET", "/ui/{dea}/containers/{container_id}/label"): frozenset({N, PH, M}),
+    # issue 20: the stored documents entries cite (get_document's roles)
+    ("GET", "/ui/{dea}/documents/{sha256}"): frozenset({N, PH, M, C, A}),
 }
 #: Refusals that are not the page's role check, with their message.
 REFUSED_BECAUSE = {("GET", "/ui/{dea}/entries/{seq}"): "you may see the entries you signed; this one is not yours"}
@@ -195,7 +197,8 @@ def site(request, tmp_path_factory) -> Iterator[Site]:
 
 
 def url_of(site: Site, path: str, dea: str = DEA) -> str:
-    return path.format(dea=dea, seq=site.receipt_seq, session_id="C1", name="app.css", container_id="V999999-1")
+    return path.format(dea=dea, seq=site.receipt_seq, session_id="C1", name="app.css", container_id="V999999-1",
+                       sha256="0" * 64)
 
 
 def send(site: Site, method: str, path: str, token: str | None, dea: str = DEA):
@@ -235,7 +238,8 @@ def test_page_roles(site, method, path, who):
         if method == "GET":  # the page itself (count C1 does not exist: a 404 page, past the role check)
             # (count C1 and container V999999-1 do not exist: a 404 page, past the role check)
             # (nor is entry {seq}, a receipt, an inventory: issue 20's confirmation page answers 404)
-            assert r.status_code == (404 if "{session_id}" in path or "{container_id}" in path
+            # (nor a document of digest 0...0)
+            assert r.status_code == (404 if "{session_id}" in path or "{container_id}" in path or "{sha256}" in path
                                      or "inventories/{seq}" in path else 200), r.status_code
     else:
         assert r.status_code == 403, (r.status_code, r.headers.get("location"), r.text[:300])
