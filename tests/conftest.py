@@ -219,8 +219,12 @@ def count_as_booked(ledger: Ledger, counter: Principal, second_counter: Principa
     from ledger.domain.commands import CountLineInput, StartCount, SubmitCount
 
     s = services.start_count(ledger, counter, StartCount(blind=False))
-    lines = tuple(CountLineInput(p["ndc"], p["expected_sealed_containers"], p["expected_open_containers"],
-                                 p["expected_ml"]) for p in s["products"])
+    from decimal import Decimal
+
+    lines = tuple(CountLineInput(  # expected_ml is every mL on hand: the opened vials hold the rest
+        p["ndc"], p["expected_sealed_containers"], p["expected_open_containers"],
+        str(Decimal(p["expected_ml"]) - p["expected_sealed_containers"] * Decimal(p["container_ml"])))
+        for p in s["products"])
     res = services.submit_count(ledger, counter, SubmitCount(s["session_id"], lines,
                                                             occurred_at or datetime.now(UTC) - timedelta(minutes=1)),
                                 second_counter=second_counter)

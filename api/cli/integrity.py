@@ -197,9 +197,10 @@ def verify_bundle_cmd(
     threshold: Annotated[int | None, typer.Option(help="Cosignatures required (default: the bundle's policy).")] = None,
     checkpoint: Annotated[list[str] | None, typer.Option(help="A checkpoint file obtained elsewhere (e.g. `csledger witness latest`) "
                                                               "that this history must extend (repeatable).")] = None,
-    audit_from: Annotated[str | None, typer.Option(help="Also recompute the accountability audit from this UTC time "
-                                                        "(ISO 8601, e.g. 2026-09-01T00:00:00Z).")] = None,
-    audit_to: Annotated[str | None, typer.Option(help="End of the audit period (default: now).")] = None,
+    audit_from: Annotated[str | None, typer.Option(help="Also recompute the accountability audit of these local days "
+                                                        "(YYYY-MM-DD, the registrant's time zone, both days included; "
+                                                        "it runs between the counts nearest them, as `csledger audit`).")] = None,
+    audit_to: Annotated[str | None, typer.Option(help="The audit's last local day (YYYY-MM-DD; default: today).")] = None,
     staff_root: Annotated[str | None, typer.Option(
         "--staff-root", help="The root staff credential's fingerprint (sha256:..., as `csledger init` printed it), "
                              "obtained out of band: the bundle's chain of credentials must start from it.")] = None,
@@ -217,16 +218,27 @@ def verify_bundle_cmd(
         _fail(f"cannot read: {exc}")
     period = None
     if audit_from is not None or audit_to is not None:
-        from datetime import UTC, datetime
+        # One period rule (issue 20): inclusive local days in the registrant's time zone, the same
+        # as `csledger audit`, the pages and GET .../audit; the audit then runs between the counts
+        # nearest them. A time of day is refused, never reinterpreted.
+        import re
+        from datetime import date
 
-        try:
-            start = datetime.fromisoformat(audit_from) if audit_from else datetime(1970, 1, 1, tzinfo=UTC)
-            end = datetime.fromisoformat(audit_to) if audit_to else datetime.now(UTC)
-        except ValueError as exc:
-            _fail(f"--audit-from/--audit-to: {exc}")
-        if start.tzinfo is None or end.tzinfo is None:
-            _fail("--audit-from/--audit-to need a time zone, e.g. 2026-09-01T00:00:00Z")
-        period = (start, end)
+        days = []
+        for name, value in (("--audit-from", audit_from), ("--audit-to", audit_to)):
+            if value is None:
+                days.append(None)
+                continue
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                _fail(f"{name}: {value[:40]!r} is not a local day; give YYYY-MM-DD (the registrant's time zone, "
+                      "both days included: the audit runs between the counts nearest them)")
+            try:
+                days.append(date.fromisoformat(value.strip()))
+            except ValueError as exc:
+                _fail(f"{name}: {exc}")
+        if days[0] is None:
+            _fail("--audit-to needs --audit-from (the audit's first local day)")
+        period = (days[0], days[1])
     if is_entry_proof(head):
         rep = verify_entry_proof(Path(path).read_bytes(), trusted_log_keys=log_key or [],
                                  trusted_witness_keys=witness_key or [], threshold=threshold or 0)
@@ -249,8 +261,13 @@ def verify_bundle_cmd(
     for ndc, s in rep.stock.items():
         out.print(f"stock {ndc}: {s['containers']} container(s), {s['ml']} mL", highlight=False)
     if rep.audit is not None:
+        asked = rep.audit.get("asked") or {}
         out.print(f"accountability audit {rep.audit['start']} .. {rep.audit['end']} (recomputed from the bundle):",
                   highlight=False)
+        if asked:
+            w = rep.audit.get("window") or {}
+            out.print(f"  days asked {asked['from']} to {asked['to']} ({asked['time_zone']}); window from entry "
+                      f"{(w.get('begin') or {}).get('seq')} to entry {(w.get('end') or {}).get('seq')}", highlight=False)
         for p in rep.audit["products"]:
             ml = p["ml"]
             out.print(f"  {p['ndc']} {p['name']}: to account for {ml['to_account_for']} mL, accounted for "

@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from ledger.domain import projections
 from ledger.domain.entries import EVENT_TYPES
+from ledger.domain.errors import InvalidInput
 from ledger.domain.quantities import fmt_volume
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
@@ -166,7 +167,7 @@ def export_bundle(conn, registrant: str, out: IO[bytes]) -> int:
 def export_entry_proof(conn, registrant: str, seq: int) -> bytes:
     """A C2SP tlog-proof for one entry: its canonical bytes as ``extra``, its index, the
     inclusion proof, and the latest checkpoint with its cosignatures."""
-    from ledger.domain.errors import InvalidInput, NotFound
+    from ledger.domain.errors import NotFound
     from ledger.storage import log as tl
     from ledger.storage.store import raw
 
@@ -243,6 +244,33 @@ def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     yield from enumerate(f, start=1)
 
 
+def _audit(entries: list[dict], between: tuple[Any, Any], accountability: Any) -> dict[str, Any]:
+    """The audit of ``between``: local days ``(from, to)`` (``date``; ``to`` None: today), over
+    the window between the counts nearest them, as ``csledger audit`` and the pages compute it
+    (one period rule, issue 20); or, for library callers, aware datetimes ``(start, end)``."""
+    from datetime import date, datetime
+
+    first, last = between
+    if isinstance(first, datetime):
+        return accountability(entries, first, last)
+    from zoneinfo import ZoneInfo
+
+    from ledger.domain.period import Period
+    from ledger.services.audit import audit_window, require_counted_beginnings, window_offers
+
+    tz = next((e["time_zone"] for e in entries if e["kind"] == "registrant_registered"), "UTC")
+    if last is None:
+        last = datetime.now(ZoneInfo(tz)).date()
+    if not isinstance(first, date) or not isinstance(last, date):
+        raise InvalidInput("give the audit's days as dates (YYYY-MM-DD)", field="audit_between")
+    period = Period.from_local_days(first, last, tz)
+    result = accountability(entries, window=audit_window(entries, period))
+    require_counted_beginnings(result)
+    result["asked"] = period.to_json()
+    result["offers"] = window_offers(entries, period)
+    return result
+
+
 def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] | None = None,
                   trusted_witness_keys: list[str] | None = None, threshold: int | None = None,
                   against: Iterable[str | bytes] = (), audit_between: tuple[Any, Any] | None = None,
@@ -274,7 +302,9 @@ def verify_bundle(path: Path | str | IO[bytes], *, trusted_log_keys: list[str] |
             except ImportError:
                 raise BundleError("audit", "this build has no accountability audit module") from None
             try:
-                rep.audit = accountability(keep, audit_between[0], audit_between[1])
+                rep.audit = _audit(keep, audit_between, accountability)
+            except InvalidInput as exc:  # no window between counts, a book beginning: said as the audit says it
+                raise BundleError("audit", exc.reason) from None
             except Exception as exc:  # a verified log the audit cannot read is still a finding
                 raise BundleError("audit", f"the accountability audit could not be computed ({exc})") from None
         rep.ok = True

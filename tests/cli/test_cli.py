@@ -122,10 +122,11 @@ def test_verify_bundle_recomputes_the_accountability_audit(tmp_path):
     from types import SimpleNamespace
 
     from ledger import services
-    from ledger.services.audit import audit
+    from ledger.domain.commands import TakeInventory
+    from ledger.services.audit import audit_days
     from ledger.storage.log import attach
     from ledger.storage.store import Ledger, make_engine, migrate
-    from tests.conftest import Clinic
+    from tests.conftest import Clinic, clinic_today, count_as_booked
     from tests.contract.test_ledger_contract import receipt
 
     db = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -136,23 +137,33 @@ def test_verify_bundle_recomputes_the_accountability_audit(tmp_path):
     ledger = Ledger(engine)
     attach(ledger, SimpleNamespace(key_dir=tmp_path / "keys", origin_prefix="ledger.calmwaters.test", log_keys=""))
     clinic = Clinic(ledger)
+    # One period rule (issue 20): local days, and the audit runs between two counts: the
+    # (empty) initial inventory begins the records, a count after the receipts ends the window.
+    opened = datetime.now(UTC) - timedelta(hours=2)
+    services.take_inventory(ledger, clinic.pharmacist, TakeInventory("initial", "opening_of_business", opened, ()),
+                            witness=clinic.nurse)
     for i in range(2):
         services.receive_stock(ledger, clinic.nurse, receipt(clinic, invoice=f"AUD-{i}"))
-    start, end = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(hours=1)
-    expected = audit(ledger, clinic.dea, start, end)
+    count_as_booked(ledger, clinic.nurse, clinic.nurse2)
+    first, last = clinic_today(opened), clinic_today()
+    expected = audit_days(ledger, clinic.dea, first, last)
     ledger.dispose()
     assert expected["products"], "the period should hold the receipts"
+    start, end = expected["start"], expected["end"]
 
     vkey = run(["keys", "show", "--registrant", clinic.dea], tmp_path, env).stdout.splitlines()[1].strip()
     run(["export", "--registrant", clinic.dea, "--out", "ab.bundle"], tmp_path, env)
-    p = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", start.isoformat(),
-             "--audit-to", end.isoformat()], tmp_path, env, check=False)
+    p = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", first.isoformat(),
+             "--audit-to", last.isoformat()], tmp_path, env, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "FAIL" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     out = p.stdout.splitlines()
-    header = f"accountability audit {start:%Y-%m-%dT%H:%M:%S.%fZ} .. {end:%Y-%m-%dT%H:%M:%S.%fZ} (recomputed from the bundle):"
+    header = f"accountability audit {start} .. {end} (recomputed from the bundle):"
     assert header in out, p.stdout
-    printed = out[out.index(header) + 1:]
+    w = expected["window"]
+    assert out[out.index(header) + 1] == (f"  days asked {first} to {last} (America/Chicago); window from entry "
+                                          f"{w['begin']['seq']} to entry {w['end']['seq']}"), p.stdout
+    printed = out[out.index(header) + 2:]
     want = [f"  {q['ndc']} {q['name']}: to account for {q['ml']['to_account_for']} mL, accounted for "
             f"{q['ml']['accounted_for']} mL, difference {q['ml']['difference']} mL ({q['variance_percent']} %)"
             f"{' FLAGGED' if q['flagged'] else ''}" for q in expected["products"]]

@@ -30,13 +30,16 @@ def test_keys_export_verify_bundle_and_entry_proof(tmp_path):
     past = run(["export", "--registrant", "AB1234563", "--seq", "99", "--out", "x"], tmp_path, env, check=False)
     assert past.returncode == 2 and "seq" in past.stderr
 
-    audited = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", "2020-01-01T00:00:00Z"],
-                  tmp_path, env, check=False)
-    # (Was `A and B or C`, true whenever stderr said "audit"; the audit must be printed, exit 0.)
-    assert audited.returncode == 0, audited.stderr
-    assert "accountability audit 2020-01-01" in audited.stdout
-    naive = run(["verify-bundle", "ab.bundle", "--audit-from", "2020-01-01"], tmp_path, env, check=False)
-    assert naive.returncode == 2 and "time zone" in naive.stderr
+    # One period rule (issue 20): the audit's days are local days, a time of day is refused...
+    timed = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", "2020-01-01T00:00:00Z"],
+                tmp_path, env, check=False)
+    assert timed.returncode == 2 and "--audit-from" in timed.stderr and "YYYY-MM-DD" in timed.stderr, timed.stderr
+    # ... and this bundle has no count to run an audit between: said, exit 1 (the audit itself is
+    # printed by tests/cli/test_cli.py::test_verify_bundle_recomputes_the_accountability_audit)
+    uncounted = run(["verify-bundle", "ab.bundle", "--log-key", vkey, "--audit-from", "2020-01-01"], tmp_path, env,
+                    check=False)
+    assert uncounted.returncode == 1 and "FAIL audit" in uncounted.stderr and "count" in uncounted.stderr, \
+        uncounted.stderr
 
     rot = run(["keys", "rotate", "--registrant", "AB1234563", "--reason", "scheduled"], tmp_path, env)
     assert "new log key" in rot.stdout
