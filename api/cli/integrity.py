@@ -119,8 +119,10 @@ def witnesses_push(registrant: RegistrantOption, db: DbOption = None) -> None:
         rolled_back = ledger.transparency_log.blocked.get(registrant)
         with ledger.reading() as conn:
             policy = witness_policy(conn, registrant)
-            cp = latest_checkpoint(conn, registrant)
-            have = len(cosignature_lines(conn, registrant, cp.tree_size)) if cp else 0
+            # The checkpoint this push sent, not the latest now: under live load a command may
+            # have signed a newer one since, which no witness has seen yet (it goes next push).
+            size = results[0].tree_size if results else getattr(latest_checkpoint(conn, registrant), "tree_size", None)
+            have = len(cosignature_lines(conn, registrant, size)) if size is not None else 0
     finally:
         ledger.dispose()
     _print_push(registrant, results)
@@ -130,7 +132,7 @@ def witnesses_push(registrant: RegistrantOption, db: DbOption = None) -> None:
         _fail(f"{registrant}: {rolled_back}", 1)
     if policy is None:
         _fail(f"no witness policy for {registrant}; set one with `csledger witnesses set`")
-    out.print(f"checkpoint {cp.tree_size if cp else '-'}: {have} of {policy.threshold} cosignatures")
+    out.print(f"checkpoint {size if size is not None else '-'}: {have} of {policy.threshold} cosignatures")
     if have < policy.threshold:
         raise typer.Exit(1)
 

@@ -31,4 +31,8 @@ from api.web import routes_documents  # noqa: E402  (issue 20: the documents ent
 
 router.include_router(routes_documents.router)
 
+from api.web import routes_overview  # noqa: E402  (issue 21: charts a manager reads at a glance)
+
+router.include_router(routes_overview.router)
+
 __all__ = ["router"]

@@ -78,6 +78,8 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "downtime": frozenset({N, PH, M}),
     # issue 20: the stored documents entries cite, for those who read them over the API (get_document)
     "documents": frozenset({N, PH, M, C, A}),
+    # issue 21: the overview charts (stock over time, weekly use, discrepancies by age, deadlines)
+    "overview": frozenset({M, C, PH, A}),
 }
 #: The navigation, in the order of the clinic's day.
 NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"),
@@ -86,7 +88,7 @@ NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"
        ("stock", "Stock", "stock"), ("destroy", "Destroy", "destructions/new"),
        ("transfer", "Transfer", "transfers/new"), ("loss", "Theft or loss", "losses/new"),
        ("discrepancies", "Discrepancies", "discrepancies"),
-       ("alerts", "Alerts", "alerts"), ("reports", "Reports", "reports"),
+       ("alerts", "Alerts", "alerts"), ("overview", "Overview", "overview"), ("reports", "Reports", "reports"),
        ("downtime", "Downtime forms", "downtime"), ("status", "Ledger status", "status"),
        ("me_signatures", "My signatures", "me/signatures")]  # "My signing key": beside the name (base.html)
 

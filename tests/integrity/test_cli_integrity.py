@@ -121,3 +121,59 @@ def test_serve_serves_cosigned_checkpoints_and_warns_about_a_restored_backup(tmp
     finally:
         wserver.shutdown()
         wserver.server_close()
+
+
+def test_witnesses_push_counts_the_cosignatures_of_the_checkpoint_it_sent(tmp_path, monkeypatch):
+    """Under live load a command signs a newer checkpoint while ``csledger witnesses push`` is
+    talking to the witnesses. The push sent checkpoint N and got its cosignature; the command
+    must report N's cosignatures, not exit 1 because checkpoint N+1 (no witness has seen it yet,
+    it goes with the next push) has none. Found by tests/robustness/test_failover_sync_replica.py
+    (issue 22), which had to push in-process instead."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from api.cli.main import app
+    from ledger import services
+    from ledger.storage import log as tlog
+    from ledger.storage.store import Ledger, migrate
+    from tests.conftest import Clinic
+    from tests.contract.test_ledger_contract import receipt
+    from witness.server import Witness, serve_in_thread
+
+    keys = tmp_path / "keys"
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    monkeypatch.setenv("CSLEDGER_DATABASE_URL", db)
+    monkeypatch.setenv("CSLEDGER_KEY_DIR", str(keys))
+    w = Witness.init(tmp_path / "wit", "witness.cli.test")
+    wserver, wurl = serve_in_thread(w)
+    lg = Ledger.open(db)
+    try:
+        migrate(lg.engine)
+        tlog.attach(lg, SimpleNamespace(key_dir=keys, origin_prefix="csledger.local", log_keys=""))
+        clinic = Clinic(lg)
+        runner = CliRunner()
+        shown = runner.invoke(app, ["keys", "show", "--registrant", clinic.dea])
+        w.add_log(shown.stdout.splitlines()[1].strip())
+        set_ = runner.invoke(app, ["witnesses", "set", "--registrant", clinic.dea, "--witness",
+                                   f"{w.verifier} {wurl}", "--threshold", "1"])
+        assert set_.exit_code == 0, set_.output
+        sent = []
+        push = tlog.TransparencyLog.push
+
+        def push_then_a_command_lands(self, registrant, **kw):
+            results = push(self, registrant, **kw)
+            sent.extend(r.tree_size for r in results)
+            services.receive_stock(lg, clinic.nurse, receipt(clinic, invoice=f"LIVE-{len(sent)}"))  # signs N+1
+            return results
+
+        monkeypatch.setattr(tlog.TransparencyLog, "push", push_then_a_command_lands)
+        services.receive_stock(lg, clinic.nurse, receipt(clinic, invoice="BEFORE-PUSH"))
+        r = runner.invoke(app, ["witnesses", "push", "--registrant", clinic.dea])
+        assert r.exit_code == 0, r.output
+        assert f"checkpoint {sent[0]}: 1 of 1 cosignatures" in r.output, r.output
+        with lg.reading() as conn:
+            assert tlog.latest_checkpoint(conn, clinic.dea).tree_size > sent[0]  # the newer one exists
+    finally:
+        lg.dispose()
+        wserver.shutdown()

@@ -94,6 +94,8 @@ PAGES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ui/{dea}/containers/{container_id}/label"): frozenset({N, PH, M}),
     # issue 20: the stored documents entries cite (get_document's roles)
     ("GET", "/ui/{dea}/documents/{sha256}"): frozenset({N, PH, M, C, A}),
+    # issue 21: the overview charts, read-only
+    ("GET", "/ui/{dea}/overview"): frozenset({M, C, PH, A}),
 }
 #: Refusals that are not the page's role check, with their message.
 REFUSED_BECAUSE = {("GET", "/ui/{dea}/entries/{seq}"): "you may see the entries you signed; this one is not yours"}
