@@ -156,6 +156,11 @@ def _ages(discs, now: datetime, names) -> list[dict[str, Any]]:
     return buckets
 
 
+#: Deadlines a theft/loss alert carries (``alerts.deadlines.loss_deadlines``): the same as its
+#: report's, which the list takes from the report itself (until the notice or filing is recorded).
+LOSS_ALERT_DEADLINES = frozenset({"dea_notice", "form_106"})
+
+
 def _deadlines(use_rows, alerts, now: datetime, tz: zoneinfo.ZoneInfo) -> list[dict[str, Any]]:
     """Open alerts' deadlines and each theft or loss report's notice and Form 106 deadlines not
     yet met, due within 45 days (overdue ones too: they matter most), sorted by due time."""
@@ -177,6 +182,8 @@ def _deadlines(use_rows, alerts, now: datetime, tz: zoneinfo.ZoneInfo) -> list[d
         except ValueError:
             continue
         for name, due in sorted(named.items()) if isinstance(named, dict) else ():
+            if name in LOSS_ALERT_DEADLINES:
+                continue  # the report's own notice and Form 106 deadlines are listed below, once
             add(due, f"{summary} ({str(name).replace('_', ' ')})", f"Alert {alert_id}", f"alerts#alert-{alert_id}")
     reports, met = {}, defaultdict(set)
     for seq, kind, canonical in use_rows:
