@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -49,10 +50,14 @@ from ledger.domain.commands import (
     AddProduct,
     AddressInput,
     AddSupplier,
+    CountLineInput,
     EnrollStaff,
     RegisterPatient,
     RegisterPrescriber,
     RegisterRegistrant,
+    StartCount,
+    SubmitCount,
+    TakeInventory,
 )
 from ledger.domain.identifiers import dea_check_digit
 from ledger.domain.principal import AuthMethod, Principal, Role
@@ -62,6 +67,7 @@ from ledger.storage.store import Ledger, migrate, utcnow
 
 NDC = "67457-0001-10"  # ketamine HCl 50 mg/mL, 10 mL vials, carton of 10 (Mylan; FDA NDC Directory)
 PASSWORD = "quiet harbor lamps 2026"
+CLINIC_TZ = ZoneInfo("America/Chicago")  # every load clinic's time zone (build_network)
 ML_PER_INFUSION = "1.00"  # drawn; 0.80 given, 0.20 wasted in front of the witness
 INFUSIONS_PER_VIAL = 9  # a 10 mL vial; the last mL stays as the margin a count would find
 
@@ -141,11 +147,20 @@ def build_network(url: str, folder: Path, *, clinics: int, workstations: int) ->
                 "Dr. Fran Prescriber", "FB7654329", "TX", ("3N", "4", "5"), "2031-06-30", "TX-7654329", "TX"))
             people = [(f"Nurse {i:02d}-{n}", f"nurse{n}", (Role.NURSE.value,)) for n in range(workstations + 1)]
             people.append((f"Compliance {i:02d}", "compliance", (Role.COMPLIANCE_OFFICER.value,)))
-            first = None
+            staff = []
             for printed, username, roles in people:
                 sid = services.enroll_staff(ledger, admin, EnrollStaff(printed, username, roles))["staff_id"]
                 auth.set_password(auth.store.staff_by_username(dea, username), PASSWORD, must_change=False)
-                first = first or Principal(dea, sid, printed, AuthMethod.PASSWORD)
+                staff.append(Principal(dea, sid, printed, AuthMethod.PASSWORD))
+            first, second = staff[0], staff[1]  # two nurses (workstations + 1 of them)
+            # The records begin with an (empty) initial inventory, witnessed, and a count: the two
+            # ends of the window the "audit" read runs over (issue 20: an audit runs between counts).
+            now = utcnow()
+            services.take_inventory(ledger, first, TakeInventory("initial", "opening_of_business",
+                                                                 now - timedelta(minutes=2), ()), witness=second)
+            session = services.start_count(ledger, first, StartCount(ndcs=(NDC,), blind=False))["session_id"]
+            services.submit_count(ledger, first, SubmitCount(session, (CountLineInput(NDC, 0),),
+                                                             now - timedelta(minutes=1)), second_counter=second)
             patient = services.register_patient(ledger, first, RegisterPatient(
                 f"Load Patient {i:02d}", AddressInput("9 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
             net.clinics.append(Clinic(dea, supplier, patient, workstations))
@@ -397,8 +412,10 @@ class ClinicClient(threading.Thread):
         elif op == "entries":
             who, path, params = officer, "/entries", {"limit": 50}
         elif op == "audit":
-            who, path, params = officer, "/audit", {"start": (now - timedelta(days=1)).isoformat(),
-                                                    "end": now.isoformat()}
+            # Local days (issue 20's one period rule): yesterday and today at the clinic
+            today = now.astimezone(CLINIC_TZ).date()
+            who, path, params = officer, "/audit", {"from": (today - timedelta(days=1)).isoformat(),
+                                                    "to": today.isoformat()}
         elif op == "proof":
             # An entry this workstation saw recorded (or one of the set-up entries before any).
             who, path, params = nurse, "/proofs/inclusion", {"seq": self.rng.randrange(0, self.known_size)}
