@@ -48,13 +48,16 @@ def content_matches(media_type: str, content: bytes) -> bool:
 def stored_documents(ctx: CommandContext, shas: Any, *, field: str = "documents") -> tuple[str, ...]:
     if not isinstance(shas, list | tuple):
         raise InvalidInput("must be a list of SHA-256 hex digests", field=field)
-    for i, s in enumerate(shas):
-        f = f"{field}[{i}]"
-        if not isinstance(s, str) or len(s) != 64 or any(c not in "0123456789abcdef" for c in s):
-            raise InvalidInput("must be a SHA-256 hex digest (64 lowercase hex digits)", field=f)
-        if ctx.view.get("documents", (ctx.registrant, s)) is None:
-            raise NotFound(f"no stored document {s[:12]}...; store it first", field=f)
-    return tuple(shas)
+    return tuple(stored_document(ctx, s, field=f"{field}[{i}]") for i, s in enumerate(shas))
+
+
+def stored_document(ctx: CommandContext, sha: Any, *, field: str) -> str:
+    """One stored document's SHA-256, checked to be a digest of a document stored here."""
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise InvalidInput("must be a SHA-256 hex digest (64 lowercase hex digits)", field=field)
+    if ctx.view.get("documents", (ctx.registrant, sha)) is None:
+        raise NotFound(f"no stored document {sha[:12]}...; store it first", field=field)
+    return sha
 
 
 def store_document(ledger: Ledger, principal: Principal, cmd: StoreDocument, *, idempotency_key: str | None = None) -> dict:

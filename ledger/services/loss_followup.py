@@ -7,19 +7,19 @@ overdue alert is raised for it afterwards. A late one is recorded all the same, 
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from ledger.domain import entries as ev
 from ledger.domain import form106
 from ledger.domain.commands import RecordDeaNotice, RecordForm106Filing
-from ledger.domain.errors import Conflict, InvalidInput, NotFound
+from ledger.domain.errors import Conflict, InvalidInput
 from ledger.domain.principal import Meaning, Principal
 from ledger.integrity.canonical import decode, format_time, parse_time
 from ledger.services.alerts import clear_loss_alerts
 from ledger.services.common import FUTURE_TOLERANCE, aware, entry_at, request_fields, run, text
 from ledger.services.disposal import LOSS_REPORTERS
+from ledger.services.documents import stored_document
 from ledger.storage.store import CommandContext, Ledger
 
 #: Who records that the notice went and the form was filed: the people who report losses
@@ -59,13 +59,7 @@ def _when(ctx: CommandContext, value: Any, report: dict, *, field: str) -> datet
 
 def _document(ctx: CommandContext, sha: Any) -> str | None:
     """A stored document's SHA-256 (a copy of the notice, DEA's confirmation), or None."""
-    if sha is None:
-        return None
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise InvalidInput("must be a SHA-256 hex digest (64 lowercase hex digits)", field="document_sha256")
-    if ctx.view.get("documents", (ctx.registrant, sha)) is None:
-        raise NotFound(f"no stored document {sha[:12]}...; store it first", field="document_sha256")
-    return sha
+    return None if sha is None else stored_document(ctx, sha, field="document_sha256")
 
 
 def record_dea_notice(ledger: Ledger, principal: Principal, cmd: RecordDeaNotice, *,
