@@ -15,8 +15,8 @@ from ledger.domain.commands import (
 from ledger.domain.counting import line_tolerance, opens_discrepancy, within_tolerance
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ledger.domain.esketamine import is_device
+from ledger.domain.inventory import book_vials
 from ledger.domain.principal import Meaning, Principal, Role
-from ledger.domain.projections import ON_HAND
 from ledger.domain.quantities import norm, parse_count, parse_volume
 from ledger.integrity.canonical import format_time, parse_time
 from ledger.services.common import (
@@ -38,25 +38,17 @@ COUNT_SESSION_OPEN_FOR = timedelta(minutes=30)
 
 
 def _on_book(ctx: CommandContext, ndc_key: str) -> list[dict]:
-    """The vials of one product a count expects to find (on hand, not in a package opened short)."""
-    out = []
-    opened_packages: dict[str, bool] = {}
-    for v in ctx.view.select("vials", registrant=ctx.registrant, ndc_key=ndc_key):
-        if v["state"] not in ON_HAND:
-            continue
-        if v.get("packaged") and v.get("package_id"):
-            # A unit still "in" a package that was opened is one the opening did not find: its
-            # shortfall is already the opening's discrepancy, and a count expecting it too would
-            # report it again, so two honest resolutions took two present vials off the book
-            # (review finding F1). Until that discrepancy settles it, counts leave it out.
-            pid = v["package_id"]
-            if pid not in opened_packages:
-                pkg = ctx.view.get("packages", (ctx.registrant, pid)) or {}
-                opened_packages[pid] = pkg.get("opened_seq") is not None
-            if opened_packages[pid]:
-                continue
-        out.append(v)
-    return out
+    """The vials of one product a count expects to find: the book an inventory is compared with
+    (``ledger.domain.inventory.book_vials``: on hand, less a unit still "in" a package opened
+    short, whose shortfall is already that opening's discrepancy; review finding F1)."""
+    opened: dict[str, bool] = {}
+
+    def package_opened(pid: str) -> bool:
+        if pid not in opened:
+            opened[pid] = (ctx.view.get("packages", (ctx.registrant, pid)) or {}).get("opened_seq") is not None
+        return opened[pid]
+
+    return book_vials(ctx.view.select("vials", registrant=ctx.registrant, ndc_key=ndc_key), package_opened)
 
 
 def _is_sealed(v: dict) -> bool:
