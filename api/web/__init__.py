@@ -35,4 +35,19 @@ from api.web import routes_overview  # noqa: E402  (issue 21: charts a manager r
 
 router.include_router(routes_overview.router)
 
+from api.web import (  # noqa: E402  (issue 21: a page for every task of the API)
+    routes_backfill,
+    routes_corrections,
+    routes_patients,
+    routes_preparations,
+    routes_reference,
+    routes_staff,
+    routes_stock_events,
+    routes_tasks,
+)
+
+for _m in (routes_tasks, routes_staff, routes_reference, routes_patients, routes_stock_events,
+           routes_preparations, routes_corrections, routes_backfill):
+    router.include_router(_m.router)
+
 __all__ = ["router"]

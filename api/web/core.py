@@ -80,6 +80,27 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "documents": frozenset({N, PH, M, C, A}),
     # issue 21: the overview charts (stock over time, weekly use, discrepancies by age, deadlines)
     "overview": frozenset({M, C, PH, A}),
+    # issue 21: every task of the API on a page, with the API's roles (api/http/roles.py)
+    "tasks": frozenset(),  # the index of the pages below, each shown to the roles that may use it
+    "staff": frozenset({AD, M}),  # enrol, roles, sign-in throttle, sessions (set password: AD only)
+    "products": frozenset({AD, M, PH}),
+    "suppliers": frozenset({AD, M, PH}),
+    "prescribers": frozenset({AD, M}),
+    "policies": frozenset({AD, M}),
+    "patients": frozenset({M, N, PH, PR}),
+    "waste": frozenset({M, N, PH, PR}),  # a waste recorded after its infusion
+    "breakage": frozenset({M, N, PH, PR}),
+    "returns": frozenset({M, PH}),
+    "corrections": frozenset({M, N, PH, PR}),
+    "quarantine": frozenset({M, N, PH, PR}),
+    "release_quarantine": frozenset({M, PH}),
+    "document_upload": frozenset({AD, C, M, N, PH}),
+    "esketamine": frozenset({N, PH, PR}),
+    "preparations": frozenset({N, PH, PR}),
+    "infuse_preparation": frozenset({N, PR}),
+    "waste_preparation": frozenset({M, N, PH, PR}),
+    "packages": frozenset({M, N, PH}),
+    "backfill": frozenset({M, N, PH, PR}),  # late entries from the downtime paper forms
 }
 #: The navigation, in the order of the clinic's day.
 NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"),
@@ -89,8 +110,32 @@ NAV = [("home", "Today", ""), ("infusion", "Record an infusion", "infusions/new"
        ("transfer", "Transfer", "transfers/new"), ("loss", "Theft or loss", "losses/new"),
        ("discrepancies", "Discrepancies", "discrepancies"),
        ("alerts", "Alerts", "alerts"), ("overview", "Overview", "overview"), ("reports", "Reports", "reports"),
-       ("downtime", "Downtime forms", "downtime"), ("status", "Ledger status", "status"),
+       ("downtime", "Downtime forms", "downtime"), ("tasks", "More tasks", "tasks"),
+       ("status", "Ledger status", "status"),
        ("me_signatures", "My signatures", "me/signatures")]  # "My signing key": beside the name (base.html)
+
+
+#: The "More tasks" page (issue 21): every task page not in the navigation, grouped, in the
+#: clinic's words. (group, page key, label, href under /ui/<DEA>/); each is listed only to the
+#: roles of its page key.
+TASK_INDEX: list[tuple[str, str, str, str]] = [
+    ("Patients and doses", "patients", "Patients: register, look up, change details", "patients"),
+    ("Patients and doses", "waste", "Record waste after the infusion", "wastes/new"),
+    ("Patients and doses", "esketamine", "Spravato (esketamine) session", "esketamine-sessions/new"),
+    ("Patients and doses", "preparations", "Preparations: bags and syringes", "preparations"),
+    ("Stock", "packages", "Open a package (carton)", "packages"),
+    ("Stock", "breakage", "Breakage or spill", "breakages/new"),
+    ("Stock", "returns", "Return to supplier", "returns/new"),
+    ("Stock", "quarantine", "Quarantine and release", "quarantines"),
+    ("Records", "corrections", "Correct an entry", "corrections/new"),
+    ("Records", "document_upload", "Upload a document", "documents/new"),
+    ("Records", "backfill", "Backfill from downtime paper", "backfill"),
+    ("Set-up", "staff", "Staff and roles", "staff"),
+    ("Set-up", "products", "Products", "products"),
+    ("Set-up", "suppliers", "Suppliers", "suppliers"),
+    ("Set-up", "prescribers", "Prescribers", "prescribers"),
+    ("Set-up", "policies", "Policies", "policies"),
+]
 
 
 #: Navigation keys that are not page keys of their own ("me" pages open for any login).

@@ -50,6 +50,7 @@ PAGES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/ui/{dea}/password"): ANY,
     ("POST", "/ui/{dea}/logout"): ANY,
     ("GET", "/ui/{dea}/status"): ANY,
+    ("GET", "/ui/{dea}/tasks"): ANY,  # issue 21: the index of every other task page
     ("POST", "/ui/{dea}/status"): ANY,
     ("GET", "/ui/{dea}/stock"): frozenset({N, PH, PR, M, C, A}),
     ("GET", "/ui/{dea}/receipts/new"): frozenset({N, PH, M}),
