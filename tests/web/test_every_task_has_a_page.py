@@ -51,6 +51,13 @@ TASK_PAGES: dict[str, tuple[str, str | None]] = {
     "record_form_106_filing": ("web_loss_followup_post", "loss"),
     "acknowledge_alert": ("web_alerts_post", None),
     "resolve_alert": ("web_alerts_post", None),
+    # issue 21 pages: staff
+    # issue 21 pages: reference
+    # issue 21 pages: patients
+    # issue 21 pages: stock_events
+    # issue 21 pages: preparations
+    # issue 21 pages: corrections
+    # issue 21 pages: backfill
 }
 
 #: Tasks with no page yet (issue 21, open): the API only, today.

@@ -97,6 +97,13 @@ PAGES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ui/{dea}/documents/{sha256}"): frozenset({N, PH, M, C, A}),
     # issue 21: the overview charts, read-only
     ("GET", "/ui/{dea}/overview"): frozenset({M, C, PH, A}),
+    # issue 21 pages: staff
+    # issue 21 pages: reference
+    # issue 21 pages: patients
+    # issue 21 pages: stock_events
+    # issue 21 pages: preparations
+    # issue 21 pages: corrections
+    # issue 21 pages: backfill
 }
 #: Refusals that are not the page's role check, with their message.
 REFUSED_BECAUSE = {("GET", "/ui/{dea}/entries/{seq}"): "you may see the entries you signed; this one is not yours"}
