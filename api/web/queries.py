@@ -71,6 +71,18 @@ def usable_vials(ledger: Ledger, dea: str, today: date) -> list[dict[str, Any]]:
     return out
 
 
+def all_vials(ledger: Ledger, dea: str) -> list[dict[str, Any]]:
+    """Every vial the location's book has held, emptied, destroyed and transferred ones included
+    (the vial history report's pick list, issue 21), newest first, with the product's name."""
+    with ledger.reading() as c:
+        rows = c.execute(sa.select(vials_t.c.vial_id, vials_t.c.state, vials_t.c.lot, products_t.c.name)
+                         .join(products_t, sa.and_(products_t.c.registrant == vials_t.c.registrant,
+                                                   products_t.c.ndc_key == vials_t.c.ndc_key))
+                         .where(vials_t.c.registrant == dea)
+                         .order_by(vials_t.c.added_seq.desc(), vials_t.c.vial_id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def checkpoint_status(ledger: Ledger, dea: str) -> dict[str, Any]:
     with ledger.reading() as c:
         size = tree_size(c, dea)

@@ -561,7 +561,11 @@ def _record_infusion(page: Page, form: Form) -> Response:
     notes: dict[str, str] = {}
     draws, used, waste, started, ended = _check_infusion(page, form, values, vials, errors, notes)
     if errors:
-        return _infusion_page(page, values=values, errors=errors, notes=notes, status=422)
+        found = None
+        if not values["patient_id"].strip() and values["patient_query"].strip():
+            # nobody picked yet: the search typed is run again, so its picks are still there to pick from
+            found = _find_patients(page, Errors(), query=values["patient_query"].strip())
+        return _infusion_page(page, values=values, errors=errors, notes=notes, status=422, found=found)
     cmd = AdministerDose(values["patient_id"].strip(), values["prescriber_dea_number"].strip(),
                          values["weight_kg"].strip(), values["ordered_mg_per_kg"].strip(), tuple(draws),
                          values["ml_given"].strip(), started, ended, waste=waste,

@@ -30,7 +30,7 @@ from api.web.gs1 import parse_scan
 from api.web.security import check_session_csrf, location_path
 from ledger import services
 from ledger.domain.commands import ReceivedLineInput, ReceiveStock
-from ledger.domain.errors import LedgerError, NotFound
+from ledger.domain.errors import InvalidInput, LedgerError, NotFound
 from ledger.integrity.canonical import format_time
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -276,7 +276,16 @@ async def reports(request: Request, dea: Dea) -> Response:
     if q.get("window") == "audit":
         values["window"] = "audit"
     return page.render("reports.html", kinds=_report_kinds(page.roles), values=values, offers=None,
-                       signing=await run_in_threadpool(_has_report_key, request.app.state.ledger, dea))
+                       signing=await run_in_threadpool(_has_report_key, request.app.state.ledger, dea),
+                       vial_options=_vial_options(await run_in_threadpool(queries.all_vials, request.app.state.ledger, dea)))
+
+
+def _vial_options(vials: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The vial history's pick list: each vial by its short label, product, lot and state."""
+    from api.web.gs1 import short_vial_labels
+
+    labels = short_vial_labels(vials)
+    return [(v["vial_id"], f"{labels[v['vial_id']]} · {v['name']} · lot {v['lot']} · {v['state']}") for v in vials]
 
 
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -328,32 +337,38 @@ async def report_download(request: Request, dea: Dea) -> Response:
     page = await open_page(request, dea, "reports")
     form = await read_form(request)
     check_session_csrf(request, form, page.token)
-    values = {k: form.text(k) for k in ("kind", "start", "end", "paper", "window")}
+    values = {k: form.text(k) for k in ("kind", "start", "end", "paper", "window", "vial")}
+    vials = _vial_options(await run_in_threadpool(queries.all_vials, request.app.state.ledger, dea))
     readers = _kind_readers(values["kind"])
     if readers is not None and not page.roles & readers:  # issue 20: the patient-access log, as on /v1
         errors = Errors()
         errors.add("kind", f"the {values['kind']} report is for the roles {', '.join(sorted(readers))}")
         return page.render("reports.html", status=403, kinds=_report_kinds(page.roles), values=values, errors=errors,
-                           signing=True)
+                           signing=True, vial_options=vials)
     # Reports print the book (the audit's ending figures, the stock chart): a read of the book.
     await run_in_threadpool(note_stock_read, request, request.app.state.ledger, page.principal, "report download")
-    from reports.base import build_report
+    from reports.base import build_report, kind_named
 
+    params = None
     try:
+        if "vial" in kind_named(values["kind"]).params:  # the vial history: of the vial picked
+            if not values["vial"]:
+                raise InvalidInput("pick the vial whose history to print", field="vial")
+            params = {"vial": values["vial"]}
         pdf, data = await run_in_threadpool(
             build_report, request.app.state.ledger, values["kind"], dea, values["start"], values["end"],
             generated_by=f"{page.principal.printed_name} ({page.principal.staff_id})", paper=values["paper"] or "letter",
             reader=page.principal.staff_id,  # the patient access log names who downloaded patient names
-            audit_window=values["window"] == "audit")
+            audit_window=values["window"] == "audit", params=params)
     except LedgerError as exc:
         name, msg = error_of(exc, {"period": "start", "from": "start", "to": "end", "registrant": "form",
-                                   "window": "window"})
+                                   "window": "window", "vial": "vial"})
         errors = Errors()
         errors.add(name if name in values and name != "window" else "form", msg)
         # Issue 20: an audit with no count to run between offers the nearest ones as choices
         offers = _offer_choices(getattr(exc, "offers", None), page.location["time_zone"])
         return page.render("reports.html", status=exc.status if exc.status < 500 else 422, kinds=_report_kinds(page.roles),
-                           values=values, errors=errors, signing=True, offers=offers)
+                           values=values, errors=errors, signing=True, offers=offers, vial_options=vials)
     filename = f"csledger-{values['kind']}-{dea}-{values['start']}-to-{values['end']}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
