@@ -14,6 +14,8 @@ without the key, the openings embedded with the names let it check a v2 commitme
 
 from __future__ import annotations
 
+import heapq
+import json
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -21,7 +23,8 @@ from reports import layout
 from reports.base import ReportKind, register
 from reports.errors import ReportError
 from reports.fmt import Period, amount, dec, local, num, volume
-from reports.source import Snapshot
+from reports.rowfile import RowFile, dumps, merged
+from reports.source import EntryStream, Snapshot, of_kinds
 
 ZERO = Decimal("0.00")
 
@@ -29,23 +32,26 @@ ZERO = Decimal("0.00")
 def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
     """Every administration whose event time is in the period, with its waste (recorded at any
     time up to the report's tree size) and reconciliation."""
-    waste: dict[str, list[dict[str, Any]]] = {}
-    for e in snap.entries:
+    # Issue 22: with streamed entries (a build) the rows go to a ``RowFile`` on disk, and each
+    # dose's waste is kept as its JSON text until its row is made, not as dictionaries.
+    stream = isinstance(snap.entries, EntryStream)
+    waste: dict[str, list[bytes]] = {}
+    for e in of_kinds(snap.entries, "dose_wasted"):
         if e["kind"] == "dose_wasted":
-            waste.setdefault(e["administration_id"], []).append({
+            waste.setdefault(e["administration_id"], []).append(dumps({
                 "seq": e["seq"], "ml": e["ml"], "mg": e["mg"], "method": e["method"],
                 "witnessed_by": [s["printed_name"] for s in e["signatures"] if s["meaning"] == "witnessed"],
-            })
-    rows = []
+            }).encode("utf-8"))
+    rows: list[dict[str, Any]] | RowFile = RowFile() if stream else []
     # Which construction each patient commitment is (the entry's schema version, issue 18): an
     # offline check must know where an opening is owed, so a forger cannot withhold one.
     schemes: dict[tuple[str, str], int] = {}
-    for e in snap.entries:
+    for e in of_kinds(snap.entries, "patient_registered", "patient_details_changed", "dose_administered"):
         if e["kind"] in ("patient_registered", "patient_details_changed"):
             schemes[(e["patient_id"], e["commitment"])] = int(e.get("schema_version", 1))
         if e["kind"] != "dose_administered" or not period.holds(e):
             continue
-        w = waste.get(e["administration_id"], [])
+        w = [json.loads(x) for x in waste.pop(e["administration_id"], ())]
         wasted = sum((dec(x["ml"]) for x in w), ZERO)
         drawn, given = dec(e["ml_drawn"]), dec(e["ml_given"])
         weight = dec(e["weight_kg"])
@@ -70,17 +76,28 @@ def compute(snap: Snapshot, period: Period) -> dict[str, Any]:
             "ml_drawn": volume(drawn), "ml_given": volume(given), "ml_wasted": volume(wasted),
             "waste": w, "unreconciled_ml": volume(drawn - given - wasted),
         })
-    rows += _preparation_rows(snap, period, schemes)
-    rows.sort(key=lambda r: r["seq"])  # entry order: a patient's last row holds their latest commitment
+    del waste
+    prepared = _preparation_rows(snap, period, schemes)
+    if isinstance(rows, RowFile):
+        if prepared:  # entry order, as the sort below gives
+            rows = merged(rows, prepared, key=lambda r: r["seq"])
+    else:
+        rows += prepared
+        rows.sort(key=lambda r: r["seq"])  # entry order: a patient's last row holds their latest commitment
     if not rows:
         raise ReportError(f"no dose was administered at {snap.state.registrant} from {period.start} to "
                           f"{period.end}; nothing to report", field="from/to")
+    # One pass for the totals (the rows may be on disk); the same sums, in the same order.
+    mg_given = ml_given = ml_wasted = ZERO
+    unreconciled = 0
+    for r in rows:
+        mg_given += dec(r["mg_given"])
+        ml_given += dec(r["ml_given"])
+        ml_wasted += dec(r["ml_wasted"])
+        unreconciled += dec(r["unreconciled_ml"]) != 0
     return {"rows": rows,
-            "total": {"administrations": len(rows),
-                      "mg_given": amount(sum((dec(r["mg_given"]) for r in rows), ZERO)),
-                      "ml_given": volume(sum((dec(r["ml_given"]) for r in rows), ZERO)),
-                      "ml_wasted": volume(sum((dec(r["ml_wasted"]) for r in rows), ZERO)),
-                      "unreconciled": sum(1 for r in rows if dec(r["unreconciled_ml"]) != 0)}}
+            "total": {"administrations": len(rows), "mg_given": amount(mg_given), "ml_given": volume(ml_given),
+                      "ml_wasted": volume(ml_wasted), "unreconciled": unreconciled}}
 
 
 def _preparation_rows(snap: Snapshot, period: Period, schemes: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
@@ -90,13 +107,13 @@ def _preparation_rows(snap: Snapshot, period: Period, schemes: dict[tuple[str, s
     final volume and the mL the pump infused; mg given + mg wasted = mg drawn."""
     infused: dict[str, dict[str, Any]] = {}
     wasted: dict[str, dict[str, Any]] = {}
-    for e in snap.entries:
+    for e in of_kinds(snap.entries, "preparation_infused", "preparation_wasted"):
         if e["kind"] == "preparation_infused":
             infused[e["preparation_id"]] = e
         elif e["kind"] == "preparation_wasted":
             wasted[e["preparation_id"]] = e
-    rows = []
-    for e in snap.entries:
+    rows: list[dict[str, Any]] | RowFile = RowFile() if isinstance(snap.entries, EntryStream) else []
+    for e in of_kinds(snap.entries, "preparation_made"):
         if e["kind"] != "preparation_made" or not period.holds(e):
             continue
         inf, w = infused.get(e["preparation_id"]), wasted.get(e["preparation_id"])
@@ -144,8 +161,9 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
         f"{num(t['ml_wasted'], 'mL')} wasted; {t['unreconciled']} UNRECONCILED (shaded: drawn but not yet given or "
         "wasted). Quantities are from the entries; patient names and addresses from the encrypted registry"
         + ("." if patients else " (NOT AVAILABLE: no patient key was configured when this report was made)."))]
-    rows, flagged = [], set()
-    for i, r in enumerate(f["rows"]):
+    flagged = frozenset(i for i, r in enumerate(f["rows"]) if dec(r["unreconciled_ml"]) != 0)
+
+    def row(r: dict[str, Any]) -> list[str]:
         pt = patients.get(r["patient_id"])
         who = (f"{pt['name']}\n{pt['address']}" + ("" if pt.get("matches_commitment", True) else
                                                    "\nREGISTRY DOES NOT MATCH THE ENTRY")
@@ -156,27 +174,29 @@ def blocks(data: dict[str, Any]) -> list[layout.Block]:
         waste = "\n".join(f"{num(w['ml'], 'mL')}" + (f" ({num(w['mg'], 'mg')})" if r.get("preparation_id") else "")
                           + f" witnessed by {', '.join(w['witnessed_by'])}" for w in r["waste"])
         if dec(r["unreconciled_ml"]) != 0:
-            flagged.add(i)
             waste += f"\nUNRECONCILED {num(r['unreconciled_ml'], 'mL')}"
         given = f"{num(r['ml_given'], 'mL')}\n{num(r['mg_given'], 'mg')}"
         if r.get("preparation_id"):  # issue 19: a diluted preparation: what the pump infused of it
             given += (f"\n{r['container']}: {num(r['mg_drawn'], 'mg')} in {num(r['final_ml'], 'mL')} "
                       f"{r['diluent']}; " + (f"{num(r['ml_infused'], 'mL')} infused" if r["ml_infused"] else "NOT INFUSED")
                       + (" (stopped early)" if r["stopped_early"] else ""))
-        rows.append([
+        return [
             when, who, given,
             "\n".join(r["administered_by"]),
             (f"{r['prescriber_name']}\n" if r.get("prescriber_name") else "") + f"DEA {r['prescriber_dea_number']}",
             f"{num(r['ordered_mg_per_kg'], 'mg/kg')} x {num(r['weight_kg'], 'kg')}\n= {num(r['ordered_mg'], 'mg')}",
             num(r["mg_per_kg_given"], "mg/kg"), "\n".join(f"{d['vial_id']}: {num(d['ml'], 'mL')}" for d in r["draws"]),
             num(r["ml_drawn"], "mL"), waste.strip() or "none", f"{r['administration_id']}\n{r['seq']}",
-        ])
+        ]
+
+    # Each printed row is made when the page it falls on is laid out (issue 22: never all at once).
+    rows = layout.LazyRows(f["rows"], row)
     out.append(layout.Table(
         [layout.Column("Date and time", 58), layout.Column("Patient name and address", 96),
          layout.Column("Given", 46, "R"), layout.Column("Administered by", 58), layout.Column("Prescriber", 52),
          layout.Column("Order", 80, "R"), layout.Column("mg/kg given", 40, "R"), layout.Column("Vials drawn", 66),
          layout.Column("Drawn", 40, "R"), layout.Column("Waste and witness", 88), layout.Column("Admin / entry", 44)],
-        rows, title="Administrations", flagged=frozenset(flagged)))
+        rows, title="Administrations", flagged=flagged))
     return out
 
 
@@ -239,7 +259,11 @@ def check_openings(annotations: Any, figures: Any, registrant: str | None = None
     ``registrant`` defaults to the one ``annotate`` embedded: it need not be trusted, since a
     commitment binds it (another registrant makes the openings fail, it cannot make other
     details open)."""
-    from ledger.integrity.patient_commitments import DETAIL_FIELDS, open_commitment
+    from ledger.integrity.patient_commitments import (
+        DETAIL_FIELDS,
+        OPTIONAL_DETAIL_FIELDS,
+        open_commitment,
+    )
 
     figures = _with_sessions(figures)  # issue 19: esketamine sessions' patients too
     if annotations is None or annotations == {}:
@@ -268,8 +292,10 @@ def check_openings(annotations: Any, figures: Any, registrant: str | None = None
             problems.append(f"patient {pid} (entry {seq}): the annotation is not an object")
             continue
         details = pt.get("details")
-        well_formed = (isinstance(details, dict) and set(details) == set(DETAIL_FIELDS)
-                       and all(isinstance(details[k], str) for k in DETAIL_FIELDS))
+        # issue 21: the date of birth, when one was registered, is committed with the five fields
+        well_formed = (isinstance(details, dict) and set(DETAIL_FIELDS) <= set(details)
+                       and set(details) <= set(DETAIL_FIELDS) | set(OPTIONAL_DETAIL_FIELDS)
+                       and all(isinstance(details[k], str) for k in details))
         if pt.get("opening") is None and row.get("patient_commitment_openable") is True:
             # The entries say this commitment can be opened: withholding its opening would let
             # an edited name pass as "not checkable".
@@ -310,7 +336,7 @@ def _sessions(snap: Snapshot, period: Period) -> list[dict[str, Any]]:
 
     schemes: dict[tuple[str, str], int] = {}
     out = []
-    for e in snap.entries:
+    for e in of_kinds(snap.entries, "patient_registered", "patient_details_changed", "esketamine_session_recorded"):
         if e["kind"] in ("patient_registered", "patient_details_changed"):
             schemes[(e["patient_id"], e["commitment"])] = int(e.get("schema_version", 1))
         if e["kind"] != "esketamine_session_recorded" or not period.holds(e):
@@ -399,15 +425,24 @@ def _with_sessions(figures: Any) -> Any:
     """The figures with the sessions' patients among the rows, in entry order, for ``annotate``
     and ``check_openings`` (an untrusted file's odd shapes are left for ``check_openings`` to
     name)."""
-    if not isinstance(figures, dict) or not isinstance(figures.get("sessions"), list) \
-            or not isinstance(figures.get("rows"), list):
-        return figures
-    merged = figures["rows"] + figures["sessions"]
-
     def seq(r: Any) -> int:
         return r["seq"] if isinstance(r, dict) and isinstance(r.get("seq"), int) else -1
 
-    return {**figures, "rows": sorted(merged, key=seq)}
+    if isinstance(figures, dict) and isinstance(figures.get("sessions"), list) \
+            and isinstance(figures.get("rows"), RowFile):
+        # A build's rows on disk (issue 22), already in entry order: merged as they are read.
+        rows, sessions = figures["rows"], sorted(figures["sessions"], key=seq)
+
+        class _InOrder:
+            def __iter__(self) -> Any:
+                return heapq.merge(rows, sessions, key=seq)
+
+        return {**figures, "rows": _InOrder()}
+    if not isinstance(figures, dict) or not isinstance(figures.get("sessions"), list) \
+            or not isinstance(figures.get("rows"), list):
+        return figures
+    merged_rows = figures["rows"] + figures["sessions"]
+    return {**figures, "rows": sorted(merged_rows, key=seq)}
 
 
 KIND = register(ReportKind("administrations", "Administration log (21 CFR 1304.22(c))", "landscape",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ledger.domain.errors import LedgerError
 from ledger.integrity.canonical import format_time, parse_time
@@ -27,7 +27,7 @@ from ledger.storage.store import Ledger, utcnow
 from reports import layout
 from reports.errors import ReportError
 from reports.fmt import Period, local, parse_period
-from reports.source import LedgerState, Snapshot, load_snapshot
+from reports.source import LedgerState, Snapshot, load_snapshot, of_kinds
 
 FORMAT = "csledger-report/1"
 #: Who made a report from the command line: it has no authenticated staff member.
@@ -123,7 +123,7 @@ def address_text(a: dict[str, str]) -> str:
 
 
 def first_inventory_at(snap: Snapshot) -> str | None:
-    times = [e["occurred_at"] for e in snap.entries if e["kind"] == "inventory_taken"]
+    times = [e["occurred_at"] for e in of_kinds(snap.entries, "inventory_taken")]
     return min(times) if times else None
 
 
@@ -296,8 +296,9 @@ def metadata_of(kind: ReportKind, data: dict[str, Any]) -> layout.Metadata:
     )
 
 
-def render_data(data: dict[str, Any]) -> bytes:
-    """Draw a report from its data alone (the build and ``verify-report`` both call this)."""
+def render_data(data: dict[str, Any], out: BinaryIO | None = None) -> bytes:
+    """Draw a report from its data alone (the build and ``verify-report`` both call this); given
+    ``out`` (a file open for writing), the PDF is written there as it is made (``b""`` returned)."""
     kind = kind_named(data["kind"])
     blocks = list(kind.blocks(data))
     gen = data["generated"]
@@ -307,7 +308,7 @@ def render_data(data: dict[str, Any]) -> bytes:
         wet=list(kind.wet_signatures),
     ))
     return layout.render(frame_of(kind, data), blocks, paper=data["paper"], orientation=kind.orientation,
-                         metadata=metadata_of(kind, data), data=data)
+                         metadata=metadata_of(kind, data), data=data, out=out)
 
 
 def log_patient_reads(ledger: Ledger, registrant: str, data: dict[str, Any], reader: str | None, *,
@@ -324,6 +325,41 @@ def log_patient_reads(ledger: Ledger, registrant: str, data: dict[str, Any], rea
               f"ledger tree size {data['state']['tree_size']}")
     log_report_access(ledger.engine, registrant, reader or cli_reader(), action=action, report=report,
                       patient_ids=patients, now=format_time(ledger.clock()))
+
+
+def build_report_file(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, path: Path, *,
+                      generated_by: str = CLI_OPERATOR, paper: str = "letter", params: dict[str, str] | None = None,
+                      now: datetime | None = None, reader: str | None = None, report_key: Any = None,
+                      audit_window: bool = False) -> tuple[bool, dict[str, Any]]:
+    """``build_report`` into the file ``path``, never holding the PDF in memory (issue 22: a
+    year's administration log of a clinic group runs to 100 MB): the unsigned report is written
+    as its pages are drawn into a temporary file beside ``path``, and the certification signature
+    is appended as pyhanko copies it into ``path``. Returns (signed, data); same bytes as
+    ``build_report``'s."""
+    import os
+    import tempfile
+
+    data, key = _report_data(ledger, kind_name, registrant, start, end, generated_by=generated_by, paper=paper,
+                             params=params, now=now, reader=reader, report_key=report_key,
+                             audit_window=audit_window)
+    folder = Path(path).resolve().parent
+    fd, unsigned = tempfile.mkstemp(prefix=".csledger-report-", suffix=".pdf", dir=folder)
+    signed = f"{unsigned}.signed"
+    try:
+        with os.fdopen(fd, "wb") as f:
+            render_data(data, out=f)
+        if key is None:
+            os.replace(unsigned, path)
+            return False, data
+        from reports.signing import sign_report_file
+
+        sign_report_file(Path(unsigned), Path(signed), key, parse_time(data["generated"]["at"]))
+        os.replace(signed, path)  # only a whole, signed report ever takes the file's name
+        return True, data
+    finally:
+        for leftover in (unsigned, signed):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *,
@@ -345,28 +381,41 @@ def build_report(ledger: Ledger, kind_name: str, registrant: str, start: str, en
     Raises ``ReportError`` with a clear message for an unknown registrant or kind, an empty or
     inverted period, a period before the first inventory, or nothing to report.
     """
-    kind = kind_named(kind_name)
-    if paper not in layout.PAPERS:
-        raise ReportError(f"paper must be one of {', '.join(layout.PAPERS)}", field="paper")
-    with ledger.reading() as conn:
-        snap = load_snapshot(conn, registrant)
-    period = parse_period(start, end, snap.registrant_entry["time_zone"])
-    if kind.needs_inventory:
-        check_period(snap, period)  # before the window: a ledger with no inventory says so
-    period = with_audit_window(kind, snap, period, audit_window)
-    data = compute_data(kind, snap, period, generated_at=format_time(now or utcnow()), generated_by=generated_by,
-                        paper=paper, params=params)
-    key = signing_key(ledger, registrant, snap, report_key)
-    del snap  # the decoded entries are not needed to draw: free them before the pages are built
-    if kind.annotate is not None:
-        data["annotations"] = kind.annotate(ledger, registrant, data["figures"])
-        log_patient_reads(ledger, registrant, data, reader, action="report")
+    data, key = _report_data(ledger, kind_name, registrant, start, end, generated_by=generated_by, paper=paper,
+                             params=params, now=now, reader=reader, report_key=report_key,
+                             audit_window=audit_window)
     pdf = render_data(data)
     if key is None:
         return pdf, data
     from reports.signing import sign_report
 
     return sign_report(pdf, key, parse_time(data["generated"]["at"])), data
+
+
+def _report_data(ledger: Ledger, kind_name: str, registrant: str, start: str, end: str, *, generated_by: str,
+                 paper: str, params: dict[str, str] | None, now: datetime | None, reader: str | None,
+                 report_key: Any, audit_window: bool) -> tuple[dict[str, Any], Any]:
+    """The report data of a new report (with its annotations, their reads logged) and the key
+    that signs it (None: unsigned); see ``build_report``."""
+    kind = kind_named(kind_name)
+    if paper not in layout.PAPERS:
+        raise ReportError(f"paper must be one of {', '.join(layout.PAPERS)}", field="paper")
+    # Issue 22: the entries are streamed, never held (``EntryStream``): each pass of the kind's
+    # computation reads them again in this one read transaction, so memory stays flat in them.
+    with ledger.reading() as conn:
+        snap = load_snapshot(conn, registrant, stream=True)
+        period = parse_period(start, end, snap.registrant_entry["time_zone"])
+        if kind.needs_inventory:
+            check_period(snap, period)  # before the window: a ledger with no inventory says so
+        period = with_audit_window(kind, snap, period, audit_window)
+        data = compute_data(kind, snap, period, generated_at=format_time(now or utcnow()),
+                            generated_by=generated_by, paper=paper, params=params)
+        key = signing_key(ledger, registrant, snap, report_key)
+    del snap
+    if kind.annotate is not None:
+        data["annotations"] = kind.annotate(ledger, registrant, data["figures"])
+        log_patient_reads(ledger, registrant, data, reader, action="report")
+    return data, key
 
 
 def signing_key(ledger: Ledger, registrant: str, snap: Snapshot, report_key: Any = None) -> Any:
@@ -388,7 +437,8 @@ def signing_key(ledger: Ledger, registrant: str, snap: Snapshot, report_key: Any
             raise ReportError(str(exc), field="key_dir") from None
         if report_key is None:
             return None
-    if report_key.certificate_der not in {der for _, der in certified_certificates(snap.entries)}:
+    if report_key.certificate_der not in {der for _, der in certified_certificates(
+            of_kinds(snap.entries, "report_key_certified"))}:
         raise ReportError(f"the report key of {registrant} ({report_key.fingerprint}) is not certified in the ledger: "
                           "an administrator certifies a new one with `csledger keys report-key`", field="key_dir")
     return report_key

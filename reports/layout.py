@@ -16,11 +16,13 @@ column is broken by characters; a row taller than a page continues on the next.
 from __future__ import annotations
 
 import io
-import json
-from collections.abc import Sequence
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
+from reportlab import rl_config
 from reportlab.graphics import renderPDF
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
@@ -28,15 +30,22 @@ from reportlab.lib.pagesizes import A4, LETTER, landscape
 from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase.pdfdoc import (
     PDFArray,
+    PDFBase85Encode,
+    PDFCrossReferenceTable,
     PDFDictionary,
+    PDFFile,
+    PDFIndirectObject,
     PDFInfo,
     PDFName,
     PDFStream,
     PDFString,
+    PDFTrailer,
     PDFZCompress,
 )
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
+
+from reports.rowfile import json_chunks
 
 #: Name of the embedded file holding the report's data (figures, period, state) as JSON.
 DATA_FILE = "csledger-report.json"
@@ -74,13 +83,31 @@ class Column:
     mono: bool = False
 
 
+class LazyRows(Sequence[list[str]]):
+    """A table's printed rows, each made from its source row when asked for (issue 22: the
+    layout asks for a row while placing it and while drawing its page, so no report holds all
+    its printed rows at once)."""
+
+    def __init__(self, source: Sequence[Any], make: Callable[[Any], list[str]]):
+        self._source, self._make = source, make
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i: int) -> list[str]:  # type: ignore[override]
+        return self._make(self._source[i])
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (self._make(r) for r in self._source)
+
+
 @dataclass
 class Table:
     """Rows of strings under repeated headers. ``strong`` rows (totals) print bold; ``flagged``
     rows are shaded (variance past the threshold, unreconciled, open)."""
 
     columns: list[Column]
-    rows: list[list[str]]
+    rows: Sequence[list[str]]
     title: str | None = None
     strong: frozenset[int] = frozenset()
     flagged: frozenset[int] = frozenset()
@@ -210,14 +237,30 @@ class _Page:
 
 
 class _Paginator:
-    def __init__(self, geo: _Geometry):
+    """Places blocks page by page. Each finished page goes to ``done`` (page number, page) and is
+    then dropped: ``render`` lays the report out twice, once to count the pages and once to draw
+    each page as it is finished, so no more than one page of laid-out rows is ever held
+    (issue 22). The layout is a pure function of the blocks, so both passes agree."""
+
+    def __init__(self, geo: _Geometry, done: Callable[[int, _Page], None] | None = None):
         self.geo = geo
-        self.pages: list[_Page] = []
+        self.done = done
+        self.count = 0
+        self.page: _Page | None = None
         self.new_page()
 
     def new_page(self) -> None:
-        self.pages.append(_Page())
+        if self.page is not None and self.done is not None:
+            self.done(self.count, self.page)
+        self.page = _Page()
+        self.count += 1
         self.y = self.geo.body_top
+
+    def finish(self) -> None:
+        """Hand over the last page."""
+        if self.page is not None and self.done is not None:
+            self.done(self.count, self.page)
+        self.page = None
 
     @property
     def room(self) -> float:
@@ -228,7 +271,7 @@ class _Paginator:
             self.new_page()
 
     def add(self, op: tuple, h: float) -> None:
-        self.pages[-1].ops.append((op, self.y))
+        self.page.ops.append((op, self.y))  # type: ignore[union-attr]
         self.y -= h
 
     def place(self, block: Block) -> None:
@@ -463,16 +506,117 @@ class _Info(PDFInfo):
         return PDFDictionary(d).format(document)
 
 
-def _embed(c: Canvas, name: str, data: bytes) -> None:
-    """Attach ``data`` as an embedded file (PDF 1.7 section 7.11.4), readable with pypdf
-    (``reader.attachments``) or ``pdfdetach``."""
+def _embed(c: Canvas, name: str, data: Iterable[bytes]) -> None:
+    """Attach ``data`` (the file's bytes, in pieces) as an embedded file (PDF 1.7 section
+    7.11.4), readable with pypdf (``reader.attachments``) or ``pdfdetach``.
+
+    Compressed as the pieces come (issue 22: a long report's data is never held as one text),
+    into the very bytes ``PDFZCompress`` gives for the whole (zlib's default level, one stream,
+    no flush until the end); ``Filter`` set beforehand makes ReportLab write them as they are."""
     doc = c._doc
-    stream = PDFStream(PDFDictionary({"Type": PDFName("EmbeddedFile"), "Subtype": PDFName("application#2Fjson")}),
-                       data, filters=[PDFZCompress])
+    z = zlib.compressobj()
+    packed = [z.compress(piece) for piece in data]
+    packed.append(z.flush())
+    stream = _SealedStream(PDFDictionary({"Type": PDFName("EmbeddedFile"), "Subtype": PDFName("application#2Fjson"),
+                                          "Filter": PDFArray([PDFName(PDFZCompress.pdfname)])}),
+                           b"".join(packed))
     spec = PDFDictionary({"Type": PDFName("Filespec"), "F": PDFString(name), "UF": PDFString(name),
                           "EF": PDFDictionary({"F": doc.Reference(stream)}),
                           "Desc": PDFString("csledger report data: figures, period and ledger state")})
     doc.Catalog.Names = PDFDictionary({"EmbeddedFiles": PDFDictionary({"Names": PDFArray([PDFString(name), doc.Reference(spec)])})})
+
+
+class _SealedStream(PDFStream):
+    """A page's content stream, encoded when the page is done and dropped once written.
+
+    Why: ReportLab keeps every page's drawing operators as uncompressed text until the file is
+    saved (it compresses in ``PDFStream.format``), so a long report held tens of kilobytes per
+    page for all its pages (issue 22). Encoding each page as it is finished, with the very
+    filters ReportLab would apply at save time, keeps only the compressed bytes; the file is the
+    same byte for byte (``Filter`` already set makes ``PDFStream.format`` skip its own encoding,
+    and the dictionary is written with sorted keys either way)."""
+
+    #: Where the encoded content waits when the report is written to a file: (file, offset,
+    #: length) in a temporary spill file, read back when the stream is written.
+    spilled: tuple[Any, int, int] | None = None
+
+    def format(self, document):
+        if self.spilled is not None:
+            f, offset, length = self.spilled
+            f.seek(offset)
+            self.content = f.read(length)
+        out = super().format(document)
+        self.content = b""  # formatted once, into the file being assembled: no second copy
+        return out
+
+
+def _seal_page(c: Canvas, spill: Any = None) -> None:
+    """Encode the content stream of the page ``showPage`` just finished (see ``_SealedStream``);
+    with ``spill`` (a temporary file), park the encoded bytes there until the file is written,
+    so a report written to a file holds no page's drawing in memory."""
+    page = c._doc.Pages.pages[-1]
+    if page.Contents is not None or not page.stream or not page.compression:
+        return
+    filters = [PDFBase85Encode, PDFZCompress] if rl_config.useA85 else [PDFZCompress]
+    content = page.stream
+    for f in reversed(filters):  # as PDFStream.format applies them: the last listed first
+        content = f.encode(content)
+    stream = _SealedStream(content=content)
+    stream.dictionary["Filter"] = PDFArray([PDFName(f.pdfname) for f in filters])
+    stream.__Comment__ = "page stream"
+    if spill is not None:
+        data = content if isinstance(content, bytes) else content.encode("latin-1")
+        offset = spill.seek(0, io.SEEK_END)
+        spill.write(data)
+        stream.spilled, stream.content = (spill, offset, len(data)), b""
+    page.Contents = stream
+    page.stream = None
+
+
+class _FileOut(PDFFile):
+    """ReportLab's output collector, writing each piece to a file as it comes instead of keeping
+    the pieces to join at the end (issue 22: a long report is never held whole in memory)."""
+
+    def __init__(self, out: BinaryIO, pdf_version: Any):
+        super().__init__(pdf_version)  # writes the header into ``strings``
+        self.out = out
+        for piece in self.strings:
+            out.write(piece)
+        self.strings = []
+        self.write = out.write
+
+    def format(self, document):
+        return b""
+
+
+def _format_into(doc: Any, out: BinaryIO) -> None:
+    """``PDFDocument.format`` of ReportLab 5 (the version ``build_versions`` pins a report to),
+    with the objects written to ``out`` as they are formatted: the same bytes, in the same order.
+    Only what a csledger report uses is kept (no encryption, no digital signature fields, no
+    comments: invariant mode)."""
+    doc.encrypt.prepare(doc)
+    if doc.encrypt.info():  # pragma: no cover  (reports are never encrypted)
+        raise ValueError("an encrypted report cannot be written as it is formatted")
+    cat, info = doc.Catalog, doc.info
+    doc.Reference(cat)
+    doc.Reference(info)
+    counter, ids = 0, []
+    doc._PDFDocument__accum__ = file = _FileOut(out, doc._pdfVersion)
+    while True:
+        counter += 1
+        if counter not in doc.numberToId:
+            break
+        oid = doc.numberToId[counter]
+        doc.idToOffset[oid] = file.add(PDFIndirectObject(oid, doc.idToObject[oid]).format(doc))
+        ids.append(oid)
+    del doc._PDFDocument__accum__
+    if counter - 1 != len(doc.numberToId):  # pragma: no cover  (ReportLab's own sanity check)
+        raise ValueError("object numbering changed while the report was written")
+    xref = PDFCrossReferenceTable()
+    xref.addsection(0, ids)
+    offset = file.add(xref.format(doc))
+    file.add(PDFTrailer(startxref=offset, Size=len(doc.numberToId) + 1, Root=doc.Reference(cat),
+                        Info=doc.Reference(info), Encrypt=None, ID=doc.ID()).format(doc))
 
 
 @dataclass
@@ -486,8 +630,10 @@ class Metadata:
 
 
 def render(frame: Frame, blocks: Sequence[Block], *, paper: str, orientation: str,
-           metadata: Metadata | None = None, data: dict[str, Any] | None = None) -> bytes:
-    """Lay out and draw the blocks page by page; return the PDF bytes.
+           metadata: Metadata | None = None, data: dict[str, Any] | None = None,
+           out: BinaryIO | None = None) -> bytes:
+    """Lay out and draw the blocks page by page; return the PDF bytes, or, given ``out`` (a file
+    open for writing), write them there as they are made and return ``b""``.
 
     ``data`` is embedded as ``csledger-report.json``; ``metadata`` fills the document
     information (with the ledger state under ``/CSLedgerState``). Output is byte-for-byte
@@ -501,13 +647,12 @@ def render(frame: Frame, blocks: Sequence[Block], *, paper: str, orientation: st
     footer_h = max(QR_SIZE, len(footer_lines) * 8.2 + 6) + 8
     geo = _Geometry(width, height, header_h, footer_h)
 
-    pager = _Paginator(geo)
+    counting = _Paginator(geo)  # pass 1: how many pages ("Page N of M" is on every page)
     for block in blocks:
-        pager.place(block)
-    pages = pager.pages
+        counting.place(block)
+    total = counting.count
 
-    buf = io.BytesIO()
-    c = Canvas(buf, pagesize=(width, height), invariant=1, pageCompression=1)
+    c = Canvas(io.BytesIO(), pagesize=(width, height), invariant=1, pageCompression=1)
     if metadata is not None:
         info = _Info()
         info.title, info.author, info.subject, info.keywords = (metadata.title, metadata.author,
@@ -517,14 +662,43 @@ def render(frame: Frame, blocks: Sequence[Block], *, paper: str, orientation: st
         info.extra = {STATE_KEY: metadata.state_line}
         c._doc.info = info
     if data is not None:
-        _embed(c, DATA_FILE, json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+        _embed(c, DATA_FILE, json_chunks(data))
     _draw_qr_form(c, frame.qr_text)
-    for n, page in enumerate(pages, start=1):
+
+    spill = tempfile.TemporaryFile(prefix="csledger-pages-") if out is not None else None
+
+    def draw(n: int, page: _Page) -> None:
         _draw_header(c, frame, geo)
         for op, y in page.ops:
             _draw_op(c, op, y, geo)
-        _draw_footer(c, frame, geo, n, len(pages))
+        _draw_footer(c, frame, geo, n, total)
         c.showPage()
-    c.save()
-    return buf.getvalue()
+        _seal_page(c, spill)
+
+    drawing = _Paginator(geo, draw)  # pass 2: the same layout, each page drawn as it is finished
+    for block in blocks:
+        drawing.place(block)
+    drawing.finish()
+    if drawing.count != total:  # pragma: no cover  (the layout is deterministic)
+        raise RuntimeError(f"the report laid out to {total} pages, then to {drawing.count}")
+    # The file's bytes as ReportLab assembles them (``save`` would copy them into the buffer once
+    # more, and ``getvalue`` again: issue 22 counts each copy of a long report).
+    if out is None:
+        return c.getpdfdata()
+    # ``getpdfdata`` with the document formatted into ``out`` (its steps before ``format``).
+    doc = c._doc
+    for font in doc.delayedFonts:
+        font.addObjects(doc)
+    doc.info.invariant = doc.invariant
+    doc.info.digest(doc.signature)
+    doc.Reference(doc.Catalog)
+    doc.Reference(doc.info)
+    doc.Outlines.prepare(doc, c)
+    if doc.Outlines.ready < 0:
+        doc.Catalog.Outlines = None
+    try:
+        _format_into(doc, out)
+    finally:
+        spill.close()  # type: ignore[union-attr]
+    return b""
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 #: The name of the signature field every report's certification signature fills.
@@ -65,10 +66,18 @@ def sign_report(pdf: bytes, key: Any, signing_time: datetime) -> bytes:
     ``key`` is a ``ledger.services.report_key.ReportKey``. The signing time written in the signed
     attributes is ``signing_time`` (the report's embedded generation time), so the only part that
     changes from one signing to the next is the ECDSA signature value itself."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    pdf_signer = _signer(key, signing_time)
+    writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+    return _outside_event_loop(lambda: pdf_signer.sign_pdf(writer).getvalue())
+
+
+def _signer(key: Any, signing_time: datetime) -> Any:
+    """pyhanko's signer of a report: certification (DocMDP P=1), PAdES, at ``signing_time``."""
     from asn1crypto import keys as asn1_keys
     from asn1crypto import x509 as asn1_x509
     from cryptography.hazmat.primitives import serialization
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
     from pyhanko.sign.signers.pdf_signer import PdfSigningSession
     from pyhanko_certvalidator.registry import SimpleCertificateStore
@@ -90,9 +99,19 @@ def sign_report(pdf: bytes, key: Any, signing_time: datetime) -> bytes:
             session.system_time = signing_time
             return session
 
-    writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
-    pdf_signer = _AtReportTime(meta, signer, new_field_spec=fields.SigFieldSpec(FIELD_NAME))
-    return _outside_event_loop(lambda: pdf_signer.sign_pdf(writer).getvalue())
+    return _AtReportTime(meta, signer, new_field_spec=fields.SigFieldSpec(FIELD_NAME))
+
+
+def sign_report_file(unsigned: Path, signed: Path, key: Any, signing_time: datetime) -> None:
+    """``sign_report`` from file to file (issue 22): pyhanko reads the unsigned report's
+    cross-reference table and the objects it updates, copies the file in chunks and digests it
+    in chunks, so a long report is never held in memory. The same bytes as ``sign_report``."""
+    pdf_signer = _signer(key, signing_time)
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    with unsigned.open("rb") as src, signed.open("w+b") as dst:
+        writer = IncrementalPdfFileWriter(src, strict=False)
+        _outside_event_loop(lambda: pdf_signer.sign_pdf(writer, output=dst))
 
 
 def inspect_signature(pdf: bytes) -> SignatureCheck:

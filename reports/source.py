@@ -10,7 +10,7 @@ nodes and bytes disagree refuses to produce a report (run ``csledger verify``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,16 +51,75 @@ class LedgerState:
         return f"csledger-state/{self.registrant}\n{self.tree_size}\n{self.root}\n"
 
 
+class EntryStream:
+    """A registrant's entries ``0 .. size-1``, read again from the database, page by page, each
+    time they are iterated (issue 22: a year of a clinic group's entries decoded into one list
+    took about 7 KiB of memory per entry; a report holds none of them now).
+
+    Used while the read transaction it was made in is open (``build_report`` holds it for the
+    whole computation), so every pass reads the same entries, the ones ``load_snapshot`` checked
+    against the Merkle root. Behaves as a read-only sequence: ``len``, ``[seq]`` and iteration in
+    entry order; ``of_kinds`` decodes only the entries of the kinds asked for."""
+
+    def __init__(self, conn: Connection, registrant: str, size: int, first: dict[str, Any]):
+        self._conn, self._registrant, self._size, self._first = conn, registrant, size, first
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for _, data in _rows(self._conn, self._registrant, self._size):
+            yield canon.decode(data)
+
+    def __getitem__(self, seq: int) -> dict[str, Any]:
+        if not isinstance(seq, int):
+            raise TypeError("entries are looked up by seq")
+        if seq < 0:
+            seq += self._size
+        if not 0 <= seq < self._size:
+            raise IndexError(seq)
+        if seq == 0:
+            return self._first
+        data = self._conn.execute(sa.select(entries_t.c.canonical).where(
+            entries_t.c.registrant == self._registrant, entries_t.c.seq == seq)).scalar_one()
+        return canon.decode(bytes(data))
+
+    def of_kinds(self, *kinds: str) -> Iterator[dict[str, Any]]:
+        """The entries of these kinds, in entry order. Canonical bytes carry ``"kind":"NAME"``
+        (sorted keys, no spaces), so an entry whose bytes lack every such marker is not decoded;
+        what is decoded is still checked by its own ``kind``."""
+        marks = [f'"kind":"{k}"'.encode() for k in kinds]
+        wanted = set(kinds)
+        for _, data in _rows(self._conn, self._registrant, self._size):
+            if any(m in data for m in marks):
+                e = canon.decode(data)
+                if e.get("kind") in wanted:
+                    yield e
+
+
 @dataclass
 class Snapshot:
-    """A registrant's decoded entries ``0 .. tree_size-1`` and the state they hash to."""
+    """A registrant's decoded entries ``0 .. tree_size-1`` and the state they hash to: a list, or
+    an ``EntryStream`` that reads them again on each pass (``load_snapshot(..., stream=True)``)."""
 
     state: LedgerState
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] | EntryStream = field(default_factory=list)
 
     @property
     def registrant_entry(self) -> dict[str, Any]:
         return self.entries[0]
+
+
+def of_kinds(entries: Iterable[dict[str, Any]], *kinds: str) -> Iterator[dict[str, Any]]:
+    """The entries of these kinds, in entry order (from an ``EntryStream`` without decoding the
+    others)."""
+    if isinstance(entries, EntryStream):
+        yield from entries.of_kinds(*kinds)
+        return
+    wanted = set(kinds)
+    for e in entries:
+        if e["kind"] in wanted:
+            yield e
 
 
 def _rows(conn: Connection, registrant: str, size: int) -> Iterator[tuple[int, bytes]]:
@@ -92,8 +151,11 @@ def _checkpoint(conn: Connection, registrant: str, size: int) -> tuple[str | Non
     return found[1].decode("utf-8"), keys, witnesses
 
 
-def load_snapshot(conn: Connection, registrant: str, size: int | None = None) -> Snapshot:
+def load_snapshot(conn: Connection, registrant: str, size: int | None = None, *, stream: bool = False) -> Snapshot:
     """Decode the first ``size`` entries (default: all) of ``registrant`` and check their root.
+
+    ``stream``: keep none of them; the snapshot's ``entries`` is an ``EntryStream`` over ``conn``
+    (which must stay open while it is used), and memory is flat in the number of entries.
 
     Raises ``ReportError`` for an unknown registrant, a size beyond the log, a gap, or bytes
     that do not hash to the stored Merkle nodes.
@@ -108,16 +170,22 @@ def load_snapshot(conn: Connection, registrant: str, size: int | None = None) ->
                           field="tree_size")
     acc = merkle.RootAccumulator()
     entries: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    n = 0
     for seq, data in _rows(conn, registrant, size):
-        if seq != len(entries):
-            raise ReportError(f"entry {seq} follows {len(entries) - 1}: the ledger has a gap; run csledger verify")
+        if seq != n:
+            raise ReportError(f"entry {seq} follows {n - 1}: the ledger has a gap; run csledger verify")
         obj = canon.decode(data)
         if obj.get("registrant") != registrant or obj.get("seq") != seq:
             raise ReportError(f"entry {seq} names another position; run csledger verify")
         acc.push(canon.leaf_hash(data))
-        entries.append(obj)
-    if len(entries) != size:
-        raise ReportError(f"read {len(entries)} of {size} entries; run csledger verify")
+        if not stream:
+            entries.append(obj)
+        elif seq == 0:
+            first = obj
+        n += 1
+    if n != size:
+        raise ReportError(f"read {n} of {size} entries; run csledger verify")
     root = acc.root()
     try:
         stored = merkle.root(size, node_reader(conn, registrant))
@@ -128,4 +196,4 @@ def load_snapshot(conn: Connection, registrant: str, size: int | None = None) ->
                           "run csledger verify")
     note, keys, witnesses = _checkpoint(conn, registrant, size)
     state = LedgerState(registrant, size, root.hex(), note, keys, witnesses)
-    return Snapshot(state, entries)
+    return Snapshot(state, EntryStream(conn, registrant, size, first) if stream else entries)

@@ -225,7 +225,10 @@ class _Location:
             addr = AddressInput(f"{self.rng.randint(10, 9999)} {self.rng.choice(STREETS)}", "Austin" if self.dea == LOCATIONS[0][0]
                                 else "Denver", "TX" if self.dea == LOCATIONS[0][0] else "CO",
                                 "78704" if self.dea == LOCATIONS[0][0] else "80206")
-            pid = services.register_patient(ledger, p["nora"], RegisterPatient(f"{first} {last}", addr),
+            # issue 21: a date of birth, the pick's second identifier; from i, not the random
+            # stream, so every later draw of the demo (and what the README says of it) is unchanged
+            born = date(1952 + (i * 7) % 50, 1 + (i * 5) % 12, 1 + (i * 11) % 28).isoformat()
+            pid = services.register_patient(ledger, p["nora"], RegisterPatient(f"{first} {last}", addr, born),
                                             keys=self.keys)["patient_id"]
             if i % 4 == 1:  # issue 19: their infusion is diluted in a 100 mL bag
                 self.bag_patients.add(pid)
@@ -246,7 +249,7 @@ class _Location:
                             "TX" if self.dea == LOCATIONS[0][0] else "CO",
                             "78704" if self.dea == LOCATIONS[0][0] else "80206")
         self.spravato_patient = services.register_patient(ledger, p["nora"], RegisterPatient(
-            f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}", addr), keys=self.keys)["patient_id"]
+            f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}", addr, "1979-06-14"), keys=self.keys)["patient_id"]
         self.spravato_days = {self.start + timedelta(days=d) for d in (15, 18, 22, 25)}  # Tue/Fri, weeks 3 and 4
 
     # --- daily work ---------------------------------------------------------------------------

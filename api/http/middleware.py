@@ -22,7 +22,9 @@ from api.http.problems import problem_title
 access_log = logging.getLogger("csledger.access")
 PROBLEM_BASE = "https://csledger.local/problems/"
 #: Request bodies handed to the route as a stream (not read up front under ``max_body_bytes``).
-_STREAMED = re.compile(r"^/v1/registrants/[^/]+/documents$")
+#: The pages' uploads (issue 21: a document, the scanned downtime sheet) are read the same way
+#: (api/web/routes_backfill.py), under the documents' limit, not the forms'.
+_STREAMED = re.compile(r"^/(v1/registrants/[^/]+/documents|ui/[^/]+/documents/new|ui/[^/]+/backfill)$")
 
 
 class ApiMiddleware:

@@ -117,7 +117,8 @@ def register_patient(body: PatientCreate, ledger: LedgerDep, keys: Keys,
                      who: Annotated[Principal, actor("register_patient")], idempotency_key: IdempotencyKey = None) -> dict:
     """Add a patient: name and address go to the encrypted registry; the entry holds the id and a
     commitment. Answers the ``patient_id`` to use everywhere else."""
-    return services.register_patient(ledger, who, RegisterPatient(body.name, _addr(body.address)), keys=keys,
+    return services.register_patient(ledger, who, RegisterPatient(body.name, _addr(body.address),
+                                                                   body.date_of_birth), keys=keys,
                                      idempotency_key=idempotency_key)
 
 
@@ -126,8 +127,9 @@ def register_patient(body: PatientCreate, ledger: LedgerDep, keys: Keys,
 def change_patient_details(patient_id: Id, body: PatientDetailsChangeCreate, ledger: LedgerDep, keys: Keys,
                            who: Annotated[Principal, actor("change_patient_details")],
                            idempotency_key: IdempotencyKey = None) -> dict:
-    """A new name or address for a patient, with the reason."""
-    cmd = ChangePatientDetails(patient_id, body.name, _addr(body.address), body.reason)
+    """A new name, address or date of birth for a patient, with the reason (a date of birth left
+    out keeps the one registered)."""
+    cmd = ChangePatientDetails(patient_id, body.name, _addr(body.address), body.reason, body.date_of_birth)
     return services.change_patient_details(ledger, who, cmd, keys=keys, idempotency_key=idempotency_key)
 
 
@@ -148,7 +150,8 @@ def administer_dose(body: AdministrationCreate, ledger: LedgerDep,
     cmd = AdministerDose(
         body.patient_id, body.prescriber_dea_number, body.weight_kg, body.ordered_mg_per_kg,
         tuple(DrawInput(d.vial_id, d.ml) for d in body.draws), body.ml_given, body.started_at, body.ended_at,
-        WasteInput(body.waste.ml, body.waste.method) if body.waste else None, body.late_reason)
+        WasteInput(body.waste.ml, body.waste.method) if body.waste else None, body.late_reason,
+        tuple(body.documents))
     return services.administer_dose(ledger, who, cmd, witness=_p(witness), idempotency_key=idempotency_key)
 
 
@@ -156,7 +159,8 @@ def administer_dose(body: AdministrationCreate, ledger: LedgerDep,
 def record_waste(body: WasteRecordCreate, ledger: LedgerDep, who: Annotated[Principal, actor("record_waste")],
                  witness: WitnessDep, idempotency_key: IdempotencyKey = None) -> dict:
     """Waste the remainder of an earlier administration, witnessed."""
-    cmd = RecordWaste(body.administration_id, body.ml, body.method, body.occurred_at, body.late_reason)
+    cmd = RecordWaste(body.administration_id, body.ml, body.method, body.occurred_at, body.late_reason,
+                      tuple(body.documents))
     return services.record_waste(ledger, who, cmd, witness=witness.principal, idempotency_key=idempotency_key)
 
 

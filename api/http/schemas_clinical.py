@@ -59,17 +59,26 @@ class PolicyCreate(Body):
                         "dosage_unit": "container", "reason": "clinic policy adopted 2026-11-25"})
 
 
+#: Issue 21: a date of birth, the second identifier a pick shows (sealed with the name). The
+#: service checks it is a real date from 1900 on and not in the future, naming ``date_of_birth``.
+BirthDate = Annotated[str, Field(min_length=1, max_length=10, examples=["1984-03-07"],
+                                 description="Date of birth, YYYY-MM-DD (a real date, from 1900, not in the future).")]
+
+
 class PatientCreate(Body):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     address: AddressCreate
+    date_of_birth: BirthDate | None = None
     model_config = _ex({"name": "Jordan Example", "address": {"street": "12 Elm St", "city": "Austin", "state": "TX",
-                                                              "postal_code": "78702"}})
+                                                              "postal_code": "78702"}, "date_of_birth": "1984-03-07"})
 
 
 class PatientDetailsChangeCreate(Body):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     address: AddressCreate
     reason: Reason
+    date_of_birth: BirthDate | None = Field(default=None, description="A new date of birth; left out, the one "
+                                                                      "registered is kept.")
     model_config = _ex({"name": "Jordan Example", "address": {"street": "40 Oak Ave", "city": "Austin", "state": "TX",
                                                               "postal_code": "78703"}, "reason": "moved"})
 
@@ -78,6 +87,7 @@ class PatientPublic(PublicModel):
     patient_id: str
     name: str
     address: AddressPublic
+    date_of_birth: str | None = Field(default=None, description="YYYY-MM-DD; null when none was given.")
     matches_commitment: bool = Field(description="False if the registry row no longer matches the ledger's commitment.")
 
 
@@ -103,6 +113,9 @@ class AdministrationCreate(Body):
     waste: WasteCreate | None = Field(default=None, description="The remainder, wasted in the same command; needs "
                                       "a Witness-Assertion header.")
     late_reason: LateReason = None
+    documents: Annotated[list[Sha256], Field(max_length=20, description=(
+        "SHA-256 of stored documents the infusion is recorded from (the scanned downtime paper sheet); "
+        "optional."))] = []
     model_config = _ex({"patient_id": "P40", "prescriber_dea_number": "FB7654329", "weight_kg": "80.00",
                         "ordered_mg_per_kg": "0.50", "draws": [{"vial_id": "V14-1", "ml": "1.00"}], "ml_given": "0.80",
                         "started_at": "2026-11-25T09:00:00-06:00", "ended_at": "2026-11-25T09:40:00-06:00",
@@ -115,6 +128,8 @@ class WasteRecordCreate(Body):
     method: Annotated[str, Field(min_length=1, max_length=200)]
     occurred_at: When
     late_reason: LateReason = None
+    documents: Annotated[list[Sha256], Field(max_length=20, description=(
+        "SHA-256 of stored documents the waste is recorded from (the downtime paper sheet); optional."))] = []
     model_config = _ex({"administration_id": "A52", "ml": "0.20", "method": "sharps container",
                         "occurred_at": "2026-11-25T09:45:00-06:00"})
 

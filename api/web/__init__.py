@@ -27,9 +27,6 @@ from api.web import routes_inventory  # noqa: E402  (issue 20: inventories, witn
 
 router.include_router(routes_inventory.router)
 
-from api.web import routes_documents  # noqa: E402  (issue 20: the documents entries cite)
-
-router.include_router(routes_documents.router)
 
 from api.web import routes_overview  # noqa: E402  (issue 21: charts a manager reads at a glance)
 
@@ -49,5 +46,10 @@ from api.web import (  # noqa: E402  (issue 21: a page for every task of the API
 for _m in (routes_tasks, routes_staff, routes_reference, routes_patients, routes_stock_events,
            routes_preparations, routes_corrections, routes_backfill):
     router.include_router(_m.router)
+
+# After routes_backfill: its /documents/new must be matched before /documents/{sha256}.
+from api.web import routes_documents  # noqa: E402  (issue 20: the documents entries cite)
+
+router.include_router(routes_documents.router)
 
 __all__ = ["router"]

@@ -176,14 +176,19 @@ class RegisterPatient:
 
     name: str
     address: AddressInput
+    #: Issue 21: the date of birth (ISO "1984-03-07"), sealed with the name; optional.
+    date_of_birth: str | None = None
 
 
 @dataclass(frozen=True)
 class ChangePatientDetails:
+    """New details; a date of birth left out (None) keeps the one registered."""
+
     patient_id: str
     name: str
     address: AddressInput
     reason: str
+    date_of_birth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,9 @@ class AdministerDose:
     #: The remainder wasted in the same command (both entries in one transaction), witnessed.
     waste: WasteInput | None = None
     late_reason: str | None = None
+    #: SHA-256 of stored documents the infusion is recorded from (issue 21: the scanned downtime
+    #: paper sheet of a backfilled infusion); cited by the dose entry and its waste.
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,8 @@ class RecordWaste:
     method: str
     occurred_at: datetime
     late_reason: str | None = None
+    #: SHA-256 of stored documents the waste is recorded from (issue 21: the downtime paper sheet).
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

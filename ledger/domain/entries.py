@@ -389,6 +389,9 @@ class DoseAdministered(Event):
     #: The prescriber's name as registered (issue 19; ``prescriber_registered``), so the entry
     #: reads alone. Entries recorded before prescribers were registered lack the key.
     prescriber_name: str | None = None
+    #: SHA-256 of stored documents the infusion was recorded from (issue 21: the scanned downtime
+    #: paper sheet). Entries recorded before issue 21 lack the key (readers: ``.get("documents", ())``).
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,9 @@ class DoseWasted(Event):
     mg: Decimal
     method: str
     late_reason: str | None = None
+    #: SHA-256 of stored documents the waste was recorded from (issue 21: the downtime paper
+    #: sheet). Entries recorded before issue 21 lack the key.
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ COMMITMENT_LABEL_V2 = b"csledger/patient-commitment/v2\x00"
 OPENING_LABEL_V2 = b"csledger/patient-opening/v2\x00"
 #: The details a commitment covers, the keys of the canonical JSON object.
 DETAIL_FIELDS = ("name", "street", "city", "state", "postal_code")
+#: Details a commitment covers when they were given (issue 21: the date of birth, the second
+#: identifier of a pick). Absent, the canonical bytes are exactly the five fields' bytes, so every
+#: commitment recorded before stays the commitment of the same details.
+OPTIONAL_DETAIL_FIELDS = ("date_of_birth",)
 #: Bytes of an opening (and of a SHA-256 commitment).
 OPENING_BYTES = 32
 
@@ -40,18 +44,20 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def canonical_details(details: Mapping[str, str]) -> bytes:
-    """The bytes both schemes commit to: the five fields as compact JSON with sorted keys, UTF-8
-    (not ASCII-escaped). v1 commitments already recorded depend on these exact bytes.
+    """The bytes both schemes commit to: the five fields, and the optional ones given
+    (``OPTIONAL_DETAIL_FIELDS``), as compact JSON with sorted keys, UTF-8 (not ASCII-escaped).
+    v1 commitments already recorded depend on these exact bytes (the five fields alone).
 
-    Raises ``ValueError`` (naming no value) unless ``details`` has exactly the five fields, each a
-    string."""
-    if not isinstance(details, Mapping) or set(details) != set(DETAIL_FIELDS):
-        raise ValueError(f"patient details must have exactly the fields {', '.join(DETAIL_FIELDS)}")
-    if not all(isinstance(details[k], str) for k in DETAIL_FIELDS):
+    Raises ``ValueError`` (naming no value) unless ``details`` has the five fields, no field
+    other than the optional ones, and each a string."""
+    if not isinstance(details, Mapping) or not set(DETAIL_FIELDS) <= set(details) or \
+            not set(details) <= set(DETAIL_FIELDS) | set(OPTIONAL_DETAIL_FIELDS):
+        raise ValueError(f"patient details must have exactly the fields {', '.join(DETAIL_FIELDS)} "
+                         f"(and optionally {', '.join(OPTIONAL_DETAIL_FIELDS)})")
+    if not all(isinstance(details[k], str) for k in details):
         raise ValueError("every patient detail must be a string")
     try:
-        return json.dumps({k: details[k] for k in DETAIL_FIELDS}, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        return json.dumps(dict(details), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     except UnicodeEncodeError:  # a lone surrogate: not text that can have been registered
         raise ValueError("a patient detail is not valid Unicode text") from None
 
@@ -93,7 +99,7 @@ def _hex32(text: Any) -> bytes | None:
 
 def open_commitment(registrant: str, patient_id: str, details: Mapping[str, str], opening_hex: str,
                     commitment_hex: str) -> bool:
-    """Whether ``details`` (name, street, city, state, postal_code) with ``opening_hex`` open the
+    """Whether ``details`` (name, street, city, state, postal_code, and date_of_birth if given) with ``opening_hex`` open the
     v2 ``commitment_hex`` of ``patient_id`` at ``registrant``. Needs no key. The comparison is
     constant time; malformed input of any kind (wrong fields or types, hex of the wrong length or
     case, a v1 commitment) gives False, never an exception."""

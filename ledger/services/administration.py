@@ -35,6 +35,7 @@ from ledger.services.common import (
     text,
     vial_for_use,
 )
+from ledger.services.documents import stored_documents
 from ledger.storage.store import CommandContext, Ledger
 
 CLINICIANS = frozenset({Role.NURSE, Role.PRESCRIBER, Role.PHARMACIST, Role.MANAGER})
@@ -193,6 +194,8 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
         draws, product, registered = draw_for_order(
             ctx, draws_in, prescriber, local_day,
             one_product="one dose is drawn from one product; record a second dose for another")
+        # The sheet it is recorded from (a backfill), checked stored here as receipts check theirs.
+        docs = stored_documents(ctx, cmd.documents)
         waste_sig = sign_witness(ctx, principal, witness) if waste_ml is not None else None
         admin_id = f"A{ctx.next_seq}"
         ordered = ordered_mg(weight, per_kg)
@@ -201,7 +204,7 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
             prescriber_dea_number=prescriber, weight_kg=weight, ordered_mg_per_kg=per_kg, ordered_mg=ordered,
             draws=tuple(draws), ml_drawn=drawn, ml_given=given, mg_given=q2(given * product.strength_mg_per_ml),
             started_at=format_time(started), ended_at=format_time(ended), late_reason=late,
-            prescriber_name=registered["name"],
+            prescriber_name=registered["name"], documents=docs,
         ), signatures=[sig], occurred_at=occurred)
         out = {"administration_id": admin_id, "ml_drawn": str(drawn), "ml_given": str(given),
                "opened_vials": [d.vial_id for d in draws if d.opened_vial],
@@ -209,13 +212,13 @@ def administer_dose(ledger: Ledger, principal: Principal, cmd: AdministerDose, *
         if waste_ml is not None:
             ctx.append(ev.DoseWasted(administration_id=admin_id, administration_seq=a.seq, product=product, ml=waste_ml,
                                      mg=q2(waste_ml * product.strength_mg_per_ml), method=waste_method,
-                                     late_reason=late),
+                                     late_reason=late, documents=docs),
                        signatures=[sig, waste_sig], occurred_at=ended)
         out["reconciled"] = drawn == given + (waste_ml or ZERO)
         return out
 
     return run(ledger, principal, "administer_dose", cmd, build, idempotency_key,
-                {**request_fields(cmd), "witness": witness.staff_id if witness else None})
+                {**_request(cmd), "witness": witness.staff_id if witness else None})
 
 
 def record_waste(ledger: Ledger, principal: Principal, cmd: RecordWaste, *, witness: Principal,
@@ -235,13 +238,23 @@ def record_waste(ledger: Ledger, principal: Principal, cmd: RecordWaste, *, witn
         remainder = a["ml_drawn"] - a["ml_given"] - a["ml_wasted"]
         if ml > remainder:
             raise Conflict(f"only {remainder} mL of this dose is unaccounted for; {ml} mL cannot be wasted", field="ml")
+        docs = stored_documents(ctx, cmd.documents)
         wsig = sign_witness(ctx, principal, witness)
         p = ctx.view.get("products", (ctx.registrant, a["ndc_key"]))
         product = product_from_row(p)
         ctx.append(ev.DoseWasted(administration_id=a["administration_id"], administration_seq=a["seq"],
                                  product=product, ml=ml, mg=q2(ml * a["strength_mg_per_ml"]), method=method,
-                                 late_reason=late), signatures=[sig, wsig], occurred_at=occurred)
+                                 late_reason=late, documents=docs), signatures=[sig, wsig], occurred_at=occurred)
         return {"administration_id": a["administration_id"], "reconciled": ml == remainder}
 
     return run(ledger, principal, "record_waste", cmd, build, idempotency_key,
-                {**request_fields(cmd), "witness": witness.staff_id if witness else None})
+                {**_request(cmd), "witness": witness.staff_id if witness else None})
+
+
+def _request(cmd: AdministerDose | RecordWaste) -> dict:
+    """The command for the idempotency hash; without documents when it cites none, so a request
+    stored before the field existed (issue 21) still matches its retry."""
+    fields = request_fields(cmd)
+    if not fields.get("documents"):
+        fields.pop("documents", None)
+    return fields

@@ -1,11 +1,11 @@
-"""The patient registry: names and addresses encrypted (never in an entry, a log line or an
-error message); entries carry the patient id and a commitment.
+"""The patient registry: names, addresses and (issue 21) dates of birth encrypted (never in an
+entry, a log line or an error message); entries carry the patient id and a commitment.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from ledger.domain import entries as ev
@@ -18,14 +18,48 @@ from ledger.domain.errors import Forbidden, InvalidInput, NotFound
 from ledger.domain.principal import Meaning, Principal, Role
 from ledger.integrity.canonical import format_time
 from ledger.services.administration import CLINICIANS
-from ledger.services.common import US_STATES, address, run, text
+from ledger.services.common import US_STATES, address, registrant_tz, run, text
 from ledger.storage.authority import authority_at, chain_head
 from ledger.storage.patient_keys import KEY_CHECK_NAME, PatientDetails, PatientKeyError, PatientKeys
 from ledger.storage.store import CommandContext, Ledger, raw
 
+#: The earliest date of birth taken: an earlier one is a typing mistake.
+EARLIEST_BIRTH = date(1900, 1, 1)
 
-def patient_details(name: Any, addr: AddressInput, *, field: str = "") -> PatientDetails:
-    """Validate without ever echoing the value (health data)."""
+
+def date_of_birth(value: Any, *, today: date | None = None, field: str = "date_of_birth") -> str | None:
+    """A date of birth as typed ("1984-03-07"), checked: a real date, from 1900 on, and (given
+    ``today``, the registrant's local day) not after today. None or "" is "not given". The
+    value is never echoed in the error (health data). The page checks with this too."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("must be a date (YYYY-MM-DD)", field=field)
+    v = value.strip()
+    if not v:
+        return None
+    try:
+        born = date.fromisoformat(v) if len(v) == 10 and v[4] == "-" and v[7] == "-" else None
+    except ValueError:
+        born = None
+    if born is None:
+        raise InvalidInput("is not a real date: give the year, month and day (YYYY-MM-DD)", field=field)
+    if born < EARLIEST_BIRTH:
+        raise InvalidInput("is before 1900: check the year", field=field)
+    if today is not None and born > today:
+        raise InvalidInput("is in the future: check the year, month and day", field=field)
+    return born.isoformat()
+
+
+def _born_by_today(ctx: CommandContext, dob: str | None) -> None:
+    """Inside the transaction: the date of birth is not after the registrant's local today."""
+    if dob is not None:
+        date_of_birth(dob, today=ctx.now.astimezone(registrant_tz(ctx)).date())
+
+
+def patient_details(name: Any, addr: AddressInput, *, field: str = "", dob: Any = None) -> PatientDetails:
+    """Validate without ever echoing the value (health data); ``dob`` the optional date of
+    birth (issue 21), checked by ``date_of_birth`` (its "not in the future" in the transaction)."""
     p = f"{field}." if field else ""
     n = text(name, field=f"{p}name", max_len=200)
     a = addr if isinstance(addr, AddressInput) else None
@@ -35,8 +69,9 @@ def patient_details(name: Any, addr: AddressInput, *, field: str = "") -> Patien
     if state not in US_STATES:
         raise InvalidInput("is not a US state or territory code", field=f"{p}address.state")
     checked = address(AddressInput(a.street, a.city, state, a.postal_code), field=f"{p}address")
+    born = date_of_birth(dob, field=f"{p}date_of_birth")
     return PatientDetails(name=n, street=checked.street, city=checked.city, state=checked.state,
-                          postal_code=checked.postal_code)
+                          postal_code=checked.postal_code, date_of_birth=born)
 
 
 def check_patient_key(conn, keys: PatientKeys, now: datetime) -> None:
@@ -61,10 +96,11 @@ def register_patient(ledger: Ledger, principal: Principal, cmd: RegisterPatient,
                      idempotency_key: str | None = None) -> dict:
     """Add a patient: the encrypted registry row and a ``patient_registered`` entry holding the
     id and the commitment, in one transaction."""
-    details = patient_details(cmd.name, cmd.address)
+    details = patient_details(cmd.name, cmd.address, dob=cmd.date_of_birth)
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=CLINICIANS)
+        _born_by_today(ctx, details.date_of_birth)
         check_patient_key(ctx.conn, keys, ctx.now)
         patient_id = f"P{ctx.next_seq}"
         commitment = keys.commitment(ctx.registrant, patient_id, details)
@@ -85,15 +121,25 @@ def register_patient(ledger: Ledger, principal: Principal, cmd: RegisterPatient,
 
 def change_patient_details(ledger: Ledger, principal: Principal, cmd: ChangePatientDetails, *, keys: PatientKeys,
                            idempotency_key: str | None = None) -> dict:
-    """A new name or address: the registry row is re-sealed and the new commitment recorded."""
-    details = patient_details(cmd.name, cmd.address)
+    """A new name, address or date of birth: the registry row is re-sealed and the new commitment
+    recorded. A date of birth left out keeps the one registered (a client that sends only name
+    and address, as before issue 21, does not erase it)."""
+    given = patient_details(cmd.name, cmd.address, dob=cmd.date_of_birth)
     reason = text(cmd.reason, field="reason", max_len=500)
 
     def build(ctx: CommandContext) -> dict:
         sig = ctx.signature(principal, Meaning.PERFORMED, roles=CLINICIANS)
+        _born_by_today(ctx, given.date_of_birth)
         check_patient_key(ctx.conn, keys, ctx.now)
         if ctx.view.get("patients", (ctx.registrant, cmd.patient_id)) is None:
             raise NotFound(f"no patient {cmd.patient_id!r} at {ctx.registrant}", field="patient_id")
+        details = given
+        if given.date_of_birth is None:
+            row = ctx.view.raw.one(ctx.conn, "SELECT sealed FROM patient_registry WHERE registrant = :r AND "
+                                             "patient_id = :p", {"r": ctx.registrant, "p": cmd.patient_id})
+            if row is not None:
+                kept = keys.open(ctx.registrant, cmd.patient_id, bytes(row["sealed"])).date_of_birth
+                details = PatientDetails(**{**given.as_dict(), "date_of_birth": kept})
         sealed = keys.seal(ctx.registrant, cmd.patient_id, details)
         ctx.view.raw.run(ctx.conn, "UPDATE patient_registry SET sealed = :s, updated_at = :t "
                                    "WHERE registrant = :r AND patient_id = :p",
@@ -105,7 +151,7 @@ def change_patient_details(ledger: Ledger, principal: Principal, cmd: ChangePati
         return {"patient_id": cmd.patient_id}
 
     request = {"type": "ChangePatientDetails", "patient_id": cmd.patient_id, "reason": reason,
-               "details": keys.commitment(principal.registrant, "request", details)}
+               "details": keys.commitment(principal.registrant, "request", given)}
     return run(ledger, principal, "change_patient_details", cmd, build, idempotency_key, request)
 
 
@@ -139,7 +185,7 @@ def read_patient(ledger: Ledger, principal: Principal, patient_id: str, *, keys:
     return {"patient_id": patient_id, "name": details.name,
             "address": {"street": details.street, "city": details.city, "state": details.state,
                         "postal_code": details.postal_code},
-            "matches_commitment": matches}
+            "date_of_birth": details.date_of_birth, "matches_commitment": matches}
 
 
 def check_registry(ledger: Ledger, registrant: str, *, keys: PatientKeys) -> list[str]:
@@ -188,7 +234,7 @@ def find_patients(ledger: Ledger, principal: Principal, query: str = "", *, keys
     patient id, "P20" or "20") or by name (every word of the query starts a word of the name),
     an empty query listing those seen in the last ``RECENT_DAYS`` days; seen-recently first.
 
-    Names and city are returned only to a role that may read them (``NAME_READERS``, from the
+    Names, city and date of birth are returned only to a role that may read them (``NAME_READERS``, from the
     role entries as ``read_patient``); each patient whose name is returned is written to the
     patient-access log (action ``search``) in the same transaction, before the answer leaves.
     Other roles get ids and the last-seen day only, and a name search finds nothing for them.
@@ -197,7 +243,7 @@ def find_patients(ledger: Ledger, principal: Principal, query: str = "", *, keys
     ``patient_id`` instead of a query: that one patient (the pick a page shows again, or its
     confirmation), logged as ``log_action``.
 
-    Returns ``{"patients": [{patient_id, name, place, last_seen, recent}], "names": bool,
+    Returns ``{"patients": [{patient_id, name, date_of_birth, place, last_seen, recent}], "names": bool,
     "more": int, "by": "chart" | "name" | "recent"}``."""
     import sqlalchemy as sa
 
@@ -265,6 +311,8 @@ def find_patients(ledger: Ledger, principal: Principal, query: str = "", *, keys
     for p in shown:
         d = details.get(p) if names else None
         out.append({"patient_id": p, "name": d.name if d else None, "unreadable": names and d is None,
+                    # issue 21: the second identifier of a pick, to the same roles as the name
+                    "date_of_birth": d.date_of_birth if d else None,
                     "place": f"{d.city} {d.state} {d.postal_code}" if d else None,
                     "last_seen": seen.get(p), "recent": seen.get(p, "") >= since})
     return {"patients": out, "names": names, "more": more, "by": by}

@@ -57,22 +57,32 @@ def _derive(master: bytes, label: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class PatientDetails:
+    """A patient's name and address, and (issue 21) their date of birth when given: the second
+    identifier a pick shows. Rows sealed before hold no date of birth and open with ``None``."""
+
     name: str
     street: str
     city: str
     state: str
     postal_code: str
+    #: ISO date ("1984-03-07"), or None when not given (never "" in a sealed row).
+    date_of_birth: str | None = None
 
     def __repr__(self) -> str:  # never print health data by accident
         return "PatientDetails(<redacted>)"
 
     def as_dict(self) -> dict[str, str]:
-        """The five fields, as a report embeds them beside their opening."""
-        return {"name": self.name, "street": self.street, "city": self.city, "state": self.state,
-                "postal_code": self.postal_code}
+        """The five fields, and the date of birth when given, as a report embeds them beside their
+        opening (without a date of birth exactly the five fields, as before issue 21)."""
+        out = {"name": self.name, "street": self.street, "city": self.city, "state": self.state,
+               "postal_code": self.postal_code}
+        if self.date_of_birth is not None:
+            out["date_of_birth"] = self.date_of_birth
+        return out
 
     def canonical(self) -> bytes:
-        """The committed (and sealed) bytes; unchanged since v1, whose commitments depend on them."""
+        """The committed (and sealed) bytes; unchanged since v1 for details without a date of
+        birth, whose commitments depend on them."""
         return canonical_details(self.as_dict())
 
 

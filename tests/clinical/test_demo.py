@@ -54,5 +54,9 @@ def test_demo_builds_the_clinic_data_set(tmp_path):
         assert len(k10) == 10 and {v["state"] for v in k10} == {"destroyed"} and len({v["package_id"] for v in k10}) == 1
         keys = PatientKeys.from_settings(settings)
         assert services.check_registry(lg, "AB1234563", keys=keys) == []
+        # issue 21: every demo patient has a date of birth, the second identifier of a pick
+        with lg.reading() as c:
+            rows = c.execute(sa.text("SELECT registrant, patient_id, sealed FROM patient_registry")).all()
+        assert len(rows) == 42 and all(keys.open(r[0], r[1], bytes(r[2])).date_of_birth for r in rows)
     finally:
         lg.dispose()

@@ -15,7 +15,9 @@ a product with FDA's long name, serialized cartons with GS1 ids at their longest
 discrepancy (so the discrepancy and alert forms are on the pages).
 
 The pages are the ones each login's navigation links to (so a page added to the navigation is
-checked without changing this file), the header's links, and the pages behind the forms: a count
+checked without changing this file), the header's links, every link of the "More tasks" page
+(likewise for a page added to ``core.TASK_INDEX``; one still answering 404 is not written yet and
+left out), and the pages behind the forms: a count
 in progress, a receipt with a scanned carton, a form sent with errors, an entry, a refusal, the
 login and location pages. At tablet size each page is saved as ``tablet-<page>.png`` in
 ``CSLEDGER_SCREENSHOT_DIR`` (``docs/screenshots`` to refresh the committed ones).
@@ -234,15 +236,49 @@ def shot_dir(tmp_path_factory) -> Path:
     return folder
 
 
+#: A "More tasks" link answering 404 is a page not written yet (session 29: its helper is writing it):
+#: left out until it lands, then checked like every other page. Any other status fails.
+NOT_WRITTEN_YET = 404
+
+
 def _linked_pages(page, ui: str) -> list[str]:
-    """The navigation's and the header's links at this location (log out is a form, not a link)."""
+    """The navigation's and the header's links at this location (log out is a form, not a link),
+    then the links of the "More tasks" page when the navigation has it (the task pages outside the
+    navigation: a page added to ``core.TASK_INDEX`` is checked without changing this file)."""
     hrefs = page.eval_on_selector_all("nav.main-nav a, header.top a", "els => els.map(e => e.href)")
     out = []
     for h in hrefs:
         h = h.split("#")[0]
         if (h.startswith(ui) or h.rstrip("/").endswith("/ui")) and h not in out:
             out.append(h)
+    if ui + "tasks" in out:
+        here = page.url
+        page.goto(ui + "tasks")
+        for h in page.eval_on_selector_all("main a", "els => els.map(e => e.href)"):
+            h = h.split("#")[0]
+            if h.startswith(ui) and h not in out:
+                out.append(h)
+        page.goto(here)
     return out
+
+
+def _is_task_page(url: str, ui: str) -> bool:
+    from api.web.core import TASK_INDEX
+
+    return url.split("?")[0] in {ui + href for *_, href in TASK_INDEX}
+
+
+def open_linked(page, url: str, ui: str, who: str, problems: list[str]) -> bool:
+    """Go to a linked page: True when it answered 200; False for a task page not written yet, or
+    (a problem added to ``problems``, the other pages still checked) for any other answer."""
+    resp = page.goto(url)
+    status = resp.status if resp is not None else None
+    if status == NOT_WRITTEN_YET and _is_task_page(url, ui):
+        return False
+    if status != 200:
+        problems.append(f"{who}: {url} answered {status}")
+        return False
+    return True
 
 
 @pytest.mark.parametrize("size", list(VIEWPORTS))
@@ -256,8 +292,8 @@ def test_every_linked_page_fits_for_every_role(server, browser, states, shot_dir
             links = _linked_pages(page, server.ui)
             assert len(links) >= 3, f"{user}: no navigation on {page.url}"
             for url in links:
-                resp = page.goto(url)
-                assert resp is not None and resp.status == 200, f"{user}: {url} answered {resp and resp.status}"
+                if not open_linked(page, url, server.ui, user, pages.problems):
+                    continue
                 name = page_name(url, server.ui)
                 seen.setdefault(name, []).append(user)
                 pages.check(page, name, user)
@@ -269,76 +305,83 @@ def test_every_linked_page_fits_for_every_role(server, browser, states, shot_dir
             "downtime"} <= set(seen), seen  # issue 21: the downtime forms (nurse, pharmacist, manager)
 
 
+def walk_pages_behind_the_forms(pages: Pages, server, size: str) -> None:
+    """The pages a form leads to: the login (with its errors), the location list, a refusal, a
+    count in progress, a receipt with a scanned carton, an infusion sent empty, an entry; each
+    handed to ``pages.check`` (test_axe.py walks the same pages with axe)."""
+    page = pages.page(None)
+    page.goto(server.base + "/ui/")
+    pages.check(page, "locations", "nobody")
+    page.goto(server.ui + "login")
+    pages.check(page, "login", "nobody")
+    page.get_by_label("Username").fill("morgan")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+    assert page.locator("#error-summary").count() == 1
+    pages.check(page, "login-error", "nobody")
+
+    page = pages.page("nora")
+    resp = page.goto(server.ui + "alerts")
+    assert resp.status == 403
+    pages.check(page, "refused", "nora")
+    page.goto(server.ui + "password")
+    pages.check(page, "password", "nora")
+    # an infusion sent empty: every error beside its field
+    page.goto(server.ui + "infusions/new")
+    page.locator("button[type=submit][value=record]").click()
+    page.wait_for_load_state()
+    assert page.locator("#error-summary").count() == 1, page.inner_text("main")
+    pages.check(page, "infusions-new-errors", "nora")
+    # issue 21: the patient found by name and the prescriber, picked from radio rows (44 px each)
+    page.get_by_label("Name or chart number").fill("Jordan")
+    page.get_by_role("button", name="Find patient").click()
+    page.wait_for_load_state()
+    assert page.locator("#patient-picks input[type=radio]").count() == 1, page.inner_text("main")[:500]
+    pages.check(page, "infusions-new-picks", "nora")
+    # a carton scanned: the receipt's lines table
+    page.goto(server.ui + "receipts/new")
+    page.get_by_label("GS1 barcode scan").fill(scan("6745700110", "KA2699", "280731", f"L-{size}"))
+    page.get_by_label("GS1 barcode scan").press("Enter")
+    page.wait_for_load_state()
+    assert page.get_by_label("Lot, line 1").input_value() == "KA2699"
+    pages.check(page, "receipts-new-scanned", "nora")
+    # a count in progress (a count session is opened; nothing is recorded until it is sent)
+    page.goto(server.ui + "counts/new")
+    page.get_by_role("button", name="Start a blind count").click()
+    page.wait_for_url(re.compile(r".*/counts/C\d+$"))
+    pages.check(page, "count-session", "nora")
+    page.locator("button[type=submit]", has_text="Submit the count").click()
+    page.wait_for_load_state()
+    pages.check(page, "count-session-errors", "nora")
+
+    # an entry: the nurse's newest signature, the receipt of the long-named cartons (GS1 ids)
+    page.goto(server.ui + "me/signatures")
+    page.locator("main tr", has_text="Stock received").first.locator("a[href*='/entries/']").click()
+    page.wait_for_url(re.compile(r".*/entries/\d+$"))
+    assert page.locator("h1").inner_text().startswith("Entry #")
+    pages.check(page, "entry", "nora")
+
+    # issue 20: an initial inventory's form (the biennial one is linked from the navigation)
+    page = pages.page("pia")
+    resp = page.goto(server.ui + "inventories/new?type=initial")
+    assert resp.status == 200
+    pages.check(page, "inventories-new-initial", "pia")
+
+    # issue 20: the Form 106 follow-up (open reports; the notice's and the filing's forms)
+    page = pages.page("morgan")
+    resp = page.goto(server.ui + "losses/follow-up")
+    assert resp.status == 200
+    pages.check(page, "losses-follow-up", "morgan")
+
+
 @pytest.mark.parametrize("size", list(VIEWPORTS))
 def test_pages_behind_the_forms_fit(server, browser, states, shot_dir, size):
     """The pages a form leads to: the login (with its errors), the location list, a refusal, a
     count in progress, a receipt with a scanned carton, an infusion sent empty, an entry."""
     pages = Pages(browser, server, size, states, shot_dir)
     try:
-        page = pages.page(None)
-        page.goto(server.base + "/ui/")
-        pages.check(page, "locations", "nobody")
-        page.goto(server.ui + "login")
-        pages.check(page, "login", "nobody")
-        page.get_by_label("Username").fill("morgan")
-        page.get_by_label("Password").fill("not the password")
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_load_state()
-        assert page.locator("#error-summary").count() == 1
-        pages.check(page, "login-error", "nobody")
-
-        page = pages.page("nora")
-        resp = page.goto(server.ui + "alerts")
-        assert resp.status == 403
-        pages.check(page, "refused", "nora")
-        page.goto(server.ui + "password")
-        pages.check(page, "password", "nora")
-        # an infusion sent empty: every error beside its field
-        page.goto(server.ui + "infusions/new")
-        page.locator("button[type=submit][value=record]").click()
-        page.wait_for_load_state()
-        assert page.locator("#error-summary").count() == 1, page.inner_text("main")
-        pages.check(page, "infusions-new-errors", "nora")
-        # issue 21: the patient found by name and the prescriber, picked from radio rows (44 px each)
-        page.get_by_label("Name or chart number").fill("Jordan")
-        page.get_by_role("button", name="Find patient").click()
-        page.wait_for_load_state()
-        assert page.locator("#patient-picks input[type=radio]").count() == 1, page.inner_text("main")[:500]
-        pages.check(page, "infusions-new-picks", "nora")
-        # a carton scanned: the receipt's lines table
-        page.goto(server.ui + "receipts/new")
-        page.get_by_label("GS1 barcode scan").fill(scan("6745700110", "KA2699", "280731", f"L-{size}"))
-        page.get_by_label("GS1 barcode scan").press("Enter")
-        page.wait_for_load_state()
-        assert page.get_by_label("Lot, line 1").input_value() == "KA2699"
-        pages.check(page, "receipts-new-scanned", "nora")
-        # a count in progress (a count session is opened; nothing is recorded until it is sent)
-        page.goto(server.ui + "counts/new")
-        page.get_by_role("button", name="Start a blind count").click()
-        page.wait_for_url(re.compile(r".*/counts/C\d+$"))
-        pages.check(page, "count-session", "nora")
-        page.locator("button[type=submit]", has_text="Submit the count").click()
-        page.wait_for_load_state()
-        pages.check(page, "count-session-errors", "nora")
-
-        # an entry: the nurse's newest signature, the receipt of the long-named cartons (GS1 ids)
-        page.goto(server.ui + "me/signatures")
-        page.locator("main tr", has_text="Stock received").first.locator("a[href*='/entries/']").click()
-        page.wait_for_url(re.compile(r".*/entries/\d+$"))
-        assert page.locator("h1").inner_text().startswith("Entry #")
-        pages.check(page, "entry", "nora")
-
-        # issue 20: an initial inventory's form (the biennial one is linked from the navigation)
-        page = pages.page("pia")
-        resp = page.goto(server.ui + "inventories/new?type=initial")
-        assert resp.status == 200
-        pages.check(page, "inventories-new-initial", "pia")
-
-        # issue 20: the Form 106 follow-up (open reports; the notice's and the filing's forms)
-        page = pages.page("morgan")
-        resp = page.goto(server.ui + "losses/follow-up")
-        assert resp.status == 200
-        pages.check(page, "losses-follow-up", "morgan")
+        walk_pages_behind_the_forms(pages, server, size)
     finally:
         pages.close()
     assert not pages.problems, "\n".join(pages.problems)

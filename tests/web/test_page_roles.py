@@ -98,12 +98,55 @@ PAGES: dict[tuple[str, str], frozenset[str]] = {
     # issue 21: the overview charts, read-only
     ("GET", "/ui/{dea}/overview"): frozenset({M, C, PH, A}),
     # issue 21 pages: staff
+    ("GET", "/ui/{dea}/staff"): frozenset({M, "administrator"}),
+    ("POST", "/ui/{dea}/staff"): frozenset({M, "administrator"}),
+    ("GET", "/ui/{dea}/staff/{staff_id}"): frozenset({M, "administrator"}),
+    ("POST", "/ui/{dea}/staff/{staff_id}"): frozenset({M, "administrator"}),
     # issue 21 pages: reference
+    ("GET", "/ui/{dea}/products"): frozenset({"administrator", M, PH}),
+    ("POST", "/ui/{dea}/products"): frozenset({"administrator", M, PH}),
+    ("GET", "/ui/{dea}/suppliers"): frozenset({"administrator", M, PH}),
+    ("POST", "/ui/{dea}/suppliers"): frozenset({"administrator", M, PH}),
+    ("GET", "/ui/{dea}/prescribers"): frozenset({"administrator", M}),
+    ("POST", "/ui/{dea}/prescribers"): frozenset({"administrator", M}),
+    ("GET", "/ui/{dea}/policies"): frozenset({"administrator", M}),
+    ("POST", "/ui/{dea}/policies"): frozenset({"administrator", M}),
     # issue 21 pages: patients
+    ("GET", "/ui/{dea}/patients"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/patients"): frozenset({M, N, PH, PR}),
     # issue 21 pages: stock_events
+    ("GET", "/ui/{dea}/wastes/new"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/wastes/new"): frozenset({M, N, PH, PR}),
+    ("GET", "/ui/{dea}/breakages/new"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/breakages/new"): frozenset({M, N, PH, PR}),
+    ("GET", "/ui/{dea}/returns/new"): frozenset({M, PH}),
+    ("POST", "/ui/{dea}/returns/new"): frozenset({M, PH}),
+    ("GET", "/ui/{dea}/quarantines"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/quarantines"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/quarantines/release"): frozenset({M, PH}),
+    ("GET", "/ui/{dea}/packages"): frozenset({M, N, PH}),
+    ("POST", "/ui/{dea}/packages"): frozenset({M, N, PH}),
     # issue 21 pages: preparations
+    ("GET", "/ui/{dea}/preparations"): frozenset({M, N, PH, PR}),  # the union: a manager may waste one
+    ("POST", "/ui/{dea}/preparations"): frozenset({N, PH, PR}),
+    ("GET", "/ui/{dea}/preparations/{preparation_id}/infusion"): frozenset({N, PR}),
+    ("POST", "/ui/{dea}/preparations/{preparation_id}/infusion"): frozenset({N, PR}),
+    ("GET", "/ui/{dea}/preparations/{preparation_id}/waste"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/preparations/{preparation_id}/waste"): frozenset({M, N, PH, PR}),
+    ("GET", "/ui/{dea}/esketamine-sessions/new"): frozenset({N, PH, PR}),
+    ("POST", "/ui/{dea}/esketamine-sessions/new"): frozenset({N, PH, PR}),
     # issue 21 pages: corrections
+    ("GET", "/ui/{dea}/corrections/new"): frozenset({M, N, PH, PR}),
+    ("POST", "/ui/{dea}/corrections/new"): frozenset({M, N, PH, PR}),
     # issue 21 pages: backfill
+    # document upload: store_document's roles; the backfill: the sheet uploaded by those who store
+    # documents, an infusion from it by those who administer, a later waste by clinicians
+    ("GET", "/ui/{dea}/documents/new"): frozenset({N, PH, M, C, "administrator"}),
+    ("POST", "/ui/{dea}/documents/new"): frozenset({N, PH, M, C, "administrator"}),
+    ("GET", "/ui/{dea}/backfill"): frozenset({N, PH, PR, M}),
+    ("POST", "/ui/{dea}/backfill"): frozenset({N, PH, M}),
+    ("POST", "/ui/{dea}/backfill/infusion"): frozenset({N, PR}),
+    ("POST", "/ui/{dea}/backfill/waste"): frozenset({N, PH, PR, M}),
 }
 #: Refusals that are not the page's role check, with their message.
 REFUSED_BECAUSE = {("GET", "/ui/{dea}/entries/{seq}"): "you may see the entries you signed; this one is not yours"}
@@ -208,7 +251,7 @@ def site(request, tmp_path_factory) -> Iterator[Site]:
 
 def url_of(site: Site, path: str, dea: str = DEA) -> str:
     return path.format(dea=dea, seq=site.receipt_seq, session_id="C1", name="app.css", container_id="V999999-1",
-                       sha256="0" * 64)
+                       sha256="0" * 64, preparation_id="P999999", staff_id="S1")
 
 
 def send(site: Site, method: str, path: str, token: str | None, dea: str = DEA):
@@ -250,7 +293,7 @@ def test_page_roles(site, method, path, who):
             # (nor is entry {seq}, a receipt, an inventory: issue 20's confirmation page answers 404)
             # (nor a document of digest 0...0)
             assert r.status_code == (404 if "{session_id}" in path or "{container_id}" in path or "{sha256}" in path
-                                     or "inventories/{seq}" in path else 200), r.status_code
+                                     or "inventories/{seq}" in path or "{preparation_id}" in path else 200), r.status_code
     else:
         assert r.status_code == 403, (r.status_code, r.headers.get("location"), r.text[:300])
         message = REFUSED_BECAUSE.get((method, path), f"needs one of the roles {', '.join(sorted(allowed))}")
