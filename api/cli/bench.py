@@ -410,7 +410,8 @@ def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: P
     console.print(f"verify peak traced memory: {mem_small[0] / 1024:,.0f} KiB at {small} entries, "
                   f"{mem_large[0] / 1024:,.0f} KiB at {verify_entries} entries")
     console.print(f"verify --deep peak traced memory: {mem_small[1] / 1024:,.0f} KiB at {small} entries, "
-                  f"{mem_large[1] / 1024:,.0f} KiB at {verify_entries} entries (holds rebuilt projections: one row per vial)")
+                  f"{mem_large[1] / 1024:,.0f} KiB at {verify_entries} entries (rebuilt projections in a scratch file "
+                  "behind a bounded cache: flat)")
     if "staff_signatures" in results:
         _print_signatures(console, results)
     return results

@@ -44,7 +44,8 @@ class StateView(Protocol):
 
 
 def key_of(table: str, row: dict[str, Any]) -> tuple:
-    return tuple(row[c] for c in PRIMARY_KEYS[table])
+    """The row's primary key, a tuple of its key columns' values."""
+    return tuple([row[c] for c in PRIMARY_KEYS[table]])
 
 
 class MemoryStateView:

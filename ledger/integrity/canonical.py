@@ -103,14 +103,23 @@ def canonical_bytes_reference(obj: dict[str, Any]) -> bytes:
     return rfc8785.dumps(obj)
 
 
+def _no_float(text: str) -> Any:
+    raise ValueError(f"float {text!r} in canonical entry")
+
+
+#: One decoder for every call (``json.loads`` with an argument builds a new one each time).
+_decoder = json.JSONDecoder(parse_float=_no_float)
+
+
 def decode(canonical: bytes) -> dict[str, Any]:
     """Parse canonical bytes back into the entry object (numbers stay ints; there are no floats)."""
-
-    def no_float(text: str) -> Any:
-        raise ValueError(f"float {text!r} in canonical entry")
-
     try:
-        return json.loads(canonical, parse_float=no_float)
+        if isinstance(canonical, bytes | bytearray):
+            # exactly what ``json.loads`` does with bytes before decoding them
+            text = canonical.decode(json.detect_encoding(canonical), "surrogatepass")
+        else:
+            return json.loads(canonical, parse_float=_no_float)
+        return _decoder.decode(text)
     except RecursionError:  # nesting deeper than the parser's stack: not an entry, never a crash
         raise ValueError("nested too deeply to be an entry") from None
 

@@ -99,7 +99,8 @@ registrant, its first administrator enrolled and granted ``administrator`` by th
 
 Memory: per registrant, the staff and their roles, one balance per vial, the counters of each
 count and the subjects of each alert; entries are streamed by the deep pass, cosignatures are read
-in pages as the replay reaches them.
+in pages as the replay reaches them. Beside ``verify --deep``'s scratch view (issue 22) the
+balances, packages, packaged units and preparations live in its scratch file, not in memory.
 """
 
 from __future__ import annotations
@@ -383,6 +384,20 @@ class RulesReplay:
         #: receipt seq, opening seq), and unit id -> package id while the unit is in it.
         self.packages: dict[str, dict[str, Any]] = {}
         self.packaged: dict[str, str] = {}
+        self.any_packaged = False  # a unit was ever received in a package (then ``_packaged_units`` runs)
+        if hasattr(state, "map"):
+            # Issue 22: beside a scratch view (``verify_scratch``), the state that grows with the
+            # vials, preparations, counts and alerts lives in the same scratch file, so memory
+            # stays flat (the staff, roles, corrections and loss reports stay here: few).
+            self.balance = state.map("balance")
+            self.preparations = state.map("preparations")
+            self.packages = state.map("packages")
+            self.packaged = state.map("packaged")
+            self.counters = state.map("counters")
+            self.subjects = state.map("subjects")
+            self.alert_rules = state.map("alert_rules")
+            self.alert_keys = state.map("alert_keys")
+            self.counts_seen = state.map("counts_seen")
         #: Issue 19, recipients: supplier id -> its recorded registration, DEA number, DSCSA status;
         #: and whether the chain has recorded any issue-19 registration yet (then every transfer
         #: and return must copy its recipient's).
@@ -552,7 +567,7 @@ class RulesReplay:
             self._count_tolerance(e)
         if kind == "package_opened":  # issue 19, package hierarchy
             self._package_opened(e)
-        elif self.packaged:
+        elif self.any_packaged:  # (a no-op when no unit is in a package)
             self._packaged_units(e)
 
     def _count_tolerance(self, e: dict[str, Any]) -> None:
@@ -925,7 +940,9 @@ class RulesReplay:
                 for k, pid in enumerate(line["package_ids"]):
                     units = list(line["vial_ids"][k * per:(k + 1) * per])
                     self.packages[pid] = {"units": units, "per": per, "receipt_seq": e["seq"], "opened": None}
-                    self.packaged.update(dict.fromkeys(units, pid))
+                    for u in units:
+                        self.packaged[u] = pid
+                    self.any_packaged = True
         elif e["kind"] == "package_opened":
             self.packages[e["package_id"]]["opened"] = e["seq"]
             for u in e["units_found"]:

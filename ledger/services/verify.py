@@ -25,9 +25,12 @@ Both passes, staff signatures (issue 17, ``signature_check``): from the registra
   history. The time spent on signatures is kept apart (``signature_seconds``).
 
 Memory: the fast pass keeps O(log n) hashes per registrant (and the signature check one nonce
-per signature after the root); the deep pass keeps the rebuilt
-projections (reference data and vials) and the replay's staff, roles and vial balances, never
-the entries.
+per signature after the root). The deep pass never holds the entries; since issue 22 it writes
+the rebuilt projections and the replay's per-vial, per-package and per-preparation state to a
+private scratch SQLite file behind a bounded cache (``verify_scratch``), and compares the stored
+projection tables with it streaming (keyset pages, each row looked up by key), so its peak
+memory is flat in the number of entries and vials. What stays in memory grows with the staff,
+roles, counts and alerts (the replay's rules read them at every entry).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from ledger.domain.errors import IntegrityFailure, InvalidInput
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle
 from ledger.services.signature_check import StaffSignatureCheck, StaffSignatureSummary
+from ledger.services.verify_scratch import ScratchStateView
 from ledger.storage.store import (
     Ledger,
     entries_t,
@@ -109,7 +113,8 @@ def _batched(conn: Connection, query_for: Callable[[Any], Any]):
 
 
 class _LevelStreams:
-    """Stored Merkle nodes of one registrant, streamed per level in index order."""
+    """Stored Merkle nodes of one registrant, streamed per level in index order (raw DBAPI
+    keyset pages: constant memory, no per-row objects)."""
 
     def __init__(self, conn: Connection, registrant: str):
         self.conn, self.registrant = conn, registrant
@@ -117,17 +122,21 @@ class _LevelStreams:
         self.consumed = 0
 
     def _iter(self, level: int):
-        def q(last):
-            query = sa.select(nodes_t.c.idx, nodes_t.c.hash).where(
-                nodes_t.c.registrant == self.registrant, nodes_t.c.level == level
-            )
-            if last is not None:
-                query = query.where(nodes_t.c.idx > last.idx)
-            return query.order_by(nodes_t.c.idx).limit(BATCH)
-
-        return iter(_batched(self.conn, q))
+        r = raw(self.conn)
+        last = -1
+        while True:
+            cur = r._cursor(self.conn, "SELECT idx, hash FROM merkle_nodes WHERE registrant = :r AND level = :l "
+                                       f"AND idx > :last ORDER BY idx LIMIT {BATCH}",
+                            {"r": self.registrant, "l": level, "last": last})
+            rows = cur.fetchall()
+            cur.close()
+            yield from rows
+            if len(rows) < BATCH:
+                return
+            last = rows[-1][0]
 
     def next(self, level: int):
+        """The next stored node of ``level`` as ``(idx, hash)``, or None."""
         it = self.iters.get(level)
         if it is None:
             it = self.iters[level] = self._iter(level)
@@ -160,21 +169,27 @@ def verify(ledger: Ledger, *, deep: bool = False, registrant: str | None = None,
             q = q.where(entries_t.c.registrant == registrant)
         registrants = sorted(conn.execute(q).scalars())
         held = _held_targets(conn, held_checkpoints, registrants, report)
-        state = projections.MemoryStateView() if deep else None
-        for reg in registrants:
-            staff = StaffSignatureCheck(reg)
-            try:
-                n = _verify_registrant(conn, reg, report, state, progress, held.get(reg, {}), staff)
-                report.registrants[reg] = n
-                report.staff[reg] = staff.summary()
-            except _Stop:
-                report.registrants.setdefault(reg, 0)
-            finally:
-                report.signature_seconds += staff.seconds
-        if deep and not report.problems:
-            _compare_projections(conn, state, report, registrant)
-        if deep and not report.problems:
-            _verify_patient_registry(conn, state, report, registrant, patient_keys)
+        # Issue 22: the rebuilt projections go to a private scratch file behind a small cache
+        # (``verify_scratch``), so the deep pass's memory does not grow with the vials.
+        state = ScratchStateView() if deep else None
+        try:
+            for reg in registrants:
+                staff = StaffSignatureCheck(reg)
+                try:
+                    n = _verify_registrant(conn, reg, report, state, progress, held.get(reg, {}), staff)
+                    report.registrants[reg] = n
+                    report.staff[reg] = staff.summary()
+                except _Stop:
+                    report.registrants.setdefault(reg, 0)
+                finally:
+                    report.signature_seconds += staff.seconds
+            if deep and not report.problems:
+                _compare_projections(conn, state, report, registrant)
+            if deep and not report.problems:
+                _verify_patient_registry(conn, state, report, registrant, patient_keys)
+        finally:
+            if state is not None:
+                state.close()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -224,7 +239,7 @@ def _held_targets(conn: Connection, held: Sequence[tuple[str, bytes | str]], reg
 
 
 def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
-                       state: projections.MemoryStateView | None, progress,
+                       state: ScratchStateView | None, progress,
                        held: dict[int, list[tuple[str, bytes]]] | None = None,
                        staff: StaffSignatureCheck | None = None) -> int:
     deep = state is not None
@@ -260,7 +275,6 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
     replay = RulesReplay(conn, reg, state) if deep else None  # issue 20: inventories against the book
     pending_move = next(moves, None) if deep else None
     levels = _LevelStreams(conn, reg) if deep else None
-    frontier: dict[tuple[int, int], bytes] = {}
     stack: list[tuple[int, bytes]] = []
     expected_seq = 0
     prev = canon.ZERO_HASH
@@ -280,18 +294,22 @@ def _verify_registrant(conn: Connection, reg: str, report: VerifyReport,
         if deep:
             pending_move = _deep_entry(report, reg, row, bytes(canonical), prev, state, moves, pending_move,
                                        replay, staff)
-            _deep_nodes(report, reg, seq, leaf, frontier, levels)
+            _deep_node(report, reg, seq, 0, seq, leaf, levels)
         else:
             signed = staff.feed_bytes(seq, canonical)
             if signed is not None:
                 _fail(report, reg, seq, signed.text)
         # Inline RFC 9162 accumulation (RootAccumulator.push without its argument checks): the
-        # stack holds one perfect-subtree root per set bit of the size so far.
+        # stack holds one perfect-subtree root per set bit of the size so far. Each merge is a
+        # node this append completes, (level, seq >> level): the deep pass checks it against the
+        # stored node (``merkle.nodes_created_by_append``, computed once here).
         level = 0
         node = leaf
         while stack and stack[-1][0] == level:
             node = sha256(b"\x01" + stack.pop()[1] + node).digest()
             level += 1
+            if deep:
+                _deep_node(report, reg, seq, level, seq >> level, node, levels)
         stack.append((level, node))
         prev = leaf_hex
         expected_seq += 1
@@ -430,11 +448,14 @@ def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_
         _fail(report, reg, seq, f"canonical bytes are not valid entry JSON ({exc})")
     if again != data:
         _fail(report, reg, seq, "bytes are not in RFC 8785 canonical form")
-    for key, column in (("registrant", reg), ("seq", seq), ("kind", kind),
-                        ("schema_version", schema_version), ("occurred_at", occurred_at),
-                        ("recorded_at", recorded_at), ("prev", prev)):
-        if obj.get(key) != column:
-            _fail(report, reg, seq, f"copied column {key!r} is {column!r} but the entry says {obj.get(key)!r}")
+    get = obj.get
+    if (get("registrant"), get("seq"), get("kind"), get("schema_version"), get("occurred_at"), get("recorded_at"),
+            get("prev")) != (reg, seq, kind, schema_version, occurred_at, recorded_at, prev):
+        for key, column in (("registrant", reg), ("seq", seq), ("kind", kind),
+                            ("schema_version", schema_version), ("occurred_at", occurred_at),
+                            ("recorded_at", recorded_at), ("prev", prev)):
+            if get(key) != column:
+                _fail(report, reg, seq, f"copied column {key!r} is {column!r} but the entry says {get(key)!r}")
     if obj["kind"] not in EVENT_TYPES:
         _fail(report, reg, seq, f"unknown entry kind {obj['kind']!r}")
     if staff is not None:  # issue 17: before the replay, so a forged entry is named for its signatures
@@ -460,69 +481,109 @@ def _deep_entry(report, reg, row, data: bytes, prev: str, state, moves, pending_
     return pending_move
 
 
-def _deep_nodes(report, reg, seq, leaf: bytes, frontier: dict, levels: _LevelStreams) -> None:
-    def get(level, index):
-        return frontier[(level, index)]
-
-    for level, index, h in merkle.nodes_created_by_append(seq, leaf, get):
-        frontier[(level, index)] = h
-        frontier.pop((level, index - 2), None)  # only the latest node per level is a future left sibling
-        stored = levels.next(level)
-        if stored is None or stored.idx != index:
-            _fail(report, reg, seq, f"Merkle node (level {level}, index {index}) is missing or out of place")
-        if bytes(stored.hash) != h:
-            _fail(report, reg, seq, f"stored Merkle node (level {level}, index {index}) differs from its recomputation")
+def _deep_node(report, reg, seq, level: int, index: int, h: bytes, levels: _LevelStreams) -> None:
+    """The stored node (level, index), next in its level's stream, equals its recomputation."""
+    stored = levels.next(level)
+    if stored is None or stored[0] != index:
+        _fail(report, reg, seq, f"Merkle node (level {level}, index {index}) is missing or out of place")
+    stored_hash = stored[1]
+    if not isinstance(stored_hash, bytes | bytearray | memoryview) or bytes(stored_hash) != h:
+        _fail(report, reg, seq, f"stored Merkle node (level {level}, index {index}) differs from its recomputation")
 
 
-
-
-def _compare_projections(conn: Connection, state: projections.MemoryStateView, report: VerifyReport,
+def _compare_projections(conn: Connection, state: ScratchStateView, report: VerifyReport,
                          registrant: str | None) -> None:
+    """Every projection table against its rebuild, streamed (issue 22): the stored rows in keyset
+    pages of the table's primary key, each looked up by key in the scratch file; then, when fewer
+    stored rows matched than were rebuilt, the rebuilt rows in insertion order until one has no
+    stored row. The first problem of the first table that has one is reported, as when the
+    rebuild was held in memory: the earliest rebuilt row (insertion order) that is missing or
+    differs, else a stored row no entry explains."""
     for table, t in projection_tables.items():
-        q = sa.select(t)
-        reg_col = "dea_number" if table == "registrants" else "registrant"
-        if registrant is not None:
-            q = q.where(t.c[reg_col] == registrant)
-        stored = {projections.key_of(table, dict(r)): dict(r) for r in conn.execute(q).mappings()}
         rebuilt = state.tables[table]
-        for key, row in rebuilt.items():
-            have = stored.pop(key, None)
-            if have is None:
-                report.problems.append(IntegrityFailure(f"projection {table} lacks row {key} that the entries imply"))
-                return
-            if have != row:
-                diff = {k: (have.get(k), v) for k, v in row.items() if have.get(k) != v}
-                report.problems.append(IntegrityFailure(f"projection {table} row {key} differs from its rebuild: {diff} (stored, rebuilt)"))
-                return
-        if stored:
-            key = next(iter(stored))
-            report.problems.append(IntegrityFailure(f"projection {table} has row {key} that no entry explains"))
+        rebuilt.flush()
+        names = projections.PRIMARY_KEYS[table]
+        pk = [t.c[c] for c in names]
+        reg_col = "dea_number" if table == "registrants" else "registrant"
+        matched = 0
+        differs: tuple[int, str] | None = None  # (insertion number, problem)
+        extra = None
+        last = None
+        while True:
+            q = sa.select(t)
+            if registrant is not None:
+                q = q.where(t.c[reg_col] == registrant)
+            if last is not None:
+                q = q.where(sa.tuple_(*pk) > sa.tuple_(*last))
+            result = conn.execute(q.order_by(*pk).limit(BATCH))
+            columns = list(result.keys())
+            rows = result.all()
+            for r in rows:
+                have = dict(zip(columns, r, strict=True))
+                key = projections.key_of(table, have)
+                found = rebuilt.lookup(key)
+                if found is None:
+                    if extra is None:
+                        extra = key
+                    continue
+                matched += 1
+                ins, row = found
+                if have != row and (differs is None or ins < differs[0]):
+                    diff = {k: (have.get(k), v) for k, v in row.items() if have.get(k) != v}
+                    differs = (ins, f"projection {table} row {key} differs from its rebuild: {diff} (stored, rebuilt)")
+            if len(rows) < BATCH:
+                break
+            last = tuple(rows[-1]._mapping[c] for c in names)
+        if matched < len(rebuilt):
+            for ins, row in rebuilt.items_with_ins():
+                if differs is not None and ins > differs[0]:
+                    break
+                key = projections.key_of(table, row)
+                q = sa.select(sa.literal(1)).select_from(t).where(*[c == v for c, v in zip(pk, key, strict=True)])
+                if registrant is not None:  # (a stored row of another registrant is not this one's)
+                    q = q.where(t.c[reg_col] == registrant)
+                if conn.execute(q).first() is None:
+                    report.problems.append(IntegrityFailure(f"projection {table} lacks row {key} that the entries imply"))
+                    return
+        if differs is not None:
+            report.problems.append(IntegrityFailure(differs[1]))
+            return
+        if extra is not None:
+            report.problems.append(IntegrityFailure(f"projection {table} has row {extra} that no entry explains"))
             return
 
 
-def _verify_patient_registry(conn: Connection, state: projections.MemoryStateView, report: VerifyReport,
+def _verify_patient_registry(conn: Connection, state: ScratchStateView, report: VerifyReport,
                              registrant: str | None, keys: Any) -> None:
     """Deep: the encrypted patient registry against the rebuilt ``patients`` (issue 3). Every
-    problem is reported, each naming the registrant, the patient and the entry that wrote it."""
+    problem is reported, each naming the registrant, the patient and the entry that wrote it.
+    Streamed (issue 22): registry rows in keyset pages, each patient's rebuilt row and latest
+    entry read by key."""
     from ledger.storage.patient_keys import KEY_CHECK_NAME
 
-    patients = {k: v for k, v in state.tables["patients"].items() if registrant is None or k[0] == registrant}
+    patients = state.tables["patients"]
+    patients.flush()
     r = raw(conn)
     where = " AND registrant = :r" if registrant is not None else ""
-    # The patients' entries (already verified against their bytes): when each was recorded and
-    # the hash of the sealed row it wrote (absent from entries written before it was recorded).
-    recorded, sealed_hash = {}, {}
-    for row in r.rows(conn, "SELECT registrant, seq, recorded_at, canonical FROM entries WHERE kind IN "
-                            "('patient_registered', 'patient_details_changed')" + where, {"r": registrant}):
-        recorded[(row["registrant"], row["seq"])] = row["recorded_at"]
-        sealed_hash[(row["registrant"], row["seq"])] = canon.decode(bytes(row["canonical"])).get("sealed_sha256")
-    if keys is not None and patients:
+
+    def latest(reg: str, seq: int) -> tuple[Any, Any]:
+        # The patient's entry at ``seq`` (already verified against its bytes): when it was
+        # recorded and the hash of the sealed row it wrote (absent from entries written before
+        # it was recorded); (None, None) when no patient entry is there.
+        row = r.one(conn, "SELECT recorded_at, canonical FROM entries WHERE registrant = :r AND seq = :s AND kind IN "
+                          "('patient_registered', 'patient_details_changed')", {"r": reg, "s": seq})
+        if row is None:
+            return None, None
+        return row["recorded_at"], canon.decode(bytes(row["canonical"])).get("sealed_sha256")
+
+    n_patients = len(patients)
+    if keys is not None and n_patients:
         kc = r.one(conn, "SELECT check_value FROM patient_key_check WHERE name = :n", {"n": KEY_CHECK_NAME})
         if kc is not None and kc["check_value"] != keys.check_value():
             report.problems.append(IntegrityFailure("the configured patient key is not the key this registry was "
                                                     "written with: the registry rows were not decrypted"))
             keys = None
-    seen: set[tuple[str, str]] = set()
+    matched = 0
     last: tuple[str, str] = ("", "")
     while True:
         rows = r.rows(conn, "SELECT registrant, patient_id, sealed, updated_at FROM patient_registry WHERE "
@@ -531,14 +592,15 @@ def _verify_patient_registry(conn: Connection, state: projections.MemoryStateVie
                       {"lr": last[0], "lp": last[1], "r": registrant})
         for row in rows:
             reg, pid = row["registrant"], row["patient_id"]
-            seen.add((reg, pid))
-            p = patients.get((reg, pid))
-            if p is None:
+            found = patients.lookup((reg, pid))
+            if found is None:
                 report.problems.append(IntegrityFailure(
                     f"the patient registry holds a row for patient {pid!r} that no entry registered", registrant=reg))
                 continue
+            matched += 1
+            p = found[1]
             seq = p["last_seq"]
-            when = recorded.get((reg, seq))
+            when, committed = latest(reg, seq)
             if row["updated_at"] != when:
                 report.problems.append(IntegrityFailure(
                     f"patient {pid}'s registry row says it was written at {row['updated_at']}, but the patient's "
@@ -550,7 +612,6 @@ def _verify_patient_registry(conn: Connection, state: projections.MemoryStateVie
                 if why is not None:
                     report.problems.append(IntegrityFailure(f"patient {pid}'s registry row {why}", registrant=reg, seq=seq))
                     continue
-            committed = sealed_hash.get((reg, seq))
             sealed = row["sealed"]
             got = hashlib.sha256(bytes(sealed)).hexdigest() if isinstance(sealed, bytes | bytearray | memoryview) else None
             if committed is not None and got != committed:
@@ -560,8 +621,15 @@ def _verify_patient_registry(conn: Connection, state: projections.MemoryStateVie
         if len(rows) < BATCH:
             break
         last = (rows[-1]["registrant"], rows[-1]["patient_id"])
-    for (reg, pid), p in sorted(patients.items()):
-        if (reg, pid) not in seen:
-            report.problems.append(IntegrityFailure(
-                f"patient {pid} has no row in the patient registry (the name and address are gone)",
-                registrant=reg, seq=p["registered_seq"]))
+    if matched == n_patients:
+        return
+    # Some rebuilt patient has no registry row: find them (only on this failure), named in order.
+    missing = []
+    for p in patients.values():
+        if r.one(conn, "SELECT 1 AS one FROM patient_registry WHERE registrant = :r AND patient_id = :p",
+                 {"r": p["registrant"], "p": p["patient_id"]}) is None:
+            missing.append((p["registrant"], p["patient_id"], p["registered_seq"]))
+    for reg, pid, seq in sorted(missing):
+        report.problems.append(IntegrityFailure(
+            f"patient {pid} has no row in the patient registry (the name and address are gone)",
+            registrant=reg, seq=seq))
