@@ -134,7 +134,7 @@ def seed(tmp: Path) -> Seeded:
     keys = PatientKeys.from_base64(out.patient_key)
     clock.now = now - timedelta(days=1)
     out.patient_id = services.register_patient(ledger, clinic.nurse, RegisterPatient(
-        "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701")), keys=keys)["patient_id"]
+        "Jordan Example", AddressInput("1 Elm St", "Austin", "TX", "78701"), "1961-11-02"), keys=keys)["patient_id"]
     out.alert_id = raise_test_alert(ledger, clinic.nurse.staff_id, evidence=receipt["entries"][0]["seq"])
     ledger.dispose()
     return out
