@@ -442,6 +442,11 @@ def _record_infusion(page: Page, form: Form) -> Response:
         return again(422 if errors else 200, found=found)
     notes: dict[str, str] = {}
     draws, used, waste, started, ended = _check_infusion(page, form, values, vials, errors, notes)
+    # the start beside its own field too (the checks above mark the end): a sheet records the past
+    if started is not None and started > page.local_now():
+        errors.add("started_at", "is in the future: the sheet records an infusion that already happened")
+    elif started is not None and ended is not None and ended - started > timedelta(hours=12):
+        errors.add("started_at", "is more than 12 hours before the infusion ended: check the sheet's times")
     _check_late(page, started, values["late_reason"].strip(), "late_reason", errors)
     if errors:
         return again(422, notes=notes)

@@ -351,6 +351,8 @@ async def report_download(request: Request, dea: Dea) -> Response:
 
     params = None
     try:
+        if values["vial"] and values["vial"] not in dict(vials):  # only a vial the pick list offers, whatever the kind
+            raise InvalidInput("pick one of the vials listed", field="vial")
         if "vial" in kind_named(values["kind"]).params:  # the vial history: of the vial picked
             if not values["vial"]:
                 raise InvalidInput("pick the vial whose history to print", field="vial")

@@ -182,13 +182,16 @@ def _change(page: Page, form: Form, values: dict[str, str]) -> Response:
 
 def _post(page: Page, form: Form) -> Response:
     values = _fresh(page)
+    action = form.get("action", "")
+    # an input the submitted form left out is empty, not the fresh page's default: a register
+    # without its state is refused, not recorded in the clinic's state
+    sent = REGISTER_FIELDS if action == "register" else CHANGE_FIELDS if action == "change" else ()
     for k in values:
-        if k in form:
+        if k in form or k in sent:
             values[k] = form.get(k, "")
     # a form key the browser lost is a new one (the double submit it guards is the same page's)
     values["form_key"] = values["form_key"] or new_form_key()
     values["change_key"] = values["change_key"] or new_form_key()
-    action = form.get("action", "")
     if action == "search":
         return _search(page, form, values)
     if action == "pick":

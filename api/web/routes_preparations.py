@@ -371,7 +371,7 @@ def _make(page: Page, form: Form) -> Response:
     _number(values, "weight_kg", parse_amount, "enter the patient's weight in kg", errors)
     _number(values, "ordered_mg_per_kg", parse_amount, "enter the ordered dose in mg/kg", errors)
     draws, used = _check_draws(form, values, vials, errors)
-    if not values["diluent"].strip():
+    if values["diluent"] not in dict(DILUENTS):  # the page offers these; no other text is recorded
         errors.add("diluent", "choose the diluent")
     _number(values, "diluent_ml", parse_volume, "enter the mL of diluent (0 if none)", errors, allow_zero=True)
     if values["container"] not in dict(CONTAINERS):
@@ -443,6 +443,7 @@ async def infusion_form(request: Request, dea: Dea, preparation_id: PrepId) -> R
 
 
 def _infuse(page: Page, prep_id: str, form: Form) -> Response:
+    form.get("action")  # the one button: sent twice with two values, refused (Form) like any field
     if (done := again(page, form.text("form_key"), "infuse_preparation", "preparations")) is not None:
         return done
     prep = _open_prep(page, prep_id)
@@ -502,6 +503,7 @@ def _waste(page: Page, prep_id: str, form: Form) -> Response:
     from api.web.witness import keep_witness, passkey_outcome, uses_passkey, witness_from_form
     from ledger.services import request_fields
 
+    form.get("action")  # the one button: sent twice with two values, refused (Form) like any field
     if (done := again(page, form.text("form_key"), "waste_preparation", "preparations")) is not None:
         return done
     prep = _open_prep(page, prep_id)

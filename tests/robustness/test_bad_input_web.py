@@ -56,6 +56,7 @@ Per request (what is accepted, precisely):
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import zoneinfo
@@ -393,10 +394,17 @@ def fields_of(form: ParsedForm, labels: dict[str, str], baseline: list[tuple[str
         if c.name != "csrf_token":
             by_name.setdefault(c.name, []).append(c)
     used = {k for k, v in baseline if v}
+    # the row in use: one a person filled in (a ticked box, a typed mL), not one whose hidden id alone is sent
+    hidden = {c.name for c in form.controls if c.type == "hidden"}
+    rows = tuple({m.group(0) for k, v in baseline if v and k not in hidden and (m := re.match(r"\w+-\d+-", k))})
+
+    def rank(name: str) -> tuple[bool, bool]:
+        return bool(rows) and name.startswith(rows), name in used
+
     chosen: dict[str, str] = {}
     for name in by_name:
         pattern = re.sub(r"-\d+-", "-N-", name)
-        if pattern not in chosen or (name in used and chosen[pattern] not in used):
+        if pattern not in chosen or rank(name) > rank(chosen[pattern]):
             chosen[pattern] = name
     out = []
     for name in chosen.values():
@@ -443,13 +451,14 @@ def taints(strict: bool) -> list[tuple[str, Value, bool]]:
 
 def read_when_needed(name: str) -> bool:
     """A witness's code, read when their role needs one (ours need none), the scan box, read on
-    "Add scanned carton", and the infusion's patient search box, read on "Find patient" (issue 21;
-    the valid submission records): any value may be right."""
-    return name.endswith("_totp") or name in ("scan", "patient_query")
+    "Add scanned carton", and the infusion's patient search box, read on "Find patient", and the
+    correction's entry number box, read on "Show" (issue 21; the valid submission records): any
+    value may be right."""
+    return name.endswith("_totp") or name in ("scan", "patient_query", "seq_typed")
 
 
-def values_for(f: Field, world: World) -> list[tuple[str, Value, bool]]:
-    out: list[tuple[str, Value, bool]] = [(lbl, v, True) for lbl, v in world.ids(f.name)]
+def values_for(f: Field, world: World, new: tuple[str, ...] = ()) -> list[tuple[str, Value, bool]]:
+    out: list[tuple[str, Value, bool]] = [] if f.name in new else [(lbl, v, True) for lbl, v in world.ids(f.name)]
     if read_when_needed(f.name):
         return [("not a code", "12ab", False), ("100 kB", LONG, False), ("empty", "", False),
                 ("NUL", lambda v: v + "\x00", True), ("lone surrogate", lambda v: v + "\ud800", True)]
@@ -514,6 +523,157 @@ def _count(w: World, form: ParsedForm) -> dict[str, Any]:
     return {**zeros, "counter2_username": "ned", "counter2_password": PASSWORD}
 
 
+# issue 21 pages: stock_events (what their forms need: an infusion still unreconciled, a vial in
+# quarantine, a sealed carton; made again after each submission recorded)
+def _se_infusion(w: World) -> None:
+    vial = next(v["vial_id"] for v in queries.usable_vials(w.ledger, DEA, clinic_today())
+                if v["state"] == "sealed" and not v.get("packaged"))
+    at = datetime.now(UTC) - timedelta(minutes=45)
+    services.administer_dose(w.ledger, w.clinic.nurse, AdministerDose(
+        w.patient, DEA, "80.00", "0.50", (DrawInput(vial, "1.00"),), "0.50", at, at + timedelta(minutes=30)))
+
+
+def _se_quarantined(w: World) -> None:
+    from ledger.domain.commands import QuarantineStock
+
+    vial = next(v["vial_id"] for v in queries.usable_vials(w.ledger, DEA, clinic_today())
+                if v["state"] == "sealed" and not v.get("packaged"))
+    services.quarantine_stock(w.ledger, w.clinic.nurse, QuarantineStock((vial,), "recall notice"))
+
+
+def _se_carton(w: World) -> None:
+    services.receive_stock(w.ledger, w.clinic.nurse, ReceiveStock(
+        w.clinic.supplier_id, f"GMS-CARTON-{w.count()}", datetime.now(UTC) - timedelta(hours=1),
+        (ReceivedLineInput(KETAMINE_50, None, "KA2611", "2028-06-30", packages=1),)))
+
+
+def _se_breakage(w: World, form: ParsedForm) -> dict[str, Any]:
+    row = next(c.name.split("-")[1] for c in form.controls if re.fullmatch(r"lines-\d+-use", c.name))
+    return {f"lines-{row}-use": "1", f"lines-{row}-ml": "0.10", "what": "spill", "recoverable": "no",
+            "description": "drop spilled at chair 2", "witness_username": "ned", "witness_password": PASSWORD}
+
+
+# issue 21 pages: staff, patients, corrections, preparations, esketamine, backfill (what their forms
+# need: a staff member to grant a role to, an infusion to correct, a bag made and infused, a stored
+# scanned sheet; made again after each submission recorded)
+_NEW = iter(range(1, 10_000))
+APPROVER = "avery"  # the administrator: a second person for the staff pages (this login is the first)
+
+
+def _approver(w: World, prefix: str) -> dict[str, Any]:
+    return {f"{prefix}_username": APPROVER, f"{prefix}_password": PASSWORD,
+            f"{prefix}_totp": w.api.totp(APPROVER) or ""}
+
+
+def _staff_member(w: World) -> None:
+    w.member = w.clinic.enroll(f"Nell Newhire {next(_NEW)}", f"nell{next(_NEW)}", "nurse").staff_id
+
+
+def _correctable(w: World) -> None:
+    """An infusion an hour ago, 1.00 mL from a sealed vial: the entry the correction corrects."""
+    _se_infusion(w)
+    with w.ledger.reading() as conn:
+        import sqlalchemy as sa
+        w.corrects = conn.execute(sa.text("SELECT max(seq) FROM entries WHERE registrant = :r AND kind = "
+                                          "'dose_administered'"), {"r": DEA}).scalar_one()
+
+
+def _usable_sealed(w: World) -> str:
+    return next(v["vial_id"] for v in queries.usable_vials(w.ledger, DEA, clinic_today())
+                if v["state"] == "sealed" and not v.get("packaged"))
+
+
+def _prep_made(w: World) -> None:
+    """A 100 mL saline bag with 0.70 mL of ketamine, started 30 minutes ago."""
+    from ledger.domain.commands import MakePreparation
+
+    w.prep = services.make_preparation(w.ledger, w.clinic.nurse, MakePreparation(
+        w.patient, DEA, "70.00", "0.50", (DrawInput(_usable_sealed(w), "0.70"),), "0.9% sodium chloride", "100.00",
+        "bag", "100.70", datetime.now(UTC) - timedelta(minutes=30)))["preparation_id"]
+
+
+def _prep_infused(w: World) -> None:
+    from ledger.domain.commands import InfusePreparation
+
+    _prep_made(w)
+    now = datetime.now(UTC)
+    services.infuse_preparation(w.ledger, w.clinic.nurse, InfusePreparation(
+        w.prep, "70.00", now - timedelta(minutes=20), now - timedelta(minutes=5), "patient asked to stop"))
+
+
+def _local(minutes_ago: int) -> str:
+    tz = zoneinfo.ZoneInfo("America/Chicago")
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+
+
+SHEET = b"%PDF-1.7\n% downtime paper sheet, chair 2, signed\n%%EOF\n"
+
+
+def _sheet(w: World) -> None:
+    """The scanned downtime sheet, stored (the backfill's step 2 cites it)."""
+    import hashlib
+
+    from ledger.domain.commands import StoreDocument
+
+    if not getattr(w, "sheet", ""):  # stored once
+        services.store_document(w.ledger, w.clinic.nurse, StoreDocument(SHEET, "application/pdf", "Downtime sheet"))
+        w.sheet = hashlib.sha256(SHEET).hexdigest()
+
+
+def _sheet_and_infusion(w: World) -> None:
+    _sheet(w)
+    _se_infusion(w)
+
+
+SPRAVATO_2 = "50458-0028-02"
+
+
+def _devices(w: World) -> None:
+    """Two sealed Spravato devices on hand (the product added once)."""
+    from ledger.domain.commands import AddProduct
+
+    if not getattr(w, "spravato", False):
+        services.add_product(w.ledger, w.clinic.admin, AddProduct(
+            SPRAVATO_2, "Spravato (esketamine) nasal spray 28 mg", "7285", "III", "nasal spray", "140.00", "0.20"))
+        w.spravato = True
+    services.receive_stock(w.ledger, w.clinic.nurse, ReceiveStock(
+        w.clinic.supplier_id, f"INV-SPR-{w.count()}", datetime.now(UTC) - timedelta(hours=6),
+        (ReceivedLineInput(SPRAVATO_2, 2, "SPR-LOT-1", "2028-06-30"),)))
+
+
+def _own_vial(w: World, tag: str) -> None:
+    """A vial of the form's own, received once and opened (0.10 mL given): the valid submissions draw
+    from it, so its row stays put (a sealed vial drawn from moves behind the sealed ones, and the
+    fuzzed row must be the one the valid submission ticks)."""
+    own = w.__dict__.setdefault("own_vials", {})
+    if tag in own:
+        return
+    at = datetime.now(UTC) - timedelta(hours=2)
+    [vial] = services.receive_stock(w.ledger, w.clinic.nurse, ReceiveStock(w.clinic.supplier_id, f"GMS-OWN-{tag}", at, (
+        ReceivedLineInput(KETAMINE_50, 1, "KA2612", "2028-06-30"),)))["vial_ids"]
+    services.administer_dose(w.ledger, w.clinic.nurse, AdministerDose(
+        w.patient, DEA, "80.00", "0.50", (DrawInput(vial, "0.10"),), "0.10", at, at + timedelta(minutes=30)))
+    own[tag] = vial
+
+
+def _draw(w: World, form: ParsedForm, tag: str, ml: str) -> dict[str, Any]:
+    """``ml`` from the form's own vial (``_own_vial``)."""
+    row = next(c.name.split("-")[1] for c in form.controls if re.fullmatch(r"vials-\d+-id", c.name)
+               and c.value == w.own_vials[tag])
+    return {f"vials-{row}-use": "1", f"vials-{row}-ml": ml}
+
+
+def _backfill_infusion(w: World, f: ParsedForm) -> dict[str, Any]:
+    end = datetime.now(UTC) - timedelta(hours=30)
+    tz = zoneinfo.ZoneInfo("America/Chicago")
+    return {"patient_id": w.patient, "prescriber_dea_number": DEA, "weight_kg": "72.50", "ordered_mg_per_kg": "0.50",
+            **_draw(w, f, "backfill", "0.10"), "ml_given": "0.07", "waste_ml": "0.03", "waste_method": "sink, witnessed",
+            "started_at": (end - timedelta(minutes=45)).astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
+            "ended_at": end.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
+            "late_reason": "Recorded from the downtime paper sheet", "witness_username": "ned",
+            "witness_password": PASSWORD, "action": "record"}
+
+
 @dataclass
 class Spec:
     route: str  # the POST route as the app declares it
@@ -522,6 +682,16 @@ class Spec:
     prepare: Callable[[World], None] = lambda w: None  # what the form needs; again after a record
     key: Callable[[World], str] | None = None  # of several forms with this action, the one holding this id
     pairs: tuple[tuple[str, str], ...] = ()  # fields typed twice (sent, and refused, together)
+    new: tuple[str, ...] = ()  # fields naming something new (an enrolment's login name): no "no such" ids
+
+
+_REF_NDCS = iter(range(1, 10_000))
+
+
+def _ref_product(w: World, f: ParsedForm) -> dict[str, Any]:
+    """issue 21 pages: reference: a product the registrant does not have yet (labeler 99xxx)."""
+    return {"ndc": f"99{next(_REF_NDCS):03d}-0001-01", "name": "Ketamine HCl injection 100 mg/mL", "drug_code": "7285",
+            "schedule": "III", "dosage_form": "injection", "strength_mg_per_ml": "100.00", "container_ml": "5.00"}
 
 
 FORMS = [
@@ -567,6 +737,85 @@ FORMS = [
     Spec("/ui/{dea}/receipts/new", lambda w: "receipts/new",
          fill=lambda w, f: {"supplier_id": w.clinic.supplier_id, "lines-0-ndc": KETAMINE_50, "lines-0-containers": "2",
                             "lines-0-lot": "KA2700", "lines-0-expiry": "2028-06-30", "action": "record"}),
+    # issue 21 pages: stock_events
+    Spec("/ui/{dea}/wastes/new", lambda w: "wastes/new", prepare=_se_infusion,
+         fill=lambda w, f: {"administration_id": f.values("administration_id")[0], "ml": "0.50",
+                            "witness_username": "ned", "witness_password": PASSWORD}),
+    Spec("/ui/{dea}/breakages/new", lambda w: "breakages/new", fill=_se_breakage),
+    Spec("/ui/{dea}/returns/new", lambda w: "returns/new",
+         fill=lambda w, f: {"vial_ids": _first_vial(f), "supplier_id": w.clinic.supplier_id, "invoice_number": "RET-1",
+                            "witness_username": "ned", "witness_password": PASSWORD}),
+    Spec("/ui/{dea}/quarantines", lambda w: "quarantines",
+         fill=lambda w, f: {"vial_ids": _first_vial(f), "reason": "recall notice R-14"}),
+    Spec("/ui/{dea}/quarantines/release", lambda w: "quarantines", prepare=_se_quarantined,
+         fill=lambda w, f: {"release_vial_ids": f.values("release_vial_ids")[:1], "release_reason": "not recalled"}),
+    Spec("/ui/{dea}/packages", lambda w: "packages", prepare=_se_carton,
+         fill=lambda w, f: {"package_id": f.values("package_id")[0], "units_found": "10",
+                            "witness_username": "ned", "witness_password": PASSWORD}),
+    # issue 21 pages: reference (each valid submission records again: a product with a new NDC,
+    # not in csledger's NDC reference, so its figures are the typed ones; the others may repeat)
+    Spec("/ui/{dea}/products", lambda w: "products", fill=_ref_product),
+    Spec("/ui/{dea}/suppliers", lambda w: "suppliers", key=lambda w: "add",
+         fill=lambda w, f: {"name": "Lone Star Pharma Distribution", "address-street": "9 Mill St",
+                            "address-city": "Dallas", "address-postal_code": "75201", "dea_number": "PD2345672",
+                            "registration_expires_on": "2031-01-31", "schedules": ["3", "3N"],
+                            "authorized_trading_partner": "yes"}),
+    Spec("/ui/{dea}/suppliers", lambda w: "suppliers", key=lambda w: "registration",
+         fill=lambda w, f: {"supplier_id": w.clinic.supplier_id, "reg-registration_expires_on": "2032-01-31",
+                            "reg-schedules": ["3", "3N", "4"], "reg-authorized_trading_partner": "yes"}),
+    Spec("/ui/{dea}/prescribers", lambda w: "prescribers",
+         fill=lambda w, f: {"name": "Dr. Sam Rivera", "dea_number": "AP2345672", "schedules": ["3N", "4"],
+                            "expires_on": "2031-05-31", "state_license_number": "TX-Q1234"}),
+    # issue 21 pages: staff (each enrolment a new login; each grant to a newly enrolled nurse)
+    Spec("/ui/{dea}/staff", lambda w: "staff",
+         fill=lambda w, f: {"printed_name": f"Sam Newhire {next(_NEW)}", "username": f"sam{next(_NEW)}", "roles": ["nurse"],
+                            **_approver(w, "approver")}, new=("username",)),
+    Spec("/ui/{dea}/staff/{staff_id}", lambda w: f"staff/{w.member}", prepare=_staff_member, key=lambda w: "grant",
+         fill=lambda w, f: {"grant_role": "pharmacist", **_approver(w, "grant_approver")}),
+    # issue 21 pages: patients (the register form; the search and change forms record nothing new)
+    Spec("/ui/{dea}/patients", lambda w: "patients", key=lambda w: "register",
+         fill=lambda w, f: {"name": f"Rosa Delgado {next(_NEW)}", "date_of_birth": "1984-03-07",
+                            "street": "12 Elm St", "city": "Austin", "state": "TX", "postal_code": "78702"}),
+    # issue 21 pages: corrections (of an infusion an hour ago: 0.20 mL more taken from its vial, which
+    # a pharmacist approves: the approver is read only when a line removes stock)
+    Spec("/ui/{dea}/corrections/new", lambda w: f"corrections/new?entry={w.corrects}", prepare=_correctable,
+         fill=lambda w, f: {"corrects_seq": str(w.corrects), "lines-0-direction": "remove", "lines-0-ml": "0.20",
+                            "reason": "1.20 mL typed as 1.00 mL", "action": "record",
+                            "approver_username": "pia", "approver_password": PASSWORD}),
+    # issue 21 pages: preparations (the patient is picked by a search: sent as the pick sends it)
+    Spec("/ui/{dea}/preparations", lambda w: "preparations", prepare=lambda w: _own_vial(w, "prep"),
+         fill=lambda w, f: {"patient_id": w.patient, "prescriber_dea_number": DEA, "weight_kg": "70.00",
+                            "ordered_mg_per_kg": "0.50", **_draw(w, f, "prep", "0.10"),
+                            "diluent": "0.9% sodium chloride", "diluent_ml": "100.00", "container": "bag",
+                            "final_ml": "100.10",
+                            "started_at": _local(30), "action": "record"}),
+    Spec("/ui/{dea}/preparations/{preparation_id}/infusion", lambda w: f"preparations/{w.prep}/infusion",
+         prepare=_prep_made,
+         fill=lambda w, f: {"ml_infused": "70.00", "started_at": _local(20), "ended_at": _local(5),
+                            "stop_reason": "patient asked to stop", "action": "record"}),
+    Spec("/ui/{dea}/preparations/{preparation_id}/waste", lambda w: f"preparations/{w.prep}/waste",
+         prepare=_prep_infused,
+         fill=lambda w, f: {"method": "bag emptied into drug disposal container, witnessed", "occurred_at": _local(0),
+                            "ml_remaining": "30.70", "witness_username": "ned", "witness_password": PASSWORD,
+                            "action": "record"}),
+    # issue 21 pages: backfill, step 2 (the sheet stored; an infusion from it at the paper's time, and
+    # a later waste of an infusion still unreconciled)
+    Spec("/ui/{dea}/backfill/infusion", lambda w: f"backfill?sheet={w.sheet}",
+         prepare=lambda w: (_sheet(w), _own_vial(w, "backfill")),
+         fill=_backfill_infusion),
+    Spec("/ui/{dea}/backfill/waste", lambda w: f"backfill?sheet={w.sheet}", prepare=_sheet_and_infusion,
+         fill=lambda w, f: {"lw_administration_id": f.values("lw_administration_id")[0], "lw_ml": "0.50",
+                            "lw_method": "sink, witnessed", "lw_occurred_at": _local(10),
+                            "lw_late_reason": "Recorded from the paper sheet",
+                            "waste_witness_username": "ned", "waste_witness_password": PASSWORD}),
+    # issue 21 pages: a Spravato session (last of these: its devices are sealed units the forms above
+    # would otherwise draw from), two devices, 56 mg, observed for two hours
+    Spec("/ui/{dea}/esketamine-sessions/new", lambda w: "esketamine-sessions/new", prepare=_devices,
+         fill=lambda w, f: {"patient_id": w.patient, "prescriber_dea_number": DEA,
+                            "device_ids": f.values("device_ids")[:2], "dose_mg": "56.00",
+                            "administered_at": _local(130), "observation_started_at": _local(130),
+                            "observation_ended_at": _local(2), "action": "record"}),
+    Spec("/ui/{dea}/policies", lambda w: "policies", fill=lambda w, f: {"reason": "medical director memo"}),
     Spec("/ui/{dea}/reports", lambda w: "reports", fill=lambda w, f: {"kind": "receiving"}),
     Spec("/ui/{dea}/status", lambda w: "status"),
     # issue 17, after every form that records stock (the sign-in forms that follow record nothing): the
@@ -582,6 +831,16 @@ FORMS = [
          fill=lambda w, f: {"current_password": PASSWORD, "new_password": NEW_PASSWORD,
                             "new_password_again": NEW_PASSWORD}, pairs=(("new_password", "new_password_again"),)),
 ]
+
+
+# POST routes the sweep does not send, each with why and where its bad input is tested instead
+EXEMPT = {
+    # issue 21 pages: the two uploads take multipart/form-data (a file), which this sweep does not build
+    # (every body here is urlencoded, and "a multipart body" is one of its bad bodies); their bad input
+    # (too large, empty, not a document, no title, CSRF, roles) is in tests/web/test_backfill_pages.py
+    "/ui/{dea}/documents/new": "multipart upload: tests/web/test_backfill_pages.py",
+    "/ui/{dea}/backfill": "multipart upload: tests/web/test_backfill_pages.py",
+}
 
 
 # --- sending and checking ---------------------------------------------------------------------------
@@ -680,7 +939,7 @@ class Run:
             self.requests += 1
         assert r.status_code == 200, (url, r.status_code, r.text[:300])
         p = parse(r.text)
-        action = re.compile("^" + re.escape(spec.route).replace(r"\{dea\}", DEA).replace(r"\{session_id\}", "[^/]+")
+        action = re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(spec.route).replace(r"\{dea\}", DEA))
                             + "$")
         forms = [f for f in p.forms if action.match(f.action)]
         if spec.key:
@@ -713,6 +972,9 @@ class Run:
                     out.append((c.name, c.value))
             elif c.type != "submit" and c.tag != "button":
                 out.append((c.name, c.value))
+        # a value the form holds only after a step (the patient, picked by a search), sent as that step sends it
+        out += [(k, v) for k, v in fill.items() if k not in done and isinstance(v, str)
+                and all(c.name != k for c in self.form.controls)]
         return out
 
     def fresh(self, pairs: list[tuple[str, str]], keep: str | None) -> list[tuple[str, str]]:
@@ -791,7 +1053,7 @@ class Run:
                 continue
             together = [f.name] + [b for a, b in self.spec.pairs if a == f.name]
             valid = base.get(f.name, f.options[0] if f.options else "")
-            for label, v, bad in values_for(f, self.w):
+            for label, v, bad in values_for(f, self.w, self.spec.new):
                 value = v(valid) if callable(v) else v
                 quoted = value if f.kind in ("hidden", "select", "checkbox") else None
                 out.append(Case(f"{f.name}={label}", f.name, bad, build=_setter(together, value, f.group), value=quoted))
@@ -889,7 +1151,9 @@ def _setter(names_: list[str], value: str, group: bool):
 def test_every_form_route_is_fuzzed(ledger):
     api = build_api(ledger)
     posts = {path for method, path in page_routes(api.client.app) if method == "POST"}
-    assert posts == {s.route for s in FORMS}, f"POST routes without a row in FORMS: {sorted(posts - {s.route for s in FORMS})}"
+    swept = {s.route for s in FORMS} | set(EXEMPT)
+    assert posts == swept, f"POST routes without a row in FORMS: {sorted(posts - swept)}; rows of no route: " \
+                           f"{sorted(swept - posts)}"
 
 
 def test_bad_input_on_every_form(ledger):
@@ -897,7 +1161,10 @@ def test_bad_input_on_every_form(ledger):
     w = World(ledger)
     run = Run(w)
     per_form: dict[str, int] = {}
+    only = [x for x in os.environ.get("CSLEDGER_WEB_FUZZ_ONLY", "").split(",") if x]  # to sweep a few rows
     for spec in FORMS:
+        if only and not any(x in spec.route for x in only):
+            continue
         w.login()
         run.open(spec)
         before = run.requests
