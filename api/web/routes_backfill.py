@@ -45,6 +45,7 @@ from api.web.core import (
     parse_local_time,
 )
 from api.web.forms import Errors, Form, read_form
+from api.web.infusion_form import draw_error_field, usable_vial_rows
 from api.web.security import check_session_csrf, location_path
 from ledger import services
 from ledger.domain.errors import InvalidInput, LedgerError
@@ -425,10 +426,7 @@ def _record_infusion(page: Page, form: Form) -> Response:
     values: dict[str, Any] = {k: form.get(k, "") for k in INFUSION_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
     keep_witness(values, form, "witness")
-    vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
-    for i in range(len(vials)):
-        values[f"vials-{i}-use"] = form.get(f"vials-{i}-use", "")
-        values[f"vials-{i}-ml"] = form.get(f"vials-{i}-ml", "")
+    vials = usable_vial_rows(page, form, values)
     errors = Errors()
     _sheet_error(page, sheet, errors)
     if errors:  # no sheet to record from: back to step 1, saying so (nothing recorded)
@@ -468,11 +466,7 @@ def _record_infusion(page: Page, form: Form) -> Response:
         if status is not None:
             return again(status, notes=notes)
         name, msg = error_of(exc, {**INFUSION_ERROR_NAMES, "documents": "sheet", "documents[0]": "sheet"})
-        if name.startswith("draws-"):
-            k = int(name.split("-")[1])
-            row = used[k] if k < len(used) else 0
-            name = f"vials-{row}-ml" if name.endswith("-ml") else f"vials-{row}-use"
-        errors.add(name, msg)
+        errors.add(draw_error_field(name, used), msg)
         return again(exc.status, notes=notes)
     return RedirectResponse(f"{location_path(page.dea)}backfill?sheet={sheet}&saved={res['entries'][0]['seq']}",
                             status_code=303)

@@ -4,7 +4,6 @@ issue 3, infusions with their witness, blind counts and discrepancies."""
 from __future__ import annotations
 
 from datetime import UTC, timedelta
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -13,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from api.http import queries as api_queries
 from api.http.routes_stock import note_stock_read
+from api.web import infusion_form as form_checks  # the checks shared by the infusion forms
 from api.web import queries
 from api.web.core import (
     DEA_PATTERN,
@@ -425,76 +425,19 @@ def _check_infusion(page: Page, form: Form, values: dict[str, Any], vials: list[
     of it again with the ledger's state. The witness's password is not checked here.
 
     Returns (draws, the page row of each draw, waste, started, ended)."""
-    from api.web.witness import uses_passkey
-    from ledger.domain.commands import DrawInput, WasteInput
-    from ledger.domain.errors import InvalidInput
+    from ledger.domain.commands import WasteInput
     from ledger.domain.quantities import parse_amount, parse_volume
 
-    def number(name: str, parse, empty: str, **kw) -> Decimal | None:
-        text = values[name].strip()
-        if not text:
-            errors.add(name, empty)
-            return None
-        try:
-            return parse(text, field=name, **kw)
-        except InvalidInput as exc:
-            errors.add(name, exc.reason)
-            return None
-
-    ledger = page.request.app.state.ledger
-    pid = values["patient_id"].strip()
-    if not pid:
-        errors.add("patient_id", "find the patient (name or chart number) and pick them")
-    elif not queries.patient_exists(ledger, page.dea, pid):
-        errors.add("patient_id", f"no patient {pid[:32]} here; find the patient again and pick them")
-    dea = values["prescriber_dea_number"].strip()
-    registered = {p["dea_number"]: p for p in queries.prescribers(ledger, page.dea, page.local_now().date())}
-    if not dea:
-        errors.add("prescriber_dea_number", "pick the prescriber who ordered the dose")
-    elif dea not in registered:
-        errors.add("prescriber_dea_number", f"DEA {dea[:9]} is not a prescriber registered here; pick one from the list")
-    elif registered[dea]["blocked"]:
-        errors.add("prescriber_dea_number", f"{registered[dea]['name']}: {registered[dea]['blocked']}; pick another")
-    weight = number("weight_kg", parse_amount, "enter the patient's weight in kg")
+    form_checks.check_patient_and_prescriber(page, values, errors, ordered="the dose")
+    weight = form_checks.number(values, "weight_kg", parse_amount, "enter the patient's weight in kg", errors)
     if weight is not None and weight > 500:
         errors.add("weight_kg", "must be at most 500 kg")
-    per_kg = number("ordered_mg_per_kg", parse_amount, "enter the ordered dose in mg/kg")
+    per_kg = form_checks.number(values, "ordered_mg_per_kg", parse_amount, "enter the ordered dose in mg/kg", errors)
     if per_kg is not None and per_kg > 10:
         errors.add("ordered_mg_per_kg", "must be at most 10 mg/kg")
-
-    draws, used, drawn, draws_ok = [], [], Decimal("0"), True
-    for i, v in enumerate(vials):
-        ml_text = values[f"vials-{i}-ml"].strip()
-        if not values[f"vials-{i}-use"]:
-            if ml_text not in NO_WASTE:  # an mL typed next to a vial not ticked was silently left out
-                errors.add(f"vials-{i}-use", "tick this vial too, or clear its mL")
-                draws_ok = False
-            continue
-        sent = form.get(f"vials-{i}-id", "")
-        if sent != v["vial_id"]:
-            # The list changed since the page was opened (or the id was altered): refused, where the
-            # ticked row used to be dropped silently and the dose recorded without it.
-            errors.add(f"vials-{i}-use", f"vial {sent[:64] or '(none)'} is no longer in this row; check the ticked "
-                                         "vials and send again")
-            draws_ok = False
-            continue
-        if v["blocked"]:
-            errors.add(f"vials-{i}-use", f"cannot be drawn from: {v['blocked']}")
-            draws_ok = False
-            continue
-        ml = number(f"vials-{i}-ml", parse_volume, "enter the mL drawn from this vial")
-        if ml is not None and ml > v["ml_left"]:
-            errors.add(f"vials-{i}-ml", f"only {v['ml_left']} mL is left in this vial")
-            ml = None
-        if ml is None:
-            draws_ok = False
-            continue
-        used.append(i)
-        draws.append(DrawInput(v["vial_id"], ml_text))
-        drawn += ml
-    if not draws and draws_ok:
-        errors.add("draws", "tick the vial(s) drawn from and give the mL drawn from each")
-    given = number("ml_given", parse_volume, "enter the mL given", allow_zero=True)
+    # an mL of 0 typed next to a vial not ticked is nothing typed (as for the waste)
+    draws, used, drawn, draws_ok = form_checks.check_draws(form, values, vials, errors, blank=NO_WASTE)
+    given = form_checks.number(values, "ml_given", parse_volume, "enter the mL given", errors, allow_zero=True)
     balanced = draws_ok and bool(draws) and given is not None
     if balanced and given > drawn:
         errors.add("ml_given", f"{given} mL given is more than the {drawn} mL drawn from the ticked vials")
@@ -503,7 +446,7 @@ def _check_infusion(page: Page, form: Form, values: dict[str, Any], vials: list[
     waste = None
     waste_text = values["waste_ml"].strip()
     if waste_text not in NO_WASTE:
-        wasted = number("waste_ml", parse_volume, "enter the mL wasted")
+        wasted = form_checks.number(values, "waste_ml", parse_volume, "enter the mL wasted", errors)
         if values["waste_method"] not in dict(WASTE_METHODS):  # the page offers these; no other text is recorded
             errors.add("waste_method", "choose how it was wasted")
         if wasted is not None and balanced and given + wasted != drawn:
@@ -513,12 +456,7 @@ def _check_infusion(page: Page, form: Form, values: dict[str, Any], vials: list[
                                                       f"that is {-gap} mL more than was drawn")
                                    + "; check mL given, mL wasted and the mL drawn from each vial")
         waste = WasteInput(waste_text, values["waste_method"])
-        # the witness is there (their password is checked once the rest is right)
-        if not form.text("witness_username"):
-            errors.add("witness_username", "the witness enters their own username")
-        if not uses_passkey(form, "witness") and not form.get("witness_password", "") and \
-                not form.text("witness_assertion"):
-            errors.add("witness_password", "the witness enters their own password")
+        form_checks.check_witness_there(form, errors)  # their password is checked once the rest is right
     elif balanced and given < drawn:
         notes["waste_ml"] = (f"No waste entered: {drawn - given} mL of the {drawn} mL drawn is not given. The "
                              "infusion stays unreconciled until its waste is recorded with a witness.")
@@ -531,9 +469,8 @@ def _check_infusion(page: Page, form: Form, values: dict[str, Any], vials: list[
         elif ended - started > timedelta(hours=12):
             errors.add("ended_at", "an infusion longer than 12 hours is not plausible: check when the infusion "
                                    "started and ended")
-    if errors and waste is not None and form.get("witness_password", "") and "witness_password" not in errors:
-        notes["witness_password"] = ("The witness's password was not checked yet (nothing was recorded): fix what "
-                                     "is marked, then the witness types their password again.")
+    if waste is not None:
+        form_checks.note_witness_not_checked(form, errors, notes)
     return draws, used, waste, started, ended
 
 
@@ -545,10 +482,7 @@ def _record_infusion(page: Page, form: Form) -> Response:
     values: dict[str, Any] = {k: form.get(k, "") for k in INFUSION_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
     keep_witness(values, form, "witness")  # kept on an error; passwords never are
-    vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
-    for i in range(len(vials)):
-        values[f"vials-{i}-use"] = form.get(f"vials-{i}-use", "")
-        values[f"vials-{i}-ml"] = form.get(f"vials-{i}-ml", "")
+    vials = form_checks.usable_vial_rows(page, form, values)
     errors = Errors()
     if form.get("action") in ("search", "lookup"):
         # Find patient: by name or chart number, in this POST body (never the address); "lookup"
@@ -585,11 +519,7 @@ def _record_infusion(page: Page, form: Form) -> Response:
         if status is not None:
             return _infusion_page(page, values=values, errors=errors, notes=notes, status=status)
         name, msg = error_of(exc, INFUSION_ERROR_NAMES)
-        if name.startswith("draws-"):
-            k = int(name.split("-")[1])
-            row = used[k] if k < len(used) else 0
-            name = f"vials-{row}-ml" if name.endswith("-ml") else f"vials-{row}-use"
-        errors.add(name, msg)
+        errors.add(form_checks.draw_error_field(name, used), msg)
         return _infusion_page(page, values=values, errors=errors, notes=notes, status=exc.status)
     # issue 21: the confirmation in the clinic's words, on the infusion page (post/redirect/get;
     # the address carries the entry's number only)

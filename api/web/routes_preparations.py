@@ -34,6 +34,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from api.http import queries as api_queries
 from api.http.routes_stock import note_stock_read
+from api.web import infusion_form as form_checks  # the checks shared by the infusion forms
 from api.web import queries
 from api.web.core import (
     Page,
@@ -51,13 +52,12 @@ from api.web.routes_clinic import Dea, _find_patients
 from api.web.security import check_session_csrf, location_path
 from ledger import services
 from ledger.domain.commands import (
-    DrawInput,
     InfusePreparation,
     MakePreparation,
     RecordEsketamineSession,
     WastePreparation,
 )
-from ledger.domain.errors import InvalidInput, LedgerError
+from ledger.domain.errors import LedgerError
 from ledger.domain.quantities import parse_amount, parse_volume
 from ledger.integrity.canonical import parse_time
 from ledger.storage.store import projection_tables
@@ -251,67 +251,6 @@ def confirmation(page: Page, seq: int) -> dict[str, Any] | None:
     return out
 
 
-# --- checks of the page's own inputs (every one at once) --------------------------------------------
-
-
-def _number(values: dict[str, Any], name: str, parse, empty: str, errors: Errors, **kw) -> Decimal | None:
-    text = str(values.get(name, "")).strip()
-    if not text:
-        errors.add(name, empty)
-        return None
-    try:
-        return parse(text, field=name, **kw)
-    except InvalidInput as exc:
-        errors.add(name, exc.reason)
-        return None
-
-
-def _check_patient_and_prescriber(page: Page, values: dict[str, Any], errors: Errors) -> None:
-    ledger = page.request.app.state.ledger
-    pid = values["patient_id"].strip()
-    if not pid:
-        errors.add("patient_id", "find the patient (name or chart number) and pick them")
-    elif not queries.patient_exists(ledger, page.dea, pid):
-        errors.add("patient_id", f"no patient {pid[:32]} here; find the patient again and pick them")
-    dea = values["prescriber_dea_number"].strip()
-    registered = {p["dea_number"]: p for p in queries.prescribers(ledger, page.dea, page.local_now().date())}
-    if not dea:
-        errors.add("prescriber_dea_number", "pick the prescriber who ordered it")
-    elif dea not in registered:
-        errors.add("prescriber_dea_number", f"DEA {dea[:9]} is not a prescriber registered here; pick one from the list")
-    elif registered[dea]["blocked"]:
-        errors.add("prescriber_dea_number", f"{registered[dea]['name']}: {registered[dea]['blocked']}; pick another")
-
-
-def _check_draws(form: Form, values: dict[str, Any], vials: list[dict], errors: Errors) -> tuple[list, list[int]]:
-    """The ticked vials with the mL drawn from each (the page's rows ``vials-<i>-...``)."""
-    draws, used = [], []
-    for i, v in enumerate(vials):
-        ml_text = values[f"vials-{i}-ml"].strip()
-        if not values[f"vials-{i}-use"]:
-            if ml_text:  # an mL typed beside a vial not ticked would be left out silently
-                errors.add(f"vials-{i}-use", "tick this vial too, or clear its mL")
-            continue
-        sent = form.get(f"vials-{i}-id", "")
-        if sent != v["vial_id"]:
-            errors.add(f"vials-{i}-use", f"vial {sent[:64] or '(none)'} is no longer in this row; check the ticked "
-                                         "vials and send again")
-            continue
-        if v["blocked"]:
-            errors.add(f"vials-{i}-use", f"cannot be drawn from: {v['blocked']}")
-            continue
-        ml = _number(values, f"vials-{i}-ml", parse_volume, "enter the mL drawn from this vial", errors)
-        if ml is not None and ml > v["ml_left"]:
-            errors.add(f"vials-{i}-ml", f"only {v['ml_left']} mL is left in this vial")
-            continue
-        if ml is not None:
-            used.append(i)
-            draws.append(DrawInput(v["vial_id"], ml_text))
-    if not draws and not any(k.startswith("vials-") for k in errors):
-        errors.add("draws", "tick the vial(s) drawn from and give the mL drawn from each")
-    return draws, used
-
-
 # --- the preparations page ----------------------------------------------------------------------
 
 
@@ -357,26 +296,23 @@ async def preparations(request: Request, dea: Dea, saved: Saved = None) -> Respo
 def _make(page: Page, form: Form) -> Response:
     values: dict[str, Any] = {k: form.get(k, "") for k in MAKE_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
-    vials = queries.usable_vials(page.request.app.state.ledger, page.dea, page.local_now().date())
-    for i in range(len(vials)):
-        values[f"vials-{i}-use"] = form.get(f"vials-{i}-use", "")
-        values[f"vials-{i}-ml"] = form.get(f"vials-{i}-ml", "")
+    vials = form_checks.usable_vial_rows(page, form, values)
     errors = Errors()
     if form.get("action") == "search":  # find the patient: the query only ever in this POST body
         found = _find_patients(page, errors, query=values["patient_query"].strip())
         return _preparations_page(page, values=values, errors=errors, found=found, status=422 if errors else 200)
     if (done := again(page, values["form_key"], "make_preparation", "preparations")) is not None:
         return done
-    _check_patient_and_prescriber(page, values, errors)
-    _number(values, "weight_kg", parse_amount, "enter the patient's weight in kg", errors)
-    _number(values, "ordered_mg_per_kg", parse_amount, "enter the ordered dose in mg/kg", errors)
-    draws, used = _check_draws(form, values, vials, errors)
+    form_checks.check_patient_and_prescriber(page, values, errors)
+    form_checks.number(values, "weight_kg", parse_amount, "enter the patient's weight in kg", errors)
+    form_checks.number(values, "ordered_mg_per_kg", parse_amount, "enter the ordered dose in mg/kg", errors)
+    draws, used, _, _ = form_checks.check_draws(form, values, vials, errors)
     if values["diluent"] not in dict(DILUENTS):  # the page offers these; no other text is recorded
         errors.add("diluent", "choose the diluent")
-    _number(values, "diluent_ml", parse_volume, "enter the mL of diluent (0 if none)", errors, allow_zero=True)
+    form_checks.number(values, "diluent_ml", parse_volume, "enter the mL of diluent (0 if none)", errors, allow_zero=True)
     if values["container"] not in dict(CONTAINERS):
         errors.add("container", "choose a bag or a syringe")
-    _number(values, "final_ml", parse_volume, "enter the final volume in mL", errors)
+    form_checks.number(values, "final_ml", parse_volume, "enter the final volume in mL", errors)
     started = parse_local_time(values["started_at"], page.tz, field="started_at", errors=errors)
     if errors:
         return _preparations_page(page, values=values, errors=errors, status=422)
@@ -389,11 +325,7 @@ def _make(page: Page, form: Form) -> Response:
                                         idempotency_key=values["form_key"])
     except LedgerError as exc:
         name, msg = error_of(exc)
-        if name.startswith("draws-"):
-            k = int(name.split("-")[1])
-            row = used[k] if k < len(used) else 0
-            name = f"vials-{row}-ml" if name.endswith("-ml") else f"vials-{row}-use"
-        errors.add(name, msg)
+        errors.add(form_checks.draw_error_field(name, used), msg)
         return _preparations_page(page, values=values, errors=errors, status=exc.status)
     return RedirectResponse(f"{location_path(page.dea)}preparations?saved={res['entries'][0]['seq']}",
                             status_code=303)
@@ -450,7 +382,7 @@ def _infuse(page: Page, prep_id: str, form: Form) -> Response:
     values: dict[str, Any] = {k: form.get(k, "") for k in INFUSE_FIELDS}
     values["form_key"] = values["form_key"] or new_form_key()
     errors = Errors()
-    _number(values, "ml_infused", parse_volume, "enter the mL the pump infused", errors)
+    form_checks.number(values, "ml_infused", parse_volume, "enter the mL the pump infused", errors)
     started = parse_local_time(values["started_at"], page.tz, field="started_at", errors=errors)
     ended = parse_local_time(values["ended_at"], page.tz, field="ended_at", errors=errors)
     if started is not None and ended is not None and ended < started:
@@ -500,7 +432,7 @@ async def waste_form(request: Request, dea: Dea, preparation_id: PrepId) -> Resp
 
 
 def _waste(page: Page, prep_id: str, form: Form) -> Response:
-    from api.web.witness import keep_witness, passkey_outcome, uses_passkey, witness_from_form
+    from api.web.witness import keep_witness, passkey_outcome, witness_from_form
     from ledger.services import request_fields
 
     form.get("action")  # the one button: sent twice with two values, refused (Form) like any field
@@ -516,19 +448,13 @@ def _waste(page: Page, prep_id: str, form: Form) -> Response:
         errors.add("method", "choose how it was wasted")
     occurred = parse_local_time(values["occurred_at"], page.tz, field="occurred_at", errors=errors)
     if values["ml_remaining"].strip():
-        _number(values, "ml_remaining", parse_volume, "", errors, allow_zero=True)
+        form_checks.number(values, "ml_remaining", parse_volume, "", errors, allow_zero=True)
     if prep["status"] == "prepared" and not values["reason"].strip():
         errors.add("reason", "say why a preparation that was never infused is wasted (past its beyond-use time, "
                              "infusion cancelled ...)")
-    if not form.text("witness_username"):
-        errors.add("witness_username", "the witness enters their own username")
-    if not uses_passkey(form, "witness") and not form.get("witness_password", "") and \
-            not form.text("witness_assertion"):
-        errors.add("witness_password", "the witness enters their own password")
+    form_checks.check_witness_there(form, errors)
     if errors:
-        if form.get("witness_password", "") and "witness_password" not in errors:
-            notes["witness_password"] = ("The witness's password was not checked yet (nothing was recorded): fix "
-                                         "what is marked, then the witness types their password again.")
+        form_checks.note_witness_not_checked(form, errors, notes)
         return _waste_page(page, prep, values=values, errors=errors, notes=notes, status=422)
     cmd = WastePreparation(prep_id, values["method"], occurred, values["ml_remaining"].strip() or None,
                            values["reason"].strip() or None, values["late_reason"].strip() or None)
@@ -606,7 +532,7 @@ def _record_session(page: Page, form: Form) -> Response:
         return _session_page(page, values=values, errors=errors, found=found, status=422 if errors else 200)
     if (done := again(page, values["form_key"], "record_esketamine_session", "esketamine-sessions/new")) is not None:
         return done
-    _check_patient_and_prescriber(page, values, errors)
+    form_checks.check_patient_and_prescriber(page, values, errors)
     offered = {d["vial_id"]: d for d in _devices(page)}
     if not ids:
         errors.add("device_ids", "tick the devices the patient used (2 for 56 mg, 3 for 84 mg)")
