@@ -204,6 +204,205 @@ def _peak_verify_memory(ledger: Ledger, deep: bool) -> int:
     return peak
 
 
+# --- issue 22: eventsourcing, 16 concurrent writers, a bare psycopg loop ----------------------------
+
+ES_INSTALL_HINT = ("eventsourcing comparison skipped: the package is not installed "
+                   "(pip install 'csledger[bench]', the benchmark extra; not a product dependency)")
+
+
+def _import_eventsourcing():
+    """The eventsourcing classes the comparison needs, or None when the package is absent
+    (it is a benchmark extra, never a product dependency)."""
+    try:
+        from eventsourcing.application import Application
+        from eventsourcing.domain import Aggregate, event
+        from eventsourcing.sqlite import SQLiteConnectionPool
+    except ImportError:
+        return None
+    return Application, Aggregate, event, SQLiteConnectionPool
+
+
+_ES_AGGREGATE: list = []
+
+
+def _es_aggregate(Aggregate, event):  # noqa: N803 - eventsourcing's classes
+    """The bench's eventsourcing aggregate class, made once: eventsourcing registers each class by
+    topic and refuses a second class under the same one."""
+    if not _ES_AGGREGATE:
+        class Ledgerish(Aggregate):
+            @event("Created")
+            def __init__(self, name: str):
+                self.name = name
+                self.n = 0
+
+            @event("Appended")
+            def append(self, data: str) -> None:
+                self.n += 1
+
+        _ES_AGGREGATE.append(Ledgerish)
+    return _ES_AGGREGATE[0]
+
+
+def eventsourcing_appends(path: Path, payloads: list[str], threads: int) -> float | None:
+    """Appends/s of ``eventsourcing`` 9.x on its SQLite persistence module (a file database, WAL,
+    and every connection it opens set to ``synchronous=FULL`` like ours), one event per
+    transaction (``app.save`` of one new event), the payloads split over ``threads`` threads.
+    Each thread appends to its own aggregate: one aggregate shared by threads would only measure
+    its optimistic-concurrency retries. None when the package is not installed."""
+    es = _import_eventsourcing()
+    if es is None:
+        return None
+    Application, Aggregate, event, Pool = es
+    Ledgerish = _es_aggregate(Aggregate, event)
+
+    original = Pool._create_connection
+    synchronous: list[int] = []
+
+    def create_full(self):  # why: eventsourcing sets WAL but leaves synchronous at the build default
+        conn = original(self)
+        conn._sqlite_conn.execute("PRAGMA synchronous=FULL")
+        synchronous.append(conn._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0])
+        return conn
+
+    Pool._create_connection = create_full
+    try:
+        app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path),
+                               "SQLITE_LOCK_TIMEOUT": "30"})
+        aggs = []
+        for t in range(threads):
+            agg = Ledgerish(f"writer-{t}")
+            app.save(agg)
+            aggs.append(agg)
+        shares = [payloads[t::threads] for t in range(threads)]
+
+        def work(t: int) -> None:
+            agg = aggs[t]
+            for data in shares[t]:
+                agg.append(data)
+                app.save(agg)  # one event, one transaction
+
+        dt = _run_threads(work, threads)
+        app.close()
+    finally:
+        Pool._create_connection = original
+    if not synchronous or set(synchronous) != {2}:  # 2 = FULL: the comparison is only fair if it held
+        raise AssertionError(f"eventsourcing connections not at synchronous=FULL: {synchronous}")
+    return len(payloads) / dt
+
+
+def _run_threads(work: Callable[[int], None], threads: int) -> float:
+    """Wall-clock seconds for ``work(t)`` on ``threads`` threads started together; re-raises the
+    first error a thread hit."""
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads + 1)
+
+    def run(t: int) -> None:
+        barrier.wait()
+        try:
+            work(t)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            errors.append(exc)
+
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for th in ts:
+        th.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for th in ts:
+        th.join()
+    dt = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return dt
+
+
+def concurrent_appends(ledger: Ledger, nurse: Principal, supplier_id: str, total: int, threads: int,
+                       start: int) -> tuple[float, int]:
+    """csledger appends/s with ``threads`` concurrent writers on one registrant, each issuing
+    single-command receipts through ``services.receive_stock`` (the single-writer figure's path),
+    ``total`` commands in all. A writer told the ledger is busy (``Conflict``) retries, as a
+    client would; returns (appends/s over wall-clock time, retries)."""
+    from ledger.domain.errors import Conflict
+
+    retries = [0] * threads
+
+    def work(t: int) -> None:
+        for k in range(t, total, threads):
+            while True:
+                try:
+                    services.receive_stock(ledger, nurse, _receipt(supplier_id, start + k))
+                    break
+                except Conflict:
+                    retries[t] += 1
+
+    dt = _run_threads(work, threads)
+    return total / dt, sum(retries)
+
+
+def bare_psycopg_append(pg_url: str, payloads: list[bytes]) -> float:
+    """Appends/s of a bare psycopg loop on PostgreSQL with our durability (``synchronous_commit``
+    on): per row SHA-256 of the canonical bytes, one INSERT, one COMMIT. Its table is created in
+    the bench database and dropped afterwards."""
+    import os
+
+    import psycopg
+
+    dsn = sa.engine.make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    table = f"csledger_bench_bare_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")
+        conn.execute(f"CREATE TABLE {table} (registrant text, seq bigint, prev text, leaf text, data bytea, "
+                     "PRIMARY KEY (registrant, seq))")
+        try:
+            prev = "0" * 64
+            t0 = time.perf_counter()
+            for i, data in enumerate(payloads):
+                leaf = hashlib.sha256(b"\x00" + data).hexdigest()
+                with conn.transaction():
+                    conn.execute(f"INSERT INTO {table} VALUES (%s,%s,%s,%s,%s)", (BENCH_DEA, i, prev, leaf, data))
+                prev = leaf
+            dt = time.perf_counter() - t0
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+    return len(payloads) / dt
+
+
+def _print_issue22(console: Console, results: dict) -> None:
+    """The issue-22 table: each figure beside its comparison, the ratio and the target."""
+    c = results["issue22"]
+    t = Table(title=f"appends beside eventsourcing and a bare psycopg loop (issue 22), same run, {c['writers']} writers")
+    t.add_column("measure")
+    t.add_column("csledger", justify="right")
+    t.add_column("compared with", justify="right")
+    t.add_column("ratio", justify="right")
+    t.add_column("target", justify="right")
+    es1, es16 = c.get("es_appends_per_s"), c.get("es_concurrent_appends_per_s")
+    ours1, ours16 = results["appends_per_s"], c["concurrent_appends_per_s"]
+    # On PostgreSQL the one-writer target is the psycopg loop (below); the SQLite loop is context.
+    t.add_row("durable appends/s, one writer vs bare sqlite3+hashlib", f"{ours1:,.0f}",
+              f"{results['bare_appends_per_s']:,.0f}", f"{ours1 / results['bare_appends_per_s']:.2f}x",
+              ">= 0.50x" if results["dialect"] == "sqlite" else "")
+    if es1 is not None:
+        t.add_row("durable appends/s, one writer vs eventsourcing (SQLite, 1 thread)", f"{ours1:,.0f}",
+                  f"{es1:,.0f}", f"{ours1 / es1:.2f}x", "")
+    if es16 is not None:
+        t.add_row(f"durable appends/s, {c['writers']} writers on one registrant vs eventsourcing (SQLite, {c['writers']} threads)",
+                  f"{ours16:,.0f}", f"{es16:,.0f}", f"{ours16 / es16:.2f}x", ">= 1.00x")
+    else:
+        t.add_row(f"durable appends/s, {c['writers']} writers on one registrant", f"{ours16:,.0f}", "", "", "")
+    if c.get("psycopg_appends_per_s") is not None:
+        bp = c["psycopg_appends_per_s"]
+        t.add_row("durable appends/s, one writer vs bare psycopg loop (synchronous_commit on)", f"{ours1:,.0f}",
+                  f"{bp:,.0f}", f"{ours1 / bp:.2f}x", ">= 0.50x")
+    console.print(t)
+    console.print(f"{c['writers']} writers: {c['concurrent_appends']} commands, {c['concurrent_retries']} retried after "
+                  "'ledger busy'")
+    if es1 is None:
+        console.print(ES_INSTALL_HINT, markup=False)  # why: "[bench]" is not rich markup
+
+
 # --- staff signatures (issue 17) ------------------------------------------------------------------
 
 SIGNED_DEA = "AS1234563"  # the signed chain: a second registrant in the same database
@@ -317,13 +516,18 @@ def _signature_split(ledger: Ledger, report: VerifyReport, registrant: str) -> f
 
 def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: Path | None, pg_url: str | None,
               production: bool = True, staff_signatures: bool = True, kdf: KdfParams | None = None,
-              signature_ops: int = 2000) -> dict:
+              signature_ops: int = 2000, writers: int = 16, comparisons: bool = True) -> dict:
     """Run the benchmark, print its tables and return the figures.
 
     ``staff_signatures`` adds the issue-17 section (a signed registrant beside the unsigned one,
     per-operation signing and verification costs); ``kdf`` is the argon2id cost of the password
     keys it wraps and opens (default: production, ``KdfParams()``; the smoke test passes a cheap one),
-    ``signature_ops`` how many signatures each per-operation figure times (passkeys: a quarter)."""
+    ``signature_ops`` how many signatures each per-operation figure times (passkeys: a quarter).
+
+    ``comparisons`` adds the issue-22 section: ``writers`` concurrent writers on one registrant,
+    ``eventsourcing`` on SQLite from one thread and from ``writers`` threads (when installed), and
+    on PostgreSQL a bare psycopg append loop; each beside csledger's figure with the ratio and
+    its target (printed, never asserted)."""
     tmp = Path(tempfile.mkdtemp(prefix="csledger-bench-", dir=workdir))
     url = pg_url or f"sqlite:///{tmp / 'ledger.db'}"
     ledger = Ledger.open(url)
@@ -363,8 +567,23 @@ def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: P
     results = {"dialect": ledger.dialect, "appends_per_s": ours_append, "bare_appends_per_s": bare_append_rate,
                "append_p50_ms": statistics.median(per_cmd) * 1000,
                "append_p99_ms": _p99(per_cmd) * 1000}
-    small = max(verify_entries // 4, entries + 10)
-    nxt = _grow(ledger, nurse, supplier_id, small, entries)
+    if comparisons:
+        # Issue 22, in the same run: the same number of commands from ``writers`` threads on the same
+        # registrant (invoices numbered after the single-writer ones), then eventsourcing with
+        # payloads of the same canonical bytes, then (PostgreSQL) the bare psycopg loop.
+        conc, conc_retries = concurrent_appends(ledger, nurse, supplier_id, entries, writers, entries)
+        texts = [b.decode() for b in reversed(sample)]
+        es1 = eventsourcing_appends(tmp / "es-1.db", texts, 1)
+        es16 = eventsourcing_appends(tmp / f"es-{writers}.db", texts, writers) if es1 is not None else None
+        bp = bare_psycopg_append(pg_url, list(reversed(sample))) if ledger.dialect == "postgresql" else None
+        results["issue22"] = {"writers": writers, "concurrent_appends": entries, "concurrent_appends_per_s": conc,
+                              "concurrent_retries": conc_retries, "es_appends_per_s": es1,
+                              "es_concurrent_appends_per_s": es16, "psycopg_appends_per_s": bp}
+        entries_so_far = 2 * entries
+    else:
+        entries_so_far = entries
+    small = max(verify_entries // 4, entries_so_far + 10)
+    nxt = _grow(ledger, nurse, supplier_id, small, entries_so_far)
     mem_small = (_peak_verify_memory(ledger, False), _peak_verify_memory(ledger, True))
     _grow(ledger, nurse, supplier_id, verify_entries, nxt)
     mem_large = (_peak_verify_memory(ledger, False), _peak_verify_memory(ledger, True))
@@ -412,6 +631,8 @@ def run_bench(console: Console, *, entries: int, verify_entries: int, workdir: P
     console.print(f"verify --deep peak traced memory: {mem_small[1] / 1024:,.0f} KiB at {small} entries, "
                   f"{mem_large[1] / 1024:,.0f} KiB at {verify_entries} entries (rebuilt projections in a scratch file "
                   "behind a bounded cache: flat)")
+    if "issue22" in results:
+        _print_issue22(console, results)
     if "staff_signatures" in results:
         _print_signatures(console, results)
     return results

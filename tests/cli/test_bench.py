@@ -39,3 +39,47 @@ def test_bench_without_staff_signatures(tmp_path):
                         staff_signatures=False)
     assert "staff_signatures" not in results
     assert "staff signatures (issue 17)" not in buf.getvalue()
+
+
+def test_bench_issue22_comparisons_run(tmp_path):
+    """The issue-22 section runs small: 16 concurrent writers on one registrant, eventsourcing from
+    one and from 16 threads (when installed), each figure printed beside its target."""
+    import pytest
+
+    from api.cli import bench
+
+    buf = io.StringIO()
+    results = run_bench(Console(file=buf, width=240), entries=20, verify_entries=80, workdir=tmp_path, pg_url=None,
+                        staff_signatures=False)
+    text = buf.getvalue()
+    c = results["issue22"]
+    assert c["writers"] == 16 and c["concurrent_appends"] == 20 and c["concurrent_appends_per_s"] > 0
+    assert "16 writers on one registrant" in text and ">= 0.50x" in text
+    if bench._import_eventsourcing() is None:
+        pytest.skip("eventsourcing not installed: only the absent path (next test) applies")
+    assert c["es_appends_per_s"] > 0 and c["es_concurrent_appends_per_s"] > 0
+    assert "eventsourcing (SQLite, 16 threads)" in text and ">= 1.00x" in text
+    assert bench.ES_INSTALL_HINT not in text
+
+
+def test_bench_without_eventsourcing_says_how_to_install(tmp_path, monkeypatch):
+    """With the package absent the comparison is skipped with one line naming the extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_eventsourcing(name, *args, **kwargs):
+        if name == "eventsourcing" or name.startswith("eventsourcing."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_eventsourcing)
+    buf = io.StringIO()
+    results = run_bench(Console(file=buf, width=240), entries=4, verify_entries=40, workdir=tmp_path, pg_url=None,
+                        staff_signatures=False, writers=2)
+    c = results["issue22"]
+    assert c["es_appends_per_s"] is None and c["es_concurrent_appends_per_s"] is None
+    assert c["concurrent_appends_per_s"] > 0
+    text = buf.getvalue()
+    assert "pip install 'csledger[bench]'" in text
+    assert "eventsourcing (SQLite, 2 threads)" not in text
