@@ -83,6 +83,18 @@ def all_vials(ledger: Ledger, dea: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def unreconciled_administrations(ledger: Ledger, dea: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The location's infusions not yet reconciled (the administrations projection's
+    ``unreconciled`` status: drawn > given + wasted), newest first, with the product's name; chart
+    numbers only, no patient name is read. The later-waste and backfill pages pick from these."""
+    a = projection_tables["administrations"]
+    q = (sa.select(a, products_t.c.name)
+         .join(products_t, sa.and_(products_t.c.registrant == a.c.registrant, products_t.c.ndc_key == a.c.ndc_key))
+         .where(a.c.registrant == dea, a.c.status == "unreconciled").order_by(a.c.seq.desc()))
+    with ledger.reading() as c:
+        return [dict(r) for r in c.execute(q if limit is None else q.limit(limit)).mappings().all()]
+
+
 def checkpoint_status(ledger: Ledger, dea: str) -> dict[str, Any]:
     with ledger.reading() as c:
         size = tree_size(c, dea)

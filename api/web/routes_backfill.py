@@ -283,10 +283,7 @@ def open_administrations(page: Page) -> list[dict[str, Any]]:
     on the sheet belongs to: chart number, start in local time, mL still unaccounted for."""
     from api.web.readable import clock_time
 
-    t = projection_tables["administrations"]
-    with page.request.app.state.ledger.reading() as c:
-        rows = c.execute(sa.select(t).where(t.c.registrant == page.dea, t.c.status == "unreconciled")
-                         .order_by(t.c.seq.desc()).limit(200)).mappings().all()
+    rows = queries.unreconciled_administrations(page.request.app.state.ledger, page.dea, limit=200)
     today = page.local_now().date()
     return [{"administration_id": r["administration_id"], "patient_id": r["patient_id"],
              "open_ml": r["ml_drawn"] - r["ml_given"] - r["ml_wasted"],

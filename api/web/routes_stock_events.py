@@ -202,12 +202,7 @@ def unreconciled_infusions(page: Page) -> list[dict[str, Any]]:
     > 0: the administrations projection's ``unreconciled`` status, as the alerts and the
     administrations report compute it), newest first, with the remainder and the product. Chart
     numbers only: no patient name is read."""
-    a, p = projection_tables["administrations"], projection_tables["products"]
-    with _ledger(page).reading() as c:
-        rows = c.execute(sa.select(a, p.c.name).join(p, sa.and_(p.c.registrant == a.c.registrant,
-                                                                p.c.ndc_key == a.c.ndc_key))
-                         .where(a.c.registrant == page.dea, a.c.status == "unreconciled")
-                         .order_by(a.c.seq.desc())).mappings().all()
+    rows = queries.unreconciled_administrations(_ledger(page), page.dea)
     staff = {s["staff_id"]: s["printed_name"] for s in api_queries.staff(_ledger(page), page.dea, set())}
     today = page.local_now().date()
     out = []
