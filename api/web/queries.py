@@ -83,6 +83,22 @@ def all_vials(ledger: Ledger, dea: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def form_key_response(ledger: Ledger, dea: str, key: str, command: str | None = None) -> str | None:
+    """What the ledger answered the command a page's form key (its idempotency key) already
+    recorded (the stored JSON response), else None: the same form sent twice (a double tap, a
+    reload) is shown its first result. ``command``: only a key used by that command counts."""
+    from ledger.storage.tables import IdempotencyRecord
+
+    if not key or len(key) > 128:
+        return None
+    t = IdempotencyRecord.__table__
+    q = sa.select(t.c.response).where(t.c.registrant == dea, t.c.key == key)
+    if command is not None:
+        q = q.where(t.c.command == command)
+    with ledger.reading() as c:
+        return c.execute(q).scalar()
+
+
 def unreconciled_administrations(ledger: Ledger, dea: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The location's infusions not yet reconciled (the administrations projection's
     ``unreconciled`` status: drawn > given + wasted), newest first, with the product's name; chart

@@ -156,13 +156,7 @@ def recorded_with(page: Page, form_key: str, command: str) -> int | None:
     or the browser sending the form again), else None. The page then shows that confirmation
     rather than checking the form again against a book that has since moved (a device already
     used, a vial emptied by this very form), where the service would answer the stored result."""
-    if not form_key or len(form_key) > 128:
-        return None
-    t = sa.table("idempotency_keys", sa.column("registrant"), sa.column("key"), sa.column("command"),
-                 sa.column("response"))
-    with page.request.app.state.ledger.reading() as c:
-        text = c.execute(sa.select(t.c.response).where(t.c.registrant == page.dea, t.c.key == form_key,
-                                                       t.c.command == command)).scalar()
+    text = queries.form_key_response(page.request.app.state.ledger, page.dea, form_key, command)
     try:
         return int(json.loads(text)["entries"][0]["seq"]) if text else None
     except (ValueError, KeyError, IndexError, TypeError):

@@ -172,9 +172,7 @@ def _used(page: Page, key: str) -> bool:
     """Was this form key used already (the same form sent twice: a double tap, a reload)? Then the
     page's checks against the book as it is now (an infusion reconciled, a package opened, by that
     very form) are skipped and the service answers: the first result again, or a refusal."""
-    with _ledger(page).reading() as c:
-        return c.execute(sa.text("SELECT 1 FROM idempotency_keys WHERE registrant = :r AND key = :k"),
-                         {"r": page.dea, "k": key[:200]}).first() is not None
+    return queries.form_key_response(_ledger(page), page.dea, key) is not None
 
 
 def _start(page: Page, form: Form, fields: tuple[str, ...]) -> dict[str, Any]:
