@@ -226,6 +226,25 @@ def _latest_policy(conn: Connection, registrant: str, has_policies: bool) -> rul
                                        "clinic_hours": json.loads(row["clinic_hours"])}])
 
 
+def _policy_and_time_zone(ctx: CommandContext, has_policies: bool,
+                          fixed: rules.AlertPolicy | None) -> tuple[rules.AlertPolicy, str]:
+    """The policy in force and the registrant's time zone, from the command's view (its rows are
+    read once per command, and reflect what the command itself changed)."""
+    reg = ctx.view.get("registrants", (ctx.registrant,))
+    if reg is None:
+        raise NotFound(f"no registrant with DEA number {ctx.registrant}", field="registrant")
+    if fixed is not None or not has_policies:
+        return fixed or rules.AlertPolicy(), reg["time_zone"]
+    row = ctx.view.get("policies", (ctx.registrant,))
+    if row is None:
+        return rules.AlertPolicy(), reg["time_zone"]
+    clinic_hours = row["clinic_hours"]
+    return rules.policy_from_entries([{"kind": "policy_set", "late_entry_limit_hours": row["late_entry_limit_hours"],
+                                       "count_schedule": row["count_schedule"],
+                                       "clinic_hours": json.loads(clinic_hours) if isinstance(clinic_hours, str)
+                                       else clinic_hours}]), reg["time_zone"]
+
+
 def alert_hook(policy: rules.AlertPolicy | None = None) -> Callable[[CommandContext], None]:
     """The ``before_commit`` hook: per-entry rules over the command's new entries. ``policy``
     fixes the thresholds (tests); by default the registrant's latest ``policy_set`` is read."""
@@ -239,13 +258,14 @@ def alert_hook(policy: rules.AlertPolicy | None = None) -> Callable[[CommandCont
         r = ctx.view.raw
         if "policies" not in schema:  # once per process: is clinic operations' schema there?
             schema["policies"] = sa.inspect(ctx.conn).has_table("policies")
-        pol = policy or _latest_policy(ctx.conn, ctx.registrant, schema["policies"])
-        tz = time_zone(ctx.conn, ctx.registrant)
+        pol, tz = _policy_and_time_zone(ctx, schema["policies"], policy)
         found: list[rules.Candidate] = []
         enrolment_of = enrolment_reader(ctx)
         for a in new:
-            data = r.scalar(ctx.conn, "SELECT canonical FROM entries WHERE registrant = :r AND seq = :s",
-                            {"r": ctx.registrant, "s": a.seq})
+            data = ctx.written.get(a.seq)  # the bytes this command hashed, not a re-read
+            if data is None:
+                data = r.scalar(ctx.conn, "SELECT canonical FROM entries WHERE registrant = :r AND seq = :s",
+                                {"r": ctx.registrant, "s": a.seq})
             entry = canon.decode(bytes(data))
             found.extend(rules.per_entry_rules(entry, pol, tz))
             found.extend(rules.witness_enrolled_by_actor(entry, enrolment_of))

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ledger.integrity import canonical as canon
@@ -38,9 +37,13 @@ from ledger.integrity.credential_chain import (
     check_entry,
 )
 from ledger.integrity.staff_signatures import SignatureInvalid
-from ledger.storage.tables import Entry
 
-entries_t = Entry.__table__
+
+def _raw(conn: Connection):
+    # Imported late: ``store`` imports this module.
+    from ledger.storage.store import raw
+
+    return raw(conn)
 
 #: The entry kinds authority is computed from.
 AUTHORITY_KINDS = ("staff_enrolled", "role_granted", "role_revoked", "staff_credential_enrolled",
@@ -262,18 +265,38 @@ def _cache_for(engine: Engine) -> _Cache:
 
 def chain_head(conn: Connection, registrant: str) -> tuple[int, str] | None:
     """(seq, leaf hash) of the registrant's last entry, or None for no chain."""
-    row = conn.execute(sa.select(entries_t.c.seq, entries_t.c.leaf_hash)
-                       .where(entries_t.c.registrant == registrant)
-                       .order_by(entries_t.c.seq.desc()).limit(1)).first()
-    return None if row is None else (int(row.seq), row.leaf_hash)
+    # Hand-written SQL (``RawSql``): every request and command asks this; compiling a statement
+    # cost more than the indexed read.
+    row = _raw(conn).one(conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
+                         {"r": registrant})
+    return None if row is None else (int(row["seq"]), row["leaf_hash"])
+
+
+_ROLE_ROWS_SQL = ("SELECT seq, kind, canonical FROM entries WHERE registrant = :r AND seq > :a AND seq <= :u AND kind IN ("
+                  + ", ".join(f"'{k}'" for k in AUTHORITY_KINDS) + ") ORDER BY seq")
 
 
 def _role_rows(conn: Connection, registrant: str, after: int, upto: int) -> list[tuple[int, str, bytes]]:
-    q = (sa.select(entries_t.c.seq, entries_t.c.kind, entries_t.c.canonical)
-         .where(entries_t.c.registrant == registrant, entries_t.c.seq > after, entries_t.c.seq <= upto,
-                entries_t.c.kind.in_(AUTHORITY_KINDS))
-         .order_by(entries_t.c.seq))
-    return [(int(s), k, bytes(c)) for s, k, c in conn.execute(q)]
+    rows = _raw(conn).rows(conn, _ROLE_ROWS_SQL, {"r": registrant, "a": after, "u": upto})
+    return [(int(r["seq"]), r["kind"], bytes(r["canonical"])) for r in rows]
+
+
+def _leaf_at(conn: Connection, registrant: str, seq: int) -> str | None:
+    return _raw(conn).scalar(conn, "SELECT leaf_hash FROM entries WHERE registrant = :r AND seq = :s",
+                             {"r": registrant, "s": seq})
+
+
+def carry_forward(engine: Engine, registrant: str, before: tuple[int, str], after: tuple[int, str]) -> None:
+    """An entry that changes no authority was appended at ``after`` onto ``before``: the cached
+    authority at ``before`` (if any) is also the authority at ``after``.
+
+    Why: the head moves with every entry, so without this every command missed the cache and
+    re-read the chain since the last cached head. Keyed by the new leaf hash, which commits to
+    the whole chain before it, so a rolled-back entry's key is simply never asked for again."""
+    cache = _cache_for(engine)
+    found = cache.exact(registrant, before)
+    if found is not None:
+        cache.put(replace(found, head_seq=after[0], head_hash=after[1]))
 
 
 def authority_at(conn: Connection, registrant: str, head: tuple[int, str] | None = None) -> Authority:
@@ -292,9 +315,7 @@ def authority_at(conn: Connection, registrant: str, head: tuple[int, str] | None
     for candidate in cache.bases(registrant, seq):
         # Only a state whose head is still in this chain may be extended (a head that was rolled
         # back, or replaced, is not).
-        at = conn.execute(sa.select(entries_t.c.leaf_hash).where(
-            entries_t.c.registrant == registrant, entries_t.c.seq == candidate.head_seq)).scalar()
-        if at == candidate.head_hash:
+        if _leaf_at(conn, registrant, candidate.head_seq) == candidate.head_hash:
             base = candidate
             break
     if base is None:
@@ -309,4 +330,4 @@ def roles_of(conn: Connection, registrant: str, staff_id: str) -> frozenset[str]
     return authority_at(conn, registrant).roles(staff_id)
 
 
-__all__ = ["AUTHORITY_KINDS", "Authority", "StaffRecord", "authority_at", "chain_head", "roles_of"]
+__all__ = ["AUTHORITY_KINDS", "Authority", "StaffRecord", "authority_at", "carry_forward", "chain_head", "roles_of"]

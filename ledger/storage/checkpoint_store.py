@@ -36,11 +36,21 @@ class LogKeyRow:
         return Verifier.from_string(self.verifier_key)
 
 
+LOG_KEYS_SQL = ("SELECT generation, origin, verifier_key, first_size, created_at, reason "
+                "FROM log_keys WHERE registrant = :r ORDER BY generation DESC")
+LATEST_CHECKPOINT_SQL = ("SELECT registrant, tree_size, root_hash, note, signed_at FROM checkpoints "
+                         "WHERE registrant = :r ORDER BY tree_size DESC LIMIT 1")
+
+
 def log_keys(conn: Connection, registrant: str) -> list[LogKeyRow]:
     """All key generations of a registrant's log, current (highest generation) first."""
-    rows = raw(conn).rows(conn, "SELECT generation, origin, verifier_key, first_size, created_at, reason "
-                                "FROM log_keys WHERE registrant = :r ORDER BY generation DESC", {"r": registrant})
-    return [LogKeyRow(**r) for r in rows]
+    return [LogKeyRow(**r) for r in raw(conn).rows(conn, LOG_KEYS_SQL, {"r": registrant})]
+
+
+def keys_and_latest_checkpoint(conn: Connection, registrant: str) -> tuple[list[LogKeyRow], StoredCheckpoint | None]:
+    """``log_keys`` and ``latest_checkpoint`` read together (one round trip on PostgreSQL)."""
+    keys, cps = raw(conn).batch(conn, [(LOG_KEYS_SQL, {"r": registrant}), (LATEST_CHECKPOINT_SQL, {"r": registrant})])
+    return [LogKeyRow(**r) for r in keys], (StoredCheckpoint(**cps[0]) if cps else None)
 
 
 def registrant_of_origin(conn: Connection, origin: str) -> str | None:
@@ -60,8 +70,7 @@ class StoredCheckpoint:
 
 def latest_checkpoint(conn: Connection, registrant: str) -> StoredCheckpoint | None:
     """The last checkpoint the log signed for ``registrant`` (log signature only)."""
-    row = raw(conn).one(conn, "SELECT registrant, tree_size, root_hash, note, signed_at FROM checkpoints "
-                              "WHERE registrant = :r ORDER BY tree_size DESC LIMIT 1", {"r": registrant})
+    row = raw(conn).one(conn, LATEST_CHECKPOINT_SQL, {"r": registrant})
     return StoredCheckpoint(**row) if row else None
 
 

@@ -138,6 +138,15 @@ def make_engine(url: str) -> Engine:
             pool_pre_ping=True,
         )
 
+        @event.listens_for(engine, "after_cursor_execute")
+        def _sync_pipeline(conn, _cursor, _statement, _parameters, _context, _executemany):
+            # Inside an append transaction in pipeline mode (``store._pipeline``): SQLAlchemy
+            # reads a statement's result description right after executing it, which pipeline
+            # mode only delivers at a sync, so sync here (a round trip, as without the pipeline).
+            pipe = conn.info.get(PIPELINE_INFO_KEY)
+            if pipe is not None:
+                pipe.sync()
+
         @event.listens_for(engine, "begin")
         def _postgres_begin(conn):
             # A read is one snapshot, as it is on SQLite: under the default READ COMMITTED each
@@ -150,6 +159,10 @@ def make_engine(url: str) -> Engine:
 
         return engine
     raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
+
+
+#: ``Connection.info`` key of the psycopg pipeline an append transaction runs in (PostgreSQL).
+PIPELINE_INFO_KEY = "csledger_pipeline"
 
 
 def alembic_config():

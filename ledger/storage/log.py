@@ -59,6 +59,7 @@ from ledger.storage.checkpoint_store import (  # noqa: F401  (re-exported)
     WitnessPolicyRow,
     checkpoint_at,
     cosignature_lines,
+    keys_and_latest_checkpoint,
     latest_checkpoint,
     log_keys,
     memo_reader,
@@ -139,8 +140,9 @@ class TransparencyLog:
     def origin_for(self, registrant: str, log_id: str) -> str:
         return f"{self.origin_prefix}/{registrant}/{log_id}"
 
-    def _signer(self, conn: Connection, registrant: str, size: int, now: str) -> tuple[Signer, list[LogKeyRow]]:
-        keys = log_keys(conn, registrant)
+    def _signer(self, conn: Connection, registrant: str, size: int, now: str,
+                keys: list[LogKeyRow] | None = None) -> tuple[Signer, list[LogKeyRow]]:
+        keys = log_keys(conn, registrant) if keys is None else keys
         cached = self._signers.get(registrant)
         if keys and cached is not None and cached[0] == keys[0].verifier_key:
             # Reading and parsing the key file costs more than the rest of signing; the
@@ -204,10 +206,10 @@ class TransparencyLog:
         conn, reg = ctx.conn, ctx.registrant
         size = ctx.next_seq
         now = canon.format_time(ctx.now)
-        signer, keys = self._signer(conn, reg, size, now)
-        get = memo_reader(conn, reg)
+        stored_keys, last = keys_and_latest_checkpoint(conn, reg)
+        signer, keys = self._signer(conn, reg, size, now, stored_keys)
+        get = ctx.node_reader()
         new_root = merkle.root(size, get)
-        last = latest_checkpoint(conn, reg)
         if last is not None:
             old = self._open_stored(reg, last, keys)
             if old.size >= size:
@@ -225,6 +227,10 @@ class TransparencyLog:
         raw(conn).run(conn, "INSERT INTO checkpoints (registrant, tree_size, root_hash, note, signed_at) "
                             "VALUES (:r, :s, :h, :n, :t)", {"r": reg, "s": size, "h": new_root.hex(), "n": note, "t": now})
         self._verified[reg] = (size, note)
+
+    #: Once per group commit (``Ledger.execute``), with its last command: the commands committed
+    #: together share one checkpoint, signed over the tree they leave.
+    sign_checkpoint.once_per_commit = True  # type: ignore[attr-defined]
 
     def _open_stored(self, reg: str, cp: StoredCheckpoint, keys: list[LogKeyRow]) -> Checkpoint:
         """Parse a stored checkpoint, checking its log signature unless we signed it ourselves."""

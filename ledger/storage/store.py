@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,9 +44,10 @@ from ledger.domain.quantities import norm
 from ledger.integrity import canonical as canon
 from ledger.integrity import merkle, staff_signatures
 from ledger.integrity.credential_chain import check_command_writes
-from ledger.storage.authority import Authority, authority_at
+from ledger.storage.authority import AUTHORITY_KINDS, Authority, authority_at, carry_forward
 from ledger.storage.engine import (  # noqa: F401  (re-exported)
     MIGRATIONS_DIR,
+    PIPELINE_INFO_KEY,
     alembic_config,
     durability_settings,
     make_engine,
@@ -117,9 +121,22 @@ class RawSql:
 
     def rows(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         cur = self._cursor(conn, text, params)
+        data = cur.fetchall()  # first: in psycopg's pipeline mode the description comes with the rows
         names = [d[0] for d in cur.description]
-        out = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        out = [dict(zip(names, r, strict=True)) for r in data]
         cur.close()
+        return out
+
+    def batch(self, conn: Connection, queries: list[tuple[str, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+        """Several reads sent before any is fetched: one round trip on PostgreSQL's pipeline mode
+        (``Ledger.execute``), the same as one by one on SQLite."""
+        curs = [self._cursor(conn, text, params) for text, params in queries]
+        out = []
+        for cur in curs:
+            data = cur.fetchall()
+            names = [d[0] for d in cur.description]
+            out.append([dict(zip(names, r, strict=True)) for r in data])
+            cur.close()
         return out
 
     def one(self, conn: Connection, text: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -154,9 +171,35 @@ def utcnow() -> datetime:
 class SqlStateView:
     """``projections.StateView`` over the database, inside the append transaction."""
 
-    def __init__(self, conn: Connection):
+    #: One row per registrant that nearly every command reads (and the alert rules again):
+    #: remembered for the command, the registrant's row fetched along with the first read of its
+    #: policies (one round trip on PostgreSQL). Every write to them in a command goes through
+    #: ``put``/``delete`` (``projections.apply``), which drop the copy.
+    MEMO_TABLES = ("registrants", "policies")
+    _MEMO_SQL = {"registrants": "SELECT * FROM registrants WHERE dea_number = :k",
+                 "policies": "SELECT * FROM policies WHERE registrant = :k"}
+
+    def __init__(self, conn: Connection, registrant: str | None = None):
         self.conn = conn
         self.raw = raw(conn)
+        self.registrant = registrant
+        self._memo: dict[str, dict[str, Any] | None] = {}
+
+    def _memo_get(self, table: str, key: tuple) -> tuple[bool, dict[str, Any] | None]:
+        if self.registrant is None or table not in self.MEMO_TABLES or key != (self.registrant,):
+            return False, None
+        if table not in self._memo:
+            # The registrant's row rides along with the policies read (a schema without the
+            # policies table never reads them, so the batch never names a missing table).
+            wanted = [table] + (["registrants"] if table == "policies" and "registrants" not in self._memo else [])
+            rows = self.raw.batch(self.conn, [(self._MEMO_SQL[t], {"k": self.registrant}) for t in wanted])
+            for t, found in zip(wanted, rows, strict=True):
+                self._memo[t] = self._row(t, found[0]) if found else None
+        row = self._memo[table]
+        return True, (dict(row) if row is not None else None)
+
+    def _forget(self, table: str) -> None:
+        self._memo.pop(table, None)
 
     def _row(self, table: str, mapping) -> dict[str, Any]:
         # Both backends: SQLite gives text, PostgreSQL NUMERIC(18, 3) pads "10.00" to "10.000";
@@ -172,6 +215,9 @@ class SqlStateView:
         return " AND ".join(f"{c} = :k_{c}" for c in cols)
 
     def get(self, table: str, key: tuple) -> dict[str, Any] | None:
+        hit, row = self._memo_get(table, tuple(key))
+        if hit:
+            return row
         cols = projections.PRIMARY_KEYS[table]
         row = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
                            {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
@@ -179,6 +225,7 @@ class SqlStateView:
 
     def put(self, table: str, row: dict[str, Any]) -> None:
         """Insert or replace the row (one statement: INSERT .. ON CONFLICT DO UPDATE, on both)."""
+        self._forget(table)
         pk = projections.PRIMARY_KEYS[table]
         cols = list(row)
         others = [c for c in cols if c not in pk]
@@ -188,6 +235,7 @@ class SqlStateView:
         self.raw.run(self.conn, sql, row)
 
     def delete(self, table: str, key: tuple) -> None:
+        self._forget(table)
         cols = projections.PRIMARY_KEYS[table]
         self.raw.run(self.conn, f"DELETE FROM {table} WHERE {self._where(table, cols)}",
                      {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
@@ -227,6 +275,33 @@ class CommandContext:
     #: The staff member running the command (``principal_id``); every other signer is a second person.
     actor_id: str | None = None
     after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = field(default_factory=list)
+    #: Merkle nodes this command's entries completed, (level, index) -> hash: read before the
+    #: committed cache, moved into it only once the transaction has committed.
+    new_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    #: Canonical bytes of the entries this command appended, by seq (the alert rules read them).
+    written: dict[int, bytes] = field(default_factory=dict)
+    #: Nodes completed by the commands committed earlier in the same group (not yet committed).
+    group_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+    def node_reader(self) -> merkle.NodeReader:
+        """Perfect Merkle nodes of this registrant as this transaction sees them: the ones this
+        command completed, then the process's cache of committed nodes, then the database."""
+        pending, group, cache, reg = self.new_nodes, self.group_nodes, node_cache(self.conn.engine), self.registrant
+        stored = node_reader(self.conn, reg)
+
+        def get(level: int, index: int) -> bytes:
+            key = (level, index)
+            h = pending.get(key) or group.get(key)
+            if h is None:
+                h = cache.get(reg, key)
+                if h is None:
+                    # Under the registrant's lock every node below the head is committed, so
+                    # what the database holds may be remembered as it is.
+                    h = stored(level, index)
+                    cache.remember(reg, {key: h})
+            return h
+
+        return get
 
     def authority(self) -> Authority:
         """Who is enrolled and holds which roles, from the role entries of this transaction's
@@ -359,8 +434,11 @@ class CommandContext:
                   {"registrant": self.registrant, "seq": seq, "line": i, "vial_id": v, "ndc_key": n, "ml": ml})
         projections.apply(obj, self.view)
         appended = AppendedEntry(self.registrant, seq, event.kind, leaf.hex())
+        self.written[seq] = data
         for hook in self.after_append:
             hook(self, appended, leaf)
+        if seq and event.kind not in AUTHORITY_KINDS:
+            carry_forward(self.conn.engine, self.registrant, (seq - 1, self.head_hash), (seq, appended.leaf_hash))
         self.appended.append(appended)
         self.next_seq = seq + 1
         self.head_hash = leaf.hex()
@@ -385,9 +463,68 @@ def node_reader(conn: Connection, registrant: str) -> merkle.NodeReader:
 def write_merkle_nodes(ctx: CommandContext, appended: AppendedEntry, leaf: bytes) -> None:
     """Store the perfect nodes the new leaf completes, in the append transaction."""
     r = raw(ctx.conn)
-    for lv, i, h in merkle.nodes_created_by_append(appended.seq, leaf, node_reader(ctx.conn, ctx.registrant)):
+    for lv, i, h in merkle.nodes_created_by_append(appended.seq, leaf, ctx.node_reader()):
         r.run(ctx.conn, "INSERT INTO merkle_nodes (registrant, level, idx, hash) VALUES (:r, :l, :i, :h)",
               {"r": ctx.registrant, "l": lv, "i": i, "h": h})
+        ctx.new_nodes[(lv, i)] = h
+
+
+#: Committed nodes remembered per registrant. The root and a consistency proof of a tree of n
+#: leaves read O(log n) nodes on its right edge, so a few hundred cover any log a clinic keeps.
+_NODES_PER_REGISTRANT = 1024
+
+
+class NodeCache:
+    """Committed perfect Merkle nodes of one database, per registrant (thread-safe, LRU).
+
+    A perfect node never changes once its leaves are committed: entries are append-only. Why
+    cache them: the checkpoint signed in every append transaction needs the new root and a
+    consistency proof, and reading those nodes was a dozen round trips per command.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._nodes: dict[str, OrderedDict[tuple[int, int], bytes]] = {}
+        self._size: dict[str, int] = {}
+
+    def get(self, registrant: str, key: tuple[int, int]) -> bytes | None:
+        with self._lock:
+            nodes = self._nodes.get(registrant)
+            return None if nodes is None else nodes.get(key)
+
+    def remember(self, registrant: str, nodes: dict[tuple[int, int], bytes], size: int | None = None) -> None:
+        """Add committed nodes (and, after a commit, the tree size they were committed at)."""
+        with self._lock:
+            held = self._nodes.setdefault(registrant, OrderedDict())
+            for key, h in nodes.items():
+                held[key] = h
+                held.move_to_end(key)
+            while len(held) > _NODES_PER_REGISTRANT:
+                held.popitem(last=False)
+            if size is not None:
+                self._size[registrant] = max(size, self._size.get(registrant, 0))
+
+    def check_size(self, registrant: str, size: int) -> None:
+        """The chain this transaction sees has ``size`` entries: if it is shorter than one this
+        process saw committed (the database was restored from an older copy), forget every node
+        of the registrant rather than trust nodes of a history that is no longer there."""
+        with self._lock:
+            if self._size.get(registrant, 0) > size:
+                self._nodes.pop(registrant, None)
+                self._size.pop(registrant, None)
+
+
+_NODE_CACHES: weakref.WeakKeyDictionary[Engine, NodeCache] = weakref.WeakKeyDictionary()
+_NODE_CACHES_LOCK = threading.Lock()
+
+
+def node_cache(engine: Engine) -> NodeCache:
+    """The committed-node cache of ``engine``'s database (one per engine, made on first use)."""
+    with _NODE_CACHES_LOCK:
+        cache = _NODE_CACHES.get(engine)
+        if cache is None:
+            cache = _NODE_CACHES[engine] = NodeCache()
+        return cache
 
 
 def has_entry_of_kind(conn: Connection, kind: str, registrant: str | None = None) -> bool:
@@ -442,6 +579,63 @@ def _advisory_key(registrant: str) -> int:
     return int.from_bytes(hashlib.sha256(b"csledger-registrant:" + registrant.encode()).digest()[:8], "big", signed=True)
 
 
+@contextmanager
+def _pipeline(conn: Connection) -> Iterator[Any]:
+    """PostgreSQL: the transaction in psycopg's pipeline mode, else nothing.
+
+    Why: on PostgreSQL every statement was a network round trip. In pipeline mode a statement
+    whose result is not needed (every INSERT of the append path) is queued and sent with the
+    next one that is, so a command costs about one round trip per read, and its last writes go
+    with the commit. Errors of queued statements are raised at the next read or sync, still
+    inside the transaction, so nothing changes for the caller."""
+    if conn.dialect.name != "postgresql":
+        yield None
+        return
+    with conn.connection.driver_connection.pipeline() as pipe:
+        # A statement run through SQLAlchemy reads its result description at once: the engine
+        # syncs the pipeline after each (``make_engine``), so only hand-written SQL is queued.
+        conn.info[PIPELINE_INFO_KEY] = pipe
+        try:
+            yield pipe
+        finally:
+            conn.info.pop(PIPELINE_INFO_KEY, None)
+
+
+#: The registrants whose group this thread is running (a nested command on one of them is refused).
+_LEADING = threading.local()
+
+#: Commands committed together at most (a bound on how long the first of them waits).
+_GROUP_MAX = 64
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One command waiting for (or in) a group commit, and what its caller is answered."""
+
+    registrant: str
+    command: str
+    request: dict[str, Any]
+    build: Callable[[CommandContext], dict[str, Any]]
+    principal_id: str | None
+    idempotency_key: str | None
+    creates_registrant: bool
+    rhash: str
+    leader: bool = False
+    finished: bool = False
+    response: dict[str, Any] | None = None
+    error: BaseException | None = None
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(eq=False)
+class _Group:
+    """The commands of one registrant waiting for the transaction in flight to commit."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queue: list[_Pending] = field(default_factory=list)
+    leading: bool = False
+
+
 class Ledger:
     """The ledger over one database. Thread-safe: each command gets its own connection."""
 
@@ -450,8 +644,15 @@ class Ledger:
         self.clock = clock
         #: Called after every entry is inserted, inside the transaction (Merkle nodes).
         self.after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = [write_merkle_nodes]
-        #: Called once per command before commit, inside the transaction (checkpoint signing).
+        #: Called before commit, inside the transaction: once per command (alert rules), or, for
+        #: hooks marked ``once_per_commit`` (checkpoint signing), once per group commit with the
+        #: context of its last command.
         self.before_commit: list[Callable[[CommandContext], None]] = []
+        self._groups: dict[str, _Group] = {}
+        self._groups_lock = threading.Lock()
+        #: Transactions committed and the commands they carried (``csledger bench`` prints the ratio).
+        self.commits = 0
+        self.commands_committed = 0
 
     @property
     def _dbapi(self):
@@ -476,71 +677,196 @@ class Ledger:
         idempotency_key: str | None = None,
         creates_registrant: bool = False,
     ) -> dict[str, Any]:
-        """Run one command in one transaction and return its response (JSON-ready dict).
+        """Run one command atomically and return its response (JSON-ready dict) once it is committed.
 
         With an ``idempotency_key``: a retry with the same request returns the first response
         and writes nothing; the same key with a different request raises ``IdempotencyConflict``.
+
+        Group commit: commands for one registrant that arrive while another of its transactions
+        is running wait, and the next of them to run commits them all in one transaction (one
+        fsync, one checkpoint signature). Each runs in order inside its own savepoint, so a
+        command that fails writes nothing and the others are unaffected; each caller is answered
+        only after the commit, and if the commit fails every caller of the group gets the error.
         """
         check_idempotency_key(idempotency_key)
-        rhash = request_hash(command, principal_id, request)
+        if registrant in getattr(_LEADING, "registrants", ()):
+            # A command started from inside another command's transaction on the same
+            # registrant would wait for its own commit forever: a programming error.
+            raise RuntimeError(f"a command on {registrant} was started inside another command on {registrant}")
+        pending = _Pending(registrant, command, request, build, principal_id, idempotency_key, creates_registrant,
+                           request_hash(command, principal_id, request))
+        group = self._group(registrant)
+        with group.lock:
+            group.queue.append(pending)
+            if not group.leading:
+                group.leading = True
+                pending.leader = True
+        while not pending.finished:
+            if pending.leader:
+                self._lead(group)
+            else:
+                pending.wake.wait()
+                pending.wake.clear()
+        if pending.error is not None:
+            raise pending.error
+        return pending.response
+
+    def waiting(self, registrant: str) -> int:
+        """Commands of ``registrant`` queued behind the transaction in flight (for tests and health)."""
+        with self._groups_lock:
+            group = self._groups.get(registrant)
+        if group is None:
+            return 0
+        with group.lock:
+            return len(group.queue)
+
+    def _group(self, registrant: str) -> _Group:
+        with self._groups_lock:
+            group = self._groups.get(registrant)
+            if group is None:
+                group = self._groups[registrant] = _Group()
+            return group
+
+    def _lead(self, group: _Group) -> None:
+        """Run the waiting commands as one transaction, then hand the lead to the next waiter."""
+        with group.lock:
+            batch, group.queue = group.queue[:_GROUP_MAX], group.queue[_GROUP_MAX:]
+        leading = _LEADING.__dict__.setdefault("registrants", set())
+        leading.add(batch[0].registrant)
         try:
-            with self.engine.connect() as conn, conn.begin():
-                if self.dialect == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(registrant)})
-                if idempotency_key is not None:
-                    prior = raw(conn).one(
-                        conn, "SELECT request_hash, response, command FROM idempotency_keys "
-                        "WHERE registrant = :r AND key = :k", {"r": registrant, "k": idempotency_key})
-                    if prior is not None:
-                        if prior["request_hash"] != rhash:
-                            raise IdempotencyConflict(
-                                f"this key was already used for a different {prior['command']} request",
-                                field="idempotency_key",
-                            )
-                        response = json.loads(prior["response"])
-                        response["replayed"] = True
-                        return response
-                head = raw(conn).one(
-                    conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
-                    {"r": registrant})
-                if head is None and not creates_registrant:
-                    raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
-                if head is not None and creates_registrant:
-                    raise Conflict(f"registrant {registrant} is already registered", field="dea_number")
-                ctx = CommandContext(
-                    conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
-                    view=SqlStateView(conn), next_seq=0 if head is None else head["seq"] + 1,
-                    head_hash=canon.ZERO_HASH if head is None else head["leaf_hash"],
-                    after_append=list(self.after_append), command=command, request=request, actor_id=principal_id,
-                )
-                result = build(ctx)
-                if not ctx.appended:
-                    raise InvalidInput("the command recorded nothing")
-                for hook in self.before_commit:
-                    hook(ctx)
-                response = {
-                    "command": command,
-                    "registrant": registrant,
-                    "entries": [{"seq": a.seq, "kind": a.kind, "leaf_hash": a.leaf_hash} for a in ctx.appended],
-                    **result,
-                }
-                if idempotency_key is not None:
-                    raw(conn).run(
-                        conn, "INSERT INTO idempotency_keys (registrant, key, command, request_hash, response, created_at) "
-                        "VALUES (:registrant, :key, :command, :request_hash, :response, :created_at)",
-                        {"registrant": registrant, "key": idempotency_key, "command": command, "request_hash": rhash,
-                         "response": json.dumps(response, sort_keys=True), "created_at": canon.format_time(ctx.now)})
-                return response
-        except LedgerError:
+            self._run_group(batch)
+        except BaseException as exc:  # never leave a waiter hanging, whatever happened
+            for p in batch:
+                if not p.finished:
+                    p.error, p.finished = exc if isinstance(exc, Exception) else Conflict(
+                        "the ledger stopped while this command ran; nothing was recorded, retry"), True
             raise
-        except (IntegrityError, self._dbapi.IntegrityError) as exc:
+        finally:
+            leading.discard(batch[0].registrant)
+            with group.lock:
+                if group.queue:
+                    nxt = group.queue[0]
+                    nxt.leader = True
+                    nxt.wake.set()
+                else:
+                    group.leading = False
+            for p in batch:
+                p.finished = True
+                p.wake.set()
+
+    def _run_group(self, batch: list[_Pending]) -> None:
+        registrant = batch[0].registrant
+        alone = len(batch) == 1
+        per_command = [h for h in self.before_commit if not getattr(h, "once_per_commit", False)]
+        per_commit = [h for h in self.before_commit if getattr(h, "once_per_commit", False)]
+        done: list[tuple[_Pending, dict[str, Any]]] = []
+        group_nodes: dict[tuple[int, int], bytes] = {}
+        try:
+            with self.engine.connect() as conn, conn.begin(), _pipeline(conn) as pipe:
+                r = raw(conn)
+                if pipe is not None:
+                    r.run(conn, "SELECT pg_advisory_xact_lock(:k)", {"k": _advisory_key(registrant)})
+                head = r.one(conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
+                             {"r": registrant})
+                node_cache(self.engine).check_size(registrant, 0 if head is None else head["seq"] + 1)
+                state = (None, None) if head is None else (head["seq"] + 1, head["leaf_hash"])
+                last: CommandContext | None = None
+                for p in batch:
+                    if not alone:
+                        r.run(conn, "SAVEPOINT csledger_command")
+                    try:
+                        response, ctx = self._one_command(conn, p, state, group_nodes, per_command)
+                        if pipe is not None and not alone:
+                            pipe.sync()  # this command's writes fail here, inside its own savepoint
+                    except Exception as exc:
+                        if alone:
+                            raise
+                        r.run(conn, "ROLLBACK TO SAVEPOINT csledger_command")
+                        p.error = self._mapped(exc)
+                        continue
+                    if not alone:
+                        r.run(conn, "RELEASE SAVEPOINT csledger_command")
+                    done.append((p, response))
+                    if ctx is not None:
+                        group_nodes.update(ctx.new_nodes)
+                        state, last = (ctx.next_seq, ctx.head_hash), ctx
+                if last is not None:
+                    for hook in per_commit:
+                        hook(last)
+            # Committed: only now may the nodes these commands completed be remembered.
+            if last is not None:
+                node_cache(self.engine).remember(registrant, group_nodes, last.next_seq)
+            with self._groups_lock:
+                self.commits += 1
+                self.commands_committed += len(done)
+        except Exception as exc:
+            err = self._mapped(exc)
+            for p in batch:
+                if p.error is None:
+                    p.error = err
+            return
+        for p, response in done:
+            p.response = response
+
+    def _mapped(self, exc: Exception) -> Exception:
+        """A driver error as what the caller should see; anything else as it is."""
+        if isinstance(exc, LedgerError):
+            return exc
+        if isinstance(exc, (IntegrityError, self._dbapi.IntegrityError)):
             # The primary keys are the last line of defence: a second writer at the same seq,
             # or the same idempotency key racing in, lands here and nothing is written.
-            raise Conflict(f"the ledger changed while this command ran; nothing was recorded, retry ({type(exc).__name__})") from None
-        except (OperationalError, self._dbapi.OperationalError) as exc:
-            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
-                raise Conflict("the ledger is busy; nothing was recorded, retry") from None
-            raise
+            return Conflict(f"the ledger changed while this command ran; nothing was recorded, retry ({type(exc).__name__})")
+        if isinstance(exc, (OperationalError, self._dbapi.OperationalError)) and (
+                "locked" in str(exc).lower() or "busy" in str(exc).lower()):
+            return Conflict("the ledger is busy; nothing was recorded, retry")
+        return exc
+
+    def _one_command(self, conn: Connection, p: _Pending, state: tuple[int | None, str | None],
+                     group_nodes: dict[tuple[int, int], bytes],
+                     per_command: list[Callable[[CommandContext], None]]) -> tuple[dict[str, Any], CommandContext | None]:
+        """One command inside the group's transaction: (its response, its context or None when it
+        only replayed an earlier response)."""
+        registrant, r = p.registrant, raw(conn)
+        if p.idempotency_key is not None:
+            prior = r.one(conn, "SELECT request_hash, response, command FROM idempotency_keys "
+                                "WHERE registrant = :r AND key = :k", {"r": registrant, "k": p.idempotency_key})
+            if prior is not None:
+                if prior["request_hash"] != p.rhash:
+                    raise IdempotencyConflict(
+                        f"this key was already used for a different {prior['command']} request",
+                        field="idempotency_key",
+                    )
+                response = json.loads(prior["response"])
+                response["replayed"] = True
+                return response, None
+        next_seq, head_hash = state
+        if next_seq is None and not p.creates_registrant:
+            raise NotFound(f"no registrant with DEA number {registrant}", field="registrant")
+        if next_seq is not None and p.creates_registrant:
+            raise Conflict(f"registrant {registrant} is already registered", field="dea_number")
+        ctx = CommandContext(
+            conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
+            view=SqlStateView(conn, registrant), next_seq=next_seq or 0, head_hash=head_hash or canon.ZERO_HASH,
+            after_append=list(self.after_append), command=p.command, request=p.request, actor_id=p.principal_id,
+            group_nodes=group_nodes,
+        )
+        result = p.build(ctx)
+        if not ctx.appended:
+            raise InvalidInput("the command recorded nothing")
+        for hook in per_command:
+            hook(ctx)
+        response = {
+            "command": p.command,
+            "registrant": registrant,
+            "entries": [{"seq": a.seq, "kind": a.kind, "leaf_hash": a.leaf_hash} for a in ctx.appended],
+            **result,
+        }
+        if p.idempotency_key is not None:
+            r.run(conn, "INSERT INTO idempotency_keys (registrant, key, command, request_hash, response, created_at) "
+                        "VALUES (:registrant, :key, :command, :request_hash, :response, :created_at)",
+                  {"registrant": registrant, "key": p.idempotency_key, "command": p.command, "request_hash": p.rhash,
+                   "response": json.dumps(response, sort_keys=True), "created_at": canon.format_time(ctx.now)})
+        return response, ctx
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -52,6 +52,9 @@ class WitnessPusher:
             self._dirty[ctx.registrant] = max(ctx.next_seq, self._dirty.get(ctx.registrant, 0))
             self._cv.notify()
 
+    #: Once per group commit (``Ledger.execute``), with its last command: one checkpoint per commit.
+    notify.once_per_commit = True  # type: ignore[attr-defined]
+
     def stop(self) -> None:
         with self._cv:
             self._stop = True
