@@ -13,8 +13,9 @@ them equal to what the bytes say.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Protocol
 
 from ledger.domain.quantities import norm
@@ -45,7 +46,21 @@ class StateView(Protocol):
 
 def key_of(table: str, row: dict[str, Any]) -> tuple:
     """The row's primary key, a tuple of its key columns' values."""
-    return tuple([row[c] for c in PRIMARY_KEYS[table]])
+    get = _KEY_GETTERS.get(table)
+    if get is None:  # (built on first use: the clinical, preparation and package keys come later)
+        get = _KEY_GETTERS[table] = _key_getter(PRIMARY_KEYS[table])
+    return get(row)
+
+
+def _key_getter(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple]:
+    # ``itemgetter`` reads the columns in C; with one column it gives the value, not a tuple.
+    if len(columns) == 1:
+        (column,) = columns
+        return lambda row: (row[column],)
+    return itemgetter(*columns)
+
+
+_KEY_GETTERS: dict[str, Callable[[dict[str, Any]], tuple]] = {}
 
 
 class MemoryStateView:

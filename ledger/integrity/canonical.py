@@ -115,8 +115,14 @@ def decode(canonical: bytes) -> dict[str, Any]:
     """Parse canonical bytes back into the entry object (numbers stay ints; there are no floats)."""
     try:
         if isinstance(canonical, bytes | bytearray):
-            # exactly what ``json.loads`` does with bytes before decoding them
-            text = canonical.decode(json.detect_encoding(canonical), "surrogatepass")
+            # exactly what ``json.loads`` does with bytes before decoding them; an object's
+            # bytes start with b"{" and a non-zero byte, for which ``detect_encoding`` (no BOM
+            # starts with b"{") says UTF-8: that answer without the call (issue 22)
+            if canonical[:1] == b"{" and canonical[1:2] != b"\x00":
+                encoding = "utf-8"
+            else:
+                encoding = json.detect_encoding(canonical)
+            text = canonical.decode(encoding, "surrogatepass")
         else:
             return json.loads(canonical, parse_float=_no_float)
         return _decoder.decode(text)

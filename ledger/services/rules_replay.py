@@ -404,14 +404,15 @@ class RulesReplay:
         self.suppliers: dict[str, dict[str, Any]] = {}
         self.registrations_recorded = False
 
-    def check(self, e: dict[str, Any]) -> str | None:
+    def check(self, e: dict[str, Any], moved: list | None = None) -> str | None:
         """The rule entry ``e`` breaks at its place in the chain (text naming it), or None; the
-        entry is then applied to the replay's state (call once per entry, in seq order)."""
+        entry is then applied to the replay's state (call once per entry, in seq order).
+        ``moved``: ``list(projections.movements(e))`` when the caller has it already."""
         try:
             self._times(e)
             self._signers(e)
             self._kind_rules(e)
-            self._apply(e)
+            self._apply(e, moved)
         except RuleBroken as exc:
             return str(exc)
         except (TypeError, KeyError, AttributeError, ValueError, ArithmeticError) as exc:
@@ -975,7 +976,7 @@ class RulesReplay:
 
     # --- state ------------------------------------------------------------------------------------
 
-    def _apply(self, e: dict[str, Any]) -> None:
+    def _apply(self, e: dict[str, Any], moved: list | None = None) -> None:
         kind = e["kind"]
         self._note_registrations(e)  # issue 19, recipients part
         if kind == "registrant_registered":
@@ -1009,7 +1010,7 @@ class RulesReplay:
             self.counters[e["seq"]] = frozenset(s.get("staff_id") for s in e.get("signatures") or ())
         elif kind in ("stock_received", "package_opened"):  # issue 19, package hierarchy
             self._apply_packages(e)
-        for vial, _ndc, ml in projections.movements(e):
+        for vial, _ndc, ml in projections.movements(e) if moved is None else moved:
             left = self.balance[vial] = self.balance.get(vial, ZERO) + ml
             if left < 0:
                 raise RuleBroken("stock-never-negative", f"{e['kind']} takes vial {vial} to {left} mL")
