@@ -73,7 +73,10 @@ def core_figures(snap: Snapshot, period: Period, *, series: bool = False) -> dic
 
         period = with_audit_window(KIND, snap, period)
     try:
-        out = accountability(snap.entries, series=series, window=period.window)
+        # Issue 22: the entries are read pass by pass (a build streams them) and the stock series
+        # is kept per local day (what ``_daily`` charts), so nothing grows with the entries.
+        out = accountability(snap.entries, series=series, window=period.window,
+                             series_days=period.tz if series else None)
         require_counted_beginnings(out)
     except InvalidInput as exc:
         raise ReportError(exc.reason, field=exc.field or "from/to") from None

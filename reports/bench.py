@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
@@ -179,6 +180,34 @@ def seed_administrations(url: str, rows: int, *, patients: int = 50) -> tuple[st
     return "2025-01-01", "2025-12-31"
 
 
+def add_closing_count(url: str) -> None:
+    """End the seeded year with a count of every product (two counters, what the book holds),
+    so an accountability audit has a window: from the initial inventory to this count (issue 20).
+    Taken on 2025-12-31 at 20:00 UTC, after the last seeded entry."""
+    from ledger.domain.commands import CountLineInput, StartCount, SubmitCount
+    from ledger.services.counts import start_count, submit_count
+    from ledger.storage.store import Ledger
+
+    at = datetime(2025, 12, 31, 20, 0, tzinfo=UTC)
+    ledger = Ledger.open(url, clock=_Clock(at))
+    _no_fsync(ledger)
+    with ledger.reading() as conn:
+        import sqlalchemy as sa
+
+        rows = conn.execute(sa.text("SELECT staff_id, printed_name, username FROM staff WHERE registrant = :r"),
+                            {"r": DEA}).mappings().all()
+    who = {r["username"]: Principal(DEA, r["staff_id"], r["printed_name"], AuthMethod.DEMO_SEED) for r in rows}
+    pia, nora = who["pia"], who["nora"]
+    session = start_count(ledger, pia, StartCount(blind=False))
+    lines = []
+    for p in session["products"]:
+        opened, ml = int(p["expected_open_containers"]), Decimal(p["expected_ml"])
+        sealed = int(p["expected_sealed_containers"])
+        lines.append(CountLineInput(p["ndc"], sealed, opened, str(ml - sealed * Decimal(p["container_ml"]))))
+    submit_count(ledger, pia, SubmitCount(session["session_id"], tuple(lines), at), second_counter=nora)
+    ledger.dispose()
+
+
 def key_dir_of(url: str) -> Path:
     """The key folder of a bench database (beside it, one per database: two sizes seeded in one
     folder would otherwise replace each other's key), passed to the child processes."""
@@ -203,6 +232,11 @@ def _child(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tup
     return took, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
+#: What the bench builds: the receiving log (a receipt a row), the administration log (an
+#: infusion with its witnessed waste a row) and the accountability audit of the same infusions
+#: (the seeded year closed by a count, so the audit has a window).
+KINDS = ("receiving", "administrations", "audit")
+
 #: Issue 22's targets for a report build: 10x the rows within 11x the time, and peak memory
 #: flat, a 200,000-row administration log within 300 MiB of resident memory.
 LINEAR_TARGET = 11.0
@@ -220,6 +254,8 @@ def _seeded(console: Console, tmp: Path, kind: str, rows: int, reuse: bool) -> t
         old.unlink()
     t0 = time.perf_counter()
     start, end = seed(url, rows) if kind == "receiving" else seed_administrations(url, rows)
+    if kind == "audit":
+        add_closing_count(url)
     console.print(f"seeded {rows:,} {kind} rows in {time.perf_counter() - t0:.1f} s ({db})")
     return url, start, end
 
@@ -238,7 +274,7 @@ def _measure(console: Console, tmp: Path, kind: str, rows: int, *, paper: str, r
     figures = {"kind": kind, "rows": rows, "pages": pages, "bytes": out.stat().st_size,
                "build_s": round(build_s, 1), "build_cpu_s": round(build_cpu, 1),
                "build_peak_mib": round(build_kib / 1024)}
-    line = (f"{kind} log, {rows:,} rows: {pages:,} pages, {figures['bytes']:,} bytes; build {build_s:.1f} s wall, "
+    line = (f"{'audit of the administrations' if kind == 'audit' else f'{kind} log'}, {rows:,} rows: {pages:,} pages, {figures['bytes']:,} bytes; build {build_s:.1f} s wall, "
             f"{build_cpu:.1f} s CPU, peak RSS {figures['build_peak_mib']} MiB")
     if verify:
         verify_s, verify_cpu, verify_kib = _child(["verify-report", str(out), "--db", url], tmp, keys)
@@ -252,14 +288,15 @@ def _measure(console: Console, tmp: Path, kind: str, rows: int, *, paper: str, r
 
 def run_report_bench(console: Console, *, receipts: int, workdir: Path | None, paper: str = "letter",
                      reuse: bool = False, kind: str = "receiving", scale: int = 1, verify: bool = True) -> dict:
-    """Seed, build the ``kind`` log (receiving or administrations) of ``receipts`` rows and, with
+    """Seed, build the ``kind`` report (the receiving or administration log of ``receipts`` rows,
+    or the audit of that many administrations: ``KINDS``) and, with
     ``scale`` > 1, of ``scale`` times as many, each in its own child process (separate peaks);
     verify each (``verify``). Prints the figures and, for two sizes, the ratios against issue
     22's targets: time linear in rows (CPU ratio within 1.1 x ``scale``) and the peak within
     ``RSS_CAP_MIB``. Returns the figures (one size: that size's; two: ``small``, ``large`` and the
     ratios)."""
-    if kind not in ("receiving", "administrations"):
-        raise ValueError("the report bench builds the receiving or the administrations log")
+    if kind not in KINDS:
+        raise ValueError(f"the report bench builds one of {', '.join(KINDS)}")
     tmp = Path(workdir or tempfile.mkdtemp(prefix="csledger-report-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     small = _measure(console, tmp, kind, receipts, paper=paper, reuse=reuse, verify=verify)
@@ -276,5 +313,15 @@ def run_report_bench(console: Console, *, receipts: int, workdir: Path | None, p
     console.print(f"{kind} build peak RSS: {small['build_peak_mib']} MiB -> {large['build_peak_mib']} MiB "
                   f"({growth:+.2f} MiB per 1,000 rows), cap {RSS_CAP_MIB} MiB at {large['rows']:,} rows: "
                   f"{'MET' if large['build_peak_mib'] <= RSS_CAP_MIB else 'NOT MET'}")
-    return {"small": small, "large": large, "cpu_ratio": round(cpu, 2), "wall_ratio": round(wall, 2),
-            "target_ratio": target, "peak_growth_mib_per_1000": round(growth, 2), "rss_cap_mib": RSS_CAP_MIB}
+    result = {"small": small, "large": large, "cpu_ratio": round(cpu, 2), "wall_ratio": round(wall, 2),
+              "target_ratio": target, "peak_growth_mib_per_1000": round(growth, 2), "rss_cap_mib": RSS_CAP_MIB}
+    if verify:  # issue 22: verify-report has the same targets as the build
+        v_cpu = large["verify_cpu_s"] / small["verify_cpu_s"] if small["verify_cpu_s"] else float("inf")
+        v_wall = large["verify_s"] / small["verify_s"] if small["verify_s"] else float("inf")
+        console.print(f"{kind} verify-report, {scale}x the rows: {v_cpu:.2f}x the CPU time ({v_wall:.2f}x wall), "
+                      f"target within {target:.1f}x: {'MET' if v_cpu <= target else 'NOT MET'}")
+        console.print(f"{kind} verify-report peak RSS: {small['verify_peak_mib']} MiB -> {large['verify_peak_mib']} MiB, "
+                      f"cap {RSS_CAP_MIB} MiB at {large['rows']:,} rows: "
+                      f"{'MET' if large['verify_peak_mib'] <= RSS_CAP_MIB else 'NOT MET'}")
+        result.update(verify_cpu_ratio=round(v_cpu, 2), verify_wall_ratio=round(v_wall, 2))
+    return result

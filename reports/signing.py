@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: The name of the signature field every report's certification signature fills.
 FIELD_NAME = "csledger-certification"
@@ -30,10 +30,14 @@ class SignatureCheck:
     report), the signer certificate (DER) and every problem (empty: the signature is sound)."""
 
     signed: bool
+    #: The first revision's bytes (``b""`` when the report was given as a file: issue 22, a long
+    #: report is never read into memory; ``first_end`` says where it ends).
     first_revision: bytes
     signer_der: bytes | None = None
     signing_time: datetime | None = None
     problems: list[str] = field(default_factory=list)
+    #: The offset just past the first revision (its length).
+    first_end: int = 0
 
 
 def _outside_event_loop(fn: Callable[[], Any]) -> Any:
@@ -58,6 +62,26 @@ def first_revision_end(pdf: bytes) -> int:
     while end < len(pdf) and pdf[end:end + 1] in (b"\r", b"\n"):
         end += 1
     return end
+
+
+def first_revision_end_in(f: BinaryIO) -> int:
+    """``first_revision_end`` of a file read a block at a time (issue 22: not into memory)."""
+    f.seek(0)
+    pos, tail = 0, b""
+    while True:
+        block = f.read(1 << 20)
+        if not block:
+            return pos
+        window = tail + block
+        at = window.find(b"%%EOF")
+        if at >= 0:
+            end = pos - len(tail) + at + len(b"%%EOF")
+            f.seek(end)
+            while f.read(1) in (b"\r", b"\n"):
+                end += 1
+            return end
+        tail = window[-4:]
+        pos += len(block)
 
 
 def sign_report(pdf: bytes, key: Any, signing_time: datetime) -> bytes:
@@ -114,13 +138,31 @@ def sign_report_file(unsigned: Path, signed: Path, key: Any, signing_time: datet
         _outside_event_loop(lambda: pdf_signer.sign_pdf(writer, output=dst))
 
 
-def inspect_signature(pdf: bytes) -> SignatureCheck:
+def inspect_signature(pdf: bytes | BinaryIO) -> SignatureCheck:
     """Check the structure and integrity of a report's certification signature (not who signed:
     the caller compares ``signer_der`` with the certified report keys).
 
     Required: exactly one signature, a certification signature allowing no changes (DocMDP P=1),
     valid over the bytes it covers, covering the entire file (nothing appended after it), made in
-    the second and last revision, which adds only that signature to the first."""
+    the second and last revision, which adds only that signature to the first.
+
+    ``pdf``: the file's bytes, or the file open for reading (then ``first_revision`` is ``b""``
+    and only ``first_end`` says where the report proper ends)."""
+    if isinstance(pdf, bytes | bytearray):
+        end = first_revision_end(pdf)
+        first, size, stream = pdf[:end], len(pdf), io.BytesIO(pdf)
+    else:  # a file (issue 22): read by pyhanko as it needs, never whole
+        end, first = first_revision_end_in(pdf), b""
+        size, stream = pdf.seek(0, io.SEEK_END), pdf
+        pdf.seek(0)
+    problems, check = _inspect(stream, size, first)
+    check.problems, check.first_end = problems, end
+    return check
+
+
+def _inspect(stream: BinaryIO, size: int, first: bytes) -> tuple[list[str], SignatureCheck]:
+    """``inspect_signature`` of a PDF read from ``stream`` (``size`` bytes): its problems and
+    what it found."""
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.fields import MDPPerm
@@ -129,18 +171,18 @@ def inspect_signature(pdf: bytes) -> SignatureCheck:
     from pyhanko.sign.validation.status import SignatureCoverageLevel
     from pyhanko_certvalidator import ValidationContext
 
-    first = pdf[:first_revision_end(pdf)]
     try:
-        reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+        reader = PdfFileReader(stream, strict=False)
         sigs = reader.embedded_signatures
         revisions = reader.xrefs.total_revisions
     except Exception as exc:  # noqa: BLE001  (pyhanko cannot parse it: named, never a traceback)
-        return SignatureCheck(False, first, problems=[f"the PDF's signatures cannot be read: {str(exc)[:120]}"])
+        bad = [f"the PDF's signatures cannot be read: {str(exc)[:120]}"]
+        return bad, SignatureCheck(False, first, problems=bad)
     if not sigs:
         more = f" (and it has {revisions} revisions: something was appended)" if revisions > 1 else ""
-        return SignatureCheck(False, first, problems=[
-            "the PDF is not signed: a report carries the registrant's certification signature (made by "
-            f"`csledger report` with a certified report key){more}"])
+        bad = ["the PDF is not signed: a report carries the registrant's certification signature (made by "
+               f"`csledger report` with a certified report key){more}"]
+        return bad, SignatureCheck(False, first, problems=bad)
     problems: list[str] = []
     if len(sigs) != 1:
         problems.append(f"the PDF has {len(sigs)} signatures; a report has exactly one, its certification")
@@ -155,11 +197,9 @@ def inspect_signature(pdf: bytes) -> SignatureCheck:
         status = _outside_event_loop(
             lambda: validate_pdf_signature(sig, signer_validation_context=context, skip_diff=True))
     except (SignatureValidationError, PdfError, ValueError, KeyError) as exc:
-        check.problems = problems + [f"the signature cannot be checked: {str(exc)[:160]}"]
-        return check
+        return problems + [f"the signature cannot be checked: {str(exc)[:160]}"], check
     except Exception as exc:  # noqa: BLE001  (odd structures pyhanko does not expect: fail, never crash)
-        check.problems = problems + [f"the signature cannot be checked: {type(exc).__name__}: {str(exc)[:120]}"]
-        return check
+        return problems + [f"the signature cannot be checked: {type(exc).__name__}: {str(exc)[:120]}"], check
     check.signing_time = status.signer_reported_dt
     if not (status.intact and status.valid):
         problems.append("the signature does not verify: the signed bytes were changed after signing, or it was "
@@ -171,7 +211,7 @@ def inspect_signature(pdf: bytes) -> SignatureCheck:
     if sig.field_name != FIELD_NAME:
         problems.append(f"the signature fills field {sig.field_name!r}, not {FIELD_NAME!r}")
     if status.coverage != SignatureCoverageLevel.ENTIRE_FILE:
-        after = len(pdf) - max(sig.byte_range[2] + sig.byte_range[3], 0)
+        after = size - max(sig.byte_range[2] + sig.byte_range[3], 0)
         problems.append(f"the signature does not cover the whole file: {after:,} bytes follow the signed revision "
                         "(an incremental update appended after signing, e.g. an annotation)"
                         if after > 0 else f"the signature covers the file only partly ({status.coverage.name})")
@@ -185,8 +225,7 @@ def inspect_signature(pdf: bytes) -> SignatureCheck:
         except Exception as exc:  # noqa: BLE001  (an unreadable signing revision fails the report)
             problems.append(f"the signing revision cannot be read object by object: {type(exc).__name__}: "
                             f"{str(exc)[:120]}")
-    check.problems = problems
-    return check
+    return problems, check
 
 
 #: What the signing revision may add to the catalog: the form holding the signature field, the

@@ -37,13 +37,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import io
 import json
 import re
+import tempfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ledger.integrity.canonical import parse_time
 from ledger.storage.store import Ledger
@@ -60,7 +65,8 @@ from reports.base import (
 )
 from reports.errors import ReportError
 from reports.fmt import Period, parse_period
-from reports.source import LedgerState, Snapshot, load_snapshot
+from reports.rowfile import RowFile, json_chunks
+from reports.source import LedgerState, Snapshot, load_snapshot, of_kinds
 
 MAX_PROBLEMS = 20
 
@@ -75,23 +81,30 @@ class ReportCheck:
     notes: list[str] = field(default_factory=list)
 
 
-def read_report_data(pdf: bytes) -> tuple[dict[str, Any], str | None]:
-    """The embedded report data and the ``/CSLedgerState`` info line of a report PDF."""
+def read_report_data(pdf: bytes | BinaryIO) -> tuple[dict[str, Any], str | None]:
+    """The embedded report data and the ``/CSLedgerState`` info line of a report PDF (its bytes,
+    or the file open for reading: then the data is decompressed and parsed as it is read, and
+    its long arrays of figures kept on disk, issue 22)."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
-        reader = PdfReader(io.BytesIO(pdf))
-        attachments = reader.attachments
-        blobs = attachments.get(layout.DATA_FILE) if layout.DATA_FILE in attachments else None
+        reader = PdfReader(io.BytesIO(pdf) if isinstance(pdf, bytes | bytearray) else pdf)
+        stream = _embedded_stream(reader)
+        if stream is None:
+            attachments = reader.attachments
+            blobs = attachments.get(layout.DATA_FILE) if layout.DATA_FILE in attachments else None
+            pieces: Iterator[bytes] | None = iter(blobs[:1]) if blobs else None
+        else:
+            pieces = stream
         info = reader.metadata or {}
     except (PdfReadError, ValueError, KeyError) as exc:
         raise ReportError(f"not a readable PDF: {exc}") from None
-    if not blobs:
+    if pieces is None:
         raise ReportError(f"this PDF carries no {layout.DATA_FILE}: it is not a csledger report")
     try:
-        data = json.loads(blobs[0])
-    except ValueError:
+        data = _parse_data(pieces)
+    except (ValueError, UnicodeDecodeError, zlib.error):
         raise ReportError(f"the embedded {layout.DATA_FILE} is not JSON") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ReportError(f"the embedded report data is not {FORMAT}")
@@ -99,28 +112,206 @@ def read_report_data(pdf: bytes) -> tuple[dict[str, Any], str | None]:
     return data, (str(line) if line is not None else None)
 
 
+def _embedded_stream(reader: Any) -> Iterator[bytes] | None:
+    """The embedded report data as ``reports.layout`` writes it (one name in the catalog's
+    ``/EmbeddedFiles``, a stream compressed with ``/FlateDecode`` alone), decompressed a piece at
+    a time; None for any other shape (``read_report_data`` then asks pypdf for the whole file)."""
+    from pypdf.generic import ArrayObject, StreamObject
+
+    try:
+        names = reader.trailer["/Root"]["/Names"]["/EmbeddedFiles"]["/Names"]
+        if not isinstance(names, ArrayObject) or len(names) != 2 or str(names[0]) != layout.DATA_FILE:
+            return None
+        obj = names[1].get_object()["/EF"]["/F"].get_object()
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
+    filters = obj.get("/Filter") if isinstance(obj, StreamObject) else None
+    if isinstance(filters, ArrayObject) and len(filters) == 1:
+        filters = filters[0]
+    if filters != "/FlateDecode" or "/DecodeParms" in obj or "/DP" in obj:
+        return None
+    raw = obj._data  # the compressed bytes (a long report's data is ten times as long decompressed)
+
+    def pieces() -> Iterator[bytes]:
+        z = zlib.decompressobj()
+        for at in range(0, len(raw), 1 << 16):
+            yield z.decompress(raw[at:at + (1 << 16)])
+        yield z.flush()
+
+    return pieces()
+
+
+#: Arrays of figures longer than this are kept on disk (``RowFile``) as they are parsed.
+SPILL_AT = 1000
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class _Text:
+    """JSON text decoded from UTF-8 pieces, consumed from the front (``buf[pos:]`` is unread)."""
+
+    def __init__(self, pieces: Iterator[bytes]):
+        import codecs
+
+        self._pieces, self._utf8 = pieces, codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.done = "", 0, False
+
+    def more(self, at_least: int = 1) -> bool:
+        """Read at least ``at_least`` more characters (fewer at the end); False at the end."""
+        if self.done:
+            return False
+        got: list[str] = [self.buf[self.pos:]]
+        want = len(got[0]) + at_least
+        have = len(got[0])
+        while have < want:
+            piece = next(self._pieces, None)
+            if piece is None:
+                got.append(self._utf8.decode(b"", final=True))
+                self.done = True
+                break
+            text = self._utf8.decode(piece)
+            got.append(text)
+            have += len(text)
+        self.buf, self.pos = "".join(got), 0
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space ("" at the end)."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                return ""
+
+    def take(self, expected: str) -> str:
+        c = self.peek()
+        if c not in expected or not c:
+            raise ValueError(f"expected one of {expected!r}")
+        self.pos += 1
+        return c
+
+    def value(self) -> Any:
+        """The next whole JSON value (``json``'s own decoder, on as much text as it needs)."""
+        self.peek()
+        while True:
+            try:
+                v, end = _DECODER.raw_decode(self.buf, self.pos)
+                if end < len(self.buf) or self.done:  # a number at the end may go on
+                    self.pos = end
+                    return v
+            except ValueError:
+                if self.done:
+                    raise
+            # Grow the unread text geometrically: a long value is decoded O(its length) times.
+            self.more(max(len(self.buf) - self.pos, 1 << 16))
+
+
+def _parse_data(pieces: Iterator[bytes]) -> Any:
+    """``json.loads`` of the text in ``pieces``, read as it comes: the figures' arrays go to disk
+    (``RowFile``) once longer than ``SPILL_AT``; every other value is decoded by ``json`` itself.
+    Duplicate keys keep the last value, as ``json.loads`` does."""
+    t = _Text(pieces)
+    if t.peek() != "{":
+        v = t.value()
+    else:
+        v = _object(t)
+    if t.peek():
+        raise ValueError("extra data after the report data")
+    return v
+
+
+def _object(t: _Text) -> dict[str, Any]:
+    """The report data's top-level object at ``t`` (its ``{`` next), the figures read by
+    ``_figures``."""
+    t.take("{")
+    out: dict[str, Any] = {}
+    if t.peek() == "}":
+        t.pos += 1
+        return out
+    while True:
+        key = t.value()
+        if not isinstance(key, str):
+            raise ValueError("an object key is not a string")
+        t.take(":")
+        out[key] = _figures(t) if key == "figures" and t.peek() == "{" else t.value()
+        if t.take(",}") == "}":
+            return out
+
+
+def _figures(t: _Text) -> dict[str, Any]:
+    """The figures object: each array in it parsed item by item, long ones kept on disk."""
+    t.take("{")
+    out: dict[str, Any] = {}
+    if t.peek() == "}":
+        t.pos += 1
+        return out
+    while True:
+        key = t.value()
+        if not isinstance(key, str):
+            raise ValueError("an object key is not a string")
+        t.take(":")
+        out[key] = _array(t) if t.peek() == "[" else t.value()
+        if t.take(",}") == "}":
+            return out
+
+
+def _array(t: _Text) -> list[Any] | RowFile:
+    t.take("[")
+    items: list[Any] | RowFile = []
+    if t.peek() == "]":
+        t.pos += 1
+        return items
+    while True:
+        items.append(t.value())
+        if isinstance(items, list) and len(items) > SPILL_AT:
+            items = RowFile(items)
+        if t.take(",]") == "]":
+            return items
+
+
+def _short(value: Any) -> str:
+    """The JSON text of a value as a problem names it (its first 80 characters; a ``RowFile`` is
+    read no further than that)."""
+    if not isinstance(value, RowFile):
+        return json.dumps(value)[:80]
+    text = ""
+    for piece in json_chunks(value):
+        text += piece.decode("utf-8", "replace")
+        if len(text) >= 80:
+            break
+    return text[:80]
+
+
 def diff_values(ours: Any, theirs: Any, path: str = "figures") -> list[str]:
-    """Paths where two JSON values differ, each with both values (``path`` "": the top level)."""
+    """Paths where two JSON values differ, each with both values (``path`` "": the top level).
+    Arrays may be ``RowFile``s (kept on disk, issue 22): compared row by row as they are read, two
+    rows of the same JSON text without decoding them."""
     if isinstance(ours, dict) and isinstance(theirs, dict):
         out = []
         for k in sorted(set(ours) | set(theirs), key=str):
             sub = f"{path}.{k}" if path else str(k)
             if k not in theirs:
-                out.append(f"{sub}: missing from the PDF; the ledger gives {json.dumps(ours[k])[:80]}")
+                out.append(f"{sub}: missing from the PDF; the ledger gives {_short(ours[k])}")
             elif k not in ours:
-                out.append(f"{sub}: the PDF has {json.dumps(theirs[k])[:80]}, the ledger has no such figure")
+                out.append(f"{sub}: the PDF has {_short(theirs[k])}, the ledger has no such figure")
             else:
                 out.extend(diff_values(ours[k], theirs[k], sub))
         return out
-    if isinstance(ours, list) and isinstance(theirs, list):
+    if isinstance(ours, list | RowFile) and isinstance(theirs, list | RowFile):
         out = []
-        for i, (a, b) in enumerate(zip(ours, theirs, strict=False)):
-            out.extend(diff_values(a, b, f"{path}[{i}]"))
+        if isinstance(ours, RowFile) and isinstance(theirs, RowFile):
+            for i, (a, b) in enumerate(zip(ours.texts(), theirs.texts(), strict=False)):
+                if a != b:  # the same canonical text is the same value, types included
+                    out.extend(diff_values(json.loads(a), json.loads(b), f"{path}[{i}]"))
+        else:
+            for i, (a, b) in enumerate(zip(ours, theirs, strict=False)):
+                out.extend(diff_values(a, b, f"{path}[{i}]"))
         if len(ours) != len(theirs):
             out.append(f"{path}: the PDF has {len(theirs)} items, the ledger gives {len(ours)}")
         return out
     if ours != theirs or type(ours) is not type(theirs):
-        return [f"{path}: the PDF says {json.dumps(theirs)[:80]}, the ledger gives {json.dumps(ours)[:80]}"]
+        return [f"{path}: the PDF says {_short(theirs)}, the ledger gives {_short(ours)}"]
     return []
 
 
@@ -303,12 +494,16 @@ class _Online:
     def __init__(self, ledger: Ledger, reader: str | None):
         self.ledger, self.reader = ledger, reader
 
-    def load(self, registrant: str, size: int, state: dict[str, Any]) -> tuple[Snapshot | None, list[str], str]:
+    def load(self, registrant: str, size: int, state: dict[str, Any],
+             held: contextlib.ExitStack) -> tuple[Snapshot | None, list[str], str]:
+        """The snapshot at ``size``, streamed (issue 22: its entries are read again on each pass,
+        never held) inside a read transaction ``held`` keeps open until the figures are
+        recomputed, so every pass reads the entries whose root was checked."""
         from ledger.services.signature_check import StaffSignatureCheck
 
-        with self.ledger.reading() as conn:
-            snap = load_snapshot(conn, registrant, size)
-            problems, summary = checkpoint.check(conn, registrant, state)
+        conn = held.enter_context(self.ledger.reading())
+        snap = load_snapshot(conn, registrant, size, stream=True)
+        problems, summary = checkpoint.check(conn, registrant, state)
         # The people's own signatures over the entries the report is built from (issue 17), as
         # ``--bundle`` checks them: a report key certification, or any entry, that no
         # administrator's credential signed must not vouch for a report, whoever holds the log key.
@@ -347,7 +542,8 @@ class _Offline:
         self.staff_root = trusted_staff_root
         self.notes: list[str] = []
 
-    def load(self, registrant: str, size: int, state: dict[str, Any]) -> tuple[Snapshot | None, list[str], str]:
+    def load(self, registrant: str, size: int, state: dict[str, Any],
+             held: contextlib.ExitStack) -> tuple[Snapshot | None, list[str], str]:
         from ledger.integrity import canonical as canon
         from ledger.integrity import checkpoints as cp
         from ledger.integrity import merkle
@@ -411,15 +607,18 @@ class _Offline:
         return annotations, problems, note
 
 
-def verify_report(ledger: Ledger, pdf: bytes, *, reader: str | None = None) -> ReportCheck:
+def verify_report(ledger: Ledger, pdf: bytes | Path, *, reader: str | None = None) -> ReportCheck:
     """Check a report PDF against the ledger (see the module docstring). Never raises for a
     report that fails; raises ``ReportError`` only when the file is not a csledger report or
     the ledger cannot be read. Re-reading patient names from the registry writes one access-log
-    row naming ``reader`` (None: the command line's operator)."""
+    row naming ``reader`` (None: the command line's operator).
+
+    ``pdf``: the report's bytes, or its path (issue 22: then memory stays flat in the report's
+    length: the file, the entries and the rebuilt report are read a piece at a time)."""
     return _verify(pdf, _Online(ledger, reader))
 
 
-def verify_report_offline(pdf: bytes, bundle: Path, *, trusted_log_keys: list[str] | None = None,
+def verify_report_offline(pdf: bytes | Path, bundle: Path, *, trusted_log_keys: list[str] | None = None,
                           trusted_witness_keys: list[str] | None = None,
                           trusted_staff_root: str | None = None) -> ReportCheck:
     """Check a report PDF against an exported bundle, with no database (``--bundle``): the same
@@ -433,15 +632,87 @@ def verify_report_offline(pdf: bytes, bundle: Path, *, trusted_log_keys: list[st
     return result
 
 
-def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
+class _Window(io.RawIOBase):
+    """The first ``end`` bytes of a file, as a file of their own (the first revision of a
+    report given as a file, read without copying it)."""
+
+    def __init__(self, f: BinaryIO, end: int):
+        super().__init__()
+        self._f, self._end, self._pos = f, end, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = max(0, min(len(b), self._end - self._pos))
+        self._f.seek(self._pos)
+        data = self._f.read(n)
+        b[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _read(f: BinaryIO, start: int, end: int) -> bytes:
+    f.seek(start)
+    return f.read(end - start)
+
+
+def _same_file(a: BinaryIO, b: BinaryIO, end: int) -> bool:
+    """Whether the file ``a`` is exactly the first ``end`` bytes of ``b``, read a block at a time."""
+    if a.seek(0, io.SEEK_END) != end:
+        return False
+    a.seek(0)
+    b.seek(0)
+    left = end
+    while left:
+        block = a.read(min(1 << 20, left))
+        if not block or block != b.read(len(block)):
+            return False
+        left -= len(block)
+    return True
+
+
+def _verify(pdf: bytes | Path, source: _Online | _Offline) -> ReportCheck:
+    """``verify_report`` of a PDF given as bytes, or as a file path (issue 22: a long report is
+    read, rebuilt and compared a block at a time, never held in memory)."""
+    with contextlib.ExitStack() as files:
+        file = None if isinstance(pdf, bytes | bytearray) else files.enter_context(Path(pdf).open("rb"))
+        return _check(pdf if file is None else file, source, files)  # type: ignore[arg-type]
+
+
+def _check(pdf: bytes | BinaryIO, source: _Online | _Offline, files: contextlib.ExitStack) -> ReportCheck:
     from ledger.services.report_key import certified_certificates
     from reports.signing import certificate_summary, inspect_signature
 
     signature = inspect_signature(pdf)
     # The report proper is the first revision; an unsigned file is compared whole (so an update
     # appended to it is named as such), and refused for want of a signature anyway.
-    report_pdf = signature.first_revision if signature.signed else pdf
+    if isinstance(pdf, bytes | bytearray):
+        report_pdf: bytes | BinaryIO = signature.first_revision if signature.signed else pdf
+        end = len(report_pdf)  # type: ignore[arg-type]
+    else:
+        end = signature.first_end if signature.signed else pdf.seek(0, io.SEEK_END)
+        report_pdf = io.BufferedReader(_Window(pdf, end), 1 << 16)  # type: ignore[arg-type]
+
+    def report_bytes() -> bytes:  # a report that differs is explained from its bytes
+        return report_pdf if isinstance(report_pdf, bytes) else _read(pdf, 0, end)  # type: ignore[arg-type]
+
     data, info_line = read_report_data(report_pdf)
+    # pyhanko's and pypdf's readers are cycles (each object points back at its reader) holding
+    # the parsed cross-reference tables and the compressed report data: freed now, not during
+    # the rebuild, where a long report's peak is (issue 22).
+    gc.collect()
     problems: list[str] = list(signature.problems)
     state = data.get("state") or {}
     try:
@@ -461,10 +732,13 @@ def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
     if info_line != expected_line:
         problems.append(f"document information {layout.STATE_KEY} says {info_line!r}, the embedded data "
                         f"says {expected_line!r}")
-    snap, cp_problems, cp_summary = source.load(registrant, size, state)
+    # Issue 22: the read transaction the entries are streamed in is held up to the recomputed
+    # figures, then ended (annotations and the rebuild read no entry).
+    reading = files.enter_context(contextlib.ExitStack())
+    snap, cp_problems, cp_summary = source.load(registrant, size, state, reading)
     if snap is None:
         return ReportCheck(False, problems + cp_problems, data=data)
-    certified = certified_certificates(snap.entries)
+    certified = certified_certificates(of_kinds(snap.entries, "report_key_certified"))
     if snap.state.root != root:
         problems.append(f"ledger state: the first {size} entries of {registrant} now hash to root "
                         f"{snap.state.root}, the report names {root}: the ledger was rewritten after the "
@@ -503,7 +777,9 @@ def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
                             params=data.get("params") if isinstance(data.get("params"), dict) else None)
     except ReportError as exc:
         return ReportCheck(False, problems + [f"the ledger gives no such report: {exc}"], data=data)
-    del snap  # free the decoded entries before the pages are drawn again
+    del snap  # free the decoded entries (or end the read they are streamed in) before the rebuild
+    reading.close()
+    gc.collect()  # what the recomputation left in cycles, before the rebuild's peak
     # The state recomputed may carry a checkpoint the report did not (signed later); the
     # report's own checkpoint and keys were checked above (checkpoint.check): rebuild with them.
     ours["state"] = {**ours["state"], "checkpoint": state.get("checkpoint"),
@@ -520,17 +796,23 @@ def _verify(pdf: bytes, source: _Online | _Offline) -> ReportCheck:
                       if not p.startswith(("build.", "build:"))]
     problems.extend(data_problems)
     if len(problems) < MAX_PROBLEMS:
+        # Rebuilt into a temporary file as the pages are drawn (issue 22), compared a block at a
+        # time; only a report that differs is read into memory to say where and how.
+        rebuilt_file = files.enter_context(tempfile.TemporaryFile(prefix="csledger-verify-"))
         try:
-            rebuilt = render_data(ours)
+            render_data(ours, out=rebuilt_file)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # an embedded input no build accepts
             return ReportCheck(False, problems + [f"the report cannot be rebuilt from its embedded inputs: "
                                                   f"{type(exc).__name__}: {str(exc)[:120]}"], data=data)
+        same = _same_file(rebuilt_file, io.BytesIO(report_pdf) if isinstance(report_pdf, bytes) else pdf,  # type: ignore[arg-type]
+                          end)
         if build_problem:
             # Another ReportLab lays out differently: the bytes cannot decide; the text explains.
-            problems.extend(compare_pages(rebuilt, report_pdf))
-        elif rebuilt != report_pdf:
+            problems.extend(compare_pages(_read(rebuilt_file, 0, rebuilt_file.seek(0, io.SEEK_END)), report_bytes()))
+        elif not same:
             # Signed: ``report_pdf`` is the first revision, so the offsets named are the file's too.
-            problems.extend(explain_bytes(rebuilt, report_pdf, data_differs=bool(data_problems)))
+            problems.extend(explain_bytes(_read(rebuilt_file, 0, rebuilt_file.seek(0, io.SEEK_END)), report_bytes(),
+                                          data_differs=bool(data_problems)))
     notes = "; ".join(x for x in (cp_summary, signer_note) if x)
     summary = (f"{kind.title} of {registrant}, {period.start} to {period.end}, built from tree size {size} "
                f"root {root}" + (f" ({notes})" if notes else ""))

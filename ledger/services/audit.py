@@ -62,7 +62,9 @@ the book at ``start`` (time ``start``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -171,25 +173,55 @@ def _pct(diff: Decimal, base: Decimal) -> Decimal:
     return (diff * 100 / base).quantize(CENT, ROUND_HALF_EVEN)
 
 
-def _counts(entries: list[dict[str, Any]]) -> list[_Count]:
-    out = []
-    for e in entries:
-        key = (e["occurred_at"], e["seq"])
-        if e["kind"] == "stock_counted":
-            counted = {ln["product"]["ndc_key"]: Decimal(ln["counted_ml"]) for ln in e["lines"]}
-            out.append(_Count(key, counted, frozenset(counted), _source(e)))
-        elif e["kind"] == "inventory_taken":
-            counted: dict[str, Decimal] = {}
-            for it in e["items"]:
-                k = it["product"]["ndc_key"]
-                counted[k] = counted.get(k, ZERO) + Decimal(it["ml"])
-            out.append(_Count(key, counted, None, _source(e)))
+def _count_of(e: dict[str, Any]) -> _Count | None:
+    """The physical count a ``stock_counted`` or ``inventory_taken`` entry records (None for
+    another kind)."""
+    key = (e["occurred_at"], e["seq"])
+    if e["kind"] == "stock_counted":
+        counted = {ln["product"]["ndc_key"]: Decimal(ln["counted_ml"]) for ln in e["lines"]}
+        return _Count(key, counted, frozenset(counted), _source(e))
+    if e["kind"] == "inventory_taken":
+        counted = {}
+        for it in e["items"]:
+            k = it["product"]["ndc_key"]
+            counted[k] = counted.get(k, ZERO) + Decimal(it["ml"])
+        return _Count(key, counted, None, _source(e))
+    return None
+
+
+def _counts(entries: Iterable[dict[str, Any]]) -> list[_Count]:
+    out = [c for c in map(_count_of, entries) if c is not None]
     return sorted(out, key=lambda c: c.key)
+
+
+def _passes(entries: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Entries that can be read more than once, in ``seq`` order (issue 22): a streamed snapshot
+    (an object with ``of_kinds``, like ``reports.source.EntryStream``, which reads them again from
+    the database on each pass, in ``seq`` order) as it is, so no list of every entry is held;
+    anything else as a list sorted by ``seq``."""
+    if hasattr(entries, "of_kinds"):
+        return entries
+    return sorted(entries, key=lambda e: e["seq"])
+
+
+def _of_kinds(entries: Iterable[dict[str, Any]], *kinds: str) -> Iterable[dict[str, Any]]:
+    """The entries of these kinds, in the order given (a streamed snapshot decodes no other)."""
+    if hasattr(entries, "of_kinds"):
+        return entries.of_kinds(*kinds)  # type: ignore[attr-defined,no-any-return]
+    wanted = set(kinds)
+    return (e for e in entries if e["kind"] in wanted)
+
+
+def _local_day(t: str, tz: Any) -> str:
+    """The local day (YYYY-MM-DD) of an entry time in the zone ``tz`` (a ``ZoneInfo``)."""
+    from ledger.integrity.canonical import parse_time
+
+    return parse_time(t).astimezone(tz).strftime("%Y-%m-%d")
 
 
 def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = None, end: datetime | None = None, *,
                    variance_threshold: Decimal | None = None, series: bool = False,
-                   window: Window | None = None) -> dict[str, Any]:
+                   window: Window | None = None, series_days: str | None = None) -> dict[str, Any]:
     """Every audit figure for ``start`` < event time <= ``end``, per NDC and in total, from
     decoded entries of one registrant (pure; see the module docstring for the boundaries).
     ``series=True`` adds each product's book balance across the period (for a stock chart).
@@ -197,8 +229,16 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = N
     With ``window`` (issue 20, ``audit_window``) the period is exactly the window, placed by
     ``(event time, seq)``: every product begins at the window's beginning count (a product it
     did not count was not on hand: "none") and ends at its ending count, so every figure is of
-    the same window and the logs printed for it total the same."""
-    entries = sorted(entries, key=lambda e: e["seq"])
+    the same window and the logs printed for it total the same.
+
+    ``series_days`` (a time zone, with ``series``): each product's series keeps only the book at
+    ``start`` and after the last movement of each local day that has one (what a report charts;
+    the same points as the full series reduced to its last point per local day), so memory grows
+    with the days, not with the entries (issue 22).
+
+    ``entries`` may be a streamed snapshot (``_passes``): it is then read once for the products,
+    policies and counts (those kinds only) and once whole, never held."""
+    entries = _passes(entries)
     if window is not None:
         start_key, end_key = window.begin, window.end
     elif start is None or end is None:
@@ -208,16 +248,30 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = N
         end_key = (format_time(end), _LAST)
     products: dict[str, _Product] = {}
     threshold = variance_threshold
-    for e in entries:
+    policy: dict[str, Any] | None = None  # the last policy recorded by the period's end
+    count_list: list[_Count] = []
+    # Which count raised each discrepancy: a loss adjusted in the period for a discrepancy of the
+    # count the beginning rests on (or of an earlier one) is already out of the counted beginning.
+    raised_by: dict[str, tuple[str, int]] = {}
+    # One pass, in seq order, over the few kinds the rest depends on (a streamed snapshot decodes
+    # no other entry here).
+    for e in _of_kinds(entries, "product_added", "policy_set", "stock_counted", "inventory_taken"):
         if e["kind"] == "product_added":
             p = e["product"]
             products[p["ndc_key"]] = _Product(p["ndc"], p["ndc_key"], p["name"], Decimal(p["strength_mg_per_ml"]),
                                               Decimal(p["container_ml"]), form=p.get("form", ""),
                                               unit_kind=p.get("unit_kind", "vial"))
+        elif e["kind"] == "policy_set":
+            if e["recorded_at"] <= end_key[0]:
+                policy = e
+        else:
+            count_list.append(_count_of(e))  # type: ignore[arg-type]
+            if e["kind"] == "stock_counted":
+                raised_by.update((ln["discrepancy_id"], (e["occurred_at"], e["seq"])) for ln in e["lines"]
+                                 if ln.get("discrepancy_id"))
     if threshold is None:
-        policies = [e for e in entries if e["kind"] == "policy_set" and e["recorded_at"] <= end_key[0]]
-        threshold = Decimal(policies[-1]["variance_threshold_percent"]) if policies else DEFAULT_VARIANCE_THRESHOLD
-    counts = _counts(entries)
+        threshold = Decimal(policy["variance_threshold_percent"]) if policy else DEFAULT_VARIANCE_THRESHOLD
+    counts = sorted(count_list, key=lambda c: c.key)
 
     # Per NDC: the count that ends the period (if any) and the one the beginning may rest on.
     ending: dict[str, _Count] = {}
@@ -244,14 +298,18 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = N
         p.ending_basis = "counted" if c else "book"
         p.ending_as_of = c.key[0] if c else end_key[0]
 
-    # Which count raised each discrepancy: a loss adjusted in the period for a discrepancy of the
-    # count the beginning rests on (or of an earlier one) is already out of the counted beginning.
-    raised_by = {ln["discrepancy_id"]: (e["occurred_at"], e["seq"]) for e in entries if e["kind"] == "stock_counted"
-                 for ln in e["lines"] if ln.get("discrepancy_id")}
     book_at_start: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     book_at_end: dict[str, Decimal] = dict.fromkeys(products, ZERO)
     moved_after_begin_count: set[str] = set()
     points: dict[str, list[tuple[tuple[str, int], Decimal]]] = {k: [] for k in products}
+    # series_days: per product, local day -> [the day's last (event time, seq), the mL it moved]
+    zone = None
+    if series_days is not None:
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(series_days)
+    days: dict[str, dict[str, list[Any]]] = {k: {} for k in products}
+    day_of: dict[str, str] = {}  # event time -> local day (entries of one command share a time)
 
     def end_of(k: str) -> tuple[str, int]:
         c = ending.get(k)
@@ -276,8 +334,21 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = N
                     moved_after_begin_count.add(k)
             if key <= end_of(k):
                 book_at_end[k] += ml
-            if start_key < key <= end_key:
-                points[k].append((key, ml))
+            if start_key < key <= end_key and series:
+                if zone is None:
+                    points[k].append((key, ml))
+                else:
+                    day = day_of.get(key[0])
+                    if day is None:
+                        if len(day_of) > 4096:
+                            day_of.clear()
+                        day = day_of[key[0]] = _local_day(key[0], zone)
+                    agg = days[k].get(day)
+                    if agg is None:
+                        days[k][day] = [key, ml]
+                    else:
+                        agg[0] = max(agg[0], key)
+                        agg[1] += ml
             if not (start_key < key <= end_of(k)):
                 continue
             p = products[k]
@@ -377,7 +448,14 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = N
             # reports of vial products made before rebuild to the same figures)
             **({"unit_kind": p.unit_kind} if p.unit_kind != "vial" else {}),
         }
-        if series:
+        if series and zone is not None:
+            balance = book_at_start[k]
+            pts = [(start_key[0], balance)]
+            for _day, (key, ml) in sorted(days[k].items()):  # local days sort as time does
+                balance += ml
+                pts.append((key[0], balance))
+            out["series"] = pts
+        elif series:
             balance = book_at_start[k]
             pts = [(start_key[0], balance)]
             last = None
@@ -402,16 +480,54 @@ def accountability(entries: Iterable[dict[str, Any]], start: datetime | None = N
     }
 
 
+class StoredEntries:
+    """A registrant's stored entries, decoded, read again from the database on each pass, a page
+    at a time in ``seq`` order (issue 22: a year of a clinic group's entries decoded into one list
+    took about 7 KiB each), inside the caller's read transaction so every pass reads the same
+    ones. Iterable; ``of_kinds`` decodes only the entries of the kinds asked for (their canonical
+    bytes carry ``"kind":"NAME"``; what is decoded is still checked by its own ``kind``)."""
+
+    PAGE = 2000
+
+    def __init__(self, conn: Any, registrant: str):
+        self._conn, self._registrant = conn, registrant
+
+    def _rows(self) -> Iterator[bytes]:
+        from ledger.storage.store import raw
+
+        start = 0
+        while True:
+            rows = raw(self._conn).rows(
+                self._conn, "SELECT seq, canonical FROM entries WHERE registrant = :r AND seq >= :s "
+                            "ORDER BY seq LIMIT :n", {"r": self._registrant, "s": start, "n": self.PAGE})
+            for r in rows:
+                yield bytes(r["canonical"])
+            if len(rows) < self.PAGE:
+                return
+            start = int(rows[-1]["seq"]) + 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from ledger.integrity.canonical import decode
+
+        return map(decode, self._rows())
+
+    def of_kinds(self, *kinds: str) -> Iterator[dict[str, Any]]:
+        from ledger.integrity.canonical import decode
+
+        marks = [f'"kind":"{k}"'.encode() for k in kinds]
+        for data in self._rows():
+            if any(m in data for m in marks):
+                e = decode(data)
+                if e.get("kind") in kinds:
+                    yield e
+
+
 def audit(ledger: Any, registrant: str, start: datetime, end: datetime, *,
           variance_threshold: Decimal | None = None, series: bool = False) -> dict[str, Any]:
-    """The audit of one registrant over a period, from its stored entries (read-only)."""
-    from ledger.integrity.canonical import decode
-    from ledger.storage.store import raw
-
+    """The audit of one registrant over a period, from its stored entries (read-only, streamed)."""
     with ledger.reading() as conn:
-        rows = raw(conn).rows(conn, "SELECT canonical FROM entries WHERE registrant = :r ORDER BY seq", {"r": registrant})
-    return accountability((decode(bytes(r["canonical"])) for r in rows), start, end,
-                          variance_threshold=variance_threshold, series=series)
+        return accountability(StoredEntries(conn, registrant), start, end,
+                              variance_threshold=variance_threshold, series=series)
 
 
 # --- the audit window (issue 20: one period, one meaning) -------------------------------------
@@ -423,19 +539,34 @@ def covering_counts(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The counts and inventories an audit can run between: every inventory, and every count
     that counted each product then on hand (book not zero at its event time, in event-time
     order). Each as its ``_source`` (seq, kind, occurred_at; an inventory's type), in event-time
-    order."""
-    ordered = sorted(entries, key=lambda e: (e["occurred_at"], e["seq"]))
+    order.
+
+    Issue 22: no entry is held. The counts are read first (those kinds only), then every
+    entry's movements are added to the book of the first count after it in event-time order, so
+    the book at each count is a running sum over the counts (memory in counts, not entries; the
+    same exact Decimal sums as adding in event-time order)."""
+    entries = _passes(entries)
+    found = sorted(((e["occurred_at"], e["seq"]), _source(e),
+                    None if e["kind"] == "inventory_taken" else frozenset(ln["product"]["ndc_key"] for ln in e["lines"]))
+                   for e in _of_kinds(entries, "inventory_taken", "stock_counted"))
+    keys = [key for key, _, _ in found]
+    # moved[i]: mL per product moved after count i-1 and before count i (the last: after all)
+    moved: list[dict[str, Decimal]] = [{} for _ in range(len(found) + 1)]
+    for e in entries:
+        changes = movements(e)
+        first = next(changes, None)
+        if first is None:
+            continue
+        before = moved[bisect.bisect_right(keys, (e["occurred_at"], e["seq"]))]
+        for _vial, k, ml in itertools.chain((first,), changes):
+            before[k] = before.get(k, ZERO) + ml
     book: dict[str, Decimal] = {}
     out = []
-    for e in ordered:
-        if e["kind"] == "inventory_taken":
-            out.append(_source(e))
-        elif e["kind"] == "stock_counted":
-            counted = {ln["product"]["ndc_key"] for ln in e["lines"]}
-            if all(k in counted for k, ml in book.items() if ml != 0):
-                out.append(_source(e))
-        for _vial, k, ml in movements(e):
+    for (_key, source, counted), delta in zip(found, moved, strict=False):
+        for k, ml in delta.items():
             book[k] = book.get(k, ZERO) + ml
+        if counted is None or all(k in counted for k, ml in book.items() if ml != 0):
+            out.append(source)
     return out
 
 
@@ -483,16 +614,19 @@ def _local(source: dict[str, Any], period: Period) -> str:
     return at.astimezone(ZoneInfo(period.tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def audit_window(entries: Iterable[dict[str, Any]], period: Period) -> Window:
+def audit_window(entries: Iterable[dict[str, Any]], period: Period,
+                 candidates: list[dict[str, Any]] | None = None) -> Window:
     """The window an audit of the asked local days runs over: it **begins** at the first count
     or inventory covering every product on hand taken on the ``from`` day, else the latest one
     before that day, else the first one after it (the records begin later), and **ends** at the
     latest such count on or before the ``to`` day, after the beginning. Every figure of the audit, and of the logs
     printed for its window, is of exactly that window. None to end at: ``NoAuditWindow``
     offering the nearest counts. The window is the registrant's first period when it begins at
-    their initial inventory."""
-    entries = list(entries)
-    candidates = covering_counts(entries)
+    their initial inventory. ``candidates``: ``covering_counts(entries)`` when the caller has them.
+
+    The entries are read by ``covering_counts`` only (issue 22: never held)."""
+    if candidates is None:
+        candidates = covering_counts(entries)
     from_start, from_end = period.start_utc, Period(period.start, period.start, period.tz).end_utc
     to_end = period.end_utc
     on_day = [c for c in candidates if from_start <= c["occurred_at"] < from_end]
@@ -537,21 +671,20 @@ def require_counted_beginnings(result: dict[str, Any]) -> None:
 def audit_days(ledger: Any, registrant: str, from_day: Any, to_day: Any, *, series: bool = False) -> dict[str, Any]:
     """The audit of the asked local days (``Period.from_local_days`` in the registrant's time
     zone), over its window between two counts (``audit_window``), with the days asked, the window
-    and the counts offered near each day (``offers``). Read-only."""
-    from ledger.integrity.canonical import decode
-    from ledger.storage.store import raw
-
+    and the counts offered near each day (``offers``). Read-only; the entries are streamed
+    (``StoredEntries``) in one read transaction, never held."""
     with ledger.reading() as conn:
-        rows = raw(conn).rows(conn, "SELECT canonical FROM entries WHERE registrant = :r ORDER BY seq", {"r": registrant})
-    entries = [decode(bytes(r["canonical"])) for r in rows]
-    if not entries:
-        from ledger.domain.errors import NotFound
+        entries = StoredEntries(conn, registrant)
+        first = next(iter(entries), None)
+        if first is None:
+            from ledger.domain.errors import NotFound
 
-        raise NotFound(f"no registrant {registrant}", field="registrant")
-    period = Period.from_local_days(from_day, to_day, entries[0]["time_zone"])
-    window = audit_window(entries, period)
-    result = accountability(entries, window=window, series=series)
+            raise NotFound(f"no registrant {registrant}", field="registrant")
+        period = Period.from_local_days(from_day, to_day, first["time_zone"])
+        candidates = covering_counts(entries)
+        window = audit_window(entries, period, candidates)
+        result = accountability(entries, window=window, series=series)
     require_counted_beginnings(result)
     result["asked"] = period.to_json()
-    result["offers"] = window_offers(entries, period)
+    result["offers"] = window_offers(entries, period, candidates)
     return result
