@@ -627,12 +627,14 @@ def _verify_patient_registry(conn: Connection, state: ScratchStateView, report: 
                                                     "written with: the registry rows were not decrypted"))
             keys = None
     matched = 0
-    last: tuple[str, str] = ("", "")
+    last: tuple[str, str] | None = None
     while True:
-        rows = r.rows(conn, "SELECT registrant, patient_id, sealed, updated_at FROM patient_registry WHERE "
-                            "(registrant > :lr OR (registrant = :lr AND patient_id > :lp))" + where +
-                            f" ORDER BY registrant, patient_id LIMIT {BATCH}",
-                      {"lr": last[0], "lp": last[1], "r": registrant})
+        # The first page has no lower bound: a row forged with an empty registrant and patient
+        # id sorts before any bound a keyset could start from, and must be read too.
+        after = "(registrant > :lr OR (registrant = :lr AND patient_id > :lp))" if last is not None else "1 = 1"
+        rows = r.rows(conn, f"SELECT registrant, patient_id, sealed, updated_at FROM patient_registry WHERE {after}"
+                            + where + f" ORDER BY registrant, patient_id LIMIT {BATCH}",
+                      {"lr": last[0] if last else None, "lp": last[1] if last else None, "r": registrant})
         for row in rows:
             reg, pid = row["registrant"], row["patient_id"]
             found = patients.lookup((reg, pid))

@@ -855,3 +855,12 @@ def test_held_checkpoint_refused(t):
         verify(t.ledger, registrant=DEA, held_checkpoints=[("held", _note(t, 1, origin=origin2))])
     assert e.value.field == "checkpoint"
     assert e.value.reason == f"held: is {DEA2}'s checkpoint; that registrant is not being verified"
+
+
+def test_registry_row_with_an_empty_registrant_and_patient_id(t):
+    """It sorts before any keyset bound: the first page must have none (issue 22 review)."""
+    a = t.base.patients[0]
+    t.sql("CREATE TEMP TABLE stray AS SELECT * FROM patient_registry WHERE patient_id = :p", p=a)
+    t.sql("UPDATE stray SET registrant = '', patient_id = ''")
+    t.sql("INSERT INTO patient_registry SELECT * FROM stray")
+    assert t.run(deep=True) == [": the patient registry holds a row for patient '' that no entry registered"]
