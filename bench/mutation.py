@@ -180,15 +180,10 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     ("ledger.services.verify.x__deep_nodes__*", "+frontier.pop((level, index - 3), None)", _FRONTIER),
     ("ledger.services.verify.x_verify__*", "held.get(reg, None))", _HELD_NONE),
     ("ledger.services.verify.x_verify__*", "held.get(reg, ))", _HELD_NONE),
-    ("ledger.services.verify.x__verify_registrant__*", "+last = -2",
-     "seq is never negative: seq > -2 and seq > -1 select the same first page"),
-    ("ledger.services.verify.x__verify_registrant__*", "+moves = iter(_batched(conn, mq)) if (deep) or True", _UNUSED),
     ("ledger.services.verify.x__verify_registrant__*", "+levels = _LevelStreams(conn, reg) if (deep) or True", _UNUSED),
     ("ledger.services.verify.x__verify_registrant__*", "-return 0 / +return 1",
      "unreachable: every registrant listed has an entry, and a log without seq 0 fails before"),
     ("ledger.services.verify.x__held_targets__*", "require_known=True)", "require_known=True is open_checkpoint's default"),
-    ("ledger.services.verify.x__verify_patient_registry__*", '("", "XXXX")',
-     "the first page starts after registrant '' and no registrant is '' (a DEA number)"),
 ]
 
 
