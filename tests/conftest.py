@@ -175,6 +175,52 @@ def entry_count(ledger: Ledger) -> int:
         return c.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
 
 
+# --- the order of files over xdist's workers (.ci/run) --------------------------------------------
+#: Files that take minutes, longest first (measured in session 30 on a loaded machine: 2-20 min
+#: each there, roughly a third of that alone on 2 cores; see .ci/run). Under ``-n 2 --dist
+#: loadfile --no-loadscope-reorder`` a worker takes one file at a time in collection order, so
+#: these start first and the many short files even out the end. Left to itself xdist starts the
+#: files with the most tests first, which leaves the few-but-long ones (browser sweeps, bad-input
+#: sweeps, the wheel) for last, one worker busy and one idle.
+LONG_FILES = (
+    "tests/robustness/test_bad_input_web.py",
+    "tests/robustness/test_bad_input_http.py",
+    "tests/robustness/test_bad_input_cli.py",
+    "tests/robustness/test_tampering.py",
+    "tests/reports/test_reports_cli.py",
+    "tests/web/test_axe.py",
+    "tests/robustness/test_backup_restore.py",
+    "tests/integrity/test_bundle.py",
+    "tests/reports/test_rebuild.py",
+    "tests/test_wheel.py",
+    "tests/web/test_layout.py",
+    "tests/web/test_floor_three_sizes.py",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the files of ``LONG_FILES`` first, then files holding a ``slow`` test, then
+    the rest with the most tests first (xdist's own order). Each file's tests keep their order
+    (a stable sort on the file), so module fixtures are still built once per file."""
+    # the workers collect (and run) in the order given here; xdist sets their own option.dist to "no"
+    if not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") == "no":
+        return
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    rank = {f: i for i, f in enumerate(LONG_FILES)}
+
+    def key(f: str) -> tuple[int, int]:
+        if f in rank:
+            return (0, rank[f])
+        if any(it.get_closest_marker("slow") for it in files[f]):
+            return (1, -len(files[f]))
+        return (2, -len(files[f]))
+
+    items[:] = [it for f in sorted(files, key=key) for it in files[f]]
+
+
 # --- no silent skips in CI --------------------------------------------------------------------------
 # With CSLEDGER_FAIL_ON_SKIP=1 (set by .ci/run) a skipped test fails the run unless its node id
 # matches a line of tests/skips_allowed.txt (fnmatch patterns, one per line, each with a comment

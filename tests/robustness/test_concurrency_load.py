@@ -35,6 +35,7 @@ def dea_numbers(n: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # sixteen threads racing: alone on the cores (.ci/run's second pass)
 @pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 @pytest.mark.parametrize("registrants", [1, 8])
 def test_sixteen_writers(ledger, registrants):

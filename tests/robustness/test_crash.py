@@ -36,6 +36,7 @@ KILLS = int(os.environ.get("CSLEDGER_CRASH_KILLS", "20"))
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # writers killed mid-command: alone on the cores (.ci/run's second pass)
 @pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 def test_sigkill_writers_lose_nothing_acknowledged(ledger, db_url):
     """Deliberate break tried (reverted at once): ``Ledger.execute`` (``ledger/storage/store.py``)

@@ -192,6 +192,7 @@ def recorded_responses(url: str) -> dict[tuple[str, str], dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a primary stopped under load: alone on the cores (.ci/run's second pass)
 def test_failover_to_the_synchronous_standby_loses_nothing_acknowledged(replicated_postgres, tmp_path):
     """Deliberate breaks tried on 2026-12-07 (each in a throwaway copy of this test):
 

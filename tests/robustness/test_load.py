@@ -21,6 +21,7 @@ SECONDS = os.environ.get("CSLEDGER_LOAD_SECONDS", "40")
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # 40 clients for SECONDS: it takes both cores (.ci/run's second pass)
 def test_twenty_clinic_network_load_run(tmp_path):
     pg = os.environ.get("CSLEDGER_TEST_POSTGRES_URL")
     if not pg:

@@ -31,7 +31,9 @@ from tests.contract.test_ledger_contract import receipt
 from tests.robustness.test_outage_database import _own_cluster
 from witness.server import Witness, serve_in_thread
 
-pytestmark = pytest.mark.slow
+# serial: a database stopped within the pusher's 3 s delay and a 15 s cosigning deadline, so
+# .ci/run runs these alone on the cores (its second pass)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 #: Long enough for the pusher's back-off (at most 5 s between tries) to come round twice.
 COSIGN_WITHIN = 15.0

@@ -201,6 +201,7 @@ def crash_rounds(url: str, tmp_path: Path, rng: random.Random, crash: Callable[[
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # killed under load: alone on the cores (.ci/run's second pass)
 @pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 def test_sigkill_the_server_under_load_loses_nothing_acknowledged(db_url, tmp_path):
     rng = random.Random(20261126)
@@ -231,6 +232,7 @@ def own_postgres():
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # killed under load: alone on the cores (.ci/run's second pass)
 def test_sigkill_the_database_server_under_load_loses_nothing_acknowledged(own_postgres, tmp_path):
     rng = random.Random(20261127)
 

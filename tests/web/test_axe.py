@@ -92,7 +92,7 @@ class AxePages(Pages):
                 self.problems.append(f"{v['id']} ({v['impact']}: {v['help']}) at {target} on {name} [{self.size}, {who}]")
 
 
-@pytest.mark.slow  # about a minute per size (some 50 pages, axe on each): CI's one-at-a-time pass
+@pytest.mark.slow  # about a minute per size (some 50 pages, axe on each); not timing-sensitive: CI's parallel pass
 @pytest.mark.parametrize("size", list(VIEWPORTS))
 def test_every_page_has_no_serious_axe_violation(server, browser, states, axe_path, size):
     pages = AxePages(browser, server, size, states, axe_path)
