@@ -45,7 +45,7 @@ import json
 import re
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -224,23 +224,16 @@ def _parse_data(pieces: Iterator[bytes]) -> Any:
 def _object(t: _Text) -> dict[str, Any]:
     """The report data's top-level object at ``t`` (its ``{`` next), the figures read by
     ``_figures``."""
-    t.take("{")
-    out: dict[str, Any] = {}
-    if t.peek() == "}":
-        t.pos += 1
-        return out
-    while True:
-        key = t.value()
-        if not isinstance(key, str):
-            raise ValueError("an object key is not a string")
-        t.take(":")
-        out[key] = _figures(t) if key == "figures" and t.peek() == "{" else t.value()
-        if t.take(",}") == "}":
-            return out
+    return _members(t, lambda key: _figures(t) if key == "figures" and t.peek() == "{" else t.value())
 
 
 def _figures(t: _Text) -> dict[str, Any]:
     """The figures object: each array in it parsed item by item, long ones kept on disk."""
+    return _members(t, lambda _key: _array(t) if t.peek() == "[" else t.value())
+
+
+def _members(t: _Text, value: Callable[[str], Any]) -> dict[str, Any]:
+    """An object at ``t`` (its ``{`` next), each member's value read by ``value(key)``."""
     t.take("{")
     out: dict[str, Any] = {}
     if t.peek() == "}":
@@ -251,7 +244,7 @@ def _figures(t: _Text) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ValueError("an object key is not a string")
         t.take(":")
-        out[key] = _array(t) if t.peek() == "[" else t.value()
+        out[key] = value(key)
         if t.take(",}") == "}":
             return out
 

@@ -19,7 +19,6 @@ the check sees exactly the chain the new entry will extend.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from ledger.integrity.credential_chain import (
     check_entry,
 )
 from ledger.integrity.staff_signatures import SignatureInvalid
+from ledger.storage.engine import per_engine
 
 
 def _raw(conn: Connection):
@@ -251,16 +251,7 @@ class _Cache:
                 states.popitem(last=False)
 
 
-_CACHES: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def _cache_for(engine: Engine) -> _Cache:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(engine)
-        if cache is None:
-            cache = _CACHES[engine] = _Cache()
-        return cache
+_cache_for = per_engine(_Cache)
 
 
 def chain_head(conn: Connection, registrant: str) -> tuple[int, str] | None:

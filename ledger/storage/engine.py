@@ -6,13 +6,19 @@ durability and isolation settings on each backend, and the Alembic migrations (n
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from ledger.domain.errors import InvalidInput
+
+T = TypeVar("T")
 
 
 def _migrations_dir() -> Path:
@@ -159,6 +165,22 @@ def make_engine(url: str) -> Engine:
 
         return engine
     raise InvalidInput("only sqlite:/// and postgresql:// URLs are supported", field="database_url")
+
+
+def per_engine(factory: Callable[[], T]) -> Callable[[Engine], T]:
+    """A getter of one ``factory()`` object per engine, made on first use (thread-safe) and
+    dropped with the engine: the caches the append path keeps per database."""
+    made: weakref.WeakKeyDictionary[Engine, T] = weakref.WeakKeyDictionary()
+    lock = threading.Lock()
+
+    def get(engine: Engine) -> T:
+        with lock:
+            obj = made.get(engine)
+            if obj is None:
+                obj = made[engine] = factory()
+            return obj
+
+    return get
 
 
 #: ``Connection.info`` key of the psycopg pipeline an append transaction runs in (PostgreSQL).

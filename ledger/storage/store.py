@@ -15,7 +15,6 @@ import json
 import re
 import threading
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +52,7 @@ from ledger.storage.engine import (  # noqa: F401  (re-exported)
     make_engine,
     migrate,
     normalize_url,
+    per_engine,
 )
 from ledger.storage.tables import (
     PROJECTION_MODELS,
@@ -514,17 +514,8 @@ class NodeCache:
                 self._size.pop(registrant, None)
 
 
-_NODE_CACHES: weakref.WeakKeyDictionary[Engine, NodeCache] = weakref.WeakKeyDictionary()
-_NODE_CACHES_LOCK = threading.Lock()
-
-
-def node_cache(engine: Engine) -> NodeCache:
-    """The committed-node cache of ``engine``'s database (one per engine, made on first use)."""
-    with _NODE_CACHES_LOCK:
-        cache = _NODE_CACHES.get(engine)
-        if cache is None:
-            cache = _NODE_CACHES[engine] = NodeCache()
-        return cache
+#: The committed-node cache of an engine's database (one per engine, made on first use).
+node_cache = per_engine(NodeCache)
 
 
 def has_entry_of_kind(conn: Connection, kind: str, registrant: str | None = None) -> bool:
