@@ -282,23 +282,25 @@ class CommandContext:
     written: dict[int, bytes] = field(default_factory=dict)
     #: Nodes completed by the commands committed earlier in the same group (not yet committed).
     group_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    #: Nodes read from the database by this command (remembered after the commit).
+    read_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     def node_reader(self) -> merkle.NodeReader:
         """Perfect Merkle nodes of this registrant as this transaction sees them: the ones this
         command completed, then the process's cache of committed nodes, then the database."""
-        pending, group, cache, reg = self.new_nodes, self.group_nodes, node_cache(self.conn.engine), self.registrant
+        pending, group, read = self.new_nodes, self.group_nodes, self.read_nodes
+        cache, reg = node_cache(self.conn.engine), self.registrant
         stored = node_reader(self.conn, reg)
 
         def get(level: int, index: int) -> bytes:
             key = (level, index)
-            h = pending.get(key) or group.get(key)
+            h = pending.get(key) or group.get(key) or read.get(key)
             if h is None:
                 h = cache.get(reg, key)
                 if h is None:
-                    # Under the registrant's lock every node below the head is committed, so
-                    # what the database holds may be remembered as it is.
-                    h = stored(level, index)
-                    cache.remember(reg, {key: h})
+                    # Under the registrant's lock every node below the head is committed; it
+                    # joins the cache with this command's own nodes, once the commit is done.
+                    h = read[key] = stored(level, index)
             return h
 
         return get
@@ -485,15 +487,15 @@ class NodeCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._nodes: dict[str, OrderedDict[tuple[int, int], bytes]] = {}
-        self._size: dict[str, int] = {}
+        self._head: dict[str, tuple[int, str]] = {}  # the last committed (tree size, head leaf) seen
 
     def get(self, registrant: str, key: tuple[int, int]) -> bytes | None:
         with self._lock:
             nodes = self._nodes.get(registrant)
             return None if nodes is None else nodes.get(key)
 
-    def remember(self, registrant: str, nodes: dict[tuple[int, int], bytes], size: int | None = None) -> None:
-        """Add committed nodes (and, after a commit, the tree size they were committed at)."""
+    def remember(self, registrant: str, nodes: dict[tuple[int, int], bytes], size: int, head_leaf: str) -> None:
+        """Add nodes committed in a tree of ``size`` leaves whose last leaf hash is ``head_leaf``."""
         with self._lock:
             held = self._nodes.setdefault(registrant, OrderedDict())
             for key, h in nodes.items():
@@ -501,17 +503,27 @@ class NodeCache:
                 held.move_to_end(key)
             while len(held) > _NODES_PER_REGISTRANT:
                 held.popitem(last=False)
-            if size is not None:
-                self._size[registrant] = max(size, self._size.get(registrant, 0))
+            if size >= self._head.get(registrant, (0, ""))[0]:
+                self._head[registrant] = (size, head_leaf)
 
-    def check_size(self, registrant: str, size: int) -> None:
-        """The chain this transaction sees has ``size`` entries: if it is shorter than one this
-        process saw committed (the database was restored from an older copy), forget every node
-        of the registrant rather than trust nodes of a history that is no longer there."""
+    def check_chain(self, registrant: str, size: int, head_leaf: str | None,
+                    leaf_at: Callable[[int], str | None]) -> None:
+        """The chain this transaction sees has ``size`` entries ending in ``head_leaf``. Unless it
+        still holds the head this process last saw committed (as its head, or further back when
+        another process appended since), the database was restored or replaced: forget every
+        node of the registrant rather than trust nodes of a history that is no longer there."""
         with self._lock:
-            if self._size.get(registrant, 0) > size:
-                self._nodes.pop(registrant, None)
-                self._size.pop(registrant, None)
+            known = self._head.get(registrant)
+        if known is None:
+            return
+        ksize, kleaf = known
+        if ksize == size and kleaf == head_leaf:
+            return
+        if 0 < ksize < size and leaf_at(ksize - 1) == kleaf:
+            return
+        with self._lock:
+            self._nodes.pop(registrant, None)
+            self._head.pop(registrant, None)
 
 
 #: The committed-node cache of an engine's database (one per engine, made on first use).
@@ -759,7 +771,10 @@ class Ledger:
                     r.run(conn, "SELECT pg_advisory_xact_lock(:k)", {"k": _advisory_key(registrant)})
                 head = r.one(conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
                              {"r": registrant})
-                node_cache(self.engine).check_size(registrant, 0 if head is None else head["seq"] + 1)
+                node_cache(self.engine).check_chain(
+                    registrant, 0 if head is None else head["seq"] + 1, None if head is None else head["leaf_hash"],
+                    lambda seq: r.scalar(conn, "SELECT leaf_hash FROM entries WHERE registrant = :r AND seq = :s",
+                                         {"r": registrant, "s": seq}))
                 state = (None, None) if head is None else (head["seq"] + 1, head["leaf_hash"])
                 last: CommandContext | None = None
                 for p in batch:
@@ -772,21 +787,32 @@ class Ledger:
                     except Exception as exc:
                         if alone:
                             raise
+                        if pipe is not None:
+                            # A queued statement that failed leaves the pipeline aborted: every
+                            # statement until the next sync is dropped, the rollback included.
+                            try:
+                                pipe.sync()
+                            except Exception:  # noqa: BLE001, S110 - the error already raised above
+                                pass
                         r.run(conn, "ROLLBACK TO SAVEPOINT csledger_command")
+                        if pipe is not None:
+                            pipe.sync()
                         p.error = self._mapped(exc)
                         continue
                     if not alone:
                         r.run(conn, "RELEASE SAVEPOINT csledger_command")
                     done.append((p, response))
                     if ctx is not None:
+                        group_nodes.update(ctx.read_nodes)
                         group_nodes.update(ctx.new_nodes)
                         state, last = (ctx.next_seq, ctx.head_hash), ctx
                 if last is not None:
                     for hook in per_commit:
                         hook(last)
+                    group_nodes.update(last.read_nodes)  # what the checkpoint's proof read
             # Committed: only now may the nodes these commands completed be remembered.
             if last is not None:
-                node_cache(self.engine).remember(registrant, group_nodes, last.next_seq)
+                node_cache(self.engine).remember(registrant, group_nodes, last.next_seq, last.head_hash)
             with self._groups_lock:
                 self.commits += 1
                 self.commands_committed += len(done)

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from ledger import services
-from ledger.domain.errors import IntegrityFailure, InvalidInput, LedgerError
+from ledger.domain.errors import Conflict, IntegrityFailure, InvalidInput, LedgerError
 from ledger.integrity.canonical import decode
 from ledger.services.verify import verify
 from ledger.settings import get_settings
@@ -130,6 +130,36 @@ class GroupCommitContract:
         report = verify(ledger, deep=True)
         assert report.ok, report
 
+    def test_a_write_the_database_refuses_fails_only_its_own_command(self, ledger, db_url, tmp_path):
+        """On PostgreSQL the refusal of a queued INSERT arrives at the command's next read, with
+        the pipeline aborted: the command must still be rolled back alone (review of issue 22)."""
+        _attach(ledger, db_url, tmp_path)
+        clinic = Clinic(ledger)
+        held = _Held(ledger)
+
+        def clash(ctx) -> None:
+            if ctx.request.get("invoice_number") != "INV-C":
+                return
+            r = ctx.view.raw
+            cp = r.one(ctx.conn, "SELECT tree_size, root_hash, note, signed_at FROM checkpoints WHERE registrant = :r "
+                                 "ORDER BY tree_size DESC LIMIT 1", {"r": ctx.registrant})
+            r.run(ctx.conn, "INSERT INTO checkpoints (registrant, tree_size, root_hash, note, signed_at) "
+                            "VALUES (:r, :s, :h, :n, :t)",  # already there: the primary key refuses it
+                  {"r": ctx.registrant, "s": cp["tree_size"], "h": cp["root_hash"], "n": cp["note"], "t": cp["signed_at"]})
+            r.scalar(ctx.conn, "SELECT count(*) FROM entries WHERE registrant = :r", {"r": ctx.registrant})
+
+        ledger.before_commit[:0] = [held.hook, clash]
+        held.start(clinic, "INV-HOLD")
+        for inv in ("INV-B", "INV-C", "INV-D"):
+            held.start(clinic, inv)
+        held.release()
+        assert isinstance(held.results["INV-C"], Conflict), held.results["INV-C"]
+        assert not isinstance(held.results["INV-B"], Exception) and not isinstance(held.results["INV-D"], Exception)
+        invoices = _invoices(ledger)
+        assert [inv for _, inv in invoices[-3:]] == ["INV-HOLD", "INV-B", "INV-D"]
+        assert invoices[-1][0] == invoices[-2][0] + 1
+        assert verify(ledger, deep=True).ok
+
     def test_the_same_idempotency_key_twice_in_one_group_records_once(self, ledger, db_url, tmp_path):
         _attach(ledger, db_url, tmp_path)
         clinic = Clinic(ledger)
@@ -209,14 +239,19 @@ def test_merkle_nodes_of_a_rolled_back_command_are_never_reused(db_url, tmp_path
     second.dispose()
 
 
-def test_node_cache_forgets_a_registrant_whose_chain_got_shorter():
+def test_node_cache_forgets_a_registrant_whose_chain_is_not_the_one_it_saw():
     cache = NodeCache()
-    cache.remember(DEA, {(0, 0): b"a" * 32, (0, 1): b"b" * 32}, size=2)
-    cache.check_size(DEA, 2)
+    leaves = {0: "a" * 64, 1: "b" * 64, 2: "c" * 64}
+    cache.remember(DEA, {(0, 0): b"a" * 32, (0, 1): b"b" * 32}, 2, leaves[1])
+    cache.check_chain(DEA, 2, leaves[1], leaves.get)  # the head it saw committed
+    cache.check_chain(DEA, 3, leaves[2], leaves.get)  # another process appended since
     assert cache.get(DEA, (0, 1)) == b"b" * 32
-    cache.check_size(DEA, 1)  # the database now holds one entry: restored from an older copy
+    cache.check_chain(DEA, 1, leaves[0], leaves.get)  # the database now holds one entry: restored
     assert cache.get(DEA, (0, 0)) is None and cache.get(DEA, (0, 1)) is None
-
+    cache.remember(DEA, {(0, 0): b"a" * 32}, 2, leaves[1])
+    forked = {0: "a" * 64, 1: "f" * 64, 2: "c" * 64}  # restored, then appended to by another process
+    cache.check_chain(DEA, 3, forked[2], forked.get)
+    assert cache.get(DEA, (0, 0)) is None
 
 
 def test_a_command_started_inside_another_on_the_same_registrant_is_refused(ledger):
