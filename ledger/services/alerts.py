@@ -212,20 +212,6 @@ def clear_loss_alerts(ctx: CommandContext, report_seq: int, evidence_seq: int, *
     return cleared
 
 
-def _latest_policy(conn: Connection, registrant: str, has_policies: bool) -> rules.AlertPolicy:
-    """The policy in force, from clinic operations' one-row ``policies`` projection (never a
-    scan of the entries: this runs under the registrant's lock)."""
-    if not has_policies:
-        return rules.AlertPolicy()
-    row = raw(conn).one(conn, "SELECT late_entry_limit_hours, count_schedule, clinic_hours FROM policies "
-                              "WHERE registrant = :r", {"r": registrant})
-    if row is None:
-        return rules.AlertPolicy()
-    return rules.policy_from_entries([{"kind": "policy_set", "late_entry_limit_hours": row["late_entry_limit_hours"],
-                                       "count_schedule": row["count_schedule"],
-                                       "clinic_hours": json.loads(row["clinic_hours"])}])
-
-
 def _policy_and_time_zone(ctx: CommandContext, has_policies: bool,
                           fixed: rules.AlertPolicy | None) -> tuple[rules.AlertPolicy, str]:
     """The policy in force and the registrant's time zone, from the command's view (its rows are

@@ -99,3 +99,18 @@ def test_scan_does_not_raise_twice(clinic):
     first = alert_service.scan(clinic.ledger, clinic.dea)
     assert first.raised == []  # the in-transaction hook already raised it; the scan agrees
     assert len(alert_service.list_alerts(clinic.ledger, clinic.dea)) == 1
+
+
+def test_late_entry_limit_comes_from_the_registrants_policy(clinic):
+    """The in-transaction rules read the policy in force (issue 22 reads it with the registrant's
+    row, once per command): a 4-hour limit fires at 5 hours, where the default 24 would not."""
+    from ledger.domain.commands import SetPolicy
+
+    services.set_policy(clinic.ledger, clinic.admin, SetPolicy(late_entry_limit_hours=4, reason="tighter logging"))
+    cmd = ReceiveStock(clinic.supplier_id, "INV-P", clinic.ledger.clock() - timedelta(hours=5),
+                       (ReceivedLineInput(KETAMINE_50, 2, "LOT-1", "2028-06-30"),),
+                       late_reason="paper log during network outage")
+    res = services.receive_stock(clinic.ledger, clinic.nurse, cmd)
+    assert [e["kind"] for e in res["entries"]] == ["stock_received", "alert_raised"]
+    [alert] = alert_service.list_alerts(clinic.ledger, clinic.dea)
+    assert alert["rule"] == "late_entry" and alert["parameters"]["late_entry_hours"] == "4"
