@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,18 +28,42 @@ def format_time(t: datetime) -> str:
     """UTC text of an aware datetime in the one format used in entries and tables."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError("time must carry a time zone")
-    return t.astimezone(UTC).strftime(_TIME_FORMAT)
+    u = t.astimezone(UTC)
+    if u.year < 1000:  # strftime's %Y does not pad to four digits: keep its text for these
+        return u.strftime(_TIME_FORMAT)
+    # The same text as ``strftime(_TIME_FORMAT)`` at a quarter of the cost (several per command).
+    return u.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_TIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 def parse_time(text: str) -> datetime:
     """Inverse of ``format_time``; refuses any other shape."""
-    if len(text) != 27 or not text.endswith("Z"):
+    if len(text) != 27 or _TIME_SHAPE.fullmatch(text) is None:
         raise ValueError(f"time {text[:40]!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    # Shape checked above (ASCII digits only), so ``fromisoformat`` reads exactly this form and
+    # still refuses a month 13 or a 30 February, as ``strptime`` did, at a tenth of its cost.
+    return datetime.fromisoformat(text)
+
+
+#: Field names of each dataclass met by ``to_json_value`` (``dataclasses.fields`` per value was
+#: a third of its cost, and an entry is a tree of dataclasses).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+#: Exact types returned as they are (a subclass, such as a string enum, takes the long way).
+_AS_IS = frozenset({str, int, bool, type(None)})
 
 
 def to_json_value(value: Any) -> Any:
     """Convert a domain value (dataclass, Decimal, datetime, enum, tuple) to canonical JSON data."""
+    t = type(value)
+    if t in _AS_IS:
+        return value
+    names = _FIELD_NAMES.get(t)
+    if names is not None:
+        return {n: to_json_value(getattr(value, n)) for n in names}
+    if t is tuple or t is list:
+        return [to_json_value(v) for v in value]
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -56,7 +81,8 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        names = _FIELD_NAMES[t] = tuple(f.name for f in dataclasses.fields(value))
+        return {n: to_json_value(getattr(value, n)) for n in names}
     if isinstance(value, dict):
         return {str(k): to_json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

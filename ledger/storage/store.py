@@ -168,38 +168,104 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class ReferenceCache:
+    """The reference rows of one database (a registrant, its policy, suppliers and products), per
+    registrant, as of a chain head (thread-safe).
+
+    Why: nearly every command reads them (a receipt: the registrant, its policy, the supplier and
+    the product, three round trips on PostgreSQL) and almost no entry changes them. Projections
+    are a function of the chain, and a head's leaf hash commits to the whole chain before it, so
+    a row read at head (seq, leaf) is the row at that head wherever and whenever it is asked
+    again; ``carry_forward`` moves the rows on over an entry that writes none of these tables. A
+    rolled-back entry's head is never asked for again; a restored or replaced database, or
+    another process's append, shows a head this cache does not hold, and the rows are read
+    afresh. (An edit of these tables by hand, behind the entries, is not seen until then:
+    ``verify --deep`` is what finds it.)"""
+
+    #: The tables kept (written only by ``projections.apply``, through ``SqlStateView.put``).
+    TABLES = frozenset({"registrants", "policies", "suppliers", "products"})
+    #: Rows kept per registrant at most (a clinic has tens of suppliers and products).
+    MAX_ROWS = 2048
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at: dict[str, tuple[tuple[int, str], dict[tuple[str, tuple], dict[str, Any] | None]]] = {}
+
+    def get(self, registrant: str, head: tuple[int, str], key: tuple[str, tuple]) -> tuple[bool, dict[str, Any] | None]:
+        """(found, a copy of the row or None when the row is known absent) at ``head``."""
+        with self._lock:
+            held = self._at.get(registrant)
+            if held is None or held[0] != head or key not in held[1]:
+                return False, None
+            row = held[1][key]
+        return True, (dict(row) if row is not None else None)
+
+    def put(self, registrant: str, head: tuple[int, str], key: tuple[str, tuple], row: dict[str, Any] | None) -> None:
+        """Remember ``row`` (None: absent) as read at ``head``."""
+        with self._lock:
+            held = self._at.get(registrant)
+            if held is None or held[0] != head:
+                held = self._at[registrant] = (head, {})
+            if len(held[1]) < self.MAX_ROWS:
+                held[1][key] = dict(row) if row is not None else None
+
+    def carry_forward(self, registrant: str, before: tuple[int, str], after: tuple[int, str]) -> None:
+        """An entry appended at ``after`` onto ``before`` wrote none of ``TABLES``: the rows at
+        ``before`` are the rows at ``after``."""
+        with self._lock:
+            held = self._at.get(registrant)
+            if held is not None and held[0] == before:
+                self._at[registrant] = (after, held[1])
+
+
+#: The reference-row cache of an engine's database (one per engine, made on first use).
+reference_cache = per_engine(ReferenceCache)
+
+
 class SqlStateView:
     """``projections.StateView`` over the database, inside the append transaction."""
 
-    #: One row per registrant that nearly every command reads (and the alert rules again):
-    #: remembered for the command, the registrant's row fetched along with the first read of its
-    #: policies (one round trip on PostgreSQL). Every write to them in a command goes through
-    #: ``put``/``delete`` (``projections.apply``), which drop the copy.
-    MEMO_TABLES = ("registrants", "policies")
+    #: The registrant's row is fetched along with its policy (one round trip on PostgreSQL).
     _MEMO_SQL = {"registrants": "SELECT * FROM registrants WHERE dea_number = :k",
                  "policies": "SELECT * FROM policies WHERE registrant = :k"}
 
-    def __init__(self, conn: Connection, registrant: str | None = None):
+    def __init__(self, conn: Connection, registrant: str | None = None, at: tuple[int, str] | None = None):
         self.conn = conn
         self.raw = raw(conn)
         self.registrant = registrant
-        self._memo: dict[str, dict[str, Any] | None] = {}
+        #: The chain head (seq, leaf hash) the database state seen through this view is at, or
+        #: None (while an entry's projections are being applied, or outside a command): only a
+        #: read at a known head may be served from, or kept in, the ``ReferenceCache``.
+        self.at = at
+        #: Writes to the cached tables through this view (an entry that made none carries the
+        #: cache forward).
+        self.reference_writes = 0
 
-    def _memo_get(self, table: str, key: tuple) -> tuple[bool, dict[str, Any] | None]:
-        if self.registrant is None or table not in self.MEMO_TABLES or key != (self.registrant,):
+    def _cached(self, table: str, key: tuple) -> tuple[bool, dict[str, Any] | None]:
+        if self.at is None or table not in ReferenceCache.TABLES or not key or key[0] != self.registrant:
             return False, None
-        if table not in self._memo:
+        cache = reference_cache(self.conn.engine)
+        hit, row = cache.get(self.registrant, self.at, (table, key))
+        if hit:
+            return True, row
+        if table in self._MEMO_SQL:
             # The registrant's row rides along with the policies read (a schema without the
             # policies table never reads them, so the batch never names a missing table).
-            wanted = [table] + (["registrants"] if table == "policies" and "registrants" not in self._memo else [])
+            wanted = [table] + (["registrants"] if table == "policies" and not cache.get(
+                self.registrant, self.at, ("registrants", (self.registrant,)))[0] else [])
             rows = self.raw.batch(self.conn, [(self._MEMO_SQL[t], {"k": self.registrant}) for t in wanted])
             for t, found in zip(wanted, rows, strict=True):
-                self._memo[t] = self._row(t, found[0]) if found else None
-        row = self._memo[table]
-        return True, (dict(row) if row is not None else None)
+                cache.put(self.registrant, self.at, (t, (self.registrant,)), self._row(t, found[0]) if found else None)
+        else:
+            cols = projections.PRIMARY_KEYS[table]
+            found = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
+                                 {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
+            cache.put(self.registrant, self.at, (table, key), self._row(table, found) if found is not None else None)
+        return cache.get(self.registrant, self.at, (table, key))
 
     def _forget(self, table: str) -> None:
-        self._memo.pop(table, None)
+        if table in ReferenceCache.TABLES:
+            self.reference_writes += 1
 
     def _row(self, table: str, mapping) -> dict[str, Any]:
         # Both backends: SQLite gives text, PostgreSQL NUMERIC(18, 3) pads "10.00" to "10.000";
@@ -215,9 +281,12 @@ class SqlStateView:
         return " AND ".join(f"{c} = :k_{c}" for c in cols)
 
     def get(self, table: str, key: tuple) -> dict[str, Any] | None:
-        hit, row = self._memo_get(table, tuple(key))
+        hit, row = self._cached(table, tuple(key))
         if hit:
             return row
+        if table in self._MEMO_SQL:
+            row = self.raw.one(self.conn, self._MEMO_SQL[table], {"k": key[0]})
+            return self._row(table, row) if row is not None else None
         cols = projections.PRIMARY_KEYS[table]
         row = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
                            {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
@@ -434,7 +503,14 @@ class CommandContext:
                   "INSERT INTO entry_movements (registrant, seq, line, vial_id, ndc_key, ml) "
                   "VALUES (:registrant, :seq, :line, :vial_id, :ndc_key, :ml)",
                   {"registrant": self.registrant, "seq": seq, "line": i, "vial_id": v, "ndc_key": n, "ml": ml})
-        projections.apply(obj, self.view)
+        # While the projections change, the state is at no head: no cached reference row is read
+        # or kept. An entry that wrote none carries the cached rows on to its own head.
+        view, before = self.view, self.view.at
+        view.at, writes = None, view.reference_writes
+        projections.apply(obj, view)
+        view.at = (seq, leaf.hex())
+        if before is not None and view.reference_writes == writes:
+            reference_cache(self.conn.engine).carry_forward(self.registrant, before, view.at)
         appended = AppendedEntry(self.registrant, seq, event.kind, leaf.hex())
         self.written[seq] = data
         for hook in self.after_append:
@@ -863,7 +939,8 @@ class Ledger:
             raise Conflict(f"registrant {registrant} is already registered", field="dea_number")
         ctx = CommandContext(
             conn=conn, registrant=registrant, command_id=str(uuid.uuid4()), now=self.clock(),
-            view=SqlStateView(conn, registrant), next_seq=next_seq or 0, head_hash=head_hash or canon.ZERO_HASH,
+            view=SqlStateView(conn, registrant, None if next_seq is None else (next_seq - 1, head_hash)),
+            next_seq=next_seq or 0, head_hash=head_hash or canon.ZERO_HASH,
             after_append=list(self.after_append), command=p.command, request=p.request, actor_id=p.principal_id,
             group_nodes=group_nodes,
         )

@@ -1,0 +1,106 @@
+"""The reference-row cache (issue 22): a registrant's row, its policy, its suppliers and products
+are kept across commands per registrant, keyed by the chain head they were read at.
+
+What must hold: an entry that changes one of them is seen by the very next command, in this
+process and in another; rows read at a head that was rolled back or replaced are never served;
+and a command that only reads them does not go to the database for them again.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import services
+from ledger.domain.commands import AddProduct, RecordSupplierRegistration
+from ledger.domain.errors import Conflict, NotFound
+from ledger.storage import store
+from ledger.storage.store import Ledger, ReferenceCache, make_engine
+from tests.conftest import DEA, Clinic
+from tests.contract.test_ledger_contract import receipt
+
+BOTH = pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                               indirect=True)
+
+#: A registration that no longer covers Schedule III: receipts from this supplier are refused.
+NOT_SCHEDULE_III = RecordSupplierRegistration(supplier_id="", registration_expires_on="2031-06-30",
+                                              schedules=("2", "2N"), authorized_trading_partner=True)
+
+
+def _lose_schedule_iii(ledger: Ledger, clinic: Clinic) -> None:
+    services.record_supplier_registration(ledger, clinic.admin, RecordSupplierRegistration(
+        clinic.supplier_id, NOT_SCHEDULE_III.registration_expires_on, NOT_SCHEDULE_III.schedules,
+        NOT_SCHEDULE_III.authorized_trading_partner))
+
+
+@BOTH
+def test_the_receipt_after_a_supplier_loses_schedule_iii_is_refused(ledger):
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))  # the supplier's row is now cached
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))
+    _lose_schedule_iii(ledger, clinic)
+    with pytest.raises(Conflict, match="(?i)schedule"):
+        services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-3"))
+
+
+@BOTH
+def test_a_change_recorded_by_another_process_is_seen(db_url, ledger):
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))  # cached here
+    other = Ledger(make_engine(db_url))  # another server process: caches of its own
+    try:
+        _lose_schedule_iii(other, clinic)
+    finally:
+        other.dispose()
+    with pytest.raises(Conflict, match="(?i)schedule"):
+        services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))
+
+
+@BOTH
+def test_a_product_added_after_a_refused_receipt_is_found(ledger):
+    """The absence of a row is cached too, and an entry adding the row ends it."""
+    clinic = Clinic(ledger)
+    ndc = "00409-2051-05"
+    with pytest.raises(NotFound, match="add the product first"):
+        services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1", ndc=ndc))
+    services.add_product(ledger, clinic.admin, AddProduct(ndc, "Ketamine HCl injection 100 mg/mL", "7285", "III",
+                                                          "injection", "100.00", "5.00"))
+    res = services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1", ndc=ndc))
+    assert res["entries"][0]["kind"] == "stock_received"
+
+
+@BOTH
+def test_a_receipt_reads_no_reference_row_the_last_command_read(ledger, monkeypatch):
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))
+    statements: list[str] = []
+    real = store.RawSql._cursor
+
+    def spy(self, conn, text, params):
+        statements.append(" ".join(text.split()))
+        return real(self, conn, text, params)
+
+    monkeypatch.setattr(store.RawSql, "_cursor", spy)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert reads, "the spy saw no statement"
+    for table in ReferenceCache.TABLES:
+        assert not [s for s in reads if f" FROM {table} " in s + " "], (table, reads)
+
+
+def test_rows_are_served_only_at_the_head_they_were_read_at():
+    cache = ReferenceCache()
+    key = ("suppliers", (DEA, "S1"))
+    cache.put(DEA, (5, "a" * 64), key, {"name": "Gulf"})
+    assert cache.get(DEA, (5, "a" * 64), key) == (True, {"name": "Gulf"})
+    # the same position in another chain (a rolled-back entry, a restored database): not served
+    assert cache.get(DEA, (5, "b" * 64), key) == (False, None)
+    cache.carry_forward(DEA, (5, "b" * 64), (6, "c" * 64))  # not from the head the rows are at
+    assert cache.get(DEA, (6, "c" * 64), key) == (False, None)
+    cache.carry_forward(DEA, (5, "a" * 64), (6, "d" * 64))
+    assert cache.get(DEA, (6, "d" * 64), key) == (True, {"name": "Gulf"})
+    assert cache.get(DEA, (5, "a" * 64), key) == (False, None)
+    got = cache.get(DEA, (6, "d" * 64), key)[1]
+    got["name"] = "changed by a caller"  # a copy: the cached row is not changed
+    assert cache.get(DEA, (6, "d" * 64), key) == (True, {"name": "Gulf"})
+    cache.put("OTHER", (6, "d" * 64), key, None)  # known absent, per registrant
+    assert cache.get("OTHER", (6, "d" * 64), key) == (True, None)
