@@ -1,0 +1,55 @@
+"""PostgreSQL's pooled connections are pinged only after sitting idle (issue 22).
+
+A connection used a moment ago goes straight to the command (a ping per checkout was a round
+trip per command); one that sat idle past ``PING_AFTER_IDLE_S`` is pinged first, and if the
+server dropped it meanwhile (a restart, a terminated backend) the pool replaces it and the
+command runs as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from ledger import services
+from ledger.storage import engine as engine_mod
+from tests.conftest import Clinic, entry_count
+from tests.contract.test_ledger_contract import receipt
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_connection_dropped_while_idle_is_replaced_before_the_command(ledger):
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))
+    before = entry_count(ledger)
+    database = ledger.engine.url.database
+    admin = sa.create_engine(ledger.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:  # the server drops every pooled connection of the ledger
+            dropped = c.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                        "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar()
+    finally:
+        admin.dispose()
+    assert dropped >= 1
+    time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))  # no error: replaced after its ping
+    assert entry_count(ledger) == before + 1
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_connection_used_a_moment_ago_is_not_pinged(ledger, monkeypatch):
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))
+    pings: list[int] = []
+    real = ledger.engine.dialect.do_ping
+    monkeypatch.setattr(ledger.engine.dialect, "do_ping", lambda conn: pings.append(1) or real(conn))
+    for i in range(2, 7):
+        services.receive_stock(ledger, clinic.nurse, receipt(clinic, f"INV-{i}"))
+    assert len(pings) == 0
+    time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-9"))
+    assert len(pings) == 1
