@@ -27,7 +27,8 @@ from ledger.domain.commands import (
     RegisterRegistrant,
 )
 from ledger.domain.principal import AuthMethod, Principal
-from ledger.storage.store import Ledger, make_engine, migrate, normalize_url
+from ledger.storage.store import Ledger, make_engine, migrate
+from tests.support import db_templates
 
 # Hypothesis, reproducibly: under CI (CI=true) every property test is derandomized (the same
 # examples on every run and machine, a seed derived from the test); elsewhere examples vary per run
@@ -68,22 +69,32 @@ def postgres_url() -> str | None:
     return url
 
 
-def fresh_database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+def fresh_database_url(kind: str, tmp_path: Path, *, migrated: bool = False) -> Iterator[str]:
+    """A new database of its own on ``kind``'s backend: empty, or with ``migrated`` a copy of
+    this process's freshly migrated template (``tests/support/db_templates.py``), the same
+    database the migrations make, at the same file path or under the same kind of name."""
     if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        path = tmp_path / "ledger.db"
+        url = f"sqlite:///{path}"
+        if migrated:
+            db_templates.copy_sqlite(path)
+            db_templates.mark_copy(url)
+        try:
+            yield url
+        finally:
+            db_templates.release(url)
         return
     base = postgres_url()
     name = "cst_" + uuid.uuid4().hex[:16]
-    admin = sa.create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(normalize_url(base)).set(database=name).render_as_string(hide_password=False)
+    db_templates.create_postgres(base, name, migrated=migrated)
+    url = db_templates.database_url(base, name)
+    if migrated:
+        db_templates.mark_copy(url)
     try:
         yield url
     finally:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        db_templates.release(url)
+        db_templates.drop_postgres(base, name)
 
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -91,15 +102,57 @@ BACKENDS = ["sqlite", "postgresql"]
 
 @pytest.fixture
 def db_url(request, tmp_path) -> Iterator[str]:
+    """A fresh database's URL: already migrated (a template copy) when the test uses a ``ledger``
+    fixture, which would migrate it first thing; else empty, for the tests that migrate (or run
+    ``csledger init``) themselves. A test marked ``real_migrations`` gets an empty database and
+    its ``ledger`` runs the migrations (tests of the migrations themselves)."""
     kind = getattr(request, "param", None) or getattr(request.cls, "backend", "sqlite")
-    yield from fresh_database_url(kind, tmp_path)
+    yield from fresh_database_url(kind, tmp_path, migrated=wants_template(request))
+
+
+def wants_template(request: pytest.FixtureRequest) -> bool:
+    """Whether a ``db_url`` fixture should hand ``request``'s test a migrated template copy: it
+    uses a ``ledger`` fixture and is not marked ``real_migrations``."""
+    return "ledger" in request.fixturenames and not request.node.get_closest_marker("real_migrations")
+
+
+def migrated_engine(url: str) -> sa.Engine:
+    """An engine on ``url`` with the schema at head: a template copy is already there (checked:
+    its ``alembic_version`` is the head revision); any other database is migrated."""
+    engine = make_engine(url)
+    if db_templates.is_copy(url):
+        with engine.connect() as c:
+            version = c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+        assert version == [_head_revision()], (url, version)
+    else:
+        migrate(engine)
+    return engine
+
+
+def _head_revision() -> str:
+    global _HEAD
+    if _HEAD is None:
+        from alembic.script import ScriptDirectory
+
+        from ledger.storage.engine import alembic_config
+
+        _HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _HEAD
+
+
+_HEAD: str | None = None
+
+
+def migrated_sqlite(path: Path) -> sa.Engine:
+    """An engine on a new, freshly migrated SQLite ledger at ``path`` (a template copy): for
+    tests that make a database of their own many times (property tests, one per example)."""
+    db_templates.copy_sqlite(path)
+    return make_engine(f"sqlite:///{path}")
 
 
 @pytest.fixture
 def ledger(db_url) -> Iterator[Ledger]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    lg = Ledger(engine)
+    lg = Ledger(migrated_engine(db_url))
     yield lg
     lg.dispose()
 
@@ -175,6 +228,11 @@ def entry_count(ledger: Ledger) -> int:
         return c.execute(sa.select(sa.func.count()).select_from(entries_t)).scalar()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_migrations: the test's ledger fixture runs the Alembic migrations "
+                            "on an empty database instead of copying the migrated template")
+
+
 # --- the order of files over xdist's workers (.ci/run) --------------------------------------------
 #: Files that take minutes, longest first (measured in session 30 on a loaded machine: 2-20 min
 #: each there, roughly a third of that alone on 2 cores; see .ci/run). Under ``-n 2 --dist
@@ -241,6 +299,12 @@ def _allowed_skips() -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    failed_drops = db_templates.drop_templates()  # the queued drops, this process's templates
+    if failed_drops:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"dropping test databases failed: {failed_drops}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if os.environ.get("CSLEDGER_FAIL_ON_SKIP") != "1":
         return
     import fnmatch

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from ledger.services.alerts import attach_alert_rules
-from ledger.storage.store import Ledger, make_engine, migrate
-from tests.conftest import Clinic
+from ledger.storage.store import Ledger
+from tests.conftest import Clinic, migrated_engine
 
 
 class Clock:
@@ -30,9 +30,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ledger(db_url, clock) -> Iterator[Ledger]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    lg = Ledger(engine, clock=clock)
+    lg = Ledger(migrated_engine(db_url), clock=clock)
     attach_alert_rules(lg)
     yield lg
     lg.dispose()

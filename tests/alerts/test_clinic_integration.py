@@ -21,9 +21,9 @@ from ledger.domain.commands import (  # noqa: E402
 from ledger.domain.errors import Conflict  # noqa: E402
 from ledger.services import alerts as alert_service  # noqa: E402
 from ledger.services.verify import verify  # noqa: E402
-from ledger.storage.store import Ledger, make_engine, migrate  # noqa: E402
+from ledger.storage.store import Ledger  # noqa: E402
 from tests.clinical.conftest import Ops  # noqa: E402
-from tests.conftest import BACKENDS, KETAMINE_50  # noqa: E402
+from tests.conftest import BACKENDS, KETAMINE_50, migrated_engine  # noqa: E402
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -31,9 +31,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @pytest.fixture
 def ledger(db_url) -> Iterator[Ledger]:  # the real clock: the clinic-operations helpers use it
-    engine = make_engine(db_url)
-    migrate(engine)
-    lg = Ledger(engine)
+    lg = Ledger(migrated_engine(db_url))
     alert_service.attach_alert_rules(lg)
     yield lg
     lg.dispose()

@@ -17,6 +17,7 @@ import tempfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -45,12 +46,20 @@ from ledger.services import stock
 from ledger.services.audit import audit
 from ledger.services.common import product_of_vial
 from ledger.services.verify import verify
-from ledger.storage.store import Ledger, make_engine, migrate
+from ledger.storage.store import Ledger
 from reports.base import build_report
 from reports.verify import verify_report
 from tests.api.conftest import build_api, entry_count
 from tests.clinical.conftest import Ops
-from tests.conftest import BACKENDS, DEA, clinic_today, count_as_booked, fresh_database_url
+from tests.conftest import (
+    BACKENDS,
+    DEA,
+    clinic_today,
+    count_as_booked,
+    fresh_database_url,
+    migrated_sqlite,
+    wants_template,
+)
 from tests.integrity.test_rules_replay import force, sig
 
 SPRAVATO_2 = "50458-0028-02"  # kit of two 28 mg devices (the NDC reference's row)
@@ -62,7 +71,7 @@ UNREGISTERED = "AB7654329"  # a practitioner's number nobody registered here
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path):
     """Every test here on both backends (the ``ledger`` fixture builds on this)."""
-    yield from fresh_database_url(request.param, tmp_path)
+    yield from fresh_database_url(request.param, tmp_path, migrated=wants_template(request))
 
 
 def add_spravato(ops: Ops, ndc: str = SPRAVATO_2) -> None:
@@ -427,8 +436,7 @@ def test_sessions_use_each_device_once_and_the_audit_balances(plan):
     is 56 or 84 mg of as many devices, none used before, observed at least 2 hours; the stock
     never goes below zero, each device leaves once, whole, and the audit balances in devices."""
     folder = tempfile.mkdtemp(prefix="csledger-esk-")
-    engine = make_engine(f"sqlite:///{folder}/ledger.db")
-    migrate(engine)
+    engine = migrated_sqlite(Path(folder) / "ledger.db")
     ledger = Ledger(engine)
     try:
         ops = Ops(ledger)

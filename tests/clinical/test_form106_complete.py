@@ -29,12 +29,12 @@ from ledger.domain.commands import (
 from ledger.domain.errors import Conflict, Forbidden, InvalidInput, LedgerError, NotFound
 from ledger.services import alerts as alert_service
 from ledger.services.verify import verify
-from ledger.storage.store import Ledger, entries_t, make_engine, migrate
+from ledger.storage.store import Ledger, entries_t
 from reports.base import compute_data, kind_named, render_data
 from reports.fmt import Period
 from reports.source import load_snapshot
 from tests.clinical.conftest import Ops
-from tests.conftest import BACKENDS, CLINIC_TZ, entry_count
+from tests.conftest import BACKENDS, CLINIC_TZ, entry_count, migrated_engine
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 TZ = ZoneInfo(CLINIC_TZ)
@@ -57,8 +57,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ledger(db_url, clock) -> Iterator[Ledger]:
-    lg = Ledger(make_engine(db_url), clock=clock)
-    migrate(lg.engine)
+    lg = Ledger(migrated_engine(db_url), clock=clock)
     alert_service.attach_alert_rules(lg)
     yield lg
     lg.dispose()

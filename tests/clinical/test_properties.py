@@ -50,9 +50,16 @@ from ledger.domain.errors import LedgerError
 from ledger.integrity.canonical import decode
 from ledger.services import audit, stock
 from ledger.services.verify import verify
-from ledger.storage.store import Ledger, make_engine, migrate, raw
+from ledger.storage.store import Ledger, raw
 from tests.clinical.conftest import Ops
-from tests.conftest import DEA2, KETAMINE_10, KETAMINE_50, RECEIVER_REGISTRATION, entry_count
+from tests.conftest import (
+    DEA2,
+    KETAMINE_10,
+    KETAMINE_50,
+    RECEIVER_REGISTRATION,
+    entry_count,
+    migrated_sqlite,
+)
 
 ml_amount = st.integers(min_value=1, max_value=1200).map(lambda n: Decimal(n).scaleb(-2))
 step = st.one_of(
@@ -294,8 +301,7 @@ def test_random_sequences_keep_the_invariants(steps, final):
     loss, loss adjustments, corrections, waste), and the difference after adjustments not being
     counted minus the book."""
     with tempfile.TemporaryDirectory() as d:
-        engine = make_engine(f"sqlite:///{Path(d) / 'p.db'}")
-        migrate(engine)
+        engine = migrated_sqlite(Path(d) / "p.db")
         lg = Ledger(engine)
         try:
             start = datetime.now(UTC) - timedelta(days=1)

@@ -81,6 +81,7 @@ class LedgerContract:
         else:
             assert s["synchronous_commit"] == "on"
 
+    @pytest.mark.real_migrations  # the migrations themselves, not a copy of the template they made
     def test_migrations_match_the_models(self, ledger):
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext

@@ -38,9 +38,15 @@ from ledger.domain.commands import (
 from ledger.domain.errors import LedgerError
 from ledger.services import stock
 from ledger.services.verify import verify
-from ledger.storage.store import Ledger, make_engine, migrate
+from ledger.storage.store import Ledger
 from tests.clinical.conftest import Ops
-from tests.conftest import KETAMINE_50, RECIPIENT_REGISTRATION, an_hour_ago, entry_count
+from tests.conftest import (
+    KETAMINE_50,
+    RECIPIENT_REGISTRATION,
+    an_hour_ago,
+    entry_count,
+    migrated_sqlite,
+)
 
 PER = 10  # KETAMINE_50 (67457-0001-10): a carton of 10 vials of 10 mL (csledger's NDC reference)
 FULL = Decimal("10.00")
@@ -64,8 +70,7 @@ step = st.one_of(
                 ("open", 0, 10), ("draw", 0, Decimal("0.35"))])  # a shortfall resolved, vials drawn empty
 def test_a_cartons_units_are_counted_once_and_stock_never_goes_negative(steps):
     with tempfile.TemporaryDirectory() as d:
-        engine = make_engine(f"sqlite:///{Path(d) / 'p.db'}")
-        migrate(engine)
+        engine = migrated_sqlite(Path(d) / "p.db")
         lg = Ledger(engine)
         try:
             ops = Ops(lg)

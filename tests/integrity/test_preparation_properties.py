@@ -31,9 +31,9 @@ from ledger.domain.commands import DrawInput, InfusePreparation, MakePreparation
 from ledger.domain.errors import LedgerError
 from ledger.services import audit, stock
 from ledger.services.verify import verify
-from ledger.storage.store import Ledger, make_engine, migrate
+from ledger.storage.store import Ledger
 from tests.clinical.conftest import PRESCRIBER_DEA, Ops
-from tests.conftest import entry_count
+from tests.conftest import entry_count, migrated_sqlite
 
 STRENGTHS = [Decimal("10.00"), Decimal("50.00"), Decimal("100.00")]
 #: Volumes to syringe resolution (0.005 mL steps) and to 2 decimals.
@@ -82,8 +82,7 @@ step = st.one_of(
 @given(steps=st.lists(step, min_size=2, max_size=10))
 def test_random_preparations_and_partial_infusions_keep_the_invariants(steps):
     with tempfile.TemporaryDirectory() as d:
-        engine = make_engine(f"sqlite:///{Path(d) / 'p.db'}")
-        migrate(engine)
+        engine = migrated_sqlite(Path(d) / "p.db")
         lg = Ledger(engine)
         try:
             start = datetime.now(UTC) - timedelta(days=1)

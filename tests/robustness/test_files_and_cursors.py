@@ -27,7 +27,7 @@ import pytest
 from ledger.storage.store import Ledger
 from tests.api.conftest import build_api
 from tests.cli.test_cli import INIT, run
-from tests.conftest import BACKENDS, KETAMINE_50, an_hour_ago, fresh_database_url
+from tests.conftest import BACKENDS, KETAMINE_50, an_hour_ago, fresh_database_url, wants_template
 
 # --- files at rest -------------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ BAD_SEQS = [str(2**63), str(2**64), "1" + "0" * 40, "-1", "abc", "1.5", "1e3", "
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path):
-    yield from fresh_database_url(request.param, tmp_path)
+    yield from fresh_database_url(request.param, tmp_path, migrated=wants_template(request))
 
 
 @pytest.fixture
