@@ -83,3 +83,23 @@ def test_bench_without_eventsourcing_says_how_to_install(tmp_path, monkeypatch):
     text = buf.getvalue()
     assert "pip install 'csledger[bench]'" in text
     assert "eventsourcing (SQLite, 2 threads)" not in text
+
+
+def test_the_append_cpu_script_runs_and_a_receipt_reads_no_cached_reference_row(tmp_path):
+    """``bench/append_cpu.py`` (issue 22) as a subprocess, small: it prints its figures and the
+    statements of a receipt, and none of them reads a row the reference cache holds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ledger.storage.store import ReferenceCache
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "append_cpu.py"
+    out = subprocess.run([sys.executable, str(script), "--commands", "5", "--warm", "2",
+                          "--db", f"sqlite:///{tmp_path / 'ledger.db'}"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "ms per command" in out and "statements per receipt" in out
+    listed = [ln for ln in out.splitlines() if ln.startswith("  ")]
+    assert any("INSERT INTO entries" in ln for ln in listed)
+    for table in ReferenceCache.TABLES:
+        assert not [ln for ln in listed if f"FROM {table} " in ln], table
