@@ -50,6 +50,13 @@ walks a registrant's chain in ``seq`` order and, for each entry at its place, ch
   supplier's registration as recorded at that seq, its ``supplier_id`` and its DSCSA status.
   Required on every transfer and return after the registrant's first issue-19 registration
   (a supplier's, a prescriber's, or one copied by a transfer or return); earlier ones are not;
+- ``supplier-registered`` (issue 19): a receipt names a supplier added in the chain and copies
+  its registration and DSCSA status as recorded at that seq, current on the receipt's local day,
+  covering its products' schedules, from an authorized trading partner
+  (``trading_partners.receipt_refusal``, the service's own rule); receipts from before the
+  supplier's registration was recorded copy none;
+- ``product-as-added``: each line of a receipt describes its product exactly as the chain's
+  ``product_added`` entry did (strength, container, schedule, units per package);
 - ``package-contents``, ``package-once``, ``package-sealed`` (issue 19, package hierarchy): a
   ``package_opened`` names a package an earlier receipt received, not opened before, still on hand,
   and its units found and missing are exactly the units received in it (found no more than it was
@@ -342,6 +349,16 @@ class _Cosigned:
         return None if self.done else self.current[1]
 
 
+#: A product description's fields as entries recorded before issue 19 left them out.
+_PRODUCT_DEFAULTS = {"unit_kind": "vial", "unit_ndc": None, "units_per_package": 1}
+
+
+def _as_added(product: dict[str, Any]) -> dict[str, Any]:
+    """A product description with issue 19's defaults filled in (the projection fills them the
+    same way), so a receipt's copy compares with a ``product_added`` written before them."""
+    return {**_PRODUCT_DEFAULTS, **{k: v for k, v in product.items() if v is not None or k not in _PRODUCT_DEFAULTS}}
+
+
 class RulesReplay:
     """One registrant's rules, replayed entry by entry (call ``check`` in seq order)."""
 
@@ -403,6 +420,8 @@ class RulesReplay:
         #: and return must copy its recipient's).
         self.suppliers: dict[str, dict[str, Any]] = {}
         self.registrations_recorded = False
+        #: NDC key -> the product as its ``product_added`` entry described it (a receipt copies it).
+        self.products: dict[str, dict[str, Any]] = {}
 
     def check(self, e: dict[str, Any], moved: list | None = None) -> str | None:
         """The rule entry ``e`` breaks at its place in the chain (text naming it), or None; the
@@ -560,6 +579,8 @@ class RulesReplay:
             self._preparation(e)
         elif kind in ("stock_transferred", "stock_returned"):  # issue 19, recipients part
             self._recipient(e)
+        elif kind == "stock_received":  # issue 19: the supplier's registration it was checked against
+            self._supplier_of_receipt(e)
         elif kind == "esketamine_session_recorded":  # issue 19, esketamine part
             self._esketamine_session(e)
         if kind == "inventory_taken":  # issue 20
@@ -691,6 +712,39 @@ class RulesReplay:
                                                          f"{reg}; at that seq it was recorded as "
                                                          f"{sup and sup['registration']} (DSCSA partner "
                                                          f"{sup and sup['partner']})")
+
+    def _supplier_of_receipt(self, e: dict[str, Any]) -> None:
+        """Issue 19: a receipt copies the supplier's registration and DSCSA status as recorded in
+        the chain at that seq, and they allow it (``trading_partners.receipt_refusal``, the
+        service's own rule). Why replay it: the service checks the ``suppliers`` table, which a
+        database writer can edit for one receipt and put back; the entries keep the truth."""
+        sup = e.get("supplier") or {}
+        sid = sup.get("supplier_id")
+        recorded = self.suppliers.get(sid)
+        if recorded is None:
+            raise RuleBroken("supplier-registered", f"the receipt names supplier {sid!r}, never added in this chain")
+        copied = sup.get("registration")
+        if not (recorded["registration"] is None and copied is None) and (  # (else: from before issue 19)
+                copied != recorded["registration"] or sup.get("authorized_trading_partner") != recorded["partner"]
+                or sup.get("dea_number") != recorded["dea_number"]):
+            raise RuleBroken("supplier-registered", f"the receipt copies supplier {sid}'s registration as {copied} "
+                                                    f"(DSCSA partner {sup.get('authorized_trading_partner')}); at that "
+                                                    f"seq it was recorded as {recorded['registration']} (DSCSA partner "
+                                                    f"{recorded['partner']})")
+        for i, ln in enumerate(e.get("lines") or ()):
+            p = ln.get("product") or {}
+            added = self.products.get(p.get("ndc_key"))
+            if added is None or _as_added(p) != added:
+                raise RuleBroken("product-as-added", f"line {i + 1} of the receipt describes NDC {p.get('ndc')} as {p}; "
+                                                     f"it was added as {added}")
+        if recorded["registration"] is None and copied is None:
+            return
+        day = _time(e.get("occurred_at"), "occurred_at").astimezone(self.tz or UTC).date()
+        row = {"name": sup.get("name"), "supplier_id": sid, "registration_expires_on": copied["expires_on"],
+               "schedules": ",".join(copied["schedules"]), "authorized_trading_partner": recorded["partner"]}
+        refusal = trading_partners.receipt_refusal(row, day, {ln["product"].get("schedule") for ln in e.get("lines") or ()})
+        if refusal is not None:
+            raise RuleBroken("supplier-registered", refusal)
 
     def _note_registrations(self, e: dict[str, Any]) -> None:
         kind = e["kind"]
@@ -979,6 +1033,8 @@ class RulesReplay:
     def _apply(self, e: dict[str, Any], moved: list | None = None) -> None:
         kind = e["kind"]
         self._note_registrations(e)  # issue 19, recipients part
+        if kind == "product_added":
+            self.products[e["product"]["ndc_key"]] = _as_added(e["product"])
         if kind == "registrant_registered":
             self.clinic_state = (e.get("address") or {}).get("state")
             self.tz = ZoneInfo(e["time_zone"])

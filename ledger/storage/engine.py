@@ -142,6 +142,9 @@ def make_engine(url: str) -> Engine:
             connect_args={"options": "-c synchronous_commit=on"},
             pool_size=20,
             max_overflow=20,
+            # The connection used last is handed out first, so under steady traffic the same few
+            # stay warm (and skip the ping below) while the rest sit idle and are pinged.
+            pool_use_lifo=True,
         )
 
         # A pooled connection is pinged before use only when it has sat idle for a while. Why:
@@ -151,8 +154,11 @@ def make_engine(url: str) -> Engine:
         # before the command runs; one that dies within the window fails its command, which
         # SQLAlchemy reports as a disconnect (the pool is invalidated) and the caller retries.
         # The window is HikariCP's ``aliveBypassWindowMs`` default.
+        @event.listens_for(engine, "connect")
         @event.listens_for(engine, "checkin")
         def _stamp_idle(_dbapi_connection, record):
+            # (On connect too: a connection just made needs no ping, and ``record.info`` starts
+            # empty on every reconnect.)
             record.info[_IDLE_SINCE] = time.monotonic()
 
         @event.listens_for(engine, "checkout")
@@ -161,11 +167,12 @@ def make_engine(url: str) -> Engine:
             if since is not None and time.monotonic() - since < PING_AFTER_IDLE_S:
                 return
             try:
-                ok = engine.dialect.do_ping(dbapi_connection)
-            except Exception as exc:  # noqa: BLE001 - any failure: the pool retries with a new connection
-                raise sa.exc.DisconnectionError(f"pooled connection failed its ping ({type(exc).__name__})") from exc
-            if not ok:
-                raise sa.exc.DisconnectionError("pooled connection failed its ping")
+                engine.dialect.do_ping(dbapi_connection)
+            except engine.dialect.dbapi.Error as exc:
+                # As ``pool_pre_ping`` did: the whole pool is replaced (after a restart or a
+                # failover every idle connection is dead, and each would wait on its own ping),
+                # and the pool retries the checkout with a new connection.
+                raise sa.exc.InvalidatePoolError(f"pooled connection failed its ping ({type(exc).__name__})") from exc
 
         @event.listens_for(engine, "after_cursor_execute")
         def _sync_pipeline(conn, _cursor, _statement, _parameters, _context, _executemany):

@@ -176,11 +176,14 @@ class ReferenceCache:
     the product, three round trips on PostgreSQL) and almost no entry changes them. Projections
     are a function of the chain, and a head's leaf hash commits to the whole chain before it, so
     a row read at head (seq, leaf) is the row at that head wherever and whenever it is asked
-    again; ``carry_forward`` moves the rows on over an entry that writes none of these tables. A
-    rolled-back entry's head is never asked for again; a restored or replaced database, or
-    another process's append, shows a head this cache does not hold, and the rows are read
-    afresh. (An edit of these tables by hand, behind the entries, is not seen until then:
-    ``verify --deep`` is what finds it.)"""
+    again; ``carry_forward`` moves the rows on over an entry that writes none of these tables.
+    A rolled-back entry's head is not asked for again (or, if an identical entry is appended
+    again, stands for the same rows); a restored or replaced database, or another process's
+    append, shows a head this cache does not hold, and the rows are read afresh. An edit of these
+    tables by hand, behind the entries, is not seen while the rows are cached, and a forged row
+    read once may outlive its own revert: ``verify --deep`` names every entry that used one (each
+    entry copies the rows it was checked against and the rules replay them against the chain:
+    ``supplier-registered``, ``tests/integrity/test_forged_supplier_row.py``)."""
 
     #: The tables kept (written only by ``projections.apply``, through ``SqlStateView.put``).
     TABLES = frozenset({"registrants", "policies", "suppliers", "products"})
@@ -250,18 +253,25 @@ class SqlStateView:
             return True, row
         if table in self._MEMO_SQL:
             # The registrant's row rides along with the policies read (a schema without the
-            # policies table never reads them, so the batch never names a missing table).
+            # policies table never reads them, so the batch never names a missing table). Their
+            # absence is kept too: a registrant without a policy runs on the defaults.
             wanted = [table] + (["registrants"] if table == "policies" and not cache.get(
                 self.registrant, self.at, ("registrants", (self.registrant,)))[0] else [])
             rows = self.raw.batch(self.conn, [(self._MEMO_SQL[t], {"k": self.registrant}) for t in wanted])
-            for t, found in zip(wanted, rows, strict=True):
-                cache.put(self.registrant, self.at, (t, (self.registrant,)), self._row(t, found[0]) if found else None)
+            got = {t: self._row(t, found[0]) if found else None for t, found in zip(wanted, rows, strict=True)}
+            for t, row in got.items():
+                cache.put(self.registrant, self.at, (t, (self.registrant,)), row)
+            row = got[table]
         else:
             cols = projections.PRIMARY_KEYS[table]
             found = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
                                  {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
-            cache.put(self.registrant, self.at, (table, key), self._row(table, found) if found is not None else None)
-        return cache.get(self.registrant, self.at, (table, key))
+            row = self._row(table, found) if found is not None else None
+            if row is not None:
+                # Only rows that exist: a made-up supplier id or NDC in a refused command must
+                # not fill the registrant's slots (``MAX_ROWS``).
+                cache.put(self.registrant, self.at, (table, key), row)
+        return True, (dict(row) if row is not None else None)
 
     def _forget(self, table: str) -> None:
         if table in ReferenceCache.TABLES:

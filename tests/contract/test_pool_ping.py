@@ -37,6 +37,7 @@ def test_a_connection_dropped_while_idle_is_replaced_before_the_command(ledger):
     assert dropped >= 1
     time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
     services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))  # no error: replaced after its ping
+    assert ledger.engine.pool.checkedout() == 0
     assert entry_count(ledger) == before + 1
 
 
@@ -47,9 +48,12 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(ledger, monkeypatch):
     pings: list[int] = []
     real = ledger.engine.dialect.do_ping
     monkeypatch.setattr(ledger.engine.dialect, "do_ping", lambda conn: pings.append(1) or real(conn))
+    # A window no stall of a busy test machine reaches: "a moment ago" is then certain.
+    monkeypatch.setattr(engine_mod, "PING_AFTER_IDLE_S", 60.0)
     for i in range(2, 7):
         services.receive_stock(ledger, clinic.nurse, receipt(clinic, f"INV-{i}"))
     assert len(pings) == 0
-    time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
+    monkeypatch.setattr(engine_mod, "PING_AFTER_IDLE_S", 0.05)
+    time.sleep(0.2)
     services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-9"))
-    assert len(pings) == 1
+    assert len(pings) >= 1

@@ -57,7 +57,8 @@ def test_a_change_recorded_by_another_process_is_seen(db_url, ledger):
 
 @BOTH
 def test_a_product_added_after_a_refused_receipt_is_found(ledger):
-    """The absence of a row is cached too, and an entry adding the row ends it."""
+    """A product refused as unknown is found once an entry adds it (absent products and
+    suppliers are not cached; the registrant's absent policy is)."""
     clinic = Clinic(ledger)
     ndc = "00409-2051-05"
     with pytest.raises(NotFound, match="add the product first"):
@@ -104,3 +105,17 @@ def test_rows_are_served_only_at_the_head_they_were_read_at():
     assert cache.get(DEA, (6, "d" * 64), key) == (True, {"name": "Gulf"})
     cache.put("OTHER", (6, "d" * 64), key, None)  # known absent, per registrant
     assert cache.get("OTHER", (6, "d" * 64), key) == (True, None)
+
+
+@BOTH
+def test_made_up_ndcs_do_not_fill_the_cache(ledger):
+    """A refused receipt's unknown NDC is not kept: made-up ones cannot crowd the real rows out."""
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))
+    for i in range(5):
+        with pytest.raises(NotFound):
+            services.receive_stock(ledger, clinic.nurse, receipt(clinic, f"INV-X{i}", ndc=f"00409-205{i}-05"))
+    cache = store.reference_cache(ledger.engine)
+    held = cache._at[DEA][1]  # noqa: SLF001 - what the cache holds is the point
+    assert not [k for k, row in held.items() if row is None and k[0] in ("products", "suppliers")], held.keys()
+    assert ("products", (DEA, "67457000110")) in held
