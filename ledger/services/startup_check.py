@@ -198,7 +198,11 @@ class ChainGuard:
     def verify_once(self) -> dict[str, str]:
         """Fast-verify every chain; refuse the failing ones, restore (and alert) the repaired ones."""
         from ledger.services.verify import verify
+        from ledger.storage.store import reference_cache
 
+        # A reference row edited (or repaired) by hand behind the entries is read afresh from
+        # here on: the cache holds one at most one interval (docs/threat-model.md).
+        reference_cache(self.ledger.engine).clear()
         report = verify(self.ledger)
         # The tail check too: a well-formed entry slipped in after the last checkpoint passes the
         # fast verify (the checkpoint is a consistent prefix) and would be signed by the next append.

@@ -212,6 +212,12 @@ class ReferenceCache:
             if len(held[1]) < self.MAX_ROWS:
                 held[1][key] = dict(row) if row is not None else None
 
+    def clear(self) -> None:
+        """Forget every row (the periodic chain check does, so a row edited or repaired by hand
+        is read afresh at least that often)."""
+        with self._lock:
+            self._at.clear()
+
     def carry_forward(self, registrant: str, before: tuple[int, str], after: tuple[int, str]) -> None:
         """An entry appended at ``after`` onto ``before`` wrote none of ``TABLES``: the rows at
         ``before`` are the rows at ``after``."""

@@ -119,3 +119,27 @@ def test_made_up_ndcs_do_not_fill_the_cache(ledger):
     held = cache._at[DEA][1]  # noqa: SLF001 - what the cache holds is the point
     assert not [k for k, row in held.items() if row is None and k[0] in ("products", "suppliers")], held.keys()
     assert ("products", (DEA, "67457000110")) in held
+
+
+@BOTH
+def test_a_row_edited_by_hand_is_read_afresh_after_the_periodic_check(db_url, ledger, tmp_path):
+    """The cache holds a row edited (or repaired) behind the entries at most until the server's
+    periodic chain check (``ChainGuard.verify_once``) clears it."""
+    import sqlalchemy as sa
+
+    from ledger.services.startup_check import ChainGuard
+    from ledger.storage.log import attach
+    from tests.integrity.conftest import settings_for
+
+    log = attach(ledger, settings_for(tmp_path))
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))  # the supplier's row is cached
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as c:  # a hand edit: the supplier no longer covers Schedule III
+            c.execute(sa.text("UPDATE suppliers SET schedules = '2,2N' WHERE registrant = :r"), {"r": DEA})
+    finally:
+        engine.dispose()
+    ChainGuard(ledger, log).verify_once()
+    with pytest.raises(Conflict, match="(?i)schedule"):
+        services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))
