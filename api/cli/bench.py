@@ -24,7 +24,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -176,7 +176,12 @@ def _grow(ledger: Ledger, nurse: Principal, supplier_id: str, target: int, start
             for k in range(batch):
                 ctx.append(ev.StockReceived(
                     invoice_number=f"FILL-{i0 + k:08d}",
-                    supplier=ev.SupplierCopy(sup["supplier_id"], sup["name"], ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]), sup["dea_number"]),
+                    # the registration and DSCSA status the receipt service copies (verify --deep's
+                    # ``supplier-registered`` rule replays them against the chain)
+                    supplier=ev.SupplierCopy(sup["supplier_id"], sup["name"], ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]), sup["dea_number"],
+                                             registration=ev.DeaRegistration(date.fromisoformat(str(sup["registration_expires_on"])),
+                                                                             tuple(x for x in sup["schedules"].split(",") if x)),
+                                             authorized_trading_partner=bool(sup["authorized_trading_partner"])),
                     lines=(ev.ReceivedLine(product, 1, "LOT-A1", datetime(2030, 1, 31).date(), (f"V{ctx.next_seq}-1",)),),
                 ), signatures=[ctx.signature(nurse, Meaning.RECEIVED) if signed else sig], occurred_at=ctx.now)
             return {}
