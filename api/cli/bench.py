@@ -24,7 +24,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -56,6 +56,7 @@ from ledger.integrity.staff_signatures import (
     verify_password_key,
 )
 from ledger.services.common import request_fields
+from ledger.services.receiving import supplier_copy
 from ledger.services.verify import VerifyReport, verify
 from ledger.storage.store import Ledger, entries_t, migrate
 
@@ -176,12 +177,7 @@ def _grow(ledger: Ledger, nurse: Principal, supplier_id: str, target: int, start
             for k in range(batch):
                 ctx.append(ev.StockReceived(
                     invoice_number=f"FILL-{i0 + k:08d}",
-                    # the registration and DSCSA status the receipt service copies (verify --deep's
-                    # ``supplier-registered`` rule replays them against the chain)
-                    supplier=ev.SupplierCopy(sup["supplier_id"], sup["name"], ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]), sup["dea_number"],
-                                             registration=ev.DeaRegistration(date.fromisoformat(str(sup["registration_expires_on"])),
-                                                                             tuple(x for x in sup["schedules"].split(",") if x)),
-                                             authorized_trading_partner=bool(sup["authorized_trading_partner"])),
+                    supplier=supplier_copy(sup),  # as the receipt service copies it
                     lines=(ev.ReceivedLine(product, 1, "LOT-A1", datetime(2030, 1, 31).date(), (f"V{ctx.next_seq}-1",)),),
                 ), signatures=[ctx.signature(nurse, Meaning.RECEIVED) if signed else sig], occurred_at=ctx.now)
             return {}

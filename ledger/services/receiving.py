@@ -165,6 +165,19 @@ def _has_initial_inventory(ctx: CommandContext) -> bool:
     return has_entry_of_kind(ctx.conn, "inventory_taken", ctx.registrant)
 
 
+def supplier_copy(sup: dict) -> ev.SupplierCopy:
+    """The ``suppliers`` row as a receipt copies it: with the registration and DSCSA status it was
+    checked against (issue 19; ``verify --deep`` replays them, rule ``supplier-registered``)."""
+    return ev.SupplierCopy(
+        supplier_id=sup["supplier_id"], name=sup["name"],
+        address=ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]),
+        dea_number=sup["dea_number"],
+        registration=ev.DeaRegistration(date.fromisoformat(str(sup["registration_expires_on"])),
+                                        tuple(x for x in sup["schedules"].split(",") if x)),
+        authorized_trading_partner=bool(sup["authorized_trading_partner"]),
+    )
+
+
 def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, idempotency_key: str | None = None) -> dict:
     """A receipt on an invoice (Schedule III moves on invoices, not Form 222). Each container
     gets its own identity; the supplier and product are copied into the entry."""
@@ -231,14 +244,7 @@ def receive_stock(ledger: Ledger, principal: Principal, cmd: ReceiveStock, *, id
         refusal = trading_partners.receipt_refusal(sup, local_day, {ln.product.schedule for ln in lines})
         if refusal is not None:
             raise Conflict(refusal, field="supplier_id")
-        supplier = ev.SupplierCopy(
-            supplier_id=sup["supplier_id"], name=sup["name"],
-            address=ev.Address(sup["street"], sup["city"], sup["state"], sup["postal_code"]),
-            dea_number=sup["dea_number"],
-            registration=ev.DeaRegistration(date.fromisoformat(str(sup["registration_expires_on"])),
-                                            tuple(x for x in sup["schedules"].split(",") if x)),
-            authorized_trading_partner=bool(sup["authorized_trading_partner"]),
-        )
+        supplier = supplier_copy(sup)
         dscsa = (text(cmd.dscsa_reference, field="dscsa_reference", max_len=200)
                  if getattr(cmd, "dscsa_reference", None) is not None else None)
         docs = stored_documents(ctx, getattr(cmd, "documents", ()))

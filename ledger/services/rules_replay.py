@@ -724,7 +724,8 @@ class RulesReplay:
         if recorded is None:
             raise RuleBroken("supplier-registered", f"the receipt names supplier {sid!r}, never added in this chain")
         copied = sup.get("registration")
-        if not (recorded["registration"] is None and copied is None) and (  # (else: from before issue 19)
+        before_registrations = recorded["registration"] is None and copied is None  # issue 19 came later
+        if not before_registrations and (
                 copied != recorded["registration"] or sup.get("authorized_trading_partner") != recorded["partner"]
                 or sup.get("dea_number") != recorded["dea_number"]):
             raise RuleBroken("supplier-registered", f"the receipt copies supplier {sid}'s registration as {copied} "
@@ -737,7 +738,7 @@ class RulesReplay:
             if added is None or _as_added(p) != added:
                 raise RuleBroken("product-as-added", f"line {i + 1} of the receipt describes NDC {p.get('ndc')} as {p}; "
                                                      f"it was added as {added}")
-        if recorded["registration"] is None and copied is None:
+        if before_registrations:
             return
         day = _time(e.get("occurred_at"), "occurred_at").astimezone(self.tz or UTC).date()
         row = {"name": sup.get("name"), "supplier_id": sid, "registration_expires_on": copied["expires_on"],

@@ -269,17 +269,14 @@ class SqlStateView:
                 cache.put(self.registrant, self.at, (t, (self.registrant,)), row)
             row = got[table]
         else:
-            cols = projections.PRIMARY_KEYS[table]
-            found = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
-                                 {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
-            row = self._row(table, found) if found is not None else None
+            row = self._read(table, key)
             if row is not None:
                 # Only rows that exist: a made-up supplier id or NDC in a refused command must
                 # not fill the registrant's slots (``MAX_ROWS``).
                 cache.put(self.registrant, self.at, (table, key), row)
         return True, (dict(row) if row is not None else None)
 
-    def _forget(self, table: str) -> None:
+    def _note_write(self, table: str) -> None:
         if table in ReferenceCache.TABLES:
             self.reference_writes += 1
 
@@ -300,17 +297,21 @@ class SqlStateView:
         hit, row = self._cached(table, tuple(key))
         if hit:
             return row
+        return self._read(table, tuple(key))
+
+    def _read(self, table: str, key: tuple) -> dict[str, Any] | None:
+        """The row from the database (not the cache)."""
         if table in self._MEMO_SQL:
             row = self.raw.one(self.conn, self._MEMO_SQL[table], {"k": key[0]})
-            return self._row(table, row) if row is not None else None
-        cols = projections.PRIMARY_KEYS[table]
-        row = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
-                           {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
+        else:
+            cols = projections.PRIMARY_KEYS[table]
+            row = self.raw.one(self.conn, f"SELECT * FROM {table} WHERE {self._where(table, cols)}",
+                               {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
         return self._row(table, row) if row is not None else None
 
     def put(self, table: str, row: dict[str, Any]) -> None:
         """Insert or replace the row (one statement: INSERT .. ON CONFLICT DO UPDATE, on both)."""
-        self._forget(table)
+        self._note_write(table)
         pk = projections.PRIMARY_KEYS[table]
         cols = list(row)
         others = [c for c in cols if c not in pk]
@@ -320,7 +321,7 @@ class SqlStateView:
         self.raw.run(self.conn, sql, row)
 
     def delete(self, table: str, key: tuple) -> None:
-        self._forget(table)
+        self._note_write(table)
         cols = projections.PRIMARY_KEYS[table]
         self.raw.run(self.conn, f"DELETE FROM {table} WHERE {self._where(table, cols)}",
                      {f"k_{c}": v for c, v in zip(cols, key, strict=True)})
