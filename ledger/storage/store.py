@@ -15,7 +15,7 @@ import json
 import re
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -704,6 +704,83 @@ _LEADING = threading.local()
 _GROUP_MAX = 64
 
 
+class WriteSlots:
+    """At most ``slots`` append transactions of one process run at once; the others wait their
+    turn in order of arrival, and each is handed its slot by the transaction before it.
+
+    Why: a transaction in flight is mostly this process's Python work, and under CPython's
+    interpreter lock more of them at once only add hand-offs of that lock. With 20 registrants
+    on one PostgreSQL server and no limit, every command cost about 2 ms of kernel time in
+    context switches (240 a command) on top of its own work, and a median command waited 60 to
+    70 ms. SQLite has one writer per database, so a second transaction in flight only sleeps in
+    SQLite's busy handler: with 20 registrants the slowest commands waited 330 to 430 ms. The
+    figures, and those with the limit, are in ``docs/benchmarks.md``.
+
+    Registrants still never wait for each other's locks or commits: a slot is only a turn at the
+    process's CPU, handed out first come, first served. A thread already holding a slot (a
+    command started from inside another registrant's command) goes on without a second one."""
+
+    def __init__(self, slots: int):
+        if slots < 1:
+            raise ValueError(f"write slots must be at least 1, not {slots}")
+        self.slots = slots
+        self._free = slots
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._held = threading.local()
+
+    def __enter__(self) -> WriteSlots:
+        depth = getattr(self._held, "depth", 0)
+        if depth == 0:
+            with self._lock:
+                if self._free and not self._waiters:
+                    self._free -= 1
+                    turn = None
+                else:
+                    turn = threading.Lock()
+                    turn.acquire()
+                    self._waiters.append(turn)
+            if turn is not None:
+                try:
+                    self._wait_for(turn)
+                except BaseException:
+                    with self._lock:
+                        handed = turn not in self._waiters
+                        if not handed:
+                            self._waiters.remove(turn)
+                    if handed:
+                        self._hand_on()
+                    raise
+        self._held.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held.depth -= 1
+        if self._held.depth == 0:
+            self._hand_on()
+
+    def _wait_for(self, turn: threading.Lock) -> None:
+        turn.acquire()  # released by the holder whose slot this thread is handed
+
+    def _hand_on(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1
+
+    def waiting(self) -> int:
+        """Threads waiting for a slot (for tests and health)."""
+        with self._lock:
+            return len(self._waiters)
+
+
+def write_slots_for(dialect: str) -> int:
+    """The default number of :class:`WriteSlots`: one on SQLite (one writer per database), two on
+    PostgreSQL (one transaction's Python runs while the other waits for the server)."""
+    return 1 if dialect == "sqlite" else 2
+
+
 @dataclass(eq=False)
 class _Pending:
     """One command waiting for (or in) a group commit, and what its caller is answered."""
@@ -735,9 +812,11 @@ class _Group:
 class Ledger:
     """The ledger over one database. Thread-safe: each command gets its own connection."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow, write_slots: int | None = None):
         self.engine = engine
         self.clock = clock
+        #: Append transactions of this process run at most this many at once (``WriteSlots``).
+        self.write_slots = WriteSlots(write_slots or write_slots_for(engine.dialect.name))
         #: Called after every entry is inserted, inside the transaction (Merkle nodes).
         self.after_append: list[Callable[[CommandContext, AppendedEntry, bytes], None]] = [write_merkle_nodes]
         #: Called before commit, inside the transaction: once per command (alert rules), or, for
@@ -799,7 +878,7 @@ class Ledger:
                 pending.leader = True
         while not pending.finished:
             if pending.leader:
-                self._lead(group)
+                self._lead(group, pending)
             else:
                 pending.wake.wait()
                 pending.wake.clear()
@@ -823,22 +902,31 @@ class Ledger:
                 group = self._groups[registrant] = _Group()
             return group
 
-    def _lead(self, group: _Group) -> None:
-        """Run the waiting commands as one transaction, then hand the lead to the next waiter."""
-        with group.lock:
-            batch, group.queue = group.queue[:_GROUP_MAX], group.queue[_GROUP_MAX:]
+    def _lead(self, group: _Group, me: _Pending) -> None:
+        """Run the waiting commands as one transaction, then hand the lead to the next waiter.
+
+        The batch is taken once this transaction has its write slot, so the commands that
+        arrived while it waited for one are committed with it."""
         leading = _LEADING.__dict__.setdefault("registrants", set())
-        leading.add(batch[0].registrant)
+        batch: list[_Pending] = []
         try:
-            self._run_group(batch)
+            with self.write_slots:
+                with group.lock:
+                    batch, group.queue = group.queue[:_GROUP_MAX], group.queue[_GROUP_MAX:]
+                leading.add(me.registrant)
+                self._run_group(batch)
         except BaseException as exc:  # never leave a waiter hanging, whatever happened
+            if not batch:  # stopped while waiting for a slot: only this caller's command fails
+                with group.lock:
+                    group.queue.remove(me)
+                batch = [me]
             for p in batch:
                 if not p.finished:
                     p.error, p.finished = exc if isinstance(exc, Exception) else Conflict(
                         "the ledger stopped while this command ran; nothing was recorded, retry"), True
             raise
         finally:
-            leading.discard(batch[0].registrant)
+            leading.discard(me.registrant)
             with group.lock:
                 if group.queue:
                     nxt = group.queue[0]
