@@ -57,3 +57,41 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(ledger, monkeypatch):
     time.sleep(0.2)
     services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-9"))
     assert len(pings) >= 1
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_one_failed_ping_replaces_every_pooled_connection(ledger, monkeypatch):
+    """After a restart or a failover every idle connection is dead: the first failed ping
+    replaces the whole pool, so the connections handed out next are new ones, not dead ones that
+    each wait for a ping of their own (review of issue 22)."""
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))
+    held = [ledger.engine.connect() for _ in range(4)]  # four connections in the pool
+    for c in held:
+        c.exec_driver_sql("SELECT 1")
+    for c in held:
+        c.close()
+    database = ledger.engine.url.database
+    admin = sa.create_engine(ledger.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            dropped = c.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                        "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar()
+    finally:
+        admin.dispose()
+    assert dropped >= 4
+    time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
+    pings: list[int] = []
+    real = ledger.engine.dialect.do_ping
+    monkeypatch.setattr(ledger.engine.dialect, "do_ping", lambda conn: pings.append(1) or real(conn))
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))  # its checkout's ping fails
+    assert len(pings) == 1
+    # From now on nothing is pinged: a dead connection still in the pool would fail below.
+    monkeypatch.setattr(engine_mod, "PING_AFTER_IDLE_S", 3600.0)
+    again = [ledger.engine.connect() for _ in range(4)]
+    try:
+        assert [c.exec_driver_sql("SELECT 1").scalar() for c in again] == [1, 1, 1, 1]
+    finally:
+        for c in again:
+            c.close()
+    assert len(pings) == 1

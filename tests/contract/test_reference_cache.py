@@ -143,3 +143,27 @@ def test_a_row_edited_by_hand_is_read_afresh_after_the_periodic_check(db_url, le
     ChainGuard(ledger, log).verify_once()
     with pytest.raises(Conflict, match="(?i)schedule"):
         services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))
+
+
+@BOTH
+def test_a_projection_that_reads_a_row_it_just_wrote_gets_the_new_row(ledger, monkeypatch):
+    """While an entry's projections are applied the view is at no chain head, so a read there
+    goes to the database. Served from the cache (the head before the entry), a projection that
+    reads back a supplier it just changed would build on the old row. No projection does that
+    today; this keeps it safe for the next one (review of issue 22)."""
+    from ledger.domain import projections
+
+    clinic = Clinic(ledger)
+    services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))  # the supplier is cached now
+    seen: list[dict | None] = []
+    real_apply = projections.apply
+
+    def apply_then_read_back(entry, view):
+        real_apply(entry, view)
+        if entry["kind"] == "supplier_registration_recorded":
+            seen.append(view.get("suppliers", (DEA, entry["supplier_id"])))
+
+    monkeypatch.setattr(projections, "apply", apply_then_read_back)
+    _lose_schedule_iii(ledger, clinic)
+    assert len(seen) == 1 and seen[0] is not None
+    assert seen[0]["schedules"] == ",".join(NOT_SCHEDULE_III.schedules), "read the cached row, not the one written"
