@@ -16,6 +16,7 @@ from ledger.integrity.checkpoints import (
 )
 from ledger.storage.store import (
     node_reader,
+    prefetched,
     raw,
 )
 
@@ -48,8 +49,13 @@ def log_keys(conn: Connection, registrant: str) -> list[LogKeyRow]:
 
 
 def keys_and_latest_checkpoint(conn: Connection, registrant: str) -> tuple[list[LogKeyRow], StoredCheckpoint | None]:
-    """``log_keys`` and ``latest_checkpoint`` read together (one round trip on PostgreSQL)."""
-    keys, cps = raw(conn).batch(conn, [(LOG_KEYS_SQL, {"r": registrant}), (LATEST_CHECKPOINT_SQL, {"r": registrant})])
+    """``log_keys`` and ``latest_checkpoint`` read together (one round trip on PostgreSQL), or,
+    in an append transaction, taken from the reads sent with its head read (``attach`` names
+    them in ``Ledger.prefetch``; nothing else in the transaction writes these tables before
+    the checkpoint hook does)."""
+    keys, cps = prefetched(conn, "log_keys"), prefetched(conn, "latest_checkpoint")
+    if keys is None or cps is None:
+        keys, cps = raw(conn).batch(conn, [(LOG_KEYS_SQL, {"r": registrant}), (LATEST_CHECKPOINT_SQL, {"r": registrant})])
     return [LogKeyRow(**r) for r in keys], (StoredCheckpoint(**cps[0]) if cps else None)
 
 

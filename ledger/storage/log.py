@@ -53,6 +53,8 @@ from ledger.integrity.checkpoints import (
     verify_cosignature,
 )
 from ledger.storage.checkpoint_store import (  # noqa: F401  (re-exported)
+    LATEST_CHECKPOINT_SQL,
+    LOG_KEYS_SQL,
     LogKeyRow,
     StoredCheckpoint,
     WitnessEntry,
@@ -450,6 +452,8 @@ def attach(ledger: Ledger, settings: Any) -> TransparencyLog:
     log = TransparencyLog(ledger, Path(settings.key_dir), origin_prefix=settings.origin_prefix,
                           env_keys=getattr(settings, "log_keys", "") or "")
     ledger.before_commit.append(log.sign_checkpoint)
+    # What the checkpoint hook reads first, sent with the transaction's head read instead.
+    ledger.prefetch.update({"log_keys": LOG_KEYS_SQL, "latest_checkpoint": LATEST_CHECKPOINT_SQL})
     ledger.after_append.insert(0, log.refuse_unverified)  # before the entry's Merkle nodes are written
     ledger.transparency_log = log  # type: ignore[attr-defined]
     # The registrant report keys (issue 18) live beside the log keys; reports sign with them.

@@ -697,6 +697,28 @@ def _pipeline(conn: Connection) -> Iterator[Any]:
             conn.info.pop(PIPELINE_INFO_KEY, None)
 
 
+#: ``Connection.info`` key of the ``Ledger.prefetch`` rows of the append transaction in flight.
+PREFETCHED_INFO_KEY = "csledger_prefetched"
+
+
+@contextmanager
+def _prefetched(conn: Connection) -> Iterator[None]:
+    """Drop the transaction's prefetched rows when it ends (``Connection.info`` outlives it: it
+    belongs to the pooled DBAPI connection)."""
+    try:
+        yield
+    finally:
+        conn.info.pop(PREFETCHED_INFO_KEY, None)
+
+
+def prefetched(conn: Connection, name: str) -> list[dict[str, Any]] | None:
+    """The rows of the ``Ledger.prefetch`` read ``name`` sent with this append transaction's
+    head read, once: a second call (or a connection outside an append) gets None and reads for
+    itself."""
+    rows = conn.info.get(PREFETCHED_INFO_KEY)
+    return None if rows is None else rows.pop(name, None)
+
+
 #: The registrants whose group this thread is running (a nested command on one of them is refused).
 _LEADING = threading.local()
 
@@ -823,6 +845,13 @@ class Ledger:
         #: hooks marked ``once_per_commit`` (checkpoint signing), once per group commit with the
         #: context of its last command.
         self.before_commit: list[Callable[[CommandContext], None]] = []
+        #: Reads sent with the chain-head read that opens every append transaction, by name: SQL
+        #: whose one parameter ``:r`` is the registrant. On PostgreSQL they share its round trip.
+        #: Their rows are in ``conn.info[PREFETCHED_INFO_KEY][name]`` for the transaction's hooks
+        #: (``prefetched``): read after the registrant's write lock, so they are what a read at
+        #: any later point of the transaction would return, as long as only the hook that uses
+        #: them writes their tables.
+        self.prefetch: dict[str, str] = {}
         self._groups: dict[str, _Group] = {}
         self._groups_lock = threading.Lock()
         #: Transactions committed and the commands they carried (``csledger bench`` prints the ratio).
@@ -946,12 +975,11 @@ class Ledger:
         done: list[tuple[_Pending, dict[str, Any]]] = []
         group_nodes: dict[tuple[int, int], bytes] = {}
         try:
-            with self.engine.connect() as conn, conn.begin(), _pipeline(conn) as pipe:
+            with self.engine.connect() as conn, conn.begin(), _pipeline(conn) as pipe, _prefetched(conn):
                 r = raw(conn)
                 if pipe is not None:
                     r.run(conn, "SELECT pg_advisory_xact_lock(:k)", {"k": _advisory_key(registrant)})
-                head = r.one(conn, "SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
-                             {"r": registrant})
+                head, used_keys = self._opening_reads(conn, r, batch)
                 node_cache(self.engine).check_chain(
                     registrant, 0 if head is None else head["seq"] + 1, None if head is None else head["leaf_hash"],
                     lambda seq: r.scalar(conn, "SELECT leaf_hash FROM entries WHERE registrant = :r AND seq = :s",
@@ -962,7 +990,7 @@ class Ledger:
                     if not alone:
                         r.run(conn, "SAVEPOINT csledger_command")
                     try:
-                        response, ctx = self._one_command(conn, p, state, group_nodes, per_command)
+                        response, ctx = self._one_command(conn, p, state, group_nodes, per_command, used_keys)
                         if pipe is not None and not alone:
                             pipe.sync()  # this command's writes fail here, inside its own savepoint
                     except Exception as exc:
@@ -982,6 +1010,11 @@ class Ledger:
                         continue
                     if not alone:
                         r.run(conn, "RELEASE SAVEPOINT csledger_command")
+                    if p.idempotency_key is not None and ctx is not None:
+                        # Recorded with this command: a later command of the group with the
+                        # same key replays it (the keys were read once, before the first).
+                        used_keys[p.idempotency_key] = {"request_hash": p.rhash, "command": p.command,
+                                                        "response": json.dumps(response, sort_keys=True)}
                     done.append((p, response))
                     if ctx is not None:
                         group_nodes.update(ctx.read_nodes)
@@ -1019,15 +1052,38 @@ class Ledger:
             return Conflict("the ledger is busy; nothing was recorded, retry")
         return exc
 
+    def _opening_reads(self, conn: Connection, r: RawSql,
+                       batch: list[_Pending]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+        """The reads that open an append transaction, sent together (one round trip on
+        PostgreSQL, after the advisory lock queued before them): the chain head, the
+        ``prefetch`` reads (kept in ``conn.info`` for the hooks) and the group's idempotency
+        keys already recorded. Returns (the head row or None, the recorded keys by key)."""
+        registrant = batch[0].registrant
+        keys = sorted({p.idempotency_key for p in batch if p.idempotency_key is not None})
+        names = list(self.prefetch)
+        queries = [("SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
+                    {"r": registrant})]
+        queries += [(self.prefetch[n], {"r": registrant}) for n in names]
+        if keys:
+            marks = ", ".join(f":k{i}" for i in range(len(keys)))
+            queries.append((f"SELECT key, request_hash, response, command FROM idempotency_keys "
+                            f"WHERE registrant = :r AND key IN ({marks})",
+                            {"r": registrant, **{f"k{i}": k for i, k in enumerate(keys)}}))
+        results = r.batch(conn, queries)
+        conn.info[PREFETCHED_INFO_KEY] = dict(zip(names, results[1:1 + len(names)], strict=True))
+        used = {row["key"]: row for row in results[-1]} if keys else {}
+        return (results[0][0] if results[0] else None), used
+
     def _one_command(self, conn: Connection, p: _Pending, state: tuple[int | None, str | None],
                      group_nodes: dict[tuple[int, int], bytes],
-                     per_command: list[Callable[[CommandContext], None]]) -> tuple[dict[str, Any], CommandContext | None]:
+                     per_command: list[Callable[[CommandContext], None]],
+                     used_keys: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], CommandContext | None]:
         """One command inside the group's transaction: (its response, its context or None when it
-        only replayed an earlier response)."""
+        only replayed an earlier response). ``used_keys``: the group's idempotency keys already
+        recorded, by key (``_opening_reads``)."""
         registrant, r = p.registrant, raw(conn)
         if p.idempotency_key is not None:
-            prior = r.one(conn, "SELECT request_hash, response, command FROM idempotency_keys "
-                                "WHERE registrant = :r AND key = :k", {"r": registrant, "k": p.idempotency_key})
+            prior = used_keys.get(p.idempotency_key)
             if prior is not None:
                 if prior["request_hash"] != p.rhash:
                     raise IdempotencyConflict(
