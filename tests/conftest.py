@@ -244,6 +244,8 @@ LONG_FILES = (
     "tests/robustness/test_bad_input_web.py",
     "tests/robustness/test_bad_input_http.py",
     "tests/robustness/test_bad_input_cli.py",
+    "tests/robustness/test_bad_input_web_part2.py",
+    "tests/robustness/test_bad_input_cli_offline.py",
     "tests/robustness/test_tampering.py",
     "tests/reports/test_reports_cli.py",
     "tests/web/test_axe.py",

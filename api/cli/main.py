@@ -10,9 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ledger.domain.commands import AddressInput, RegisterRegistrant
 from ledger.domain.errors import InvalidInput, LedgerError
-from ledger.settings import get_settings
+
+# Start-up time: every ``csledger`` run (``--help`` too) imports this module and the command
+# modules at its end, so SQLAlchemy, pydantic-settings, the services, reportlab and FastAPI are
+# imported inside the commands that use them, not here.
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -38,25 +40,36 @@ class _App(typer.Typer):
     traceback. Other exceptions are bugs and keep theirs."""
 
     def __call__(self, *args, **kwargs):
-        import sqlite3
-        import subprocess
-
-        from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-
         try:
             return super().__call__(*args, **kwargs)
-        except LedgerError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        except (DBAPIError, sqlite3.Error) as exc:
-            err.print(f"[bold red]error:[/] database: {type(getattr(exc, 'orig', None) or exc).__name__}: "
-                      f"{_one_line(exc)}", highlight=False)
-        except (ArgumentError, NoSuchModuleError) as exc:
-            err.print(f"[bold red]error:[/] database URL: {_one_line(exc)}", highlight=False)
-        except subprocess.CalledProcessError as exc:
-            err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
-        except OSError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        except Exception as exc:
+            _environment_error(exc)  # re-raises a bug's exception, traceback and all
         sys.exit(2)
+
+
+def _environment_error(exc: Exception) -> None:
+    """Print ``exc`` as one line if it is an error of the environment (see ``_App``); else re-raise
+    it. SQLAlchemy's exceptions are looked up only if a command imported SQLAlchemy: one that did
+    not (``--help``, the witness commands) cannot have raised them, and need not pay its import."""
+    import sqlite3
+    import subprocess
+
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    db_errors = (sqlite3.Error, *((sa_exc.DBAPIError,) if sa_exc is not None else ()))
+    url_errors = (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) if sa_exc is not None else ()
+    if isinstance(exc, LedgerError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    elif isinstance(exc, db_errors):
+        err.print(f"[bold red]error:[/] database: {type(getattr(exc, 'orig', None) or exc).__name__}: "
+                  f"{_one_line(exc)}", highlight=False)
+    elif isinstance(exc, url_errors):
+        err.print(f"[bold red]error:[/] database URL: {_one_line(exc)}", highlight=False)
+    elif isinstance(exc, subprocess.CalledProcessError):
+        err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
+    elif isinstance(exc, OSError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    else:
+        raise exc
 
 
 app = _App(help="csledger: controlled-substance ledger for ketamine clinics.", no_args_is_help=True,
@@ -68,6 +81,7 @@ DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (overri
 def _open(db: str | None, *, migrate_first: bool = False):
     from sqlalchemy.exc import DBAPIError
 
+    from ledger.settings import get_settings
     from ledger.storage.log import attach
     from ledger.storage.store import Ledger, migrate
 
@@ -217,6 +231,7 @@ def init(
     """Migrate to head and register a registrant with its first administrator (with
     --admin-password-stdin: their login and the root signing key too)."""
     from ledger import services
+    from ledger.domain.commands import AddressInput, RegisterRegistrant
 
     password = None
     if admin_password_stdin:
@@ -414,6 +429,7 @@ def demo(
 ) -> None:
     """Build a realistic demo data set on a fresh database, then verify it deeply."""
     from api.cli.demo import run_demo
+    from ledger.settings import get_settings
 
     settings = get_settings(database_url=db)
     try:
@@ -431,6 +447,7 @@ def backup(
     """Consistent online backup: SQLite's backup API, or pg_dump (custom format) for PostgreSQL.
     Prints the tree size and root of every registrant so the restore can be checked against it."""
     from ledger.services.backup import backup_database
+    from ledger.settings import get_settings
 
     settings = get_settings(database_url=db)
     try:
@@ -449,6 +466,7 @@ def restore(
 ) -> None:
     """Restore a backup into an EMPTY database (never over an existing ledger), then verify it."""
     from ledger.services.backup import restore_database
+    from ledger.settings import get_settings
 
     settings = get_settings(database_url=db)
     try:
