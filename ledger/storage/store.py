@@ -743,14 +743,16 @@ class WriteSlots:
     Why: a transaction in flight is mostly this process's Python work, and under CPython's
     interpreter lock more of them at once only add hand-offs of that lock. With 20 registrants
     on one PostgreSQL server and no limit, every command cost about 2 ms of kernel time in
-    context switches (240 a command) on top of its own work, and a median command waited 60 to
-    70 ms. SQLite has one writer per database, so a second transaction in flight only sleeps in
-    SQLite's busy handler: with 20 registrants the slowest commands waited 330 to 430 ms. The
-    figures, and those with the limit, are in ``docs/benchmarks.md``.
+    context switches (240 a command) on top of its own work. SQLite has one writer per
+    database, so a second transaction in flight only sleeps in SQLite's busy handler: with 20
+    registrants the slowest commands waited 330 to 430 ms. The figures, and those with the
+    limit, are in ``docs/benchmarks.md``.
 
-    Registrants still never wait for each other's locks or commits: a slot is only a turn at the
-    process's CPU, handed out first come, first served. A thread already holding a slot (a
-    command started from inside another registrant's command) goes on without a second one."""
+    A slot is only a turn at the process's CPU, handed out first come, first served: a
+    transaction gives its slot up while it waits for another process to release its
+    registrant's lock (``Ledger._run_group``), so no registrant waits for another's lock or
+    commit. A thread holds at most one slot: a command started inside another is refused
+    (``Ledger.execute``)."""
 
     def __init__(self, slots: int):
         if slots < 1:
@@ -759,37 +761,54 @@ class WriteSlots:
         self._free = slots
         self._lock = threading.Lock()
         self._waiters: deque[threading.Lock] = deque()
-        self._held = threading.local()
+        self._holder = threading.local()
+
+    def held(self) -> bool:
+        """Whether the calling thread holds a slot."""
+        return getattr(self._holder, "holds", False)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                turn = None
+            else:
+                turn = threading.Lock()
+                turn.acquire()
+                self._waiters.append(turn)
+        if turn is not None:
+            try:
+                self._wait_for(turn)
+            except BaseException:
+                with self._lock:
+                    handed = turn not in self._waiters
+                    if not handed:
+                        self._waiters.remove(turn)
+                if handed:
+                    self._hand_on()
+                raise
+        self._holder.holds = True
+
+    def release(self) -> None:
+        self._holder.holds = False
+        self._hand_on()
 
     def __enter__(self) -> WriteSlots:
-        depth = getattr(self._held, "depth", 0)
-        if depth == 0:
-            with self._lock:
-                if self._free and not self._waiters:
-                    self._free -= 1
-                    turn = None
-                else:
-                    turn = threading.Lock()
-                    turn.acquire()
-                    self._waiters.append(turn)
-            if turn is not None:
-                try:
-                    self._wait_for(turn)
-                except BaseException:
-                    with self._lock:
-                        handed = turn not in self._waiters
-                        if not handed:
-                            self._waiters.remove(turn)
-                    if handed:
-                        self._hand_on()
-                    raise
-        self._held.depth = depth + 1
+        self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._held.depth -= 1
-        if self._held.depth == 0:
-            self._hand_on()
+        self.release()
+
+    @contextmanager
+    def given_up(self) -> Iterator[None]:
+        """The slot released for the block (a wait that is not this process's work), and taken
+        again at its end, whatever happens in it."""
+        self.release()
+        try:
+            yield
+        finally:
+            self.acquire()
 
     def _wait_for(self, turn: threading.Lock) -> None:
         turn.acquire()  # released by the holder whose slot this thread is handed
@@ -907,6 +926,10 @@ class Ledger:
             # A command started from inside another command's transaction on the same
             # registrant would wait for its own commit forever: a programming error.
             raise RuntimeError(f"a command on {registrant} was started inside another command on {registrant}")
+        if self.write_slots.held():
+            # On another registrant it could wait, holding this thread's write slot, for a
+            # group whose leader waits for that slot: start it after this command commits.
+            raise RuntimeError(f"a command on {registrant} was started inside another command's transaction")
         pending = _Pending(registrant, command, request, build, principal_id, idempotency_key, creates_registrant,
                            request_hash(command, principal_id, request))
         group = self._group(registrant)
@@ -987,9 +1010,15 @@ class Ledger:
         try:
             with self.engine.connect() as conn, conn.begin(), _pipeline(conn) as pipe, _prefetched(conn):
                 r = raw(conn)
-                if pipe is not None:
-                    r.run(conn, "SELECT pg_advisory_xact_lock(:k)", {"k": _advisory_key(registrant)})
-                head, used_keys = self._opening_reads(conn, r, batch)
+                head, used_keys, locked = self._opening_reads(conn, r, batch, try_lock=pipe is not None)
+                if not locked:
+                    # Another process holds the registrant's lock (PostgreSQL): its reads above
+                    # are void. Wait for the lock without this process's write slot, so the
+                    # other registrants of this process are not held up, then read again.
+                    with self.write_slots.given_up():
+                        r.run(conn, "SELECT pg_advisory_xact_lock(:k)", {"k": _advisory_key(registrant)})
+                        pipe.sync()
+                    head, used_keys, locked = self._opening_reads(conn, r, batch, try_lock=False)
                 node_cache(self.engine).check_chain(
                     registrant, 0 if head is None else head["seq"] + 1, None if head is None else head["leaf_hash"],
                     lambda seq: r.scalar(conn, "SELECT leaf_hash FROM entries WHERE registrant = :r AND seq = :s",
@@ -1062,17 +1091,20 @@ class Ledger:
             return Conflict("the ledger is busy; nothing was recorded, retry")
         return exc
 
-    def _opening_reads(self, conn: Connection, r: RawSql,
-                       batch: list[_Pending]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    def _opening_reads(self, conn: Connection, r: RawSql, batch: list[_Pending], *,
+                       try_lock: bool) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], bool]:
         """The reads that open an append transaction, sent together (one round trip on
-        PostgreSQL, after the advisory lock queued before them): the chain head, the
-        ``prefetch`` reads (kept in ``conn.info`` for the hooks) and the group's idempotency
-        keys already recorded. Returns (the head row or None, the recorded keys by key)."""
+        PostgreSQL): with ``try_lock``, first the registrant's advisory lock if it is free;
+        then the chain head, the ``prefetch`` reads (kept in ``conn.info`` for the hooks) and
+        the group's idempotency keys already recorded. Returns (the head row or None, the
+        recorded keys by key, whether the lock is held: if not, the rows are void)."""
         registrant = batch[0].registrant
         keys = sorted({p.idempotency_key for p in batch if p.idempotency_key is not None})
         names = list(self.prefetch)
         queries = [("SELECT seq, leaf_hash FROM entries WHERE registrant = :r ORDER BY seq DESC LIMIT 1",
                     {"r": registrant})]
+        if try_lock:
+            queries.insert(0, ("SELECT pg_try_advisory_xact_lock(:k) AS locked", {"k": _advisory_key(registrant)}))
         queries += [(self.prefetch[n], {"r": registrant}) for n in names]
         if keys:
             marks = ", ".join(f":k{i}" for i in range(len(keys)))
@@ -1080,9 +1112,12 @@ class Ledger:
                             f"WHERE registrant = :r AND key IN ({marks})",
                             {"r": registrant, **{f"k{i}": k for i, k in enumerate(keys)}}))
         results = r.batch(conn, queries)
+        locked = True
+        if try_lock:
+            locked = bool(results.pop(0)[0]["locked"])
         conn.info[PREFETCHED_INFO_KEY] = dict(zip(names, results[1:1 + len(names)], strict=True))
         used = {row["key"]: row for row in results[-1]} if keys else {}
-        return (results[0][0] if results[0] else None), used
+        return (results[0][0] if results[0] else None), used, locked
 
     def _one_command(self, conn: Connection, p: _Pending, state: tuple[int | None, str | None],
                      group_nodes: dict[tuple[int, int], bytes],

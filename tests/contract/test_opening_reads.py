@@ -1,10 +1,12 @@
 """The reads that open an append transaction go together (issue 22): the chain head, the log's
 keys and latest checkpoint (for the checkpoint signed before commit), and the group's
-idempotency keys. On PostgreSQL that is one round trip after the advisory lock instead of three.
+idempotency keys. On PostgreSQL that is one round trip, with the advisory lock, instead of three.
 
-What must hold: each is read once per transaction, after the registrant's write lock; the rows
-kept for the checkpoint hook never reach another transaction; a key rotated between two
-commands signs the next checkpoint; a retried key still replays, within a group and after it.
+What must hold: each is read once per transaction; the rows kept for the checkpoint hook never
+reach another transaction; a key rotated between two commands signs the next checkpoint; a
+retried key still replays after its command committed. (Read again after a lock another process
+held: tests/contract/test_write_slots.py; a key twice in one group:
+tests/contract/test_group_commit.py.)
 """
 
 from __future__ import annotations

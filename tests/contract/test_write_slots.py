@@ -66,20 +66,21 @@ def test_waiters_are_handed_their_slot_in_order_of_arrival():
     assert slots.waiting() == 0 and slots._free == 1
 
 
-def test_never_more_than_n_at_once_and_a_holder_may_nest():
+def test_never_more_than_n_at_once():
     slots = WriteSlots(2)
     inside, most, lock = [0], [0], threading.Lock()
 
     def run() -> None:
         for _ in range(50):
             with slots:
-                with slots:  # a command started inside another registrant's command
-                    with lock:
-                        inside[0] += 1
-                        most[0] = max(most[0], inside[0])
-                    time.sleep(0.0005)
-                    with lock:
-                        inside[0] -= 1
+                assert slots.held()
+                with lock:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.0005)
+                with lock:
+                    inside[0] -= 1
+            assert not slots.held()
 
     threads = [threading.Thread(target=run) for _ in range(8)]
     for t in threads:
@@ -89,6 +90,17 @@ def test_never_more_than_n_at_once_and_a_holder_may_nest():
         assert not t.is_alive(), "a thread never got a slot"
     assert most[0] == 2  # 8 threads for 400 turns: both slots were used, never a third
     assert slots._free == 2 and slots.waiting() == 0
+
+
+def test_a_slot_given_up_for_a_wait_is_taken_again_even_if_the_wait_fails():
+    slots = WriteSlots(1)
+    with slots:
+        with pytest.raises(ZeroDivisionError):
+            with slots.given_up():
+                assert slots._free == 1 and not slots.held()  # another thread could run now
+                raise ZeroDivisionError
+        assert slots.held() and slots._free == 0
+    assert slots._free == 1
 
 
 class _Stopped(Exception):
@@ -217,3 +229,141 @@ def test_a_ledger_takes_its_slots_from_the_database_kind(tmp_path):
         assert ledger.write_slots.slots == 1
     finally:
         ledger.dispose()
+
+
+@BOTH
+def test_a_command_started_inside_another_on_another_registrant_is_refused(ledger):
+    """Holding its slot, it could wait for a group whose leader waits for that slot: a deadlock
+    (review of issue 22). Refused as a programming error; nothing of either is recorded."""
+    a = Clinic(ledger)
+    b = Clinic(ledger, DEA2)
+    outcome: dict[str, object] = {}
+
+    def nested(ctx) -> None:
+        if ctx.request.get("invoice_number") == "INV-OUTER":
+            services.receive_stock(ledger, b.nurse, receipt(b, "INV-INNER"))
+
+    ledger.before_commit.insert(0, nested)
+
+    def run() -> None:
+        try:
+            services.receive_stock(ledger, a.nurse, receipt(a, "INV-OUTER"))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the nested command hung"
+    assert isinstance(outcome.get("error"), RuntimeError), outcome
+    ledger.before_commit.remove(nested)
+    with ledger.reading() as c:
+        n = c.exec_driver_sql("SELECT count(*) FROM entries WHERE kind = 'stock_received'").scalar()
+    assert n == 0
+    assert ledger.write_slots.waiting() == 0 and not ledger.write_slots.held()
+
+
+class _Stop(BaseException):
+    pass
+
+
+def test_a_leader_stopped_while_waiting_for_a_slot_fails_alone_and_hands_the_group_on(ledger):
+    """A leader stopped (say, by KeyboardInterrupt) while it waits for a slot: only its own
+    command fails, the follower queued behind it becomes the leader and commits, and the slot
+    is not lost (from the review of issue 22)."""
+    gate = threading.Event()
+
+    class StopFirst(WriteSlots):
+        stopped = False
+
+        def _wait_for(self, turn):
+            gate.wait(10)  # until the follower has queued behind this leader
+            if not self.stopped:
+                self.stopped = True
+                raise _Stop()
+            turn.acquire()
+
+    clinic = Clinic(ledger)
+    ledger.write_slots = StopFirst(1)
+    ledger.write_slots.acquire()  # as if another registrant's transaction were in flight
+    out: dict[str, object] = {}
+
+    def run(inv: str) -> None:
+        try:
+            out[inv] = services.receive_stock(ledger, clinic.nurse, receipt(clinic, inv))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            out[inv] = exc
+
+    leader = threading.Thread(target=run, args=("INV-L",), daemon=True)
+    leader.start()
+    _until(lambda: ledger.write_slots.waiting() == 1, "the leader never waited for a slot")
+    follower = threading.Thread(target=run, args=("INV-F",), daemon=True)
+    follower.start()
+    _until(lambda: ledger.waiting(DEA) == 2, "the follower never queued")
+    gate.set()
+    leader.join(10)
+    assert isinstance(out.get("INV-L"), _Stop), out
+    _until(lambda: ledger.write_slots.waiting() == 1, "the follower never took the lead")
+    ledger.write_slots.release()
+    follower.join(30)
+    assert not follower.is_alive()
+    assert isinstance(out.get("INV-F"), dict), out
+    assert ledger.write_slots._free == 1 and ledger.write_slots.waiting() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_registrant_locked_by_another_process_does_not_hold_up_the_others(ledger):
+    """Another process (here, a session of its own) holds registrant A's advisory lock. A
+    command on A waits for it without this process's only write slot, so a command on B is
+    recorded meanwhile; once the lock is released, A's command is recorded too, and so is a
+    third process's command on A that waited beside it: whichever gets the lock second read
+    the chain head again after getting it (the head read with a refused lock is void)."""
+    import sqlalchemy as sa
+
+    from ledger.storage.store import _advisory_key
+
+    a = Clinic(ledger)
+    b = Clinic(ledger, DEA2)
+    ledger.write_slots = WriteSlots(1)
+    other = sa.create_engine(ledger.engine.url, poolclass=sa.pool.NullPool)
+    out: dict[str, object] = {}
+    with other.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _advisory_key(DEA)})
+        holder.commit()
+
+        def run() -> None:
+            try:
+                out["A"] = services.receive_stock(ledger, a.nurse, receipt(a, "INV-A"))
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                out["A"] = exc
+
+        third = Ledger(make_engine(str(ledger.engine.url.render_as_string(hide_password=False))))
+
+        def run_third() -> None:
+            try:
+                out["A3"] = services.receive_stock(third, a.nurse, receipt(a, "INV-A3"))
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                out["A3"] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t3 = threading.Thread(target=run_third, daemon=True)
+        t.start()
+        t3.start()
+        with other.connect() as probe:  # both of A's transactions are waiting for the lock
+            _until(lambda: probe.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar() == 2,
+                "A's commands never waited for the lock")
+        done = threading.Event()
+        threading.Thread(target=lambda: (services.receive_stock(ledger, b.nurse, receipt(b, "INV-B")), done.set()),
+                         daemon=True).start()
+        assert done.wait(30), "B waited for A's lock (its slot was held)"
+        assert "A" not in out
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(DEA)})
+        holder.commit()
+    t.join(30)
+    t3.join(30)
+    other.dispose()
+    third.dispose()
+    assert isinstance(out.get("A"), dict) and isinstance(out.get("A3"), dict), out
+    assert verify(ledger, deep=True).ok
