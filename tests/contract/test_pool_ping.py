@@ -21,20 +21,24 @@ from tests.contract.test_ledger_contract import receipt
 pytestmark = pytest.mark.postgres
 
 
+def _drop_every_connection(ledger) -> int:
+    """The server ends every connection of the ledger's database (a restart, a failover): how many."""
+    admin = sa.create_engine(ledger.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            return c.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     "WHERE datname = :d AND pid <> pg_backend_pid()"),
+                             {"d": ledger.engine.url.database}).scalar()
+    finally:
+        admin.dispose()
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_connection_dropped_while_idle_is_replaced_before_the_command(ledger):
     clinic = Clinic(ledger)
     services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-1"))
     before = entry_count(ledger)
-    database = ledger.engine.url.database
-    admin = sa.create_engine(ledger.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:  # the server drops every pooled connection of the ledger
-            dropped = c.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                        "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar()
-    finally:
-        admin.dispose()
-    assert dropped >= 1
+    assert _drop_every_connection(ledger) >= 1
     time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
     services.receive_stock(ledger, clinic.nurse, receipt(clinic, "INV-2"))  # no error: replaced after its ping
     assert ledger.engine.pool.checkedout() == 0
@@ -71,15 +75,7 @@ def test_one_failed_ping_replaces_every_pooled_connection(ledger, monkeypatch):
         c.exec_driver_sql("SELECT 1")
     for c in held:
         c.close()
-    database = ledger.engine.url.database
-    admin = sa.create_engine(ledger.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            dropped = c.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                        "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar()
-    finally:
-        admin.dispose()
-    assert dropped >= 4
+    assert _drop_every_connection(ledger) >= 4
     time.sleep(engine_mod.PING_AFTER_IDLE_S + 0.2)
     pings: list[int] = []
     real = ledger.engine.dialect.do_ping
