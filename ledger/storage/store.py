@@ -745,7 +745,7 @@ class WriteSlots:
     on one PostgreSQL server and no limit, every command cost about 2 ms of kernel time in
     context switches (240 a command) on top of its own work. SQLite has one writer per
     database, so a second transaction in flight only sleeps in SQLite's busy handler: with 20
-    registrants the slowest commands waited 330 to 430 ms. The figures, and those with the
+    registrants the slowest commands waited 200 to 430 ms. The figures, and those with the
     limit, are in ``docs/benchmarks.md``.
 
     A slot is only a turn at the process's CPU, handed out first come, first served: a
