@@ -5,8 +5,9 @@ with its deadlines; ``verify --deep`` rebuilds everything."""
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
@@ -23,7 +24,7 @@ from ledger.services import alerts as alert_service  # noqa: E402
 from ledger.services.verify import verify  # noqa: E402
 from ledger.storage.store import Ledger  # noqa: E402
 from tests.clinical.conftest import Ops  # noqa: E402
-from tests.conftest import BACKENDS, KETAMINE_50, migrated_engine  # noqa: E402
+from tests.conftest import BACKENDS, CLINIC_TZ, KETAMINE_50, migrated_engine  # noqa: E402
 
 pytestmark = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -117,7 +118,11 @@ def test_count_overdue_clears_itself_when_a_count_is_recorded(ledger):
     alert_service.scan(ledger, ops.dea, now=later)
     assert alert_service.list_alerts(ledger, ops.dea, rule="count_overdue") == []  # no stock yet: nothing to count
     ops.receive(2)  # (whether today's count is due depends on the hour; test_clinical_rules pins it down)
-    tomorrow = datetime.now(UTC) + timedelta(days=1, hours=3)
+    # Noon tomorrow, the clinic's time: its opening count is overdue then at any hour the test
+    # runs. (Now + 27 h was not: run 03:00-05:00 UTC, that is 00:xx in Chicago, before the
+    # grace hours after opening had passed, and no alert was due yet.)
+    zone = zoneinfo.ZoneInfo(CLINIC_TZ)
+    tomorrow = datetime.combine(datetime.now(zone).date() + timedelta(days=1), time(12), zone).astimezone(UTC)
     res = alert_service.scan(ledger, ops.dea, now=tomorrow)
     [overdue] = alert_service.list_alerts(ledger, ops.dea, rule="count_overdue")
     assert overdue["alert_id"] in res.raised and overdue["status"] == "open"
