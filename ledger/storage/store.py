@@ -729,9 +729,6 @@ def prefetched(conn: Connection, name: str) -> list[dict[str, Any]] | None:
     return None if rows is None else rows.pop(name, None)
 
 
-#: The registrants whose group this thread is running (a nested command on one of them is refused).
-_LEADING = threading.local()
-
 #: Commands committed together at most (a bound on how long the first of them waits).
 _GROUP_MAX = 64
 
@@ -922,13 +919,11 @@ class Ledger:
         only after the commit, and if the commit fails every caller of the group gets the error.
         """
         check_idempotency_key(idempotency_key)
-        if registrant in getattr(_LEADING, "registrants", ()):
-            # A command started from inside another command's transaction on the same
-            # registrant would wait for its own commit forever: a programming error.
-            raise RuntimeError(f"a command on {registrant} was started inside another command on {registrant}")
         if self.write_slots.held():
-            # On another registrant it could wait, holding this thread's write slot, for a
-            # group whose leader waits for that slot: start it after this command commits.
+            # A command started from inside another command's transaction (whose leader holds
+            # this thread's write slot) would wait forever: for its own group's commit on the
+            # same registrant, or on another for a group whose leader waits for that slot. A
+            # programming error: start it after this command commits.
             raise RuntimeError(f"a command on {registrant} was started inside another command's transaction")
         pending = _Pending(registrant, command, request, build, principal_id, idempotency_key, creates_registrant,
                            request_hash(command, principal_id, request))
@@ -969,13 +964,11 @@ class Ledger:
 
         The batch is taken once this transaction has its write slot, so the commands that
         arrived while it waited for one are committed with it."""
-        leading = _LEADING.__dict__.setdefault("registrants", set())
         batch: list[_Pending] = []
         try:
             with self.write_slots:
                 with group.lock:
                     batch, group.queue = group.queue[:_GROUP_MAX], group.queue[_GROUP_MAX:]
-                leading.add(me.registrant)
                 self._run_group(batch)
         except BaseException as exc:  # never leave a waiter hanging, whatever happened
             if not batch:  # stopped while waiting for a slot: only this caller's command fails
@@ -988,7 +981,6 @@ class Ledger:
                         "the ledger stopped while this command ran; nothing was recorded, retry"), True
             raise
         finally:
-            leading.discard(me.registrant)
             with group.lock:
                 if group.queue:
                     nxt = group.queue[0]
